@@ -1,0 +1,101 @@
+"""Events the engine publishes to subscribers, and their JSON form (SPEC §7).
+
+Log output travels as `LogLines`, one event per chunk of lines read, never one per line; the
+JSON form expands it to one `log` object per line.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+
+PENDING = "pending"
+WAITING = "waiting"
+QUEUED = "queued"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+TIMED_OUT = "timed_out"
+CANCELLED = "cancelled"
+SKIPPED = "skipped"
+CACHED = "cached"
+LOST = "lost"
+
+STATUSES = (PENDING, WAITING, QUEUED, RUNNING, SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, SKIPPED,
+            CACHED, LOST)
+ACTIVE = frozenset({QUEUED, RUNNING})
+FINISHED = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, SKIPPED, CACHED, LOST})
+BAD = frozenset({FAILED, TIMED_OUT, LOST})  # fail the run unless allow_failure
+
+
+def now() -> float:
+    """Seconds since the epoch, as events carry them."""
+    return time.time()
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    run_id: str
+    pipeline: str
+    stages: tuple[str, ...]
+    ts: float = field(default_factory=now)
+    type: str = "run_started"
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    run_id: str
+    stage: str
+    status: str
+    attempt: int
+    host: str
+    exit_code: int | None = None
+    duration: float | None = None
+    reason: str | None = None
+    ts: float = field(default_factory=now)
+    type: str = "stage_status"
+
+
+@dataclass(frozen=True)
+class LogLines:
+    """Complete lines (masked, decoded with replacement, without newlines) from one stream."""
+
+    run_id: str
+    stage: str
+    attempt: int
+    stream: str  # "stdout" or "stderr"
+    lines: tuple[str, ...]
+    ts: float = field(default_factory=now)
+    type: str = "log"
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    run_id: str
+    status: str  # succeeded, failed, cancelled
+    exit_code: int
+    duration: float
+    ts: float = field(default_factory=now)
+    type: str = "run_finished"
+
+
+Event = RunStarted | StageStatus | LogLines | RunFinished
+Subscriber = Callable[[Event], None]
+
+
+def to_json_lines(event: Event) -> Iterator[str]:
+    """The event as SPEC §7 JSON objects, one string per line (a LogLines gives one per line)."""
+    if isinstance(event, LogLines):
+        head = {"type": "log", "ts": event.ts, "run_id": event.run_id, "stage": event.stage,
+                "attempt": event.attempt, "stream": event.stream}
+        for text in event.lines:
+            yield json.dumps({**head, "text": text}, ensure_ascii=False)
+        return
+    data = {k: v for k, v in asdict(event).items() if v is not None or k == "exit_code"}
+    if isinstance(event, StageStatus) and event.exit_code is None:
+        data.pop("exit_code")
+    if isinstance(event, RunStarted):
+        data["stages"] = list(event.stages)
+    yield json.dumps(data, ensure_ascii=False)

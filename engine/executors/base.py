@@ -1,0 +1,41 @@
+"""What every executor provides to the scheduler."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from engine.spec import Stage
+
+OutputSink = Callable[[str, bytes], None]
+"""Called with ("stdout" | "stderr", chunk) as output arrives; chunks are raw bytes."""
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """How an attempt ended: an exit code, or `lost` with a reason (dropped connection)."""
+
+    exit_code: int | None
+    lost: bool = False
+    reason: str | None = None
+
+
+class Executor(Protocol):
+    """Runs one stage attempt to its end.
+
+    Contract: `execute` returns when the stage's main process has exited and its output is fully
+    delivered to `sink` (a background child holding the pipes open must not block it forever).
+    When the awaiting task is cancelled (cancel or timeout, the scheduler uses asyncio
+    cancellation for both), the executor sends SIGTERM to the stage's whole process group,
+    waits `stage.kill_grace`, SIGKILLs every process the stage started (escapees included),
+    and only then re-raises CancelledError.
+    """
+
+    async def execute(self, stage: Stage, env: Mapping[str, str], sink: OutputSink) -> ExecResult:
+        """Run `stage.run` with exactly `env` as its environment."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; kill anything still running."""
+        ...

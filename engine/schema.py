@@ -1,0 +1,178 @@
+"""The pipeline file's key tables, read by the loader, and the JSON Schema made from them.
+
+Each section of the file (top level, `defaults`, a host, `watch`, a stage) is a table of
+`Key`s. The loader validates with these tables and `SCHEMA` (JSON Schema draft 2020-12, for
+editors; `pipedeck schema` prints it) is generated from them, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from engine.spec import WHEN_VALUES
+
+NAME_PATTERN = r"[A-Za-z0-9_.-]+"  # stage and host names
+ENV_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*"  # env, secret and matrix axis names
+DURATION_PATTERN = r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|h|m|s))+|[0-9]+(?:\.[0-9]+)?"
+EXTENSION_PREFIX = "x-"  # keys starting with it are ignored (a place for YAML anchors)
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key of a section: its kind (how it is checked), its doc, and its constraints.
+
+    Kinds: version, string, integer, boolean, duration, strings (a list of strings, or one
+    string), env (a mapping of names to strings), choice, matrix, and the sections defaults,
+    hosts, watch, stages.
+    """
+
+    kind: str
+    doc: str
+    required: bool = False
+    minimum: int | None = None
+    maximum: int | None = None
+    choices: tuple[str, ...] = ()
+    default: Any = None
+
+
+DEFAULTS_KEYS: dict[str, Key] = {
+    "timeout": Key("duration", "Default stage timeout (none when unset)."),
+    "retries": Key("integer", "Default extra attempts after a failure.", minimum=0, default=0),
+    "kill_grace": Key("duration", "Default time between SIGTERM and SIGKILL.", default="10s"),
+}
+
+HOST_KEYS: dict[str, Key] = {
+    "address": Key("string", "Address or ~/.ssh/config alias; default: the host's name."),
+    "port": Key("integer", "SSH port.", minimum=1, maximum=65535),
+    "user": Key("string", "SSH user."),
+    "identity_file": Key("string", "Private key file."),
+    "known_hosts": Key(
+        "string", 'known_hosts file, or "accept-new" to trust first-seen keys.',
+        default="~/.ssh/known_hosts",
+    ),
+    "workdir": Key("string", "Remote workspace root."),
+    "slots": Key("integer", "At most this many stages at once on this host.", minimum=1,
+                 default=4),
+}
+
+WATCH_KEYS: dict[str, Key] = {
+    "paths": Key("strings", "Paths watched for changes.", default=["."]),
+    "ignore": Key("strings", "Gitignore-style globs of changes to ignore.", default=[]),
+    "debounce": Key("duration", "Quiet time that ends a burst of changes.", default="100ms"),
+}
+
+STAGE_KEYS: dict[str, Key] = {
+    "run": Key("string", "The shell script to run.", required=True),
+    "needs": Key("strings", "Stages that must finish first (a matrix stage: all instances)."),
+    "env": Key("env", "Environment, merged over the pipeline env."),
+    "cwd": Key("string", "Working directory, relative to the pipeline file's directory.",
+               default="."),
+    "shell": Key("string", "Command prefix the script is appended to (split like a shell)."),
+    "timeout": Key("duration", "Kill the stage after this long; it is then timed_out."),
+    "kill_grace": Key("duration", "Time between SIGTERM and SIGKILL.", default="10s"),
+    "retries": Key("integer", "Extra attempts after a failed or timed-out attempt.", minimum=0,
+                   default=0),
+    "when": Key("choice", "When the stage runs.", choices=WHEN_VALUES, default="on_success"),
+    "allow_failure": Key("boolean", "A failure does not fail the run.", default=False),
+    "inputs": Key("strings", "Globs of files the stage reads (caching, watch mode)."),
+    "outputs": Key("strings", "Globs of files the stage makes (artifacts, caching)."),
+    "host": Key("string", 'Host name, or "local".', default="local"),
+    "matrix": Key("matrix", "Axis -> values: one stage instance per combination."),
+    "metrics": Key("string", "A JSON file of numbers the stage writes."),
+}
+
+TOP_KEYS: dict[str, Key] = {
+    "version": Key("version", "The file format version: the integer 1.", required=True),
+    "name": Key("string", "Pipeline name; default: the file's stem."),
+    "env": Key("env", "Pipeline-wide environment."),
+    "secrets": Key("strings", "Env var names read from the environment or .env, masked."),
+    "defaults": Key("defaults", "Per-stage defaults."),
+    "hosts": Key("hosts", "Remote build boxes, by name."),
+    "watch": Key("watch", "Watch mode settings."),
+    "stages": Key("stages", "The stages, by name.", required=True),
+}
+
+_SCALAR = {"type": ["string", "number"]}
+
+
+def _section(table: dict[str, Key]) -> dict[str, Any]:
+    """A closed object schema for one section table."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {name: _key_schema(key) for name, key in table.items()},
+        "patternProperties": {f"^{EXTENSION_PREFIX}": {}},
+        "additionalProperties": False,
+    }
+    required = [name for name, key in table.items() if key.required]
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _named(ref: str, min_properties: int = 0) -> dict[str, Any]:
+    """An object of name -> `$defs/ref` with names matching NAME_PATTERN."""
+    schema = {
+        "type": "object",
+        "propertyNames": {"pattern": f"^{NAME_PATTERN}$"},
+        "additionalProperties": {"$ref": f"#/$defs/{ref}"},
+    }
+    if min_properties:
+        schema["minProperties"] = min_properties
+    return schema
+
+
+def _key_schema(key: Key) -> dict[str, Any]:
+    """The JSON Schema of one key."""
+    kind = key.kind
+    if kind == "version":
+        schema: dict[str, Any] = {"const": 1}
+    elif kind == "string":
+        schema = {"type": "string"}
+    elif kind == "integer":
+        schema = {"type": "integer"}
+        if key.minimum is not None:
+            schema["minimum"] = key.minimum
+        if key.maximum is not None:
+            schema["maximum"] = key.maximum
+    elif kind == "boolean":
+        schema = {"type": "boolean"}
+    elif kind == "duration":
+        schema = {"oneOf": [{"type": "string", "pattern": f"^(?:{DURATION_PATTERN})$"},
+                            {"type": "number", "minimum": 0}]}
+    elif kind == "strings":
+        schema = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+    elif kind == "env":
+        schema = {"type": "object", "propertyNames": {"pattern": f"^{ENV_NAME_PATTERN}$"},
+                  "additionalProperties": _SCALAR}
+    elif kind == "choice":
+        schema = {"enum": list(key.choices)}
+    elif kind == "matrix":
+        schema = {"type": "object", "minProperties": 1,
+                  "propertyNames": {"pattern": f"^{ENV_NAME_PATTERN}$"},
+                  "additionalProperties": {"type": "array", "minItems": 1, "items": _SCALAR}}
+    elif kind in ("defaults", "watch"):
+        schema = {"$ref": f"#/$defs/{kind}"}
+    elif kind == "hosts":
+        schema = _named("host")
+    elif kind == "stages":
+        schema = _named("stage", min_properties=1)
+    else:
+        raise ValueError(f"unknown key kind {kind!r}")
+    schema["description"] = key.doc
+    if key.default is not None:
+        schema["default"] = key.default
+    return schema
+
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "pipedeck pipeline",
+    **_section(TOP_KEYS),
+    "$defs": {
+        "stage": _section(STAGE_KEYS),
+        "host": _section(HOST_KEYS),
+        "defaults": _section(DEFAULTS_KEYS),
+        "watch": _section(WATCH_KEYS),
+    },
+}

@@ -1,0 +1,96 @@
+"""The pipeline model: frozen dataclasses made by the loader and read by everything else."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOCAL = "local"
+
+WHEN_VALUES = ("on_success", "on_failure", "always", "manual")
+
+
+@dataclass(frozen=True)
+class Host:
+    """A remote build box (SPEC §4)."""
+
+    name: str
+    address: str
+    port: int | None = None
+    user: str | None = None
+    identity_file: str | None = None
+    known_hosts: str | None = None  # None: ~/.ssh/known_hosts; "accept-new": trust first-seen keys
+    workdir: str | None = None
+    slots: int = 4
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """The `watch:` section (SPEC §5)."""
+
+    paths: tuple[str, ...] = (".",)
+    ignore: tuple[str, ...] = ()
+    debounce: float = 0.1
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One runnable stage instance; a matrix stage becomes one Stage per combination.
+
+    `id` is unique (`test[python=3.11]`); `name` is the stage's key in the file (`test`).
+    `needs` holds instance ids, already expanded. `env` is the full stage environment
+    (pipeline env, stage env, MATRIX_* values) without secrets or PIPEDECK_* variables.
+    """
+
+    id: str
+    name: str
+    run: str
+    needs: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str = "."  # relative to the workspace
+    shell: tuple[str, ...] = ()  # empty: bash -e -o pipefail -c, or sh -e -c without bash
+    timeout: float | None = None
+    kill_grace: float = 10.0
+    retries: int = 0
+    when: str = "on_success"
+    allow_failure: bool = False
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    host: str = LOCAL
+    matrix: Mapping[str, str] = field(default_factory=dict)
+    metrics: str | None = None
+
+    @property
+    def is_remote(self) -> bool:
+        """True when the stage runs on an SSH host."""
+        return self.host != LOCAL
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A loaded, valid pipeline. `stages` is in topological order, keyed by instance id."""
+
+    path: Path  # the pipeline file, absolute
+    name: str
+    stages: Mapping[str, Stage]
+    groups: Mapping[str, tuple[str, ...]]  # stage name -> its instance ids (one unless matrix)
+    env: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict)  # name -> value (may be empty)
+    hosts: Mapping[str, Host] = field(default_factory=dict)
+    watch: WatchConfig = field(default_factory=WatchConfig)
+
+    @property
+    def workspace(self) -> Path:
+        """The directory holding the pipeline file; stage `cwd`s are relative to it."""
+        return self.path.parent
+
+    @property
+    def state_dir(self) -> Path:
+        """`.pipedeck/` beside the pipeline file: history, logs, artifacts."""
+        return self.workspace / ".pipedeck"
+
+    @property
+    def uses_remote(self) -> bool:
+        """True when any stage runs on an SSH host."""
+        return any(s.is_remote for s in self.stages.values())

@@ -1,0 +1,1 @@
+"""pipedeck's front ends: the command line, headless reporters and the Textual app."""

@@ -1,0 +1,259 @@
+"""The command line (SPEC §3). Imports textual only for the TUI, asyncssh only for remote stages."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from engine import __version__
+
+if TYPE_CHECKING:
+    from engine.run import Run
+    from engine.spec import Pipeline
+
+DEFAULT_FILE = "pipedeck.yaml"
+COMMANDS = ("ui", "run", "validate", "graph", "history", "logs", "schema", "show", "artifacts",
+            "metrics")
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed, exit 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipedeck",
+        description="Run YAML pipelines locally or over SSH, in a live terminal UI or headless.",
+        epilog="`pipedeck [PIPELINE]` opens the TUI (or runs headless when stdout is no terminal).",
+    )
+    parser.add_argument("--version", action="version", version=f"pipedeck {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def pipeline_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("pipeline", nargs="?", default=DEFAULT_FILE,
+                       help=f"the pipeline file (default: {DEFAULT_FILE})")
+
+    def jobs_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--jobs", "-j", type=_positive, default=None,
+                       help="at most N local stages at once (default: number of CPUs)")
+
+    ui = sub.add_parser("ui", help="open the terminal UI")
+    pipeline_arg(ui)
+    ui.add_argument("--watch", action="store_true", help="rerun what file changes affect")
+    ui.add_argument("--no-start", action="store_true", help="open without starting a run")
+    jobs_arg(ui)
+
+    run = sub.add_parser("run", help="run headless")
+    pipeline_arg(run)
+    run.add_argument("--stage", "-s", action="append", default=[], metavar="S",
+                     help="run S and everything it needs (repeatable)")
+    jobs_arg(run)
+    run.add_argument("--watch", action="store_true", help="keep running on file changes")
+    run.add_argument("--format", choices=("plain", "json"), default="plain")
+    run.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
+    run.add_argument("--no-cache", action="store_true", help="run every stage, cached or not")
+    run.add_argument("--approve", action="append", default=[], metavar="S",
+                     help="run the manual stage S (repeatable)")
+    run.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+
+    validate = sub.add_parser("validate", help="check a pipeline file")
+    pipeline_arg(validate)
+
+    graph = sub.add_parser("graph", help="print the stage graph")
+    pipeline_arg(graph)
+    graph.add_argument("--format", choices=("text", "dot", "mermaid"), default="text")
+
+    logs = sub.add_parser("logs", help="print a stage's stored log")
+    logs.add_argument("stage")
+    logs.add_argument("--run", metavar="RUN_ID", help="default: the latest run of the stage")
+    logs.add_argument("--attempt", type=_positive, help="default: the last attempt")
+    logs.add_argument("--file", "-f", dest="pipeline", default=DEFAULT_FILE,
+                      help=f"the pipeline file (default: {DEFAULT_FILE})")
+
+    sub.add_parser("schema", help="print the JSON Schema of the pipeline file")
+    _add_history_commands(sub)
+    return parser
+
+
+def _add_history_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    try:
+        from tui import history_cli
+    except ImportError:
+        return
+    history_cli.add_parsers(sub)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _load(path: str) -> Pipeline:
+    from engine.loader import ConfigError, load
+
+    if not Path(path).is_file():
+        raise UsageError(f"{path}: no such pipeline file")
+    try:
+        return load(path)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of the `pipedeck` script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or (args[0] not in COMMANDS and not args[0].startswith("-")):
+        args.insert(0, "ui" if sys.stdout.isatty() else "run")
+    parsed = _parser().parse_args(args)
+    try:
+        code = _dispatch(parsed)
+    except UsageError as err:
+        print(f"pipedeck: {err}", file=sys.stderr)
+        code = EXIT_USAGE
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    command = args.command
+    if command is None:
+        _parser().print_help()
+        return 0
+    if command == "schema":
+        from engine.schema import SCHEMA
+
+        print(json.dumps(SCHEMA, indent=2))
+        return 0
+    if command == "logs":
+        return _logs(args)
+    handler = getattr(args, "handler", None)
+    if handler is not None:  # history, show, artifacts, metrics
+        return int(handler(args))
+    pipeline = _load(args.pipeline)
+    if command == "validate":
+        print(f"{args.pipeline}: ok, {len(pipeline.stages)} stage(s)")
+        return 0
+    if command == "graph":
+        from engine.graph import render
+
+        print(render(pipeline, args.format))
+        return 0
+    if command == "ui":
+        from tui.app import run_tui
+
+        return run_tui(pipeline, watch=args.watch, start=not args.no_start, jobs=args.jobs)
+    return _run(pipeline, args)
+
+
+def _check_stages(pipeline: Pipeline, names: Sequence[str], option: str) -> None:
+    from difflib import get_close_matches
+
+    known = [*pipeline.groups, *pipeline.stages]
+    for name in names:
+        if name not in known:
+            hint = get_close_matches(name, known, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise UsageError(f"{option} {name}: no such stage{extra}")
+
+
+def _run(pipeline: Pipeline, args: argparse.Namespace) -> int:
+    _check_stages(pipeline, args.stage, "--stage")
+    _check_stages(pipeline, args.approve, "--approve")
+    sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]
+    return asyncio.run(_run_async(pipeline, args))
+
+
+def _reporter(args: argparse.Namespace, run: Run) -> None:
+    from tui.console import JsonReporter, JUnitWriter, PlainReporter
+
+    if args.format == "json":
+        run.subscribe(JsonReporter(sys.stdout))
+    else:
+        color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty()
+                                           and "NO_COLOR" not in os.environ)
+        run.subscribe(PlainReporter(sys.stdout, color=color))
+    if args.junit:
+        run.subscribe(JUnitWriter(args.junit, run.pipeline.name, run.logs))
+
+
+async def _run_async(pipeline: Pipeline, args: argparse.Namespace) -> int:
+    from engine.run import Run
+
+    run = Run(pipeline, jobs=args.jobs, targets=args.stage, approve=args.approve,
+              manual="skip", no_cache=args.no_cache)
+    _reporter(args, run)
+    _install_signals(run)
+    try:
+        return await run.execute()
+    finally:
+        await run.close()
+
+
+def _install_signals(run: Run) -> None:
+    """Ctrl-C / SIGTERM cancel the run in order; a second Ctrl-C kills every process at once."""
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal interrupts
+        if signum == signal.SIGINT:
+            interrupts += 1
+        if interrupts > 1:
+            print("pipedeck: killing every stage now", file=sys.stderr)
+            _kill_now(run)
+            return
+        print("pipedeck: cancelling the run (Ctrl-C again to kill at once)", file=sys.stderr)
+        run.cancel_all(130 if signum == signal.SIGINT else 143)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+def _kill_now(run: Run) -> None:
+    from engine.procs import find_marked
+
+    for pid in find_marked({"PIPEDECK_RUN_ID": run.run_id}):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from engine.logs import LogStore
+
+    state = Path(args.pipeline).resolve().parent / ".pipedeck"
+    store = LogStore(state / "logs")
+    runs = [args.run] if args.run else _runs_newest_first(state / "logs")
+    for run_id in runs:
+        attempts = store.attempts(run_id, args.stage)
+        if attempts:
+            attempt = args.attempt or attempts[-1]
+            if attempt not in attempts:
+                raise UsageError(f"{args.stage}: run {run_id} has no attempt {attempt} "
+                                 f"(attempts: {', '.join(map(str, attempts))})")
+            sys.stdout.buffer.write(store.reader(run_id, args.stage, attempt).read_bytes())
+            return 0
+    where = f"run {args.run}" if args.run else "any recorded run"
+    raise UsageError(f"no log of stage {args.stage!r} in {where}")
+
+
+def _runs_newest_first(root: Path) -> list[str]:
+    if not root.is_dir():
+        return []
+    return sorted((p.name for p in root.iterdir() if p.is_dir()), reverse=True)

@@ -1,0 +1,422 @@
+"""A Line-API log view over a stage's stored log (toolong's `log_lines.py` pattern).
+
+Only the lines on screen are read from the `LogReader` and rendered, through LRU caches; the log
+is never held whole in memory. New output is pulled by `poll()`, which the screen calls from a
+timer, never once per line. Search scans the log in a worker thread with its own reader.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from rich.text import Text
+from textual import work
+from textual.binding import Binding
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.worker import get_current_worker
+
+_ANSI = re.compile(r"\x1b\[[0-9;:?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+_SCAN_CHUNK = 20_000  # lines per read while searching
+_BLOCK = 64  # lines per read while rendering
+
+
+class LineReader(Protocol):
+    """What the view needs of `engine.logs.LogReader`."""
+
+    def __len__(self) -> int: ...
+    def lines(self, start: int, stop: int) -> list[tuple[str, str]]: ...
+
+
+@dataclass(frozen=True)
+class LogSource:
+    """One attempt's log: `open()` gives a fresh reader (each thread uses its own)."""
+
+    stage_id: str
+    attempt: int
+    open: Callable[[], LineReader]
+
+
+def last_state(line: str) -> str:
+    """What a terminal shows for a line with `\\r` progress updates: its last state."""
+    line = line.rstrip("\r")
+    return line.rsplit("\r", 1)[-1] if "\r" in line else line
+
+
+def plain(line: str) -> str:
+    """The line as displayed, without ANSI escapes: what search and copy see."""
+    line = last_state(line)
+    return _ANSI.sub("", line) if "\x1b" in line else line
+
+
+@dataclass
+class Search:
+    """A regex search over one log: the (sorted) indices of matching lines, scanned so far."""
+
+    pattern: re.Pattern[str]
+    matches: list[int] = field(default_factory=list)
+    scanned: int = 0
+    current: int | None = None  # index into `matches`
+
+    @property
+    def hit(self) -> int | None:
+        """The line number of the current hit."""
+        return None if self.current is None else self.matches[self.current]
+
+
+class LogView(ScrollView, can_focus=True):
+    """Shows one stage's log; follows new output; searches, wraps, copies."""
+
+    DEFAULT_CSS = """
+    LogView {
+        border: round $panel-lighten-2;
+        border-title-color: $text;
+        border-subtitle-color: $text-muted;
+        background: $surface;
+        scrollbar-size-vertical: 1;
+    }
+    LogView:focus { border: round $accent; }
+    LogView > .log-view--stderr { color: $text-error; }
+    LogView > .log-view--match { background: $warning 40%; }
+    LogView > .log-view--hit { background: $accent; color: $text; text-style: bold; }
+    LogView > .log-view--placeholder { color: $text-muted; text-style: italic; }
+    """
+    COMPONENT_CLASSES = {"log-view--stderr", "log-view--match", "log-view--hit",
+                         "log-view--placeholder"}
+    BINDINGS = [
+        Binding("j", "scroll_down", "Down", show=False),
+        Binding("k", "scroll_up", "Up", show=False),
+        Binding("end", "follow_end", "End", show=False),
+        Binding("enter", "screen.toggle_focus", "Tree", show=False),
+    ]
+
+    follow: reactive[bool] = reactive(True)
+    wrap: reactive[bool] = reactive(False)
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.source: LogSource | None = None
+        self.placeholder = ""
+        self.search: Search | None = None
+        self._reader: LineReader | None = None
+        self._count = 0
+        self._max_width = 0
+        self._gen = 0  # bumps when rendering inputs change (search, theme)
+        self._lines: LRUCache[int, tuple[str, str]] = LRUCache(2048)
+        self._texts: LRUCache[tuple[int, int], Text] = LRUCache(1024)
+        self._wrapped: LRUCache[tuple[int, int, int], list[Strip]] = LRUCache(1024)
+        self._rows: tuple[tuple[object, ...], list[Strip]] | None = None
+        self._anchor_top = 0  # first line shown by the last bottom-anchored (wrapped) render
+        self._auto_scroll = False
+
+    # -- source -------------------------------------------------------------------------------
+
+    def show(self, source: LogSource | None, placeholder: str = "") -> None:
+        """Switch to another log (or none, showing `placeholder`); follow is turned back on."""
+        same = source == self.source
+        self.placeholder = placeholder
+        if not same:
+            self.source, self._reader, self._count, self._max_width = source, None, 0, 0
+            self.search = None
+            self._lines.clear()
+            self._invalidate()
+            self.follow = True
+        self.poll()
+        self.refresh()
+        self._status_changed()
+
+    def poll(self) -> None:
+        """Pull the log's new length; scroll to the end when following. Cheap when unchanged."""
+        if self.source is None:
+            self._resize(0)
+            return
+        if self._reader is None:
+            try:
+                self._reader = self.source.open()
+            except OSError:
+                return  # not created yet: try again on the next poll
+        count = len(self._reader)
+        if count != self._count:
+            self._resize(count)
+            if self.search is not None:
+                self._scan()
+            self._status_changed()
+        if self.follow:
+            self._scroll_end()
+
+    @property
+    def line_count(self) -> int:
+        """Lines known in the current log."""
+        return self._count
+
+    def _resize(self, count: int) -> None:
+        grew = count > self._count
+        self._count = count
+        if not grew:
+            self._lines.clear()
+            self._invalidate()
+        self._set_virtual_size()
+        self._rows = None
+        self.refresh()
+
+    def _set_virtual_size(self) -> None:
+        if self.wrap:
+            self.virtual_size = Size(self.scrollable_content_region.width,
+                                     self._count + max(0, self.scrollable_content_region.height - 1))
+        else:
+            self.virtual_size = Size(self._max_width, self._count)
+
+    def _invalidate(self) -> None:
+        self._gen += 1
+        self._texts.clear()
+        self._wrapped.clear()
+        self._rows = None
+
+    def on_resize(self) -> None:
+        self._wrapped.clear()
+        self._rows = None
+        self._set_virtual_size()
+        if self.follow:
+            self._scroll_end()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._invalidate()
+
+    # -- reading and rendering ----------------------------------------------------------------
+
+    def _line(self, index: int) -> tuple[str, str]:
+        cached = self._lines.get(index)
+        if cached is not None:
+            return cached
+        assert self._reader is not None
+        start = index - index % _BLOCK
+        stop = min(self._count, start + _BLOCK)
+        for offset, item in enumerate(self._reader.lines(start, stop)):
+            self._lines[start + offset] = item
+        return self._lines.get(index) or ("stdout", "")
+
+    def _text(self, index: int) -> Text:
+        key = (index, self._gen)
+        text = self._texts.get(key)
+        if text is None:
+            stream, raw = self._line(index)
+            base = self.get_component_rich_style("log-view--stderr") if stream == "stderr" else None
+            text = Text.from_ansi(last_state(raw), style=base or "", no_wrap=True, end="")
+            text.expand_tabs(8)
+            self._highlight(index, text)
+            self._texts[key] = text
+        return text
+
+    def _highlight(self, index: int, text: Text) -> None:
+        search = self.search
+        if search is None:
+            return
+        component = "log-view--hit" if search.hit == index else "log-view--match"
+        style = self.get_component_rich_style(component)
+        for match in search.pattern.finditer(text.plain):
+            if match.end() > match.start():
+                text.stylize(style, match.start(), match.end())
+
+    def _strip(self, index: int) -> Strip:
+        text = self._text(index)
+        strip = Strip(text.render(self.app.console), text.cell_len)
+        if text.cell_len > self._max_width:
+            self._max_width = text.cell_len
+            self.call_later(self._set_virtual_size)
+        return strip
+
+    def _wrapped_rows(self, index: int, width: int) -> list[Strip]:
+        key = (index, width, self._gen)
+        rows = self._wrapped.get(key)
+        if rows is None:
+            console = self.app.console
+            lines = self._text(index).wrap(console, width, overflow="fold") or [Text()]
+            rows = [Strip(line.render(console), line.cell_len) for line in lines]
+            self._wrapped[key] = rows
+        return rows
+
+    def _wrapped_screen(self, width: int, height: int) -> list[Strip]:
+        key = (self.scroll_offset.y, width, height, self._count, self._gen, self.follow)
+        if self._rows is not None and self._rows[0] == key:
+            return self._rows[1]
+        rows: list[Strip] = []
+        if self.follow:  # bottom-anchored: the last lines, wrapped, fill the screen
+            index = self._count - 1
+            while index >= 0 and len(rows) < height:
+                rows[:0] = self._wrapped_rows(index, width)
+                index -= 1
+            self._anchor_top = index + 1
+            rows = rows[-height:]
+        else:
+            index = self.scroll_offset.y
+            while index < self._count and len(rows) < height:
+                rows.extend(self._wrapped_rows(index, width))
+                index += 1
+        self._rows = (key, rows)
+        return rows
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        style = self.rich_style
+        if self.source is None or self._count == 0:
+            if y == 0 and self.placeholder:
+                text = Text(" " + self.placeholder, self.get_component_rich_style(
+                    "log-view--placeholder"), no_wrap=True, end="")
+                return Strip(text.render(self.app.console)).crop_extend(0, width, style)
+            return Strip.blank(width, style)
+        if self.wrap:
+            rows = self._wrapped_screen(width, self.scrollable_content_region.height)
+            strip = rows[y] if y < len(rows) else Strip.blank(width, style)
+            return strip.crop_extend(0, width, style)
+        index = self.scroll_offset.y + y
+        if index >= self._count:
+            return Strip.blank(width, style)
+        x = self.scroll_offset.x
+        return self._strip(index).crop_extend(x, x + width, style)
+
+    # -- follow, wrap, scrolling --------------------------------------------------------------
+
+    def _scroll_end(self) -> None:
+        self._auto_scroll = True
+        try:
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+        finally:
+            self._auto_scroll = False
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if new_value < old_value and not self._auto_scroll and self.follow:
+            self.follow = False
+
+    def watch_follow(self, follow: bool) -> None:
+        if follow:
+            self._scroll_end()
+        elif self.wrap:  # keep the screen where the bottom-anchored render left it
+            self._auto_scroll = True
+            try:
+                self.scroll_to(y=self._anchor_top, animate=False, immediate=True)
+            finally:
+                self._auto_scroll = False
+        self._rows = None
+        self.refresh()
+        self._status_changed()
+
+    def watch_wrap(self) -> None:
+        self._rows = None
+        self._set_virtual_size()
+        if self.follow:
+            self._scroll_end()
+        self.refresh()
+        self._status_changed()
+
+    def action_follow_end(self) -> None:
+        """Jump to the end and follow new output."""
+        self.follow = True
+        self._scroll_end()
+
+    def go_to(self, index: int) -> None:
+        """Show line `index` a third of the way down the screen; stops following."""
+        self.follow = False
+        top = max(0, index - self.scrollable_content_region.height // 3)
+        self._auto_scroll = True
+        try:
+            self.scroll_to(y=top, animate=False, immediate=True)
+        finally:
+            self._auto_scroll = False
+        self.refresh()
+
+    # -- search -------------------------------------------------------------------------------
+
+    def start_search(self, pattern: re.Pattern[str] | None) -> None:
+        """Search for `pattern` (None clears the search); the first hit at or below the top."""
+        self.search = None if pattern is None else Search(pattern)
+        self._invalidate()
+        self.refresh()
+        if self.search is not None:
+            self._scan()
+        self._status_changed()
+
+    def next_match(self, step: int = 1) -> bool:
+        """Move to the next (`step=1`) or previous (`step=-1`) hit; False when there is none."""
+        search = self.search
+        if search is None or not search.matches:
+            return False
+        if search.current is None:
+            top = self.scroll_offset.y
+            after = [i for i, line in enumerate(search.matches) if line >= top]
+            search.current = after[0] if after and step > 0 else (
+                (after[0] - 1) % len(search.matches) if after else len(search.matches) - 1)
+        else:
+            search.current = (search.current + step) % len(search.matches)
+        self._invalidate()
+        self.go_to(search.matches[search.current])
+        self._status_changed()
+        return True
+
+    def _scan(self) -> None:
+        search, source = self.search, self.source
+        if search is not None and source is not None and search.scanned < self._count:
+            self._scan_worker(search, source, self._count)
+
+    @work(thread=True, exclusive=True, group="log-search", exit_on_error=False)
+    def _scan_worker(self, search: Search, source: LogSource, stop: int) -> None:
+        worker = get_current_worker()
+        reader = source.open()
+        start = search.scanned
+        while start < stop and not worker.is_cancelled:
+            end = min(stop, start + _SCAN_CHUNK)
+            found = [start + i for i, (_, text) in enumerate(reader.lines(start, end))
+                     if search.pattern.search(plain(text))]
+            self.app.call_from_thread(self._scanned, search, found, end)
+            start = end
+
+    def _scanned(self, search: Search, found: list[int], upto: int) -> None:
+        if search is not self.search:
+            return
+        first = not search.matches and found
+        search.matches.extend(found)
+        search.scanned = upto
+        if first:
+            self.next_match()
+        else:
+            self._invalidate()
+            self.refresh()
+        self._status_changed()
+
+    # -- copy -----------------------------------------------------------------------------------
+
+    def visible_text(self) -> str:
+        """The lines on screen, as plain text."""
+        if self._reader is None:
+            return ""
+        top = self.scroll_offset.y if not (self.wrap and self.follow) else self._anchor_top
+        stop = min(self._count, top + self.scrollable_content_region.height)
+        return "\n".join(plain(text) for _, text in self._reader.lines(top, stop))
+
+    def hit_text(self) -> str | None:
+        """The line of the current search hit, as plain text."""
+        if self.search is None or self.search.hit is None or self._reader is None:
+            return None
+        return plain(self._reader.lines(self.search.hit, self.search.hit + 1)[0][1])
+
+    def _status_changed(self) -> None:
+        self.border_subtitle = self.status_text()
+
+    def status_text(self) -> str:
+        """Line count and follow / wrap / search state, shown in the bottom border."""
+        parts = [f"{self._count:,} lines", "follow" if self.follow else "paused"]
+        if self.wrap:
+            parts.append("wrap")
+        if self.search is not None:
+            s = self.search
+            pos = f"{s.current + 1}/" if s.current is not None else ""
+            more = "+" if s.scanned < self._count else ""
+            parts.append(f"/{s.pattern.pattern}/ {pos}{len(s.matches)}{more}")
+        return " · ".join(parts)

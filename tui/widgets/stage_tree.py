@@ -1,0 +1,166 @@
+"""The stage tree: stages in topological order, matrix instances under their stage."""
+
+from __future__ import annotations
+
+from rich.style import Style
+from rich.text import Text
+from textual.binding import Binding
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from engine.events import STATUSES, WAITING
+from engine.spec import LOCAL, Pipeline
+from tui.widgets.status import (
+    ICONS,
+    StageView,
+    format_attempt,
+    format_duration,
+    summary_status,
+)
+
+_STATUS_CSS = "\n".join(
+    f"StageTree > .stage-tree--{status} {{ color: ${var}; }}"
+    for status, var in {
+        "pending": "text-muted", "waiting": "warning", "queued": "text-muted",
+        "running": "accent", "succeeded": "success", "failed": "error", "timed_out": "error",
+        "cancelled": "warning", "skipped": "text-muted", "cached": "success", "lost": "error",
+    }.items()
+)
+
+
+class StageTree(Tree[str]):
+    """A `Tree` whose nodes carry a stage instance id (or a matrix stage name).
+
+    Labels are rebuilt one node at a time with `set_label`; the tree is never recomposed.
+    """
+
+    DEFAULT_CSS = (
+        """
+    StageTree { padding: 0; }
+    StageTree > .stage-tree--dim { color: $text-muted; }
+    StageTree > .stage-tree--hint { color: $warning; text-style: italic; }
+    """
+        + _STATUS_CSS
+    )
+    COMPONENT_CLASSES = {
+        "stage-tree--dim",
+        "stage-tree--hint",
+        *(f"stage-tree--{s}" for s in STATUSES),
+    }
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("enter", "screen.toggle_focus", "Log", show=False),
+    ]
+
+    def __init__(self, pipeline: Pipeline, views: dict[str, StageView], **kwargs: object) -> None:
+        super().__init__(pipeline.name, **kwargs)  # type: ignore[arg-type]
+        self.show_root = False
+        self.guide_depth = 2
+        self.pipeline = pipeline
+        self.views = views
+        self._nodes: dict[str, TreeNode[str]] = {}
+        self._parent_of: dict[str, str] = {}
+        self._width: dict[str, int] = {}  # node key -> name column width (aligns durations)
+        self._now = 0.0
+        self._build()
+
+    def _build(self) -> None:
+        """Add one node per stage (and per matrix instance), in topological order."""
+        seen: set[str] = set()
+        for stage in self.pipeline.stages.values():
+            if stage.name in seen:
+                continue
+            seen.add(stage.name)
+            ids = self.pipeline.groups.get(stage.name, (stage.id,))
+            if len(ids) == 1 and ids[0] == stage.name:
+                self._nodes[stage.id] = self.root.add_leaf("", data=stage.id)
+                continue
+            parent = self.root.add("", data=stage.name, expand=True)
+            self._nodes[stage.name] = parent
+            width = max(len(self._short_name(sid, stage.name)) for sid in ids)
+            for sid in ids:
+                self._nodes[sid] = parent.add_leaf("", data=sid)
+                self._parent_of[sid] = stage.name
+                self._width[sid] = width
+        top = max((len(k) for k in self._nodes if k not in self._parent_of), default=0)
+        self._width.update({k: top for k in self._nodes if k not in self._parent_of})
+
+    @staticmethod
+    def _short_name(stage_id: str, name: str) -> str:
+        """A matrix instance's label under its stage: `python=3.11` for `test[python=3.11]`."""
+        return stage_id[len(name):].strip("[]")
+
+    @property
+    def selected_ids(self) -> list[str]:
+        """Instance ids under the cursor: one stage, or every instance of a matrix stage."""
+        node = self.cursor_node
+        if node is None or node.data is None:
+            return []
+        key = node.data
+        return [key] if key in self.pipeline.stages else list(self.pipeline.groups.get(key, ()))
+
+    def select_stage(self, stage_id: str) -> None:
+        """Move the cursor to a stage instance (or matrix stage) node."""
+        node = self._nodes.get(stage_id)
+        if node is not None:
+            self.move_cursor(node)
+
+    def refresh_stage(self, stage_id: str) -> None:
+        """Redraw the label of one instance and of its matrix parent."""
+        self._relabel(stage_id)
+        parent = self._parent_of.get(stage_id)
+        if parent is not None:
+            self._relabel(parent)
+
+    def refresh_all(self, now: float) -> None:
+        """Redraw every label (theme change, first draw)."""
+        self._now = now
+        for key in self._nodes:
+            self._relabel(key)
+
+    def tick(self, now: float) -> None:
+        """Advance the ticking durations of running stages."""
+        self._now = now
+        for sid, view in self.views.items():
+            if view.status == "running":
+                self.refresh_stage(sid)
+
+    def _relabel(self, key: str) -> None:
+        node = self._nodes[key]
+        label = self._label_for(key)
+        if node.label != label:
+            node.set_label(label)
+
+    def _label_for(self, key: str) -> Text:
+        stage = self.pipeline.stages.get(key)
+        if stage is None:  # a matrix stage: the most urgent status of its instances
+            ids = self.pipeline.groups[key]
+            status = summary_status([self.views[i].status for i in ids])
+            return self._assemble(status, key.ljust(self._width[key]), "", "", "", len(ids))
+        view = self.views[key]
+        name = self._short_name(key, stage.name) if key in self._parent_of else key
+        dur = format_duration(view.elapsed(self._now))
+        host = view.host if view.host != LOCAL else (stage.host if stage.host != LOCAL else "")
+        return self._assemble(view.status, name.ljust(self._width[key]), dur, host,
+                              format_attempt(view.attempt, stage.retries), 0)
+
+    def _assemble(self, status: str, name: str, dur: str, host: str, attempt: str,
+                  count: int) -> Text:
+        colour = self._style(f"stage-tree--{status}")
+        dim = self._style("stage-tree--dim")
+        text = Text.assemble((ICONS[status] + " ", colour), name)
+        if count:
+            text.append(f" ×{count}", dim)
+        if dur:
+            text.append(f" {dur:>6}", dim)
+        if host:
+            text.append(f" @{host}", dim)
+        if attempt:
+            text.append(f" {attempt}", colour)
+        if status == WAITING:
+            text.append(" press a", self._style("stage-tree--hint"))
+        return text
+
+    def _style(self, component: str) -> Style:
+        return self.get_component_rich_style(component, partial=True)
