@@ -187,8 +187,7 @@ class History:
             elif isinstance(event, RunFinished):
                 with self.write() as db:
                     db.execute(
-                        "UPDATE runs SET status=?, ended=?, duration=?, exit_code=? "
-                        "WHERE run_id=?",
+                        "UPDATE runs SET status=?, ended=?, duration=?, exit_code=? WHERE run_id=?",
                         (event.status, event.ts, event.duration, event.exit_code, run_id),
                     )
 
@@ -374,7 +373,7 @@ class History:
         return json.loads(rows[0][0]) if rows else None
 
     def file_hashes(self) -> dict[str, tuple[int, int, int, str]]:
-        """The stat cache: absolute path -> (size, mtime_ns, inode, sha256)."""
+        """The stat cache: workspace-relative path -> (size, mtime_ns, inode, sha256)."""
         rows = self._query("SELECT path, size, mtime_ns, inode, sha256 FROM file_hashes")
         return {path: (size, mtime, inode, sha) for path, size, mtime, inode, sha in rows}
 
@@ -390,10 +389,8 @@ class History:
 
 
 def _sweep(run_ids: Iterable[str]) -> None:
-    """Kill what is left of interrupted runs, when the process module offers it."""
-    try:
-        from engine import procs  # type: ignore[attr-defined]
-    except ImportError:
-        return
+    """Kill the processes interrupted runs left behind (marked with their PIPEDECK_RUN_ID)."""
+    from engine import procs
+
     for run_id in run_ids:
-        procs.sweep(run_id)
+        procs.sweep({"PIPEDECK_RUN_ID": run_id})

@@ -1,0 +1,333 @@
+"""Stage fingerprints and the up-to-date check (SPEC §6).
+
+A stage's fingerprint is a sha256 over its command (script, shell, cwd), its environment (secret
+names, never their values), its declared input and output globs, the contents of the files its
+inputs match (outputs excluded) and its upstream stages' fingerprints. A stage with both `inputs`
+and `outputs` is fresh (`cached`) when its fingerprint equals that of its last success and its
+outputs still exist with the contents recorded then.
+
+File hashes are kept in a stat cache in the history database: a file whose size, mtime_ns and
+inode are unchanged is not read again. Entries for files modified in the last second are not
+trusted (a second write in the same clock tick could keep size and mtime).
+
+Globs are relative to the workspace: `*`, `?` and `[...]` stay within one path segment, `**`
+matches any number of directories, and a pattern naming a directory means everything under it.
+`.git` and `.pipedeck` directories are never searched.
+
+Within one `StageCache`, directory listings and input digests are shared between decisions until
+the next `record_success`, so the 200 stages of a no-op rerun list a large tree once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from engine import artifacts, metrics
+from engine.history import History, Success
+from engine.run import Decision
+from engine.spec import Pipeline, Stage
+
+RACY_NS = 1_000_000_000
+SKIP_DIRS = frozenset({".git", ".pipedeck"})
+_MAGIC = re.compile(r"[*?\[]")
+
+__all__ = ["Decision", "FileHasher", "StageCache", "glob_files"]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A file found by a walk: its path relative to the workspace and its stat identity."""
+
+    rel: str
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+@lru_cache(maxsize=1024)
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A regex matching workspace-relative paths against a glob (see the module docstring)."""
+    parts = pattern.split("/")
+    out = []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "**":
+            out.append(".*" if last else "(?:.*/)?")
+            continue
+        segment = ""
+        j = 0
+        while j < len(part):
+            char = part[j]
+            if char == "*":
+                segment += "[^/]*"
+            elif char == "?":
+                segment += "[^/]"
+            elif char == "[" and "]" in part[j + 2 :]:
+                end = part.index("]", j + 2)
+                body = part[j + 1 : end].replace("\\", "\\\\")
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                segment += f"[{body}]"
+                j = end
+            else:
+                segment += re.escape(char)
+            j += 1
+        out.append(segment if last else segment + "/")
+    return re.compile("".join(out))
+
+
+def _normalize(pattern: str) -> str:
+    pattern = re.sub(r"/+", "/", pattern.strip())
+    while pattern.startswith("./"):
+        pattern = pattern[2:]
+    return pattern.rstrip("/") or "."
+
+
+class _Walker:
+    """Lists files under workspace directories, remembering each listing until `clear()`."""
+
+    def __init__(self, workspace: Path) -> None:
+        self.workspace = workspace
+        self._listings: dict[str, list[_Entry]] = {}
+
+    def clear(self) -> None:
+        self._listings.clear()
+
+    def listing(self, base: str) -> list[_Entry]:
+        """Every file under `base` (workspace-relative, "" for the workspace), recursively."""
+        if base not in self._listings:
+            found: list[_Entry] = []
+            self._scan(self.workspace / base if base else self.workspace, base, found)
+            self._listings[base] = found
+        return self._listings[base]
+
+    def _scan(self, path: Path | str, rel: str, found: list[_Entry]) -> None:
+        try:
+            entries = list(os.scandir(path))
+        except (NotADirectoryError, FileNotFoundError, PermissionError):
+            return
+        for entry in entries:
+            child = f"{rel}/{entry.name}" if rel else entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name not in SKIP_DIRS:
+                        self._scan(entry.path, child, found)
+                    continue
+                st = entry.stat()
+            except OSError:
+                continue
+            if entry.is_file():
+                found.append(_Entry(child, st.st_size, st.st_mtime_ns, st.st_ino))
+
+    def expand(self, pattern: str) -> list[_Entry]:
+        """The files one glob matches."""
+        pattern = _normalize(pattern)
+        segments = pattern.split("/")
+        if not any(_MAGIC.search(s) for s in segments):
+            target = self.workspace / pattern
+            if target.is_dir():
+                return self.listing("" if pattern == "." else pattern)
+            try:
+                st = target.stat()
+            except OSError:
+                return []
+            return (
+                [_Entry(pattern, st.st_size, st.st_mtime_ns, st.st_ino)] if target.is_file() else []
+            )
+        first = next(i for i, s in enumerate(segments) if _MAGIC.search(s))
+        base = "/".join(segments[:first])
+        regex = _glob_regex(pattern)
+        return [e for e in self.listing(base) if regex.fullmatch(e.rel)]
+
+
+def glob_files(
+    workspace: Path, patterns: tuple[str, ...], exclude: tuple[str, ...] = ()
+) -> list[str]:
+    """Workspace-relative paths of the files the globs match, minus those `exclude` matches."""
+    walker = _Walker(workspace)
+    return sorted(e.rel for e in _match(walker, patterns, exclude))
+
+
+def _match(walker: _Walker, patterns: tuple[str, ...], exclude: tuple[str, ...]) -> list[_Entry]:
+    found = {e.rel: e for pattern in patterns for e in walker.expand(pattern)}
+    if exclude:
+        regexes = [_glob_regex(_normalize(p)) for p in exclude]
+        found = {rel: e for rel, e in found.items() if not any(r.fullmatch(rel) for r in regexes)}
+    return [found[rel] for rel in sorted(found)]
+
+
+class FileHasher:
+    """sha256 of workspace files, reusing earlier hashes while size, mtime_ns and inode hold."""
+
+    def __init__(self, workspace: Path, history: History) -> None:
+        self.workspace = workspace
+        self.history = history
+        self._known: dict[str, tuple[int, int, int, str]] | None = None
+        self._dirty: dict[str, tuple[int, int, int, str]] = {}
+        self.hashed = 0  # files actually read, for tests and benchmarks
+
+    def digest(self, entry: _Entry) -> str:
+        """The file's sha256 (hex), read from disk only when its stat identity changed."""
+        if self._known is None:
+            self._known = self.history.file_hashes()
+        known = self._known.get(entry.rel)
+        if known and known[:3] == (entry.size, entry.mtime_ns, entry.inode):
+            return known[3]
+        with open(self.workspace / entry.rel, "rb") as f:
+            sha = hashlib.file_digest(f, "sha256").hexdigest()
+        self.hashed += 1
+        if entry.mtime_ns < time.time_ns() - RACY_NS:
+            row = (entry.size, entry.mtime_ns, entry.inode, sha)
+            self._known[entry.rel] = self._dirty[entry.rel] = row
+        return sha
+
+    def manifest(self, entries: list[_Entry]) -> dict[str, list[object]]:
+        """path -> [sha256, size] for files that still exist."""
+        result: dict[str, list[object]] = {}
+        for entry in entries:
+            try:
+                result[entry.rel] = [self.digest(entry), entry.size]
+            except OSError:
+                continue
+        return result
+
+    def flush(self) -> None:
+        """Persist new stat-cache entries."""
+        if self._dirty:
+            self.history.store_file_hashes(self._dirty)
+            self._dirty = {}
+
+
+def _sha(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+class StageCache:
+    """Fingerprints and verdicts for the stages of one pipeline; one per `Run`."""
+
+    def __init__(self, pipeline: Pipeline, history: History) -> None:
+        self.pipeline = pipeline
+        self.history = history
+        self.hasher = FileHasher(pipeline.workspace, history)
+        self.fingerprints: dict[str, str] = {}  # stage id -> fingerprint of its last decision
+        self._walker = _Walker(pipeline.workspace)
+        self._inputs: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[str, dict[str, str]]] = {}
+        self._pending: dict[str, tuple[dict[str, object], dict[str, str]]] = {}
+        self._successes: dict[str, Success] | None = None
+
+    def _input_files(self, stage: Stage) -> tuple[str, dict[str, str]]:
+        key = (stage.inputs, stage.outputs)
+        if key not in self._inputs:
+            entries = _match(self._walker, stage.inputs, stage.outputs)
+            files = {e.rel: self.hasher.digest(e) for e in entries}
+            self._inputs[key] = (_sha([list(stage.inputs), sorted(files.items())]), files)
+        return self._inputs[key]
+
+    def _parts(
+        self, stage: Stage, upstream: Mapping[str, str]
+    ) -> tuple[dict[str, object], dict[str, str]]:
+        digest, files = self._input_files(stage)
+        parts: dict[str, object] = {
+            "command": _sha([stage.run, list(stage.shell), stage.cwd]),
+            "env": _sha([sorted(stage.env.items()), sorted(self.pipeline.secrets)]),
+            "inputs": digest,
+            "outputs": _sha(list(stage.outputs)),
+            "upstream": dict(sorted(upstream.items())),
+        }
+        return parts, files
+
+    def decide(self, stage: Stage, upstream: Mapping[str, str], no_cache: bool = False) -> Decision:
+        """The stage's fingerprint, whether its last success still holds, and why it runs."""
+        parts, files = self._parts(stage, upstream)
+        fingerprint = _sha(parts)
+        self.fingerprints[stage.id] = fingerprint
+        self._pending[stage.id] = (parts, files)
+        try:
+            why = self._why(stage, fingerprint, parts, files, no_cache)
+        finally:
+            self.hasher.flush()
+        return Decision(fingerprint, why is None, why or "up to date")
+
+    def _why(
+        self,
+        stage: Stage,
+        fingerprint: str,
+        parts: dict[str, object],
+        files: dict[str, str],
+        no_cache: bool,
+    ) -> str | None:
+        """Why the stage must run, or None when it is fresh."""
+        if no_cache:
+            return "--no-cache"
+        if not (stage.inputs and stage.outputs):
+            return "no inputs/outputs declared"
+        if self._successes is None:
+            self._successes = self.history.successes(self.pipeline.name)
+        last = self._successes.get(stage.id)
+        if last is None:
+            return "no earlier run"
+        if last.fingerprint != fingerprint:
+            return self._difference(last.parts, parts, files)
+        now = self.hasher.manifest(_match(self._walker, stage.outputs, ()))
+        if not now or any(path not in now for path in last.outputs):
+            return "outputs missing"
+        if now != last.outputs:
+            return "outputs changed"
+        return None
+
+    def _difference(
+        self, old: Mapping[str, object], new: Mapping[str, object], files: dict[str, str]
+    ) -> str:
+        """A short reason naming the first thing that differs from the last success."""
+        for key in ("command", "env"):
+            if old.get(key) != new.get(key):
+                return f"{key} changed"
+        if old.get("inputs") != new.get("inputs"):
+            previous = self.history.input_set(str(old.get("inputs")))
+            return _files_changed(previous, files)
+        old_up = old.get("upstream") or {}
+        new_up = new.get("upstream") or {}
+        assert isinstance(old_up, dict) and isinstance(new_up, dict)
+        for name in sorted(set(old_up) | set(new_up)):
+            if old_up.get(name) != new_up.get(name):
+                return f"upstream {name} changed"
+        return "declared outputs changed"
+
+    def record_success(self, stage: Stage, fingerprint: str, run_id: str) -> None:
+        """After a stage succeeded: remember its fingerprint and outputs, keep its artifacts
+        (pruning old runs), and record its metrics. Call for every succeeded stage."""
+        self._walker.clear()
+        self._inputs.clear()
+        manifest = self.hasher.manifest(_match(self._walker, stage.outputs, ()))
+        self.hasher.flush()
+        pending = self._pending.get(stage.id)
+        if stage.inputs and stage.outputs and pending and _sha(pending[0]) == fingerprint:
+            success = Success(fingerprint, run_id, pending[0], manifest)
+            self.history.record_success(self.pipeline.name, stage.id, success, pending[1])
+            if self._successes is not None:
+                self._successes[stage.id] = success
+        if manifest:
+            artifacts.keep_outputs(self.pipeline.state_dir, run_id, stage.id,
+                                   self.pipeline.workspace, manifest)  # fmt: skip
+        if stage.metrics:
+            metrics.record(self.history, self.pipeline.workspace, run_id, stage)
+
+
+def _files_changed(previous: Mapping[str, str] | None, files: Mapping[str, str]) -> str:
+    """A reason such as `src/a.py changed` or `src/b.py added (+2 more)`."""
+    if previous is None:
+        return "inputs changed"
+    changes = [f"{p} changed" for p in sorted(files) if p in previous and previous[p] != files[p]]
+    changes += [f"{p} added" for p in sorted(files) if p not in previous]
+    changes += [f"{p} removed" for p in sorted(previous) if p not in files]
+    if not changes:
+        return "inputs changed"
+    return changes[0] + (f" (+{len(changes) - 1} more)" if len(changes) > 1 else "")

@@ -1,0 +1,92 @@
+"""Stage metrics: the JSON file named by a stage's `metrics:` key, recorded per run (SPEC §6).
+
+The file (relative to the workspace) holds numbers, possibly nested: `{"loss": 0.2,
+"eval": {"acc": 0.9}}` is recorded as `loss` and `eval.acc`. Booleans, strings and lists are
+ignored. `compare` lines up a stage's last runs with the change between the last two.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.history import History
+from engine.spec import Stage
+
+
+class MetricsError(Exception):
+    """The metrics file is missing or not a JSON object."""
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One metric across runs: `values` aligned with the compared run ids (None: not recorded)."""
+
+    name: str
+    values: tuple[float | None, ...]
+
+    @property
+    def delta(self) -> float | None:
+        """The last value minus the one before it, when both exist."""
+        if len(self.values) < 2 or self.values[-1] is None or self.values[-2] is None:
+            return None
+        return self.values[-1] - self.values[-2]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A stage's metrics over its last runs, oldest first."""
+
+    stage: str
+    run_ids: tuple[str, ...]
+    rows: tuple[MetricRow, ...]
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, float]:
+    """Numbers in nested mappings, keyed by dotted paths."""
+    out: dict[str, float] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+    elif isinstance(data, int | float) and not isinstance(data, bool) and math.isfinite(data):
+        out[prefix[:-1]] = float(data)
+    return out
+
+
+def read(path: Path) -> dict[str, float]:
+    """The flattened numbers of a metrics file; raises MetricsError when unusable."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as err:
+        raise MetricsError(f"{path}: {err.strerror or err}") from None
+    except ValueError as err:
+        raise MetricsError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise MetricsError(f"{path}: expected a JSON object of numbers")
+    return flatten(data)
+
+
+def record(history: History, workspace: Path, run_id: str, stage: Stage) -> dict[str, float]:
+    """Read the stage's metrics file and store its numbers with the run; {} when unusable."""
+    if not stage.metrics:
+        return {}
+    try:
+        values = read(Path(workspace) / stage.metrics)
+    except MetricsError:
+        return {}
+    history.record_metrics(run_id, stage.id, values, time.time())
+    return values
+
+
+def compare(history: History, stage: str, runs: int = 5) -> Comparison:
+    """The stage's metrics in its last `runs` runs side by side, with each metric's last delta."""
+    recorded = history.metrics(stage, runs)
+    names = sorted({name for _, values in recorded for name in values})
+    rows = tuple(
+        MetricRow(name, tuple(values.get(name) for _, values in recorded)) for name in names
+    )
+    return Comparison(stage, tuple(run_id for run_id, _ in recorded), rows)

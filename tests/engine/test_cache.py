@@ -1,0 +1,196 @@
+"""Stage fingerprints, the up-to-date check, its reasons and the stat cache (SPEC §6)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from engine.cache import StageCache, glob_files
+from engine.history import History
+from engine.spec import Pipeline, Stage
+
+_clock = itertools.count(1_600_000_000 * 10**9, 10**9)  # 2020: outside the racy window
+
+
+def write(path: Path, text: str, old: bool = True) -> None:
+    """Write a file; date it in the past (a distinct second each time) so its stat-cache entry
+    is trusted."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    if old:
+        stamp = next(_clock)
+        os.utime(path, ns=(stamp, stamp))
+
+
+def pipeline(ws: Path, *stages: Stage, secrets: dict[str, str] | None = None) -> Pipeline:
+    return Pipeline(
+        path=ws / "pipedeck.yaml",
+        name="p",
+        stages={s.id: s for s in stages},
+        groups={s.id: (s.id,) for s in stages},
+        secrets=secrets or {},
+    )
+
+
+BUILD = Stage(
+    id="build",
+    name="build",
+    run="cp src/a.py out/a.txt",
+    inputs=("src/**/*.py",),
+    outputs=("out/*.txt",),
+)
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    write(tmp_path / "src/a.py", "a = 1\n")
+    write(tmp_path / "src/pkg/b.py", "b = 2\n")
+    return tmp_path
+
+
+def run_stage(p: Pipeline, stage: Stage, run_id: str, upstream: dict[str, str] | None = None):
+    """Decide, and when not fresh, make the outputs and record the success (like the engine)."""
+    cache = StageCache(p, History.for_state_dir(p.state_dir))
+    decision = cache.decide(stage, upstream or {}, False)
+    if not decision.fresh:
+        write(p.workspace / "out/a.txt", (p.workspace / "src/a.py").read_text(), old=False)
+        cache.record_success(stage, decision.fingerprint, run_id)
+    return decision
+
+
+def decide(p: Pipeline, stage: Stage, upstream: dict[str, str] | None = None, no_cache=False):
+    return StageCache(p, History.for_state_dir(p.state_dir)).decide(stage, upstream or {}, no_cache)
+
+
+def test_first_run_has_no_earlier_run_then_second_is_cached(ws: Path) -> None:
+    p = pipeline(ws, BUILD)
+    first = run_stage(p, BUILD, "r1")
+    assert (first.fresh, first.why) == (False, "no earlier run")
+    second = decide(p, BUILD)
+    assert second.fresh
+    assert second.fingerprint == first.fingerprint
+
+
+def test_no_cache_runs_a_fresh_stage(ws: Path) -> None:
+    p = pipeline(ws, BUILD)
+    run_stage(p, BUILD, "r1")
+    decision = decide(p, BUILD, no_cache=True)
+    assert (decision.fresh, decision.why) == (False, "--no-cache")
+
+
+def test_a_changed_input_file_is_named(ws: Path) -> None:
+    p = pipeline(ws, BUILD)
+    run_stage(p, BUILD, "r1")
+    write(ws / "src/a.py", "a = 2\n")
+    assert decide(p, BUILD).why == "src/a.py changed"
+
+
+def test_added_and_removed_inputs_are_named(ws: Path) -> None:
+    p = pipeline(ws, BUILD)
+    run_stage(p, BUILD, "r1")
+    write(ws / "src/pkg/deep/c.py", "c = 3\n")
+    assert decide(p, BUILD).why == "src/pkg/deep/c.py added"
+    (ws / "src/pkg/deep/c.py").unlink()
+    (ws / "src/pkg/b.py").unlink()
+    assert decide(p, BUILD).why == "src/pkg/b.py removed"
+
+
+def test_files_outside_the_globs_do_not_matter(ws: Path) -> None:
+    p = pipeline(ws, BUILD)
+    run_stage(p, BUILD, "r1")
+    write(ws / "src/notes.md", "not python\n")
+    write(ws / "README", "x\n")
+    assert decide(p, BUILD).fresh
+
+
+def test_command_and_env_changes_are_named(ws: Path) -> None:
+    p = pipeline(ws, BUILD)
+    run_stage(p, BUILD, "r1")
+    assert decide(p, replace(BUILD, run="cp -v src/a.py out/a.txt")).why == "command changed"
+    assert decide(p, replace(BUILD, shell=("sh", "-c"))).why == "command changed"
+    assert decide(p, replace(BUILD, env={"MODE": "fast"})).why == "env changed"
+
+
+def test_secret_values_are_left_out_but_names_count(ws: Path) -> None:
+    p = pipeline(ws, BUILD, secrets={"TOKEN": "one"})
+    run_stage(p, BUILD, "r1")
+    assert decide(replace(p, secrets={"TOKEN": "two"}), BUILD).fresh
+    assert decide(replace(p, secrets={"OTHER": "one"}), BUILD).why == "env changed"
+
+
+def test_upstream_change_is_named(ws: Path) -> None:
+    p = pipeline(ws, BUILD)
+    run_stage(p, BUILD, "r1", upstream={"gen": "f1"})
+    assert decide(p, BUILD, upstream={"gen": "f1"}).fresh
+    assert decide(p, BUILD, upstream={"gen": "f2"}).why == "upstream gen changed"
+
+
+def test_missing_or_changed_outputs_rerun(ws: Path) -> None:
+    p = pipeline(ws, BUILD)
+    run_stage(p, BUILD, "r1")
+    write(ws / "out/a.txt", "tampered\n")
+    assert decide(p, BUILD).why == "outputs changed"
+    (ws / "out/a.txt").unlink()
+    assert decide(p, BUILD).why == "outputs missing"
+
+
+def test_stage_without_inputs_and_outputs_always_runs(ws: Path) -> None:
+    only_inputs = replace(BUILD, outputs=())
+    p = pipeline(ws, only_inputs)
+    run_stage(p, only_inputs, "r1")
+    decision = decide(p, only_inputs)
+    assert (decision.fresh, decision.why) == (False, "no inputs/outputs declared")
+    assert decision.fingerprint  # still given, for downstream stages
+
+
+def test_outputs_inside_the_input_globs_are_not_inputs(ws: Path) -> None:
+    stage = replace(BUILD, inputs=("**",), outputs=("out/**",))
+    p = pipeline(ws, stage)
+    run_stage(p, stage, "r1")
+    assert decide(p, stage).fresh
+
+
+def test_unchanged_files_are_not_hashed_again(ws: Path) -> None:
+    for i in range(50):
+        write(ws / f"src/many/m{i}.py", f"m = {i}\n")
+    p = pipeline(ws, BUILD)
+    run_stage(p, BUILD, "r1")
+    cache = StageCache(p, History.for_state_dir(p.state_dir))
+    assert cache.decide(BUILD, {}, False).fresh
+    assert cache.hasher.hashed == 1  # only out/a.txt, written a moment ago, is read again
+    write(ws / "src/many/m7.py", "m = 700\n")
+    cache = StageCache(p, History.for_state_dir(p.state_dir))
+    assert cache.decide(BUILD, {}, False).why == "src/many/m7.py changed"
+    assert cache.hasher.hashed == 1  # m7.py alone (outputs are not checked on a mismatch)
+
+
+def test_a_replaced_file_with_the_same_size_and_mtime_is_hashed_again(ws: Path) -> None:
+    p = pipeline(ws, BUILD)
+    run_stage(p, BUILD, "r1")
+    st = (ws / "src/a.py").stat()
+    write(ws / "src/a_new.py", "a = 9\n")
+    os.utime(ws / "src/a_new.py", ns=(st.st_mtime_ns, st.st_mtime_ns))
+    os.replace(ws / "src/a_new.py", ws / "src/a.py")  # same size and mtime, another inode
+    assert decide(p, BUILD).why == "src/a.py changed"
+
+
+def test_each_decision_is_remembered_for_downstream_stages(ws: Path) -> None:
+    p = pipeline(ws, BUILD)
+    cache = StageCache(p, History.for_state_dir(p.state_dir))
+    decision = cache.decide(BUILD, {}, False)
+    assert cache.fingerprints == {"build": decision.fingerprint}
+
+
+def test_globs(tmp_path: Path) -> None:
+    for rel in ("a.py", "src/b.py", "src/x/c.py", "src/x/d.txt", ".git/e.py", "src/.pipedeck/f"):
+        write(tmp_path / rel, "x")
+    assert glob_files(tmp_path, ("**/*.py",)) == ["a.py", "src/b.py", "src/x/c.py"]
+    assert glob_files(tmp_path, ("src/*.py",)) == ["src/b.py"]
+    assert glob_files(tmp_path, ("src",)) == ["src/b.py", "src/x/c.py", "src/x/d.txt"]
+    assert glob_files(tmp_path, ("./src/x/?.[pt]*",)) == ["src/x/c.py", "src/x/d.txt"]
+    assert glob_files(tmp_path, ("src/**",), exclude=("**/*.txt",)) == ["src/b.py", "src/x/c.py"]
+    assert glob_files(tmp_path, ("nothing/**", "a.py")) == ["a.py"]

@@ -1,0 +1,144 @@
+"""The SQLite run history: recording, interrupted runs, concurrent writers (SPEC §6)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from engine.events import LogLines, RunFinished, RunStarted, StageStatus
+from engine.history import History
+
+
+def record_run(history: History, run_id: str, trigger: str = "manual") -> None:
+    rec = history.recorder(run_id, trigger, fingerprints={"build": "fp-build"})
+    rec(RunStarted(run_id, "shop", ("lint", "build"), ts=100.0))
+    rec(StageStatus(run_id, "lint", "pending", 0, "local", ts=100.0))
+    rec(StageStatus(run_id, "lint", "cached", 0, "local", reason="up to date", ts=100.5))
+    rec(StageStatus(run_id, "build", "running", 1, "local", reason="src/a.py changed", ts=101.0))
+    rec(LogLines(run_id, "build", 1, "stdout", ("hello",), ts=101.5))
+    rec(StageStatus(run_id, "build", "failed", 1, "local", exit_code=3, duration=2.0,
+                    reason="exit code 3", ts=103.0))  # fmt: skip
+    rec(StageStatus(run_id, "build", "running", 2, "local", reason="retry", ts=104.0))
+    rec(StageStatus(run_id, "build", "succeeded", 2, "local", exit_code=0, duration=1.5,
+                    ts=105.5))  # fmt: skip
+    rec(RunFinished(run_id, "succeeded", 0, 5.5, ts=105.5))
+
+
+def test_recorder_stores_the_run_and_each_attempt_with_why(tmp_path: Path) -> None:
+    history = History(tmp_path / "history.db")
+    record_run(history, "r1", trigger="watch")
+    run = history.run("r1")
+    assert run is not None
+    assert (run.status, run.trigger, run.exit_code, run.duration) == ("succeeded", "watch", 0, 5.5)
+    assert (run.pipeline, run.started, run.pid) == ("shop", 100.0, os.getpid())
+    rows = {(a.stage, a.attempt): a for a in history.attempts("r1")}
+    assert (rows["lint", 0].status, rows["lint", 0].why) == ("cached", "up to date")
+    first, second = rows["build", 1], rows["build", 2]
+    assert (first.status, first.exit_code, first.why, first.reason) == (
+        "failed", 3, "src/a.py changed", "exit code 3")  # fmt: skip
+    assert (first.started, first.ended, first.duration) == (101.0, 103.0, 2.0)
+    assert (second.status, second.why, second.fingerprint) == ("succeeded", "retry", "fp-build")
+    assert history.durations("build") == [2.0, 1.5]
+    assert history.durations("lint") == []  # cached: it did not run
+
+
+def test_runs_newest_first_with_limit_and_latest(tmp_path: Path) -> None:
+    history = History(tmp_path / "history.db")
+    assert history.latest_run_id() is None
+    for i, run_id in enumerate(["a", "b", "c"]):
+        history.recorder(run_id)(RunStarted(run_id, "p", (), ts=10.0 + i))
+    assert [r.run_id for r in history.runs(limit=2)] == ["c", "b"]
+    assert history.latest_run_id() == "c"
+    assert history.run("nope") is None
+
+
+RECORD_AND_HANG = """
+import os, subprocess, sys, time
+from engine.events import RunStarted, StageStatus
+from engine.history import History
+h = History(sys.argv[1])
+rec = h.recorder("dead-run")
+rec(RunStarted("dead-run", "p", ("s",)))
+rec(StageStatus("dead-run", "s", "running", 1, "local", reason="no earlier run"))
+stage = subprocess.Popen(["sleep", "300"], start_new_session=True,
+                         env={**os.environ, "PIPEDECK_RUN_ID": "dead-run"})
+print(stage.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def gone(pid: int) -> bool:
+    """True once `pid` no longer runs (a zombie counts as gone), waiting up to 10 s."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_run_whose_process_died_is_marked_interrupted(tmp_path: Path) -> None:
+    db = tmp_path / "history.db"
+    proc = subprocess.Popen([sys.executable, "-c", RECORD_AND_HANG, str(db)],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    stage_pid = int(proc.stdout.readline())
+    history = History(db)
+    history.recorder("live-run")(RunStarted("live-run", "p", ()))
+    assert history.mark_interrupted() == []  # both processes still alive
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert Path(f"/proc/{stage_pid}").exists()  # the stage outlived its engine
+    assert history.mark_interrupted() == ["dead-run"]
+    assert gone(stage_pid)  # swept: it carried the run's PIPEDECK_RUN_ID
+    run = history.run("dead-run")
+    assert run is not None and run.status == "interrupted"
+    assert [a.status for a in history.attempts("dead-run")] == ["interrupted"]
+    live = history.run("live-run")
+    assert live is not None and live.status == "running"
+    assert history.mark_interrupted() == []
+
+
+WRITER = """
+import sys
+from engine.events import RunFinished, RunStarted, StageStatus
+from engine.history import History
+h = History(sys.argv[1])
+for i in range(150):
+    run_id = f"{sys.argv[2]}-{i}"
+    rec = h.recorder(run_id)
+    rec(RunStarted(run_id, "p", ("a", "b")))
+    for stage in ("a", "b"):
+        rec(StageStatus(run_id, stage, "running", 1, "local"))
+        rec(StageStatus(run_id, stage, "succeeded", 1, "local", exit_code=0, duration=0.1))
+    h.store_file_hashes({f"{sys.argv[2]}/{i}": (1, 2, 3, "x")})
+    rec(RunFinished(run_id, "succeeded", 0, 0.2))
+"""
+
+
+def test_two_processes_writing_at_once_corrupt_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "history.db"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(db), name], stderr=subprocess.PIPE)
+        for name in ("one", "two")
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    history = History(db)
+    runs = history.runs(limit=None)
+    assert len(runs) == 300
+    assert {r.status for r in runs} == {"succeeded"}
+    assert sum(len(history.attempts(r.run_id)) for r in runs) == 600
+    assert len(history.file_hashes()) == 300
