@@ -21,7 +21,8 @@ import os
 from array import array
 from collections.abc import Iterable
 from hashlib import sha256
-from itertools import accumulate, islice
+from itertools import accumulate, count
+from operator import add
 from pathlib import Path
 from urllib.parse import quote
 
@@ -32,6 +33,7 @@ PARTIAL_LIMIT = 1 << 20
 _STDERR = 1 << 63
 _OFFSET = _STDERR - 1
 _ENTRY = 8  # bytes per index entry
+_TAG = {"stdout": 0, "stderr": _STDERR}
 
 
 def safe_name(name: str) -> str:
@@ -120,7 +122,7 @@ class LogWriter:
             if partial:
                 masked = self._masker.mask(bytes(partial))
                 partial.clear()
-                self._append(stream, masked, (self._size + len(masked),))
+                self._append(masked, array("Q", (self._size + len(masked) + _TAG[stream],)))
                 out.append((stream, masked.decode("utf-8", "replace")))
         self._log.close()
         self._index.close()
@@ -129,10 +131,18 @@ class LogWriter:
     def _store_lines(self, stream: str, block: bytes) -> list[str]:
         """Store `block`, a run of newline-terminated lines."""
         masked = self._masker.mask(block)
-        parts = masked.split(b"\n")
-        parts.pop()  # the empty tail after the final newline
-        ends = accumulate(map((1).__add__, map(len, parts)), initial=self._size)
-        self._append(stream, masked, islice(ends, 1, None))
+        # Index entries: cumulative line lengths from size (+ the stderr bit, added once).
+        start = self._size + _TAG[stream]
+        ends: Iterable[int]
+        if b"\r" in masked:  # splitlines() would split at \r too: add the newlines back
+            parts = masked.split(b"\n")
+            parts.pop()
+            ends = map(add, accumulate(map(len, parts), initial=start), count())
+        else:
+            ends = accumulate(map(len, masked.splitlines(True)), initial=start)
+        index = array("Q", ends)
+        del index[0]  # the initial value
+        self._append(masked, index)
         lines = masked.decode("utf-8", "replace").split("\n")
         lines.pop()
         return lines
@@ -148,11 +158,10 @@ class LogWriter:
             return []
         partial[:] = masked[cut:]
         piece = masked[:cut]
-        self._append(stream, piece, (self._size + cut,))
+        self._append(piece, array("Q", (self._size + cut + _TAG[stream],)))
         return [piece.decode("utf-8", "replace")]
 
-    def _append(self, stream: str, data: bytes, ends: Iterable[int]) -> None:
-        index = array("Q", map(_STDERR.__or__, ends) if stream == "stderr" else ends)
+    def _append(self, data: bytes, index: array[int]) -> None:
         self._log.write(data)
         self._log.flush()  # bytes first: an index entry never points past the data
         index.tofile(self._index)

@@ -1,0 +1,160 @@
+"""Process-tree control on Linux: subreaper, finding a stage's processes, killing them all.
+
+A stage's processes are recognised by a *marker*: KEY=VALUE pairs of its environment
+(PIPEDECK_RUN_ID, PIPEDECK_STAGE, PIPEDECK_ATTEMPT), which every descendant inherits even after
+leaving the stage's process group (setsid, double fork) — the same idea as GitHub Actions'
+RUNNER_TRACKING_ID. A process that clears its environment (`env -i`) escapes the marker; it is
+still signalled with the process group when it stayed in it.
+
+Reaping: with the engine as child subreaper, orphaned stage processes become its children, and
+their zombies must be reaped. `os.waitpid(-1, ...)` would steal the exit status of asyncio's own
+children, so only specific pids are reaped: those seen carrying the marker, never the group leader
+(the stage's main process, which asyncio waits for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterable, Mapping
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+POLL = 0.05
+KILL_WAIT = 2.0  # how long SIGKILLed processes get to disappear before we give up on them
+
+_prctl = None
+if sys.platform.startswith("linux"):
+    with contextlib.suppress(OSError, AttributeError):
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded before any fork
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants reparent to this process (Linux); False where unsupported."""
+    return _prctl is not None and _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def die_with_parent(parent: int) -> None:
+    """In a forked child (preexec_fn): get SIGKILL when the forking thread dies.
+
+    Exits at once when `parent` (the engine's pid, taken before the fork) is already gone.
+    """
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def find_marked(marker: Mapping[str, str]) -> list[int]:
+    """Live processes (not this one) whose environment holds every KEY=VALUE of `marker`.
+
+    Zombies and processes we may not inspect have no readable environment and are not listed.
+    """
+    if not marker:
+        raise ValueError("an empty marker would match every process")
+    needles = [f"{key}={value}".encode() for key, value in marker.items()]
+    me = os.getpid()
+    found = []
+    for pid in _pids():
+        if pid == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue
+        if needles[0] in environ:
+            entries = set(environ.split(b"\0"))
+            if all(n in entries for n in needles):
+                found.append(pid)
+    return found
+
+
+def _signal(pids: Iterable[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _reap(pids: set[int]) -> None:
+    """Reap those of `pids` that are our zombies; drop the ones that are gone for good."""
+    for pid in list(pids):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # not our child: gone, or still with another parent
+            done = 0 if os.path.exists(f"/proc/{pid}") else pid
+        if done:
+            pids.discard(pid)
+
+
+def _kill_now(pgid: int, marker: Mapping[str, str], seen: set[int]) -> list[int]:
+    """SIGKILL the group and every marked process; return the marked pids found."""
+    found = find_marked(marker)
+    seen.update(found)
+    _signal_group(pgid, signal.SIGKILL)
+    _signal(found, signal.SIGKILL)
+    return found
+
+
+async def kill_tree(pgid: int, marker: Mapping[str, str], grace: float) -> None:
+    """SIGTERM the group and every marked process, wait up to `grace`, then SIGKILL the rest.
+
+    `pgid` is the stage's main process (a session leader); it is signalled but not reaped.
+    Cancelling this coroutine skips the rest of the grace period: everything is SIGKILLed and
+    CancelledError propagates.
+    """
+    seen = set(find_marked(marker))
+    termed: set[int] = set()
+    try:
+        _signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while True:
+            alive = find_marked(marker)
+            _signal(set(alive) - termed, signal.SIGTERM)
+            termed.update(alive)
+            seen.update(alive)
+            seen.discard(pgid)
+            _reap(seen)
+            if not alive or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(POLL)
+    except asyncio.CancelledError:
+        _kill_now(pgid, marker, seen)
+        raise
+    deadline = time.monotonic() + KILL_WAIT
+    while _kill_now(pgid, marker, seen) and time.monotonic() < deadline:
+        await asyncio.sleep(POLL / 5)
+    seen.discard(pgid)
+    while True:  # killed orphans become our zombies a moment after their parent dies
+        _reap(seen)
+        if not seen or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(POLL / 5)
+
+
+def sweep(marker: Mapping[str, str]) -> list[int]:
+    """SIGKILL every process carrying `marker` (left by a crashed engine); return their pids."""
+    killed: set[int] = set()
+    deadline = time.monotonic() + KILL_WAIT
+    while found := find_marked(marker):
+        _signal(found, signal.SIGKILL)
+        killed.update(found)
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(POLL / 5)
+    _reap(killed)
+    return sorted(killed)

@@ -1,0 +1,142 @@
+"""LogStore: byte-exact storage, line index, masking on the way in, readers during writes."""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+
+from engine.logs import PARTIAL_LIMIT, LogStore
+
+
+def test_feed_returns_completed_lines_and_finish_the_rest(tmp_path: Path) -> None:
+    writer = LogStore(tmp_path).writer("run", "build", 1)
+    assert writer.feed("stdout", b"one\ntw") == ["one"]
+    assert writer.feed("stderr", b"e1\r\n") == ["e1\r"]
+    assert writer.feed("stdout", b"o\nthr") == ["two"]
+    assert writer.finish() == [("stdout", "thr")]
+
+
+def test_stored_bytes_are_exact_and_streams_tagged(tmp_path: Path) -> None:
+    store = LogStore(tmp_path)
+    writer = store.writer("run", "build", 1)
+    writer.feed("stdout", b"bad \xff\xfe utf8\n10%\r50%\r100%\n")
+    writer.feed("stderr", b"oops\n")
+    writer.feed("stdout", b"no newline")
+    writer.finish()
+    reader = store.reader("run", "build", 1)
+    assert reader.read_bytes() == b"bad \xff\xfe utf8\n10%\r50%\r100%\noops\nno newline"
+    assert len(reader) == 4
+    assert reader.line(0) == ("stdout", b"bad \xff\xfe utf8")
+    assert reader.line(2) == ("stderr", b"oops")
+    assert reader.line(-1) == ("stdout", b"no newline")
+    assert reader.lines(0, 10) == [
+        ("stdout", "bad \ufffd\ufffd utf8"),
+        ("stdout", "10%\r50%\r100%"),
+        ("stderr", "oops"),
+        ("stdout", "no newline"),
+    ]
+
+
+def test_random_access_to_a_large_log(tmp_path: Path) -> None:
+    store = LogStore(tmp_path)
+    writer = store.writer("run", "big", 1)
+    data = b"".join(b"line %d\n" % i for i in range(1_000_000))
+    for start in range(0, len(data), 65536):
+        writer.feed("stdout", data[start : start + 65536])
+    writer.finish()
+    reader = store.reader("run", "big", 1)
+    assert len(reader) == 1_000_000
+    for n in random.Random(7).sample(range(1_000_000), 200):
+        assert reader.line(n)[1] == b"line %d" % n
+    assert [text for _, text in reader.lines(999_998, 2_000_000)] == ["line 999998", "line 999999"]
+    assert reader.read_bytes() == data
+
+
+def test_reader_sees_lines_while_the_writer_appends(tmp_path: Path) -> None:
+    store = LogStore(tmp_path)
+    reader = store.reader("run", "live", 1)
+    assert len(reader) == 0
+    writer = store.writer("run", "live", 1)
+    writer.feed("stdout", b"a\nb\npartial")
+    assert len(reader) == 2
+    assert reader.lines(0, 5) == [("stdout", "a"), ("stdout", "b")]
+    writer.feed("stderr", b"c\n")
+    writer.feed("stdout", b" line\n")
+    assert len(reader) == 4
+    assert reader.line(3) == ("stdout", b"partial line")
+    writer.finish()
+
+
+def test_concurrent_reader_thread_never_sees_torn_lines(tmp_path: Path) -> None:
+    store = LogStore(tmp_path)
+    writer = store.writer("run", "race", 1)
+    bad: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        reader = store.reader("run", "race", 1)
+        while not done.is_set():
+            n = len(reader)
+            if n:
+                stream, text = reader.lines(n - 1, n)[0]
+                if text != f"{stream} {n - 1}":
+                    bad.append(text)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    for i in range(20_000):
+        stream = "stderr" if i % 2 else "stdout"
+        writer.feed(stream, f"{stream} {i}\n".encode())
+    done.set()
+    thread.join()
+    writer.finish()
+    assert bad == []
+
+
+def test_secret_split_across_writes_is_masked(tmp_path: Path) -> None:
+    store = LogStore(tmp_path, secrets=["s3cr3t-token", ""])
+    writer = store.writer("run", "deploy", 1)
+    assert writer.feed("stdout", b"token=s3cr") == []
+    assert writer.feed("stdout", b"3t-token ok\nlast s3cr3t-token") == ["token=*** ok"]
+    assert writer.finish() == [("stdout", "last ***")]
+    assert store.reader("run", "deploy", 1).read_bytes() == b"token=*** ok\nlast ***"
+
+
+def test_oversized_partial_line_is_stored_in_segments_still_masked(tmp_path: Path) -> None:
+    store = LogStore(tmp_path, secrets=["SECRET"])
+    writer = store.writer("run", "huge", 1)
+    head = b"x" * (PARTIAL_LIMIT - 1)
+    segments = writer.feed("stdout", head + b"SEC")  # over the limit, the secret at the cut
+    assert segments and all("SEC" not in s for s in segments)
+    assert writer.feed("stdout", b"RET tail\n") == ["xx*** tail"]
+    writer.finish()
+    stored = store.reader("run", "huge", 1).read_bytes()
+    assert stored == head + b"*** tail\n"
+    assert len(store.reader("run", "huge", 1)) == 2
+
+
+def test_segments_reassemble_a_line_without_newline(tmp_path: Path) -> None:
+    store = LogStore(tmp_path)
+    writer = store.writer("run", "huge", 1)
+    texts = [t for i in range(48) for t in writer.feed("stdout", b"a" * 65536)]
+    texts += [text for _, text in writer.finish()]
+    assert "".join(texts) == "a" * 48 * 65536
+    reader = store.reader("run", "huge", 1)
+    assert reader.read_bytes() == b"a" * 48 * 65536
+    assert "".join(text for _, text in reader.lines(0, len(reader))) == "a" * 48 * 65536
+
+
+def test_attempts_and_unsafe_stage_ids(tmp_path: Path) -> None:
+    store = LogStore(tmp_path)
+    stage = "test[path=a/../b,python=3.11]"
+    for attempt in (2, 1):
+        writer = store.writer("run", stage, attempt)
+        writer.feed("stdout", f"attempt {attempt}\n".encode())
+        writer.finish()
+    assert store.attempts("run", stage) == [1, 2]
+    assert store.attempts("run", "other") == []
+    assert store.reader("run", stage, 2).line(0) == ("stdout", b"attempt 2")
+    for path in tmp_path.rglob("*"):
+        assert path.resolve().is_relative_to(tmp_path.resolve())
+    assert len(list((tmp_path / "run").iterdir())) == 1
