@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -228,10 +229,8 @@ def _kill_now(run: Run) -> None:
     from engine.procs import find_marked
 
     for pid in find_marked({"PIPEDECK_RUN_ID": run.run_id}):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _logs(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import unittest
 from pathlib import Path
 
 sys.path.insert(0, str(Path("src").resolve()))
-import shop.cart  # noqa: E402
+import shop.cart
 
 if sys.argv[1] == "doctest":
     result = doctest.testmod(shop.cart, verbose=False)

@@ -1,0 +1,221 @@
+"""The command line as a user runs it: exit codes, output formats, signals, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SAMPLES, marked_pids, pipedeck_bin
+
+Write = Callable[..., Path]
+
+
+def pipedeck(*args: str, cwd: Path | None = None, timeout: float = 60,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([pipedeck_bin(), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+SIMPLE = """
+version: 1
+stages:
+  lint: {run: echo linted}
+  test: {needs: [lint], run: 'echo tested; echo warn >&2'}
+"""
+
+
+def test_run_exit_0_and_plain_format(write_pipeline: Write) -> None:
+    done = pipedeck("run", str(write_pipeline(SIMPLE)))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert "[lint] linted" in out and "[test] tested" in out and "[test] warn" in out
+    assert any(line.startswith("[lint] ▶ running (attempt 1)") for line in out)
+    assert any(line.startswith("[test] succeeded in ") for line in out)
+    assert out.index("[lint] linted") < out.index("[test] tested")
+
+
+def test_no_command_and_no_terminal_runs_headless(write_pipeline: Write) -> None:
+    done = pipedeck(str(write_pipeline(SIMPLE)))
+    assert done.returncode == 0 and "[test] tested" in done.stdout
+
+
+def test_exit_1_when_a_stage_fails(write_pipeline: Write) -> None:
+    path = write_pipeline("version: 1\nstages:\n  a: {run: exit 5}\n")
+    done = pipedeck("run", str(path))
+    assert done.returncode == 1
+    assert "[a] failed" in done.stdout and "exit code 5" in done.stdout
+
+
+def test_exit_2_for_invalid_file_with_position(write_pipeline: Write) -> None:
+    path = write_pipeline("version: 1\nstages:\n  a: {run: echo, neeeds: [b]}\n")
+    done = pipedeck("run", str(path))
+    assert done.returncode == 2
+    assert f"{path}:3:" in done.stderr and "Traceback" not in done.stderr
+    assert pipedeck("validate", str(path)).returncode == 2
+
+
+def test_exit_2_for_usage_errors(write_pipeline: Write, tmp_path: Path) -> None:
+    path = write_pipeline(SIMPLE)
+    done = pipedeck("run", str(path), "--stage", "tset")
+    assert done.returncode == 2 and "did you mean 'test'" in done.stderr
+    assert pipedeck("run", str(tmp_path / "missing.yaml")).returncode == 2
+    assert pipedeck("run", str(path), "--jobs", "0").returncode == 2
+    assert pipedeck("--no-such-flag").returncode == 2
+
+
+def test_json_event_stream(write_pipeline: Write) -> None:
+    done = pipedeck("run", str(write_pipeline(SIMPLE)), "--format", "json")
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert all({"type", "ts", "run_id"} <= e.keys() for e in events)
+    assert events[0]["type"] == "run_started" and events[0]["stages"] == ["lint", "test"]
+    assert events[-1]["type"] == "run_finished" and events[-1]["status"] == "succeeded"
+    assert events[-1]["exit_code"] == 0 and events[-1]["duration"] >= 0
+    logs = [e for e in events if e["type"] == "log"]
+    assert {(e["stage"], e["stream"], e["text"], e["attempt"]) for e in logs} == {
+        ("lint", "stdout", "linted", 1), ("test", "stdout", "tested", 1),
+        ("test", "stderr", "warn", 1)}
+    ends = [e for e in events if e["type"] == "stage_status" and e["status"] == "succeeded"]
+    assert {e["stage"] for e in ends} == {"lint", "test"}
+    assert all(e["exit_code"] == 0 and e["host"] == "local" and e["duration"] >= 0 for e in ends)
+
+
+def test_junit_report(write_pipeline: Write, tmp_path: Path) -> None:
+    path = write_pipeline("""
+        version: 1
+        stages:
+          good: {run: echo fine}
+          bad: {run: 'echo "it broke here"; exit 1'}
+          later: {needs: [bad], run: echo never}
+    """)
+    report = tmp_path / "out" / "junit.xml"
+    assert pipedeck("run", str(path), "--junit", str(report)).returncode == 1
+    suite = ET.parse(report).getroot()
+    assert suite.get("tests") == "3" and suite.get("failures") == "1"
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    failure = cases["bad"].find("failure")
+    assert failure is not None and "it broke here" in (failure.text or "")
+    assert cases["later"].find("skipped") is not None
+    assert cases["good"].find("failure") is None
+
+
+def _start(path: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([pipedeck_bin(), "run", str(path), "--format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_output(proc: subprocess.Popen[str], text: str) -> str:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if text in line:
+            return json.loads(line)["run_id"]
+    raise AssertionError(f"{text!r} never printed")
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signals_cancel_in_order(write_pipeline: Write, signum: int, code: int) -> None:
+    path = write_pipeline("""
+        version: 1
+        stages:
+          long:
+            kill_grace: 5s
+            run: |
+              trap 'echo "cleaning up"; exit 7' TERM
+              echo ready
+              sleep 30 & wait
+          after: {needs: [long], run: echo never}
+    """)
+    proc = _start(path)
+    run_id = _wait_for_output(proc, "ready")
+    proc.send_signal(signum)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == code
+    events = [json.loads(line) for line in out.splitlines()]
+    assert any(e.get("text") == "cleaning up" for e in events)
+    assert events[-1]["type"] == "run_finished" and events[-1]["status"] == "cancelled"
+    assert marked_pids(run_id) == []
+
+
+def test_second_ctrl_c_kills_at_once(write_pipeline: Write) -> None:
+    path = write_pipeline("""
+        version: 1
+        stages:
+          stubborn:
+            kill_grace: 60s
+            run: |
+              trap '' TERM
+              echo ready
+              sleep 60 & wait; sleep 60
+    """)
+    proc = _start(path)
+    run_id = _wait_for_output(proc, "ready")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    assert proc.poll() is None  # still in its 60 s grace
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    assert marked_pids(run_id) == []
+
+
+def test_logs_command_prints_stored_log(write_pipeline: Write, tmp_path: Path) -> None:
+    path = write_pipeline("""
+        version: 1
+        stages:
+          a: {retries: 1, run: 'echo "attempt $PIPEDECK_ATTEMPT"; test "$PIPEDECK_ATTEMPT" = 2'}
+    """)
+    done = pipedeck("run", str(path), "--format", "json")
+    run_id = json.loads(done.stdout.splitlines()[0])["run_id"]
+    assert pipedeck("logs", "a", cwd=tmp_path).stdout == "attempt 2\n"
+    assert pipedeck("logs", "a", "--attempt", "1", cwd=tmp_path).stdout == "attempt 1\n"
+    assert pipedeck("logs", "--run", run_id, "a", "-f", str(path)).stdout == "attempt 2\n"
+    missing = pipedeck("logs", "nope", cwd=tmp_path)
+    assert missing.returncode == 2 and "nope" in missing.stderr
+
+
+def test_validate_graph_schema_version(write_pipeline: Write) -> None:
+    path = write_pipeline(SIMPLE)
+    assert "ok, 2 stage(s)" in pipedeck("validate", str(path)).stdout
+    assert "lint" in pipedeck("graph", str(path)).stdout
+    dot = pipedeck("graph", str(path), "--format", "dot").stdout
+    assert "digraph" in dot and "lint" in dot and "test" in dot
+    assert "s0 --> s1" in pipedeck("graph", str(path), "--format", "mermaid").stdout
+    schema = json.loads(pipedeck("schema").stdout)
+    assert "stages" in schema["properties"]
+    assert pipedeck("--version").stdout.startswith("pipedeck ")
+    assert "run" in pipedeck("--help").stdout
+
+
+def test_samples_behave_as_documented(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    work = tmp_path / "samples"
+    subprocess.run(["cp", "-r", str(SAMPLES), str(work)], check=True)
+    ci = pipedeck("run", str(work / "ci.yaml"), "--approve", "deploy", env=env, timeout=120)
+    assert ci.returncode == 0, ci.stdout + ci.stderr
+    assert list((work / "deployed").glob("shop-*.whl"))
+    ml = pipedeck("run", str(work / "ml.yaml"), env=env, timeout=120)
+    assert ml.returncode == 0, ml.stdout + ml.stderr
+    assert list((work / "ml" / "published").glob("model-*.json"))
+    failing = pipedeck("run", str(work / "failing.yaml"), "--format", "json", env=env,
+                       timeout=120)
+    assert failing.returncode == 1
+    final = {}
+    for line in failing.stdout.splitlines():
+        event = json.loads(line)
+        if event["type"] == "stage_status":
+            final[event["stage"]] = event
+    assert final["flaky"]["status"] == "succeeded" and final["flaky"]["attempt"] == 2
+    assert final["slow"]["status"] == "timed_out"
+    assert final["optional"]["status"] == "failed"
+    assert final["after_optional"]["status"] == "succeeded"
+    assert final["broken"]["status"] == "failed"
+    assert final["after_broken"]["status"] == "skipped"
+    assert final["report"]["status"] == "succeeded"
+    assert final["cleanup"]["status"] == "succeeded"
