@@ -13,9 +13,13 @@ from typing import Any
 from engine.spec import WHEN_VALUES
 
 NAME_PATTERN = r"[A-Za-z0-9_.-]+"  # stage and host names
-ENV_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*"  # env, secret and matrix axis names
+ENV_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*"  # env and secret names
+AXIS_PATTERN = r"[A-Za-z_][A-Za-z0-9_-]*"  # matrix axis names
 DURATION_PATTERN = r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|h|m|s))+|[0-9]+(?:\.[0-9]+)?"
 EXTENSION_PREFIX = "x-"  # keys starting with it are ignored (a place for YAML anchors)
+
+
+SECTION_KINDS = frozenset({"defaults", "hosts", "watch", "stages", "matrix"})
 
 
 @dataclass(frozen=True)
@@ -23,8 +27,8 @@ class Key:
     """One key of a section: its kind (how it is checked), its doc, and its constraints.
 
     Kinds: version, string, integer, boolean, duration, strings (a list of strings, or one
-    string), env (a mapping of names to strings), choice, matrix, and the sections defaults,
-    hosts, watch, stages.
+    string), env (a mapping of names to strings), choice, and the sections (checked by the
+    loader's own code) in SECTION_KINDS.
     """
 
     kind: str
@@ -37,7 +41,7 @@ class Key:
 
 
 DEFAULTS_KEYS: dict[str, Key] = {
-    "timeout": Key("duration", "Default stage timeout (none when unset)."),
+    "timeout": Key("duration", "Default stage timeout (none when unset or 0)."),
     "retries": Key("integer", "Default extra attempts after a failure.", minimum=0, default=0),
     "kill_grace": Key("duration", "Default time between SIGTERM and SIGKILL.", default="10s"),
 }
@@ -69,7 +73,7 @@ STAGE_KEYS: dict[str, Key] = {
     "cwd": Key("string", "Working directory, relative to the pipeline file's directory.",
                default="."),
     "shell": Key("string", "Command prefix the script is appended to (split like a shell)."),
-    "timeout": Key("duration", "Kill the stage after this long; it is then timed_out."),
+    "timeout": Key("duration", "Kill the stage after this long (0: never); it is then timed_out."),
     "kill_grace": Key("duration", "Time between SIGTERM and SIGKILL.", default="10s"),
     "retries": Key("integer", "Extra attempts after a failed or timed-out attempt.", minimum=0,
                    default=0),
@@ -112,7 +116,7 @@ def _section(table: dict[str, Key]) -> dict[str, Any]:
 
 def _named(ref: str, min_properties: int = 0) -> dict[str, Any]:
     """An object of name -> `$defs/ref` with names matching NAME_PATTERN."""
-    schema = {
+    schema: dict[str, Any] = {
         "type": "object",
         "propertyNames": {"pattern": f"^{NAME_PATTERN}$"},
         "additionalProperties": {"$ref": f"#/$defs/{ref}"},
@@ -149,7 +153,7 @@ def _key_schema(key: Key) -> dict[str, Any]:
         schema = {"enum": list(key.choices)}
     elif kind == "matrix":
         schema = {"type": "object", "minProperties": 1,
-                  "propertyNames": {"pattern": f"^{ENV_NAME_PATTERN}$"},
+                  "propertyNames": {"pattern": f"^{AXIS_PATTERN}$"},
                   "additionalProperties": {"type": "array", "minItems": 1, "items": _SCALAR}}
     elif kind in ("defaults", "watch"):
         schema = {"$ref": f"#/$defs/{kind}"}

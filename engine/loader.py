@@ -1,0 +1,806 @@
+"""Load a pipeline file: YAML nodes (with their source marks) -> a checked `Pipeline`.
+
+The file is composed into nodes with PyYAML's SafeLoader machinery and never constructed into
+Python objects directly: every value keeps its position, so each problem is reported as
+`FILE:LINE:COL: message`, and all of them are reported at once in one `ConfigError`. Alias bombs,
+deep nesting and oversized files are refused in bounded time and memory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+import os
+import re
+import shlex
+import stat
+from bisect import bisect_right
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from glob import glob
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from engine import graph
+from engine.schema import (
+    AXIS_PATTERN,
+    DEFAULTS_KEYS,
+    DURATION_PATTERN,
+    ENV_NAME_PATTERN,
+    EXTENSION_PREFIX,
+    HOST_KEYS,
+    NAME_PATTERN,
+    SECTION_KINDS,
+    STAGE_KEYS,
+    TOP_KEYS,
+    WATCH_KEYS,
+    Key,
+)
+from engine.spec import LOCAL, Host, Pipeline, Stage, WatchConfig
+
+MAX_FILE_BYTES = 5 * 1024 * 1024
+MAX_NODES = 50_000  # YAML nodes, counting each alias as the nodes it stands for
+MAX_DEPTH = 64  # nesting of YAML collections
+MAX_MERGE_DEPTH = 16  # merge keys (<<) within merged mappings
+MAX_INSTANCES = 1000  # stage instances in the whole pipeline, after matrix expansion
+DEFAULT_KILL_GRACE = 10.0
+
+_TAG = "tag:yaml.org,2002:"
+STR, INT, FLOAT, BOOL, NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
+TIMESTAMP, MERGE, SEQ, MAP = (_TAG + t for t in ("timestamp", "merge", "seq", "map"))
+_TEXT_TAGS = frozenset({STR, INT, FLOAT, TIMESTAMP})  # scalars whose source text is a string
+
+_NAME_RE = re.compile(NAME_PATTERN)
+_ENV_NAME_RE = re.compile(ENV_NAME_PATTERN)
+_AXIS_RE = re.compile(AXIS_PATTERN)
+_DURATION_RE = re.compile(f"(?:{DURATION_PATTERN})")
+_DURATION_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_MATRIX_EXPR_RE = re.compile(r"\$\{\{\s*matrix\.([A-Za-z0-9_-]+)\s*\}\}")
+_SCALARS = yaml.constructor.SafeConstructor()  # parses int, float and bool scalar nodes
+_START = yaml.Mark("", 0, 0, 0, "", 0)  # where problems of the whole file are reported
+_LINE_BREAK_RE = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # what PyYAML counts as a new line
+_DOTENV_RE = re.compile(rf"(?:export\s+)?({ENV_NAME_PATTERN})\s*=\s*(.*)")
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One problem in a file, at a 1-based line and column."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+
+
+class ConfigError(Exception):
+    """An invalid pipeline file; `problems` lists every problem found, in file order."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(set(problems))
+        super().__init__("\n".join(map(str, self.problems)))
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `90s`, `5m`, `1h`, `100ms`, `1h30m` or a plain number of seconds.
+
+    Raises `ValueError` for anything else, including negative values.
+    """
+    text = text.strip()
+    if not _DURATION_RE.fullmatch(text):
+        raise ValueError(f"bad duration {text!r}; use e.g. 90s, 5m, 1h30m, 100ms or seconds")
+    parts = _DURATION_PART_RE.findall(text)
+    if not parts:
+        return float(text)
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Pipeline:
+    """Load and check the pipeline file at `path`, or raise `ConfigError` with every problem.
+
+    Secret values come from `environ` (default: `os.environ`), then from a `.env` file beside
+    the pipeline file; a secret found in neither is the empty string.
+    """
+    file = os.fspath(path)
+    text = _read(file)
+    checker = _Checker(file, text)
+    root = checker.compose()
+    pipeline = None
+    if root is not None:
+        pipeline = checker.pipeline(root, Path(os.path.abspath(file)), environ)
+    if checker.problems or pipeline is None:
+        raise ConfigError(checker.problems)
+    return pipeline
+
+
+def _read(file: str) -> str:
+    """The decoded text of the file, refusing what is not a regular file of at most 5 MB."""
+
+    def fail(message: str, line: int = 1, col: int = 1) -> ConfigError:
+        return ConfigError([Problem(file, line, col, message)])
+
+    try:
+        if not stat.S_ISREG(os.stat(file).st_mode):  # a FIFO would block, a device never end
+            raise fail("not a regular file")
+        with open(file, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as err:
+        raise fail(f"cannot read the pipeline file: {err.strerror or err}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise fail(f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; refusing to load it")
+    try:
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            return data.decode("utf-16")
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        col = err.start - data.rfind(b"\n", 0, err.start)
+        raise fail(f"not UTF-8 text: byte 0x{data[err.start]:02x} cannot be decoded", line,
+                   col) from None
+
+
+class _Refused(yaml.YAMLError):
+    """Input refused while composing (alias bomb, too many nodes, too deep)."""
+
+    def __init__(self, message: str, mark: yaml.Mark) -> None:
+        super().__init__(message)
+        self.message = message
+        self.mark = mark
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader composition that counts nodes (aliases at their expanded size), limits
+    nesting, and refuses recursive aliases, so no input costs more than MAX_NODES nodes."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.spent = 0
+        self.depth = 0
+        self.sizes: dict[int, int] = {}
+
+    def _spend(self, count: int, mark: yaml.Mark) -> None:
+        self.spent += count
+        if self.spent > MAX_NODES:
+            raise _Refused(f"refusing a document of more than {MAX_NODES} nodes (counting each "
+                           "alias as what it expands to: an alias bomb?)", mark)
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        event = self.peek_event()
+        assert isinstance(event.start_mark, yaml.Mark)
+        if isinstance(event, yaml.AliasEvent):
+            target = self.anchors.get(event.anchor)
+            if target is not None:
+                size = self.sizes.get(id(target))
+                if size is None:
+                    raise _Refused(f"alias *{event.anchor} refers to a collection that contains "
+                                   "it; recursive aliases are not allowed", event.start_mark)
+                self._spend(size, event.start_mark)
+            return super().compose_node(parent, index)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _Refused(f"nesting deeper than {MAX_DEPTH} levels", event.start_mark)
+        before = self.spent
+        self._spend(1, event.start_mark)
+        node = super().compose_node(parent, index)
+        self.depth -= 1
+        self.sizes[id(node)] = self.spent - before
+        return node
+
+
+def _describe(node: Node) -> str:
+    """What a node is, for messages: `a list`, `the boolean 'on'`, ..."""
+    if isinstance(node, MappingNode):
+        return "a mapping" + (f" tagged {node.tag}" if node.tag != MAP else "")
+    if isinstance(node, SequenceNode):
+        return "a list" + (f" tagged {node.tag}" if node.tag != SEQ else "")
+    value = node.value if len(node.value) <= 40 else node.value[:37] + "..."
+    return {
+        STR: f"the string {value!r}",
+        INT: f"the integer {value}",
+        FLOAT: f"the number {value}",
+        BOOL: f"the boolean {value!r}",
+        NULL: "nothing (null)",
+        TIMESTAMP: f"the date {value!r}",
+    }.get(node.tag, f"a value tagged {node.tag}")
+
+
+def _did_you_mean(word: str, options: Mapping[str, Any] | list[str]) -> str:
+    """`; did you mean 'x'?` for the closest option, or nothing."""
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _matrix_id(name: str, combo: Mapping[str, str]) -> str:
+    """The instance id of one matrix combination: `test[os=linux,python=3.11]`."""
+    return f"{name}[{','.join(f'{axis}={value}' for axis, value in combo.items())}]"
+
+
+def _matrix_env_name(axis: str) -> str:
+    """The environment variable of a matrix axis: `python-version` -> `MATRIX_PYTHON_VERSION`."""
+    return "MATRIX_" + axis.upper().replace("-", "_")
+
+
+@dataclass
+class _RawStage:
+    """A stage's checked fields before matrix expansion."""
+
+    name: str
+    key: Node  # the stage's name in the file
+    node: Node  # the stage's mapping
+    nodes: dict[str, Node]
+    fields: dict[str, Any]
+    needs: dict[str, Node]  # stage name -> the list item naming it
+    axes: dict[str, list[str]]
+
+
+class _Checker:
+    """Walks the composed nodes, collecting problems and building the pipeline."""
+
+    def __init__(self, file: str, text: str) -> None:
+        self.file = file
+        self.text = text
+        self.problems: list[Problem] = []
+        self._line_starts: list[int] | None = None
+        self._ssh_patterns: list[str] | None = None
+
+    # -- positions and reports
+
+    def report(self, where: Node | yaml.Mark, message: str) -> None:
+        """Record a problem at a node's start or at a mark."""
+        mark = where.start_mark if isinstance(where, Node) else where
+        self.problems.append(Problem(self.file, mark.line + 1, mark.column + 1, message))
+
+    def report_index(self, index: int, message: str) -> None:
+        """Record a problem at a character index of the text."""
+        if self._line_starts is None:
+            self._line_starts = [0] + [m.end() for m in _LINE_BREAK_RE.finditer(self.text)]
+        line = bisect_right(self._line_starts, index)
+        col = index - self._line_starts[line - 1] + 1
+        self.problems.append(Problem(self.file, line, col, message))
+
+    # -- composing
+
+    def compose(self) -> Node | None:
+        """The root node, or None with the problem recorded."""
+        try:
+            root = _BoundedLoader(self.text).get_single_node()  # checks characters first
+        except _Refused as err:
+            self.report(err.mark, err.message)
+            return None
+        except yaml.MarkedYAMLError as err:
+            problem = err.problem.removeprefix("but ") if err.problem else err.context
+            message = f"YAML syntax error: {problem}"
+            if err.problem and err.context and err.context_mark is not None:
+                cm = err.context_mark
+                message += f" ({err.context} at line {cm.line + 1}, column {cm.column + 1})"
+            if err.problem == "mapping values are not allowed here":
+                message += "; quote a value that contains ': '"
+            self.report(err.problem_mark or err.context_mark or _START, message)
+            return None
+        except yaml.reader.ReaderError as err:
+            self.report_index(err.position,
+                              f"character U+{err.character:04X} is not allowed in a YAML file")
+            return None
+        if root is None:
+            self.report(_START, "the file is empty; a pipeline needs 'version: 1' and 'stages'")
+        return root
+
+    # -- mappings
+
+    def entries(self, node: Node, path: str) -> dict[str, tuple[Node, Node]] | None:
+        """Key text -> (key node, value node) of a mapping, with merge keys (<<) applied;
+        reports a non-mapping, duplicate keys and non-scalar keys."""
+        if not isinstance(node, MappingNode) or node.tag != MAP:
+            self.report(node, f"{path}: expected a mapping, got {_describe(node)}")
+            return None
+        return self._flatten(node, path, 0)
+
+    def _flatten(self, node: MappingNode, path: str, depth: int) -> dict[str, tuple[Node, Node]]:
+        own: dict[str, tuple[Node, Node]] = {}
+        merged: dict[str, tuple[Node, Node]] = {}
+        for key, value in node.value:
+            if key.tag == MERGE:
+                sources = value.value if isinstance(value, SequenceNode) else [value]
+                for source in sources:
+                    if not isinstance(source, MappingNode):
+                        self.report(source, f"{path}: a merge key (<<) takes a mapping or a list "
+                                    f"of mappings, got {_describe(source)}")
+                    elif depth >= MAX_MERGE_DEPTH:
+                        self.report(source, f"{path}: merge keys (<<) nested too deeply")
+                    else:
+                        for name, item in self._flatten(source, path, depth + 1).items():
+                            merged.setdefault(name, item)
+                continue
+            if not isinstance(key, ScalarNode):
+                self.report(key, f"{path}: keys must be strings, got {_describe(key)}")
+                continue
+            if key.value in own:
+                first = own[key.value][0].start_mark
+                self.report(key, f"{path}: duplicate key {key.value!r} (first defined at line "
+                            f"{first.line + 1}, column {first.column + 1})")
+                continue
+            own[key.value] = (key, value)
+        return {**merged, **own}
+
+    def section(self, node: Node, table: Mapping[str, Key], path: str, label: str,
+                at: Node | None = None) -> dict[str, Node] | None:
+        """Value nodes of a section with a fixed key table: reports unknown keys (with a
+        did-you-mean) and missing required keys (at `at`, default the section's start;
+        `label` names the section in messages)."""
+        items = self.entries(node, path or "the file")
+        if items is None:
+            return None
+        found: dict[str, Node] = {}
+        suggested: set[str] = set()
+        for name, (key_node, value) in items.items():
+            if name.startswith(EXTENSION_PREFIX):
+                continue
+            if name not in table:
+                hint = _did_you_mean(name, table)
+                suggested.update(k for k in table if hint.endswith(f"{k!r}?"))
+                self.report(key_node, f"unknown key {name!r} in {label}{hint}")
+                continue
+            found[name] = value
+        for name, key in table.items():
+            if key.required and name not in found and name not in suggested:
+                self.report(at or node, f"{label} is missing the required key {name!r}")
+        return found
+
+    def fields(self, nodes: Mapping[str, Node], table: Mapping[str, Key],
+               path: str) -> dict[str, Any]:
+        """Checked values of the plain (non-section) keys present; bad ones are left out."""
+        out: dict[str, Any] = {}
+        for name, node in nodes.items():
+            if table[name].kind in SECTION_KINDS:
+                continue
+            value = self.value(table[name], node, f"{path}{name}")
+            if value is not None:
+                out[name] = value
+        return out
+
+    # -- values; each returns None after reporting a problem
+
+    def value(self, key: Key, node: Node, path: str) -> Any:
+        """Check one value according to its key's kind."""
+        kind = key.kind
+        if kind == "string":
+            return self.string(node, path, nonempty=True)
+        if kind == "integer":
+            return self.integer(node, path, key.minimum, key.maximum)
+        if kind == "boolean":
+            return self.boolean(node, path)
+        if kind == "duration":
+            return self.duration(node, path)
+        if kind == "strings":
+            return self.strings(node, path)
+        if kind == "env":
+            return self.env(node, path)
+        if kind == "choice":
+            text = self.string(node, path)
+            if text is not None and text not in key.choices:
+                self.report(node, f"{path}: {text!r} is not one of {', '.join(key.choices)}"
+                            + _did_you_mean(text, list(key.choices)))
+                return None
+            return text
+        if kind == "version":
+            if node.tag != INT or node.value != "1":
+                self.report(node, f"{path}: must be the integer 1, got {_describe(node)}")
+                return None
+            return 1
+        raise ValueError(f"kind {kind!r} is not a plain value")
+
+    def string(self, node: Node, path: str, nonempty: bool = False) -> str | None:
+        """A string; numbers and dates keep their source text; booleans are refused."""
+        if isinstance(node, ScalarNode) and node.tag in _TEXT_TAGS:
+            if "\x00" in node.value:
+                self.report(node, f"{path}: must not contain a NUL character")
+                return None
+            if nonempty and not node.value.strip():
+                self.report(node, f"{path}: must not be empty")
+                return None
+            return str(node.value)
+        if isinstance(node, ScalarNode) and node.tag == BOOL:
+            self.report(node, f"{path}: expected a string, got {node.value!r}, which YAML 1.1 "
+                        f'reads as a boolean; quote it: "{node.value}"')
+        else:
+            self.report(node, f"{path}: expected a string, got {_describe(node)}")
+        return None
+
+    def _number(self, node: Node) -> float | int | None:
+        """The value of an int or float scalar, else None."""
+        if not isinstance(node, ScalarNode):
+            return None
+        try:
+            if node.tag == INT:
+                return int(_SCALARS.construct_yaml_int(node))
+            if node.tag == FLOAT:
+                return float(_SCALARS.construct_yaml_float(node))
+        except (ValueError, yaml.YAMLError):
+            return None
+        return None
+
+    def integer(self, node: Node, path: str, minimum: int | None = None,
+                maximum: int | None = None) -> int | None:
+        """An integer within [minimum, maximum]."""
+        number = self._number(node) if node.tag == INT else None
+        if not isinstance(number, int):
+            self.report(node, f"{path}: expected an integer, got {_describe(node)}")
+            return None
+        if minimum is not None and number < minimum:
+            self.report(node, f"{path}: must be at least {minimum}, got {number}")
+            return None
+        if maximum is not None and number > maximum:
+            self.report(node, f"{path}: must be at most {maximum}, got {number}")
+            return None
+        return number
+
+    def boolean(self, node: Node, path: str) -> bool | None:
+        """true or false (YAML 1.1 spellings included)."""
+        if isinstance(node, ScalarNode) and node.tag == BOOL:
+            return bool(_SCALARS.construct_yaml_bool(node))
+        self.report(node, f"{path}: expected true or false, got {_describe(node)}")
+        return None
+
+    def duration(self, node: Node, path: str) -> float | None:
+        """Seconds: a number, or text such as 90s, 5m, 1h30m, 100ms."""
+        if isinstance(node, ScalarNode) and node.tag in (INT, FLOAT):
+            seconds = self._number(node)
+            if seconds is None or not math.isfinite(seconds) or seconds < 0:
+                self.report(node, f"{path}: a duration must be a finite number of seconds >= 0, "
+                            f"got {node.value}")
+                return None
+            return float(seconds)
+        if isinstance(node, ScalarNode) and node.tag == STR:
+            try:
+                return parse_duration(node.value)
+            except ValueError as err:
+                self.report(node, f"{path}: {err}")
+                return None
+        self.report(node, f"{path}: expected a duration (90s, 5m, 1h30m, 100ms or seconds), "
+                    f"got {_describe(node)}")
+        return None
+
+    def strings(self, node: Node, path: str) -> list[str] | None:
+        """A list of strings; a single string counts as a list of one."""
+        if isinstance(node, ScalarNode) and node.tag != NULL:
+            text = self.string(node, path, nonempty=True)
+            return None if text is None else [text]
+        if not isinstance(node, SequenceNode) or node.tag != SEQ:
+            self.report(node, f"{path}: expected a list of strings, got {_describe(node)}")
+            return None
+        items = [self.string(item, f"{path}[{i}]", nonempty=True)
+                 for i, item in enumerate(node.value)]
+        return None if None in items else [item for item in items if item is not None]
+
+    def env(self, node: Node, path: str) -> dict[str, str] | None:
+        """A mapping of variable names to strings (numbers keep their source text)."""
+        items = self.entries(node, path)
+        if items is None:
+            return None
+        out: dict[str, str] = {}
+        for name, (key_node, value_node) in items.items():
+            if not _ENV_NAME_RE.fullmatch(name):
+                self.report(key_node, f"{path}: {name!r} is not a valid environment variable "
+                            "name (letters, digits and _, not starting with a digit)")
+                continue
+            value = self.string(value_node, f"{path}.{name}")
+            if value is not None:
+                out[name] = value
+        return out
+
+    # -- the pipeline
+
+    def pipeline(self, root: Node, path: Path,
+                 environ: Mapping[str, str] | None) -> Pipeline | None:
+        """Check everything and build the pipeline (None when a problem makes it impossible)."""
+        top = self.section(root, TOP_KEYS, "", "the pipeline file")
+        if top is None:
+            return None
+        fields = self.fields(top, TOP_KEYS, "")
+        defaults = self.defaults(top.get("defaults"))
+        hosts = self.hosts(top.get("hosts"))
+        watch = self.watch(top.get("watch"))
+        raw = self.raw_stages(top.get("stages"))
+        env = fields.get("env", {})
+        secrets = self.secrets(top.get("secrets"), fields.get("secrets", []), path, environ)
+        if raw is None:
+            return None
+        order = self.stage_order(raw)
+        self.check_hosts(raw, hosts)
+        stages, groups = self.expand(raw, order, env, defaults)
+        if self.problems:
+            return None
+        return Pipeline(path=path, name=fields.get("name", path.stem), stages=stages,
+                        groups=groups, env=env, secrets=secrets, hosts=hosts, watch=watch)
+
+    def defaults(self, node: Node | None) -> dict[str, Any]:
+        """The `defaults:` section's values."""
+        if node is None:
+            return {}
+        nodes = self.section(node, DEFAULTS_KEYS, "defaults", "defaults")
+        return self.fields(nodes, DEFAULTS_KEYS, "defaults.") if nodes is not None else {}
+
+    def hosts(self, node: Node | None) -> dict[str, Host]:
+        """The `hosts:` section."""
+        items = self.entries(node, "hosts") if node is not None else None
+        hosts: dict[str, Host] = {}
+        for name, (key_node, value) in (items or {}).items():
+            if name == LOCAL:
+                self.report(key_node, f"hosts: {LOCAL!r} is reserved for this machine")
+                continue
+            if not _NAME_RE.fullmatch(name):
+                self.report(key_node, f"hosts: host name {name!r} may only contain letters, "
+                            "digits, '_', '.' and '-'")
+            nodes = self.section(value, HOST_KEYS, f"hosts.{name}", f"host {name!r}")
+            if nodes is None:
+                continue
+            f = self.fields(nodes, HOST_KEYS, f"hosts.{name}.")
+            hosts[name] = Host(name=name, address=f.get("address", name), port=f.get("port"),
+                               user=f.get("user"), identity_file=f.get("identity_file"),
+                               known_hosts=f.get("known_hosts"), workdir=f.get("workdir"),
+                               slots=f.get("slots", 4))
+        return hosts
+
+    def watch(self, node: Node | None) -> WatchConfig:
+        """The `watch:` section."""
+        nodes = self.section(node, WATCH_KEYS, "watch", "watch") if node is not None else None
+        if nodes is None:
+            return WatchConfig()
+        f = self.fields(nodes, WATCH_KEYS, "watch.")
+        return WatchConfig(paths=tuple(f.get("paths", (".",))), ignore=tuple(f.get("ignore", ())),
+                           debounce=f.get("debounce", WatchConfig.debounce))
+
+    def secrets(self, node: Node | None, names: list[str], path: Path,
+                environ: Mapping[str, str] | None) -> dict[str, str]:
+        """Secret values: from `environ`, else from `.env` beside the file, else empty."""
+        items = node.value if isinstance(node, SequenceNode) else [node]
+        for name, item in zip(names, items, strict=False):
+            if not _ENV_NAME_RE.fullmatch(name):
+                self.report(item, f"secrets: {name!r} is not a valid environment variable name")
+        environ = os.environ if environ is None else environ
+        missing = [name for name in names if name not in environ]
+        dotenv = self.dotenv(Path(self.file).parent / ".env") if missing else {}
+        return {name: environ.get(name, dotenv.get(name, "")) for name in names}
+
+    def dotenv(self, env_file: Path) -> dict[str, str]:
+        """KEY=VALUE lines of a .env file (`#` comments, optional quotes, optional `export`)."""
+        try:
+            if not env_file.is_file() or env_file.stat().st_size > MAX_FILE_BYTES:
+                return {}
+            text = env_file.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as err:
+            self.problems.append(Problem(str(env_file), 1, 1, f"cannot read: {err}"))
+            return {}
+        values: dict[str, str] = {}
+        for number, line in enumerate(text.splitlines(), 1):
+            stripped = line.strip()
+            if not stripped or stripped.startswith("#"):
+                continue
+            match = _DOTENV_RE.fullmatch(stripped)
+            if match is None:
+                col = len(line) - len(line.lstrip()) + 1
+                self.problems.append(Problem(str(env_file), number, col, "expected KEY=VALUE"))
+                continue
+            name, value = match.groups()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            else:
+                value = re.sub(r"\s+#.*", "", value)
+            values[name] = value
+        return values
+
+    def raw_stages(self, node: Node | None) -> dict[str, _RawStage] | None:
+        """Each stage's checked fields, before needs, hosts and matrices are resolved."""
+        if node is None:
+            return None
+        items = self.entries(node, "stages")
+        if items is None:
+            return None
+        if not items:
+            self.report(node, "stages: a pipeline needs at least one stage")
+            return None
+        raw: dict[str, _RawStage] = {}
+        for name, (key_node, value) in items.items():
+            if not _NAME_RE.fullmatch(name):
+                self.report(key_node, f"stages: stage name {name!r} may only contain letters, "
+                            "digits, '_', '.' and '-'")
+                continue
+            path = f"stages.{name}"
+            nodes = self.section(value, STAGE_KEYS, path, f"stage {name!r}", at=key_node)
+            if nodes is None:
+                continue
+            fields = self.fields(nodes, STAGE_KEYS, f"{path}.")
+            self.stage_details(fields, nodes, path)
+            needs_node = nodes.get("needs")
+            need_items = needs_node.value if isinstance(needs_node, SequenceNode) else [needs_node]
+            needs = dict(zip(fields.get("needs", []), need_items, strict=False))
+            axes = self.matrix(nodes["matrix"], f"{path}.matrix") if "matrix" in nodes else {}
+            raw[name] = _RawStage(name, key_node, value, nodes, fields, needs, axes or {})
+            self.check_matrix_refs(raw[name])
+        return raw
+
+    def stage_details(self, fields: dict[str, Any], nodes: Mapping[str, Node], path: str) -> None:
+        """Checks of single stage fields beyond their type; `shell` becomes a tuple."""
+        if "shell" in fields:
+            try:
+                fields["shell"] = tuple(shlex.split(fields["shell"]))
+            except ValueError as err:
+                self.report(nodes["shell"], f"{path}.shell: cannot split it: {err}")
+                del fields["shell"]
+        if "cwd" in fields and os.path.isabs(fields["cwd"]):
+            self.report(nodes["cwd"], f"{path}.cwd: must be relative to the pipeline directory")
+
+    def matrix(self, node: Node, path: str) -> dict[str, list[str]] | None:
+        """Axis -> values; every axis needs at least one value, no value twice."""
+        items = self.entries(node, path)
+        if items is None:
+            return None
+        if not items:
+            self.report(node, f"{path}: a matrix needs at least one axis")
+            return None
+        axes: dict[str, list[str]] = {}
+        for axis, (key_node, value) in items.items():
+            if not _AXIS_RE.fullmatch(axis):
+                self.report(key_node, f"{path}: axis name {axis!r} may only contain letters, "
+                            "digits, '_' and '-', not starting with a digit")
+                continue
+            if not isinstance(value, SequenceNode):
+                self.report(value, f"{path}.{axis}: expected a list of values, "
+                            f"got {_describe(value)}")
+                continue
+            if not value.value:
+                self.report(value, f"{path}.{axis}: the matrix axis is empty; give it at least "
+                            "one value")
+                continue
+            values: list[str] = []
+            for i, item in enumerate(value.value):
+                text = self.string(item, f"{path}.{axis}[{i}]", nonempty=True)
+                if text in values:
+                    self.report(item, f"{path}.{axis}[{i}]: duplicate value {text!r}")
+                elif text is not None:
+                    values.append(text)
+            axes[axis] = values
+        return axes
+
+    def stage_order(self, raw: dict[str, _RawStage]) -> list[str]:
+        """Stage names in topological order; reports unknown needs and every cycle."""
+        needs: dict[str, list[str]] = {}
+        for name, stage in raw.items():
+            needs[name] = []
+            for dep, node in stage.needs.items():
+                if dep in raw:
+                    needs[name].append(dep)
+                else:
+                    self.report(node, f"stages.{name}.needs: unknown stage {dep!r}"
+                                + _did_you_mean(dep, list(raw)))
+        while True:
+            try:
+                return graph.topo_order(needs)
+            except graph.CycleError as err:
+                first, second = err.cycle[0], err.cycle[1 % len(err.cycle)]
+                self.report(raw[first].needs[second],
+                            f"{err} (each stage needs the next; remove one of these needs)")
+                needs[first].remove(second)
+
+    def check_hosts(self, raw: dict[str, _RawStage], hosts: Mapping[str, Host]) -> None:
+        """Every stage host is `local`, in `hosts:`, or a Host entry of ~/.ssh/config."""
+        for name, stage in raw.items():
+            host = stage.fields.get("host", LOCAL)
+            if host == LOCAL or host in hosts or self.in_ssh_config(host):
+                continue
+            self.report(stage.nodes["host"], f"stages.{name}.host: unknown host {host!r}: not in "
+                        "hosts:, not 'local', and no Host entry in ~/.ssh/config"
+                        + _did_you_mean(host, [LOCAL, *hosts]))
+
+    def in_ssh_config(self, host: str) -> bool:
+        """True when a Host line of ~/.ssh/config (or a file it includes) names `host`.
+
+        A pattern made only of `*` (`Host *`) does not count; negated patterns are ignored.
+        """
+        if self._ssh_patterns is None:
+            self._ssh_patterns = _ssh_config_hosts(Path.home() / ".ssh" / "config")
+        host = host.lower()
+        return any(fnmatchcase(host, pattern.lower()) for pattern in self._ssh_patterns
+                   if pattern.strip("*") and not pattern.startswith("!"))
+
+    def check_matrix_refs(self, stage: _RawStage) -> None:
+        """Report each `${{ matrix.X }}` in run, cwd or env naming an axis the stage lacks,
+        at its first place in the stage's text."""
+        f = stage.fields
+        texts = [f.get("run", ""), f.get("cwd", ""), *f.get("env", {}).values()]
+        unknown = {m.group(0): m.group(1) for text in texts
+                   for m in _MATRIX_EXPR_RE.finditer(text) if m.group(1) not in stage.axes}
+        start, end = stage.node.start_mark.index, stage.node.end_mark.index
+        for expr, axis in unknown.items():
+            if stage.axes:
+                message = (f"stages.{stage.name}: unknown matrix axis {axis!r} in {expr}"
+                           + _did_you_mean(axis, list(stage.axes)))
+            else:
+                message = f"stages.{stage.name}: {expr} used in a stage without a matrix"
+            offset = self.text.find(expr, start, end)
+            if offset >= 0:
+                self.report_index(offset, message)
+            else:
+                self.report(stage.key, message)
+
+    def expand(self, raw: dict[str, _RawStage], order: list[str], env: Mapping[str, str],
+               defaults: Mapping[str, Any]) -> tuple[dict[str, Stage], dict[str, tuple[str, ...]]]:
+        """Matrix expansion into stage instances, in topological order."""
+        total = sum(math.prod(len(v) for v in stage.axes.values()) for stage in raw.values())
+        if total > MAX_INSTANCES:
+            self.report(next(iter(raw.values())).key, f"stages: the matrices expand to {total} "
+                        f"stage instances; at most {MAX_INSTANCES} are allowed")
+        if self.problems:
+            return {}, {}
+        groups = {name: [_matrix_id(name, combo) if combo else name
+                         for combo in _combinations(raw[name].axes)] for name in order}
+        instances: dict[str, Stage] = {}
+        for name, stage in raw.items():
+            needs = tuple(sid for dep in stage.needs if dep in raw for sid in groups[dep])
+            for sid, combo in zip(groups[name], _combinations(stage.axes), strict=True):
+                instances[sid] = _instance(stage, sid, combo, needs, env, defaults)
+        ids = graph.topo_order({sid: s.needs for sid, s in instances.items()})
+        return ({sid: instances[sid] for sid in ids},
+                {name: tuple(groups[name]) for name in order})
+
+
+def _combinations(axes: Mapping[str, list[str]]) -> list[dict[str, str]]:
+    """Every combination of matrix values, in axis order; [{}] without a matrix."""
+    return [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
+
+
+def _substitute(text: str, combo: Mapping[str, str]) -> str:
+    """Replace `${{ matrix.AXIS }}` by the combination's values."""
+    return _MATRIX_EXPR_RE.sub(lambda m: combo[m.group(1)], text) if combo else text
+
+
+def _instance(stage: _RawStage, sid: str, combo: dict[str, str], needs: tuple[str, ...],
+              env: Mapping[str, str], defaults: Mapping[str, Any]) -> Stage:
+    """One stage instance for one matrix combination."""
+    f = stage.fields
+    stage_env = {**env, **{k: _substitute(v, combo) for k, v in f.get("env", {}).items()}}
+    stage_env.update({_matrix_env_name(axis): value for axis, value in combo.items()})
+    return Stage(
+        id=sid, name=stage.name, run=_substitute(f["run"], combo), needs=needs, env=stage_env,
+        cwd=_substitute(f.get("cwd", "."), combo), shell=f.get("shell", ()),
+        timeout=f.get("timeout", defaults.get("timeout")) or None,
+        kill_grace=f.get("kill_grace", defaults.get("kill_grace", DEFAULT_KILL_GRACE)),
+        retries=f.get("retries", defaults.get("retries", 0)), when=f.get("when", "on_success"),
+        allow_failure=f.get("allow_failure", False), inputs=tuple(f.get("inputs", ())),
+        outputs=tuple(f.get("outputs", ())), host=f.get("host", LOCAL), matrix=combo,
+        metrics=f.get("metrics"),
+    )
+
+
+def _ssh_config_hosts(config: Path, depth: int = 0) -> list[str]:
+    """The Host patterns of an OpenSSH client config and of the files it includes."""
+    try:
+        if not config.is_file() or config.stat().st_size > MAX_FILE_BYTES:
+            return []
+        text = config.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    patterns: list[str] = []
+    for line in text.splitlines():
+        match = re.match(r"\s*(\w+)(?:\s*=\s*|\s+)(.*)", line)
+        if match is None:
+            continue
+        keyword, args = match.group(1).lower(), match.group(2).replace('"', " ").split()
+        if keyword == "host":
+            patterns.extend(args)
+        elif keyword == "include" and depth < 8:
+            for arg in args:
+                target = Path(os.path.expanduser(arg))
+                if not target.is_absolute():
+                    target = Path.home() / ".ssh" / target
+                for included in sorted(glob(str(target))):
+                    patterns.extend(_ssh_config_hosts(Path(included), depth + 1))
+    return patterns
