@@ -1,0 +1,412 @@
+"""Watch mode (SPEC §5): file changes -> affected stages -> a new run of just those.
+
+`changes(pipeline)` yields sets of changed paths (relative to the workspace, `/`-separated),
+ignoring what `engine.ignore.IgnoreRules` ignores. A burst (a rename-save, a `git checkout`)
+is one set: a set is complete once `watch.debounce` (default 100 ms) passes without a further
+change, or after `MAX_BURST` seconds of changes without a pause. A file created and gone again
+within a set (an editor's temporary file) is left out. When the OS runs out of inotify watches
+it says so through `notice` and falls back to polling.
+
+`WatchSession` drives the runs, for `pipedeck run --watch` and for the TUI (`--watch`, `W`)::
+
+    def make_run(*, only, carry, trigger):        # always called with these three keywords
+        return Run(pipeline, jobs=jobs, only=only, carry=carry, trigger=trigger, ...)
+
+    session = WatchSession(
+        pipeline, make_run,
+        on_run=attach,       # (Run) -> None: each new Run, before it executes (subscribe here)
+        on_change=sep,       # (set[str]) -> None: the changed paths, just before each rerun
+        on_notice=say,       # (str) -> None: loop pause, polling fallback (default: stderr)
+        scope=None,          # stage ids watch may rerun (e.g. graph.upstream(p, targets))
+    )
+    await session.run()              # first run: make_run(only=None, carry=None, "manual")
+    await session.run(previous=run)  # or adopt a run (finished, or running elsewhere)
+
+`run()` never returns by itself: cancel its task to stop (SIGINT). The active run is then
+cancelled in order (`Run.cancel_all(130)`) and awaited; a second cancel kills it at once.
+
+After each run the session waits for a change set, computes `graph.affected` (within `scope`)
+and starts a new Run (`trigger="watch"`, new run id) of only those stages, carrying the others'
+last states. A change while affected stages run cancels exactly those (`Run.cancel`, the whole
+process tree); unaffected stages finish, then one new run covers the union of affected sets.
+
+Loop guard: a change set is self-triggered when every changed file that still exists was
+modified while a stage it affects was running (or finishing) in the latest run. After
+`LOOP_LIMIT` self-triggered reruns in a row by the same stage on the same files, the session
+pauses instead of rerunning and tells `on_notice` which stage and file. While paused, changes
+are ignored; `resume()` or `toggle()` (the TUI's `W`) watches again. `banner` is the TUI's
+status text ("watching · last change: src/a.py"); `last_change` names the latest change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import suppress
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import anyio
+from watchfiles import Change, awatch
+
+from engine import graph
+from engine.events import FINISHED, RUNNING, Event, RunFinished, StageStatus
+from engine.ignore import IgnoreRules
+from engine.run import Run, StageState
+from engine.spec import Pipeline
+
+STEP_MS = 20  # watchfiles: a quiet gap this long ends its raw batch
+RAW_CAP_MS = 50  # watchfiles: longest raw batch (our own log writes must not hold it open)
+POLL_DELAY_MS = 200  # polling fallback: interval between scans
+MAX_BURST = 5.0  # seconds: a change set is yielded even if changes never pause
+LOOP_LIMIT = 3  # self-triggered reruns in a row before watching pauses
+LOOP_SLACK = 0.05  # seconds of clock slack when comparing mtimes with stage start and end
+SYSCTL = "sudo sysctl fs.inotify.max_user_watches=524288"
+LIMIT_MESSAGE = (
+    "watch: the OS ran out of inotify watches; polling instead (slower). "
+    f"To raise the limit: {SYSCTL}"
+)
+
+T = TypeVar("T")
+
+
+class WatchError(ValueError):
+    """Watch mode cannot start (a `watch.paths` entry does not exist)."""
+
+
+class MakeRun(Protocol):
+    """Builds a Run; the session calls it with `only`, `carry` and `trigger` as keywords."""
+
+    def __call__(
+        self, *, only: set[str] | None, carry: Mapping[str, StageState] | None, trigger: str
+    ) -> Run: ...
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def out_of_watches(exc: BaseException) -> bool:
+    """True when a watchfiles error means the inotify watch (or instance) limit was hit."""
+    text = str(exc)
+    return "MaxFilesWatch" in text or "watch limit" in text or "Too many open files" in text
+
+
+def describe(paths: set[str]) -> str:
+    """A short name for a change set: `src/a.py`, or `src/a.py and 2 more`."""
+    first, *rest = sorted(paths)
+    return f"{first} and {len(rest)} more" if rest else first
+
+
+def watch_roots(pipeline: Pipeline) -> list[Path]:
+    """The absolute paths to watch; raises `WatchError` naming a missing one."""
+    roots = [pipeline.workspace / p for p in pipeline.watch.paths]
+    for root in roots:
+        if not root.exists():
+            raise WatchError(f"watch path {root} does not exist (watch.paths in {pipeline.path})")
+    return roots
+
+
+class _Pump:
+    """Runs watchfiles in a task and queues its filtered raw batches (or the error that ended
+    it), switching to polling when inotify watches run out, and skipping unreadable directories
+    (with a notice) rather than failing on them."""
+
+    def __init__(self, pipeline: Pipeline, polling: bool, notice: Callable[[str], None]) -> None:
+        self.roots = watch_roots(pipeline)
+        self.rules = IgnoreRules(pipeline)
+        self.polling = polling
+        self.skip_unreadable = False  # set after a PermissionError: it also hides watch limits
+        self.notice = notice
+        self.queue: asyncio.Queue[set[tuple[Change, str]] | Exception] = asyncio.Queue()
+        self.stop = anyio.Event()
+
+    async def pump(self) -> None:
+        try:
+            while True:
+                try:
+                    async for batch in awatch(
+                        *self.roots,
+                        watch_filter=self.rules.keep,
+                        debounce=RAW_CAP_MS,
+                        step=STEP_MS,
+                        stop_event=self.stop,
+                        force_polling=self.polling,
+                        poll_delay_ms=POLL_DELAY_MS,
+                        ignore_permission_denied=self.skip_unreadable,
+                    ):
+                        self.queue.put_nowait(batch)
+                    return
+                except PermissionError as exc:
+                    if self.skip_unreadable:
+                        raise
+                    self.notice(f"watch: skipping what cannot be read ({exc})")
+                    self.skip_unreadable = True
+                except (OSError, RuntimeError) as exc:
+                    if self.polling or not out_of_watches(exc):
+                        raise
+                    self.notice(LIMIT_MESSAGE)
+                    self.polling = True
+        except Exception as exc:  # handed to the consumer, which raises it
+            self.queue.put_nowait(exc)
+
+    async def get(self) -> set[tuple[Change, str]]:
+        item = await self.queue.get()
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+
+async def changes(
+    pipeline: Pipeline,
+    *,
+    force_polling: bool = False,
+    notice: Callable[[str], None] = _stderr,
+) -> AsyncGenerator[set[str], None]:
+    """Yield each burst of relevant changes as a set of workspace-relative paths (see above)."""
+    source = _Pump(pipeline, force_polling, notice)
+    task = asyncio.create_task(source.pump())
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            batch = await source.get()
+            deadline = loop.time() + MAX_BURST
+            quiet = pipeline.watch.debounce
+            if source.polling:
+                quiet = max(quiet, (POLL_DELAY_MS + 2 * STEP_MS) / 1000)
+            while (left := min(quiet, deadline - loop.time())) > 0:
+                try:
+                    batch |= await asyncio.wait_for(source.get(), left)
+                except TimeoutError:
+                    break
+            paths = _settle(batch, pipeline.workspace)
+            if paths:
+                yield paths
+    finally:
+        source.stop.set()
+        await task
+
+
+def _settle(batch: set[tuple[Change, str]], workspace: Path) -> set[str]:
+    """Workspace-relative paths of a batch, minus files that were created and are gone again."""
+    added = {path for change, path in batch if change == Change.added}
+    return {
+        Path(os.path.relpath(path, workspace)).as_posix()
+        for _, path in batch
+        if path not in added or os.path.lexists(path)
+    }
+
+
+class WatchSession:
+    """Reruns what changes affect; see the module docstring for the API and its rules."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        make_run: MakeRun,
+        *,
+        on_run: Callable[[Run], None] | None = None,
+        on_change: Callable[[set[str]], None] | None = None,
+        on_notice: Callable[[str], None] = _stderr,
+        scope: set[str] | None = None,
+        force_polling: bool = False,
+    ) -> None:
+        self.pipeline = pipeline
+        self.make_run = make_run
+        self.on_run = on_run
+        self.on_change = on_change
+        self.on_notice = on_notice
+        self.scope = set(pipeline.stages) if scope is None else set(scope)
+        self.force_polling = force_polling
+        self.run_: Run | None = None  # the latest run
+        self.paused = False
+        self.pause_reason: str | None = None
+        self.last_change: str | None = None
+        self._pending: set[str] = set()
+        self._changed: set[str] = set()
+        self._spans: dict[str, tuple[float, float | None]] = {}  # stage -> (started, ended)
+        self._streak: tuple[str, frozenset[str]] | None = None
+        self._streak_count = 0
+        self._task: asyncio.Task[int] | None = None  # our execute() of run_
+        self._wake = asyncio.Event()
+        self._listener: asyncio.Task[None] | None = None
+
+    # -- controls ----------------------------------------------------------------------------
+
+    @property
+    def banner(self) -> str:
+        """Status text for the TUI header."""
+        if self.paused:
+            return f"watch paused · {self.pause_reason}" if self.pause_reason else "watch paused"
+        return f"watching · last change: {self.last_change}" if self.last_change else "watching"
+
+    def pause(self, reason: str | None = None) -> None:
+        """Stop reacting to changes (a running run goes on)."""
+        self.paused = True
+        self.pause_reason = reason
+
+    def resume(self) -> None:
+        """React to changes again."""
+        self.paused = False
+        self.pause_reason = None
+        self._streak, self._streak_count = None, 0
+        self._wake.set()
+
+    def toggle(self) -> bool:
+        """Pause or resume; returns True when now watching."""
+        if self.paused:
+            self.resume()
+        else:
+            self.pause()
+        return not self.paused
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def run(self, previous: Run | None = None) -> None:
+        """Run (or adopt `previous`), then rerun on changes until cancelled."""
+        stream = changes(self.pipeline, force_polling=self.force_polling, notice=self.on_notice)
+        self._listener = asyncio.create_task(self._listen(stream))
+        try:
+            if previous is None:
+                await self._execute(self.make_run(only=None, carry=None, trigger="manual"))
+            else:
+                await self._adopt(previous)
+            while True:
+                while self.paused or not self._pending:
+                    self._wake.clear()
+                    await self._until(self._wake.wait())
+                only, self._pending = self._pending, set()
+                changed, self._changed = self._changed, set()
+                if self.on_change is not None:
+                    self.on_change(changed)
+                assert self.run_ is not None
+                carry = {sid: st for sid, st in self.run_.states.items() if sid not in only}
+                await self._execute(self.make_run(only=only, carry=carry, trigger="watch"))
+        finally:
+            await self._stop_run()
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            await stream.aclose()
+
+    async def _until(self, aw: Awaitable[T]) -> T:
+        """Await `aw` without cancelling it when we are cancelled; raise the listener's error if
+        it fails first."""
+        fut = asyncio.ensure_future(aw)
+        assert self._listener is not None
+        try:
+            await asyncio.wait({fut, self._listener}, return_when=asyncio.FIRST_COMPLETED)
+            if not fut.done():
+                self._listener.result()
+                raise RuntimeError("the change listener stopped")
+            return fut.result()
+        finally:
+            if fut is not self._task:
+                fut.cancel()
+
+    async def _execute(self, run: Run) -> None:
+        self._follow(run)
+        if self.on_run is not None:
+            self.on_run(run)
+        self._task = asyncio.create_task(run.execute())
+        await self._until(self._task)
+
+    async def _adopt(self, run: Run) -> None:
+        """Take over a run started elsewhere, waiting for its end if it is still running."""
+        self._follow(run)
+        if run.running:
+            done = asyncio.Event()
+            stop = run.subscribe(lambda e: done.set() if isinstance(e, RunFinished) else None)
+            try:
+                await self._until(done.wait())
+            finally:
+                stop()
+
+    def _follow(self, run: Run) -> None:
+        """Make `run` the latest run and record when its stages run (for the loop guard)."""
+        self.run_ = run
+        self._spans = {}
+        run.subscribe(self._track)
+
+    def _track(self, event: Event) -> None:
+        if not isinstance(event, StageStatus) or self.run_ is None:
+            return
+        if event.run_id != self.run_.run_id:
+            return
+        if event.status == RUNNING:
+            self._spans[event.stage] = (event.ts, None)
+        elif event.status in FINISHED and event.stage in self._spans:
+            self._spans[event.stage] = (self._spans[event.stage][0], event.ts)
+
+    async def _stop_run(self) -> None:
+        """Cancel our active run in order and wait for it; a second cancel kills it at once."""
+        task = self._task
+        if task is None or task.done() or self.run_ is None:
+            return
+        self.run_.cancel_all(130)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.cancel()
+            await asyncio.wait({task})
+            raise
+
+    # -- changes -----------------------------------------------------------------------------
+
+    async def _listen(self, stream: AsyncIterator[set[str]]) -> None:
+        async for paths in stream:
+            self._on_change(paths)
+
+    def _on_change(self, paths: set[str]) -> None:
+        if self.paused:
+            return
+        hit = graph.affected(self.pipeline, paths) & self.scope
+        if not hit or self._is_loop(paths, hit):
+            return
+        self.last_change = describe(paths)
+        run = self.run_
+        if run is not None and run.running:
+            for sid in hit:
+                if sid in run.states and run.states[sid].status not in FINISHED:
+                    run.cancel(sid)
+        self._pending |= hit
+        self._changed |= paths
+        self._wake.set()
+
+    def _is_loop(self, paths: set[str], hit: set[str]) -> bool:
+        """Count self-triggered change sets; pause and return True past the limit."""
+        culprit = self._self_trigger(paths, hit)
+        if culprit is None:
+            self._streak, self._streak_count = None, 0
+            return False
+        key = (culprit, frozenset(paths))
+        self._streak_count = self._streak_count + 1 if key == self._streak else 1
+        self._streak = key
+        if self._streak_count <= LOOP_LIMIT:
+            return False
+        reason = (
+            f"stage {culprit} keeps changing its own input {describe(paths)} "
+            f"({LOOP_LIMIT} reruns in a row)"
+        )
+        self.pause(reason)
+        self.on_notice(f"watch paused: {reason}")
+        return True
+
+    def _self_trigger(self, paths: set[str], hit: set[str]) -> str | None:
+        """The stage of the latest run that wrote every existing changed file while it ran."""
+        mtimes = []
+        for path in paths:
+            with suppress(OSError):
+                mtimes.append((self.pipeline.workspace / path).stat().st_mtime)
+        if not mtimes:
+            return None
+        now = time.time()
+        for sid, (started, ended) in self._spans.items():
+            end = now if ended is None else ended
+            if sid in hit and all(
+                started - LOOP_SLACK <= m <= end + LOOP_SLACK for m in mtimes
+            ):
+                return sid
+        return None

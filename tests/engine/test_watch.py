@@ -1,0 +1,351 @@
+"""Watch mode (SPEC §5) with real files, real watchfiles and real processes through Run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncGenerator, Callable
+from pathlib import Path
+
+import pytest
+
+from engine.events import RUNNING, RunFinished, StageStatus
+from engine.ignore import IgnoreRules
+from engine.loader import load
+from engine.run import Run
+from engine.spec import Pipeline
+from engine.watch import LOOP_LIMIT, SYSCTL, WatchSession, changes
+from tests.conftest import REPO, Recorder, marked_pids
+
+PIPELINE = """
+    version: 1
+    name: w
+    watch:
+      ignore: ["docs/_build/**"]
+    stages:
+      lint:
+        run: echo lint
+        inputs: ["src/**"]
+      test:
+        needs: [lint]
+        run: echo test
+      docs:
+        run: echo docs
+        inputs: ["docs/**/*.md"]
+        outputs: ["dist/*.whl"]
+"""
+
+
+def make(tmp_path: Path, text: str = PIPELINE) -> Pipeline:
+    (tmp_path / "pipedeck.yaml").write_text("version: 1\n" * ("version:" not in text)
+                                             + textwrap.dedent(text))
+    for folder in ("src", "docs", "dist", "sub/gen", ".git", ".pipedeck"):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+    return load(tmp_path / "pipedeck.yaml")
+
+
+async def until(cond: Callable[[], bool], timeout: float = 30) -> None:
+    """Wait for `cond` to hold (polling), failing after `timeout` seconds."""
+    async with asyncio.timeout(timeout):
+        while not cond():
+            await asyncio.sleep(0.02)
+
+
+async def started(stream: AsyncGenerator[set[str], None]) -> asyncio.Task[set[str]]:
+    """Ask for the stream's first change set; returns once its watches are in place."""
+    first = asyncio.create_task(anext(stream))
+    for _ in range(20):  # the watcher is set up synchronously within a few loop turns
+        await asyncio.sleep(0.01)
+    return first
+
+
+class Session:
+    """A WatchSession over real Runs, recording every run, event, change and notice."""
+
+    def __init__(self, pipeline: Pipeline, **kwargs: object) -> None:
+        self.runs: list[Run] = []
+        self.recorder = Recorder()
+        self.changed: list[set[str]] = []
+        self.notices: list[str] = []
+        self.session = WatchSession(
+            pipeline,
+            lambda **kw: Run(pipeline, jobs=4, **kw),
+            on_run=self._on_run,
+            on_change=self.changed.append,
+            on_notice=self.notices.append,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        self.task: asyncio.Task[None] | None = None
+
+    def _on_run(self, run: Run) -> None:
+        self.runs.append(run)
+        run.subscribe(self.recorder)
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.session.run())
+
+    def finished(self, n: int) -> bool:
+        """True once the first `n` runs have finished."""
+        return len(self.runs) >= n and all(not r.running for r in self.runs[:n])
+
+    def ran(self, run: Run) -> set[str]:
+        """Stages that went `running` in `run`."""
+        return {
+            e.stage
+            for e in self.recorder.events
+            if isinstance(e, StageStatus) and e.run_id == run.run_id and e.status == RUNNING
+        }
+
+    async def stop(self) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await self.task
+
+
+@pytest.fixture
+async def watching(tmp_path: Path) -> AsyncGenerator[Callable[..., Session], None]:
+    """Start sessions; any still running at the end are cancelled."""
+    made: list[Session] = []
+
+    def start(pipeline: Pipeline, **kwargs: object) -> Session:
+        s = Session(pipeline, **kwargs)
+        s.start()
+        made.append(s)
+        return s
+
+    yield start
+    for s in made:
+        if s.task is not None and not s.task.done():
+            await s.stop()
+
+
+# -- the ignore rules ----------------------------------------------------------------------------
+
+
+def test_ignore_rules_follow_git_state_outputs_gitignores_and_watch_ignore(tmp_path: Path) -> None:
+    pipeline = make(tmp_path)
+    (tmp_path / ".gitignore").write_text("*.log\nbuild/\n!build/keep.txt\n")
+    (tmp_path / "sub" / ".gitignore").write_text("gen/\n/local.txt\n!important.log\n")
+    (tmp_path / "build").mkdir()
+    rules = IgnoreRules(pipeline)
+    ignored = [
+        ".git/index", ".pipedeck/logs/x", "sub/.git/HEAD",  # git and state dirs, at any depth
+        "dist/a.whl",  # a stage's outputs
+        "docs/_build/html/index.html",  # watch.ignore
+        "a.log", "src/deep/b.log",  # root .gitignore, any depth
+        "build/out.o", "build/keep.txt",  # an ignored directory cannot be re-included
+        "sub/gen/x.py", "sub/local.txt",  # nested .gitignore, relative to its own directory
+        "src/.a.py.swp", "src/a.py~",  # editor temporaries
+    ]
+    kept = [
+        "src/a.py", "docs/index.md", "dist/notes.txt", "pipedeck.yaml",
+        "local.txt",  # `/local.txt` in sub/.gitignore is anchored to sub/
+        "sub/important.log",  # re-included by the deeper .gitignore
+        "sub/gen.py", ".gitignore",
+    ]
+    assert [p for p in ignored if not rules.ignored(tmp_path / p)] == []
+    assert [p for p in kept if rules.ignored(tmp_path / p)] == []
+
+
+# -- the change stream ---------------------------------------------------------------------------
+
+
+async def test_ignored_paths_never_trigger(tmp_path: Path) -> None:
+    pipeline = make(tmp_path)
+    (tmp_path / "sub" / ".gitignore").write_text("gen/\n")
+    stream = changes(pipeline)
+    first = await started(stream)
+    for path in (".git/index", ".pipedeck/run.db", "dist/a.whl", "sub/gen/x.py",
+                 "docs/_build/page.html", "src/a.py.swp"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("x")
+    await asyncio.sleep(0.3)  # let those land in batches of their own, were they not ignored
+    (tmp_path / "src" / "a.py").write_text("x")
+    assert await asyncio.wait_for(first, 20) == {"src/a.py"}
+    await stream.aclose()
+
+
+async def test_rename_save_is_one_change_of_the_target(tmp_path: Path) -> None:
+    pipeline = make(tmp_path)
+    (tmp_path / "src" / "a.py").write_text("old")
+    stream = changes(pipeline)
+    first = await started(stream)
+    tmp = tmp_path / "src" / "a.py.tmp1234"
+    tmp.write_text("new")
+    os.replace(tmp, tmp_path / "src" / "a.py")
+    assert await asyncio.wait_for(first, 20) == {"src/a.py"}
+    await stream.aclose()
+
+
+async def test_a_burst_of_1000_files_is_one_change_set(tmp_path: Path) -> None:
+    pipeline = make(tmp_path)
+    stream = changes(pipeline)
+    first = await started(stream)
+    for i in range(1000):
+        (tmp_path / "src" / f"f{i}.py").write_text(str(i))
+    batch = await asyncio.wait_for(first, 20)
+    assert batch == {f"src/f{i}.py" for i in range(1000)}
+    await stream.aclose()
+
+
+async def test_forced_polling_sees_changes(tmp_path: Path) -> None:
+    pipeline = make(tmp_path)
+    stream = changes(pipeline, force_polling=True)
+    first = await started(stream)
+    (tmp_path / "src" / "a.py").write_text("x")
+    assert await asyncio.wait_for(first, 20) == {"src/a.py"}
+    await stream.aclose()
+
+
+def test_out_of_inotify_watches_says_so_and_polls(tmp_path: Path) -> None:
+    """In a user namespace whose inotify watch limit is 2, watching 4 directories fails over
+    to polling, and the message names the sysctl to raise."""
+    pipeline = make(tmp_path)
+    script = textwrap.dedent(f"""
+        import asyncio
+        from pathlib import Path
+        from engine.loader import load
+        from engine.watch import changes
+
+        async def main():
+            stream = changes(load({str(pipeline.path)!r}))
+            first = asyncio.create_task(anext(stream))
+            await asyncio.sleep(0.5)
+            Path({str(tmp_path / "src" / "a.py")!r}).write_text("x")
+            print(sorted(await asyncio.wait_for(first, 20)), flush=True)
+            await stream.aclose()
+
+        asyncio.run(main())
+    """)
+    limited = f"echo 2 > /proc/sys/user/max_inotify_watches && exec {sys.executable} -c \"$0\""
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "sh", "-c", limited, script],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['src/a.py']"
+    assert "polling" in done.stderr and SYSCTL in done.stderr
+
+
+# -- the session ---------------------------------------------------------------------------------
+
+
+async def test_affected_stages_rerun_in_a_new_run_and_the_rest_keep_their_result(
+    tmp_path: Path, watching: Callable[..., Session]
+) -> None:
+    s = watching(make(tmp_path))
+    await until(lambda: s.finished(1))
+    first = s.runs[0]
+    assert s.ran(first) == {"lint", "test", "docs"}
+    (tmp_path / "src" / "a.py").write_text("x")
+    await until(lambda: s.finished(2))
+    second = s.runs[1]
+    assert second.run_id != first.run_id and second.trigger == "watch"
+    assert s.ran(second) == {"lint", "test"}
+    assert s.changed == [{"src/a.py"}]
+    assert s.session.last_change == "src/a.py"
+    assert s.session.banner == "watching · last change: src/a.py"
+    docs = second.states["docs"]
+    assert (docs.status, docs.started) == ("succeeded", first.states["docs"].started)
+    finished = [e for e in s.recorder.events if isinstance(e, RunFinished)]
+    assert [e.run_id for e in finished] == [first.run_id, second.run_id]
+
+
+async def test_a_change_while_an_affected_stage_runs_cancels_and_restarts_it(
+    tmp_path: Path, watching: Callable[..., Session]
+) -> None:
+    pipeline = make(tmp_path, """
+        stages:
+          slow:
+            run: sleep 60 & wait
+            inputs: ["src/**"]
+            kill_grace: 1s
+          other:
+            run: sleep 3
+            inputs: ["docs/**"]
+    """)
+    s = watching(pipeline)
+    await until(lambda: bool(s.runs) and s.runs[0].states["slow"].status == "running")
+    first = s.runs[0]
+    await until(lambda: len(marked_pids(first.run_id)) >= 3)  # sleep 3, bash, sleep 60
+    (tmp_path / "src" / "a.py").write_text("x")
+    await until(lambda: len(s.runs) == 2 and s.runs[1].states["slow"].status == "running")
+    assert first.states["slow"].status == "cancelled"
+    assert first.states["other"].status == "succeeded"  # unaffected: finished, not cancelled
+    assert marked_pids(first.run_id) == []  # the cancelled stage's whole tree is gone
+    assert s.ran(s.runs[1]) == {"slow"}
+
+
+async def test_a_rename_save_triggers_exactly_one_rerun(
+    tmp_path: Path, watching: Callable[..., Session]
+) -> None:
+    s = watching(make(tmp_path))
+    await until(lambda: s.finished(1))
+    tmp = tmp_path / "src" / "4913"
+    tmp.write_text("new")
+    os.replace(tmp, tmp_path / "src" / "a.py")
+    await until(lambda: s.finished(2))
+    await asyncio.sleep(1)  # room for a wrong second rerun to show up
+    assert len(s.runs) == 2
+    assert s.changed == [{"src/a.py"}]
+
+
+async def test_a_burst_of_1000_files_is_one_rerun(
+    tmp_path: Path, watching: Callable[..., Session]
+) -> None:
+    s = watching(make(tmp_path))
+    await until(lambda: s.finished(1))
+    for i in range(1000):
+        (tmp_path / "src" / f"f{i}.py").write_text(str(i))
+    await until(lambda: s.finished(2))
+    await asyncio.sleep(1)  # room for a wrong second rerun to show up
+    assert len(s.runs) == 2
+    assert len(s.changed[0]) == 1000
+
+
+async def test_a_stage_changing_its_own_input_is_caught_as_a_loop(
+    tmp_path: Path, watching: Callable[..., Session]
+) -> None:
+    pipeline = make(tmp_path, """
+        stages:
+          gen:
+            run: echo more >> gen/out.txt
+            inputs: ["gen/**"]
+    """)
+    (tmp_path / "gen").mkdir()
+    s = watching(pipeline)
+    await until(lambda: s.session.paused)
+    assert len(s.runs) == 1 + LOOP_LIMIT
+    assert s.notices and "gen/out.txt" in s.notices[-1] and "gen" in s.notices[-1]
+    assert "gen/out.txt" in s.session.banner
+    await until(lambda: s.finished(len(s.runs)))
+    (tmp_path / "gen" / "in.txt").write_text("while paused")
+    await asyncio.sleep(1)  # room for a wrong rerun to show up
+    assert len(s.runs) == 1 + LOOP_LIMIT
+    assert s.session.toggle() is True  # the TUI's W: watch again
+    (tmp_path / "gen" / "in.txt").write_text("a person's edit")
+    await until(lambda: len(s.runs) == 2 + LOOP_LIMIT)
+
+
+async def test_cancelling_the_session_cancels_the_active_run_in_order(
+    tmp_path: Path, watching: Callable[..., Session]
+) -> None:
+    pipeline = make(tmp_path, """
+        stages:
+          slow:
+            run: sleep 60 & wait
+            kill_grace: 1s
+    """)
+    s = watching(pipeline)
+    await until(lambda: bool(s.runs) and len(marked_pids(s.runs[0].run_id)) >= 2)
+    await s.stop()
+    run = s.runs[0]
+    assert not run.running and run.states["slow"].status == "cancelled"
+    assert [(e.status, e.exit_code) for e in s.recorder.events if isinstance(e, RunFinished)] == [
+        ("cancelled", 130)
+    ]
+    assert marked_pids(run.run_id) == []
