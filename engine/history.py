@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.events import (
+    CACHED,
     FINISHED,
     RUNNING,
     Event,
@@ -38,7 +39,8 @@ CREATE INDEX IF NOT EXISTS runs_started ON runs (started);
 CREATE TABLE IF NOT EXISTS attempts (
     run_id TEXT NOT NULL, stage TEXT NOT NULL, attempt INTEGER NOT NULL, status TEXT NOT NULL,
     started REAL, ended REAL, exit_code INTEGER, host TEXT, fingerprint TEXT, why TEXT,
-    reason TEXT, PRIMARY KEY (run_id, stage, attempt));
+    reason TEXT);
+CREATE INDEX IF NOT EXISTS attempts_run ON attempts (run_id, stage, attempt);
 CREATE INDEX IF NOT EXISTS attempts_stage ON attempts (stage, started);
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL, stage TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,
@@ -205,26 +207,34 @@ class History:
             )
 
     def _stage_status(self, ev: StageStatus, fingerprint: str | None) -> None:
-        started = ev.ts if ev.status == RUNNING else None
+        """Start an attempt row on `running` and finish it on the status that follows; a
+        finished status without a running attempt (cached, skipped...) is a row of its own.
+        Statuses before a stage starts (pending, queued, waiting) are not recorded."""
+        if ev.status not in FINISHED and ev.status != RUNNING:
+            return
         ended = ev.ts if ev.status in FINISHED else None
-        if ended is not None and ev.duration is not None:
-            started = ended - ev.duration
-        why = ev.reason if ev.status in (RUNNING, "cached") else None
-        reason = ev.reason if ev.status in FINISHED and ev.status != "cached" else None
+        started = ev.ts if ended is None else (ended - ev.duration if ev.duration else None)
+        why = ev.reason if ev.status in (RUNNING, CACHED) else None
+        reason = None if why is not None else ev.reason
         with self.write() as db:
-            db.execute(
-                "INSERT INTO attempts (run_id, stage, attempt, status, started, ended, exit_code,"
-                " host, fingerprint, why, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (run_id, stage, attempt) DO UPDATE SET status=excluded.status, "
-                "started=coalesce(attempts.started, excluded.started), "
-                "ended=coalesce(excluded.ended, attempts.ended), "
-                "exit_code=coalesce(excluded.exit_code, attempts.exit_code), "
-                "host=excluded.host, fingerprint=coalesce(excluded.fingerprint, "
-                "attempts.fingerprint), why=coalesce(excluded.why, attempts.why), "
-                "reason=coalesce(excluded.reason, attempts.reason)",
-                (ev.run_id, ev.stage, ev.attempt, ev.status, started, ended, ev.exit_code,
-                 ev.host, fingerprint, why, reason),
-            )  # fmt: skip
+            current = db.execute(
+                "SELECT rowid FROM attempts WHERE run_id=? AND stage=? AND attempt=? "
+                "AND status=? ORDER BY rowid DESC LIMIT 1",
+                (ev.run_id, ev.stage, ev.attempt, RUNNING),
+            ).fetchone()
+            if current is None:
+                db.execute(
+                    "INSERT INTO attempts (run_id, stage, attempt, status, started, ended, "
+                    "exit_code, host, fingerprint, why, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (ev.run_id, ev.stage, ev.attempt, ev.status, started or ended, ended,
+                     ev.exit_code, ev.host, fingerprint, why, reason),
+                )  # fmt: skip
+            else:
+                db.execute(
+                    "UPDATE attempts SET status=?, ended=?, exit_code=?, host=?, "
+                    "why=coalesce(?, why), reason=? WHERE rowid=?",
+                    (ev.status, ended, ev.exit_code, ev.host, why, reason, current[0]),
+                )
 
     def mark_interrupted(self) -> list[str]:
         """Mark runs left `running` by a dead process as `interrupted`; sweep their processes.

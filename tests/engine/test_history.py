@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -45,6 +46,18 @@ def test_recorder_stores_the_run_and_each_attempt_with_why(tmp_path: Path) -> No
     assert (second.status, second.why, second.fingerprint) == ("succeeded", "retry", "fp-build")
     assert history.durations("build") == [2.0, 1.5]
     assert history.durations("lint") == []  # cached: it did not run
+
+
+def test_a_second_round_in_one_run_adds_rows_and_pending_is_not_recorded(tmp_path: Path):
+    history = History(tmp_path / "history.db")
+    record_run(history, "r1")
+    rec = history.recorder("r1")
+    rec(StageStatus("r1", "build", "pending", 2, "local"))  # a rerun of the finished run
+    rec(StageStatus("r1", "build", "queued", 2, "local"))
+    rec(StageStatus("r1", "build", "cached", 2, "local", reason="up to date"))
+    rows = [(a.stage, a.attempt, a.status) for a in history.attempts("r1")]
+    assert rows == [("lint", 0, "cached"), ("build", 1, "failed"), ("build", 2, "succeeded"),
+                    ("build", 2, "cached")]  # fmt: skip
 
 
 def test_runs_newest_first_with_limit_and_latest(tmp_path: Path) -> None:
@@ -142,3 +155,97 @@ def test_two_processes_writing_at_once_corrupt_nothing(tmp_path: Path) -> None:
     assert {r.status for r in runs} == {"succeeded"}
     assert sum(len(history.attempts(r.run_id)) for r in runs) == 600
     assert len(history.file_hashes()) == 300
+
+
+PIPELINE = """\
+version: 1
+name: demo
+stages:
+  gen:
+    run: |
+      mkdir -p out
+      cat src/*.txt > out/all.txt
+      echo '{"loss": '$(wc -c < out/all.txt)', "eval": {"acc": 0.5}}' > out/m.json
+    inputs: ["src/*.txt"]
+    outputs: ["out/all.txt"]
+    metrics: out/m.json
+  use:
+    needs: [gen]
+    run: wc -c out/all.txt
+"""
+
+
+async def run_once(path: Path, trigger: str = "manual") -> str:
+    """One real run of the pipeline with the cache and the history recorder subscribed."""
+    from engine.cache import StageCache
+    from engine.loader import load
+    from engine.run import Run
+
+    pipeline = load(path)
+    history = History.for_state_dir(pipeline.state_dir)
+    cache = StageCache(pipeline, history)
+    run = Run(pipeline, cache=cache, trigger=trigger)
+    run.subscribe(history.recorder(run.run_id, trigger, cache.fingerprints))
+    try:
+        assert await run.execute() == 0
+    finally:
+        await run.close()
+    return run.run_id
+
+
+def pipedeck(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("pipedeck")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=60)
+
+
+async def test_runs_are_cached_recorded_and_shown_by_the_cli(tmp_path: Path) -> None:
+    path = tmp_path / "pipedeck.yaml"
+    path.write_text(PIPELINE)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src/a.txt").write_text("hello\n")
+    first = await run_once(path)
+    second = await run_once(path, trigger="watch")
+    (tmp_path / "src/a.txt").write_text("hello world\n")
+    third = await run_once(path)
+    history = History.for_state_dir(tmp_path / ".pipedeck")
+    why = {run: {a.stage: (a.status, a.why) for a in history.attempts(run)}
+           for run in (first, second, third)}  # fmt: skip
+    assert why[first]["gen"] == ("succeeded", "no earlier run")
+    assert why[first]["use"] == ("succeeded", "no inputs/outputs declared")
+    assert why[second]["gen"] == ("cached", "up to date")
+    assert why[third]["gen"] == ("succeeded", "src/a.txt changed")
+
+    listed = json.loads(pipedeck("history", "-f", str(path), "--json").stdout)
+    assert [(r["run_id"], r["status"], r["trigger"]) for r in listed] == [
+        (third, "succeeded", "manual"), (second, "succeeded", "watch"),
+        (first, "succeeded", "manual")]  # fmt: skip
+    assert pipedeck("history", "-f", str(path), "--limit", "1").stdout.count("succeeded") == 1
+
+    shown = pipedeck("show", "-f", str(path)).stdout
+    assert third in shown and "src/a.txt changed" in shown and "no inputs/outputs" in shown
+    assert "up to date" in pipedeck("show", second[:-2], "-f", str(path)).stdout
+    missing = pipedeck("show", "nope", "-f", str(path))
+    assert missing.returncode == 2 and "no run 'nope'" in missing.stderr
+
+    kept = json.loads(pipedeck("artifacts", "-f", str(path), "--json").stdout)
+    assert sorted((a["run_id"], a["path"]) for a in kept) == sorted(
+        [(first, "out/all.txt"), (third, "out/all.txt")])  # fmt: skip
+    assert "out/all.txt" in pipedeck("artifacts", "--run", third, "-f", str(path)).stdout
+
+    table = json.loads(pipedeck("metrics", "-f", str(path), "--json").stdout)
+    assert table == [{"stage": "gen", "runs": [first, third], "metrics": {
+        "eval.acc": {"values": [0.5, 0.5], "delta": 0.0},
+        "loss": {"values": [6.0, 12.0], "delta": 6.0}}}]  # fmt: skip
+    text = pipedeck("metrics", "--stage", "gen", "-f", str(path)).stdout
+    assert "loss" in text and "+6" in text
+    assert pipedeck("metrics", "--stage", "nope", "-f", str(path)).returncode == 2
+
+
+def test_the_cli_reports_an_empty_project(tmp_path: Path) -> None:
+    path = str(tmp_path / "pipedeck.yaml")
+    assert json.loads(pipedeck("history", "-f", path, "--json").stdout) == []
+    assert "no runs recorded" in pipedeck("history", "-f", path).stdout
+    assert pipedeck("show", "-f", path).returncode == 2
+    assert "no artifacts" in pipedeck("artifacts", "-f", path).stdout
+    assert "no metrics" in pipedeck("metrics", "-f", path).stdout
+    assert not (tmp_path / ".pipedeck").exists()  # reading creates nothing

@@ -1,0 +1,225 @@
+"""`pipedeck history`, `show`, `artifacts` and `metrics`: what the state directory remembers.
+
+`add_parsers(subparsers)` adds the four commands; each sets `handler` to a function that takes
+the parsed namespace (its `pipeline` is the pipeline file, whose `.pipedeck/` is read) and returns
+an exit code. Reading never creates `.pipedeck/`; `history` and `show` first mark runs left
+`running` by a dead pipedeck as `interrupted`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from engine import metrics
+from engine.artifacts import list_artifacts
+from engine.history import History, RunRow
+
+DEFAULT_FILE = "pipedeck.yaml"
+EXIT_USAGE = 2
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `history`, `show`, `artifacts` and `metrics` to the `pipedeck` subcommands."""
+    history = sub.add_parser("history", help="list recent runs")
+    history.add_argument("--limit", "-n", type=_positive, default=20, help="at most N runs")
+    history.add_argument("--json", action="store_true", help="print JSON")
+    history.set_defaults(handler=cmd_history)
+
+    show = sub.add_parser("show", help="show one run: its stages, durations and why each ran")
+    show.add_argument("run", nargs="?", help="a run id or its unique prefix (default: latest)")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(handler=cmd_show)
+
+    artifacts = sub.add_parser("artifacts", help="list kept stage outputs")
+    artifacts.add_argument("--run", metavar="RUN_ID", help="only this run's")
+    artifacts.add_argument("--json", action="store_true", help="print JSON")
+    artifacts.set_defaults(handler=cmd_artifacts)
+
+    metric = sub.add_parser("metrics", help="compare stage metrics across recent runs")
+    metric.add_argument("--stage", "-s", metavar="S", help="only this stage (or its instances)")
+    metric.add_argument("--runs", type=_positive, default=5, help="how many runs (default 5)")
+    metric.add_argument("--json", action="store_true", help="print JSON")
+    metric.set_defaults(handler=cmd_metrics)
+
+    for parser in (history, show, artifacts, metric):
+        parser.add_argument("--file", "-f", dest="pipeline", default=DEFAULT_FILE,
+                            help=f"the pipeline file (default: {DEFAULT_FILE})")  # fmt: skip
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def state_dir(args: argparse.Namespace) -> Path:
+    """The `.pipedeck/` directory beside the pipeline file (or inside a given directory)."""
+    path = Path(getattr(args, "pipeline", None) or DEFAULT_FILE)
+    return (path if path.is_dir() else path.resolve().parent) / ".pipedeck"
+
+
+def _open(args: argparse.Namespace) -> History | None:
+    db = state_dir(args) / "history.db"
+    return History(db) if db.is_file() else None
+
+
+def _fail(message: str) -> int:
+    print(f"pipedeck: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def format_time(ts: float | None) -> str:
+    """A local date and time, or "-"."""
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def format_duration(seconds: float | None) -> str:
+    """`0.4s`, `12.0s`, `3m07s`, `1h02m`, or "-"."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "") -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = [header, *rows]
+    return "\n".join(
+        indent + "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def _run_json(run: RunRow) -> dict[str, Any]:
+    return {**asdict(run), "started_at": format_time(run.started)}
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """`pipedeck history [--limit N] [--json]`: recent runs, newest first."""
+    history = _open(args)
+    runs = []
+    if history is not None:
+        history.mark_interrupted()
+        runs = history.runs(args.limit)
+    if args.json:
+        print(json.dumps([_run_json(r) for r in runs], indent=2))
+    elif not runs:
+        print(f"no runs recorded in {state_dir(args)}")
+    else:
+        rows = [[r.run_id, r.status, format_time(r.started), format_duration(r.duration),
+                 r.trigger or "-", r.pipeline or "-"] for r in runs]  # fmt: skip
+        print(_table(["RUN", "STATUS", "STARTED", "DURATION", "TRIGGER", "PIPELINE"], rows))
+    return 0
+
+
+def _find_run(history: History, wanted: str | None) -> RunRow | str:
+    """The run `wanted` names (an id or a unique prefix; None: the latest), or an error."""
+    if wanted is None:
+        latest = history.latest_run_id()
+        run = history.run(latest) if latest else None
+        return run or "no runs recorded yet"
+    exact = history.run(wanted)
+    if exact:
+        return exact
+    matches = [r for r in history.runs(None) if r.run_id.startswith(wanted)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        return f"run {wanted!r} is ambiguous: {', '.join(r.run_id for r in matches[:5])}"
+    return f"no run {wanted!r} (see `pipedeck history`)"
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """`pipedeck show [RUN]`: a run's stages with status, duration and why each ran."""
+    history = _open(args)
+    if history is None:
+        return _fail(f"no runs recorded in {state_dir(args)}")
+    history.mark_interrupted()
+    run = _find_run(history, args.run)
+    if isinstance(run, str):
+        return _fail(run)
+    attempts = history.attempts(run.run_id)
+    if args.json:
+        body = {**_run_json(run), "attempts": [{**asdict(a), "duration": a.duration}
+                                               for a in attempts]}  # fmt: skip
+        print(json.dumps(body, indent=2))
+        return 0
+    print(f"run {run.run_id}  {run.status}  started {format_time(run.started)}  "
+          f"duration {format_duration(run.duration)}  trigger {run.trigger or '-'}")  # fmt: skip
+    rows = [
+        [a.stage, a.status, str(a.attempt), format_duration(a.duration), a.host or "-",
+         "; ".join(filter(None, [a.why, a.reason])) or "-"]
+        for a in attempts
+    ]  # fmt: skip
+    if rows:
+        print(_table(["STAGE", "STATUS", "ATTEMPT", "DURATION", "HOST", "WHY"], rows, "  "))
+    return 0
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    size = n / 1024
+    for unit in ("KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def cmd_artifacts(args: argparse.Namespace) -> int:
+    """`pipedeck artifacts [--run RUN]`: kept outputs, with size and sha256."""
+    found = list_artifacts(state_dir(args), args.run)
+    if args.json:
+        print(json.dumps([{**asdict(a), "stored": str(a.stored)} for a in found], indent=2))
+    elif not found:
+        where = f"run {args.run}" if args.run else str(state_dir(args))
+        print(f"no artifacts kept for {where}")
+    else:
+        table = [[a.run_id, a.stage, a.path, _size(a.size), a.sha256[:12]] for a in found]
+        print(_table(["RUN", "STAGE", "PATH", "SIZE", "SHA256"], table))
+    return 0
+
+
+def _number(value: float | None, sign: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.6g}" if sign else f"{value:.6g}"
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    """`pipedeck metrics [--stage S] [--json]`: each stage's last runs side by side, with deltas."""
+    history = _open(args)
+    stages = history.metric_stages() if history else []
+    if args.stage:
+        stages = [s for s in stages if s == args.stage or s.startswith(args.stage + "[")]
+        if not stages:
+            return _fail(f"no metrics recorded for stage {args.stage!r}")
+    tables = [metrics.compare(history, stage, args.runs) for stage in stages] if history else []
+    if args.json:
+        body = [
+            {"stage": t.stage, "runs": list(t.run_ids),
+             "metrics": {r.name: {"values": list(r.values), "delta": r.delta} for r in t.rows}}
+            for t in tables
+        ]  # fmt: skip
+        print(json.dumps(body, indent=2))
+        return 0
+    if not tables:
+        print(f"no metrics recorded in {state_dir(args)}")
+    for i, table in enumerate(tables):
+        rows = [[r.name, *(_number(v) for v in r.values), _number(r.delta, sign=True)]
+                for r in table.rows]  # fmt: skip
+        print(("\n" if i else "") + table.stage)
+        print(_table(["METRIC", *table.run_ids, "DELTA"], rows, "  "))
+    return 0
