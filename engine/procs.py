@@ -118,14 +118,12 @@ async def kill_tree(pgid: int, marker: Mapping[str, str], grace: float) -> None:
     CancelledError propagates.
     """
     seen = set(find_marked(marker))
-    termed: set[int] = set()
     try:
         _signal_group(pgid, signal.SIGTERM)
+        _signal(seen, signal.SIGTERM)  # escapees; processes started later (a TERM handler's) aren't
         deadline = time.monotonic() + grace
         while True:
             alive = find_marked(marker)
-            _signal(set(alive) - termed, signal.SIGTERM)
-            termed.update(alive)
             seen.update(alive)
             seen.discard(pgid)
             _reap(seen)
@@ -156,5 +154,5 @@ def sweep(marker: Mapping[str, str]) -> list[int]:
         if time.monotonic() >= deadline:
             break
         time.sleep(POLL / 5)
-    _reap(killed)
+    _reap(set(killed))
     return sorted(killed)

@@ -1,0 +1,175 @@
+"""LocalExecutor with real processes: output fidelity, masking, exit codes, start failures."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from engine.executors.base import ExecResult
+from engine.executors.local import LocalExecutor
+from engine.logs import LogReader, LogStore
+from engine.procs import find_marked
+from engine.spec import Stage
+
+
+def make_stage(run: str, **fields: object) -> Stage:
+    return Stage(id="s", name="s", run=run, **fields)  # type: ignore[arg-type]
+
+
+def stage_env() -> dict[str, str]:
+    return {
+        "PATH": os.environ["PATH"],
+        "PIPEDECK_RUN_ID": uuid.uuid4().hex,
+        "PIPEDECK_STAGE": "s",
+        "PIPEDECK_ATTEMPT": "1",
+    }
+
+
+class Recorder:
+    """A sink that records every chunk."""
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[str, bytes]] = []
+
+    def __call__(self, stream: str, data: bytes) -> None:
+        self.chunks.append((stream, data))
+
+    def output(self, stream: str) -> bytes:
+        return b"".join(data for s, data in self.chunks if s == stream)
+
+
+async def run(tmp_path: Path, script: str, **fields: object) -> tuple[ExecResult, Recorder]:
+    sink = Recorder()
+    result = await LocalExecutor(tmp_path).execute(make_stage(script, **fields), stage_env(), sink)
+    return result, sink
+
+
+async def run_logged(
+    tmp_path: Path, script: str, secrets: tuple[str, ...] = ()
+) -> tuple[ExecResult, LogReader]:
+    store = LogStore(tmp_path / "logs", secrets)
+    writer = store.writer("run", "s", 1)
+    result = await LocalExecutor(tmp_path).execute(make_stage(script), stage_env(), writer.feed)
+    writer.finish()
+    return result, store.reader("run", "s", 1)
+
+
+async def test_three_megabyte_line_without_newline_is_stored_exactly(tmp_path: Path) -> None:
+    result, log = await run_logged(tmp_path, "head -c 3000000 /dev/zero | tr '\\0' a")
+    assert result.exit_code == 0
+    assert log.read_bytes() == b"a" * 3_000_000
+    assert "".join(text for _, text in log.lines(0, len(log))) == "a" * 3_000_000
+
+
+async def test_invalid_utf8_and_progress_lines_are_kept_byte_for_byte(tmp_path: Path) -> None:
+    script = r"printf 'bad \xff\xfe end\n10%%\r50%%\r100%%\nno newline'"
+    _, log = await run_logged(tmp_path, script)
+    assert log.read_bytes() == b"bad \xff\xfe end\n10%\r50%\r100%\nno newline"
+    assert log.lines(0, 3) == [
+        ("stdout", "bad \ufffd\ufffd end"),
+        ("stdout", "10%\r50%\r100%"),
+        ("stdout", "no newline"),
+    ]
+
+
+async def test_stdout_and_stderr_each_in_order(tmp_path: Path) -> None:
+    _, log = await run_logged(tmp_path, "for i in $(seq 2000); do echo out$i; echo err$i >&2; done")
+    lines = log.lines(0, len(log))
+    assert [t for s, t in lines if s == "stdout"] == [f"out{i}" for i in range(1, 2001)]
+    assert [t for s, t in lines if s == "stderr"] == [f"err{i}" for i in range(1, 2001)]
+
+
+async def test_two_hundred_thousand_lines_all_present_and_indexed(tmp_path: Path) -> None:
+    _, log = await run_logged(tmp_path, "seq 200000")
+    assert len(log) == 200_000
+    for n in random.Random(3).sample(range(200_000), 100):
+        assert log.line(n) == ("stdout", str(n + 1).encode())
+    assert [int(t) for _, t in log.lines(0, 200_000)] == list(range(1, 200_001))
+
+
+async def test_secret_split_across_two_writes_is_masked(tmp_path: Path) -> None:
+    script = "printf 'token=s3cr'; sleep 0.1; printf '3t-value\\n'; printf 's3cr3t-value' >&2"
+    _, log = await run_logged(tmp_path, script, secrets=("s3cr3t-value",))
+    stored = log.read_bytes()
+    assert b"s3cr" not in stored
+    assert log.lines(0, 5) == [("stdout", "token=***"), ("stderr", "***")]
+
+
+@pytest.mark.parametrize(
+    ("script", "code"),
+    [
+        ("true", 0),
+        ("exit 3", 3),
+        ("false; echo not reached", 1),
+        ("false | true", 1),
+        ("kill -TERM $$", 143),
+        ("kill -KILL $$", 137),
+    ],
+)
+async def test_exit_codes(tmp_path: Path, script: str, code: int) -> None:
+    result, sink = await run(tmp_path, script)
+    assert result == ExecResult(code)
+    assert b"not reached" not in sink.output("stdout")
+
+
+async def test_missing_working_directory_is_a_clear_failure(tmp_path: Path) -> None:
+    result, _ = await run(tmp_path, "true", cwd="nowhere")
+    assert result.exit_code == 127
+    assert result.reason == f"working directory not found: {tmp_path / 'nowhere'}"
+
+
+async def test_missing_shell_is_a_clear_failure(tmp_path: Path) -> None:
+    result, _ = await run(tmp_path, "true", shell=("/no/such/shell", "-c"))
+    assert result.exit_code == 127
+    assert result.reason is not None and "/no/such/shell" in result.reason
+
+
+async def test_shell_override_cwd_and_stdin(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    script = "import os, sys; print(os.getcwd(), repr(sys.stdin.read()))"
+    result, sink = await run(tmp_path, script, shell=(sys.executable, "-c"), cwd="sub")
+    assert result.exit_code == 0
+    assert sink.output("stdout") == f"{tmp_path / 'sub'} ''\n".encode()
+
+
+async def test_environment_is_exactly_the_given_one(tmp_path: Path) -> None:
+    env = {**stage_env(), "ONLY": "this"}
+    sink = Recorder()
+    stage = make_stage("/proc/self/environ", shell=("/bin/cat",))
+    await LocalExecutor(tmp_path).execute(stage, env, sink)
+    got = dict(item.split("=", 1) for item in sink.output("stdout").decode().split("\0") if item)
+    assert got == env
+
+
+async def test_background_child_holding_stdout_does_not_hang_and_is_killed(tmp_path: Path) -> None:
+    env = stage_env()
+    sink = Recorder()
+    stage = make_stage("sleep 300 & echo started")
+    result = await LocalExecutor(tmp_path).execute(stage, env, sink)
+    assert result.exit_code == 0
+    assert sink.output("stdout") == b"started\n"
+    assert find_marked({"PIPEDECK_RUN_ID": env["PIPEDECK_RUN_ID"]}) == []
+
+
+async def test_daemonised_leftovers_are_killed_when_the_attempt_ends(tmp_path: Path) -> None:
+    env = stage_env()
+    stage = make_stage("setsid -f sleep 300 >/dev/null 2>&1; echo started")
+    result = await LocalExecutor(tmp_path).execute(stage, env, Recorder())
+    assert result.exit_code == 0
+    assert find_marked({"PIPEDECK_RUN_ID": env["PIPEDECK_RUN_ID"]}) == []
+
+
+async def test_sink_error_is_raised_after_cleanup(tmp_path: Path) -> None:
+    env = stage_env()
+
+    def broken(stream: str, data: bytes) -> None:
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        await LocalExecutor(tmp_path).execute(make_stage("echo hi; sleep 300 &"), env, broken)
+    assert find_marked({"PIPEDECK_RUN_ID": env["PIPEDECK_RUN_ID"]}) == []

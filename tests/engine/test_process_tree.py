@@ -1,0 +1,184 @@
+"""Cancel and timeout kill a stage's whole process tree, escapees included (SPEC §8)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from engine.executors.local import LocalExecutor
+from engine.procs import find_marked, sweep
+from engine.spec import Stage
+
+# Every line "pid N" names a process that must be gone afterwards.
+TREE = """
+sh -c 'trap "" TERM; sleep 300 & echo "pid $$"; echo "pid $!"; wait' &
+setsid sleep 300 & echo "pid $!"
+sh -c 'sleep 300 & echo "pid $!"'
+echo ready
+sleep 300
+"""
+
+
+def make_env() -> dict[str, str]:
+    return {
+        "PATH": os.environ["PATH"],
+        "PIPEDECK_RUN_ID": uuid.uuid4().hex,
+        "PIPEDECK_STAGE": "tree",
+        "PIPEDECK_ATTEMPT": "1",
+    }
+
+
+class ReadySink:
+    """Records output; sets `ready` once a line `ready` and `pids` lines `pid N` were printed."""
+
+    def __init__(self, pids: int = 0) -> None:
+        self.data = b""
+        self.ready = asyncio.Event()
+        self._pids = pids
+
+    def __call__(self, stream: str, data: bytes) -> None:
+        self.data += data
+        if b"ready\n" in self.data and len(self.pids()) >= self._pids:
+            self.ready.set()
+
+    def pids(self) -> list[int]:
+        return [int(pid) for pid in re.findall(rb"pid (\d+)", self.data)]
+
+
+def gone(pid: int) -> bool:
+    """True when `pid` no longer exists, not even as a zombie."""
+    return not os.path.exists(f"/proc/{pid}")
+
+
+async def start(
+    script: str, kill_grace: float = 0.3, pids: int = 0
+) -> tuple[asyncio.Task, ReadySink, dict]:
+    env = make_env()
+    sink = ReadySink(pids)
+    stage = Stage(id="tree", name="tree", run=script, kill_grace=kill_grace)
+    task = asyncio.create_task(LocalExecutor(Path.cwd()).execute(stage, env, sink))
+    await asyncio.wait_for(sink.ready.wait(), 30)
+    return task, sink, env
+
+
+def assert_nothing_left(sink: ReadySink, env: dict[str, str]) -> None:
+    assert find_marked({"PIPEDECK_RUN_ID": env["PIPEDECK_RUN_ID"]}) == []
+    assert len(sink.pids()) == 4
+    assert [pid for pid in sink.pids() if not gone(pid)] == []
+
+
+async def test_cancel_kills_term_ignorers_setsid_escapees_and_double_forks() -> None:
+    task, sink, env = await start(TREE, pids=4)
+    assert set(sink.pids()) <= set(find_marked({"PIPEDECK_RUN_ID": env["PIPEDECK_RUN_ID"]}))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert_nothing_left(sink, env)
+
+
+async def test_timeout_kills_the_whole_tree() -> None:
+    task, sink, env = await start(TREE, pids=4)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(task, 0.1)
+    assert_nothing_left(sink, env)
+
+
+@pytest.mark.parametrize(("grace", "said_goodbye"), [(10.0, True), (0.0, False)])
+async def test_kill_grace_is_the_time_between_term_and_kill(grace: float, said_goodbye: bool) -> None:
+    script = "trap 'sleep 0.3; echo goodbye; exit 5' TERM; echo ready; sleep 300 & wait"
+    task, sink, env = await start(script, kill_grace=grace)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (b"goodbye\n" in sink.data) is said_goodbye
+    assert find_marked({"PIPEDECK_RUN_ID": env["PIPEDECK_RUN_ID"]}) == []
+
+
+async def test_second_cancel_skips_the_grace_period() -> None:
+    task, _, env = await start("trap '' TERM; echo ready; sleep 300", kill_grace=600)
+    task.cancel()
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 60)
+    assert find_marked({"PIPEDECK_RUN_ID": env["PIPEDECK_RUN_ID"]}) == []
+
+
+async def test_close_kills_running_attempts() -> None:
+    env = make_env()
+    sink = ReadySink()
+    executor = LocalExecutor(Path.cwd())
+    stage = Stage(id="tree", name="tree", run="echo ready; setsid sleep 300 & sleep 300")
+    task = asyncio.create_task(executor.execute(stage, env, sink))
+    await asyncio.wait_for(sink.ready.wait(), 30)
+    await executor.close()
+    result = await asyncio.wait_for(task, 60)
+    assert result.exit_code in (128 + signal.SIGTERM, 128 + signal.SIGKILL)
+    assert find_marked({"PIPEDECK_RUN_ID": env["PIPEDECK_RUN_ID"]}) == []
+
+
+ENGINE = """
+import asyncio, json, sys
+from pathlib import Path
+from engine.executors.local import LocalExecutor
+from engine.spec import Stage
+
+def sink(stream, data):
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+stage = Stage(id="s", name="s", run="echo $$; sleep 300 & wait")
+asyncio.run(LocalExecutor(Path.cwd()).execute(stage, json.loads(sys.argv[1]), sink))
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+async def test_killed_engine_takes_its_direct_child_and_sweep_finds_the_rest() -> None:
+    env = make_env()
+    engine = subprocess.Popen(
+        [sys.executable, "-c", ENGINE, json.dumps(env)], stdout=subprocess.PIPE
+    )
+    assert engine.stdout is not None
+    main = int(engine.stdout.readline())
+    engine.kill()
+    engine.wait()
+    for _ in range(200):
+        if not alive(main):
+            break
+        await asyncio.sleep(0.05)
+    assert not alive(main)
+    marker = {"PIPEDECK_RUN_ID": env["PIPEDECK_RUN_ID"]}
+    assert find_marked(marker)  # the grandchild survived the engine
+    assert sweep(marker)
+    assert find_marked(marker) == []
+
+
+def test_find_marked_needs_every_pair_with_exact_values() -> None:
+    token = uuid.uuid4().hex
+    proc = subprocess.Popen(["sleep", "300"], env={"A": token, "B": "2"})
+    try:
+        assert proc.pid in find_marked({"A": token})
+        assert proc.pid in find_marked({"A": token, "B": "2"})
+        assert proc.pid not in find_marked({"A": token, "B": "3"})
+        assert proc.pid not in find_marked({"A": token[:-1]})
+    finally:
+        proc.kill()
+        proc.wait()
+    with pytest.raises(ValueError):
+        find_marked({})
