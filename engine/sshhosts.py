@@ -51,7 +51,7 @@ def remote_path(path: str) -> str:
 
 
 def resolve_host(pipeline: Pipeline, name: str) -> HostConfig:
-    """The settings for host `name`: from `hosts:`, else only the name (~/.ssh/config does the rest)."""
+    """The settings for host `name`: from `hosts:`, else just the name (for ~/.ssh/config)."""
     host = pipeline.hosts.get(name) or Host(name=name, address=name, slots=DEFAULT_SLOTS)
     accept_new = host.known_hosts == ACCEPT_NEW
     known = DEFAULT_KNOWN_HOSTS if host.known_hosts in (None, ACCEPT_NEW) else host.known_hosts

@@ -1,0 +1,463 @@
+"""Run stages on a remote host over one pooled asyncssh connection (SPEC §4, §8).
+
+One `SshExecutor` per host: it opens the connection on first use (keepalive on), syncs the
+workspace before each stage (only changes travel, see `engine.sync`), puts upstream artifacts in
+place, runs the stage, streams its output as bytes, and fetches its outputs back on success.
+
+The remote command is a fixed `sh -c 'eval "$(head -c N)"'`; the real script (exports, `cd`, the
+wrapper) comes over stdin, so neither the environment (secrets included) nor the script shows in
+the remote process list, and the server's AcceptEnv does not matter. The wrapper starts the stage
+in a new session (`setsid -w`) and writes its process group id to
+`<workdir>/.pipedeck-pids/<token>`; every process of the attempt carries `PIPEDECK_SSH_TASK=<token>`
+in its environment. Cancel and timeout send SIGTERM to that group over a second channel, wait
+`kill_grace`, then SIGKILL the group and every process whose /proc environ holds the token.
+
+Failures come back as `ExecResult(exit_code=None, lost=False, reason=...)` (the stage fails with
+that one-line reason; `ssh` would exit 255), a connection dropped mid-stage as
+`ExecResult(exit_code=None, lost=True, reason="connection to HOST lost: ...")`; the next attempt
+reconnects and first kills whatever the lost attempt left running.
+
+asyncssh is imported here only: pipelines without remote stages never load it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import posixpath
+import re
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from shlex import quote
+
+import asyncssh
+
+from engine.executors.base import ExecResult, OutputSink
+from engine.spec import Pipeline, Stage
+from engine.sshhosts import HostConfig, resolve_host
+from engine.sync import RemoteWorkspace
+
+MAX_SESSIONS = 10  # OpenSSH's default MaxSessions: channels open at once on one connection
+AUX_CHANNELS = 2  # kept free of stages: the SFTP session, and one for short commands (kill...)
+KEEPALIVE_INTERVAL = 10.0
+KEEPALIVE_COUNT_MAX = 3
+CONNECT_TIMEOUT = 15.0
+DRAIN_IDLE = 1.0  # after the exit status: close once the output has been quiet this long
+PIDS_DIR = ".pipedeck-pids"
+TOKEN_VAR = "PIPEDECK_SSH_TASK"
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_INNER = 'echo $$ > "$0"; "$@"; s=$?; rm -f -- "$0"; exit $s'
+_PICK_SHELL = "if command -v bash >/dev/null 2>&1; then set -- bash -e -o pipefail -c; " \
+    "else set -- sh -e -c; fi"
+
+StateCallback = Callable[[str, str], None]
+
+
+class ConnectError(Exception):
+    """The host could not be reached or refused us; `str()` is the one-line reason."""
+
+
+class SshExecutor:
+    """The executor for every stage with `host: NAME` (one instance per host)."""
+
+    def __init__(
+        self, pipeline: Pipeline, host_name: str, on_state_change: StateCallback | None = None
+    ) -> None:
+        self.pipeline = pipeline
+        self.host: HostConfig = resolve_host(pipeline, host_name)
+        self.connection_state = "idle"
+        self.on_state_change = on_state_change
+        self.workspace = RemoteWorkspace(pipeline.workspace, self.host.workdir)
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._connect_lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(min(self.host.slots, MAX_SESSIONS - AUX_CHANNELS))
+        self._command_gate = asyncio.Semaphore(1)  # the one channel for short commands
+        self._sftp: asyncssh.SFTPClient | None = None
+        self._sftp_lock = asyncio.Lock()
+        self._sftp_conn: asyncssh.SSHClientConnection | None = None
+        self._running: dict[str, str] = {}  # token -> pid file, for attempts on the connection
+        self._orphans: dict[str, str] = {}  # attempts whose connection dropped: kill on reconnect
+
+    # -- state -------------------------------------------------------------------------------
+
+    def _set_state(self, state: str) -> None:
+        self.connection_state = state
+        if self.on_state_change is not None:
+            self.on_state_change(self.host.name, state)
+
+    # -- the executor protocol ---------------------------------------------------------------
+
+    async def execute(self, stage: Stage, env: Mapping[str, str], sink: OutputSink) -> ExecResult:
+        """Sync, run `stage.run` remotely with exactly `env` exported, fetch outputs on success."""
+        async with self._slots:
+            try:
+                conn = await self._connect()
+            except ConnectError as exc:
+                return ExecResult(None, reason=str(exc))
+            try:
+                await self._push(conn, stage)
+            except (OSError, asyncssh.Error) as exc:
+                return self._broken(conn, "workspace sync", exc)
+            result = await self._run(conn, stage, env, sink)
+            if result.exit_code == 0 and stage.outputs:
+                try:
+                    await self._fetch(conn, stage)
+                except (OSError, asyncssh.Error) as exc:
+                    return self._broken(conn, "fetching outputs", exc)
+            return result
+
+    async def close(self) -> None:
+        """Kill attempts still running, close the connection."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if self._running:
+            with contextlib.suppress(OSError, asyncssh.Error):
+                await self._shell(conn, _sweep_script(self._running))
+            self._running.clear()
+        conn.close()
+        await conn.wait_closed()
+        self._set_state("idle")
+
+    # -- connection --------------------------------------------------------------------------
+
+    async def _connect(self) -> asyncssh.SSHClientConnection:
+        async with self._connect_lock:
+            if self._conn is not None and not self._conn.is_closed():
+                return self._conn
+            self._set_state("connecting")
+            try:
+                conn = await self._open()
+            except ConnectError as exc:
+                self._set_state(f"failed: {exc}")
+                raise
+            self._conn = conn
+            self._set_state("connected")
+            if self._orphans:
+                orphans, self._orphans = self._orphans, {}
+                try:
+                    await self._shell(conn, _sweep_script(orphans))
+                except (OSError, asyncssh.Error):
+                    self._orphans.update(orphans)
+            return conn
+
+    async def _open(self) -> asyncssh.SSHClientConnection:
+        host = self.host
+        where = f"{host.address}:{host.display_port}"
+        if host.identity_file is not None and not host.identity_file.is_file():
+            raise ConnectError(f"host {host.name}: identity_file {host.identity_file} not found")
+        try:
+            text = host.known_hosts.read_text() if host.known_hosts.exists() else ""
+            known = asyncssh.import_known_hosts(text)
+        except (OSError, ValueError) as exc:
+            raise ConnectError(f"host {host.name}: cannot read {host.known_hosts}: {exc}") from None
+        client = _Client(self, known)
+        options: dict[str, object] = {
+            "known_hosts": known,
+            "agent_forwarding": False,
+            "keepalive_interval": KEEPALIVE_INTERVAL,
+            "keepalive_count_max": KEEPALIVE_COUNT_MAX,
+            "connect_timeout": CONNECT_TIMEOUT,
+        }
+        if host.port:
+            options["port"] = host.port
+        if host.user:
+            options["username"] = host.user
+        if host.identity_file is not None:
+            options["client_keys"] = [str(host.identity_file)]
+        try:
+            conn, _ = await asyncssh.create_connection(lambda: client, host.address, **options)
+        except asyncssh.HostKeyNotVerifiable:
+            raise ConnectError(self._host_key_message(client)) from None
+        except asyncssh.PermissionDenied:
+            raise ConnectError(
+                f"host {host.name}: authentication refused by {where}"
+                f" for user {host.user or 'from ~/.ssh/config or the local user'}"
+                f" (keys tried: {host.identity_file or 'ssh-agent and ~/.ssh/id_*'})"
+            ) from None
+        except socket.gaierror as exc:
+            raise ConnectError(
+                f"host {host.name}: cannot resolve host name {host.address!r}: {exc.strerror}"
+            ) from None
+        except ConnectionRefusedError:
+            raise ConnectError(
+                f"host {host.name}: {where} unreachable: connection refused (is sshd running?)"
+            ) from None
+        except TimeoutError:
+            raise ConnectError(
+                f"host {host.name}: {where} unreachable: no answer within {CONNECT_TIMEOUT:g}s"
+            ) from None
+        except OSError as exc:
+            raise ConnectError(
+                f"host {host.name}: {where} unreachable: {exc.strerror or exc}"
+            ) from None
+        except (asyncssh.Error, ValueError) as exc:
+            raise ConnectError(
+                f"host {host.name}: SSH connection to {where} failed: {exc}"
+            ) from None
+        client.established = True
+        if client.new_key_line is not None:
+            self._trust(client.new_key_line)
+        return conn
+
+    def _host_key_message(self, client: _Client) -> str:
+        host, file = self.host, self.host.known_hosts
+        port = f"-p {host.display_port} " if host.display_port != 22 else ""
+        if client.verdict == "changed":
+            entry = host.address if host.display_port == 22 else f"[{host.address}]:{host.port}"
+            return (
+                f"host {host.name}: host key of {host.address} CHANGED, it does not match {file}"
+                f" (possible man-in-the-middle); if the change is expected, remove the old key"
+                f" with `ssh-keygen -R '{entry}' -f {file}` and trust the new one"
+            )
+        return (
+            f"host {host.name}: unknown host key for {host.address} (not in {file}); trust it"
+            f" with `ssh-keyscan {port}{host.address} >> {file}` after checking its fingerprint,"
+            f" or set `known_hosts: accept-new` for host {host.name}"
+        )
+
+    def _trust(self, line: str) -> None:
+        """Append a first-seen host key to known_hosts (accept-new), like OpenSSH does."""
+        path = self.host.known_hosts
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existing = path.read_bytes() if path.exists() else b""
+        with path.open("ab") as handle:
+            if existing and not existing.endswith(b"\n"):
+                handle.write(b"\n")
+            handle.write(line.encode() + b"\n")
+
+    def _connection_lost(self, client: _Client, exc: Exception | None) -> None:
+        if not client.established or self._conn is None or self._conn.get_owner() is not client:
+            return
+        self._conn = None
+        self._orphans.update(self._running)
+        self._running.clear()
+        self._set_state(f"lost: {exc}" if exc else "idle")
+
+    def _broken(self, conn: asyncssh.SSHClientConnection, what: str, exc: Exception) -> ExecResult:
+        if conn.is_closed():
+            return ExecResult(None, lost=True, reason=f"connection to {self.host.name} lost: {exc}")
+        return ExecResult(None, reason=f"host {self.host.name}: {what} failed: {exc}")
+
+    async def _shell(
+        self, conn: asyncssh.SSHClientConnection, script: str, stdin: bytes = b""
+    ) -> None:
+        """Run a short POSIX sh script on an auxiliary channel; raise when it fails."""
+        async with self._command_gate:
+            feed: dict[str, object] = {"input": stdin} if stdin else {"stdin": asyncssh.DEVNULL}
+            result = await conn.run(f"sh -c {quote(script)}", encoding=None, **feed)
+        if result.exit_status != 0:
+            detail = (result.stderr or b"").decode("utf-8", "replace").strip()
+            raise OSError(f"remote command failed ({result.exit_status}): {detail}")
+
+    # -- workspace ---------------------------------------------------------------------------
+
+    async def _push(self, conn: asyncssh.SSHClientConnection, stage: Stage) -> None:
+        """Sync the workspace and upstream stages' outputs before `stage` starts."""
+        patterns = [p for need in _upstream(self.pipeline, stage) for p in need.outputs]
+
+        async def run_shell(command: str, stdin: bytes) -> None:
+            await self._shell(conn, command, stdin)
+
+        sftp = await self._sftp_client(conn)
+        report = await self.workspace.push(
+            sftp, run_shell, patterns, before_transfer=lambda: self._set_state("syncing")
+        )
+        if report.sent or report.deleted:
+            self._set_state("connected")
+
+    async def _fetch(self, conn: asyncssh.SSHClientConnection, stage: Stage) -> None:
+        await self.workspace.fetch(await self._sftp_client(conn), stage.outputs)
+
+    async def _sftp_client(self, conn: asyncssh.SSHClientConnection) -> asyncssh.SFTPClient:
+        """The connection's one SFTP session, opened on first use (requests run concurrently)."""
+        async with self._sftp_lock:
+            if self._sftp is None or self._sftp_conn is not conn:
+                self._sftp = await conn.start_sftp_client()
+                self._sftp_conn = conn
+            return self._sftp
+
+    # -- running a stage ---------------------------------------------------------------------
+
+    async def _run(
+        self, conn: asyncssh.SSHClientConnection, stage: Stage, env: Mapping[str, str],
+        sink: OutputSink,
+    ) -> ExecResult:
+        token = uuid.uuid4().hex
+        pidfile = f"{self.host.workdir}/{PIDS_DIR}/{token}"
+        script = self._script(stage, env, token, pidfile).encode("utf-8", "surrogateescape")
+        command = f"sh -c 'eval \"$(head -c {len(script)})\"'"
+        try:
+            chan, session = await conn.create_session(
+                lambda: _StageSession(sink), command, encoding=None
+            )
+        except (OSError, asyncssh.Error) as exc:
+            return self._broken(conn, "starting the stage", exc)
+        self._running[token] = pidfile
+        try:
+            chan.write(script)
+            chan.write_eof()
+            await session.finished(chan)
+        except asyncio.CancelledError:
+            await self._kill(conn, session, {token: pidfile}, stage.kill_grace)
+            raise
+        finally:
+            self._running.pop(token, None)
+        if session.exit_code is not None:
+            return ExecResult(session.exit_code)
+        self._orphans[token] = pidfile
+        detail = session.error or "the channel closed without an exit status"
+        return ExecResult(None, lost=True, reason=f"connection to {self.host.name} lost: {detail}")
+
+    def _script(self, stage: Stage, env: Mapping[str, str], token: str, pidfile: str) -> str:
+        """The script the remote `sh` evaluates: cd, exports, then the wrapped stage command."""
+        cwd = posixpath.normpath(posixpath.join(self.host.workdir, stage.cwd))
+        lines = [
+            f"mkdir -p -- {quote(posixpath.dirname(pidfile))} || exit 1",
+            f"cd -- {quote(cwd)} || exit 1",
+            *(f"export {k}={quote(v)}" for k, v in env.items() if _ENV_NAME.fullmatch(k)),
+            f"export {TOKEN_VAR}={token}",
+            "set -- " + " ".join(map(quote, stage.shell)) if stage.shell else _PICK_SHELL,
+            f"if setsid -w true 2>/dev/null; then exec setsid -w sh -c {quote(_INNER)}"
+            f" {quote(pidfile)} \"$@\" {quote(stage.run)}; fi",
+            f"exec sh -c {quote(_INNER)} {quote(pidfile)} \"$@\" {quote(stage.run)}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    async def _kill(
+        self, conn: asyncssh.SSHClientConnection, session: _StageSession,
+        attempts: dict[str, str], grace: float,
+    ) -> None:
+        """SIGTERM the attempt's group, wait `grace` for it to end, SIGKILL it and its escapees."""
+        try:
+            await self._shell(conn, _term_script(attempts))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.closed.wait(), grace)
+            await self._shell(conn, _sweep_script(attempts))
+        except (OSError, asyncssh.Error):
+            if conn.is_closed():
+                self._orphans.update(attempts)
+
+
+class _Client(asyncssh.SSHClient):
+    """Checks host keys against the known_hosts file (accept-new: first-seen keys only)."""
+
+    def __init__(self, executor: SshExecutor, known: asyncssh.SSHKnownHosts) -> None:
+        self._executor = executor
+        self._known = known
+        self.verdict: str | None = None  # "unknown" or "changed" when a key is refused
+        self.new_key_line: str | None = None  # accept-new: the line to add once connected
+        self.established = False
+
+    def validate_host_public_key(
+        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+    ) -> bool:
+        matched = self._known.match(host, addr, None if port == 22 else port)
+        if matched[0] or matched[1]:
+            self.verdict = "changed"
+            return False
+        if not self._executor.host.accept_new:
+            self.verdict = "unknown"
+            return False
+        pattern = host if port == 22 else f"[{host}]:{port}"
+        algorithm, blob = key.export_public_key("openssh").decode().split()[:2]
+        self.new_key_line = f"{pattern} {algorithm} {blob}"
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._executor._connection_lost(self, exc)
+
+
+class _StageSession(asyncssh.SSHClientSession[bytes]):
+    """Feeds a stage's output to the sink as it arrives; records how it ended."""
+
+    def __init__(self, sink: OutputSink) -> None:
+        self._sink = sink
+        self.exit_code: int | None = None
+        self.error: Exception | None = None
+        self.exited = asyncio.Event()
+        self.closed = asyncio.Event()
+        self._last_data = time.monotonic()
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self._last_data = time.monotonic()
+        self._sink("stderr" if datatype == asyncssh.EXTENDED_DATA_STDERR else "stdout", data)
+
+    def exit_status_received(self, status: int) -> None:
+        self.exit_code = status
+        self.exited.set()
+
+    def exit_signal_received(
+        self, signal_name: str, core_dumped: bool, msg: str, lang: str
+    ) -> None:
+        try:
+            self.exit_code = 128 + signal.Signals[f"SIG{signal_name}"].value
+        except KeyError:
+            self.exit_code = 255
+        self.exited.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.error = exc
+        self.exited.set()
+        self.closed.set()
+
+    async def finished(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:
+        """Wait for the end: the channel closing, or after the exit status quiet output.
+
+        A background process still holding the output open must not block the stage forever.
+        """
+        await self.exited.wait()
+        while not self.closed.is_set():
+            try:
+                await asyncio.wait_for(self.closed.wait(), DRAIN_IDLE)
+            except TimeoutError:
+                if time.monotonic() - self._last_data >= DRAIN_IDLE:
+                    chan.close()
+                    return
+
+
+def _upstream(pipeline: Pipeline, stage: Stage) -> list[Stage]:
+    """Every stage `stage` transitively needs."""
+    seen: dict[str, Stage] = {}
+    todo = list(stage.needs)
+    while todo:
+        sid = todo.pop()
+        if sid in seen or sid not in pipeline.stages:
+            continue
+        seen[sid] = pipeline.stages[sid]
+        todo.extend(seen[sid].needs)
+    return list(seen.values())
+
+
+def _term_script(attempts: Mapping[str, str]) -> str:
+    return "".join(
+        f"{_group_kill(pidfile, 'TERM')}\n" for pidfile in attempts.values()
+    ) + "exit 0\n"
+
+
+def _sweep_script(attempts: Mapping[str, str]) -> str:
+    """SIGKILL each attempt's group, then every process carrying its token, until none is left."""
+    lines = []
+    for token, pidfile in attempts.items():
+        lines += [
+            _group_kill(pidfile, "KILL"),
+            "i=0",
+            "while [ $i -lt 50 ]; do",
+            f"  pids=$(grep -lzx {TOKEN_VAR}={token} /proc/[0-9]*/environ 2>/dev/null"
+            " | sed 's,^/proc/\\([0-9]*\\)/environ$,\\1,')",
+            '  [ -z "$pids" ] && break',
+            "  kill -KILL $pids 2>/dev/null",
+            "  i=$((i+1))",
+            "done",
+            f"rm -f -- {quote(pidfile)}",
+        ]
+    return "\n".join([*lines, "exit 0"]) + "\n"
+
+
+def _group_kill(pidfile: str, sig: str) -> str:
+    return (f'pg=$(cat {quote(pidfile)} 2>/dev/null) && [ -n "$pg" ]'
+            f' && kill -{sig} -- "-$pg" 2>/dev/null')

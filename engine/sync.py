@@ -1,0 +1,249 @@
+"""Keep a remote copy of the workspace in step over SFTP, sending only what changed (SPEC §4).
+
+What goes: the workspace minus `.git/`, `.pipedeck/` and `.gitignore`d paths, plus the declared
+outputs of upstream stages (ignored or not). A manifest of what the remote holds (relative path ->
+size, mtime and mode of the local file that was sent) lives at `<workdir>/.pipedeck-sync.json`, so
+a later run, even from a new process, sends only files whose signature changed, and deletes
+remote copies of files that no longer exist locally. Files the remote stages make and that are
+not in the manifest are never touched.
+
+This module does not import asyncssh: the executor hands in an open SFTP client and a function
+that runs a shell command with some stdin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import posixpath
+import stat
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from shlex import quote
+from typing import Any
+
+import pathspec
+
+MANIFEST = ".pipedeck-sync.json"
+ALWAYS_EXCLUDED = frozenset({".git", ".pipedeck"})
+PARALLEL_TRANSFERS = 16
+
+Signature = tuple[int, int, int]  # size, mtime_ns, permission bits
+RunShell = Callable[[str, bytes], Awaitable[None]]  # (command, stdin) -> None, raises on failure
+
+
+def _signature(st: os.stat_result) -> Signature:
+    return (st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode))
+
+
+def _ignore_spec(directory: Path) -> pathspec.PathSpec | None:
+    try:
+        lines = (directory / ".gitignore").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    return pathspec.GitIgnoreSpec.from_lines(lines.splitlines())
+
+
+def workspace_files(root: Path) -> dict[str, Signature]:
+    """Every regular file under `root` that is synced, keyed by its posix path relative to root.
+
+    Honours `.gitignore` files at any depth (each relative to its own directory).
+    """
+    files: dict[str, Signature] = {}
+    specs: dict[str, list[tuple[str, pathspec.PathSpec]]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        rel_dir = "" if rel_dir == "." else rel_dir
+        active = list(specs.get(rel_dir, specs.get(posixpath.dirname(rel_dir), [])))
+        own = _ignore_spec(Path(dirpath))
+        if own is not None:
+            active.append((rel_dir, own))
+
+        def ignored(rel: str, is_dir: bool, active: list[tuple[str, Any]] = active) -> bool:
+            for base, spec in active:
+                sub = posixpath.relpath(rel, base) if base else rel
+                if spec.match_file(sub + "/" if is_dir else sub):
+                    return True
+            return False
+
+        kept = []
+        for name in sorted(dirnames):
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if name in ALWAYS_EXCLUDED or ignored(rel, True) or os.path.islink(Path(dirpath, name)):
+                continue
+            kept.append(name)
+            specs[rel] = active
+        dirnames[:] = kept
+        for name in filenames:
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if ignored(rel, False):
+                continue
+            try:
+                st = os.stat(Path(dirpath, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                files[rel] = _signature(st)
+    return files
+
+
+def artifact_files(root: Path, patterns: Iterable[str]) -> dict[str, Signature]:
+    """Local files matching output globs (relative to root), directories expanded."""
+    files: dict[str, Signature] = {}
+    for pattern in patterns:
+        try:
+            matches = sorted(root.glob(pattern))
+        except (ValueError, NotImplementedError):
+            continue
+        for match in matches:
+            for path in _walk_files(match):
+                try:
+                    rel = path.relative_to(root).as_posix()
+                    files[rel] = _signature(path.stat())
+                except (ValueError, OSError):
+                    continue
+    return files
+
+
+def _walk_files(path: Path) -> Iterator[Path]:
+    if path.is_file():
+        yield path
+    elif path.is_dir():
+        for dirpath, _dirs, names in os.walk(path):
+            for name in names:
+                yield Path(dirpath, name)
+
+
+@dataclass
+class SyncReport:
+    """What one push sent and deleted (relative paths)."""
+
+    sent: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    bytes_sent: int = 0
+
+
+class RemoteWorkspace:
+    """The remote copy of one local workspace at `remote_root` on one host."""
+
+    def __init__(self, local_root: Path, remote_root: str) -> None:
+        self.local_root = local_root
+        self.remote_root = remote_root
+        self.reports: list[SyncReport] = []  # one per push that changed something
+        self._manifest: dict[str, Signature] | None = None
+        self._lock = asyncio.Lock()
+
+    def forget(self) -> None:
+        """Drop the cached manifest (after a reconnect the remote may have changed)."""
+        self._manifest = None
+
+    def _remote(self, rel: str) -> str:
+        return f"{self.remote_root}/{rel}"
+
+    async def push(
+        self, sftp: Any, run_shell: RunShell, artifacts: Iterable[str],
+        before_transfer: Callable[[], None] | None = None,
+    ) -> SyncReport:
+        """Send changed workspace files and the local files matching `artifacts` globs."""
+        async with self._lock:
+            manifest = await self._load(sftp)
+            wanted, gone = await asyncio.to_thread(self._scan, manifest, list(artifacts))
+            send = sorted(rel for rel, sig in wanted.items() if manifest.get(rel) != sig)
+            report = SyncReport(sent=send, deleted=gone)
+            if not send and not gone:
+                return report
+            if before_transfer is not None:
+                before_transfer()
+            dirs = sorted({posixpath.dirname(rel) for rel in send} - {""})
+            await run_shell(
+                f"mkdir -p -- {quote(self.remote_root)} && cd -- {quote(self.remote_root)}"
+                " && xargs -0 -r mkdir -p --",
+                _nul_join(dirs),
+            )
+            await _bounded(
+                (self._put(sftp, rel) for rel in send), PARALLEL_TRANSFERS
+            )
+            if gone:
+                await run_shell(f"cd -- {quote(self.remote_root)} && xargs -0 -r rm -f --",
+                                _nul_join(gone))
+            for rel in gone:
+                manifest.pop(rel, None)
+            for rel in send:
+                manifest[rel] = wanted[rel]
+            report.bytes_sent = sum(wanted[rel][0] for rel in send)
+            await self._save(sftp, manifest)
+            self.reports.append(report)
+            return report
+
+    async def fetch(self, sftp: Any, patterns: Iterable[str]) -> list[str]:
+        """Copy remote files matching output globs into the local workspace; their paths."""
+        async with self._lock:
+            manifest = await self._load(sftp)
+            fetched: list[str] = []
+            for pattern in patterns:
+                matches = await sftp.glob(self._remote(pattern), error_handler=lambda _exc: None)
+                for match in matches:
+                    rel = posixpath.relpath(str(match), self.remote_root)
+                    if rel.startswith("../"):
+                        continue
+                    local = self.local_root / rel
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                    is_dir = await sftp.isdir(match)
+                    await sftp.get(match, str(local), preserve=True, recurse=is_dir)
+                    fetched.append(rel)
+            got = await asyncio.to_thread(artifact_files, self.local_root, fetched)
+            if got:
+                manifest.update(got)
+                await self._save(sftp, manifest)
+            return sorted(got)
+
+    def _scan(
+        self, manifest: dict[str, Signature], artifacts: list[str]
+    ) -> tuple[dict[str, Signature], list[str]]:
+        wanted = workspace_files(self.local_root)
+        wanted.update(artifact_files(self.local_root, artifacts))
+        gone = sorted(
+            rel for rel in manifest
+            if rel not in wanted and not (self.local_root / rel).exists()
+        )
+        return wanted, gone
+
+    async def _put(self, sftp: Any, rel: str) -> None:
+        await sftp.put(str(self.local_root / rel), self._remote(rel), preserve=True)
+
+    async def _load(self, sftp: Any) -> dict[str, Signature]:
+        if self._manifest is None:
+            self._manifest = {}
+            path = self._remote(MANIFEST)
+            if await sftp.exists(path):
+                async with sftp.open(path, "rb") as handle:
+                    raw = await handle.read()
+                try:
+                    files = json.loads(raw)["files"]
+                    self._manifest = {k: (int(a), int(b), int(c)) for k, (a, b, c) in files.items()}
+                except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+                    self._manifest = {}
+        return self._manifest
+
+    async def _save(self, sftp: Any, manifest: dict[str, Signature]) -> None:
+        path = self._remote(MANIFEST)
+        data = json.dumps({"version": 1, "files": manifest}, separators=(",", ":")).encode()
+        async with sftp.open(path + ".tmp", "wb") as handle:
+            await handle.write(data)
+        await sftp.posix_rename(path + ".tmp", path)
+
+
+def _nul_join(items: list[str]) -> bytes:
+    return b"".join(item.encode("utf-8", "surrogateescape") + b"\0" for item in items)
+
+
+async def _bounded(coros: Iterable[Awaitable[None]], limit: int) -> None:
+    gate = asyncio.Semaphore(limit)
+
+    async def one(coro: Awaitable[None]) -> None:
+        async with gate:
+            await coro
+
+    await asyncio.gather(*(one(c) for c in coros))
