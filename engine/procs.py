@@ -8,8 +8,10 @@ still signalled with the process group when it stayed in it.
 
 Reaping: with the engine as child subreaper, orphaned stage processes become its children, and
 their zombies must be reaped. `os.waitpid(-1, ...)` would steal the exit status of asyncio's own
-children, so only specific pids are reaped: those seen carrying the marker, never the group leader
-(the stage's main process, which asyncio waits for).
+children, so only specific pids are reaped: those seen carrying the marker, and zombie children
+in a session other than the engine's (stages run in their own sessions; the engine's other
+subprocesses stay in its session), except the pids `own_child` protects (the stages' main
+processes, which asyncio waits for).
 """
 
 from __future__ import annotations
@@ -101,6 +103,39 @@ def _reap(pids: set[int]) -> None:
             pids.discard(pid)
 
 
+_OWNED: set[int] = set()
+
+
+def own_child(pid: int, owned: bool = True) -> None:
+    """Protect (or stop protecting) a child that another waiter (asyncio) reaps."""
+    if owned:
+        _OWNED.add(pid)
+    else:
+        _OWNED.discard(pid)
+
+
+def reap_orphans() -> list[int]:
+    """Reap our zombie children from other sessions, unless protected; return their pids.
+
+    These are stage processes that were orphaned to us (subreaper) and exited on their own.
+    """
+    me, session = os.getpid(), os.getsid(0)
+    reaped = []
+    for pid in _pids():
+        if pid in _OWNED:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] == b"Z" and int(fields[1]) == me and int(fields[3]) != session:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    reaped.append(pid)
+    return reaped
+
+
 def _kill_now(pgid: int, marker: Mapping[str, str], seen: set[int]) -> list[int]:
     """SIGKILL the group and every marked process; return the marked pids found."""
     found = find_marked(marker)
@@ -142,6 +177,7 @@ async def kill_tree(pgid: int, marker: Mapping[str, str], grace: float) -> None:
         if not seen or time.monotonic() >= deadline:
             break
         await asyncio.sleep(POLL / 5)
+    reap_orphans()
 
 
 def sweep(marker: Mapping[str, str]) -> list[int]:

@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 
 from engine.executors.base import ExecResult, OutputSink
-from engine.procs import KILL_WAIT, become_subreaper, die_with_parent, kill_tree
+from engine.procs import KILL_WAIT, become_subreaper, die_with_parent, kill_tree, own_child
 from engine.spec import Stage
 
 MARKER_KEYS = ("PIPEDECK_RUN_ID", "PIPEDECK_STAGE", "PIPEDECK_ATTEMPT")
@@ -103,6 +103,7 @@ class LocalExecutor:
             where = getattr(exc, "filename", None) or argv[0]
             return ExecResult(127, reason=f"cannot start the stage: {what}: {where}")
         pgid = transport.get_pid()
+        own_child(pgid)
         self._running[pgid] = marker
         try:
             cancelled: asyncio.CancelledError | None = None
@@ -122,6 +123,7 @@ class LocalExecutor:
         finally:
             self._running.pop(pgid, None)
             transport.close()
+            own_child(pgid, owned=False)
         if code is None:
             return ExecResult(None, reason="the stage's main process did not exit")
         return ExecResult(128 - code if code < 0 else code)

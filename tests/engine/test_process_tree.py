@@ -126,6 +126,21 @@ async def test_close_kills_running_attempts() -> None:
     assert find_marked({"PIPEDECK_RUN_ID": env["PIPEDECK_RUN_ID"]}) == []
 
 
+async def test_orphans_that_exit_on_their_own_are_reaped(tmp_path: Path) -> None:
+    script = """
+    ( sh -c 'echo "pid $$"; touch gone' & )
+    setsid sh -c 'echo "pid $$"; touch gone2' &
+    while [ ! -e gone ] || [ ! -e gone2 ]; do sleep 0.05; done
+    sleep 0.2
+    """
+    sink = ReadySink()
+    stage = Stage(id="s", name="s", run=script)
+    result = await LocalExecutor(tmp_path).execute(stage, make_env(), sink)
+    assert result.exit_code == 0
+    assert len(sink.pids()) == 2
+    assert [pid for pid in sink.pids() if not gone(pid)] == []
+
+
 ENGINE = """
 import asyncio, json, sys
 from pathlib import Path
