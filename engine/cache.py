@@ -32,14 +32,14 @@ from pathlib import Path
 
 from engine import artifacts, metrics
 from engine.history import History, Success
-from engine.run import Decision
+from engine.run import Decision, Run
 from engine.spec import Pipeline, Stage
 
 RACY_NS = 1_000_000_000
 SKIP_DIRS = frozenset({".git", ".pipedeck"})
 _MAGIC = re.compile(r"[*?\[]")
 
-__all__ = ["Decision", "FileHasher", "StageCache", "glob_files"]
+__all__ = ["Decision", "FileHasher", "StageCache", "glob_files", "track_run"]
 
 
 @dataclass(frozen=True)
@@ -331,3 +331,17 @@ def _files_changed(previous: Mapping[str, str] | None, files: Mapping[str, str])
     if not changes:
         return "inputs changed"
     return changes[0] + (f" (+{len(changes) - 1} more)" if len(changes) > 1 else "")
+
+
+def track_run(run: Run, history: History | None = None) -> StageCache:
+    """Give `run` a stage cache and record it in the history: call before `run.execute()`.
+
+    Marks runs left behind by a crashed pipedeck as interrupted (sweeping their processes),
+    sets `run.cache`, and subscribes the history recorder with the run's trigger.
+    """
+    history = history or History.for_state_dir(run.pipeline.state_dir)
+    history.mark_interrupted()
+    cache = StageCache(run.pipeline, history)
+    run.cache = cache
+    run.subscribe(history.recorder(run.run_id, run.trigger, cache.fingerprints))
+    return cache

@@ -177,15 +177,12 @@ stages:
 
 async def run_once(path: Path, trigger: str = "manual") -> str:
     """One real run of the pipeline with the cache and the history recorder subscribed."""
-    from engine.cache import StageCache
+    from engine.cache import track_run
     from engine.loader import load
     from engine.run import Run
 
-    pipeline = load(path)
-    history = History.for_state_dir(pipeline.state_dir)
-    cache = StageCache(pipeline, history)
-    run = Run(pipeline, cache=cache, trigger=trigger)
-    run.subscribe(history.recorder(run.run_id, trigger, cache.fingerprints))
+    run = Run(load(path), trigger=trigger)
+    track_run(run)
     try:
         assert await run.execute() == 0
     finally:

@@ -1,0 +1,133 @@
+"""The history screen (`h`): runs, a run's stage tree and logs, duration sparklines, metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import App
+from textual.widgets import DataTable, Sparkline, Tree
+
+from engine.cache import track_run
+from engine.loader import load
+from engine.run import Run
+from engine.spec import Pipeline
+from tests.tui.conftest import shown, until
+from tui.screens.history import HistoryScreen
+from tui.widgets.log_view import LogView
+
+PIPELINE = """\
+version: 1
+name: hist
+stages:
+  train:
+    run: |
+      echo "training on $(cat data.txt)"
+      echo "{\\"loss\\": $(wc -c < data.txt), \\"eval\\": {\\"acc\\": 0.5}}" > metrics.json
+    inputs: [data.txt]
+    outputs: [metrics.json]
+    metrics: metrics.json
+  test:
+    needs: [train]
+    matrix: {py: [a, b]}
+    retries: 1
+    run: |
+      echo "test ${{ matrix.py }} attempt $PIPEDECK_ATTEMPT"
+      test "${{ matrix.py }}" = a || test "$PIPEDECK_ATTEMPT" = 2
+"""
+
+
+async def record_runs(tmp_path: Path, data: list[str]) -> tuple[Pipeline, list[str]]:
+    """Real runs of PIPELINE, one per `data` content, recorded in the history."""
+    path = tmp_path / "pipedeck.yaml"
+    path.write_text(PIPELINE)
+    run_ids = []
+    for text in data:
+        (tmp_path / "data.txt").write_text(text)
+        run = Run(load(path))
+        track_run(run)
+        try:
+            await run.execute()
+        finally:
+            await run.close()
+        run_ids.append(run.run_id)
+    return load(path), run_ids
+
+
+class HistoryApp(App[None]):
+    def __init__(self, pipeline: Pipeline) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+
+    def on_mount(self) -> None:
+        self.push_screen(HistoryScreen(self.pipeline))
+
+
+def tree_labels(screen: HistoryScreen) -> list[str]:
+    tree = screen.query_one("#stages", Tree)
+    labels = []
+
+    def walk(node, depth):  # type: ignore[no-untyped-def]
+        for child in node.children:
+            labels.append("  " * depth + str(child.label))
+            walk(child, depth + 1)
+
+    walk(tree.root, 0)
+    return labels
+
+
+async def test_runs_stage_tree_log_sparkline_and_metrics(tmp_path: Path) -> None:
+    pipeline, (first, second, third) = await record_runs(tmp_path, ["abc", "abc", "abcdef"])
+    app = HistoryApp(pipeline)
+    async with app.run_test(size=(160, 50)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, HistoryScreen)
+        runs = screen.query_one("#runs", DataTable)
+        await until(pilot, lambda: runs.row_count == 3, "three runs listed")
+        assert [runs.get_row_at(i)[0] for i in range(3)] == [third, second, first]
+        assert "succeeded" in runs.get_row_at(0)[1] and runs.get_row_at(0)[4] == "manual"
+
+        # the newest run is open: train ran because data.txt changed, test[py=b] retried
+        labels = tree_labels(screen)
+        assert any("train  succeeded" in line and "data.txt changed" in line for line in labels)
+        assert "test" in labels
+        retried = next(line for line in labels if "test[py=b]" in line)
+        assert "succeeded" in retried
+        assert any("attempt 1" in line and "failed" in line for line in labels)
+
+        log = screen.query_one("#log", LogView)
+        await until(pilot, lambda: shown(log) == ["training on abcdef"], "train's log")
+        spark = screen.query_one("#spark", Sparkline)
+        assert len(spark.data or []) == 2  # train ran twice (the second run was cached)
+        metrics = screen.query_one("#metrics", DataTable)
+        rows = {metrics.get_row_at(i)[0]: metrics.get_row_at(i)[1:] for i in range(2)}
+        assert rows["loss"] == ["6", "3", "+3"]
+        assert rows["eval.acc"] == ["0.5", "0.5", "+0"]
+
+        # the middle run: train was cached, with no log and no metrics of its own
+        await pilot.press("down")
+        await until(pilot, lambda: screen.run_id == second, "the second run opened")
+        assert any("train  cached" in line and "up to date" in line
+                   for line in tree_labels(screen))  # fmt: skip
+        assert metrics.has_class("hidden")
+        await until(pilot, lambda: "did not run" in log.placeholder, "no log for a cached stage")
+
+        # into the tree: the instance test[py=b]'s first attempt shows its own log
+        await pilot.press("enter")
+        tree = screen.query_one("#stages", Tree)
+        assert app.focused is tree
+        node = next(n for n in tree._tree_nodes.values()
+                    if n.data == ("test[py=b]", 1))  # fmt: skip
+        tree.move_cursor(node)
+        await until(pilot, lambda: shown(log) == ["test b attempt 1"], "the failed attempt's log")
+
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HistoryScreen)
+
+
+async def test_an_empty_history_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "pipedeck.yaml"
+    path.write_text(PIPELINE)
+    app = HistoryApp(load(path))
+    async with app.run_test() as pilot:
+        log = app.screen.query_one("#log", LogView)
+        await until(pilot, lambda: log.placeholder == "no runs recorded yet", "the empty notice")

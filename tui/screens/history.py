@@ -1,0 +1,229 @@
+"""The run history screen (`h`): past runs, and for one run its stages, logs and metrics.
+
+Read-only. Left: the recorded runs (status, start, duration, trigger) above the selected run's
+stage tree (matrix instances under their stage, earlier attempts under their stage). Right: the
+selected stage's duration over its recent runs as a sparkline, its metrics with their change
+since the previous run, and the selected attempt's stored log.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Sparkline, Static, Tree
+from textual.widgets.tree import TreeNode
+
+from engine.history import AttemptRow, History
+from engine.logs import LogStore
+from engine.spec import Pipeline
+from tui.history_cli import format_duration, format_time
+from tui.widgets.log_view import LogSource, LogView
+from tui.widgets.status import ICONS
+
+SPARK_RUNS = 30
+StageKey = tuple[str, int]  # (stage id, attempt)
+
+
+def _group(stage_id: str) -> str:
+    """The stage name of an instance id (`test[py=3.11]` -> `test`)."""
+    return stage_id.split("[", 1)[0]
+
+
+def _label(row: AttemptRow, name: str) -> Text:
+    """A tree label (plain text: stage ids hold brackets that markup would eat)."""
+    parts = [ICONS.get(row.status, "!"), name, row.status]
+    if row.duration is not None and row.status != "cached":
+        parts.append(format_duration(row.duration))
+    note = row.why or row.reason
+    return Text("  ".join(parts) + (f"  — {note}" if note else ""))
+
+
+def _number(value: float | None, sign: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.6g}" if sign else f"{value:.6g}"
+
+
+class HistoryScreen(Screen[None]):
+    """Past runs of a pipeline, read from its `.pipedeck/` (see the module docstring)."""
+
+    DEFAULT_CSS = """
+    HistoryScreen #history-left { width: 52%; }
+    HistoryScreen #runs { height: 1fr; border: round $panel-lighten-2; }
+    HistoryScreen #stages { height: 1fr; border: round $panel-lighten-2; }
+    HistoryScreen #runs:focus, HistoryScreen #stages:focus { border: round $accent; }
+    HistoryScreen #spark-title { height: 1; padding: 0 1; color: $text-muted; }
+    HistoryScreen #spark { height: 3; margin: 0 1; }
+    HistoryScreen #metrics { height: auto; max-height: 10; border: round $panel-lighten-2; }
+    HistoryScreen #log { height: 1fr; }
+    HistoryScreen .hidden { display: none; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Back"),
+        Binding("h", "close", "Back", show=False),
+        Binding("q", "close", "Back", show=False),
+        Binding("tab", "toggle_focus", "Focus", show=False),
+        Binding("ctrl+r", "reload", "Reload"),
+    ]
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+        self.history = History.for_state_dir(pipeline.state_dir)
+        self.logs = LogStore(pipeline.state_dir / "logs", pipeline.secrets.values())
+        self.run_id: str | None = None
+        self.attempts: list[AttemptRow] = []
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            with Vertical(id="history-left"):
+                yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+                yield Tree[StageKey]("stages", id="stages")
+            with Vertical():
+                yield Static("", id="spark-title")
+                yield Sparkline([], id="spark")
+                yield DataTable(id="metrics", cursor_type="row", classes="hidden")
+                yield LogView(id="log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        runs = self.query_one("#runs", DataTable)
+        runs.border_title = f"History of {self.pipeline.name}"
+        runs.add_columns("RUN", "STATUS", "STARTED", "DURATION", "TRIGGER")
+        self.query_one("#metrics", DataTable).add_columns("METRIC", "VALUE", "PREVIOUS", "CHANGE")
+        tree = self.query_one("#stages", Tree)
+        tree.show_root = False
+        tree.border_title = "Stages"
+
+    def on_screen_resume(self) -> None:
+        self.action_reload()
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def action_reload(self) -> None:
+        """Read the runs again (the one shown stays selected)."""
+        self.history.mark_interrupted()
+        table = self.query_one("#runs", DataTable)
+        keep = self.run_id
+        table.clear()
+        for run in self.history.runs(limit=200):
+            table.add_row(run.run_id, f"{ICONS.get(run.status, '!')} {run.status}",
+                          format_time(run.started)[5:], format_duration(run.duration),
+                          run.trigger or "-", key=run.run_id)  # fmt: skip
+        if not table.row_count:
+            self.query_one("#log", LogView).show(None, "no runs recorded yet")
+            return
+        table.move_cursor(row=table.get_row_index(keep) if keep and keep in table.rows else 0)
+        self.open_run(str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value))
+        table.focus()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "runs" and event.row_key.value is not None:
+            self.open_run(str(event.row_key.value))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id == "runs":
+            self.query_one("#stages", Tree).focus()
+
+    def open_run(self, run_id: str) -> None:
+        """Show a run's stage tree and select its first stage."""
+        if run_id == self.run_id and self.attempts:
+            return
+        self.run_id = run_id
+        self.attempts = self.history.attempts(run_id)
+        by_stage: dict[str, list[AttemptRow]] = {}
+        for row in self.attempts:
+            by_stage.setdefault(row.stage, []).append(row)
+        tree: Tree[StageKey] = self.query_one("#stages", Tree)
+        tree.clear()
+        tree.border_title = f"Stages of {run_id}"
+        groups: dict[str, TreeNode[StageKey]] = {}
+        first: TreeNode[StageKey] | None = None
+        for stage, rows in by_stage.items():
+            parent = tree.root
+            if _group(stage) != stage:
+                if _group(stage) not in groups:
+                    groups[_group(stage)] = tree.root.add(Text(_group(stage)), expand=True)
+                parent = groups[_group(stage)]
+            last = rows[-1]
+            retried = len(rows) > 1
+            node = parent.add(_label(last, stage), data=(stage, last.attempt),
+                              allow_expand=retried, expand=retried)  # fmt: skip
+            for row in rows if retried else ():
+                node.add_leaf(_label(row, f"attempt {row.attempt}"), data=(stage, row.attempt))
+            first = first or node
+        if first is None:
+            self.show_stage(None)
+            return
+        tree.move_cursor(first)
+        self.show_stage(first.data)
+
+    # -- the selected stage ---------------------------------------------------------------------
+
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[StageKey]) -> None:
+        if event.node.data is not None:
+            self.show_stage(event.node.data)
+
+    def show_stage(self, key: StageKey | None) -> None:
+        """Show a stage attempt's log, the stage's duration sparkline and its metrics."""
+        log = self.query_one("#log", LogView)
+        spark = self.query_one("#spark", Sparkline)
+        title = self.query_one("#spark-title", Static)
+        if key is None or self.run_id is None:
+            log.show(None, "this run recorded no stages")
+            spark.data = []
+            title.update("")
+            self._show_metrics(None)
+            return
+        stage, attempt = key
+        run_id = self.run_id
+        source = LogSource(stage, attempt, lambda: self.logs.reader(run_id, stage, attempt))
+        has_log = attempt in self.logs.attempts(run_id, stage)
+        log.border_title = f"{stage} · attempt {attempt}"
+        log.show(source if has_log else None, "no log: this attempt did not run")
+        durations = self.history.durations(stage, SPARK_RUNS)
+        spark.data = durations
+        title.update(
+            f"{stage}: duration over its last {len(durations)} runs, "
+            f"{format_duration(min(durations))} – {format_duration(max(durations))}"
+            if durations else f"{stage}: no recorded durations"
+        )  # fmt: skip
+        self._show_metrics(stage)
+
+    def _show_metrics(self, stage: str | None) -> None:
+        table = self.query_one("#metrics", DataTable)
+        table.clear()
+        recorded = self.history.metrics(stage, 200) if stage else []
+        runs = [run_id for run_id, _ in recorded]
+        if self.run_id not in runs:
+            table.add_class("hidden")
+            return
+        index = runs.index(self.run_id)
+        now = recorded[index][1]
+        before = recorded[index - 1][1] if index else {}
+        for name in sorted(set(now) | set(before)):
+            value, previous = now.get(name), before.get(name)
+            change = value - previous if value is not None and previous is not None else None
+            table.add_row(name, _number(value), _number(previous), _number(change, sign=True))
+        table.border_title = f"Metrics of {stage}" + (f" (vs {runs[index - 1]})" if index else "")
+        table.remove_class("hidden")
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def action_toggle_focus(self) -> None:
+        """Cycle the focus: runs, stages, log."""
+        order = ["#runs", "#stages", "#log"]
+        focused = self.focused
+        ids = [f"#{focused.id}"] if focused is not None and focused.id else []
+        current = order.index(ids[0]) if ids and ids[0] in order else -1
+        self.query_one(order[(current + 1) % len(order)]).focus()
+
+    def action_close(self) -> None:
+        """Back to where `h` was pressed."""
+        self.history.close()
+        self.dismiss()
