@@ -53,7 +53,11 @@ def die_with_parent(parent: int) -> None:
 
 
 def _pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    try:
+        names = os.listdir("/proc")
+    except FileNotFoundError:  # not Linux: only process-group signals work there
+        return []
+    return [int(name) for name in names if name.isdigit()]
 
 
 def find_marked(marker: Mapping[str, str]) -> list[int]:
@@ -85,6 +89,13 @@ def _signal(pids: Iterable[int], sig: int) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -155,7 +166,8 @@ async def kill_tree(pgid: int, marker: Mapping[str, str], grace: float) -> None:
     seen = set(find_marked(marker))
     try:
         _signal_group(pgid, signal.SIGTERM)
-        _signal(seen, signal.SIGTERM)  # escapees; processes started later (a TERM handler's) aren't
+        # Escapees get it too, once; processes started later (say, a TERM handler's) don't.
+        _signal([pid for pid in seen if _pgid(pid) != pgid], signal.SIGTERM)
         deadline = time.monotonic() + grace
         while True:
             alive = find_marked(marker)
