@@ -10,13 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
+from rich.style import Style
 from rich.text import Text
 from textual import work
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
 from textual.geometry import Size
+from textual.markup import escape
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -40,7 +42,7 @@ class LogSource:
 
     stage_id: str
     attempt: int
-    open: Callable[[], LineReader]
+    open: Callable[[], LineReader] = field(compare=False)
 
 
 def last_state(line: str) -> str:
@@ -87,9 +89,9 @@ class LogView(ScrollView, can_focus=True):
     LogView > .log-view--hit { background: $accent; color: $text; text-style: bold; }
     LogView > .log-view--placeholder { color: $text-muted; text-style: italic; }
     """
-    COMPONENT_CLASSES = {"log-view--stderr", "log-view--match", "log-view--hit",
-                         "log-view--placeholder"}
-    BINDINGS = [
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "log-view--stderr", "log-view--match", "log-view--hit", "log-view--placeholder"}
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "scroll_down", "Down", show=False),
         Binding("k", "scroll_up", "Up", show=False),
         Binding("end", "follow_end", "End", show=False),
@@ -101,6 +103,7 @@ class LogView(ScrollView, can_focus=True):
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
+        self.stage_id: str | None = None  # set by the screen: whose log this pane shows
         self.source: LogSource | None = None
         self.placeholder = ""
         self.search: Search | None = None
@@ -136,12 +139,13 @@ class LogView(ScrollView, can_focus=True):
         if self.source is None:
             self._resize(0)
             return
-        if self._reader is None:
-            try:
+        try:
+            if self._reader is None:
                 self._reader = self.source.open()
-            except OSError:
-                return  # not created yet: try again on the next poll
-        count = len(self._reader)
+            count = len(self._reader)
+        except OSError as error:  # not created yet, or unreadable: say so, try again later
+            self.placeholder = f"log not readable: {error.strerror or error}"
+            return
         if count != self._count:
             self._resize(count)
             if self.search is not None:
@@ -167,8 +171,8 @@ class LogView(ScrollView, can_focus=True):
 
     def _set_virtual_size(self) -> None:
         if self.wrap:
-            self.virtual_size = Size(self.scrollable_content_region.width,
-                                     self._count + max(0, self.scrollable_content_region.height - 1))
+            region = self.scrollable_content_region
+            self.virtual_size = Size(region.width, self._count + max(0, region.height - 1))
         else:
             self.virtual_size = Size(self._max_width, self._count)
 
@@ -183,7 +187,7 @@ class LogView(ScrollView, can_focus=True):
         self._rows = None
         self._set_virtual_size()
         if self.follow:
-            self._scroll_end()
+            self.call_after_refresh(self._scroll_end)
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
@@ -208,7 +212,7 @@ class LogView(ScrollView, can_focus=True):
         if text is None:
             stream, raw = self._line(index)
             base = self.get_component_rich_style("log-view--stderr") if stream == "stderr" else None
-            text = Text.from_ansi(last_state(raw), style=base or "", no_wrap=True, end="")
+            text = Text.from_ansi(last_state(raw), style=base or "", end="")
             text.expand_tabs(8)
             self._highlight(index, text)
             self._texts[key] = text
@@ -224,9 +228,14 @@ class LogView(ScrollView, can_focus=True):
             if match.end() > match.start():
                 text.stylize(style, match.start(), match.end())
 
+    def _render(self, text: Text) -> Strip:
+        """A Strip of `text` with its base style (`Text.render` leaves that to the caller)."""
+        strip = Strip(text.render(self.app.console), text.cell_len)
+        return strip.apply_style(text.style) if isinstance(text.style, Style) else strip
+
     def _strip(self, index: int) -> Strip:
         text = self._text(index)
-        strip = Strip(text.render(self.app.console), text.cell_len)
+        strip = self._render(text)
         if text.cell_len > self._max_width:
             self._max_width = text.cell_len
             self.call_later(self._set_virtual_size)
@@ -238,7 +247,7 @@ class LogView(ScrollView, can_focus=True):
         if rows is None:
             console = self.app.console
             lines = self._text(index).wrap(console, width, overflow="fold") or [Text()]
-            rows = [Strip(line.render(console), line.cell_len) for line in lines]
+            rows = [self._render(line) for line in lines]
             self._wrapped[key] = rows
         return rows
 
@@ -269,24 +278,24 @@ class LogView(ScrollView, can_focus=True):
             if y == 0 and self.placeholder:
                 text = Text(" " + self.placeholder, self.get_component_rich_style(
                     "log-view--placeholder"), no_wrap=True, end="")
-                return Strip(text.render(self.app.console)).crop_extend(0, width, style)
+                return self._render(text).apply_style(style).crop_extend(0, width, style)
             return Strip.blank(width, style)
         if self.wrap:
             rows = self._wrapped_screen(width, self.scrollable_content_region.height)
             strip = rows[y] if y < len(rows) else Strip.blank(width, style)
-            return strip.crop_extend(0, width, style)
+            return strip.apply_style(style).crop_extend(0, width, style)
         index = self.scroll_offset.y + y
         if index >= self._count:
             return Strip.blank(width, style)
         x = self.scroll_offset.x
-        return self._strip(index).crop_extend(x, x + width, style)
+        return self._strip(index).apply_style(style).crop_extend(x, x + width, style)
 
     # -- follow, wrap, scrolling --------------------------------------------------------------
 
     def _scroll_end(self) -> None:
         self._auto_scroll = True
         try:
-            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
         finally:
             self._auto_scroll = False
 
@@ -301,7 +310,7 @@ class LogView(ScrollView, can_focus=True):
         elif self.wrap:  # keep the screen where the bottom-anchored render left it
             self._auto_scroll = True
             try:
-                self.scroll_to(y=self._anchor_top, animate=False, immediate=True)
+                self.scroll_to(y=self._anchor_top, animate=False, immediate=True, force=True)
             finally:
                 self._auto_scroll = False
         self._rows = None
@@ -327,7 +336,7 @@ class LogView(ScrollView, can_focus=True):
         top = max(0, index - self.scrollable_content_region.height // 3)
         self._auto_scroll = True
         try:
-            self.scroll_to(y=top, animate=False, immediate=True)
+            self.scroll_to(y=top, animate=False, immediate=True, force=True)
         finally:
             self._auto_scroll = False
         self.refresh()
@@ -407,7 +416,7 @@ class LogView(ScrollView, can_focus=True):
         return plain(self._reader.lines(self.search.hit, self.search.hit + 1)[0][1])
 
     def _status_changed(self) -> None:
-        self.border_subtitle = self.status_text()
+        self.border_subtitle = escape(self.status_text())
 
     def status_text(self) -> str:
         """Line count and follow / wrap / search state, shown in the bottom border."""

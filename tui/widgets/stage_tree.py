@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.style import Style
 from rich.text import Text
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
@@ -42,12 +44,12 @@ class StageTree(Tree[str]):
     """
         + _STATUS_CSS
     )
-    COMPONENT_CLASSES = {
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
         "stage-tree--dim",
         "stage-tree--hint",
         *(f"stage-tree--{s}" for s in STATUSES),
     }
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
         Binding("enter", "screen.toggle_focus", "Log", show=False),
@@ -59,13 +61,13 @@ class StageTree(Tree[str]):
         self.guide_depth = 2
         self.pipeline = pipeline
         self.views = views
-        self._nodes: dict[str, TreeNode[str]] = {}
+        self._stage_nodes: dict[str, TreeNode[str]] = {}
         self._parent_of: dict[str, str] = {}
-        self._width: dict[str, int] = {}  # node key -> name column width (aligns durations)
-        self._now = 0.0
-        self._build()
+        self._name_width: dict[str, int] = {}  # node key -> name column width (aligns durations)
+        self._clock_now = 0.0
+        self._add_nodes()
 
-    def _build(self) -> None:
+    def _add_nodes(self) -> None:
         """Add one node per stage (and per matrix instance), in topological order."""
         seen: set[str] = set()
         for stage in self.pipeline.stages.values():
@@ -74,17 +76,17 @@ class StageTree(Tree[str]):
             seen.add(stage.name)
             ids = self.pipeline.groups.get(stage.name, (stage.id,))
             if len(ids) == 1 and ids[0] == stage.name:
-                self._nodes[stage.id] = self.root.add_leaf("", data=stage.id)
+                self._stage_nodes[stage.id] = self.root.add_leaf("", data=stage.id)
                 continue
             parent = self.root.add("", data=stage.name, expand=True)
-            self._nodes[stage.name] = parent
+            self._stage_nodes[stage.name] = parent
             width = max(len(self._short_name(sid, stage.name)) for sid in ids)
             for sid in ids:
-                self._nodes[sid] = parent.add_leaf("", data=sid)
+                self._stage_nodes[sid] = parent.add_leaf("", data=sid)
                 self._parent_of[sid] = stage.name
-                self._width[sid] = width
-        top = max((len(k) for k in self._nodes if k not in self._parent_of), default=0)
-        self._width.update({k: top for k in self._nodes if k not in self._parent_of})
+                self._name_width[sid] = width
+        top = max((len(k) for k in self._stage_nodes if k not in self._parent_of), default=0)
+        self._name_width.update({k: top for k in self._stage_nodes if k not in self._parent_of})
 
     @staticmethod
     def _short_name(stage_id: str, name: str) -> str:
@@ -100,11 +102,13 @@ class StageTree(Tree[str]):
         key = node.data
         return [key] if key in self.pipeline.stages else list(self.pipeline.groups.get(key, ()))
 
-    def select_stage(self, stage_id: str) -> None:
+    def node_for(self, key: str) -> TreeNode[str]:
+        """The node of a stage instance id or a matrix stage name."""
+        return self._stage_nodes[key]
+
+    def select_stage(self, key: str) -> None:
         """Move the cursor to a stage instance (or matrix stage) node."""
-        node = self._nodes.get(stage_id)
-        if node is not None:
-            self.move_cursor(node)
+        self.move_cursor(self._stage_nodes[key])
 
     def refresh_stage(self, stage_id: str) -> None:
         """Redraw the label of one instance and of its matrix parent."""
@@ -115,19 +119,19 @@ class StageTree(Tree[str]):
 
     def refresh_all(self, now: float) -> None:
         """Redraw every label (theme change, first draw)."""
-        self._now = now
-        for key in self._nodes:
+        self._clock_now = now
+        for key in self._stage_nodes:
             self._relabel(key)
 
     def tick(self, now: float) -> None:
         """Advance the ticking durations of running stages."""
-        self._now = now
+        self._clock_now = now
         for sid, view in self.views.items():
             if view.status == "running":
                 self.refresh_stage(sid)
 
     def _relabel(self, key: str) -> None:
-        node = self._nodes[key]
+        node = self._stage_nodes[key]
         label = self._label_for(key)
         if node.label != label:
             node.set_label(label)
@@ -137,12 +141,12 @@ class StageTree(Tree[str]):
         if stage is None:  # a matrix stage: the most urgent status of its instances
             ids = self.pipeline.groups[key]
             status = summary_status([self.views[i].status for i in ids])
-            return self._assemble(status, key.ljust(self._width[key]), "", "", "", len(ids))
+            return self._assemble(status, key.ljust(self._name_width[key]), "", "", "", len(ids))
         view = self.views[key]
         name = self._short_name(key, stage.name) if key in self._parent_of else key
-        dur = format_duration(view.elapsed(self._now))
+        dur = format_duration(view.elapsed(self._clock_now))
         host = view.host if view.host != LOCAL else (stage.host if stage.host != LOCAL else "")
-        return self._assemble(view.status, name.ljust(self._width[key]), dur, host,
+        return self._assemble(view.status, name.ljust(self._name_width[key]), dur, host,
                               format_attempt(view.attempt, stage.retries), 0)
 
     def _assemble(self, status: str, name: str, dur: str, host: str, attempt: str,

@@ -13,7 +13,6 @@ from engine.events import (
     QUEUED,
     RUNNING,
     SKIPPED,
-    STATUSES,
     SUCCEEDED,
     TIMED_OUT,
     WAITING,

@@ -1,0 +1,391 @@
+"""Pilot tests: every key of SPEC §9 (and the extra ones) on real runs of real pipelines."""
+
+from __future__ import annotations
+
+import asyncio
+
+from textual.widgets import Input
+
+from engine.events import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, WAITING
+from tests.conftest import marked_pids
+from tests.tui.conftest import label, log_of, screen_of, shown, status, tree_of, until
+from tui.screens.help import ConfirmScreen, HelpScreen
+
+SLOW = """\
+version: 1
+name: slow
+stages:
+  first:
+    run: echo first
+  slow:
+    needs: [first]
+    run: |
+      echo started
+      sleep 60
+  after:
+    needs: [slow]
+    run: echo after
+"""
+
+FAILING = """\
+version: 1
+name: failing
+stages:
+  ok:
+    run: echo fine
+  bad:
+    run: |
+      echo "attempt $PIPEDECK_ATTEMPT"
+      test -f go
+  next:
+    needs: [bad]
+    run: echo next
+"""
+
+
+def many_lines(count: int, extra: str = "") -> str:
+    return f"""\
+version: 1
+name: lines
+stages:
+  talk:
+    run: |
+      for i in $(seq 1 {count}); do echo "line $i"; done
+      {extra}
+"""
+
+
+async def test_tree_lists_stages_in_topological_order_with_matrix_instances(make_app):
+    app = make_app(start=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        tree = tree_of(app)
+        top = [node.data for node in tree.root.children]
+        assert top == ["build", "test", "deploy"]
+        assert [n.data for n in tree.node_for("test").children] == ["test[py=a]", "test[py=b]"]
+        assert label(app, "test[py=a]").split()[:2] == ["·", "py=a"]
+
+
+async def test_up_down_and_j_k_select_stages(make_app):
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: not app.run_screen.run.running, "the run to stop")
+        assert log_of(app).stage_id == "build"
+        await pilot.press("down")
+        assert log_of(app).stage_id in ("test[py=a]", "test[py=b]")  # the matrix stage
+        await pilot.press("j")
+        assert log_of(app).stage_id == "test[py=a]"
+        await pilot.press("j")
+        assert log_of(app).stage_id == "test[py=b]"
+        await pilot.press("k", "up", "up")
+        assert log_of(app).stage_id == "build"
+        await pilot.press("down", "down", "down", "down")
+        assert log_of(app).stage_id == "deploy"
+
+
+async def test_log_shows_selected_stage_output_with_stderr_tinted(make_app):
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: shown(log_of(app)) == ["building", "oops"], "build's log")
+        view = log_of(app)
+        stdout, stderr = view.render_line(0), view.render_line(1)
+        colour = {seg.style.color for seg in stderr if seg.text.strip() and seg.style}
+        assert colour and colour != {seg.style.color for seg in stdout if seg.text.strip()}
+
+
+async def test_enter_and_tab_move_focus_between_tree_and_log(make_app):
+    app = make_app(start=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        assert app.focused is tree_of(app)
+        await pilot.press("enter")
+        assert app.focused is log_of(app)
+        await pilot.press("enter")
+        assert app.focused is tree_of(app)
+        await pilot.press("tab")
+        assert app.focused is log_of(app)
+        await pilot.press("tab")
+        assert app.focused is tree_of(app)
+
+
+async def test_manual_stage_waits_with_hint_and_a_approves_it(make_app):
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: status(app, "deploy") == WAITING, "deploy to wait")
+        await pilot.pause(0.1)
+        assert "press a" in label(app, "deploy")
+        tree_of(app).select_stage("deploy")
+        await pilot.pause()
+        assert "press a" in shown(log_of(app))[0]
+        await pilot.press("a")
+        await until(pilot, lambda: status(app, "deploy") == SUCCEEDED, "deploy to run")
+        await until(pilot, lambda: shown(log_of(app)) == ["deployed"], "deploy's log")
+        assert "press a" not in label(app, "deploy")
+
+
+async def test_r_reruns_selected_stage_and_downstream_as_new_attempts(make_app):
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: status(app, "test[py=b]") == SUCCEEDED, "the first run")
+        await until(pilot, lambda: not app.run_screen.run.running, "the run to stop")
+        await pilot.press("down", "down")  # test[py=a]
+        await pilot.press("r")
+        views = app.run_screen.views
+        await until(pilot, lambda: views["test[py=a]"].attempt == 2
+                    and views["test[py=a]"].status == SUCCEEDED, "the rerun")
+        assert views["build"].attempt == 1  # upstream is not rerun
+        assert views["test[py=b]"].attempt == 1  # nor a sibling instance
+        await until(pilot, lambda: "attempt 2" in str(log_of(app).border_title), "the title")
+        assert "#2" in label(app, "test[py=a]")
+
+
+async def test_R_reruns_failed_stages(make_app):
+    app = make_app(FAILING)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: status(app, "bad") == FAILED, "bad to fail")
+        await until(pilot, lambda: app.run_screen.exit_code == 1, "the run's exit code")
+        (app.run_screen.run.pipeline.workspace / "go").write_text("")
+        await pilot.press("R")
+        await until(pilot, lambda: status(app, "next") == SUCCEEDED, "the rerun to pass")
+        assert app.run_screen.views["bad"].attempt == 2
+        assert app.run_screen.views["ok"].attempt == 1
+        await until(pilot, lambda: app.run_screen.exit_code == 0, "exit code 0")
+
+
+async def test_c_cancels_the_selected_stage_and_nothing_is_left(make_app):
+    app = make_app(SLOW)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: status(app, "slow") == RUNNING, "slow to start")
+        tree_of(app).select_stage("slow")
+        await until(pilot, lambda: shown(log_of(app)) == ["started"], "slow's log")
+        await pilot.press("c")
+        await until(pilot, lambda: status(app, "slow") == CANCELLED, "slow to be cancelled")
+        await until(pilot, lambda: not app.run_screen.run.running, "the run to stop")
+        assert status(app, "first") == SUCCEEDED
+        assert not marked_pids(app.run_screen.run.run_id)
+        assert "cancelled" in str(log_of(app).border_title)
+
+
+async def test_C_cancels_the_whole_run(make_app):
+    app = make_app(SLOW)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: status(app, "slow") == RUNNING, "slow to start")
+        await pilot.press("C")
+        await until(pilot, lambda: not app.run_screen.run.running, "the run to stop")
+        assert status(app, "slow") == CANCELLED
+        assert status(app, "after") in (CANCELLED, PENDING, "skipped")
+        assert not marked_pids(app.run_screen.run.run_id)
+        assert "cancelled" in str(app.run_screen.query_one("RunHeader").render())
+
+
+async def test_f_toggles_follow_and_scrolling_up_stops_it(make_app):
+    app = make_app(many_lines(200))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: log_of(app).line_count == 200, "200 lines")
+        view = log_of(app)
+        await until(pilot, lambda: shown(view)[-1] == "line 200", "the end to show")
+        assert view.follow
+        await pilot.press("f")
+        assert not view.follow
+        await pilot.press("f")
+        assert view.follow and shown(view)[-1] == "line 200"
+        await pilot.press("enter", "pageup")
+        await pilot.pause()
+        assert not view.follow and shown(view)[-1] != "line 200"
+        await pilot.press("end")
+        await pilot.pause()
+        assert view.follow and shown(view)[-1] == "line 200"
+
+
+async def test_follow_keeps_up_with_new_output(make_app):
+    app = make_app(many_lines(3, "sleep 0.3; echo late"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: shown(log_of(app))[-1:] == ["late"], "the late line")
+
+
+async def test_slash_searches_with_n_and_N_and_a_match_count(make_app):
+    app = make_app(many_lines(300))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: log_of(app).line_count == 300, "300 lines")
+        view = log_of(app)
+        await pilot.press("slash")
+        assert app.focused is app.run_screen.query_one("#search", Input)
+        top = view.scroll_offset.y
+        await pilot.press(*"line [0-9]*7$", "enter")
+        await until(pilot, lambda: view.search and view.search.scanned == 300, "the scan")
+        assert view.search.matches == list(range(6, 300, 10))  # line 7 is index 6
+        first = view.search.hit  # the first match at or below the top of the screen
+        assert first == min(m for m in view.search.matches if m >= top)
+        position = view.search.matches.index(first) + 1
+        assert f"{position}/30" in str(view.border_subtitle)
+        assert not view.follow
+        assert view.scroll_offset.y <= first < view.scroll_offset.y + 10
+        await pilot.press("n")
+        assert view.search.hit == (first + 10 if first < 290 else 6)
+        await pilot.press("N", "N")
+        assert view.search.hit == first - 10
+        row = view.scroll_offset.y
+        hit_row = view.render_line(view.search.hit - row)
+        assert any(seg.style and seg.style.bgcolor for seg in hit_row if "7" in seg.text)
+        await pilot.press("escape")
+        assert view.search is None
+
+
+async def test_invalid_regex_is_a_notification(make_app):
+    app = make_app(many_lines(3))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("slash", "(", "enter")
+        await pilot.pause()
+        assert any("regular expression" in n.message for n in app._notifications)
+        assert log_of(app).search is None
+
+
+async def test_w_toggles_wrap(make_app):
+    app = make_app(many_lines(1, "printf 'x%.0s' $(seq 1 300); echo"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: log_of(app).line_count == 2, "two lines")
+        view = log_of(app)
+        assert len(shown(view)) == 2
+        await pilot.press("w")
+        await pilot.pause()
+        assert view.wrap
+        rows = shown(view)
+        assert len(rows) > 3 and "".join(rows[1:]) == "x" * 300
+        await pilot.press("w")
+        await pilot.pause()
+        assert len(shown(view)) == 2
+
+
+async def test_carriage_return_shows_last_state_and_ansi_colours_render(make_app):
+    app = make_app(many_lines(0, r"printf 'one 10%%\rone 100%%\n\033[31mred\033[0m\n'"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: log_of(app).line_count == 2, "two lines")
+        view = log_of(app)
+        await until(pilot, lambda: shown(view) == ["one 100%", "red"], "the rendered lines")
+        red = [seg for seg in view.render_line(1) if seg.text == "red"]
+        assert red and red[0].style.color.number == 1  # ANSI red
+
+
+async def test_p_pins_a_second_log_pane(make_app):
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: not app.run_screen.run.running, "the run to stop")
+        await pilot.press("p")
+        pinned = log_of(app, "pinned")
+        assert pinned.display and pinned.stage_id == "build"
+        await pilot.press("down", "down")
+        await until(pilot, lambda: shown(log_of(app)) == ["test a"], "test a's log")
+        assert shown(pinned) == ["building", "oops"]
+        await pilot.press("up", "up", "p")
+        assert not pinned.display
+
+
+async def test_y_copies_visible_lines_and_Y_the_search_hit(make_app):
+    app = make_app(many_lines(5))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: log_of(app).line_count == 5, "five lines")
+        await pilot.press("y")
+        assert app.clipboard == "\n".join(f"line {i}" for i in range(1, 6))
+        await pilot.press("slash", *"ne 4", "enter")
+        await until(pilot, lambda: log_of(app).search.hit is not None, "a hit")
+        await pilot.press("Y")
+        assert app.clipboard == "line 4"
+
+
+async def test_W_toggles_watch_mode(make_app):
+    app = make_app(start=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("W")
+        await pilot.pause()
+        assert app.run_screen.watching
+        assert "watching" in str(app.run_screen.query_one("RunHeader").render())
+        await pilot.press("W")
+        assert not app.run_screen.watching
+
+
+async def test_h_opens_history(make_app):
+    app = make_app(start=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("h")
+        await pilot.pause()
+        try:
+            from tui.screens.history import HistoryScreen
+        except ImportError:
+            assert any("history" in n.message for n in app._notifications)
+        else:
+            assert isinstance(app.screen, HistoryScreen)
+
+
+async def test_question_mark_shows_every_key(make_app):
+    app = make_app(start=False)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        keys = {row[0] for row in app.screen.rows}
+        assert {"r", "R", "c", "C", "a", "f", "/", "n", "N", "w", "W", "h", "?", "q"} <= keys
+        await pilot.press("escape")
+        assert app.screen is screen_of(app)
+
+
+async def test_command_palette_lists_every_action(make_app):
+    app = make_app(start=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        titles = {cmd.title for cmd in app.get_system_commands(app.screen)}
+        for binding in screen_of(app).BINDINGS:
+            assert binding.description in titles
+
+
+async def test_click_selects_a_stage(make_app):
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: not app.run_screen.run.running, "the run to stop")
+        tree = tree_of(app)
+        line = tree.node_for("deploy").line
+        await pilot.click(tree, offset=(4, line + 1 - tree.scroll_offset.y))  # +1: the border
+        await pilot.pause()
+        assert log_of(app).stage_id == "deploy"
+
+
+async def test_q_quits_with_the_runs_exit_code(make_app):
+    app = make_app(FAILING)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: not app.run_screen.run.running
+                    and status(app, "bad") == FAILED, "the run to fail")
+        await pilot.press("q")
+        await until(pilot, lambda: app.return_code is not None, "the app to exit")
+    assert app.return_value == 1
+
+
+async def test_q_while_running_asks_then_cancels_everything(make_app):
+    app = make_app(SLOW)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: status(app, "slow") == RUNNING, "slow to start")
+        run_id = app.run_screen.run.run_id
+        assert marked_pids(run_id)
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.screen is screen_of(app) and app.run_screen.run.running
+        await pilot.press("q")
+        await pilot.pause()
+        await pilot.press("y")
+        await until(pilot, lambda: app.return_code is not None, "the app to exit")
+    assert status(app, "slow") == CANCELLED
+    assert not marked_pids(run_id)
+
+
+async def test_engine_error_is_a_notification_not_a_traceback(make_app):
+    app = make_app(SLOW)
+    run = app.run_screen.run
+    other = asyncio.create_task(run.execute())  # so the app's own execute() raises
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app._notifications, "a notification")
+        note = next(iter(app._notifications))
+        assert note.severity == "error" and "already executing" in note.message
+        assert app.is_running and app.screen is screen_of(app)
+        run.cancel_all()
+        await other

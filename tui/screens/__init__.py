@@ -1,0 +1,1 @@
+"""The app's screens: run, help (and history, by the history engineer)."""

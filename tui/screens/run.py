@@ -1,0 +1,508 @@
+"""The run screen: stage tree on the left, log panes on the right, header and footer.
+
+State flows one way: the run's events update `views` (plain data) and mark what changed; a timer
+at `FRAME_RATE` applies the changes to the widgets, so a flood of log events costs one poll per
+frame, never one message per line. Commands flow back as calls on the run.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+from textual import on, work
+from textual.app import ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.markup import escape
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Tree
+from textual.worker import Worker, WorkerState
+
+from engine.events import (
+    CACHED,
+    CANCELLED,
+    FINISHED,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    SKIPPED,
+    WAITING,
+    Event,
+    LogLines,
+    RunFinished,
+    RunStarted,
+    StageStatus,
+)
+from tui.screens.help import ConfirmScreen, HelpScreen
+from tui.widgets.header import RunHeader
+from tui.widgets.log_view import LineReader, LogSource, LogView
+from tui.widgets.stage_tree import StageTree
+from tui.widgets.status import StageView, summary_status
+
+if TYPE_CHECKING:
+    from engine.logs import LogStore
+    from engine.spec import Pipeline
+
+FRAME_RATE = 20  # log panes and labels are refreshed at most this often
+
+
+class RunLike(Protocol):
+    """What the screen uses of `engine.run.Run`."""
+
+    run_id: str
+    pipeline: Pipeline
+    logs: LogStore
+    running: bool
+
+    def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]: ...
+    def execute(self) -> Awaitable[int]: ...
+    def close(self) -> Awaitable[None]: ...
+    def cancel(self, stage_id: str) -> None: ...
+    def cancel_all(self) -> None: ...
+    def rerun(self, stage_id: str) -> None: ...
+    def rerun_failed(self) -> None: ...
+    def approve(self, stage_id: str) -> None: ...
+
+
+def _placeholder(sid: str, view: StageView) -> str:
+    """What the log pane says when a stage has no output to show."""
+    status = view.status
+    if status == WAITING:
+        return f"{sid} is waiting for approval: press a to run it"
+    if status == PENDING:
+        return f"{sid} is pending: it starts when what it needs is done"
+    if status == QUEUED:
+        return f"{sid} is queued: it starts when a slot is free"
+    if status in (SKIPPED, CACHED, CANCELLED) and not view.has_log:
+        return f"{sid} {status}" + (f": {view.reason}" if view.reason else "")
+    if status == RUNNING:
+        return "no output yet"
+    return "no output"
+
+
+class RunScreen(Screen[None]):
+    """Shows one `Run` and drives it with keys."""
+
+    DEFAULT_CSS = """
+    RunScreen #body { height: 1fr; }
+    RunScreen StageTree {
+        width: 36%; min-width: 24; max-width: 56; height: 1fr;
+        border: round $panel-lighten-2; background: $surface;
+    }
+    RunScreen StageTree:focus { border: round $accent; }
+    RunScreen #logs { width: 1fr; height: 1fr; }
+    RunScreen LogView { height: 1fr; }
+    RunScreen #pinned { display: none; }
+    RunScreen.-pinned #pinned { display: block; }
+    RunScreen #search { dock: bottom; display: none; }
+    RunScreen.-searching #search { display: block; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("r", "rerun", "Rerun", tooltip="rerun the selected stage and its downstream"),
+        Binding("R", "rerun_failed", "Rerun failed", show=False,
+                tooltip="rerun every failed stage and its downstream"),
+        Binding("c", "cancel", "Cancel", tooltip="cancel the selected stage"),
+        Binding("C", "cancel_all", "Cancel all", show=False, tooltip="cancel the whole run"),
+        Binding("a", "approve", "Approve", tooltip="approve the selected manual stage"),
+        Binding("f", "follow", "Follow", tooltip="toggle following the log's end"),
+        Binding("slash", "search", "Search", key_display="/",
+                tooltip="search the log (regular expression)"),
+        Binding("n", "next_match(1)", "Next match", show=False, tooltip="next search match"),
+        Binding("N", "next_match(-1)", "Previous match", show=False,
+                tooltip="previous search match"),
+        Binding("w", "wrap", "Wrap", show=False, tooltip="toggle line wrap"),
+        Binding("p", "pin", "Pin", show=False,
+                tooltip="pin the selected stage's log in a second pane"),
+        Binding("y", "copy", "Copy", show=False, tooltip="copy the visible log lines (OSC 52)"),
+        Binding("Y", "copy_hit", "Copy match", show=False,
+                tooltip="copy the line of the current search match (OSC 52)"),
+        Binding("W", "watch", "Watch", show=False, tooltip="toggle watch mode"),
+        Binding("h", "history", "History", show=False, tooltip="show the run history"),
+        Binding("question_mark", "help", "Help", key_display="?", tooltip="show every key"),
+        Binding("q", "quit", "Quit", tooltip="quit (a running run is cancelled first)"),
+        Binding("escape", "clear_search", "Clear search", show=False,
+                tooltip="close the search and clear its highlights"),
+    ]
+    NAVIGATION: ClassVar[list[tuple[str, str]]] = [
+        ("up/down, j/k", "select a stage (tree) or scroll (log)"),
+        ("enter, tab", "move focus between the tree and the log"),
+        ("end", "jump to the log's end and follow"),
+        ("click", "select a stage"),
+    ]
+
+    def __init__(self, run: RunLike, *, start: bool = True, watch: bool = False,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.run = run
+        self.pipeline = run.pipeline
+        self.clock = clock
+        self.start = start
+        self.watching = watch
+        self.exit_code = 0
+        self.views: dict[str, StageView] = {sid: StageView(host=stage.host)
+                                            for sid, stage in run.pipeline.stages.items()}
+        for sid, state in getattr(run, "states", {}).items():
+            self.views[sid] = StageView(status=state.status, attempt=state.attempt,
+                                        host=state.host, reason=state.reason)
+        self._dirty_status: set[str] = set()
+        self._dirty_logs: set[str] = set()
+        self._run_status = "not started"
+        self._run_started: float | None = None
+        self._run_ended: float | None = None
+        self._header_key: tuple[object, ...] = ()
+        self._pinned: str | None = None
+        self._active_log = "log"
+        self._quitting = False
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def compose(self) -> ComposeResult:
+        yield RunHeader()
+        with Horizontal(id="body"):
+            yield StageTree(self.pipeline, self.views, id="tree")
+            with Vertical(id="logs"):
+                yield LogView(id="log")
+                yield LogView(id="pinned")
+                yield Input(placeholder="search: a regular expression, enter to search",
+                            id="search", compact=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        tree = self.query_one(StageTree)
+        tree.refresh_all(self.clock())
+        tree.focus()
+        tree.move_cursor_to_line(0)
+        self._unsubscribe = self.run.subscribe(self._on_event)
+        self.set_interval(1 / FRAME_RATE, self.sync)
+        self.watch(self.app, "theme", lambda: tree.refresh_all(self.clock()), init=False)
+        self._show_selected()
+        self.sync()
+        if self.start:
+            self._execute()
+
+    # -- events in ------------------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        """Called by the run on this loop: record what changed; `sync` draws it."""
+        if isinstance(event, LogLines):
+            self._dirty_logs.add(event.stage)
+        elif isinstance(event, StageStatus):
+            if event.stage in self.views:
+                self.views[event.stage].apply(event)
+                self._dirty_status.add(event.stage)
+        elif isinstance(event, RunStarted):
+            self._run_status, self._run_started, self._run_ended = RUNNING, event.ts, None
+        elif isinstance(event, RunFinished):
+            self._run_status, self._run_ended = event.status, event.ts
+
+    def sync(self) -> None:
+        """Apply recorded changes to the widgets (called at the frame rate)."""
+        tree = self.query_one(StageTree)
+        tree.tick(self.clock())
+        dirty, self._dirty_status = self._dirty_status, set()
+        for sid in dirty:
+            tree.refresh_stage(sid)
+        logs, self._dirty_logs = self._dirty_logs, set()
+        main, pinned = self.query_one("#log", LogView), self.query_one("#pinned", LogView)
+        if dirty.intersection(tree.selected_ids):
+            self._show_selected()
+        elif main.stage_id in logs:
+            main.poll()
+        if self._pinned in dirty:
+            self._show(pinned, self._pinned)
+        elif self._pinned in logs:
+            pinned.poll()
+        self._update_header()
+
+    def _update_header(self) -> None:
+        now = self.clock()
+        status = self._run_status
+        if not self.run.running and any(v.status == WAITING for v in self.views.values()):
+            status = "waiting for approval"
+        elapsed = None
+        if self._run_started is not None:
+            elapsed = (self._run_ended or now) - self._run_started
+        banner = "watching" if self.watching else ""
+        header = self.query_one(RunHeader)
+        key = (status, round(elapsed or 0, 1), tuple(v.status for v in self.views.values()),
+               banner, header.size.width)
+        if key != self._header_key:
+            self._header_key = key
+            header.update_run(self.pipeline.name, status, elapsed, self.views, banner)
+
+    # -- log panes --------------------------------------------------------------------------------
+
+    def _pick(self, ids: list[str]) -> str | None:
+        """The instance whose log to show for a node: itself, or a matrix's most urgent one."""
+        if len(ids) <= 1:
+            return ids[0] if ids else None
+        urgent = summary_status([self.views[i].status for i in ids])
+        return next(i for i in ids if self.views[i].status == urgent)
+
+    def _show_selected(self) -> None:
+        sid = self._pick(self.query_one(StageTree).selected_ids)
+        self._show(self.query_one("#log", LogView), sid)
+
+    def _show(self, log: LogView, sid: str | None) -> None:
+        """Point a log pane at the current attempt of stage `sid`."""
+        log.stage_id = sid
+        if sid is None:
+            log.border_title = ""
+            log.show(None, "no stage selected")
+            return
+        view = self.views[sid]
+        source = None
+        if view.has_log:
+            opener = partial(self._open_log, sid, view.attempt)
+            source = LogSource(sid, view.attempt, opener)
+        title = sid if view.attempt <= 1 else f"{sid} · attempt {view.attempt}"
+        state = view.status if view.status not in FINISHED or not view.reason else (
+            f"{view.status}: {view.reason}")
+        log.border_title = escape(f"{title} · {state}")
+        log.show(source, _placeholder(sid, view))
+
+    def _open_log(self, sid: str, attempt: int) -> LineReader:
+        return self.run.logs.reader(self.run.run_id, sid, attempt)
+
+    @property
+    def active_log(self) -> LogView:
+        """The pane that f, w, /, n, N, y act on: the last focused one."""
+        if self._active_log == "pinned" and self._pinned is not None:
+            return self.query_one("#pinned", LogView)
+        return self.query_one("#log", LogView)
+
+    def on_descendant_focus(self) -> None:
+        focused = self.focused
+        if isinstance(focused, LogView) and focused.id:
+            self._active_log = focused.id
+
+    @on(Tree.NodeHighlighted)
+    def _selection_moved(self) -> None:
+        self._show_selected()
+
+    # -- running --------------------------------------------------------------------------------
+
+    @work(exclusive=True, group="run", exit_on_error=False)
+    async def _execute(self) -> int:
+        return await self.run.execute()
+
+    def _ensure_running(self) -> None:
+        if not self.run.running and not self._quitting:
+            self._execute()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if worker.group != "run":
+            return
+        if event.state == WorkerState.ERROR:
+            self.notify(str(worker.error) or type(worker.error).__name__,
+                        title="engine error", severity="error", timeout=10)
+        elif event.state == WorkerState.SUCCESS and isinstance(worker.result, int):
+            self.exit_code = worker.result
+        if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+            self.sync()
+            if self._quitting and not self.run.running:
+                self._finish()
+
+    def _command(self, fn: Callable[..., None], *args: str) -> bool:
+        """Call a run command; an error becomes a notification. True when it succeeded."""
+        try:
+            fn(*args)
+        except Exception as error:  # an engine error must never reach the screen as a traceback
+            self.notify(str(error) or type(error).__name__, title="error", severity="error")
+            return False
+        return True
+
+    def _selected(self) -> list[str]:
+        ids = self.query_one(StageTree).selected_ids
+        if not ids:
+            self.notify("select a stage first", severity="warning")
+        return ids
+
+    def action_rerun(self) -> None:
+        """Rerun the selected stage (every instance of a matrix stage) and its downstream."""
+        ids = self._selected()
+        if ids and all(self._command(self.run.rerun, sid) for sid in ids):
+            self._ensure_running()
+
+    def action_rerun_failed(self) -> None:
+        """Rerun every failed stage and its downstream."""
+        if self._command(self.run.rerun_failed):
+            self._ensure_running()
+
+    def action_cancel(self) -> None:
+        """Cancel the selected stage."""
+        for sid in self._selected():
+            self._command(self.run.cancel, sid)
+
+    def action_cancel_all(self) -> None:
+        """Cancel the whole run, in order."""
+        if not self.run.running:
+            self.notify("nothing is running")
+            return
+        self._command(self.run.cancel_all)
+
+    def action_approve(self) -> None:
+        """Approve the selected manual stage (or the waiting instances of a matrix stage)."""
+        waiting = [sid for sid in self._selected() if self.views[sid].status == WAITING]
+        if not waiting:
+            self.notify("the selected stage is not waiting for approval", severity="warning")
+            return
+        if all(self._command(self.run.approve, sid) for sid in waiting):
+            self._ensure_running()
+
+    def action_watch(self) -> None:
+        """Switch watch mode on or off."""
+        self.watching = not self.watching
+        self.notify("watch mode on" if self.watching else "watch mode off")
+        self._update_header()
+
+    def action_history(self) -> None:
+        """Open the run history."""
+        try:
+            from tui.screens.history import HistoryScreen
+        except ImportError:
+            self.notify("run history is not available in this build", severity="warning")
+            return
+        self.app.push_screen(HistoryScreen(self.pipeline))
+
+    def action_help(self) -> None:
+        """Show every key."""
+        self.app.push_screen(HelpScreen(self.help_rows()))
+
+    def help_rows(self) -> list[tuple[str, str]]:
+        """(keys, what they do) for the help screen."""
+        rows = list(self.NAVIGATION)
+        for binding in self.BINDINGS:
+            assert isinstance(binding, Binding)
+            rows.append((binding.key_display or binding.key, binding.tooltip))
+        return rows
+
+    def commands(self) -> Iterator[SystemCommand]:
+        """Every action of the screen, for the command palette."""
+        for binding in self.BINDINGS:
+            assert isinstance(binding, Binding)
+            key = binding.key_display or binding.key
+            yield SystemCommand(binding.description, f"{binding.tooltip} [{key}]",
+                                partial(self.run_action, binding.action))
+
+    # -- log actions ----------------------------------------------------------------------------
+
+    def action_toggle_focus(self) -> None:
+        """Move focus between the tree and the log."""
+        tree = self.query_one(StageTree)
+        if tree.has_focus:
+            self.active_log.focus()
+        else:
+            tree.focus()
+
+    def action_follow(self) -> None:
+        """Toggle following the end of the active log."""
+        log = self.active_log
+        log.follow = not log.follow
+
+    def action_wrap(self) -> None:
+        """Toggle line wrap in the active log."""
+        log = self.active_log
+        log.wrap = not log.wrap
+
+    def action_search(self) -> None:
+        """Open the search input for the active log."""
+        self.add_class("-searching")
+        search = self.query_one("#search", Input)
+        log = self.active_log
+        search.value = log.search.pattern.pattern if log.search else ""
+        search.focus()
+
+    @on(Input.Submitted, "#search")
+    def _search_submitted(self, event: Input.Submitted) -> None:
+        log = self.active_log
+        pattern = None
+        if event.value:
+            try:
+                pattern = re.compile(event.value)
+            except re.error as error:
+                self.notify(f"not a regular expression: {error}", severity="error")
+                return
+        self.remove_class("-searching")
+        log.start_search(pattern)
+        log.focus()
+
+    def action_clear_search(self) -> None:
+        """Close the search input, or clear the active log's search."""
+        if self.has_class("-searching"):
+            self.remove_class("-searching")
+            self.active_log.focus()
+        elif self.active_log.search is not None:
+            self.active_log.start_search(None)
+
+    def action_next_match(self, step: int) -> None:
+        """Go to the next (1) or previous (-1) search match."""
+        log = self.active_log
+        if log.search is None:
+            self.notify("no search: press / to search", severity="warning")
+        elif not log.next_match(step):
+            self.notify(f"no match for /{log.search.pattern.pattern}/", severity="warning")
+
+    def action_pin(self) -> None:
+        """Pin the selected stage's log in a second pane; again on the same stage unpins."""
+        sid = self._pick(self.query_one(StageTree).selected_ids)
+        pinned = self.query_one("#pinned", LogView)
+        if sid is None or sid == self._pinned:
+            self._pinned = None
+            self.remove_class("-pinned")
+            self._active_log = "log"
+            pinned.show(None)
+            return
+        self._pinned = sid
+        self.add_class("-pinned")
+        self._show(pinned, sid)
+
+    def action_copy(self) -> None:
+        """Copy the visible lines of the active log to the clipboard (OSC 52)."""
+        text = self.active_log.visible_text()
+        self.app.copy_to_clipboard(text)
+        self.notify(f"copied {text.count(chr(10)) + 1 if text else 0} lines")
+
+    def action_copy_hit(self) -> None:
+        """Copy the line of the current search match (OSC 52)."""
+        text = self.active_log.hit_text()
+        if text is None:
+            self.notify("no search match to copy", severity="warning")
+            return
+        self.app.copy_to_clipboard(text)
+        self.notify("copied the matching line")
+
+    # -- quitting ---------------------------------------------------------------------------------
+
+    def action_quit(self) -> None:
+        """Quit; an active run is cancelled in order first, after a confirmation."""
+        if self._quitting:
+            return
+        if self.run.running:
+            self.app.push_screen(ConfirmScreen("A run is active. Cancel it and quit?"),
+                                 self._quit_confirmed)
+        else:
+            self._quitting = True
+            self._finish()
+
+    def _quit_confirmed(self, yes: bool | None) -> None:
+        if not yes:
+            return
+        self._quitting = True
+        if self.run.running:
+            self.notify("cancelling the run…")
+            self._command(self.run.cancel_all)
+        else:
+            self._finish()
+
+    @work(group="finish", exit_on_error=False)
+    async def _finish(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        await self.run.close()
+        self.app.exit(self.exit_code)

@@ -1,0 +1,1 @@
+"""Widgets of the run screen: stage tree, log view, header."""

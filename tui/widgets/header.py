@@ -1,0 +1,55 @@
+"""The run header: pipeline name, run status, elapsed time and a count per stage status."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import ClassVar
+
+from rich.text import Text
+from textual.widgets import Static
+
+from engine.events import STATUSES
+from tui.widgets.status import ICONS, StageView, format_duration
+
+_RUN_TONE = {"running": "active", "succeeded": "ok", "failed": "bad", "cancelled": "warn"}
+_WIDE = 110  # from this width on, counts are labelled with their status names
+
+
+class RunHeader(Static):
+    """One line at the top of the run screen; `update_run` redraws it."""
+
+    DEFAULT_CSS = """
+    RunHeader {
+        dock: top;
+        height: 1;
+        background: $panel;
+        color: $text;
+        padding: 0 1;
+    }
+    RunHeader > .run-header--name { text-style: bold; color: $accent; }
+    RunHeader > .run-header--dim { color: $text-muted; }
+    RunHeader > .run-header--active { color: $accent; text-style: bold; }
+    RunHeader > .run-header--ok { color: $success; text-style: bold; }
+    RunHeader > .run-header--bad { color: $error; text-style: bold; }
+    RunHeader > .run-header--warn { color: $warning; text-style: bold; }
+    """
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "run-header--name", "run-header--dim", "run-header--active", "run-header--ok",
+        "run-header--bad", "run-header--warn",
+    }
+
+    def update_run(self, name: str, status: str, elapsed: float | None,
+                   views: dict[str, StageView], banner: str = "") -> None:
+        """Redraw with the run's state; `banner` (watch mode) is shown after the counts."""
+        style = self.get_component_rich_style
+        counts = Counter(view.status for view in views.values())
+        tone = style(f"run-header--{_RUN_TONE.get(status, 'dim')}")
+        text = Text.assemble((name, style("run-header--name")), "  ", (status, tone))
+        if elapsed is not None:
+            text.append(f" {format_duration(elapsed)}", style("run-header--dim"))
+        wide = self.size.width >= _WIDE
+        parts = [f"{ICONS[s]} {counts[s]}{' ' + s if wide else ''}" for s in STATUSES if counts[s]]
+        text.append("   " + "  ".join(parts))
+        if banner:
+            text.append(f"   {banner}", style("run-header--warn"))
+        self.update(text)
