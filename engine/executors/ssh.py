@@ -460,4 +460,4 @@ def _sweep_script(attempts: Mapping[str, str]) -> str:
 
 def _group_kill(pidfile: str, sig: str) -> str:
     return (f'pg=$(cat {quote(pidfile)} 2>/dev/null) && [ -n "$pg" ]'
-            f' && kill -{sig} -- "-$pg" 2>/dev/null')
+            f' && kill -{sig} "-$pg" 2>/dev/null')
