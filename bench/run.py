@@ -14,6 +14,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -48,35 +49,38 @@ def modules(names: list[str]) -> list[Path]:
 
 
 def run_module(path: Path, timeout: float) -> str:
-    """Run one module; its markdown section, or a section recording how it failed."""
+    """Run one module; its markdown section, or a section recording how it failed.
+
+    The module runs in its own session so that a timeout kills it with everything it started.
+    """
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, str(path)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        proc = subprocess.run(
-            [sys.executable, str(path)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as err:
-        partial = err.stdout.decode(errors="replace") if isinstance(err.stdout, bytes) else ""
-        return _failure(path, f"timed out after {timeout:.0f} s", partial, "")
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        return _failure(path, f"timed out after {timeout:.0f} s", stdout, stderr)
     took = time.perf_counter() - t0
-    if proc.returncode != 0 or not proc.stdout.strip():
-        return _failure(
-            path, f"exited {proc.returncode} after {took:.0f} s", proc.stdout, proc.stderr
-        )
-    return f"{proc.stdout.rstrip()}\n\n_`bench/{path.name}` took {took:.0f} s._\n"
+    if proc.returncode != 0 or not stdout.strip():
+        return _failure(path, f"exited {proc.returncode} after {took:.0f} s", stdout, stderr)
+    return f"{stdout.rstrip()}\n\n_`bench/{path.name}` took {took:.0f} s._\n"
 
 
 def _failure(path: Path, what: str, stdout: str, stderr: str) -> str:
     parts = [f"## {path.stem} — FAILED\n", f"`bench/{path.name}` {what}."]
     if stdout.strip():
-        parts.append(f"\nWhat it printed before failing:\n\n{stdout.strip()}")
+        parts.append(f"\nWhat it printed before failing:\n\n```\n{stdout.strip()}\n```")
     if stderr.strip():
         tail = "\n".join(stderr.strip().splitlines()[-20:])
         parts.append(f"\nLast lines of its stderr:\n\n```\n{tail}\n```")
