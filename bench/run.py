@@ -29,6 +29,8 @@ from _harness import find_task  # noqa: E402
 # The engine's own comparisons first, then the others alphabetically.
 FIRST = ("startup_bench", "fanout_bench", "throughput_bench")
 DEFAULT_TIMEOUT = 240.0
+# Everything from this line on in the existing report is hand-written and carried over.
+NOTES_MARKER = "<!-- bench/run.py keeps what follows: hand-written notes -->"
 
 
 def modules(names: list[str]) -> list[Path]:
@@ -85,6 +87,15 @@ def _failure(path: Path, what: str, stdout: str, stderr: str) -> str:
         tail = "\n".join(stderr.strip().splitlines()[-20:])
         parts.append(f"\nLast lines of its stderr:\n\n```\n{tail}\n```")
     return "\n".join(parts) + "\n"
+
+
+def kept_notes(report: Path) -> str:
+    """The hand-written notes at the end of the previous report (from NOTES_MARKER on), if any."""
+    if not report.is_file():
+        return ""
+    text = report.read_text()
+    at = text.find(NOTES_MARKER)
+    return "" if at < 0 else "\n" + text[at:]
 
 
 def _first_line(argv: list[str]) -> str:
@@ -166,7 +177,7 @@ def main() -> None:
         sections.append(run_module(path, args.timeout))
     report = header(started, load_before, time.perf_counter() - t0)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(report + "\n\n" + "\n".join(sections))
+    args.output.write_text(report + "\n\n" + "\n".join(sections) + kept_notes(args.output))
     print(f"bench: wrote {args.output}", file=sys.stderr)
 
 
