@@ -177,8 +177,9 @@ async def kill_tree(pgid: int, marker: Mapping[str, str], grace: float) -> None:
             if not alive or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(POLL)
-    except asyncio.CancelledError:
-        _kill_now(pgid, marker, seen)
+    except asyncio.CancelledError:  # no more waiting: kill everything before propagating
+        _signal_group(pgid, signal.SIGKILL)
+        sweep(marker)
         raise
     deadline = time.monotonic() + KILL_WAIT
     while _kill_now(pgid, marker, seen) and time.monotonic() < deadline:
@@ -193,7 +194,11 @@ async def kill_tree(pgid: int, marker: Mapping[str, str], grace: float) -> None:
 
 
 def sweep(marker: Mapping[str, str]) -> list[int]:
-    """SIGKILL every process carrying `marker` (left by a crashed engine); return their pids."""
+    """SIGKILL every process carrying `marker` until none is left; return their pids.
+
+    Blocking (for the next engine start, after a crash, and for killing at once on a second
+    cancel); gives up after `KILL_WAIT` seconds on processes that won't die (uninterruptible).
+    """
     killed: set[int] = set()
     deadline = time.monotonic() + KILL_WAIT
     while found := find_marked(marker):

@@ -120,12 +120,11 @@ class LocalExecutor:
             if attempt.error is not None:
                 raise attempt.error
             code = transport.get_returncode()
+            assert code is not None  # `exited` is done
         finally:
             self._running.pop(pgid, None)
             transport.close()
             own_child(pgid, owned=False)
-        if code is None:
-            return ExecResult(None, reason="the stage's main process did not exit")
         return ExecResult(128 - code if code < 0 else code)
 
     async def close(self) -> None:

@@ -92,6 +92,14 @@ async def test_timeout_kills_the_whole_tree() -> None:
     assert_nothing_left(sink, env)
 
 
+async def test_asyncio_timeout_kills_the_whole_tree() -> None:
+    task, sink, env = await start(TREE, pids=4)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.1):
+            await task
+    assert_nothing_left(sink, env)
+
+
 @pytest.mark.parametrize(("grace", "said_goodbye"), [(10.0, True), (0.0, False)])
 async def test_kill_grace_is_the_time_between_term_and_kill(grace: float, said_goodbye: bool) -> None:
     script = "trap 'sleep 1; echo goodbye; exit 5' TERM; echo ready; sleep 300 & wait"
