@@ -16,7 +16,7 @@ import re
 import shlex
 import stat
 from bisect import bisect_right
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from glob import glob
@@ -64,6 +64,7 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _MATRIX_EXPR_RE = re.compile(r"\$\{\{\s*matrix\.([A-Za-z0-9_-]+)\s*\}\}")
 _SCALARS = yaml.constructor.SafeConstructor()  # parses int, float and bool scalar nodes
 _START = yaml.Mark("", 0, 0, 0, "", 0)  # where problems of the whole file are reported
+_NON_PRINTABLE_RE = yaml.reader.Reader.NON_PRINTABLE
 _LINE_BREAK_RE = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # what PyYAML counts as a new line
 _DOTENV_RE = re.compile(rf"(?:export\s+)?({ENV_NAME_PATTERN})\s*=\s*(.*)")
 
@@ -150,23 +151,37 @@ def _read(file: str) -> str:
 class _Refused(yaml.YAMLError):
     """Input refused while composing (alias bomb, too many nodes, too deep)."""
 
-    def __init__(self, message: str, mark: yaml.Mark) -> None:
+    def __init__(self, message: str, mark: Any) -> None:
         super().__init__(message)
         self.message = message
         self.mark = mark
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """SafeLoader composition that counts nodes (aliases at their expanded size), limits
-    nesting, and refuses recursive aliases, so no input costs more than MAX_NODES nodes."""
+class _PyParser(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser):
+    """PyYAML's pure-Python scanner and parser (about 0.5 MB/s)."""
 
     def __init__(self, stream: str) -> None:
-        super().__init__(stream)
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+
+
+class _Bounded(yaml.composer.Composer, yaml.resolver.Resolver):
+    """SafeLoader composition (no construction) that counts nodes, aliases at their expanded
+    size, limits nesting and refuses recursive aliases: no input costs more than MAX_NODES.
+
+    Mixed with an event source: libyaml's parser when PyYAML has it (`_LOADER`), else PyYAML's.
+    """
+
+    peek_event: Callable[[], Any]  # from the event source
+
+    def __init__(self, stream: str) -> None:
+        super().__init__()
         self.spent = 0
         self.depth = 0
         self.sizes: dict[int, int] = {}
 
-    def _spend(self, count: int, mark: yaml.Mark) -> None:
+    def _spend(self, count: int, mark: Any) -> None:
         self.spent += count
         if self.spent > MAX_NODES:
             raise _Refused(f"refusing a document of more than {MAX_NODES} nodes (counting each "
@@ -174,7 +189,6 @@ class _BoundedLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         event = self.peek_event()
-        assert isinstance(event.start_mark, yaml.Mark)
         if isinstance(event, yaml.AliasEvent):
             target = self.anchors.get(event.anchor)
             if target is not None:
@@ -193,6 +207,28 @@ class _BoundedLoader(yaml.SafeLoader):
         self.depth -= 1
         self.sizes[id(node)] = self.spent - before
         return node
+
+
+class _PyLoader(_Bounded, _PyParser):
+    """Bounded composition over PyYAML's pure-Python parser."""
+
+    def __init__(self, stream: str) -> None:
+        _PyParser.__init__(self, stream)
+        _Bounded.__init__(self, stream)
+
+
+_LOADER: type[_Bounded] = _PyLoader
+if yaml.__with_libyaml__:
+    from yaml.cyaml import CParser  # type: ignore[attr-defined]
+
+    class _CLoader(_Bounded, CParser):
+        """Bounded composition over libyaml's parser (about 50 MB/s)."""
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            _Bounded.__init__(self, stream)
+
+    _LOADER = _CLoader
 
 
 def _describe(node: Node) -> str:
@@ -253,8 +289,8 @@ class _Checker:
 
     # -- positions and reports
 
-    def report(self, where: Node | yaml.Mark, message: str) -> None:
-        """Record a problem at a node's start or at a mark."""
+    def report(self, where: Any, message: str) -> None:
+        """Record a problem at a node's start or at a mark (PyYAML's or libyaml's)."""
         mark = where.start_mark if isinstance(where, Node) else where
         self.problems.append(Problem(self.file, mark.line + 1, mark.column + 1, message))
 
@@ -270,28 +306,39 @@ class _Checker:
 
     def compose(self) -> Node | None:
         """The root node, or None with the problem recorded."""
+        bad = _NON_PRINTABLE_RE.search(self.text)
+        if bad:
+            self.report_index(bad.start(), f"character U+{ord(bad.group()):04X} is not allowed in "
+                              "a YAML file")
+            return None
         try:
-            root = _BoundedLoader(self.text).get_single_node()  # checks characters first
+            root = _LOADER(self.text).get_single_node()
         except _Refused as err:
             self.report(err.mark, err.message)
             return None
         except yaml.MarkedYAMLError as err:
-            problem = err.problem.removeprefix("but ") if err.problem else err.context
-            message = f"YAML syntax error: {problem}"
-            if err.problem and err.context and err.context_mark is not None:
-                cm = err.context_mark
-                message += f" ({err.context} at line {cm.line + 1}, column {cm.column + 1})"
-            if err.problem == "mapping values are not allowed here":
-                message += "; quote a value that contains ': '"
-            self.report(err.problem_mark or err.context_mark or _START, message)
+            self.report(err.problem_mark or err.context_mark or _START, self.syntax_message(err))
             return None
-        except yaml.reader.ReaderError as err:
-            self.report_index(err.position,
-                              f"character U+{err.character:04X} is not allowed in a YAML file")
+        except yaml.YAMLError as err:  # a reader error the check above did not foresee
+            self.report(_START, f"YAML error: {err}")
             return None
         if root is None:
             self.report(_START, "the file is empty; a pipeline needs 'version: 1' and 'stages'")
         return root
+
+    def syntax_message(self, err: yaml.MarkedYAMLError) -> str:
+        """A one-line message for a scanner, parser or composer error, with hints."""
+        problem = err.problem.removeprefix("but ") if err.problem else err.context
+        message = f"YAML syntax error: {problem}"
+        if err.problem and err.context and err.context_mark is not None:
+            cm = err.context_mark
+            message += f" ({err.context} at line {cm.line + 1}, column {cm.column + 1})"
+        mark = err.problem_mark
+        if err.problem and err.problem.startswith("mapping values are not allowed"):
+            message += "; quote a value that contains ': '"
+        elif mark is not None and self.text[mark.index:mark.index + 1] == "\t":
+            message += "; indent with spaces, not tabs"
+        return message
 
     # -- mappings
 
