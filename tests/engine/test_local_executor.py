@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import sys
 import uuid
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.executors.base import ExecResult
-from engine.executors.local import LocalExecutor
+from engine.executors.local import LocalExecutor, default_shell
 from engine.logs import LogReader, LogStore
 from engine.procs import find_marked
 from engine.spec import Stage
@@ -173,3 +174,19 @@ async def test_sink_error_is_raised_after_cleanup(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="disk full"):
         await LocalExecutor(tmp_path).execute(make_stage("echo hi; sleep 300 &"), env, broken)
     assert find_marked({"PIPEDECK_RUN_ID": env["PIPEDECK_RUN_ID"]}) == []
+
+
+async def test_sh_with_errexit_when_there_is_no_bash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sh").symlink_to(shutil.which("sh") or "/bin/sh")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert default_shell() == (str(bin_dir / "sh"), "-e", "-c")
+    executor = LocalExecutor(tmp_path)
+    monkeypatch.undo()
+    sink = Recorder()
+    result = await executor.execute(make_stage("echo $0; false; echo not reached"), stage_env(), sink)
+    assert result.exit_code == 1
+    assert sink.output("stdout") == f"{bin_dir / 'sh'}\n".encode()
