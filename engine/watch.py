@@ -5,35 +5,39 @@ ignoring what `engine.ignore.IgnoreRules` ignores. A burst (a rename-save, a `gi
 is one set: a set is complete once `watch.debounce` (default 100 ms) passes without a further
 change, or after `MAX_BURST` seconds of changes without a pause. A file created and gone again
 within a set (an editor's temporary file) is left out. When the OS runs out of inotify watches
-it says so through `notice` and falls back to polling.
+it says so through `notice`, naming the sysctl to raise, and falls back to watchfiles' polling
+(which compares whole-second mtimes: a second save of a file within the same second is missed).
 
 `WatchSession` drives the runs, for `pipedeck run --watch` and for the TUI (`--watch`, `W`)::
 
-    def make_run(*, only, carry, trigger):        # always called with these three keywords
-        return Run(pipeline, jobs=jobs, only=only, carry=carry, trigger=trigger, ...)
+    def make_run(*, only, carry, trigger):   # always called with these three keywords
+        return Run(pipeline, jobs=jobs, targets=targets, only=only, carry=carry,
+                   trigger=trigger, executors=shared_executors, ...)
 
     session = WatchSession(
         pipeline, make_run,
         on_run=attach,       # (Run) -> None: each new Run, before it executes (subscribe here)
         on_change=sep,       # (set[str]) -> None: the changed paths, just before each rerun
         on_notice=say,       # (str) -> None: loop pause, polling fallback (default: stderr)
-        scope=None,          # stage ids watch may rerun (e.g. graph.upstream(p, targets))
     )
     await session.run()              # first run: make_run(only=None, carry=None, "manual")
     await session.run(previous=run)  # or adopt a run (finished, or running elsewhere)
 
 `run()` never returns by itself: cancel its task to stop (SIGINT). The active run is then
-cancelled in order (`Run.cancel_all(130)`) and awaited; a second cancel kills it at once.
+cancelled in order (`Run.cancel_all(session.interrupt_code)`: 130 unless set, e.g. 143 for
+SIGTERM) and awaited; a second cancel kills it at once. `session.current` is the latest Run.
 
-After each run the session waits for a change set, computes `graph.affected` (within `scope`)
-and starts a new Run (`trigger="watch"`, new run id) of only those stages, carrying the others'
-last states. A change while affected stages run cancels exactly those (`Run.cancel`, the whole
-process tree); unaffected stages finish, then one new run covers the union of affected sets.
+After each run the session waits for a change set, computes `graph.affected`, limited to the
+stages the latest run covers (a `--stage` run stays within its targets), and starts a new Run
+(`trigger="watch"`, a new run id) of only those stages, carrying the others' last states.
+A change while affected stages run cancels exactly those (`Run.cancel`: the whole process
+tree); unaffected stages finish, then one new run covers the union of the affected sets.
 
 Loop guard: a change set is self-triggered when every changed file that still exists was
-modified while a stage it affects was running (or finishing) in the latest run. After
-`LOOP_LIMIT` self-triggered reruns in a row by the same stage on the same files, the session
-pauses instead of rerunning and tells `on_notice` which stage and file. While paused, changes
+modified while a stage it affects was running in the latest run. After `LOOP_LIMIT`
+self-triggered reruns in a row by the same stage on the same files, the session pauses instead
+of rerunning and tells `on_notice` which stage and file. (A person saving the same file during
+that stage's run three times in a row looks the same, and pauses too.) While paused, changes
 are ignored; `resume()` or `toggle()` (the TUI's `W`) watches again. `banner` is the TUI's
 status text ("watching · last change: src/a.py"); `last_change` names the latest change.
 """
@@ -211,7 +215,6 @@ class WatchSession:
         on_run: Callable[[Run], None] | None = None,
         on_change: Callable[[set[str]], None] | None = None,
         on_notice: Callable[[str], None] = _stderr,
-        scope: set[str] | None = None,
         force_polling: bool = False,
     ) -> None:
         self.pipeline = pipeline
@@ -219,18 +222,19 @@ class WatchSession:
         self.on_run = on_run
         self.on_change = on_change
         self.on_notice = on_notice
-        self.scope = set(pipeline.stages) if scope is None else set(scope)
         self.force_polling = force_polling
-        self.run_: Run | None = None  # the latest run
+        self.interrupt_code = 130  # the exit code of a run cancelled by cancelling `run()`
+        self.current: Run | None = None  # the latest run
         self.paused = False
         self.pause_reason: str | None = None
         self.last_change: str | None = None
         self._pending: set[str] = set()
         self._changed: set[str] = set()
         self._spans: dict[str, tuple[float, float | None]] = {}  # stage -> (started, ended)
+        self._unfollow: Callable[[], None] | None = None
         self._streak: tuple[str, frozenset[str]] | None = None
         self._streak_count = 0
-        self._task: asyncio.Task[int] | None = None  # our execute() of run_
+        self._task: asyncio.Task[int] | None = None  # our execute() of `current`
         self._wake = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
 
@@ -282,8 +286,8 @@ class WatchSession:
                 changed, self._changed = self._changed, set()
                 if self.on_change is not None:
                     self.on_change(changed)
-                assert self.run_ is not None
-                carry = {sid: st for sid, st in self.run_.states.items() if sid not in only}
+                assert self.current is not None
+                carry = {sid: st for sid, st in self.current.states.items() if sid not in only}
                 await self._execute(self.make_run(only=only, carry=carry, trigger="watch"))
         finally:
             await self._stop_run()
@@ -326,14 +330,14 @@ class WatchSession:
 
     def _follow(self, run: Run) -> None:
         """Make `run` the latest run and record when its stages run (for the loop guard)."""
-        self.run_ = run
+        if self._unfollow is not None:
+            self._unfollow()
+        self.current = run
         self._spans = {}
-        run.subscribe(self._track)
+        self._unfollow = run.subscribe(self._track)
 
     def _track(self, event: Event) -> None:
-        if not isinstance(event, StageStatus) or self.run_ is None:
-            return
-        if event.run_id != self.run_.run_id:
+        if not isinstance(event, StageStatus):
             return
         if event.status == RUNNING:
             self._spans[event.stage] = (event.ts, None)
@@ -343,9 +347,9 @@ class WatchSession:
     async def _stop_run(self) -> None:
         """Cancel our active run in order and wait for it; a second cancel kills it at once."""
         task = self._task
-        if task is None or task.done() or self.run_ is None:
+        if task is None or task.done() or self.current is None:
             return
-        self.run_.cancel_all(130)
+        self.current.cancel_all(self.interrupt_code)
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -362,11 +366,13 @@ class WatchSession:
     def _on_change(self, paths: set[str]) -> None:
         if self.paused:
             return
-        hit = graph.affected(self.pipeline, paths) & self.scope
+        run = self.current
+        hit = graph.affected(self.pipeline, paths)
+        if run is not None:
+            hit &= run.states.keys()
         if not hit or self._is_loop(paths, hit):
             return
         self.last_change = describe(paths)
-        run = self.run_
         if run is not None and run.running:
             for sid in hit:
                 if sid in run.states and run.states[sid].status not in FINISHED:

@@ -65,18 +65,17 @@ async def started(stream: AsyncGenerator[set[str], None]) -> asyncio.Task[set[st
 class Session:
     """A WatchSession over real Runs, recording every run, event, change and notice."""
 
-    def __init__(self, pipeline: Pipeline, **kwargs: object) -> None:
+    def __init__(self, pipeline: Pipeline, targets: tuple[str, ...] = ()) -> None:
         self.runs: list[Run] = []
         self.recorder = Recorder()
         self.changed: list[set[str]] = []
         self.notices: list[str] = []
         self.session = WatchSession(
             pipeline,
-            lambda **kw: Run(pipeline, jobs=4, **kw),
+            lambda **kw: Run(pipeline, jobs=4, targets=targets, **kw),
             on_run=self._on_run,
             on_change=self.changed.append,
             on_notice=self.notices.append,
-            **kwargs,  # type: ignore[arg-type]
         )
         self.task: asyncio.Task[None] | None = None
 
@@ -111,8 +110,8 @@ async def watching(tmp_path: Path) -> AsyncGenerator[Callable[..., Session], Non
     """Start sessions; any still running at the end are cancelled."""
     made: list[Session] = []
 
-    def start(pipeline: Pipeline, **kwargs: object) -> Session:
-        s = Session(pipeline, **kwargs)
+    def start(pipeline: Pipeline, targets: tuple[str, ...] = ()) -> Session:
+        s = Session(pipeline, targets)
         s.start()
         made.append(s)
         return s
@@ -253,6 +252,20 @@ async def test_affected_stages_rerun_in_a_new_run_and_the_rest_keep_their_result
     assert (docs.status, docs.started) == ("succeeded", first.states["docs"].started)
     finished = [e for e in s.recorder.events if isinstance(e, RunFinished)]
     assert [e.run_id for e in finished] == [first.run_id, second.run_id]
+
+
+async def test_a_targeted_run_reruns_only_within_its_targets(
+    tmp_path: Path, watching: Callable[..., Session]
+) -> None:
+    s = watching(make(tmp_path), targets=("lint",))
+    await until(lambda: s.finished(1))
+    assert s.ran(s.runs[0]) == {"lint"}
+    (tmp_path / "docs" / "index.md").write_text("affects docs and test, not `--stage lint`")
+    await asyncio.sleep(0.5)  # let it arrive as a change set of its own
+    (tmp_path / "src" / "a.py").write_text("x")
+    await until(lambda: s.finished(2))
+    assert s.changed == [{"src/a.py"}]
+    assert s.ran(s.runs[1]) == {"lint"}
 
 
 async def test_a_change_while_an_affected_stage_runs_cancels_and_restarts_it(
