@@ -321,6 +321,9 @@ class SshExecutor:
             f"cd -- {quote(cwd)} || exit 1",
             *(f"export {k}={quote(v)}" for k, v in env.items() if _ENV_NAME.fullmatch(k)),
             f"export {TOKEN_VAR}={token}",
+            # bash started with SHLVL<2 and SSH_CLIENT set thinks sshd runs it and reads ~/.bashrc
+            # again (the login shell already did): start the stage's shell one level down.
+            '[ "${SHLVL:-0}" -ge 1 ] 2>/dev/null || export SHLVL=1',
             "set -- " + " ".join(map(quote, stage.shell)) if stage.shell else _PICK_SHELL,
             f"if setsid -w true 2>/dev/null; then exec setsid -w sh -c {quote(_INNER)}"
             f" {quote(pidfile)} \"$@\" {quote(stage.run)}; fi",

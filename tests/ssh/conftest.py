@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,14 +103,9 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None
             time.sleep(0.05)
 
 
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    """Start a real OpenSSH server for the whole session."""
-    if not SSHD.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{SSHD} is missing (CI must install openssh-server)")
-        pytest.skip(f"{SSHD} is missing")
-    root = tmp_path_factory.mktemp("sshd")
+@contextmanager
+def running_sshd(root: Path) -> Iterator[Sshd]:
+    """Generate keys and config under `root`, run sshd until the block ends (tests and bench/)."""
     host_key, client_key, stranger = root / "host_key", root / "client_key", root / "stranger"
     for key in (host_key, client_key, stranger):
         _keygen(key)
@@ -152,6 +148,17 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """Start a real OpenSSH server for the whole session."""
+    if not SSHD.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{SSHD} is missing (CI must install openssh-server)")
+        pytest.skip(f"{SSHD} is missing")
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
 
 
 @pytest.fixture
