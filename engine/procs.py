@@ -60,6 +60,30 @@ def _pids() -> list[int]:
     return [int(name) for name in names if name.isdigit()]
 
 
+def _read(path: str) -> bytes:
+    """A whole /proc file (os-level reads: no Python file object per process)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _children() -> list[int]:
+    """Our child pids (zombies included) from /proc/self/task/*/children, else every pid."""
+    try:
+        return [
+            int(pid)
+            for task in os.listdir("/proc/self/task")
+            for pid in _read(f"/proc/self/task/{task}/children").split()
+        ]
+    except OSError:  # kernel without CONFIG_PROC_CHILDREN
+        return _pids()
+
+
 def find_marked(marker: Mapping[str, str]) -> list[int]:
     """Live processes (not this one) whose environment holds every KEY=VALUE of `marker`.
 
@@ -74,8 +98,7 @@ def find_marked(marker: Mapping[str, str]) -> list[int]:
         if pid == me:
             continue
         try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                environ = f.read()
+            environ = _read(f"/proc/{pid}/environ")
         except OSError:
             continue
         if needles[0] in environ:
@@ -132,12 +155,11 @@ def reap_orphans() -> list[int]:
     """
     me, session = os.getpid(), os.getsid(0)
     reaped = []
-    for pid in _pids():
+    for pid in _children():
         if pid in _OWNED:
             continue
         try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
+            fields = _read(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()
         except (OSError, IndexError):
             continue
         if fields[0] == b"Z" and int(fields[1]) == me and int(fields[3]) != session:
