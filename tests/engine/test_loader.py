@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from engine import loader
 from engine.loader import ConfigError, Problem, load, parse_duration
-from engine.spec import Host, WatchConfig
+from engine.schema import SCHEMA
+from engine.spec import WHEN_VALUES, Host, WatchConfig
 
 
 @pytest.fixture(autouse=True, params=["libyaml", "python"])
@@ -688,3 +692,36 @@ def test_problem_renders_as_file_line_col_message() -> None:
     assert str(Problem("p.yaml", 3, 7, "bad")) == "p.yaml:3:7: bad"
     err = ConfigError([Problem("p.yaml", 9, 1, "second"), Problem("p.yaml", 2, 4, "first")])
     assert str(err) == "p.yaml:2:4: first\np.yaml:9:1: second"
+
+
+# -- the JSON Schema is made from the loader's key tables -------------------------------------
+
+
+def test_schema_covers_every_key_of_the_spec_example() -> None:
+    schema = json.loads(json.dumps(SCHEMA))  # plain JSON
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["required"] == ["version", "stages"]
+    defs = schema["$defs"]
+    assert defs["stage"]["required"] == ["run"]
+    assert all(d["additionalProperties"] is False for d in defs.values())
+    example = yaml.safe_load(SPEC_EXAMPLE)
+    assert set(example) <= set(schema["properties"])
+    assert set(example["defaults"]) <= set(defs["defaults"]["properties"])
+    assert set(example["watch"]) <= set(defs["watch"]["properties"])
+    assert set(example["hosts"]["buildbox"]) <= set(defs["host"]["properties"])
+    assert set().union(*example["stages"].values()) <= set(defs["stage"]["properties"])
+    assert defs["stage"]["properties"]["when"]["enum"] == list(WHEN_VALUES)
+    assert defs["host"]["properties"]["slots"] == {
+        "type": "integer", "minimum": 1, "default": 4,
+        "description": "At most this many stages at once on this host."}
+
+
+@pytest.mark.parametrize("text", ["90s", "1h30m", "100ms", "45", "2.5", "5 minutes", "1d", "-1s"])
+def test_schema_duration_pattern_agrees_with_the_loader(text: str) -> None:
+    pattern = SCHEMA["$defs"]["stage"]["properties"]["timeout"]["oneOf"][0]["pattern"]
+    try:
+        parse_duration(text)
+        valid = True
+    except ValueError:
+        valid = False
+    assert bool(re.search(pattern, text)) == valid
