@@ -32,6 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from shlex import quote
+from typing import Any
 
 import asyncssh
 
@@ -98,6 +99,8 @@ class SshExecutor:
                 conn = await self._connect()
             except ConnectError as exc:
                 return ExecResult(None, reason=str(exc))
+            if self._orphans:
+                await self._sweep_orphans(conn)
             try:
                 await self._push(conn, stage)
             except (OSError, asyncssh.Error) as exc:
@@ -135,15 +138,20 @@ class SshExecutor:
             except ConnectError as exc:
                 self._set_state(f"failed: {exc}")
                 raise
+            except asyncio.CancelledError:
+                self._set_state("idle")
+                raise
             self._conn = conn
             self._set_state("connected")
-            if self._orphans:
-                orphans, self._orphans = self._orphans, {}
-                try:
-                    await self._shell(conn, _sweep_script(orphans))
-                except (OSError, asyncssh.Error):
-                    self._orphans.update(orphans)
             return conn
+
+    async def _sweep_orphans(self, conn: asyncssh.SSHClientConnection) -> None:
+        """Kill what attempts lost with an earlier connection left running."""
+        orphans, self._orphans = self._orphans, {}
+        try:
+            await self._shell(conn, _sweep_script(orphans))
+        except (OSError, asyncssh.Error):
+            self._orphans.update(orphans)
 
     async def _open(self) -> asyncssh.SSHClientConnection:
         host = self.host
@@ -156,7 +164,7 @@ class SshExecutor:
         except (OSError, ValueError) as exc:
             raise ConnectError(f"host {host.name}: cannot read {host.known_hosts}: {exc}") from None
         client = _Client(self, known)
-        options: dict[str, object] = {
+        options: dict[str, Any] = {
             "known_hosts": known,
             "agent_forwarding": False,
             "keepalive_interval": KEEPALIVE_INTERVAL,
@@ -248,11 +256,12 @@ class SshExecutor:
     ) -> None:
         """Run a short POSIX sh script on an auxiliary channel; raise when it fails."""
         async with self._command_gate:
-            feed: dict[str, object] = {"input": stdin} if stdin else {"stdin": asyncssh.DEVNULL}
+            feed: dict[str, Any] = {"input": stdin} if stdin else {"stdin": asyncssh.DEVNULL}
             result = await conn.run(f"sh -c {quote(script)}", encoding=None, **feed)
         if result.exit_status != 0:
-            detail = (result.stderr or b"").decode("utf-8", "replace").strip()
-            raise OSError(f"remote command failed ({result.exit_status}): {detail}")
+            err = result.stderr or b""
+            text = err if isinstance(err, str) else err.decode(errors="replace")
+            raise OSError(f"remote command failed ({result.exit_status}): {text.strip()}")
 
     # -- workspace ---------------------------------------------------------------------------
 
@@ -291,10 +300,9 @@ class SshExecutor:
         pidfile = f"{self.host.workdir}/{PIDS_DIR}/{token}"
         script = self._script(stage, env, token, pidfile).encode("utf-8", "surrogateescape")
         command = f"sh -c 'eval \"$(head -c {len(script)})\"'"
+        session = _StageSession(sink)
         try:
-            chan, session = await conn.create_session(
-                lambda: _StageSession(sink), command, encoding=None
-            )
+            chan, _ = await conn.create_session(lambda: session, command, encoding=None)
         except (OSError, asyncssh.Error) as exc:
             return self._broken(conn, "starting the stage", exc)
         self._running[token] = pidfile
