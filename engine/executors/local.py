@@ -94,8 +94,14 @@ class LocalExecutor:
         attempt = _Attempt(sink, loop)
         try:
             transport, _ = await loop.subprocess_exec(
-                lambda: attempt, *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, cwd=cwd, env=env, start_new_session=True,
+                lambda: attempt,
+                *argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
                 preexec_fn=partial(die_with_parent, os.getpid()),
             )
         except (OSError, subprocess.SubprocessError) as exc:

@@ -187,6 +187,8 @@ async def test_sh_with_errexit_when_there_is_no_bash(
     executor = LocalExecutor(tmp_path)
     monkeypatch.undo()
     sink = Recorder()
-    result = await executor.execute(make_stage("echo $0; false; echo not reached"), stage_env(), sink)
+    result = await executor.execute(
+        make_stage("echo $0; false; echo not reached"), stage_env(), sink
+    )
     assert result.exit_code == 1
     assert sink.output("stdout") == f"{bin_dir / 'sh'}\n".encode()

@@ -101,7 +101,9 @@ async def test_asyncio_timeout_kills_the_whole_tree() -> None:
 
 
 @pytest.mark.parametrize(("grace", "said_goodbye"), [(10.0, True), (0.0, False)])
-async def test_kill_grace_is_the_time_between_term_and_kill(grace: float, said_goodbye: bool) -> None:
+async def test_kill_grace_is_the_time_between_term_and_kill(
+    grace: float, said_goodbye: bool
+) -> None:
     script = "trap 'sleep 1; echo goodbye; exit 5' TERM; echo ready; sleep 300 & wait"
     task, sink, env = await start(script, kill_grace=grace)
     task.cancel()
