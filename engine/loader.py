@@ -99,9 +99,10 @@ def parse_duration(text: str) -> float:
     if not _DURATION_RE.fullmatch(text):
         raise ValueError(f"bad duration {text!r}; use e.g. 90s, 5m, 1h30m, 100ms or seconds")
     parts = _DURATION_PART_RE.findall(text)
-    if not parts:
-        return float(text)
-    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+    seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in parts) if parts else float(text)
+    if seconds >= 1e12:
+        raise ValueError(f"duration {text[:40]!r} is too long")
+    return seconds
 
 
 def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Pipeline:
@@ -286,6 +287,8 @@ class _Checker:
         self.problems: list[Problem] = []
         self._line_starts: list[int] | None = None
         self._ssh_patterns: list[str] | None = None
+        self.stage_names: set[str] = set()  # every name under stages:, even a broken stage's
+        self.host_names: set[str] = set()  # every name under hosts:
 
     # -- positions and reports
 
@@ -438,7 +441,7 @@ class _Checker:
                 return None
             return text
         if kind == "version":
-            if node.tag != INT or node.value != "1":
+            if node.tag != INT or self._number(node) != 1:
                 self.report(node, f"{path}: must be the integer 1, got {_describe(node)}")
                 return None
             return 1
@@ -499,12 +502,13 @@ class _Checker:
     def duration(self, node: Node, path: str) -> float | None:
         """Seconds: a number, or text such as 90s, 5m, 1h30m, 100ms."""
         if isinstance(node, ScalarNode) and node.tag in (INT, FLOAT):
-            seconds = self._number(node)
-            if seconds is None or not math.isfinite(seconds) or seconds < 0:
+            number = self._number(node)
+            seconds = float(number) if number is not None and abs(number) < 1e12 else math.inf
+            if not math.isfinite(seconds) or seconds < 0:
                 self.report(node, f"{path}: a duration must be a finite number of seconds >= 0, "
-                            f"got {node.value}")
+                            f"got {_describe(node)}")
                 return None
-            return float(seconds)
+            return seconds
         if isinstance(node, ScalarNode) and node.tag == STR:
             try:
                 return parse_duration(node.value)
@@ -561,7 +565,7 @@ class _Checker:
         if raw is None:
             return None
         order = self.stage_order(raw)
-        self.check_hosts(raw, hosts)
+        self.check_hosts(raw)
         stages, groups = self.expand(raw, order, env, defaults)
         if self.problems:
             return None
@@ -579,6 +583,7 @@ class _Checker:
         """The `hosts:` section."""
         items = self.entries(node, "hosts") if node is not None else None
         hosts: dict[str, Host] = {}
+        self.host_names = set(items or ())
         for name, (key_node, value) in (items or {}).items():
             if name == LOCAL:
                 self.report(key_node, f"hosts: {LOCAL!r} is reserved for this machine")
@@ -655,6 +660,7 @@ class _Checker:
             self.report(node, "stages: a pipeline needs at least one stage")
             return None
         raw: dict[str, _RawStage] = {}
+        self.stage_names = set(items)
         for name, (key_node, value) in items.items():
             if not _NAME_RE.fullmatch(name):
                 self.report(key_node, f"stages: stage name {name!r} may only contain letters, "
@@ -725,9 +731,9 @@ class _Checker:
             for dep, node in stage.needs.items():
                 if dep in raw:
                     needs[name].append(dep)
-                else:
+                elif dep not in self.stage_names:
                     self.report(node, f"stages.{name}.needs: unknown stage {dep!r}"
-                                + _did_you_mean(dep, list(raw)))
+                                + _did_you_mean(dep, sorted(self.stage_names)))
         while True:
             try:
                 return graph.topo_order(needs)
@@ -737,15 +743,15 @@ class _Checker:
                             f"{err} (each stage needs the next; remove one of these needs)")
                 needs[first].remove(second)
 
-    def check_hosts(self, raw: dict[str, _RawStage], hosts: Mapping[str, Host]) -> None:
+    def check_hosts(self, raw: dict[str, _RawStage]) -> None:
         """Every stage host is `local`, in `hosts:`, or a Host entry of ~/.ssh/config."""
         for name, stage in raw.items():
             host = stage.fields.get("host", LOCAL)
-            if host == LOCAL or host in hosts or self.in_ssh_config(host):
+            if host == LOCAL or host in self.host_names or self.in_ssh_config(host):
                 continue
             self.report(stage.nodes["host"], f"stages.{name}.host: unknown host {host!r}: not in "
                         "hosts:, not 'local', and no Host entry in ~/.ssh/config"
-                        + _did_you_mean(host, [LOCAL, *hosts]))
+                        + _did_you_mean(host, [LOCAL, *sorted(self.host_names)]))
 
     def in_ssh_config(self, host: str) -> bool:
         """True when a Host line of ~/.ssh/config (or a file it includes) names `host`.

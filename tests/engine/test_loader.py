@@ -572,7 +572,32 @@ def test_bad_durations(tmp_path: Path) -> None:
         f"{path}:4:24: stages.a.timeout: bad duration '5 minutes'; use e.g. 90s, 5m, 1h30m, "
         "100ms or seconds",
         f"{path}:4:47: stages.a.kill_grace: a duration must be a finite number of seconds >= 0, "
-        "got -1",
+        "got the integer -1",
+    ]
+
+
+def test_absurd_durations_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, f"version: 1\nstages:\n  a: {{run: x, timeout: {'9' * 400}}}\n"
+                           f"  b: {{run: x, timeout: {'9' * 400}s}}\n")
+    assert problems(path) == [
+        f"{path}:3:24: stages.a.timeout: a duration must be a finite number of seconds >= 0, "
+        f"got the integer {'9' * 37}...",
+        f"{path}:4:24: stages.b.timeout: duration '{'9' * 40}' is too long",
+    ]
+
+
+def test_a_broken_stage_or_host_is_not_also_unknown(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        version: 1
+        hosts:
+          box: [not, a, mapping]
+        stages:
+          a: run x
+          b: {run: x, needs: [a], host: box}
+        """)
+    assert problems(path) == [
+        f"{path}:3:8: hosts.box: expected a mapping, got a list",
+        f"{path}:5:6: stages.a: expected a mapping, got the string 'run x'",
     ]
 
 
