@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -99,3 +102,44 @@ async def test_one_host_never_runs_more_than_its_slots(sshd: Sshd, workspace: Pa
     assert [r.exit_code for r in results] == [0] * len(stages)
     seen = [int(o.stdout.strip()) for o in outputs]
     assert max(seen) <= slots
+
+
+async def test_never_more_channels_than_max_sessions(sshd: Sshd, workspace: Path) -> None:
+    stages = [Stage(id=f"s{i}", name=f"s{i}", host="a", run="sleep 1") for i in range(12)]
+    host = sshd.host("a", "127.0.0.2", slots=20)  # more than OpenSSH's MaxSessions (10)
+    executor = SshExecutor(make_pipeline(workspace, {"a": host}, stages), "a")
+    try:
+        results = await asyncio.gather(
+            *(executor.execute(s, stage_env(s), Output()) for s in stages)
+        )
+    finally:
+        await executor.close()
+    assert [(r.exit_code, r.reason) for r in results] == [(0, None)] * len(stages)
+
+
+async def test_secret_values_never_show_in_a_remote_command_line(
+    sshd: Sshd, workspace: Path
+) -> None:
+    secret = f"cmdline-secret-{uuid.uuid4().hex}"
+    stage = Stage(id="s", name="s", host="a", run="echo ready; sleep 2")
+    executor = SshExecutor(make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage],
+                                         secrets={"TOKEN": secret}), "a")
+    ready = asyncio.Event()
+
+    def sink(_stream: str, data: bytes) -> None:
+        if b"ready" in data:
+            ready.set()
+
+    try:
+        task = asyncio.ensure_future(executor.execute(stage, {**stage_env(stage), "TOKEN": secret},
+                                                      sink))
+        await asyncio.wait_for(ready.wait(), 60)
+        cmdlines = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    cmdlines.append(Path(f"/proc/{entry}/cmdline").read_bytes())
+        assert (await task).exit_code == 0
+    finally:
+        await executor.close()
+    assert not [c for c in cmdlines if secret.encode() in c]
