@@ -101,7 +101,7 @@ class Run:
         no_cache: bool = False,
         run_id: str | None = None,
         trigger: str = "manual",
-        executors: Mapping[str, Executor] | None = None,
+        executors: dict[str, Executor] | None = None,
         only: Iterable[str] | None = None,
         carry: Mapping[str, StageState] | None = None,
         cache: StageCache | None = None,
@@ -124,7 +124,7 @@ class Run:
                     self.states[sid] = StageState(**vars(carry[sid]))
         self._approved = self._expand(approve)
         self._forced: set[str] = set()
-        self._executors: dict[str, Executor] = dict(executors or {})
+        self._executors = executors if executors is not None else {}  # shared by watch reruns
         self._local_slots = asyncio.Semaphore(jobs or os.cpu_count() or 1)
         self._host_slots: dict[str, asyncio.Semaphore] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}

@@ -219,3 +219,33 @@ def test_samples_behave_as_documented(tmp_path: Path) -> None:
     assert final["after_broken"]["status"] == "skipped"
     assert final["report"]["status"] == "succeeded"
     assert final["cleanup"]["status"] == "succeeded"
+
+
+def test_run_watch_reruns_affected_and_stops_on_ctrl_c(write_pipeline: Write,
+                                                       tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("one\n")
+    path = write_pipeline("""
+        version: 1
+        stages:
+          read: {run: cat src/a.txt, inputs: ["src/*.txt"]}
+          other: {run: echo other, inputs: ["docs/*"]}
+    """)
+    proc = subprocess.Popen([pipedeck_bin(), "run", str(path), "--watch"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line.rstrip("\n"))
+        if line.startswith("run ") and "succeeded" in line:
+            if sum(s.startswith("run ") for s in seen) == 1:
+                (tmp_path / "src" / "a.txt").write_text("two\n")
+            else:
+                break
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "[read] one" in seen and "[read] two" in seen
+    separator = [s for s in seen if "changed: src/a.txt" in s]
+    assert separator and seen.index(separator[0]) < seen.index("[read] two")
+    assert seen.count("[other] other") == 1  # unaffected: kept its result

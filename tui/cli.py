@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -193,20 +192,60 @@ def _reporter(args: argparse.Namespace, run: Run) -> None:
 
 
 async def _run_async(pipeline: Pipeline, args: argparse.Namespace) -> int:
-    from engine.run import Run
+    from engine.cache import track_run
+    from engine.executors.base import Executor
+    from engine.run import Run, StageState
 
-    run = Run(pipeline, jobs=args.jobs, targets=args.stage, approve=args.approve,
-              manual="skip", no_cache=args.no_cache)
-    _reporter(args, run)
-    _install_signals(run)
+    executors: dict[str, Executor] = {}
+
+    def make_run(*, only: Iterable[str] | None = None,
+                 carry: Mapping[str, StageState] | None = None, trigger: str = "manual") -> Run:
+        run = Run(pipeline, jobs=args.jobs, targets=args.stage, approve=args.approve,
+                  manual="skip", no_cache=args.no_cache, only=only, carry=carry,
+                  trigger=trigger, executors=executors)
+        _reporter(args, run)
+        track_run(run)
+        return run
+
+    if args.watch:
+        return await _watch(pipeline, args, make_run)
+    run = make_run()
+    _install_signals(lambda code: run.cancel_all(code), lambda: run.run_id)
     try:
         return await run.execute()
     finally:
         await run.close()
 
 
-def _install_signals(run: Run) -> None:
-    """Ctrl-C / SIGTERM cancel the run in order; a second Ctrl-C kills every process at once."""
+async def _watch(pipeline: Pipeline, args: argparse.Namespace,
+                 make_run: Callable[..., Run]) -> int:
+    """`run --watch`: rerun what changes affect until Ctrl-C or SIGTERM."""
+    from engine.watch import WatchSession, describe
+
+    def separator(paths: set[str]) -> None:
+        if args.format == "plain":
+            print(f"──── changed: {describe(paths)} — rerunning affected stages ────", flush=True)
+
+    session = WatchSession(pipeline, make_run, on_change=separator)
+    task = asyncio.create_task(session.run())
+
+    def stop(code: int) -> None:
+        session.interrupt_code = code
+        task.cancel()
+
+    _install_signals(stop, lambda: session.current.run_id if session.current else "")
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    finally:
+        if session.current is not None:
+            await session.current.close()
+    return session.interrupt_code
+
+
+def _install_signals(cancel: Callable[[int], None], run_id: Callable[[], str]) -> None:
+    """Ctrl-C / SIGTERM cancel in order (`cancel(exit_code)`); a second Ctrl-C kills at once."""
     loop = asyncio.get_running_loop()
     interrupts = 0
 
@@ -216,21 +255,19 @@ def _install_signals(run: Run) -> None:
             interrupts += 1
         if interrupts > 1:
             print("pipedeck: killing every stage now", file=sys.stderr)
-            _kill_now(run)
+            _kill_now(run_id())
             return
         print("pipedeck: cancelling the run (Ctrl-C again to kill at once)", file=sys.stderr)
-        run.cancel_all(130 if signum == signal.SIGINT else 143)
+        cancel(130 if signum == signal.SIGINT else 143)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
 
 
-def _kill_now(run: Run) -> None:
-    from engine.procs import find_marked
+def _kill_now(run_id: str) -> None:
+    from engine.procs import sweep
 
-    for pid in find_marked({"PIPEDECK_RUN_ID": run.run_id}):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    sweep({"PIPEDECK_RUN_ID": run_id})
 
 
 def _logs(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from engine.logs import LogStore
 _COLORS = (36, 35, 33, 34, 32, 96, 95, 93, 94, 92)
 _STATUS_COLOR = {"succeeded": 32, "cached": 32, "failed": 31, "timed_out": 31, "lost": 31,
                  "cancelled": 33, "skipped": 90, "running": 36}
-JUNIT_LOG_LIMIT = 1 << 20  # bytes of a failed stage's log kept in the report
+JUNIT_LOG_LINES = 5000  # the last lines of a failed stage's log kept in the report
 
 
 class PlainReporter:
@@ -138,6 +138,7 @@ class JUnitWriter:
     def _log(self, run_id: str, sid: str, attempt: int) -> str:
         if attempt < 1:
             return ""
-        data = self.logs.reader(run_id, sid, attempt).read_bytes()[-JUNIT_LOG_LIMIT:]
-        text = data.decode("utf-8", "replace")
+        reader = self.logs.reader(run_id, sid, attempt)
+        end = len(reader)
+        text = "\n".join(line for _, line in reader.lines(max(0, end - JUNIT_LOG_LINES), end))
         return "".join(ch for ch in text if ch in "\t\n\r" or ch >= " ")  # XML-safe
