@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
+from engine.run import Run, StageState
 from engine.spec import Pipeline
 from tui.screens.run import RunLike, RunScreen
 
@@ -20,9 +22,11 @@ class PipedeckApp(App[int]):
     TITLE = "pipedeck"
 
     def __init__(self, run: RunLike, *, start: bool = True, watch: bool = False,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 make_run: Callable[..., RunLike] | None = None) -> None:
         super().__init__()
-        self.run_screen = RunScreen(run, start=start, watch=watch, clock=clock)
+        self.run_screen = RunScreen(run, start=start, watch=watch, clock=clock,
+                                    make_run=make_run)
         self.title = f"pipedeck · {run.pipeline.name}"
 
     def on_mount(self) -> None:
@@ -38,12 +42,21 @@ class PipedeckApp(App[int]):
         self.run_screen.action_quit()
 
 
+def new_run(pipeline: Pipeline, jobs: int | None, *, only: Iterable[str] | None = None,
+            carry: Mapping[str, StageState] | None = None, trigger: str = "manual") -> Run:
+    """A run for the TUI: manual stages wait for `a`; cached, and recorded in the history."""
+    from engine.cache import track_run
+
+    run = Run(pipeline, manual="wait", jobs=jobs, only=only, carry=carry, trigger=trigger)
+    track_run(run)
+    return run
+
+
 def run_tui(pipeline: Pipeline, *, watch: bool = False, start: bool = True,
             jobs: int | None = None) -> int:
     """Open the TUI on a new run of `pipeline`; returns the run's exit code, or 0."""
-    from engine.run import Run
-
-    app = PipedeckApp(Run(pipeline, manual="wait", jobs=jobs), start=start, watch=watch)
+    make_run = partial(new_run, pipeline, jobs)
+    app = PipedeckApp(make_run(), start=start, watch=watch, make_run=make_run)
     result = app.run()
     if app.return_code not in (None, 0):
         return app.return_code

@@ -43,6 +43,19 @@ stages:
 """
 
 
+WATCHED = """\
+version: 1
+name: watched
+stages:
+  other:
+    inputs: ["docs/**"]
+    run: echo other
+  use:
+    inputs: ["src/**"]
+    run: cat src/a.txt 2>/dev/null || echo none
+"""
+
+
 def many_lines(count: int, extra: str = "") -> str:
     return f"""\
 version: 1
@@ -292,14 +305,28 @@ async def test_y_copies_visible_lines_and_Y_the_search_hit(make_app):
         assert app.clipboard == "line 4"
 
 
-async def test_W_toggles_watch_mode(make_app):
-    app = make_app(start=False)
+async def test_W_toggles_watch_mode_and_a_change_reruns_what_it_affects(make_app, tmp_path):
+    (tmp_path / "src").mkdir()
+    app = make_app(WATCHED)
     async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: status(app, "use") == SUCCEEDED, "the first run")
+        first = app.run_screen.run
+        header = app.run_screen.query_one("RunHeader")
         await pilot.press("W")
-        await pilot.pause()
+        await until(pilot, lambda: "watching" in str(header.render()), "the watch banner")
         assert app.run_screen.watching
-        assert "watching" in str(app.run_screen.query_one("RunHeader").render())
+        await pilot.pause(0.3)  # let the watcher start
+        (tmp_path / "src" / "a.txt").write_text("changed")
+        await until(pilot, lambda: app.run_screen.run is not first, "a new run")
+        await until(pilot, lambda: status(app, "use") == SUCCEEDED
+                    and app.run_screen.views["use"].attempt >= 1
+                    and not app.run_screen.run.running, "the rerun")
+        assert "src/a.txt" in str(header.render())
+        assert app.run_screen.run.states["other"].status == SUCCEEDED  # carried, not rerun
+        tree_of(app).select_stage("use")
+        await until(pilot, lambda: shown(log_of(app)) == ["changed"], "the rerun's log")
         await pilot.press("W")
+        await until(pilot, lambda: "watch paused" in str(header.render()), "the paused banner")
         assert not app.run_screen.watching
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import suppress
 from functools import partial
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
@@ -20,7 +21,7 @@ from textual.containers import Horizontal, Vertical
 from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Tree
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
 from engine.events import (
     CACHED,
@@ -39,13 +40,14 @@ from engine.events import (
 )
 from tui.screens.help import ConfirmScreen, HelpScreen
 from tui.widgets.header import RunHeader
-from tui.widgets.log_view import LineReader, LogSource, LogView
+from tui.widgets.log_view import LogSource, LogView
 from tui.widgets.stage_tree import StageTree
 from tui.widgets.status import StageView, summary_status
 
 if TYPE_CHECKING:
     from engine.logs import LogStore
     from engine.spec import Pipeline
+    from engine.watch import WatchSession
 
 FRAME_RATE = 20  # log panes and labels are refreshed at most this often
 
@@ -136,13 +138,17 @@ class RunScreen(Screen[None]):
     ]
 
     def __init__(self, run: RunLike, *, start: bool = True, watch: bool = False,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 make_run: Callable[..., RunLike] | None = None) -> None:
+        """`make_run(only=, carry=, trigger=)` makes the runs of watch mode (None: no watch)."""
         super().__init__()
         self.run = run
         self.pipeline = run.pipeline
         self.clock = clock
         self.start = start
-        self.watching = watch
+        self.watch_at_start = watch
+        self.make_run = make_run
+        self.session: WatchSession | None = None
         self.exit_code = 0
         self.views: dict[str, StageView] = {sid: StageView(host=stage.host)
                                             for sid, stage in run.pipeline.stages.items()}
@@ -157,7 +163,9 @@ class RunScreen(Screen[None]):
         self._header_key: tuple[object, ...] = ()
         self._pinned: str | None = None
         self._active_log = "log"
+        self._log_run: dict[str, str] = {}  # stage -> run id of its current attempt (watch)
         self._quitting = False
+        self._finishing = False
         self._unsubscribe: Callable[[], None] | None = None
 
     def compose(self) -> ComposeResult:
@@ -183,6 +191,23 @@ class RunScreen(Screen[None]):
         self.sync()
         if self.start:
             self._execute()
+        if self.watch_at_start:
+            self.action_watch()
+
+    @property
+    def watching(self) -> bool:
+        """True while watch mode reacts to changes."""
+        return self.session is not None and not self.session.paused
+
+    def _follow_run(self, run: RunLike) -> None:
+        """Show `run` from now on (watch mode makes a new run per change set)."""
+        if run is self.run:
+            return
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        old, self.run = self.run, run
+        self._unsubscribe = run.subscribe(self._on_event)
+        self.run_worker(old.close(), group="close", exit_on_error=False)
 
     # -- events in ------------------------------------------------------------------------------
 
@@ -194,10 +219,13 @@ class RunScreen(Screen[None]):
             if event.stage in self.views:
                 self.views[event.stage].apply(event)
                 self._dirty_status.add(event.stage)
+                if event.status == RUNNING:
+                    self._log_run[event.stage] = event.run_id
         elif isinstance(event, RunStarted):
             self._run_status, self._run_started, self._run_ended = RUNNING, event.ts, None
         elif isinstance(event, RunFinished):
             self._run_status, self._run_ended = event.status, event.ts
+            self.exit_code = event.exit_code
 
     def sync(self) -> None:
         """Apply recorded changes to the widgets (called at the frame rate)."""
@@ -217,6 +245,9 @@ class RunScreen(Screen[None]):
         elif self._pinned in logs:
             pinned.poll()
         self._update_header()
+        if self._quitting and not self.run.running and not self._finishing:
+            self._finishing = True
+            self._finish()
 
     def _update_header(self) -> None:
         now = self.clock()
@@ -226,7 +257,7 @@ class RunScreen(Screen[None]):
         elapsed = None
         if self._run_started is not None:
             elapsed = (self._run_ended or now) - self._run_started
-        banner = "watching" if self.watching else ""
+        banner = self.session.banner if self.session is not None else ""
         header = self.query_one(RunHeader)
         key = (status, round(elapsed or 0, 1), tuple(v.status for v in self.views.values()),
                banner, header.size.width)
@@ -257,16 +288,14 @@ class RunScreen(Screen[None]):
         view = self.views[sid]
         source = None
         if view.has_log:
-            opener = partial(self._open_log, sid, view.attempt)
-            source = LogSource(sid, view.attempt, opener)
+            run_id = self._log_run.get(sid, self.run.run_id)
+            source = LogSource(sid, view.attempt, partial(self.run.logs.reader, run_id, sid,
+                                                          view.attempt), run_id)
         title = sid if view.attempt <= 1 else f"{sid} · attempt {view.attempt}"
         state = view.status if view.status not in FINISHED or not view.reason else (
             f"{view.status}: {view.reason}")
         log.border_title = escape(f"{title} · {state}")
         log.show(source, _placeholder(sid, view))
-
-    def _open_log(self, sid: str, attempt: int) -> LineReader:
-        return self.run.logs.reader(self.run.run_id, sid, attempt)
 
     @property
     def active_log(self) -> LogView:
@@ -295,18 +324,11 @@ class RunScreen(Screen[None]):
             self._execute()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place where a failure of the engine (run or watch) is reported."""
         worker = event.worker
-        if worker.group != "run":
-            return
-        if event.state == WorkerState.ERROR:
+        if worker.group in ("run", "watch") and event.state == WorkerState.ERROR:
             self.notify(str(worker.error) or type(worker.error).__name__,
                         title="engine error", severity="error", timeout=10)
-        elif event.state == WorkerState.SUCCESS and isinstance(worker.result, int):
-            self.exit_code = worker.result
-        if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
-            self.sync()
-            if self._quitting and not self.run.running:
-                self._finish()
 
     def _command(self, fn: Callable[..., None], *args: str) -> bool:
         """Call a run command; an error becomes a notification. True when it succeeded."""
@@ -357,9 +379,25 @@ class RunScreen(Screen[None]):
 
     def action_watch(self) -> None:
         """Switch watch mode on or off."""
-        self.watching = not self.watching
+        if self.session is None:
+            if self.make_run is None:
+                self.notify("watch mode is not available here", severity="warning")
+                return
+            from engine.watch import WatchSession
+
+            self.session = WatchSession(
+                self.pipeline, self.make_run, on_run=self._follow_run,  # type: ignore[arg-type]
+                on_notice=lambda text: self.notify(text, severity="warning", timeout=10))
+            self._watch()
+        else:
+            self.session.toggle()
         self.notify("watch mode on" if self.watching else "watch mode off")
         self._update_header()
+
+    @work(group="watch", exit_on_error=False)
+    async def _watch(self) -> None:
+        assert self.session is not None
+        await self.session.run(previous=self.run)  # type: ignore[arg-type]
 
     def action_history(self) -> None:
         """Open the run history."""
@@ -488,7 +526,7 @@ class RunScreen(Screen[None]):
                                  self._quit_confirmed)
         else:
             self._quitting = True
-            self._finish()
+            self.sync()
 
     def _quit_confirmed(self, yes: bool | None) -> None:
         if not yes:
@@ -497,11 +535,17 @@ class RunScreen(Screen[None]):
         if self.run.running:
             self.notify("cancelling the run…")
             self._command(self.run.cancel_all)
-        else:
-            self._finish()
+        self.sync()
 
     @work(group="finish", exit_on_error=False)
     async def _finish(self) -> None:
+        """Stop watching, release the run's connections, exit with its exit code."""
+        watchers = [w for w in self.workers if w.group == "watch" and w.is_running]
+        for worker in watchers:
+            worker.cancel()  # the session cancels its active run in order, then stops
+        for worker in watchers:
+            with suppress(WorkerCancelled, WorkerFailed):
+                await worker.wait()
         if self._unsubscribe is not None:
             self._unsubscribe()
         await self.run.close()

@@ -43,6 +43,7 @@ class LogSource:
     stage_id: str
     attempt: int
     open: Callable[[], LineReader] = field(compare=False)
+    run_id: str = ""
 
 
 def last_state(line: str) -> str:
@@ -416,7 +417,7 @@ class LogView(ScrollView, can_focus=True):
         return plain(self._reader.lines(self.search.hit, self.search.hit + 1)[0][1])
 
     def _status_changed(self) -> None:
-        self.border_subtitle = escape(self.status_text())
+        self.border_subtitle = escape(self.status_text()) if self.source else ""
 
     def status_text(self) -> str:
         """Line count and follow / wrap / search state, shown in the bottom border."""

@@ -21,12 +21,12 @@ from engine.events import (
 
 ICONS: dict[str, str] = {
     PENDING: "·",
-    WAITING: "⏸",
+    WAITING: "‖",
     QUEUED: "○",
     RUNNING: "▶",
     SUCCEEDED: "✔",
     FAILED: "✘",
-    TIMED_OUT: "⌛",
+    TIMED_OUT: "◷",
     CANCELLED: "⊘",
     SKIPPED: "↷",
     CACHED: "≡",

@@ -1,0 +1,197 @@
+"""A deterministic event source for snapshot tests: recorded events over logs written beforehand.
+
+`ReplayRun` has the interface of `engine.run.Run` that the run screen uses; its `execute()`
+publishes a fixed list of events (with fixed timestamps) and, for a run caught mid-way, then
+stays running. With a fixed clock the screen is the same on every machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.events import (
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    WAITING,
+    Event,
+    RunFinished,
+    RunStarted,
+    StageStatus,
+)
+from engine.loader import load
+from engine.logs import LogStore
+from engine.spec import Pipeline
+
+T0 = 1_764_000_000.0  # every event's ts is T0 + a fixed offset
+RUN_ID = "20251124-160000-snap01"
+
+PIPELINE = """\
+version: 1
+name: shop-ci
+hosts:
+  buildbox:
+    address: 127.0.0.1
+stages:
+  lint:
+    run: ruff check .
+  test:
+    needs: [lint]
+    matrix:
+      python: ["3.11", "3.12"]
+    retries: 2
+    run: pytest -q
+  build:
+    needs: [test]
+    host: buildbox
+    run: python -m build
+  deploy:
+    needs: [build]
+    when: manual
+    run: ./deploy.sh
+"""
+
+LINT_LOG = [
+    ("stdout", "\x1b[1mruff\x1b[0m check . (412 files)"),
+    *(("stdout", f"src/shop/module_{i:02d}.py: ok") for i in range(1, 40)),
+    ("stderr", "src/shop/cart.py:12:5: \x1b[31mE501\x1b[0m error: line too long (104 > 100)"),
+    ("stdout", "src/shop/cart.py: 1 warning"),
+    ("stderr", "src/shop/orders.py:88:1: \x1b[31mF401\x1b[0m error: `os` imported but unused"),
+    ("stdout", "Found 2 errors (fixed 2)."),
+    ("stdout", "All checks passed!"),
+]
+TEST_LOG = [
+    ("stdout", "============ test session starts ============"),
+    ("stdout", "collected 128 items"),
+    *(("stdout", f"tests/test_{name}.py \x1b[32m........\x1b[0m [{pct:3d}%]")
+      for name, pct in (("cart", 12), ("orders", 25), ("payments", 37), ("users", 50),
+                        ("search", 62), ("catalog", 75))),
+    ("stdout", "downloading fixtures 10%\rdownloading fixtures 55%\rdownloading fixtures 100%"),
+]
+FAIL_LOG = [
+    *TEST_LOG,
+    ("stdout", "tests/test_checkout.py \x1b[31mF\x1b[0m"),
+    ("stdout", "================ FAILURES ================"),
+    ("stdout", "___________ test_checkout_total ___________"),
+    ("stderr", "AssertionError: assert 41.99 == 42.0"),
+    ("stdout", "\x1b[31m1 failed\x1b[0m, 127 passed in 3.41s"),
+]
+
+
+def status(stage: str, state: str, at: float, attempt: int = 1, **extra: object) -> StageStatus:
+    """A recorded `stage_status` event at T0 + `at`."""
+    host = "buildbox" if stage == "build" else "local"
+    return StageStatus(RUN_ID, stage, state, attempt, host, ts=T0 + at, **extra)  # type: ignore[arg-type]
+
+
+@dataclass
+class ReplayRun:
+    """Replays `events`; stays running after them unless they end with `run_finished`."""
+
+    pipeline: Pipeline
+    logs: LogStore
+    events: list[Event]
+    run_id: str = RUN_ID
+    running: bool = False
+    commands: list[tuple[str, str]] = field(default_factory=list)
+    _subscribers: list[Callable[[Event], None]] = field(default_factory=list)
+
+    def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
+        self._subscribers.append(fn)
+        return lambda: self._subscribers.remove(fn)
+
+    async def execute(self) -> int:
+        self.running = True
+        for event in self.events:
+            for fn in self._subscribers:
+                fn(event)
+        last = self.events[-1]
+        if isinstance(last, RunFinished):
+            self.running = False
+            return last.exit_code
+        await asyncio.Event().wait()  # mid-run: never finishes by itself
+        return 0
+
+    async def close(self) -> None:
+        return None
+
+    def cancel(self, stage_id: str) -> None:
+        self.commands.append(("cancel", stage_id))
+
+    def cancel_all(self) -> None:
+        self.commands.append(("cancel_all", ""))
+
+    def rerun(self, stage_id: str) -> None:
+        self.commands.append(("rerun", stage_id))
+
+    def rerun_failed(self) -> None:
+        self.commands.append(("rerun_failed", ""))
+
+    def approve(self, stage_id: str) -> None:
+        self.commands.append(("approve", stage_id))
+
+
+def write_log(store: LogStore, stage: str, attempt: int, lines: list[tuple[str, str]]) -> None:
+    """Store a log the way the engine does, through a `LogWriter`."""
+    writer = store.writer(RUN_ID, stage, attempt)
+    for stream, text in lines:
+        writer.feed(stream, text.encode() + b"\n")
+    writer.finish()
+
+
+def scenario(root: Path, name: str) -> ReplayRun:
+    """One of the recorded runs: `mid_run`, `failed` or `manual_waiting`."""
+    path = root / "pipedeck.yaml"
+    path.write_text(PIPELINE)
+    pipeline = load(path)
+    store = LogStore(pipeline.state_dir / "logs")
+    t311, t312 = "test[python=3.11]", "test[python=3.12]"
+    write_log(store, "lint", 1, LINT_LOG)
+    events: list[Event] = [
+        RunStarted(RUN_ID, "shop-ci", tuple(pipeline.stages), ts=T0),
+        status("lint", RUNNING, 0.1),
+        status("lint", SUCCEEDED, 1.3, exit_code=0, duration=1.2),
+        status(t311, RUNNING, 1.4),
+        status(t312, RUNNING, 1.4),
+    ]
+    if name == "mid_run":
+        write_log(store, t311, 1, TEST_LOG)
+        write_log(store, t312, 1, FAIL_LOG)
+        write_log(store, t312, 2, TEST_LOG[:4])
+        events += [
+            status(t312, FAILED, 4.9, exit_code=1, duration=3.5, reason="exit code 1"),
+            status(t312, QUEUED, 5.0, attempt=2),
+            status(t312, RUNNING, 5.1, attempt=2),
+        ]
+    elif name == "failed":
+        write_log(store, t311, 1, TEST_LOG)
+        for attempt in (1, 2, 3):
+            write_log(store, t312, attempt, FAIL_LOG)
+        events += [
+            status(t311, SUCCEEDED, 5.2, exit_code=0, duration=3.8),
+            status(t312, FAILED, 12.9, attempt=3, exit_code=1, duration=3.6,
+                   reason="exit code 1"),
+            status("build", SKIPPED, 13.0, reason="an upstream stage failed"),
+            status("deploy", SKIPPED, 13.0, reason="an upstream stage failed"),
+            RunFinished(RUN_ID, "failed", 1, 13.0, ts=T0 + 13.0),
+        ]
+    elif name == "manual_waiting":
+        write_log(store, t311, 1, TEST_LOG)
+        write_log(store, t312, 1, TEST_LOG)
+        write_log(store, "build", 1, [("stdout", "Successfully built shop-1.4.0.whl")])
+        events += [
+            status(t311, SUCCEEDED, 5.2, exit_code=0, duration=3.8),
+            status(t312, SUCCEEDED, 5.4, exit_code=0, duration=4.0),
+            status("build", RUNNING, 5.5),
+            status("build", SUCCEEDED, 19.5, exit_code=0, duration=14.0),
+            status("deploy", WAITING, 19.6),
+            RunFinished(RUN_ID, "succeeded", 0, 19.6, ts=T0 + 19.6),
+        ]
+    else:
+        raise ValueError(name)
+    return ReplayRun(pipeline, store, events)

@@ -1,0 +1,77 @@
+"""Snapshot tests of the run screen, driven by recorded events with a fixed clock.
+
+Regenerate after an intended change with `pytest tests/tui/test_snapshots.py --snapshot-update`
+and look at the report before committing.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from engine.events import StageStatus
+from tests.tui.replay import T0, scenario
+from tui.app import PipedeckApp
+from tui.widgets.log_view import LogView
+from tui.widgets.stage_tree import StageTree
+
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
+CLOCK = {"mid_run": 9.0, "failed": 13.0, "manual_waiting": 19.6}
+
+
+def replay_app(tmp_path: Path, name: str) -> PipedeckApp:
+    run = scenario(tmp_path, name)
+    return PipedeckApp(run, clock=lambda: T0 + CLOCK[name])  # type: ignore[arg-type]
+
+
+def select(stage: str, search: str = ""):
+    """A `run_before` that waits for the replay, selects `stage` and optionally searches."""
+
+    async def run_before(pilot: Pilot[int]) -> None:
+        screen = pilot.app.run_screen  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        last = [e for e in screen.run.events if isinstance(e, StageStatus)][-1]
+        while screen.views[last.stage].status != last.status:  # the replay has been applied
+            assert time.monotonic() < deadline, "the replay did not start"
+            await pilot.pause(0.05)
+        await pilot.pause(0.1)
+        screen.query_one(StageTree).select_stage(stage)
+        await pilot.pause(0.1)
+        if search:
+            await pilot.press("slash", *search, "enter")
+            view = screen.query_one("#log", LogView)
+            while view.search is None or view.search.scanned < view.line_count:
+                assert time.monotonic() < deadline, "the search did not finish"
+                await pilot.pause(0.05)
+            screen.query_one(StageTree).focus()
+        screen.sync()
+        await pilot.pause(0.1)
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_mid_run(snap_compare, tmp_path, size):
+    app = replay_app(tmp_path, "mid_run")
+    assert snap_compare(app, terminal_size=size, run_before=select("test[python=3.12]"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_after_a_failure(snap_compare, tmp_path, size):
+    app = replay_app(tmp_path, "failed")
+    assert snap_compare(app, terminal_size=size, run_before=select("test[python=3.12]"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_search_active(snap_compare, tmp_path, size):
+    app = replay_app(tmp_path, "failed")
+    assert snap_compare(app, terminal_size=size, run_before=select("lint", search="error"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_manual_stage_waiting(snap_compare, tmp_path, size):
+    app = replay_app(tmp_path, "manual_waiting")
+    assert snap_compare(app, terminal_size=size, run_before=select("deploy"))
