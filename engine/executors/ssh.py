@@ -312,6 +312,7 @@ class SshExecutor:
             await session.finished(chan)
         except asyncio.CancelledError:
             await self._kill(conn, session, {token: pidfile}, stage.kill_grace)
+            chan.close()
             raise
         finally:
             self._running.pop(token, None)
