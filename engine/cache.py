@@ -14,13 +14,17 @@ Globs are relative to the workspace: `*`, `?` and `[...]` stay within one path s
 matches any number of directories, and a pattern naming a directory means everything under it.
 `.git` and `.pipedeck` directories are never searched.
 
-Within one `StageCache`, directory listings and input digests are shared between decisions until
-the next `record_success`, so the 200 stages of a no-op rerun list a large tree once.
+Within one execution of a run, directory listings and input hashes are shared between decisions,
+so the 200 stages of a no-op rerun list and check a large tree once. A stage's success drops the
+listings its declared `outputs` could touch: files one stage writes and another reads must be
+declared as the writer's `outputs` (as with make or go-task).
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -31,6 +35,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from engine import artifacts, metrics
+from engine.events import RunStarted
 from engine.history import History, Success
 from engine.run import Decision, Run
 from engine.spec import Pipeline, Stage
@@ -98,8 +103,10 @@ class _Walker:
         self.workspace = workspace
         self._listings: dict[str, list[_Entry]] = {}
 
-    def clear(self) -> None:
-        self._listings.clear()
+    def forget(self, bases: set[str]) -> None:
+        """Drop the listings that files under any of `bases` could be part of."""
+        for base in [b for b in self._listings if any(_overlap(b, other) for other in bases)]:
+            del self._listings[base]
 
     def listing(self, base: str) -> list[_Entry]:
         """Every file under `base` (workspace-relative, "" for the workspace), recursively."""
@@ -142,26 +149,56 @@ class _Walker:
             return (
                 [_Entry(pattern, st.st_size, st.st_mtime_ns, st.st_ino)] if target.is_file() else []
             )
-        first = next(i for i, s in enumerate(segments) if _MAGIC.search(s))
-        base = "/".join(segments[:first])
+        base = _base(pattern)
+        if pattern == f"{base}/**" or (not base and pattern == "**"):
+            return self.listing(base)
         regex = _glob_regex(pattern)
         return [e for e in self.listing(base) if regex.fullmatch(e.rel)]
+
+
+def _base(pattern: str) -> str:
+    """The literal directory part of a normalized glob ("" for the workspace)."""
+    segments = pattern.split("/")
+    magic = [i for i, s in enumerate(segments) if _MAGIC.search(s)]
+    return "/".join(segments[: magic[0]]) if magic else ("" if pattern == "." else pattern)
+
+
+def _overlap(a: str, b: str) -> bool:
+    """True when one workspace-relative path is (under) the other."""
+    return not a or not b or a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+def _match(walker: _Walker, patterns: tuple[str, ...]) -> list[_Entry]:
+    found = {e.rel: e for pattern in patterns for e in walker.expand(pattern)}
+    return [found[rel] for rel in sorted(found)]
+
+
+def _matching(paths: list[str], patterns: tuple[str, ...]) -> set[str]:
+    """The paths (sorted) that any glob matches, looking only under each glob's literal base."""
+    hits: set[str] = set()
+    for pattern in map(_normalize, patterns):
+        base = _base(pattern)
+        literal = not _MAGIC.search(pattern)
+        start = bisect.bisect_left(paths, base)
+        if literal and start < len(paths) and paths[start] == base:
+            hits.add(base)
+        prefix = f"{base}/" if base else ""
+        fullmatch = None if literal else _glob_regex(pattern).fullmatch
+        for path in itertools.islice(paths, bisect.bisect_left(paths, prefix), None):
+            if not path.startswith(prefix):
+                break
+            if fullmatch is None or fullmatch(path):
+                hits.add(path)
+    return hits
 
 
 def glob_files(
     workspace: Path, patterns: tuple[str, ...], exclude: tuple[str, ...] = ()
 ) -> list[str]:
     """Workspace-relative paths of the files the globs match, minus those `exclude` matches."""
-    walker = _Walker(workspace)
-    return sorted(e.rel for e in _match(walker, patterns, exclude))
-
-
-def _match(walker: _Walker, patterns: tuple[str, ...], exclude: tuple[str, ...]) -> list[_Entry]:
-    found = {e.rel: e for pattern in patterns for e in walker.expand(pattern)}
-    if exclude:
-        regexes = [_glob_regex(_normalize(p)) for p in exclude]
-        found = {rel: e for rel, e in found.items() if not any(r.fullmatch(rel) for r in regexes)}
-    return [found[rel] for rel in sorted(found)]
+    paths = [e.rel for e in _match(_Walker(workspace), patterns)]
+    excluded = _matching(paths, exclude)
+    return [p for p in paths if p not in excluded]
 
 
 class FileHasher:
@@ -219,17 +256,28 @@ class StageCache:
         self.hasher = FileHasher(pipeline.workspace, history)
         self.fingerprints: dict[str, str] = {}  # stage id -> fingerprint of its last decision
         self._walker = _Walker(pipeline.workspace)
-        self._inputs: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[str, dict[str, str]]] = {}
+        self._inputs: dict[tuple[str, ...], tuple[str, dict[str, str], list[str]]] = {}
         self._pending: dict[str, tuple[dict[str, object], dict[str, str]]] = {}
         self._successes: dict[str, Success] | None = None
+        self._stored_sets: set[str] = set()
+
+    def forget(self) -> None:
+        """Drop every listing and input hash: the next decisions look at the files again."""
+        self._walker.forget({""})
+        self._inputs.clear()
 
     def _input_files(self, stage: Stage) -> tuple[str, dict[str, str]]:
-        key = (stage.inputs, stage.outputs)
-        if key not in self._inputs:
-            entries = _match(self._walker, stage.inputs, stage.outputs)
-            files = {e.rel: self.hasher.digest(e) for e in entries}
-            self._inputs[key] = (_sha([list(stage.inputs), sorted(files.items())]), files)
-        return self._inputs[key]
+        """The digest and hashes of the stage's input files, its own outputs left out."""
+        if stage.inputs not in self._inputs:
+            files = {e.rel: self.hasher.digest(e) for e in _match(self._walker, stage.inputs)}
+            digest = _sha([list(stage.inputs), sorted(files.items())])
+            self._inputs[stage.inputs] = (digest, files, sorted(files))
+        digest, files, paths = self._inputs[stage.inputs]
+        excluded = _matching(paths, stage.outputs)
+        if not excluded:
+            return digest, files
+        files = {path: sha for path, sha in files.items() if path not in excluded}
+        return _sha([list(stage.inputs), sorted(files.items())]), files
 
     def _parts(
         self, stage: Stage, upstream: Mapping[str, str]
@@ -276,7 +324,7 @@ class StageCache:
             return "no earlier run"
         if last.fingerprint != fingerprint:
             return self._difference(last.parts, parts, files)
-        now = self.hasher.manifest(_match(self._walker, stage.outputs, ()))
+        now = self.hasher.manifest(_match(self._walker, stage.outputs))
         if not now or any(path not in now for path in last.outputs):
             return "outputs missing"
         if now != last.outputs:
@@ -304,14 +352,20 @@ class StageCache:
     def record_success(self, stage: Stage, fingerprint: str, run_id: str) -> None:
         """After a stage succeeded: remember its fingerprint and outputs, keep its artifacts
         (pruning old runs), and record its metrics. Call for every succeeded stage."""
-        self._walker.clear()
-        self._inputs.clear()
-        manifest = self.hasher.manifest(_match(self._walker, stage.outputs, ()))
+        bases = {_base(_normalize(p)) for p in stage.outputs}
+        self._walker.forget(bases)
+        for key in [k for k in self._inputs if any(_overlap(_base(_normalize(p)), b)
+                                                  for p in k for b in bases)]:  # fmt: skip
+            del self._inputs[key]
+        manifest = self.hasher.manifest(_match(self._walker, stage.outputs))
         self.hasher.flush()
         pending = self._pending.get(stage.id)
         if stage.inputs and stage.outputs and pending and _sha(pending[0]) == fingerprint:
             success = Success(fingerprint, run_id, pending[0], manifest)
-            self.history.record_success(self.pipeline.name, stage.id, success, pending[1])
+            digest = str(pending[0]["inputs"])
+            files = None if digest in self._stored_sets else pending[1]
+            self.history.record_success(self.pipeline.name, stage.id, success, files)
+            self._stored_sets.add(digest)
             if self._successes is not None:
                 self._successes[stage.id] = success
         if manifest:
@@ -337,11 +391,13 @@ def track_run(run: Run, history: History | None = None) -> StageCache:
     """Give `run` a stage cache and record it in the history: call before `run.execute()`.
 
     Marks runs left behind by a crashed pipedeck as interrupted (sweeping their processes),
-    sets `run.cache`, and subscribes the history recorder with the run's trigger.
+    sets `run.cache`, and subscribes the history recorder with the run's trigger. Each
+    `execute()` (a watch-mode rerun too) starts with fresh listings.
     """
     history = history or History.for_state_dir(run.pipeline.state_dir)
     history.mark_interrupted()
     cache = StageCache(run.pipeline, history)
     run.cache = cache
+    run.subscribe(lambda event: cache.forget() if isinstance(event, RunStarted) else None)
     run.subscribe(history.recorder(run.run_id, run.trigger, cache.fingerprints))
     return cache

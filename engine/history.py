@@ -356,10 +356,11 @@ class History:
         }
 
     def record_success(
-        self, pipeline: str, stage: str, success: Success, input_files: Mapping[str, str]
+        self, pipeline: str, stage: str, success: Success, input_files: Mapping[str, str] | None
     ) -> None:
-        """Store a stage's last success; `input_files` (path -> sha256) is kept once per digest."""
-        digest = success.parts.get("inputs")
+        """Store a stage's last success and its input files (path -> sha256; None when that
+        set is already stored), which are kept once per digest for explaining changes."""
+        digest = success.parts.get("inputs") if input_files is not None else None
         with self.write() as db:
             db.execute(
                 "INSERT OR REPLACE INTO successes VALUES (?, ?, ?, ?, ?, ?)",

@@ -15,11 +15,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine import metrics
-from engine.artifacts import list_artifacts
-from engine.history import History, RunRow
+if TYPE_CHECKING:  # imported by the handlers: `pipedeck run` need not load them
+    from engine.history import History, RunRow
 
 DEFAULT_FILE = "pipedeck.yaml"
 EXIT_USAGE = 2
@@ -66,6 +65,8 @@ def state_dir(args: argparse.Namespace) -> Path:
 
 
 def _open(args: argparse.Namespace) -> History | None:
+    from engine.history import History
+
     db = state_dir(args) / "history.db"
     return History(db) if db.is_file() else None
 
@@ -180,6 +181,8 @@ def _size(n: int) -> str:
 
 def cmd_artifacts(args: argparse.Namespace) -> int:
     """`pipedeck artifacts [--run RUN]`: kept outputs, with size and sha256."""
+    from engine.artifacts import list_artifacts
+
     found = list_artifacts(state_dir(args), args.run)
     if args.json:
         print(json.dumps([{**asdict(a), "stored": str(a.stored)} for a in found], indent=2))
@@ -200,6 +203,8 @@ def _number(value: float | None, sign: bool = False) -> str:
 
 def cmd_metrics(args: argparse.Namespace) -> int:
     """`pipedeck metrics [--stage S] [--json]`: each stage's last runs side by side, with deltas."""
+    from engine import metrics
+
     history = _open(args)
     stages = history.metric_stages() if history else []
     if args.stage:

@@ -194,3 +194,22 @@ def test_globs(tmp_path: Path) -> None:
     assert glob_files(tmp_path, ("./src/x/?.[pt]*",)) == ["src/x/c.py", "src/x/d.txt"]
     assert glob_files(tmp_path, ("src/**",), exclude=("**/*.txt",)) == ["src/b.py", "src/x/c.py"]
     assert glob_files(tmp_path, ("nothing/**", "a.py")) == ["a.py"]
+
+
+def test_a_success_makes_files_under_its_outputs_visible_to_later_decisions(ws: Path) -> None:
+    gen = Stage(id="gen", name="gen", run="make gen", inputs=("src/**",), outputs=("gen/**",))
+    use = Stage(id="use", name="use", run="use gen", needs=("gen",), inputs=("gen/**", "src/**"),
+                outputs=("out/use.txt",))  # fmt: skip
+    p = pipeline(ws, gen, use)
+    cache = StageCache(p, History.for_state_dir(p.state_dir))
+    before = cache.decide(use, {"gen": "f"}, False).fingerprint
+    decision = cache.decide(gen, {}, False)
+    write(ws / "gen/made.py", "made\n")
+    cache.record_success(gen, decision.fingerprint, "r1")
+    after = cache.decide(use, {"gen": "f"}, False).fingerprint
+    assert after != before
+    write(ws / "src/new.py", "new\n")  # not under any succeeded stage's outputs
+    assert cache.decide(use, {"gen": "f"}, False).fingerprint == after  # one listing per run
+    cache.forget()  # what track_run does when the run (re)starts executing
+    assert cache.decide(use, {"gen": "f"}, False).why == "no earlier run"
+    assert cache.decide(use, {"gen": "f"}, False).fingerprint != after
