@@ -16,7 +16,7 @@ import re
 import shlex
 import stat
 from bisect import bisect_right
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from glob import glob
@@ -58,7 +58,7 @@ _TEXT_TAGS = frozenset({STR, INT, FLOAT, TIMESTAMP})  # scalars whose source tex
 _NAME_RE = re.compile(NAME_PATTERN)
 _ENV_NAME_RE = re.compile(ENV_NAME_PATTERN)
 _AXIS_RE = re.compile(AXIS_PATTERN)
-_DURATION_RE = re.compile(f"(?:{DURATION_PATTERN})")
+_DURATION_RE = re.compile(DURATION_PATTERN)
 _DURATION_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _MATRIX_EXPR_RE = re.compile(r"\$\{\{\s*matrix\.([A-Za-z0-9_-]+)\s*\}\}")
@@ -134,8 +134,9 @@ def _read(file: str) -> str:
             raise fail("not a regular file")
         with open(file, "rb") as handle:
             data = handle.read(MAX_FILE_BYTES + 1)
-    except OSError as err:
-        raise fail(f"cannot read the pipeline file: {err.strerror or err}") from None
+    except (OSError, ValueError) as err:  # ValueError: a NUL in the path
+        message = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise fail(f"cannot read the pipeline file: {message}") from None
     if len(data) > MAX_FILE_BYTES:
         raise fail(f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; refusing to load it")
     try:
@@ -176,8 +177,9 @@ class _Bounded(yaml.composer.Composer, yaml.resolver.Resolver):
 
     peek_event: Callable[[], Any]  # from the event source
 
-    def __init__(self, stream: str) -> None:
-        super().__init__()
+    def __init__(self) -> None:
+        yaml.composer.Composer.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
         self.spent = 0
         self.depth = 0
         self.sizes: dict[int, int] = {}
@@ -215,10 +217,10 @@ class _PyLoader(_Bounded, _PyParser):
 
     def __init__(self, stream: str) -> None:
         _PyParser.__init__(self, stream)
-        _Bounded.__init__(self, stream)
+        _Bounded.__init__(self)
 
 
-_LOADER: type[_Bounded] = _PyLoader
+_LOADER: Callable[[str], _Bounded] = _PyLoader
 if yaml.__with_libyaml__:
     from yaml.cyaml import CParser  # type: ignore[attr-defined]
 
@@ -227,7 +229,7 @@ if yaml.__with_libyaml__:
 
         def __init__(self, stream: str) -> None:
             CParser.__init__(self, stream)
-            _Bounded.__init__(self, stream)
+            _Bounded.__init__(self)
 
     _LOADER = _CLoader
 
@@ -239,6 +241,8 @@ def _describe(node: Node) -> str:
     if isinstance(node, SequenceNode):
         return "a list" + (f" tagged {node.tag}" if node.tag != SEQ else "")
     value = node.value if len(node.value) <= 40 else node.value[:37] + "..."
+    if node.tag in (INT, FLOAT, BOOL) and _scalar(node) is None:
+        return f"{value!r} tagged {node.tag}"
     return {
         STR: f"the string {value!r}",
         INT: f"the integer {value}",
@@ -249,10 +253,29 @@ def _describe(node: Node) -> str:
     }.get(node.tag, f"a value tagged {node.tag}")
 
 
-def _did_you_mean(word: str, options: Mapping[str, Any] | list[str]) -> str:
-    """`; did you mean 'x'?` for the closest option, or nothing."""
+def _scalar(node: Node) -> Any:
+    """The value of an int, float or bool scalar; None for other nodes and unparsable text
+    (possible with explicit tags: `!!int ""`, `!!bool maybe`)."""
+    construct = {INT: _SCALARS.construct_yaml_int, FLOAT: _SCALARS.construct_yaml_float,
+                 BOOL: _SCALARS.construct_yaml_bool}.get(node.tag)
+    if construct is None or not isinstance(node, ScalarNode):
+        return None
+    try:
+        return construct(node)
+    except (ValueError, IndexError, KeyError, yaml.YAMLError):
+        return None
+
+
+def _closest(word: str, options: Iterable[str]) -> str | None:
+    """The option most like `word`, if one is close enough."""
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    return close[0] if close else None
+
+
+def _did_you_mean(word: str, options: Iterable[str]) -> str:
+    """`; did you mean 'x'?` for the closest option, or nothing."""
+    close = _closest(word, options)
+    return f"; did you mean {close!r}?" if close else ""
 
 
 def _matrix_id(name: str, combo: Mapping[str, str]) -> str:
@@ -323,7 +346,7 @@ class _Checker:
             self.report(err.problem_mark or err.context_mark or _START, self.syntax_message(err))
             return None
         except yaml.YAMLError as err:  # a reader error the check above did not foresee
-            self.report(_START, f"YAML error: {err}")
+            self.report(_START, "YAML error: " + " ".join(str(err).split()))
             return None
         if root is None:
             self.report(_START, "the file is empty; a pipeline needs 'version: 1' and 'stages'")
@@ -394,9 +417,9 @@ class _Checker:
             if name.startswith(EXTENSION_PREFIX):
                 continue
             if name not in table:
-                hint = _did_you_mean(name, table)
-                suggested.update(k for k in table if hint.endswith(f"{k!r}?"))
-                self.report(key_node, f"unknown key {name!r} in {label}{hint}")
+                suggested.add(_closest(name, table) or "")
+                self.report(key_node, f"unknown key {name!r} in {label}"
+                            + _did_you_mean(name, table))
                 continue
             found[name] = value
         for name, key in table.items():
@@ -441,7 +464,7 @@ class _Checker:
                 return None
             return text
         if kind == "version":
-            if node.tag != INT or self._number(node) != 1:
+            if node.tag != INT or _scalar(node) != 1:
                 self.report(node, f"{path}: must be the integer 1, got {_describe(node)}")
                 return None
             return 1
@@ -464,23 +487,10 @@ class _Checker:
             self.report(node, f"{path}: expected a string, got {_describe(node)}")
         return None
 
-    def _number(self, node: Node) -> float | int | None:
-        """The value of an int or float scalar, else None."""
-        if not isinstance(node, ScalarNode):
-            return None
-        try:
-            if node.tag == INT:
-                return int(_SCALARS.construct_yaml_int(node))
-            if node.tag == FLOAT:
-                return float(_SCALARS.construct_yaml_float(node))
-        except (ValueError, yaml.YAMLError):
-            return None
-        return None
-
     def integer(self, node: Node, path: str, minimum: int | None = None,
                 maximum: int | None = None) -> int | None:
         """An integer within [minimum, maximum]."""
-        number = self._number(node) if node.tag == INT else None
+        number = _scalar(node) if node.tag == INT else None
         if not isinstance(number, int):
             self.report(node, f"{path}: expected an integer, got {_describe(node)}")
             return None
@@ -494,15 +504,16 @@ class _Checker:
 
     def boolean(self, node: Node, path: str) -> bool | None:
         """true or false (YAML 1.1 spellings included)."""
-        if isinstance(node, ScalarNode) and node.tag == BOOL:
-            return bool(_SCALARS.construct_yaml_bool(node))
+        value = _scalar(node) if node.tag == BOOL else None
+        if isinstance(value, bool):
+            return value
         self.report(node, f"{path}: expected true or false, got {_describe(node)}")
         return None
 
     def duration(self, node: Node, path: str) -> float | None:
         """Seconds: a number, or text such as 90s, 5m, 1h30m, 100ms."""
         if isinstance(node, ScalarNode) and node.tag in (INT, FLOAT):
-            number = self._number(node)
+            number = _scalar(node)
             seconds = float(number) if number is not None and abs(number) < 1e12 else math.inf
             if not math.isfinite(seconds) or seconds < 0:
                 self.report(node, f"{path}: a duration must be a finite number of seconds >= 0, "

@@ -670,6 +670,12 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     (b"version: 1\nstages: !!python/object:os.system {}\n",
      "2:9: stages: expected a mapping, got a mapping tagged tag:yaml.org,2002:python/object"),
     (b"[" * 100, "1:65: nesting deeper than 64 levels"),
+    (b"version: !!int\nstages: {a: {run: x}}\n",
+     "1:10: version: must be the integer 1, got '' tagged tag:yaml.org,2002:int"),
+    (b"version: 1\nstages: {a: {run: x, allow_failure: !!bool maybe}}\n",
+     "2:37: stages.a.allow_failure: expected true or false, got 'maybe' tagged"),
+    (b"version: 1\nstages: {a: {run: x, timeout: !!float 1:x}}\n",
+     "2:31: stages.a.timeout: a duration must be a finite number of seconds >= 0, got '1:x'"),
 ])
 def test_garbage_is_refused_with_a_position(tmp_path: Path, content: bytes, expected: str) -> None:
     path = tmp_path / "pipedeck.yaml"

@@ -61,7 +61,8 @@ LINE_RE = re.compile(r"(?P<file>.+?):(?P<line>[1-9]\d*):(?P<col>[1-9]\d*): \S.*"
 
 SNIPPETS = ["&a ", "*a", "&a", "<<: *a", ": ", "- ", "[", "]", "{", "}", "'", '"', "#", "\t",
             "!!str ", "!x ", "on", "~", "|", ">", "---", "? ", "%YAML 1.1", "${{ matrix.x }}",
-            "needs: [deploy]", "\x00", "\u2028", "\r"]
+            "needs: [deploy]", "\x00", "\u2028", "\r", "!!int ", "!!float ", "!!bool ",
+            "!!null ", "!!binary ", "!!timestamp ", "!!set ", "!!omap ", "!!python/name:os "]
 
 
 @pytest.fixture(scope="module", params=["libyaml", "python"])
