@@ -246,3 +246,60 @@ def test_the_cli_reports_an_empty_project(tmp_path: Path) -> None:
     assert "no artifacts" in pipedeck("artifacts", "-f", path).stdout
     assert "no metrics" in pipedeck("metrics", "-f", path).stdout
     assert not (tmp_path / ".pipedeck").exists()  # reading creates nothing
+
+
+CRASHING = """\
+version: 1
+name: crash
+stages:
+  quick:
+    run: echo quick
+  slow:
+    needs: [quick]
+    run: |
+      setsid sleep 300 &
+      echo started
+      sleep 300
+"""
+
+
+def marked(run_id: str) -> list[int]:
+    """Pids of live processes whose environment carries PIPEDECK_RUN_ID=run_id."""
+    needle = f"PIPEDECK_RUN_ID={run_id}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if needle in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_sigkill_mid_run_leaves_a_sound_db_an_interrupted_run_and_no_processes(tmp_path: Path):
+    path = tmp_path / "pipedeck.yaml"
+    path.write_text(CRASHING)
+    exe = Path(sys.executable).with_name("pipedeck")
+    proc = subprocess.Popen([str(exe), "run", str(path)], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "started" in line:
+            break
+    history = History(tmp_path / ".pipedeck/history.db")
+    run_id = history.latest_run_id()
+    assert run_id is not None
+    assert marked(run_id)  # the stage and its escaped grandchild are running
+    proc.kill()
+    proc.wait()
+
+    with sqlite3.connect(tmp_path / ".pipedeck/history.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    listed = json.loads(pipedeck("history", "-f", str(path), "--json").stdout)
+    assert [(r["run_id"], r["status"]) for r in listed] == [(run_id, "interrupted")]
+    statuses = {a.stage: a.status for a in history.attempts(run_id)}
+    assert statuses == {"quick": "succeeded", "slow": "interrupted"}
+    deadline = time.monotonic() + 10
+    while marked(run_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marked(run_id) == []
