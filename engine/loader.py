@@ -48,7 +48,6 @@ MAX_NODES = 50_000  # YAML nodes, counting each alias as the nodes it stands for
 MAX_DEPTH = 64  # nesting of YAML collections
 MAX_MERGE_DEPTH = 16  # merge keys (<<) within merged mappings
 MAX_INSTANCES = 1000  # stage instances in the whole pipeline, after matrix expansion
-DEFAULT_KILL_GRACE = 10.0
 
 _TAG = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
@@ -66,6 +65,7 @@ _SCALARS = yaml.constructor.SafeConstructor()  # parses int, float and bool scal
 _START = yaml.Mark("", 0, 0, 0, "", 0)  # where problems of the whole file are reported
 _NON_PRINTABLE_RE = yaml.reader.Reader.NON_PRINTABLE
 _LINE_BREAK_RE = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # what PyYAML counts as a new line
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _DOTENV_RE = re.compile(rf"(?:export\s+)?({ENV_NAME_PATTERN})\s*=\s*(.*)")
 
 
@@ -572,12 +572,12 @@ class _Checker:
         watch = self.watch(top.get("watch"))
         raw = self.raw_stages(top.get("stages"))
         env = fields.get("env", {})
-        secrets = self.secrets(top.get("secrets"), fields.get("secrets", []), path, environ)
+        secrets = self.secrets(top.get("secrets"), fields.get("secrets", []), environ)
         if raw is None:
             return None
-        order = self.stage_order(raw)
+        self.check_needs(raw)
         self.check_hosts(raw)
-        stages, groups = self.expand(raw, order, env, defaults)
+        stages, groups = self.expand(raw, env, defaults)
         if self.problems:
             return None
         return Pipeline(path=path, name=fields.get("name", path.stem), stages=stages,
@@ -609,7 +609,7 @@ class _Checker:
             hosts[name] = Host(name=name, address=f.get("address", name), port=f.get("port"),
                                user=f.get("user"), identity_file=f.get("identity_file"),
                                known_hosts=f.get("known_hosts"), workdir=f.get("workdir"),
-                               slots=f.get("slots", 4))
+                               slots=f.get("slots", Host.slots))
         return hosts
 
     def watch(self, node: Node | None) -> WatchConfig:
@@ -621,7 +621,7 @@ class _Checker:
         return WatchConfig(paths=tuple(f.get("paths", (".",))), ignore=tuple(f.get("ignore", ())),
                            debounce=f.get("debounce", WatchConfig.debounce))
 
-    def secrets(self, node: Node | None, names: list[str], path: Path,
+    def secrets(self, node: Node | None, names: list[str],
                 environ: Mapping[str, str] | None) -> dict[str, str]:
         """Secret values: from `environ`, else from `.env` beside the file, else empty."""
         items = node.value if isinstance(node, SequenceNode) else [node]
@@ -688,7 +688,8 @@ class _Checker:
             needs = dict(zip(fields.get("needs", []), need_items, strict=False))
             axes = self.matrix(nodes["matrix"], f"{path}.matrix") if "matrix" in nodes else {}
             raw[name] = _RawStage(name, key_node, value, nodes, fields, needs, axes or {})
-            self.check_matrix_refs(raw[name])
+            if axes is not None:
+                self.check_matrix_refs(raw[name])
         return raw
 
     def stage_details(self, fields: dict[str, Any], nodes: Mapping[str, Node], path: str) -> None:
@@ -703,7 +704,8 @@ class _Checker:
             self.report(nodes["cwd"], f"{path}.cwd: must be relative to the pipeline directory")
 
     def matrix(self, node: Node, path: str) -> dict[str, list[str]] | None:
-        """Axis -> values; every axis needs at least one value, no value twice."""
+        """Axis -> values; every axis needs at least one value, no value twice (an axis with
+        a problem maps to no values, so that references to it are not reported too)."""
         items = self.entries(node, path)
         if items is None:
             return None
@@ -712,6 +714,7 @@ class _Checker:
             return None
         axes: dict[str, list[str]] = {}
         for axis, (key_node, value) in items.items():
+            axes[axis] = []
             if not _AXIS_RE.fullmatch(axis):
                 self.report(key_node, f"{path}: axis name {axis!r} may only contain letters, "
                             "digits, '_' and '-', not starting with a digit")
@@ -727,15 +730,20 @@ class _Checker:
             values: list[str] = []
             for i, item in enumerate(value.value):
                 text = self.string(item, f"{path}.{axis}[{i}]", nonempty=True)
+                if text is None:
+                    continue
                 if text in values:
                     self.report(item, f"{path}.{axis}[{i}]: duplicate value {text!r}")
-                elif text is not None:
+                elif _CONTROL_RE.search(text):
+                    self.report(item, f"{path}.{axis}[{i}]: a matrix value must be one line of "
+                                "printable text")
+                else:
                     values.append(text)
             axes[axis] = values
         return axes
 
-    def stage_order(self, raw: dict[str, _RawStage]) -> list[str]:
-        """Stage names in topological order; reports unknown needs and every cycle."""
+    def check_needs(self, raw: dict[str, _RawStage]) -> None:
+        """Report unknown needs and every dependency cycle."""
         needs: dict[str, list[str]] = {}
         for name, stage in raw.items():
             needs[name] = []
@@ -747,7 +755,8 @@ class _Checker:
                                 + _did_you_mean(dep, sorted(self.stage_names)))
         while True:
             try:
-                return graph.topo_order(needs)
+                graph.topo_order(needs)
+                return
             except graph.CycleError as err:
                 first, second = err.cycle[0], err.cycle[1 % len(err.cycle)]
                 self.report(raw[first].needs[second],
@@ -795,25 +804,25 @@ class _Checker:
             else:
                 self.report(stage.key, message)
 
-    def expand(self, raw: dict[str, _RawStage], order: list[str], env: Mapping[str, str],
+    def expand(self, raw: dict[str, _RawStage], env: Mapping[str, str],
                defaults: Mapping[str, Any]) -> tuple[dict[str, Stage], dict[str, tuple[str, ...]]]:
         """Matrix expansion into stage instances, in topological order."""
         total = sum(math.prod(len(v) for v in stage.axes.values()) for stage in raw.values())
-        if total > MAX_INSTANCES:
+        if total > MAX_INSTANCES:  # checked before anything is expanded
             self.report(next(iter(raw.values())).key, f"stages: the matrices expand to {total} "
                         f"stage instances; at most {MAX_INSTANCES} are allowed")
         if self.problems:
             return {}, {}
         groups = {name: [_matrix_id(name, combo) if combo else name
-                         for combo in _combinations(raw[name].axes)] for name in order}
+                         for combo in _combinations(stage.axes)] for name, stage in raw.items()}
         instances: dict[str, Stage] = {}
         for name, stage in raw.items():
             needs = tuple(sid for dep in stage.needs if dep in raw for sid in groups[dep])
             for sid, combo in zip(groups[name], _combinations(stage.axes), strict=True):
                 instances[sid] = _instance(stage, sid, combo, needs, env, defaults)
         ids = graph.topo_order({sid: s.needs for sid, s in instances.items()})
-        return ({sid: instances[sid] for sid in ids},
-                {name: tuple(groups[name]) for name in order})
+        names = dict.fromkeys(instances[sid].name for sid in ids)  # in topological order
+        return {sid: instances[sid] for sid in ids}, {n: tuple(groups[n]) for n in names}
 
 
 def _combinations(axes: Mapping[str, list[str]]) -> list[dict[str, str]]:
@@ -836,10 +845,11 @@ def _instance(stage: _RawStage, sid: str, combo: dict[str, str], needs: tuple[st
         id=sid, name=stage.name, run=_substitute(f["run"], combo), needs=needs, env=stage_env,
         cwd=_substitute(f.get("cwd", "."), combo), shell=f.get("shell", ()),
         timeout=f.get("timeout", defaults.get("timeout")) or None,
-        kill_grace=f.get("kill_grace", defaults.get("kill_grace", DEFAULT_KILL_GRACE)),
-        retries=f.get("retries", defaults.get("retries", 0)), when=f.get("when", "on_success"),
-        allow_failure=f.get("allow_failure", False), inputs=tuple(f.get("inputs", ())),
-        outputs=tuple(f.get("outputs", ())), host=f.get("host", LOCAL), matrix=combo,
+        kill_grace=f.get("kill_grace", defaults.get("kill_grace", Stage.kill_grace)),
+        retries=f.get("retries", defaults.get("retries", Stage.retries)),
+        when=f.get("when", Stage.when), allow_failure=f.get("allow_failure", Stage.allow_failure),
+        inputs=tuple(f.get("inputs", ())), outputs=tuple(f.get("outputs", ())),
+        host=f.get("host", LOCAL), matrix=combo,
         metrics=f.get("metrics"),
     )
 

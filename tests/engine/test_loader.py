@@ -601,15 +601,21 @@ def test_a_broken_stage_or_host_is_not_also_unknown(tmp_path: Path) -> None:
     ]
 
 
+def test_matrix_values_are_single_lines(tmp_path: Path) -> None:
+    path = write(tmp_path, 'version: 1\nstages:\n  a: {run: x, matrix: {v: ["a\\nb", ok]}}\n')
+    assert one_problem(path) == (f"{path}:3:28: stages.a.matrix.v[0]: a matrix value must be one "
+                                 "line of printable text")
+
+
 def test_empty_matrix_axis_and_empty_matrix(tmp_path: Path) -> None:
     path = write(tmp_path, """\
         version: 1
         stages:
           a:
-            run: x
+            run: tox -e ${{ matrix.python }}
             matrix:
               python: []
-          b: {run: x, matrix: {}}
+          b: {run: "${{ matrix.os }}", matrix: {}}
         """)
     assert problems(path) == [
         f"{path}:6:15: stages.a.matrix.python: the matrix axis is empty; give it at least one "
