@@ -52,6 +52,12 @@ TOKEN_VAR = "PIPEDECK_SSH_TASK"
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INNER = 'echo $$ > "$0"; "$@"; s=$?; rm -f -- "$0"; exit $s'
+# The remote command: read the script from stdin, run it only when it arrived whole.
+_SCRIPT_END = "#pipedeck-script-end"
+_BOOTSTRAP = (
+    "sh -c 's=$(head -c {size}); case $s in *{end}) eval \"$s\";; "
+    "*) echo \"pipedeck: the stage script arrived truncated\" >&2; exit 255;; esac'"
+)
 _PICK_SHELL = "if command -v bash >/dev/null 2>&1; then set -- bash -e -o pipefail -c; " \
     "else set -- sh -e -c; fi"
 
@@ -179,8 +185,8 @@ class SshExecutor:
             options["client_keys"] = [str(host.identity_file)]
         try:
             conn, _ = await asyncssh.create_connection(lambda: client, host.address, **options)
-        except asyncssh.HostKeyNotVerifiable:
-            raise ConnectError(self._host_key_message(client)) from None
+        except asyncssh.HostKeyNotVerifiable as exc:
+            raise ConnectError(self._host_key_message(client, exc)) from None
         except asyncssh.PermissionDenied:
             raise ConnectError(
                 f"host {host.name}: authentication refused by {where}"
@@ -212,20 +218,23 @@ class SshExecutor:
             self._trust(client.new_key_line)
         return conn
 
-    def _host_key_message(self, client: _Client) -> str:
-        host, file = self.host, self.host.known_hosts
-        port = f"-p {host.display_port} " if host.display_port != 22 else ""
+    def _host_key_message(self, client: _Client, exc: Exception) -> str:
+        name, file = self.host.name, self.host.known_hosts
+        if client.peer is None:
+            return f"host {name}: host key refused: {exc}"
+        address, port = client.peer  # as matched: after ~/.ssh/config's HostName, Port
+        entry = address if port == 22 else f"[{address}]:{port}"
         if client.verdict == "changed":
-            entry = host.address if host.display_port == 22 else f"[{host.address}]:{host.port}"
             return (
-                f"host {host.name}: host key of {host.address} CHANGED, it does not match {file}"
+                f"host {name}: host key of {entry} CHANGED, it does not match {file}"
                 f" (possible man-in-the-middle); if the change is expected, remove the old key"
                 f" with `ssh-keygen -R '{entry}' -f {file}` and trust the new one"
             )
+        keyscan = f"ssh-keyscan -p {port} {address}" if port != 22 else f"ssh-keyscan {address}"
         return (
-            f"host {host.name}: unknown host key for {host.address} (not in {file}); trust it"
-            f" with `ssh-keyscan {port}{host.address} >> {file}` after checking its fingerprint,"
-            f" or set `known_hosts: accept-new` for host {host.name}"
+            f"host {name}: unknown host key for {entry} (not in {file}); trust it"
+            f" with `{keyscan} >> {file}` after checking its fingerprint,"
+            f" or set `known_hosts: accept-new` for host {name}"
         )
 
     def _trust(self, line: str) -> None:
@@ -299,7 +308,7 @@ class SshExecutor:
         token = uuid.uuid4().hex
         pidfile = f"{self.host.workdir}/{PIDS_DIR}/{token}"
         script = self._script(stage, env, token, pidfile).encode("utf-8", "surrogateescape")
-        command = f"sh -c 'eval \"$(head -c {len(script)})\"'"
+        command = _BOOTSTRAP.format(size=len(script), end=_SCRIPT_END)
         session = _StageSession(sink)
         try:
             chan, _ = await conn.create_session(lambda: session, command, encoding=None)
@@ -338,7 +347,7 @@ class SshExecutor:
             f" {quote(pidfile)} \"$@\" {quote(stage.run)}; fi",
             f"exec sh -c {quote(_INNER)} {quote(pidfile)} \"$@\" {quote(stage.run)}",
         ]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + _SCRIPT_END
 
     async def _kill(
         self, conn: asyncssh.SSHClientConnection, session: _StageSession,
@@ -363,11 +372,13 @@ class _Client(asyncssh.SSHClient):
         self._known = known
         self.verdict: str | None = None  # "unknown" or "changed" when a key is refused
         self.new_key_line: str | None = None  # accept-new: the line to add once connected
+        self.peer: tuple[str, int] | None = None  # the host name and port keys were matched for
         self.established = False
 
     def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
     ) -> bool:
+        self.peer = (host, port)
         matched = self._known.match(host, addr, None if port == 22 else port)
         if matched[0] or matched[1]:
             self.verdict = "changed"

@@ -132,3 +132,25 @@ async def test_host_from_ssh_config(
     shutil.rmtree(Path(pwd.getpwuid(os.getuid()).pw_dir) / executor.host.workdir, True)
     assert result.exit_code == 0, result.reason
     assert out.stdout == b"via-config\n"
+
+
+async def test_unknown_key_message_names_the_real_address_of_a_config_host(
+    sshd: Sshd, workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    ssh = tmp_path / ".ssh"
+    ssh.mkdir()
+    (ssh / "config").write_text(
+        f"Host cfgbox\n  HostName 127.0.0.3\n  Port {sshd.port}\n  User root\n"
+        f"  IdentityFile {sshd.client_key}\n"
+    )
+    stage = Stage(id="s", name="s", host="cfgbox", run="true")
+    executor = SshExecutor(make_pipeline(workspace, {}, [stage]), "cfgbox")
+    result = await executor.execute(stage, stage_env(stage), Output())
+    await executor.close()
+    known = ssh / "known_hosts"
+    assert result.reason == (
+        f"host cfgbox: unknown host key for [127.0.0.3]:{sshd.port} (not in {known}); trust it"
+        f" with `ssh-keyscan -p {sshd.port} 127.0.0.3 >> {known}` after checking its"
+        " fingerprint, or set `known_hosts: accept-new` for host cfgbox"
+    )
