@@ -620,7 +620,7 @@ def test_empty_matrix_axis_and_empty_matrix(tmp_path: Path) -> None:
     assert problems(path) == [
         f"{path}:6:15: stages.a.matrix.python: the matrix axis is empty; give it at least one "
         "value",
-        f"{path}:7:23: stages.b.matrix: a matrix needs at least one axis",
+        f"{path}:7:40: stages.b.matrix: a matrix needs at least one axis",
     ]
 
 
