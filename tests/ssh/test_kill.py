@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from engine.events import LogLines, StageStatus
+from engine.executors import ssh as ssh_module
 from engine.executors.ssh import SshExecutor
 from engine.run import Run
 from engine.spec import Stage
@@ -165,3 +166,28 @@ async def test_run_marks_a_dropped_stage_lost_and_retries_it(sshd: Sshd, workspa
     assert statuses[-1] == ("succeeded", 2)
     assert code == 0
     assert any(isinstance(e, LogLines) and "retried" in e.lines for e in events)
+
+
+async def test_a_silent_drop_is_noticed_by_keepalive(
+    sshd: Sshd, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ssh_module, "KEEPALIVE_INTERVAL", 0.3)  # 10 s in real use
+    stage = Stage(id="s", name="s", host="a", run="echo ready; sleep 300")
+    executor = SshExecutor(make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]),
+                           "a")
+    out = Watch()
+    frozen = []
+    run_id = f"silent-{uuid.uuid4().hex}"
+    try:
+        task = asyncio.ensure_future(executor.execute(stage, stage_env(stage, run_id), out))
+        await asyncio.wait_for(out.seen.wait(), 60)
+        frozen = sshd.connection_pids()
+        for pid in frozen:  # the server stops answering; the TCP connection stays open
+            os.kill(pid, signal.SIGSTOP)
+        result = await asyncio.wait_for(task, 60)
+    finally:
+        for pid in [*frozen, *marked_pids(run_id)]:
+            os.kill(pid, signal.SIGKILL)
+        await executor.close()
+    assert result.lost
+    assert "keepalive" in result.reason.lower()
