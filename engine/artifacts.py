@@ -3,8 +3,9 @@
 Layout: `<state_dir>/artifacts/<run_id>/<stage>/manifest.json` and the output files under
 `<stage>/files/<workspace-relative path>`. Files are hard-linked where the file system allows
 (no copy, no extra space), else copied. A hard link shares the file with the workspace: a tool
-that rewrites an output *in place* (rather than replacing it) changes the kept copy too, which
-the manifest's sha256 then shows.
+that later rewrites that output *in place* (a shell `>` redirect does) changes the kept copy too.
+The manifest records each kept file's size and mtime, so `list_artifacts` reports such a file as
+not `intact` (its sha256 in the manifest is what the stage made).
 
 The artifacts of the last `PIPEDECK_KEEP_RUNS` runs (default 20) are kept; older runs are pruned
 whenever a new run stores its first artifact.
@@ -19,6 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.logs import safe_name
 
@@ -37,6 +39,7 @@ class Artifact:
     sha256: str
     size: int
     stored: Path  # where the kept copy is
+    intact: bool  # False when the kept file was changed (or removed) after it was kept
 
 
 def keep_runs(environ: Mapping[str, str] | None = None) -> int:
@@ -50,7 +53,7 @@ def keep_outputs(
     run_id: str,
     stage_id: str,
     workspace: Path,
-    manifest: Mapping[str, list[object]],
+    manifest: Mapping[str, list[Any]],
     keep: int | None = None,
 ) -> Path:
     """Store a stage's outputs (`manifest`: path -> [sha256, size]) for a run; returns its dir.
@@ -62,7 +65,8 @@ def keep_outputs(
     first = not run_dir.exists()
     stage_dir = run_dir / safe_name(stage_id)
     files = stage_dir / "files"
-    for rel in manifest:
+    kept: dict[str, dict[str, object]] = {}
+    for rel, (sha, size) in sorted(manifest.items()):
         target = files / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.unlink(missing_ok=True)
@@ -70,13 +74,9 @@ def keep_outputs(
             os.link(workspace / rel, target)
         except OSError:
             shutil.copy2(workspace / rel, target)
+        kept[rel] = {"sha256": sha, "size": size, "mtime_ns": target.stat().st_mtime_ns}
     stage_dir.mkdir(parents=True, exist_ok=True)
-    body = {
-        "run_id": run_id,
-        "stage": stage_id,
-        "created": time.time(),
-        "files": {rel: {"sha256": v[0], "size": v[1]} for rel, v in sorted(manifest.items())},
-    }
+    body = {"run_id": run_id, "stage": stage_id, "created": time.time(), "files": kept}
     tmp = stage_dir / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(body, indent=2))
     tmp.replace(stage_dir / MANIFEST)
@@ -103,6 +103,14 @@ def prune(state_dir: Path, keep: int, current: str | None = None) -> list[str]:
     return [p.name for p in doomed]
 
 
+def _intact(stored: Path, info: Mapping[str, object]) -> bool:
+    try:
+        st = stored.stat()
+    except OSError:
+        return False
+    return (st.st_size, st.st_mtime_ns) == (info["size"], info.get("mtime_ns", st.st_mtime_ns))
+
+
 def list_artifacts(state_dir: Path, run_id: str | None = None) -> list[Artifact]:
     """Kept artifacts, oldest run first; only `run_id`'s when given."""
     found: list[Artifact] = []
@@ -112,12 +120,10 @@ def list_artifacts(state_dir: Path, run_id: str | None = None) -> list[Artifact]
         for manifest in sorted(run_dir.glob(f"*/{MANIFEST}")):
             try:
                 body = json.loads(manifest.read_text())
-                entries = body["files"].items()
-                found.extend(
-                    Artifact(body["run_id"], body["stage"], rel, info["sha256"], info["size"],
-                             manifest.parent / "files" / rel)
-                    for rel, info in entries
-                )  # fmt: skip
+                for rel, info in body["files"].items():
+                    stored = manifest.parent / "files" / rel
+                    found.append(Artifact(body["run_id"], body["stage"], rel, info["sha256"],
+                                          info["size"], stored, _intact(stored, info)))  # fmt: skip
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue  # a half-written or foreign manifest: not an artifact
     return found

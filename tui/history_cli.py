@@ -190,8 +190,9 @@ def cmd_artifacts(args: argparse.Namespace) -> int:
         where = f"run {args.run}" if args.run else str(state_dir(args))
         print(f"no artifacts kept for {where}")
     else:
-        table = [[a.run_id, a.stage, a.path, _size(a.size), a.sha256[:12]] for a in found]
-        print(_table(["RUN", "STAGE", "PATH", "SIZE", "SHA256"], table))
+        table = [[a.run_id, a.stage, a.path, _size(a.size), a.sha256[:12],
+                  "" if a.intact else "changed since kept"] for a in found]  # fmt: skip
+        print(_table(["RUN", "STAGE", "PATH", "SIZE", "SHA256", ""], table))
     return 0
 
 

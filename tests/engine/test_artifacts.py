@@ -42,6 +42,7 @@ def test_outputs_are_hard_linked_with_a_sha256_manifest(ws: Path) -> None:
     assert body["files"]["dist/app.whl"] == {
         "sha256": hashlib.sha256(b"wheel").hexdigest(),
         "size": 5,
+        "mtime_ns": kept.stat().st_mtime_ns,
     }
     found = list_artifacts(state)
     assert [(a.run_id, a.stage, a.path, a.size) for a in found] == [
@@ -49,6 +50,18 @@ def test_outputs_are_hard_linked_with_a_sha256_manifest(ws: Path) -> None:
         ("r1", "build[py=3.11]", "dist/sub/notes.txt", 5),
     ]
     assert found[0].stored == kept
+    assert all(a.intact for a in found)
+
+
+def test_an_output_rewritten_in_place_marks_its_kept_link_changed(ws: Path) -> None:
+    state = ws / ".pipedeck"
+    keep_outputs(state, "r1", "build", ws, manifest_of(ws, "dist/app.whl"))
+    with open(ws / "dist/app.whl", "r+b") as f:  # what a shell `>` redirect does: same inode
+        f.write(b"WHEEL")
+    os.utime(ws / "dist/app.whl", ns=(1, 1))
+    (artifact,) = list_artifacts(state)
+    assert not artifact.intact
+    assert artifact.sha256 == hashlib.sha256(b"wheel").hexdigest()  # what the stage made
 
 
 def test_only_the_last_runs_are_kept(ws: Path) -> None:
