@@ -65,7 +65,7 @@ def _find_cycle(deps: Mapping[str, list[str]], left: set[str], names: list[str])
         seen[node] = len(path)
         path.append(node)
         node = next(dep for dep in deps[node] if dep in left)
-    return path[seen[node]:]
+    return path[seen[node] :]
 
 
 def _ids(pipeline: Pipeline, ids: Iterable[str]) -> set[str]:

@@ -146,8 +146,9 @@ def _read(file: str) -> str:
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         col = err.start - data.rfind(b"\n", 0, err.start)
-        raise fail(f"not UTF-8 text: byte 0x{data[err.start]:02x} cannot be decoded", line,
-                   col) from None
+        raise fail(
+            f"not UTF-8 text: byte 0x{data[err.start]:02x} cannot be decoded", line, col
+        ) from None
 
 
 class _Refused(yaml.YAMLError):
@@ -187,8 +188,11 @@ class _Bounded(yaml.composer.Composer, yaml.resolver.Resolver):
     def _spend(self, count: int, mark: Any) -> None:
         self.spent += count
         if self.spent > MAX_NODES:
-            raise _Refused(f"refusing a document of more than {MAX_NODES} nodes (counting each "
-                           "alias as what it expands to: an alias bomb?)", mark)
+            raise _Refused(
+                f"refusing a document of more than {MAX_NODES} nodes (counting each "
+                "alias as what it expands to: an alias bomb?)",
+                mark,
+            )
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         event = self.peek_event()
@@ -197,8 +201,11 @@ class _Bounded(yaml.composer.Composer, yaml.resolver.Resolver):
             if target is not None:
                 size = self.sizes.get(id(target))
                 if size is None:
-                    raise _Refused(f"alias *{event.anchor} refers to a collection that contains "
-                                   "it; recursive aliases are not allowed", event.start_mark)
+                    raise _Refused(
+                        f"alias *{event.anchor} refers to a collection that contains "
+                        "it; recursive aliases are not allowed",
+                        event.start_mark,
+                    )
                 self._spend(size, event.start_mark)
             return super().compose_node(parent, index)
         self.depth += 1
@@ -256,8 +263,11 @@ def _describe(node: Node) -> str:
 def _scalar(node: Node) -> Any:
     """The value of an int, float or bool scalar; None for other nodes and unparsable text
     (possible with explicit tags: `!!int ""`, `!!bool maybe`)."""
-    construct = {INT: _SCALARS.construct_yaml_int, FLOAT: _SCALARS.construct_yaml_float,
-                 BOOL: _SCALARS.construct_yaml_bool}.get(node.tag)
+    construct = {
+        INT: _SCALARS.construct_yaml_int,
+        FLOAT: _SCALARS.construct_yaml_float,
+        BOOL: _SCALARS.construct_yaml_bool,
+    }.get(node.tag)
     if construct is None or not isinstance(node, ScalarNode):
         return None
     try:
@@ -334,8 +344,9 @@ class _Checker:
         """The root node, or None with the problem recorded."""
         bad = _NON_PRINTABLE_RE.search(self.text)
         if bad:
-            self.report_index(bad.start(), f"character U+{ord(bad.group()):04X} is not allowed in "
-                              "a YAML file")
+            self.report_index(
+                bad.start(), f"character U+{ord(bad.group()):04X} is not allowed in a YAML file"
+            )
             return None
         try:
             root = _LOADER(self.text).get_single_node()
@@ -362,7 +373,7 @@ class _Checker:
         mark = err.problem_mark
         if err.problem and err.problem.startswith("mapping values are not allowed"):
             message += "; quote a value that contains ': '"
-        elif mark is not None and self.text[mark.index:mark.index + 1] == "\t":
+        elif mark is not None and self.text[mark.index : mark.index + 1] == "\t":
             message += "; indent with spaces, not tabs"
         return message
 
@@ -384,8 +395,11 @@ class _Checker:
                 sources = value.value if isinstance(value, SequenceNode) else [value]
                 for source in sources:
                     if not isinstance(source, MappingNode):
-                        self.report(source, f"{path}: a merge key (<<) takes a mapping or a list "
-                                    f"of mappings, got {_describe(source)}")
+                        self.report(
+                            source,
+                            f"{path}: a merge key (<<) takes a mapping or a list "
+                            f"of mappings, got {_describe(source)}",
+                        )
                     elif depth >= MAX_MERGE_DEPTH:
                         self.report(source, f"{path}: merge keys (<<) nested too deeply")
                     else:
@@ -397,14 +411,18 @@ class _Checker:
                 continue
             if key.value in own:
                 first = own[key.value][0].start_mark
-                self.report(key, f"{path}: duplicate key {key.value!r} (first defined at line "
-                            f"{first.line + 1}, column {first.column + 1})")
+                self.report(
+                    key,
+                    f"{path}: duplicate key {key.value!r} (first defined at line "
+                    f"{first.line + 1}, column {first.column + 1})",
+                )
                 continue
             own[key.value] = (key, value)
         return {**merged, **own}
 
-    def section(self, node: Node, table: Mapping[str, Key], path: str, label: str,
-                at: Node | None = None) -> dict[str, Node] | None:
+    def section(
+        self, node: Node, table: Mapping[str, Key], path: str, label: str, at: Node | None = None
+    ) -> dict[str, Node] | None:
         """Value nodes of a section with a fixed key table: reports unknown keys (with a
         did-you-mean) and missing required keys (at `at`, default the section's start;
         `label` names the section in messages)."""
@@ -418,8 +436,9 @@ class _Checker:
                 continue
             if name not in table:
                 suggested.add(_closest(name, table) or "")
-                self.report(key_node, f"unknown key {name!r} in {label}"
-                            + _did_you_mean(name, table))
+                self.report(
+                    key_node, f"unknown key {name!r} in {label}" + _did_you_mean(name, table)
+                )
                 continue
             found[name] = value
         for name, key in table.items():
@@ -427,8 +446,9 @@ class _Checker:
                 self.report(at or node, f"{label} is missing the required key {name!r}")
         return found
 
-    def fields(self, nodes: Mapping[str, Node], table: Mapping[str, Key],
-               path: str) -> dict[str, Any]:
+    def fields(
+        self, nodes: Mapping[str, Node], table: Mapping[str, Key], path: str
+    ) -> dict[str, Any]:
         """Checked values of the plain (non-section) keys present; bad ones are left out."""
         out: dict[str, Any] = {}
         for name, node in nodes.items():
@@ -459,8 +479,11 @@ class _Checker:
         if kind == "choice":
             text = self.string(node, path)
             if text is not None and text not in key.choices:
-                self.report(node, f"{path}: {text!r} is not one of {', '.join(key.choices)}"
-                            + _did_you_mean(text, list(key.choices)))
+                self.report(
+                    node,
+                    f"{path}: {text!r} is not one of {', '.join(key.choices)}"
+                    + _did_you_mean(text, list(key.choices)),
+                )
                 return None
             return text
         if kind == "version":
@@ -481,14 +504,18 @@ class _Checker:
                 return None
             return str(node.value)
         if isinstance(node, ScalarNode) and node.tag == BOOL:
-            self.report(node, f"{path}: expected a string, got {node.value!r}, which YAML 1.1 "
-                        f'reads as a boolean; quote it: "{node.value}"')
+            self.report(
+                node,
+                f"{path}: expected a string, got {node.value!r}, which YAML 1.1 "
+                f'reads as a boolean; quote it: "{node.value}"',
+            )
         else:
             self.report(node, f"{path}: expected a string, got {_describe(node)}")
         return None
 
-    def integer(self, node: Node, path: str, minimum: int | None = None,
-                maximum: int | None = None) -> int | None:
+    def integer(
+        self, node: Node, path: str, minimum: int | None = None, maximum: int | None = None
+    ) -> int | None:
         """An integer within [minimum, maximum]."""
         number = _scalar(node) if node.tag == INT else None
         if not isinstance(number, int):
@@ -516,8 +543,11 @@ class _Checker:
             number = _scalar(node)
             seconds = float(number) if number is not None and abs(number) < 1e12 else math.inf
             if not math.isfinite(seconds) or seconds < 0:
-                self.report(node, f"{path}: a duration must be a finite number of seconds >= 0, "
-                            f"got {_describe(node)}")
+                self.report(
+                    node,
+                    f"{path}: a duration must be a finite number of seconds >= 0, "
+                    f"got {_describe(node)}",
+                )
                 return None
             return seconds
         if isinstance(node, ScalarNode) and node.tag == STR:
@@ -526,8 +556,11 @@ class _Checker:
             except ValueError as err:
                 self.report(node, f"{path}: {err}")
                 return None
-        self.report(node, f"{path}: expected a duration (90s, 5m, 1h30m, 100ms or seconds), "
-                    f"got {_describe(node)}")
+        self.report(
+            node,
+            f"{path}: expected a duration (90s, 5m, 1h30m, 100ms or seconds), "
+            f"got {_describe(node)}",
+        )
         return None
 
     def strings(self, node: Node, path: str) -> list[str] | None:
@@ -538,8 +571,9 @@ class _Checker:
         if not isinstance(node, SequenceNode) or node.tag != SEQ:
             self.report(node, f"{path}: expected a list of strings, got {_describe(node)}")
             return None
-        items = [self.string(item, f"{path}[{i}]", nonempty=True)
-                 for i, item in enumerate(node.value)]
+        items = [
+            self.string(item, f"{path}[{i}]", nonempty=True) for i, item in enumerate(node.value)
+        ]
         return None if None in items else [item for item in items if item is not None]
 
     def env(self, node: Node, path: str) -> dict[str, str] | None:
@@ -550,8 +584,11 @@ class _Checker:
         out: dict[str, str] = {}
         for name, (key_node, value_node) in items.items():
             if not _ENV_NAME_RE.fullmatch(name):
-                self.report(key_node, f"{path}: {name!r} is not a valid environment variable "
-                            "name (letters, digits and _, not starting with a digit)")
+                self.report(
+                    key_node,
+                    f"{path}: {name!r} is not a valid environment variable "
+                    "name (letters, digits and _, not starting with a digit)",
+                )
                 continue
             value = self.string(value_node, f"{path}.{name}")
             if value is not None:
@@ -560,8 +597,9 @@ class _Checker:
 
     # -- the pipeline
 
-    def pipeline(self, root: Node, path: Path,
-                 environ: Mapping[str, str] | None) -> Pipeline | None:
+    def pipeline(
+        self, root: Node, path: Path, environ: Mapping[str, str] | None
+    ) -> Pipeline | None:
         """Check everything and build the pipeline (None when a problem makes it impossible)."""
         top = self.section(root, TOP_KEYS, "", "the pipeline file")
         if top is None:
@@ -580,8 +618,16 @@ class _Checker:
         stages, groups = self.expand(raw, env, defaults)
         if self.problems:
             return None
-        return Pipeline(path=path, name=fields.get("name", path.stem), stages=stages,
-                        groups=groups, env=env, secrets=secrets, hosts=hosts, watch=watch)
+        return Pipeline(
+            path=path,
+            name=fields.get("name", path.stem),
+            stages=stages,
+            groups=groups,
+            env=env,
+            secrets=secrets,
+            hosts=hosts,
+            watch=watch,
+        )
 
     def defaults(self, node: Node | None) -> dict[str, Any]:
         """The `defaults:` section's values."""
@@ -600,16 +646,24 @@ class _Checker:
                 self.report(key_node, f"hosts: {LOCAL!r} is reserved for this machine")
                 continue
             if not _NAME_RE.fullmatch(name):
-                self.report(key_node, f"hosts: host name {name!r} may only contain letters, "
-                            "digits, '_', '.' and '-'")
+                self.report(
+                    key_node,
+                    f"hosts: host name {name!r} may only contain letters, digits, '_', '.' and '-'",
+                )
             nodes = self.section(value, HOST_KEYS, f"hosts.{name}", f"host {name!r}")
             if nodes is None:
                 continue
             f = self.fields(nodes, HOST_KEYS, f"hosts.{name}.")
-            hosts[name] = Host(name=name, address=f.get("address", name), port=f.get("port"),
-                               user=f.get("user"), identity_file=f.get("identity_file"),
-                               known_hosts=f.get("known_hosts"), workdir=f.get("workdir"),
-                               slots=f.get("slots", Host.slots))
+            hosts[name] = Host(
+                name=name,
+                address=f.get("address", name),
+                port=f.get("port"),
+                user=f.get("user"),
+                identity_file=f.get("identity_file"),
+                known_hosts=f.get("known_hosts"),
+                workdir=f.get("workdir"),
+                slots=f.get("slots", Host.slots),
+            )
         return hosts
 
     def watch(self, node: Node | None) -> WatchConfig:
@@ -618,11 +672,15 @@ class _Checker:
         if nodes is None:
             return WatchConfig()
         f = self.fields(nodes, WATCH_KEYS, "watch.")
-        return WatchConfig(paths=tuple(f.get("paths", (".",))), ignore=tuple(f.get("ignore", ())),
-                           debounce=f.get("debounce", WatchConfig.debounce))
+        return WatchConfig(
+            paths=tuple(f.get("paths", (".",))),
+            ignore=tuple(f.get("ignore", ())),
+            debounce=f.get("debounce", WatchConfig.debounce),
+        )
 
-    def secrets(self, node: Node | None, names: list[str],
-                environ: Mapping[str, str] | None) -> dict[str, str]:
+    def secrets(
+        self, node: Node | None, names: list[str], environ: Mapping[str, str] | None
+    ) -> dict[str, str]:
         """Secret values: from `environ`, else from `.env` beside the file, else empty."""
         items = node.value if isinstance(node, SequenceNode) else [node]
         for name, item in zip(names, items, strict=False):
@@ -674,8 +732,11 @@ class _Checker:
         self.stage_names = set(items)
         for name, (key_node, value) in items.items():
             if not _NAME_RE.fullmatch(name):
-                self.report(key_node, f"stages: stage name {name!r} may only contain letters, "
-                            "digits, '_', '.' and '-'")
+                self.report(
+                    key_node,
+                    f"stages: stage name {name!r} may only contain letters, "
+                    "digits, '_', '.' and '-'",
+                )
                 continue
             path = f"stages.{name}"
             nodes = self.section(value, STAGE_KEYS, path, f"stage {name!r}", at=key_node)
@@ -716,16 +777,21 @@ class _Checker:
         for axis, (key_node, value) in items.items():
             axes[axis] = []
             if not _AXIS_RE.fullmatch(axis):
-                self.report(key_node, f"{path}: axis name {axis!r} may only contain letters, "
-                            "digits, '_' and '-', not starting with a digit")
+                self.report(
+                    key_node,
+                    f"{path}: axis name {axis!r} may only contain letters, "
+                    "digits, '_' and '-', not starting with a digit",
+                )
                 continue
             if not isinstance(value, SequenceNode):
-                self.report(value, f"{path}.{axis}: expected a list of values, "
-                            f"got {_describe(value)}")
+                self.report(
+                    value, f"{path}.{axis}: expected a list of values, got {_describe(value)}"
+                )
                 continue
             if not value.value:
-                self.report(value, f"{path}.{axis}: the matrix axis is empty; give it at least "
-                            "one value")
+                self.report(
+                    value, f"{path}.{axis}: the matrix axis is empty; give it at least one value"
+                )
                 continue
             values: list[str] = []
             for i, item in enumerate(value.value):
@@ -735,8 +801,10 @@ class _Checker:
                 if text in values:
                     self.report(item, f"{path}.{axis}[{i}]: duplicate value {text!r}")
                 elif _CONTROL_RE.search(text):
-                    self.report(item, f"{path}.{axis}[{i}]: a matrix value must be one line of "
-                                "printable text")
+                    self.report(
+                        item,
+                        f"{path}.{axis}[{i}]: a matrix value must be one line of printable text",
+                    )
                 else:
                     values.append(text)
             axes[axis] = values
@@ -751,16 +819,21 @@ class _Checker:
                 if dep in raw:
                     needs[name].append(dep)
                 elif dep not in self.stage_names:
-                    self.report(node, f"stages.{name}.needs: unknown stage {dep!r}"
-                                + _did_you_mean(dep, sorted(self.stage_names)))
+                    self.report(
+                        node,
+                        f"stages.{name}.needs: unknown stage {dep!r}"
+                        + _did_you_mean(dep, sorted(self.stage_names)),
+                    )
         while True:
             try:
                 graph.topo_order(needs)
                 return
             except graph.CycleError as err:
                 first, second = err.cycle[0], err.cycle[1 % len(err.cycle)]
-                self.report(raw[first].needs[second],
-                            f"{err} (each stage needs the next; remove one of these needs)")
+                self.report(
+                    raw[first].needs[second],
+                    f"{err} (each stage needs the next; remove one of these needs)",
+                )
                 needs[first].remove(second)
 
     def check_hosts(self, raw: dict[str, _RawStage]) -> None:
@@ -769,9 +842,12 @@ class _Checker:
             host = stage.fields.get("host", LOCAL)
             if host == LOCAL or host in self.host_names or self.in_ssh_config(host):
                 continue
-            self.report(stage.nodes["host"], f"stages.{name}.host: unknown host {host!r}: not in "
-                        "hosts:, not 'local', and no Host entry in ~/.ssh/config"
-                        + _did_you_mean(host, [LOCAL, *sorted(self.host_names)]))
+            self.report(
+                stage.nodes["host"],
+                f"stages.{name}.host: unknown host {host!r}: not in "
+                "hosts:, not 'local', and no Host entry in ~/.ssh/config"
+                + _did_you_mean(host, [LOCAL, *sorted(self.host_names)]),
+            )
 
     def in_ssh_config(self, host: str) -> bool:
         """True when a Host line of ~/.ssh/config (or a file it includes) names `host`.
@@ -781,21 +857,30 @@ class _Checker:
         if self._ssh_patterns is None:
             self._ssh_patterns = _ssh_config_hosts(Path.home() / ".ssh" / "config")
         host = host.lower()
-        return any(fnmatchcase(host, pattern.lower()) for pattern in self._ssh_patterns
-                   if pattern.strip("*") and not pattern.startswith("!"))
+        return any(
+            fnmatchcase(host, pattern.lower())
+            for pattern in self._ssh_patterns
+            if pattern.strip("*") and not pattern.startswith("!")
+        )
 
     def check_matrix_refs(self, stage: _RawStage) -> None:
         """Report each `${{ matrix.X }}` in run, cwd or env naming an axis the stage lacks,
         at its first place in the stage's text."""
         f = stage.fields
         texts = [f.get("run", ""), f.get("cwd", ""), *f.get("env", {}).values()]
-        unknown = {m.group(0): m.group(1) for text in texts
-                   for m in _MATRIX_EXPR_RE.finditer(text) if m.group(1) not in stage.axes}
+        unknown = {
+            m.group(0): m.group(1)
+            for text in texts
+            for m in _MATRIX_EXPR_RE.finditer(text)
+            if m.group(1) not in stage.axes
+        }
         start, end = stage.node.start_mark.index, stage.node.end_mark.index
         for expr, axis in unknown.items():
             if stage.axes:
-                message = (f"stages.{stage.name}: unknown matrix axis {axis!r} in {expr}"
-                           + _did_you_mean(axis, list(stage.axes)))
+                message = (
+                    f"stages.{stage.name}: unknown matrix axis {axis!r} in {expr}"
+                    + _did_you_mean(axis, list(stage.axes))
+                )
             else:
                 message = f"stages.{stage.name}: {expr} used in a stage without a matrix"
             offset = self.text.find(expr, start, end)
@@ -804,17 +889,25 @@ class _Checker:
             else:
                 self.report(stage.key, message)
 
-    def expand(self, raw: dict[str, _RawStage], env: Mapping[str, str],
-               defaults: Mapping[str, Any]) -> tuple[dict[str, Stage], dict[str, tuple[str, ...]]]:
+    def expand(
+        self, raw: dict[str, _RawStage], env: Mapping[str, str], defaults: Mapping[str, Any]
+    ) -> tuple[dict[str, Stage], dict[str, tuple[str, ...]]]:
         """Matrix expansion into stage instances, in topological order."""
         total = sum(math.prod(len(v) for v in stage.axes.values()) for stage in raw.values())
         if total > MAX_INSTANCES:  # checked before anything is expanded
-            self.report(next(iter(raw.values())).key, f"stages: the matrices expand to {total} "
-                        f"stage instances; at most {MAX_INSTANCES} are allowed")
+            self.report(
+                next(iter(raw.values())).key,
+                f"stages: the matrices expand to {total} "
+                f"stage instances; at most {MAX_INSTANCES} are allowed",
+            )
         if self.problems:
             return {}, {}
-        groups = {name: [_matrix_id(name, combo) if combo else name
-                         for combo in _combinations(stage.axes)] for name, stage in raw.items()}
+        groups = {
+            name: [
+                _matrix_id(name, combo) if combo else name for combo in _combinations(stage.axes)
+            ]
+            for name, stage in raw.items()
+        }
         instances: dict[str, Stage] = {}
         for name, stage in raw.items():
             needs = tuple(sid for dep in stage.needs if dep in raw for sid in groups[dep])
@@ -835,21 +928,35 @@ def _substitute(text: str, combo: Mapping[str, str]) -> str:
     return _MATRIX_EXPR_RE.sub(lambda m: combo[m.group(1)], text) if combo else text
 
 
-def _instance(stage: _RawStage, sid: str, combo: dict[str, str], needs: tuple[str, ...],
-              env: Mapping[str, str], defaults: Mapping[str, Any]) -> Stage:
+def _instance(
+    stage: _RawStage,
+    sid: str,
+    combo: dict[str, str],
+    needs: tuple[str, ...],
+    env: Mapping[str, str],
+    defaults: Mapping[str, Any],
+) -> Stage:
     """One stage instance for one matrix combination."""
     f = stage.fields
     stage_env = {**env, **{k: _substitute(v, combo) for k, v in f.get("env", {}).items()}}
     stage_env.update({_matrix_env_name(axis): value for axis, value in combo.items()})
     return Stage(
-        id=sid, name=stage.name, run=_substitute(f["run"], combo), needs=needs, env=stage_env,
-        cwd=_substitute(f.get("cwd", "."), combo), shell=f.get("shell", ()),
+        id=sid,
+        name=stage.name,
+        run=_substitute(f["run"], combo),
+        needs=needs,
+        env=stage_env,
+        cwd=_substitute(f.get("cwd", "."), combo),
+        shell=f.get("shell", ()),
         timeout=f.get("timeout", defaults.get("timeout")) or None,
         kill_grace=f.get("kill_grace", defaults.get("kill_grace", Stage.kill_grace)),
         retries=f.get("retries", defaults.get("retries", Stage.retries)),
-        when=f.get("when", Stage.when), allow_failure=f.get("allow_failure", Stage.allow_failure),
-        inputs=tuple(f.get("inputs", ())), outputs=tuple(f.get("outputs", ())),
-        host=f.get("host", LOCAL), matrix=combo,
+        when=f.get("when", Stage.when),
+        allow_failure=f.get("allow_failure", Stage.allow_failure),
+        inputs=tuple(f.get("inputs", ())),
+        outputs=tuple(f.get("outputs", ())),
+        host=f.get("host", LOCAL),
+        matrix=combo,
         metrics=f.get("metrics"),
     )
 

@@ -52,12 +52,12 @@ HOST_KEYS: dict[str, Key] = {
     "user": Key("string", "SSH user."),
     "identity_file": Key("string", "Private key file."),
     "known_hosts": Key(
-        "string", 'known_hosts file, or "accept-new" to trust first-seen keys.',
+        "string",
+        'known_hosts file, or "accept-new" to trust first-seen keys.',
         default="~/.ssh/known_hosts",
     ),
     "workdir": Key("string", "Remote workspace root."),
-    "slots": Key("integer", "At most this many stages at once on this host.", minimum=1,
-                 default=4),
+    "slots": Key("integer", "At most this many stages at once on this host.", minimum=1, default=4),
 }
 
 WATCH_KEYS: dict[str, Key] = {
@@ -70,13 +70,15 @@ STAGE_KEYS: dict[str, Key] = {
     "run": Key("string", "The shell script to run.", required=True),
     "needs": Key("strings", "Stages that must finish first (a matrix stage: all instances)."),
     "env": Key("env", "Environment, merged over the pipeline env."),
-    "cwd": Key("string", "Working directory, relative to the pipeline file's directory.",
-               default="."),
+    "cwd": Key(
+        "string", "Working directory, relative to the pipeline file's directory.", default="."
+    ),
     "shell": Key("string", "Command prefix the script is appended to (split like a shell)."),
     "timeout": Key("duration", "Kill the stage after this long (0: never); it is then timed_out."),
     "kill_grace": Key("duration", "Time between SIGTERM and SIGKILL.", default="10s"),
-    "retries": Key("integer", "Extra attempts after a failed or timed-out attempt.", minimum=0,
-                   default=0),
+    "retries": Key(
+        "integer", "Extra attempts after a failed or timed-out attempt.", minimum=0, default=0
+    ),
     "when": Key("choice", "When the stage runs.", choices=WHEN_VALUES, default="on_success"),
     "allow_failure": Key("boolean", "A failure does not fail the run.", default=False),
     "inputs": Key("strings", "Globs of files the stage reads (caching, watch mode)."),
@@ -142,19 +144,29 @@ def _key_schema(key: Key) -> dict[str, Any]:
     elif kind == "boolean":
         schema = {"type": "boolean"}
     elif kind == "duration":
-        schema = {"oneOf": [{"type": "string", "pattern": f"^(?:{DURATION_PATTERN})$"},
-                            {"type": "number", "minimum": 0}]}
+        schema = {
+            "oneOf": [
+                {"type": "string", "pattern": f"^(?:{DURATION_PATTERN})$"},
+                {"type": "number", "minimum": 0},
+            ]
+        }
     elif kind == "strings":
         schema = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
     elif kind == "env":
-        schema = {"type": "object", "propertyNames": {"pattern": f"^{ENV_NAME_PATTERN}$"},
-                  "additionalProperties": _SCALAR}
+        schema = {
+            "type": "object",
+            "propertyNames": {"pattern": f"^{ENV_NAME_PATTERN}$"},
+            "additionalProperties": _SCALAR,
+        }
     elif kind == "choice":
         schema = {"enum": list(key.choices)}
     elif kind == "matrix":
-        schema = {"type": "object", "minProperties": 1,
-                  "propertyNames": {"pattern": f"^{AXIS_PATTERN}$"},
-                  "additionalProperties": {"type": "array", "minItems": 1, "items": _SCALAR}}
+        schema = {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {"pattern": f"^{AXIS_PATTERN}$"},
+            "additionalProperties": {"type": "array", "minItems": 1, "items": _SCALAR},
+        }
     elif kind in ("defaults", "watch"):
         schema = {"$ref": f"#/$defs/{kind}"}
     elif kind == "hosts":

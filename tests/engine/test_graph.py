@@ -95,8 +95,7 @@ def test_upstream_takes_names_and_ids(shop: Pipeline) -> None:
 
 def test_downstream_takes_names_and_ids(shop: Pipeline) -> None:
     assert graph.downstream(shop, ["lint"]) == {"lint", *TEST_IDS, "build", "deploy"}
-    assert graph.downstream(shop, ["test[python=3.11]"]) == {"test[python=3.11]", "build",
-                                                             "deploy"}
+    assert graph.downstream(shop, ["test[python=3.11]"]) == {"test[python=3.11]", "build", "deploy"}
     assert graph.downstream(shop, ["docs", "notify"]) == {"docs", "notify", "deploy"}
 
 
@@ -111,7 +110,12 @@ def test_unknown_stage_is_a_key_error(shop: Pipeline) -> None:
 def test_affected_by_a_source_change(shop: Pipeline) -> None:
     # lint's and test's globs match; build's `src/**` too; notify and deploy have no inputs
     assert graph.affected(shop, ["src/shop/cart.py"]) == {
-        "lint", *TEST_IDS, "build", "deploy", "notify"}
+        "lint",
+        *TEST_IDS,
+        "build",
+        "deploy",
+        "notify",
+    }
 
 
 def test_affected_globstar_negation_and_anchoring(shop: Pipeline) -> None:

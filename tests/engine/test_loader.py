@@ -20,8 +20,11 @@ from engine.spec import WHEN_VALUES, Host, WatchConfig
 @pytest.fixture(autouse=True, params=["libyaml", "python"])
 def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test runs over libyaml's parser (the default where PyYAML has it) and PyYAML's."""
-    chosen = getattr(loader, "_CLoader", loader._PyLoader) if request.param == "libyaml" \
+    chosen = (
+        getattr(loader, "_CLoader", loader._PyLoader)
+        if request.param == "libyaml"
         else loader._PyLoader
+    )
     monkeypatch.setattr(loader, "_LOADER", chosen)
     return str(request.param)
 
@@ -112,14 +115,24 @@ def test_spec_example_loads_with_every_section(tmp_path: Path) -> None:
     assert p.name == "shop-ci"
     assert p.path == tmp_path / "pipedeck.yaml"
     assert list(p.stages) == ["lint", "test[python=3.11]", "test[python=3.12]", "build", "deploy"]
-    assert p.groups == {"lint": ("lint",), "test": ("test[python=3.11]", "test[python=3.12]"),
-                        "build": ("build",), "deploy": ("deploy",)}
+    assert p.groups == {
+        "lint": ("lint",),
+        "test": ("test[python=3.11]", "test[python=3.12]"),
+        "build": ("build",),
+        "deploy": ("deploy",),
+    }
     assert p.secrets == {"DEPLOY_TOKEN": "s3cret"}
     assert p.env == {"PYTHONUNBUFFERED": "1"}
     assert p.hosts["buildbox"] == Host(
-        name="buildbox", address="10.1.2.3", port=22, user="ci",
-        identity_file="~/.ssh/id_ed25519", known_hosts="~/.ssh/known_hosts",
-        workdir="/srv/pipedeck/shop-ci", slots=4)
+        name="buildbox",
+        address="10.1.2.3",
+        port=22,
+        user="ci",
+        identity_file="~/.ssh/id_ed25519",
+        known_hosts="~/.ssh/known_hosts",
+        workdir="/srv/pipedeck/shop-ci",
+        slots=4,
+    )
     assert p.watch == WatchConfig(paths=(".",), ignore=("docs/_build/**",), debounce=0.1)
     test = p.stages["test[python=3.12]"]
     assert test.run == "pytest -q --python 3.12\n"
@@ -134,30 +147,47 @@ def test_spec_example_loads_with_every_section(tmp_path: Path) -> None:
 
 
 def test_name_defaults_to_file_stem_and_stage_defaults(tmp_path: Path) -> None:
-    p = load(write(tmp_path, """\
+    p = load(
+        write(
+            tmp_path,
+            """\
         version: 1
         stages:
           only:
             run: "true"
-        """, name="nightly.yaml"), environ={})
+        """,
+            name="nightly.yaml",
+        ),
+        environ={},
+    )
     assert p.name == "nightly"
     stage = p.stages["only"]
     assert (stage.timeout, stage.kill_grace, stage.retries) == (None, 10.0, 0)
     assert (stage.when, stage.allow_failure, stage.host, stage.cwd) == (
-        "on_success", False, "local", ".")
+        "on_success",
+        False,
+        "local",
+        ".",
+    )
     assert (stage.shell, stage.inputs, stage.outputs, stage.metrics) == ((), (), (), None)
     assert p.hosts == {} and p.secrets == {} and p.watch == WatchConfig()
 
 
 def test_defaults_section_applies_and_stage_values_win(tmp_path: Path) -> None:
-    p = load(write(tmp_path, """\
+    p = load(
+        write(
+            tmp_path,
+            """\
         version: 1
         defaults: {timeout: 1h30m, retries: 2, kill_grace: 250ms}
         stages:
           a: {run: x}
           b: {run: x, timeout: 90, retries: 0, kill_grace: 0}
           c: {run: x, timeout: 0}
-        """), environ={})
+        """,
+        ),
+        environ={},
+    )
     a, b, c = p.stages["a"], p.stages["b"], p.stages["c"]
     assert (a.timeout, a.retries, a.kill_grace) == (5400.0, 2, 0.25)
     assert (b.timeout, b.retries, b.kill_grace) == (90.0, 0, 0.0)
@@ -165,21 +195,35 @@ def test_defaults_section_applies_and_stage_values_win(tmp_path: Path) -> None:
 
 
 def test_env_values_are_strings_keeping_their_source_text(tmp_path: Path) -> None:
-    p = load(write(tmp_path, """\
+    p = load(
+        write(
+            tmp_path,
+            """\
         version: 1
         env: {A: "x", VERSION: 3.10, COUNT: 007, WHEN: 2024-01-01}
         stages:
           s:
             run: x
             env: {A: "stage wins", B: 1e3}
-        """), environ={})
+        """,
+        ),
+        environ={},
+    )
     assert p.env == {"A": "x", "VERSION": "3.10", "COUNT": "007", "WHEN": "2024-01-01"}
-    assert p.stages["s"].env == {"A": "stage wins", "VERSION": "3.10", "COUNT": "007",
-                                 "WHEN": "2024-01-01", "B": "1e3"}
+    assert p.stages["s"].env == {
+        "A": "stage wins",
+        "VERSION": "3.10",
+        "COUNT": "007",
+        "WHEN": "2024-01-01",
+        "B": "1e3",
+    }
 
 
 def test_shell_is_split_like_a_shell_and_strings_may_be_single(tmp_path: Path) -> None:
-    p = load(write(tmp_path, """\
+    p = load(
+        write(
+            tmp_path,
+            """\
         version: 1
         stages:
           a: {run: x}
@@ -189,26 +233,38 @@ def test_shell_is_split_like_a_shell_and_strings_may_be_single(tmp_path: Path) -
             needs: a
             inputs: "src/**"
             allow_failure: yes
-        """), environ={})
+        """,
+        ),
+        environ={},
+    )
     b = p.stages["b"]
     assert b.shell == ("python3", "-c", "import sys; exec(sys.argv[1])")
     assert (b.needs, b.inputs, b.allow_failure) == (("a",), ("src/**",), True)
 
 
 def test_hosts_defaults_and_accept_new(tmp_path: Path) -> None:
-    p = load(write(tmp_path, """\
+    p = load(
+        write(
+            tmp_path,
+            """\
         version: 1
         hosts:
           box: {known_hosts: accept-new}
         stages:
           s: {run: x, host: box}
-        """), environ={})
+        """,
+        ),
+        environ={},
+    )
     assert p.hosts["box"] == Host(name="box", address="box", known_hosts="accept-new", slots=4)
     assert p.stages["s"].is_remote
 
 
 def test_anchors_merge_keys_and_extension_keys(tmp_path: Path) -> None:
-    p = load(write(tmp_path, """\
+    p = load(
+        write(
+            tmp_path,
+            """\
         version: 1
         x-common: &common
           timeout: 5m
@@ -222,7 +278,10 @@ def test_anchors_merge_keys_and_extension_keys(tmp_path: Path) -> None:
           b:
             <<: [*common]
             run: y
-        """), environ={})
+        """,
+        ),
+        environ={},
+    )
     a, b = p.stages["a"], p.stages["b"]
     assert (a.timeout, a.retries, a.env) == (300.0, 0, {"MODE": "ci"})
     assert (b.timeout, b.retries) == (300.0, 2)
@@ -232,7 +291,8 @@ def test_anchors_merge_keys_and_extension_keys(tmp_path: Path) -> None:
 
 
 def test_secrets_come_from_environ_then_dotenv_else_empty(tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text(textwrap.dedent("""\
+    (tmp_path / ".env").write_text(
+        textwrap.dedent("""\
         # deployment secrets
         TOKEN=from-dotenv
         export QUOTED="two words"
@@ -240,39 +300,58 @@ def test_secrets_come_from_environ_then_dotenv_else_empty(tmp_path: Path) -> Non
         INLINE=abc # a comment
 
         SHADOWED=dotenv
-        """))
-    path = write(tmp_path, """\
+        """)
+    )
+    path = write(
+        tmp_path,
+        """\
         version: 1
         secrets: [TOKEN, QUOTED, SINGLE, INLINE, SHADOWED, MISSING]
         stages:
           s: {run: x}
-        """)
+        """,
+    )
     p = load(path, environ={"SHADOWED": "environ"})
-    assert p.secrets == {"TOKEN": "from-dotenv", "QUOTED": "two words", "SINGLE": "it''s",
-                         "INLINE": "abc", "SHADOWED": "environ", "MISSING": ""}
+    assert p.secrets == {
+        "TOKEN": "from-dotenv",
+        "QUOTED": "two words",
+        "SINGLE": "it''s",
+        "INLINE": "abc",
+        "SHADOWED": "environ",
+        "MISSING": "",
+    }
     assert "TOKEN" not in p.stages["s"].env
 
 
-def test_secrets_default_to_the_process_environment(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secrets_default_to_the_process_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PIPEDECK_TEST_SECRET", "from-os")
-    p = load(write(tmp_path, """\
+    p = load(
+        write(
+            tmp_path,
+            """\
         version: 1
         secrets: PIPEDECK_TEST_SECRET
         stages:
           s: {run: x}
-        """))
+        """,
+        )
+    )
     assert p.secrets == {"PIPEDECK_TEST_SECRET": "from-os"}
 
 
 def test_malformed_dotenv_line_is_reported_in_the_dotenv_file(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("GOOD=1\n  this line is wrong\n")
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         version: 1
         secrets: [TOKEN]
         stages:
           s: {run: x}
-        """)
+        """,
+    )
     assert one_problem(path) == f"{tmp_path / '.env'}:2:3: expected KEY=VALUE"
 
 
@@ -280,7 +359,10 @@ def test_malformed_dotenv_line_is_reported_in_the_dotenv_file(tmp_path: Path) ->
 
 
 def test_matrix_expands_in_axis_order_and_substitutes(tmp_path: Path) -> None:
-    p = load(write(tmp_path, """\
+    p = load(
+        write(
+            tmp_path,
+            """\
         version: 1
         stages:
           test:
@@ -294,7 +376,10 @@ def test_matrix_expands_in_axis_order_and_substitutes(tmp_path: Path) -> None:
           report:
             needs: [test]
             run: echo done
-        """), environ={})
+        """,
+        ),
+        environ={},
+    )
     ids = [
         "test[os=linux,python=3.11,build-type=debug]",
         "test[os=linux,python=3.12,build-type=debug]",
@@ -306,19 +391,29 @@ def test_matrix_expands_in_axis_order_and_substitutes(tmp_path: Path) -> None:
     mac = p.stages["test[os=mac,python=3.11,build-type=debug]"]
     assert mac.run == "make mac-3.11"
     assert mac.cwd == "work/mac"
-    assert mac.env == {"TARGET": "py3.11", "MATRIX_OS": "mac", "MATRIX_PYTHON": "3.11",
-                       "MATRIX_BUILD_TYPE": "debug"}
+    assert mac.env == {
+        "TARGET": "py3.11",
+        "MATRIX_OS": "mac",
+        "MATRIX_PYTHON": "3.11",
+        "MATRIX_BUILD_TYPE": "debug",
+    }
     assert mac.matrix == {"os": "mac", "python": "3.11", "build-type": "debug"}
     assert p.stages["report"].needs == tuple(ids)
 
 
 def test_matrix_stage_needing_a_matrix_stage_needs_all_its_instances(tmp_path: Path) -> None:
-    p = load(write(tmp_path, """\
+    p = load(
+        write(
+            tmp_path,
+            """\
         version: 1
         stages:
           build: {run: x, matrix: {arch: [arm, x86]}}
           test: {run: x, needs: [build], matrix: {arch: [arm, x86]}}
-        """), environ={})
+        """,
+        ),
+        environ={},
+    )
     assert p.stages["test[arch=arm]"].needs == ("build[arch=arm]", "build[arch=x86]")
 
 
@@ -326,7 +421,10 @@ def test_matrix_stage_needing_a_matrix_stage_needs_all_its_instances(tmp_path: P
 
 
 def test_stages_are_in_topological_order_keeping_file_order(tmp_path: Path) -> None:
-    p = load(write(tmp_path, """\
+    p = load(
+        write(
+            tmp_path,
+            """\
         version: 1
         stages:
           deploy: {run: x, needs: [package]}
@@ -334,7 +432,10 @@ def test_stages_are_in_topological_order_keeping_file_order(tmp_path: Path) -> N
           package: {run: x, needs: [compile]}
           compile: {run: x}
           lint: {run: x}
-        """), environ={})
+        """,
+        ),
+        environ={},
+    )
     assert list(p.stages) == ["docs", "compile", "package", "deploy", "lint"]
     assert list(p.groups) == ["docs", "compile", "package", "deploy", "lint"]
 
@@ -342,10 +443,21 @@ def test_stages_are_in_topological_order_keeping_file_order(tmp_path: Path) -> N
 # -- durations --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("90s", 90.0), ("5m", 300.0), ("1h", 3600.0), ("100ms", 0.1), ("1h30m", 5400.0),
-    ("1m30s", 90.0), ("2.5s", 2.5), ("45", 45.0), ("0.5", 0.5), (" 10s ", 10.0),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90.0),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("100ms", 0.1),
+        ("1h30m", 5400.0),
+        ("1m30s", 90.0),
+        ("2.5s", 2.5),
+        ("45", 45.0),
+        ("0.5", 0.5),
+        (" 10s ", 10.0),
+    ],
+)
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
@@ -360,12 +472,15 @@ def test_parse_duration_refuses(text: str) -> None:
 
 
 def test_yaml_syntax_error_has_its_position(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         version: 1
         stages:
           a:
             run: echo "x: y" z: w
-        """)
+        """,
+    )
     found = one_problem(path)
     assert found.startswith(f"{path}:4:17: YAML syntax error: mapping values are not allowed")
     assert found.endswith("; quote a value that contains ': '")
@@ -386,14 +501,17 @@ def test_tab_indentation_is_a_syntax_error_with_a_hint(tmp_path: Path) -> None:
 
 
 def test_duplicate_keys_name_the_first_definition(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         version: 1
         stages:
           a:
             run: x
             run: y
           a: {run: z}
-        """)
+        """,
+    )
     assert problems(path) == [
         f"{path}:5:5: stages.a: duplicate key 'run' (first defined at line 4, column 5)",
         f"{path}:6:3: stages: duplicate key 'a' (first defined at line 3, column 3)",
@@ -401,13 +519,16 @@ def test_duplicate_keys_name_the_first_definition(tmp_path: Path) -> None:
 
 
 def test_unknown_keys_suggest_the_closest_key(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         version: 1
         stage:
           a: {run: x}
         stages:
           a: {run: x, neeeds: [], colour: red}
-        """)
+        """,
+    )
     assert problems(path) == [
         f"{path}:2:1: unknown key 'stage' in the pipeline file; did you mean 'stages'?",
         f"{path}:5:15: unknown key 'neeeds' in stage 'a'; did you mean 'needs'?",
@@ -423,12 +544,16 @@ def test_misspelt_required_key_is_one_problem(tmp_path: Path) -> None:
 @pytest.mark.parametrize("word", ["on", "no", "yes", "off", "True"])
 def test_yaml11_boolean_where_a_string_is_expected(tmp_path: Path, word: str) -> None:
     path = write(tmp_path, f"version: 1\nenv:\n  FLAG: {word}\nstages:\n  a: {{run: x}}\n")
-    assert one_problem(path) == (f"{path}:3:9: env.FLAG: expected a string, got {word!r}, which "
-                                 f'YAML 1.1 reads as a boolean; quote it: "{word}"')
+    assert one_problem(path) == (
+        f"{path}:3:9: env.FLAG: expected a string, got {word!r}, which "
+        f'YAML 1.1 reads as a boolean; quote it: "{word}"'
+    )
 
 
 def test_yaml11_boolean_matrix_value(tmp_path: Path) -> None:
-    path = write(tmp_path, "version: 1\nstages:\n  a:\n    run: x\n    matrix: {debug: [on, off]}\n")
+    path = write(
+        tmp_path, "version: 1\nstages:\n  a:\n    run: x\n    matrix: {debug: [on, off]}\n"
+    )
     assert problems(path) == [
         f"{path}:5:22: stages.a.matrix.debug[0]: expected a string, got 'on', which YAML 1.1 "
         'reads as a boolean; quote it: "on"',
@@ -438,7 +563,9 @@ def test_yaml11_boolean_matrix_value(tmp_path: Path) -> None:
 
 
 def test_wrong_types(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         version: 1
         name: [x]
         stages:
@@ -453,7 +580,8 @@ def test_wrong_types(tmp_path: Path) -> None:
             retries: -1
             env: [A=1]
             when: later
-        """)
+        """,
+    )
     assert problems(path) == [
         f"{path}:2:7: name: expected a string, got a list",
         f"{path}:5:10: stages.a.run: expected a string, got a mapping",
@@ -469,9 +597,14 @@ def test_wrong_types(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize(("value", "got"), [
-    ('"1"', "the string '1'"), ("2", "the integer 2"), ("1.0", "the number 1.0"),
-])
+@pytest.mark.parametrize(
+    ("value", "got"),
+    [
+        ('"1"', "the string '1'"),
+        ("2", "the integer 2"),
+        ("1.0", "the number 1.0"),
+    ],
+)
 def test_version_must_be_the_integer_1(tmp_path: Path, value: str, got: str) -> None:
     path = write(tmp_path, f"version: {value}\nstages:\n  a: {{run: x}}\n")
     assert one_problem(path) == f"{path}:1:10: version: must be the integer 1, got {got}"
@@ -499,12 +632,15 @@ def test_missing_run_is_reported_at_the_stage_name(tmp_path: Path) -> None:
 
 
 def test_unknown_needs_suggest_a_stage(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         version: 1
         stages:
           compile: {run: x}
           test: {run: x, needs: [compil, nothing-like-it]}
-        """)
+        """,
+    )
     assert problems(path) == [
         f"{path}:4:26: stages.test.needs: unknown stage 'compil'; did you mean 'compile'?",
         f"{path}:4:34: stages.test.needs: unknown stage 'nothing-like-it'",
@@ -512,7 +648,9 @@ def test_unknown_needs_suggest_a_stage(tmp_path: Path) -> None:
 
 
 def test_cycle_names_every_stage_of_it(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         version: 1
         stages:
           a: {run: x, needs: [c]}
@@ -520,7 +658,8 @@ def test_cycle_names_every_stage_of_it(tmp_path: Path) -> None:
           c: {run: x, needs: [b]}
           d: {run: x, needs: [d]}
           e: {run: x}
-        """)
+        """,
+    )
     assert problems(path) == [
         f"{path}:3:23: dependency cycle: a -> c -> b -> a (each stage needs the next; remove "
         "one of these needs)",
@@ -530,42 +669,53 @@ def test_cycle_names_every_stage_of_it(tmp_path: Path) -> None:
 
 
 def test_unknown_host(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         version: 1
         hosts:
           buildbox: {address: 127.0.0.1}
         stages:
           a: {run: x, host: buildbx}
           b: {run: x, host: local}
-        """)
+        """,
+    )
     assert one_problem(path) == (
         f"{path}:5:21: stages.a.host: unknown host 'buildbx': not in hosts:, not 'local', and no "
-        "Host entry in ~/.ssh/config; did you mean 'buildbox'?")
+        "Host entry in ~/.ssh/config; did you mean 'buildbox'?"
+    )
 
 
 def test_ssh_config_hosts_count_but_not_a_bare_star(tmp_path: Path, _no_ssh_config: Path) -> None:
     ssh = _no_ssh_config / ".ssh"
     (ssh / "conf.d").mkdir(parents=True)
-    (ssh / "config").write_text("Host *\n  User me\nHost gpu1 gpu2\n  Port 2222\n"
-                                "Include conf.d/*\n")
+    (ssh / "config").write_text(
+        "Host *\n  User me\nHost gpu1 gpu2\n  Port 2222\nInclude conf.d/*\n"
+    )
     (ssh / "conf.d" / "lab").write_text("host=*.lab.example\n")
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         version: 1
         stages:
           a: {run: x, host: gpu2}
           b: {run: x, host: box.lab.example}
           c: {run: x, host: anything}
-        """)
+        """,
+    )
     assert one_problem(path).startswith(f"{path}:5:21: stages.c.host: unknown host 'anything'")
 
 
 def test_bad_durations(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         version: 1
         watch: {debounce: soon}
         stages:
           a: {run: x, timeout: 5 minutes, kill_grace: -1}
-        """)
+        """,
+    )
     assert problems(path) == [
         f"{path}:2:19: watch.debounce: bad duration 'soon'; use e.g. 90s, 5m, 1h30m, 100ms or "
         "seconds",
@@ -577,8 +727,11 @@ def test_bad_durations(tmp_path: Path) -> None:
 
 
 def test_absurd_durations_are_refused(tmp_path: Path) -> None:
-    path = write(tmp_path, f"version: 1\nstages:\n  a: {{run: x, timeout: {'9' * 400}}}\n"
-                           f"  b: {{run: x, timeout: {'9' * 400}s}}\n")
+    path = write(
+        tmp_path,
+        f"version: 1\nstages:\n  a: {{run: x, timeout: {'9' * 400}}}\n"
+        f"  b: {{run: x, timeout: {'9' * 400}s}}\n",
+    )
     assert problems(path) == [
         f"{path}:3:24: stages.a.timeout: a duration must be a finite number of seconds >= 0, "
         f"got the integer {'9' * 37}...",
@@ -587,14 +740,17 @@ def test_absurd_durations_are_refused(tmp_path: Path) -> None:
 
 
 def test_a_broken_stage_or_host_is_not_also_unknown(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         version: 1
         hosts:
           box: [not, a, mapping]
         stages:
           a: run x
           b: {run: x, needs: [a], host: box}
-        """)
+        """,
+    )
     assert problems(path) == [
         f"{path}:3:8: hosts.box: expected a mapping, got a list",
         f"{path}:5:6: stages.a: expected a mapping, got the string 'run x'",
@@ -603,12 +759,15 @@ def test_a_broken_stage_or_host_is_not_also_unknown(tmp_path: Path) -> None:
 
 def test_matrix_values_are_single_lines(tmp_path: Path) -> None:
     path = write(tmp_path, 'version: 1\nstages:\n  a: {run: x, matrix: {v: ["a\\nb", ok]}}\n')
-    assert one_problem(path) == (f"{path}:3:28: stages.a.matrix.v[0]: a matrix value must be one "
-                                 "line of printable text")
+    assert one_problem(path) == (
+        f"{path}:3:28: stages.a.matrix.v[0]: a matrix value must be one line of printable text"
+    )
 
 
 def test_empty_matrix_axis_and_empty_matrix(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         version: 1
         stages:
           a:
@@ -616,7 +775,8 @@ def test_empty_matrix_axis_and_empty_matrix(tmp_path: Path) -> None:
             matrix:
               python: []
           b: {run: "${{ matrix.os }}", matrix: {}}
-        """)
+        """,
+    )
     assert problems(path) == [
         f"{path}:6:15: stages.a.matrix.python: the matrix axis is empty; give it at least one "
         "value",
@@ -625,7 +785,9 @@ def test_empty_matrix_axis_and_empty_matrix(tmp_path: Path) -> None:
 
 
 def test_unknown_matrix_axis_is_reported_where_it_is_used(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         version: 1
         stages:
           a:
@@ -635,7 +797,8 @@ def test_unknown_matrix_axis_is_reported_where_it_is_used(tmp_path: Path) -> Non
               tox -e ${{ matrix.pyhton }}
           b:
             run: echo ${{ matrix.os }}
-        """)
+        """,
+    )
     assert problems(path) == [
         f"{path}:7:14: stages.a: unknown matrix axis 'pyhton' in ${{{{ matrix.pyhton }}}}; "
         "did you mean 'python'?",
@@ -646,43 +809,66 @@ def test_unknown_matrix_axis_is_reported_where_it_is_used(tmp_path: Path) -> Non
 @pytest.mark.parametrize("name", ["bad name", "a/b", "x[1]", "ünï"])
 def test_stage_names_must_match_the_pattern(tmp_path: Path, name: str) -> None:
     path = write(tmp_path, f'version: 1\nstages:\n  "{name}": {{run: x}}\n  ok: {{run: x}}\n')
-    assert one_problem(path) == (f"{path}:3:3: stages: stage name {name!r} may only contain "
-                                 "letters, digits, '_', '.' and '-'")
+    assert one_problem(path) == (
+        f"{path}:3:3: stages: stage name {name!r} may only contain "
+        "letters, digits, '_', '.' and '-'"
+    )
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         version: 2
         stages:
           a: {run: x, retries: many, host: nowhere}
           b: {run: x, needs: [z]}
-        """)
+        """,
+    )
     found = problems(path)
     assert [line.split(": ", 1)[0] for line in found] == [
-        f"{path}:1:10", f"{path}:3:24", f"{path}:3:36", f"{path}:4:23"]
+        f"{path}:1:10",
+        f"{path}:3:24",
+        f"{path}:3:36",
+        f"{path}:4:23",
+    ]
 
 
-@pytest.mark.parametrize(("content", "expected"), [
-    (b"", "1:1: the file is empty; a pipeline needs 'version: 1' and 'stages'"),
-    (b"# only a comment\n", "1:1: the file is empty"),
-    (b"- version: 1\n", "1:1: the file: expected a mapping, got a list"),
-    (b"just text", "1:1: the file: expected a mapping, got the string 'just text'"),
-    (b"version: 1\n\xff\xfe\x00garbage", "2:1: not UTF-8 text: byte 0xff cannot be decoded"),
-    (b"version: 1\nname: a\x00b\n", "2:8: character U+0000 is not allowed in a YAML file"),
-    (b"a: 1\n---\nb: 2\n", "2:1: YAML syntax error: found another document (expected a "
-                          "single document in the stream at line 1, column 1)"),
-    (b"version: 1\nstages: *nope\n", "2:9: YAML syntax error: found undefined alias 'nope'"),
-    (b"version: 1\nx-a: &a [*a]\n", "2:10: alias *a refers to a collection that contains it"),
-    (b"version: 1\nstages: !!python/object:os.system {}\n",
-     "2:9: stages: expected a mapping, got a mapping tagged tag:yaml.org,2002:python/object"),
-    (b"[" * 100, "1:65: nesting deeper than 64 levels"),
-    (b"version: !!int\nstages: {a: {run: x}}\n",
-     "1:10: version: must be the integer 1, got '' tagged tag:yaml.org,2002:int"),
-    (b"version: 1\nstages: {a: {run: x, allow_failure: !!bool maybe}}\n",
-     "2:37: stages.a.allow_failure: expected true or false, got 'maybe' tagged"),
-    (b"version: 1\nstages: {a: {run: x, timeout: !!float 1:x}}\n",
-     "2:31: stages.a.timeout: a duration must be a finite number of seconds >= 0, got '1:x'"),
-])
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "1:1: the file is empty; a pipeline needs 'version: 1' and 'stages'"),
+        (b"# only a comment\n", "1:1: the file is empty"),
+        (b"- version: 1\n", "1:1: the file: expected a mapping, got a list"),
+        (b"just text", "1:1: the file: expected a mapping, got the string 'just text'"),
+        (b"version: 1\n\xff\xfe\x00garbage", "2:1: not UTF-8 text: byte 0xff cannot be decoded"),
+        (b"version: 1\nname: a\x00b\n", "2:8: character U+0000 is not allowed in a YAML file"),
+        (
+            b"a: 1\n---\nb: 2\n",
+            "2:1: YAML syntax error: found another document (expected a "
+            "single document in the stream at line 1, column 1)",
+        ),
+        (b"version: 1\nstages: *nope\n", "2:9: YAML syntax error: found undefined alias 'nope'"),
+        (b"version: 1\nx-a: &a [*a]\n", "2:10: alias *a refers to a collection that contains it"),
+        (
+            b"version: 1\nstages: !!python/object:os.system {}\n",
+            "2:9: stages: expected a mapping, got a mapping tagged tag:yaml.org,2002:python/object",
+        ),
+        (b"[" * 100, "1:65: nesting deeper than 64 levels"),
+        (
+            b"version: !!int\nstages: {a: {run: x}}\n",
+            "1:10: version: must be the integer 1, got '' tagged tag:yaml.org,2002:int",
+        ),
+        (
+            b"version: 1\nstages: {a: {run: x, allow_failure: !!bool maybe}}\n",
+            "2:37: stages.a.allow_failure: expected true or false, got 'maybe' tagged",
+        ),
+        (
+            b"version: 1\nstages: {a: {run: x, timeout: !!float 1:x}}\n",
+            "2:31: stages.a.timeout: a duration must be a finite number of seconds >= 0, got '1:x'",
+        ),
+    ],
+)
 def test_garbage_is_refused_with_a_position(tmp_path: Path, content: bytes, expected: str) -> None:
     path = tmp_path / "pipedeck.yaml"
     path.write_bytes(content)
@@ -699,7 +885,8 @@ def test_very_deep_nesting_is_refused(tmp_path: Path) -> None:
 
 def test_missing_file_directory_and_fifo(tmp_path: Path) -> None:
     assert one_problem(tmp_path / "nope.yaml").startswith(
-        f"{tmp_path / 'nope.yaml'}:1:1: cannot read the pipeline file: No such file")
+        f"{tmp_path / 'nope.yaml'}:1:1: cannot read the pipeline file: No such file"
+    )
     assert one_problem(tmp_path) == f"{tmp_path}:1:1: not a regular file"
     os.mkfifo(tmp_path / "fifo.yaml")
     fifo = tmp_path / "fifo.yaml"
@@ -749,8 +936,11 @@ def test_schema_covers_every_key_of_the_spec_example() -> None:
     assert set().union(*example["stages"].values()) <= set(defs["stage"]["properties"])
     assert defs["stage"]["properties"]["when"]["enum"] == list(WHEN_VALUES)
     assert defs["host"]["properties"]["slots"] == {
-        "type": "integer", "minimum": 1, "default": 4,
-        "description": "At most this many stages at once on this host."}
+        "type": "integer",
+        "minimum": 1,
+        "default": 4,
+        "description": "At most this many stages at once on this host.",
+    }
 
 
 @pytest.mark.parametrize("text", ["90s", "1h30m", "100ms", "45", "2.5", "5 minutes", "1d", "-1s"])

@@ -59,10 +59,45 @@ stages:
 
 LINE_RE = re.compile(r"(?P<file>.+?):(?P<line>[1-9]\d*):(?P<col>[1-9]\d*): \S.*")
 
-SNIPPETS = ["&a ", "*a", "&a", "<<: *a", ": ", "- ", "[", "]", "{", "}", "'", '"', "#", "\t",
-            "!!str ", "!x ", "on", "~", "|", ">", "---", "? ", "%YAML 1.1", "${{ matrix.x }}",
-            "needs: [deploy]", "\x00", "\u2028", "\r", "!!int ", "!!float ", "!!bool ",
-            "!!null ", "!!binary ", "!!timestamp ", "!!set ", "!!omap ", "!!python/name:os "]
+SNIPPETS = [
+    "&a ",
+    "*a",
+    "&a",
+    "<<: *a",
+    ": ",
+    "- ",
+    "[",
+    "]",
+    "{",
+    "}",
+    "'",
+    '"',
+    "#",
+    "\t",
+    "!!str ",
+    "!x ",
+    "on",
+    "~",
+    "|",
+    ">",
+    "---",
+    "? ",
+    "%YAML 1.1",
+    "${{ matrix.x }}",
+    "needs: [deploy]",
+    "\x00",
+    "\u2028",
+    "\r",
+    "!!int ",
+    "!!float ",
+    "!!bool ",
+    "!!null ",
+    "!!binary ",
+    "!!timestamp ",
+    "!!set ",
+    "!!omap ",
+    "!!python/name:os ",
+]
 
 
 @pytest.fixture(scope="module", params=["libyaml", "python"])
@@ -103,8 +138,11 @@ def test_sample_is_valid(workdir: Path) -> None:
     assert len(load(workdir / "pipedeck.yaml", environ={}).stages) == 5
 
 
-FUZZ = settings(max_examples=200, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @FUZZ
@@ -125,8 +163,11 @@ def mutated_sample(draw: st.DrawFn) -> str:
     lines = SAMPLE.splitlines()
     for _ in range(draw(st.integers(1, 4))):
         i = draw(st.integers(0, len(lines) - 1))
-        op = draw(st.sampled_from(["delete", "duplicate", "swap", "insert", "indent", "dedent",
-                                   "snippet"]))
+        op = draw(
+            st.sampled_from(
+                ["delete", "duplicate", "swap", "insert", "indent", "dedent", "snippet"]
+            )
+        )
         line = lines[i]
         if op == "delete" and len(lines) > 1:
             del lines[i]
@@ -134,14 +175,14 @@ def mutated_sample(draw: st.DrawFn) -> str:
             lines.insert(i, line)
         elif op == "swap" and len(line) > 1:
             j = draw(st.integers(0, len(line) - 2))
-            lines[i] = line[:j] + line[j + 1] + line[j] + line[j + 2:]
+            lines[i] = line[:j] + line[j + 1] + line[j] + line[j + 2 :]
         elif op == "insert":
             j = draw(st.integers(0, len(line)))
             lines[i] = line[:j] + draw(st.characters()) + line[j:]
         elif op == "indent":
             lines[i] = " " * draw(st.integers(1, 4)) + line
         elif op == "dedent":
-            lines[i] = line[draw(st.integers(1, 4)):]
+            lines[i] = line[draw(st.integers(1, 4)) :]
         elif op == "snippet":
             j = draw(st.integers(0, len(line)))
             lines[i] = line[:j] + draw(st.sampled_from(SNIPPETS)) + line[j:]
@@ -155,13 +196,34 @@ def test_mutated_sample(workdir: Path, text: str) -> None:
 
 
 @FUZZ
-@given(st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(["version", "stages", "run", "needs", "matrix", "env",
-                                       "hosts", "timeout", "a", "b", "x"]), children, max_size=5),
-    max_leaves=30,
-))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(
+                    [
+                        "version",
+                        "stages",
+                        "run",
+                        "needs",
+                        "matrix",
+                        "env",
+                        "hosts",
+                        "timeout",
+                        "a",
+                        "b",
+                        "x",
+                    ]
+                ),
+                children,
+                max_size=5,
+            )
+        ),
+        max_leaves=30,
+    )
+)
 def test_random_structures(workdir: Path, value: object) -> None:
     """JSON is YAML: well-formed documents of random shape exercise the checks, not the parser."""
     check(workdir, json.dumps({"version": 1, "stages": value}).encode())
