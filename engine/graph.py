@@ -134,13 +134,13 @@ def affected(pipeline: Pipeline, changed: Iterable[str]) -> set[str]:
     if not paths:
         return set()
     hit: set[str] = set()
-    specs: dict[tuple[str, ...], pathspec.PathSpec] = {}
+    specs: dict[tuple[str, ...], pathspec.GitIgnoreSpec] = {}
     for sid, stage in pipeline.stages.items():
         if not stage.inputs:
             hit.add(sid)
             continue
         if stage.inputs not in specs:
-            specs[stage.inputs] = pathspec.PathSpec.from_lines("gitignore", stage.inputs)
+            specs[stage.inputs] = pathspec.GitIgnoreSpec.from_lines(stage.inputs)
         if any(specs[stage.inputs].match_file(p) for p in paths):
             hit.add(sid)
     return downstream(pipeline, hit) if hit else set()
