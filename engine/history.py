@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS file_hashes (
 """
 
 
+class HistoryError(Exception):
+    """The history database cannot be opened or is not a pipedeck history."""
+
+
 @dataclass(frozen=True)
 class RunRow:
     """One recorded run."""
@@ -131,17 +135,22 @@ class History:
 
     def __init__(self, path: Path | str, *, timeout: float = 30.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        with self.write() as db:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                db.execute(statement)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            with self.write() as db:
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    db.execute(statement)
+        except (sqlite3.Error, OSError) as err:
+            raise HistoryError(
+                f"{self.path}: cannot use the run history ({err}); move it away to start a new one"
+            ) from None
 
     @classmethod
     def for_state_dir(cls, state_dir: Path) -> History:

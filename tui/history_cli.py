@@ -65,10 +65,17 @@ def state_dir(args: argparse.Namespace) -> Path:
 
 
 def _open(args: argparse.Namespace) -> History | None:
-    from engine.history import History
+    """The project's history, None when nothing was recorded; exits 1 when it is unusable."""
+    from engine.history import History, HistoryError
 
     db = state_dir(args) / "history.db"
-    return History(db) if db.is_file() else None
+    if not db.is_file():
+        return None
+    try:
+        return History(db)
+    except HistoryError as err:
+        print(f"pipedeck: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def _fail(message: str) -> int:

@@ -303,3 +303,11 @@ def test_sigkill_mid_run_leaves_a_sound_db_an_interrupted_run_and_no_processes(t
     while marked(run_id) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert marked(run_id) == []
+
+
+def test_a_damaged_history_file_is_a_clear_message(tmp_path: Path) -> None:
+    (tmp_path / ".pipedeck").mkdir()
+    (tmp_path / ".pipedeck/history.db").write_bytes(b"this is not sqlite" * 100)
+    result = pipedeck("history", "-f", str(tmp_path / "pipedeck.yaml"))
+    assert result.returncode == 1
+    assert "cannot use the run history" in result.stderr and "Traceback" not in result.stderr

@@ -131,3 +131,14 @@ async def test_an_empty_history_says_so(tmp_path: Path) -> None:
     async with app.run_test() as pilot:
         log = app.screen.query_one("#log", LogView)
         await until(pilot, lambda: log.placeholder == "no runs recorded yet", "the empty notice")
+
+
+async def test_a_damaged_history_is_reported_on_the_screen(tmp_path: Path) -> None:
+    path = tmp_path / "pipedeck.yaml"
+    path.write_text(PIPELINE)
+    (tmp_path / ".pipedeck").mkdir()
+    (tmp_path / ".pipedeck/history.db").write_bytes(b"not a database" * 100)
+    app = HistoryApp(load(path))
+    async with app.run_test() as pilot:
+        log = app.screen.query_one("#log", LogView)
+        await until(pilot, lambda: "cannot use the run history" in log.placeholder, "the problem")

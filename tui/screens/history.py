@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Sparkline, Static, Tree
 from textual.widgets.tree import TreeNode
 
-from engine.history import AttemptRow, History
+from engine.history import AttemptRow, History, HistoryError
 from engine.logs import LogStore
 from engine.spec import Pipeline
 from tui.history_cli import format_duration, format_time
@@ -74,7 +74,11 @@ class HistoryScreen(Screen[None]):
     def __init__(self, pipeline: Pipeline) -> None:
         super().__init__()
         self.pipeline = pipeline
-        self.history = History.for_state_dir(pipeline.state_dir)
+        self.problem = "no runs recorded yet"
+        try:
+            self.history = History.for_state_dir(pipeline.state_dir)
+        except HistoryError as err:  # shown instead of the runs; an empty history stands in
+            self.problem, self.history = str(err), History(":memory:")
         self.logs = LogStore(pipeline.state_dir / "logs", pipeline.secrets.values())
         self.run_id: str | None = None
         self.attempts: list[AttemptRow] = []
@@ -116,7 +120,7 @@ class HistoryScreen(Screen[None]):
                           format_time(run.started)[5:], format_duration(run.duration),
                           run.trigger or "-", key=run.run_id)  # fmt: skip
         if not table.row_count:
-            self.query_one("#log", LogView).show(None, "no runs recorded yet")
+            self.query_one("#log", LogView).show(None, self.problem)
             return
         table.move_cursor(row=table.get_row_index(keep) if keep and keep in table.rows else 0)
         self.open_run(str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value))
