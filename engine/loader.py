@@ -855,7 +855,7 @@ class _Checker:
         A pattern made only of `*` (`Host *`) does not count; negated patterns are ignored.
         """
         if self._ssh_patterns is None:
-            self._ssh_patterns = _ssh_config_hosts(Path.home() / ".ssh" / "config")
+            self._ssh_patterns = _ssh_config_hosts(_ssh_dir() / "config")
         host = host.lower()
         return any(
             fnmatchcase(host, pattern.lower())
@@ -961,6 +961,11 @@ def _instance(
     )
 
 
+def _ssh_dir() -> Path:
+    """~/.ssh (os.path.expanduser, unlike Path.home(), never raises without a home)."""
+    return Path(os.path.expanduser("~/.ssh"))
+
+
 def _ssh_config_hosts(config: Path, depth: int = 0) -> list[str]:
     """The Host patterns of an OpenSSH client config and of the files it includes."""
     try:
@@ -981,7 +986,7 @@ def _ssh_config_hosts(config: Path, depth: int = 0) -> list[str]:
             for arg in args:
                 target = Path(os.path.expanduser(arg))
                 if not target.is_absolute():
-                    target = Path.home() / ".ssh" / target
+                    target = _ssh_dir() / target
                 for included in sorted(glob(str(target))):
                     patterns.extend(_ssh_config_hosts(Path(included), depth + 1))
     return patterns

@@ -835,6 +835,63 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("stage", "expected"),
+    [
+        ("{run: x, cwd: /abs}", "3:20: stages.a.cwd: must be relative to the pipeline directory"),
+        ("{run: x, shell: 'bash -c \"oops'}", "3:22: stages.a.shell: cannot split it: No closing"),
+        (
+            "{run: x, env: {1BAD: x}}",
+            "3:21: stages.a.env: '1BAD' is not a valid environment variable",
+        ),
+        ("{run: x, env: {A: ~}}", "3:24: stages.a.env.A: expected a string, got nothing (null)"),
+        ("{run: !shell x}", "3:12: stages.a.run: expected a string, got a value tagged !shell"),
+        ("{run: x, matrix: {v: [1, 1.0, 1]}}", "3:36: stages.a.matrix.v[2]: duplicate value '1'"),
+        ("{run: x, matrix: {9v: [1]}}", "3:24: stages.a.matrix: axis name '9v' may only contain"),
+        (
+            "{run: x, matrix: {v: 1}}",
+            "3:27: stages.a.matrix.v: expected a list of values, got the integer 1",
+        ),
+        (
+            "{run: x, <<: 5}",
+            "3:19: stages.a: a merge key (<<) takes a mapping or a list of mappings",
+        ),
+        ("{run: x, [k]: v}", "3:15: stages.a: keys must be strings, got a list"),
+        (
+            "{run: x, matrix: {a: [1,2,3,4,5,6,7,8,9,10], b: [1,2,3,4,5,6,7,8,9,10], "
+            "c: [1,2,3,4,5,6,7,8,9,10], d: [1,2]}}",
+            "3:3: stages: the matrices expand to 2000 stage instances; at most 1000 are allowed",
+        ),
+    ],
+)
+def test_other_stage_checks(tmp_path: Path, stage: str, expected: str) -> None:
+    path = write(tmp_path, f"version: 1\nstages:\n  a: {stage}\n")
+    found = one_problem(path)
+    assert found.startswith(f"{path}:{expected}"), found
+
+
+@pytest.mark.parametrize(
+    ("top", "expected"),
+    [
+        (
+            "secrets: [bad-name]",
+            "2:11: secrets: 'bad-name' is not a valid environment variable name",
+        ),
+        ("hosts: {local: {}}", "2:9: hosts: 'local' is reserved for this machine"),
+        ("hosts: {'a b': {}}", "2:9: hosts: host name 'a b' may only contain letters"),
+        ("hosts: {b: {slots: 0, colour: red}}", "2:20: hosts.b.slots: must be at least 1, got 0"),
+        (
+            "x-a: &a {b: 1}\nx-b: &a {c: 1}",
+            "3:6: YAML syntax error: second occurrence (found duplicate anchor 'a'",
+        ),
+    ],
+)
+def test_other_top_level_checks(tmp_path: Path, top: str, expected: str) -> None:
+    path = write(tmp_path, f"version: 1\n{top}\nstages:\n  a: {{run: x}}\n")
+    found = problems(path)
+    assert found[0].startswith(f"{path}:{expected}"), found
+
+
+@pytest.mark.parametrize(
     ("content", "expected"),
     [
         (b"", "1:1: the file is empty; a pipeline needs 'version: 1' and 'stages'"),
