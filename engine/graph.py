@@ -6,11 +6,16 @@ Functions taking a `Pipeline` accept stage instance ids (`test[python=3.11]`) an
 
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from engine.spec import Pipeline
+
+if TYPE_CHECKING:
+    import pathspec
 
 FORMATS = ("text", "dot", "mermaid")
 
@@ -128,22 +133,21 @@ def affected(pipeline: Pipeline, changed: Iterable[str]) -> set[str]:
     spans directories, a pattern without a slash matches at any depth, `!` excludes) or when it
     has no `inputs` at all; everything downstream of a hit stage is affected too.
     """
+    paths = [_normalise(p) for p in changed]
+    hit = {
+        sid
+        for sid, stage in pipeline.stages.items()
+        if paths and (not stage.inputs or any(map(_input_spec(stage.inputs).match_file, paths)))
+    }
+    return downstream(pipeline, hit) if hit else set()
+
+
+@functools.lru_cache(maxsize=512)
+def _input_spec(inputs: tuple[str, ...]) -> pathspec.GitIgnoreSpec:
+    """The compiled gitignore-style matcher of a stage's `inputs`."""
     import pathspec  # imported here: it costs ~50 ms and only watch mode needs it
 
-    paths = [_normalise(p) for p in changed]
-    if not paths:
-        return set()
-    hit: set[str] = set()
-    specs: dict[tuple[str, ...], pathspec.GitIgnoreSpec] = {}
-    for sid, stage in pipeline.stages.items():
-        if not stage.inputs:
-            hit.add(sid)
-            continue
-        if stage.inputs not in specs:
-            specs[stage.inputs] = pathspec.GitIgnoreSpec.from_lines(stage.inputs)
-        if any(specs[stage.inputs].match_file(p) for p in paths):
-            hit.add(sid)
-    return downstream(pipeline, hit) if hit else set()
+    return pathspec.GitIgnoreSpec.from_lines(inputs)
 
 
 def render(pipeline: Pipeline, fmt: str = "text") -> str:
