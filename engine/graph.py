@@ -151,7 +151,8 @@ def _input_spec(inputs: tuple[str, ...]) -> pathspec.GitIgnoreSpec:
 
 
 def render(pipeline: Pipeline, fmt: str = "text") -> str:
-    """The DAG as `text` (stages in order with what they need), `dot` or `mermaid`."""
+    """The DAG as `text` (stages in order with what they need), `dot` or `mermaid`, without a
+    final newline."""
     if fmt == "text":
         return _render_text(pipeline)
     if fmt == "dot":
@@ -193,7 +194,7 @@ def _render_text(pipeline: Pipeline) -> str:
             rows.extend((f"  {sid}", "") for sid in ids)
     width = max(len(left) for left, _ in rows) + 2
     lines = [f"{left:<{width}}{right}" if right else left for left, right in rows]
-    return f"{pipeline.name}\n" + "\n".join(lines) + "\n"
+    return f"{pipeline.name}\n" + "\n".join(lines)
 
 
 def _quote(text: str) -> str:
@@ -216,7 +217,7 @@ def _render_dot(pipeline: Pipeline) -> str:
     for stage in pipeline.stages.values():
         lines.extend(f"  {_quote(dep)} -> {_quote(stage.id)};" for dep in stage.needs)
     lines.append("}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
 
 
 def _mermaid_label(text: str) -> str:
@@ -238,4 +239,4 @@ def _render_mermaid(pipeline: Pipeline) -> str:
             lines.extend(f"  {node[sid]}[{_mermaid_label(sid)}]" for sid in ids)
     for stage in pipeline.stages.values():
         lines.extend(f"  {node[dep]} --> {node[stage.id]}" for dep in stage.needs)
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)

@@ -148,14 +148,13 @@ def test_render_text(shop: Pipeline) -> None:
           test[python=3.12]
         build                needs: test  host: box
         notify
-        deploy               needs: build, docs  when: manual
-        """)
+        deploy               needs: build, docs  when: manual""")
 
 
 def test_render_dot(shop: Pipeline) -> None:
     dot = graph.render(shop, "dot")
     assert dot.startswith('digraph "shop" {\n')
-    assert dot.endswith("}\n")
+    assert dot.endswith("\n}")
     assert '  subgraph cluster_2 {\n    label="test";\n    "test[python=3.11]";\n' in dot
     assert '  "lint" -> "test[python=3.12]";\n' in dot
     assert '  "test[python=3.12]" -> "build";\n' in dot
