@@ -31,6 +31,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from shlex import quote
 from typing import Any
 
@@ -42,7 +43,7 @@ from engine.sshhosts import HostConfig, resolve_host
 from engine.sync import RemoteWorkspace
 
 MAX_SESSIONS = 10  # OpenSSH's default MaxSessions: channels open at once on one connection
-AUX_CHANNELS = 2  # kept free of stages: the SFTP session, and one for short commands (kill...)
+AUX_CHANNELS = 3  # kept free of stages: SFTP, the sync transfer, short commands (kill...)
 KEEPALIVE_INTERVAL = 10.0
 KEEPALIVE_COUNT_MAX = 3
 CONNECT_TIMEOUT = 15.0
@@ -83,6 +84,7 @@ class SshExecutor:
         self._connect_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(min(self.host.slots, MAX_SESSIONS - AUX_CHANNELS))
         self._command_gate = asyncio.Semaphore(1)  # the one channel for short commands
+        self._transfer_gate = asyncio.Semaphore(1)  # the one channel for sync transfers
         self._sftp: asyncssh.SFTPClient | None = None
         self._sftp_lock = asyncio.Lock()
         self._sftp_conn: asyncssh.SSHClientConnection | None = None
@@ -261,11 +263,18 @@ class SshExecutor:
         return ExecResult(None, reason=f"host {self.host.name}: {what} failed: {exc}")
 
     async def _shell(
-        self, conn: asyncssh.SSHClientConnection, script: str, stdin: bytes = b""
+        self, conn: asyncssh.SSHClientConnection, script: str, stdin: bytes | Path = b"",
+        transfer: bool = False,
     ) -> None:
-        """Run a short POSIX sh script on an auxiliary channel; raise when it fails."""
-        async with self._command_gate:
-            feed: dict[str, Any] = {"input": stdin} if stdin else {"stdin": asyncssh.DEVNULL}
+        """Run a POSIX sh script on an auxiliary channel (stdin: data, or a file to stream).
+
+        Sync transfers have their own channel, so that a kill never waits behind one.
+        """
+        async with self._transfer_gate if transfer else self._command_gate:
+            feed: dict[str, Any] = (
+                {"stdin": str(stdin)} if isinstance(stdin, Path)
+                else {"input": stdin} if stdin else {"stdin": asyncssh.DEVNULL}
+            )
             result = await conn.run(f"sh -c {quote(script)}", encoding=None, **feed)
         if result.exit_status != 0:
             err = result.stderr or b""
@@ -278,8 +287,8 @@ class SshExecutor:
         """Sync the workspace and upstream stages' outputs before `stage` starts."""
         patterns = [p for need in _upstream(self.pipeline, stage) for p in need.outputs]
 
-        async def run_shell(command: str, stdin: bytes) -> None:
-            await self._shell(conn, command, stdin)
+        async def run_shell(command: str, stdin: bytes | Path) -> None:
+            await self._shell(conn, command, stdin, transfer=True)
 
         sftp = await self._sftp_client(conn)
         report = await self.workspace.push(

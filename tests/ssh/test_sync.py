@@ -121,3 +121,19 @@ async def test_upstream_artifact_from_host_a_is_present_on_host_b(
     assert out.stdout.startswith(b"built-on-") and out.stdout.endswith(b"-a\n")
     assert on_a.host.workdir != on_b.host.workdir
     assert os.path.exists(Path(on_b.host.workdir) / "dist" / "app.bin")
+
+
+async def test_modes_odd_names_and_nested_dirs_arrive(sshd: Sshd, workspace: Path) -> None:
+    tool = workspace / "deep" / "er" / "my tööl.sh"
+    tool.parent.mkdir(parents=True)
+    tool.write_text("#!/bin/sh\necho tool ran\n")
+    tool.chmod(0o755)
+    stage = Stage(id="s", name="s", host="a", run="'./deep/er/my tööl.sh'")
+    executor = SshExecutor(make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]),
+                           "a")
+    out = Output()
+    try:
+        result = await executor.execute(stage, stage_env(stage), out)
+    finally:
+        await executor.close()
+    assert (result.exit_code, out.stdout) == (0, b"tool ran\n"), out.stderr
