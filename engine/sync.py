@@ -187,8 +187,8 @@ class RemoteWorkspace:
                         continue
                     local = self.local_root / rel
                     local.parent.mkdir(parents=True, exist_ok=True)
-                    is_dir = await sftp.isdir(match)
-                    await sftp.get(match, str(local), preserve=True, recurse=is_dir)
+                    # into the parent: a directory lands at `local` even when it exists already
+                    await sftp.get(match, str(local.parent), preserve=True, recurse=True)
                     fetched.append(rel)
             got = await asyncio.to_thread(artifact_files, self.local_root, fetched)
             if got:

@@ -137,3 +137,20 @@ async def test_modes_odd_names_and_nested_dirs_arrive(sshd: Sshd, workspace: Pat
     finally:
         await executor.close()
     assert (result.exit_code, out.stdout) == (0, b"tool ran\n"), out.stderr
+
+
+async def test_directory_outputs_come_back_in_place_on_every_run(
+    sshd: Sshd, workspace: Path
+) -> None:
+    stage = Stage(id="s", name="s", host="a", outputs=("reports",),
+                  run="mkdir -p reports/html && echo $PIPEDECK_ATTEMPT > reports/html/index.txt")
+    executor = SshExecutor(make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]),
+                           "a")
+    try:
+        for attempt in (1, 2):
+            result = await executor.execute(stage, stage_env(stage, attempt=attempt), Output())
+            assert result.exit_code == 0
+    finally:
+        await executor.close()
+    assert (workspace / "reports" / "html" / "index.txt").read_text() == "2\n"
+    assert not (workspace / "reports" / "reports").exists()
