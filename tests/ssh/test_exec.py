@@ -143,3 +143,16 @@ async def test_secret_values_never_show_in_a_remote_command_line(
     finally:
         await executor.close()
     assert not [c for c in cmdlines if secret.encode() in c]
+
+
+async def test_a_stage_killed_by_a_signal_exits_128_plus_its_number(
+    sshd: Sshd, workspace: Path
+) -> None:
+    stage = Stage(id="s", name="s", host="a", run="kill -KILL $$")
+    executor = SshExecutor(make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]),
+                           "a")
+    try:
+        result = await executor.execute(stage, stage_env(stage), Output())
+    finally:
+        await executor.close()
+    assert result.exit_code == 128 + 9
