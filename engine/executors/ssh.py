@@ -4,13 +4,14 @@ One `SshExecutor` per host: it opens the connection on first use (keepalive on),
 workspace before each stage (only changes travel, see `engine.sync`), puts upstream artifacts in
 place, runs the stage, streams its output as bytes, and fetches its outputs back on success.
 
-The remote command is a fixed `sh -c 'eval "$(head -c N)"'`; the real script (exports, `cd`, the
-wrapper) comes over stdin, so neither the environment (secrets included) nor the script shows in
-the remote process list, and the server's AcceptEnv does not matter. The wrapper starts the stage
-in a new session (`setsid -w`) and writes its process group id to
-`<workdir>/.pipedeck-pids/<token>`; every process of the attempt carries `PIPEDECK_SSH_TASK=<token>`
-in its environment. Cancel and timeout send SIGTERM to that group over a second channel, wait
-`kill_grace`, then SIGKILL the group and every process whose /proc environ holds the token.
+The remote command is a fixed `sh -c` that reads N bytes of script from stdin and evals them once
+they arrived whole: the exports, the `cd` and the wrapper come over stdin, so neither the
+environment (secrets included) nor the script shows in the remote process list, and the server's
+AcceptEnv does not matter. The wrapper starts the stage in a new session (`setsid -w`) and writes
+its process group id to `<workdir>/.pipedeck-pids/<token>`; every process of the attempt carries
+`PIPEDECK_SSH_TASK=<token>` in its environment. Cancel and timeout send SIGTERM to that group over
+a second channel, wait `kill_grace`, then SIGKILL the group and every process whose /proc environ
+holds the token.
 
 Failures come back as `ExecResult(exit_code=None, lost=False, reason=...)` (the stage fails with
 that one-line reason; `ssh` would exit 255), a connection dropped mid-stage as
