@@ -280,7 +280,8 @@ class SshExecutor:
         if result.exit_status != 0:
             err = result.stderr or b""
             text = err if isinstance(err, str) else err.decode(errors="replace")
-            raise OSError(f"remote command failed ({result.exit_status}): {text.strip()}")
+            detail = "; ".join(line for line in text.splitlines() if line.strip())
+            raise OSError(f"remote command failed ({result.exit_status}): {detail}")
 
     # -- workspace ---------------------------------------------------------------------------
 

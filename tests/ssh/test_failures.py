@@ -154,3 +154,13 @@ async def test_unknown_key_message_names_the_real_address_of_a_config_host(
         f" with `ssh-keyscan -p {sshd.port} 127.0.0.3 >> {known}` after checking its"
         " fingerprint, or set `known_hosts: accept-new` for host cfgbox"
     )
+
+
+async def test_unusable_workdir_fails_the_stage_with_one_line(
+    sshd: Sshd, workspace: Path
+) -> None:
+    host = sshd.host("box", "127.0.0.2", workdir=str(sshd.known_hosts / "sub"))  # under a file
+    _, result = await run_one(workspace, host)
+    assert result.exit_code is None and not result.lost
+    assert result.reason.startswith("host box: workspace sync failed: ")
+    assert "\n" not in result.reason
