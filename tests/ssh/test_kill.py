@@ -191,3 +191,23 @@ async def test_a_silent_drop_is_noticed_by_keepalive(
         await executor.close()
     assert result.lost
     assert "keepalive" in result.reason.lower()
+
+
+async def test_run_timeout_of_a_remote_stage_leaves_nothing(sshd: Sshd, workspace: Path) -> None:
+    stage = Stage(id="s", name="s", host="a", run=STUBBORN, timeout=6, kill_grace=0.5)
+    run = Run(make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]))
+    running: list[int] = []
+
+    def watch(event: object) -> None:
+        if isinstance(event, LogLines) and "ready" in event.lines:
+            running.extend(marked_pids(run.run_id))
+
+    run.subscribe(watch)
+    try:
+        code = await asyncio.wait_for(run.execute(), 120)
+    finally:
+        await run.close()
+    assert code == 1
+    assert run.states["s"].status == "timed_out"
+    assert len(running) >= 4
+    assert marked_pids(run.run_id) == []
