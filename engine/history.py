@@ -91,6 +91,11 @@ class AttemptRow:
     reason: str | None
 
     @property
+    def ran(self) -> bool:
+        """True when the attempt really ran (not cached, skipped or cancelled before starting)."""
+        return self.status in RAN and self.started is not None and self.started != self.ended
+
+    @property
     def duration(self) -> float | None:
         """Seconds from start to end, when both are known."""
         if self.started is None or self.ended is None:
@@ -313,7 +318,7 @@ class History:
         ran = ",".join(f"'{s}'" for s in RAN)
         rows = self._query(
             f"SELECT ended - started FROM attempts WHERE stage=? AND status IN ({ran}) "
-            "AND started IS NOT NULL AND ended IS NOT NULL ORDER BY started DESC LIMIT ?",
+            "AND ended > started ORDER BY started DESC LIMIT ?",
             (stage, limit),
         )
         return [max(0.0, row[0]) for row in reversed(rows)]

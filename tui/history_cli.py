@@ -166,7 +166,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"run {run.run_id}  {run.status}  started {format_time(run.started)}  "
           f"duration {format_duration(run.duration)}  trigger {run.trigger or '-'}")  # fmt: skip
     rows = [
-        [a.stage, a.status, str(a.attempt), format_duration(a.duration), a.host or "-",
+        [a.stage, a.status, str(a.attempt),
+         format_duration(a.duration) if a.ran else "-", a.host or "-",
          "; ".join(filter(None, [a.why, a.reason])) or "-"]
         for a in attempts
     ]  # fmt: skip

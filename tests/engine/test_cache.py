@@ -213,3 +213,10 @@ def test_a_success_makes_files_under_its_outputs_visible_to_later_decisions(ws: 
     cache.forget()  # what track_run does when the run (re)starts executing
     assert cache.decide(use, {"gen": "f"}, False).why == "no earlier run"
     assert cache.decide(use, {"gen": "f"}, False).fingerprint != after
+
+
+def test_files_a_sibling_made_under_the_same_globs_do_not_count(ws: Path) -> None:
+    p = pipeline(ws, BUILD)
+    run_stage(p, BUILD, "r1")
+    write(ws / "out/sibling.txt", "made by another matrix instance\n")
+    assert decide(p, BUILD).fresh

@@ -37,7 +37,7 @@ def _group(stage_id: str) -> str:
 def _label(row: AttemptRow, name: str) -> Text:
     """A tree label (plain text: stage ids hold brackets that markup would eat)."""
     parts = [ICONS.get(row.status, "!"), name, row.status]
-    if row.duration is not None and row.status != "cached":
+    if row.ran and row.duration is not None:
         parts.append(format_duration(row.duration))
     note = row.why or row.reason
     return Text("  ".join(parts) + (f"  — {note}" if note else ""))
