@@ -227,3 +227,43 @@ def test_mutated_sample(workdir: Path, text: str) -> None:
 def test_random_structures(workdir: Path, value: object) -> None:
     """JSON is YAML: well-formed documents of random shape exercise the checks, not the parser."""
     check(workdir, json.dumps({"version": 1, "stages": value}).encode())
+
+
+NAMES = ["a", "b", "c", "d", "e"]
+
+
+@st.composite
+def dag_pipelines(draw: st.DrawFn) -> dict[str, object]:
+    """Pipelines of a few stages with random needs (cycles possible) and matrices."""
+    names = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=5, unique=True))
+    stages: dict[str, object] = {}
+    for i, name in enumerate(names):
+        pool = names[:i] if draw(st.integers(0, 9)) else names  # now and then, maybe a cycle
+        needs = draw(st.lists(st.sampled_from(pool), max_size=3)) if pool else []
+        stage: dict[str, object] = {"run": "echo", "needs": needs}
+        if draw(st.booleans()):
+            stage["matrix"] = {
+                "x": draw(st.lists(st.sampled_from(["1", "2"]), min_size=1, unique=True))
+            }
+            stage["run"] = "echo ${{ matrix.x }}"
+        stages[name] = stage
+    return {"version": 1, "stages": stages}
+
+
+@FUZZ
+@given(dag_pipelines())
+def test_random_dags_load_in_topological_order(workdir: Path, doc: dict[str, object]) -> None:
+    check(workdir, json.dumps(doc).encode())
+    try:
+        pipeline = load(workdir / "pipedeck.yaml", environ={})
+    except ConfigError:
+        return
+    seen: set[str] = set()
+    for sid, stage in pipeline.stages.items():
+        assert set(stage.needs) <= seen, f"{sid} comes before what it needs"
+        x = stage.matrix.get("x")
+        assert (sid, stage.run) == (
+            (f"{stage.name}[x={x}]", f"echo {x}") if x else (stage.name, "echo")
+        )
+        seen.add(sid)
+    assert sorted(seen) == sorted(sid for ids in pipeline.groups.values() for sid in ids)
