@@ -48,6 +48,7 @@ AUX_CHANNELS = 3  # kept free of stages: SFTP, the sync transfer, short commands
 KEEPALIVE_INTERVAL = 10.0
 KEEPALIVE_COUNT_MAX = 3
 CONNECT_TIMEOUT = 15.0
+ORPHAN_REACH = 5.0  # on close: how long to try reconnecting to kill what lost attempts left
 DRAIN_IDLE = 1.0  # after the exit status: close once the output has been quiet this long
 PIDS_DIR = ".pipedeck-pids"
 TOKEN_VAR = "PIPEDECK_SSH_TASK"
@@ -123,7 +124,10 @@ class SshExecutor:
             return result
 
     async def close(self) -> None:
-        """Kill attempts still running, close the connection."""
+        """Kill attempts still running (and those a dropped connection left), disconnect."""
+        if self._orphans:
+            with contextlib.suppress(ConnectError, TimeoutError):
+                await self._sweep_orphans(await asyncio.wait_for(self._connect(), ORPHAN_REACH))
         conn, self._conn = self._conn, None
         if conn is None:
             return

@@ -54,16 +54,26 @@ class Sshd:
 
     def connection_pids(self) -> list[int]:
         """The per-connection sshd processes (children of the listener)."""
-        children = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(stat[1]) == self.pid:
-                    children.append(int(entry))
-        return children
+        return [pid for pid in _pids() if _parent(pid) == self.pid]
+
+    def connection_of(self, pid: int) -> int:
+        """The per-connection sshd process that `pid` (a remote stage's process) runs under."""
+        while (parent := _parent(pid)) != self.pid:
+            if parent <= 1:
+                raise LookupError(f"process {pid} does not run under sshd {self.pid}")
+            pid = parent
+        return pid
+
+
+def _pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _free_port() -> int:

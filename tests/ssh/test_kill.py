@@ -211,3 +211,33 @@ async def test_run_timeout_of_a_remote_stage_leaves_nothing(sshd: Sshd, workspac
     assert run.states["s"].status == "timed_out"
     assert len(running) >= 4
     assert marked_pids(run.run_id) == []
+
+
+async def test_a_drop_on_one_host_leaves_the_other_hosts_stages_alone(
+    sshd: Sshd, workspace: Path
+) -> None:
+    doomed = Stage(id="doomed", name="doomed", host="a", run="echo ready; sleep 300")
+    steady = Stage(id="steady", name="steady", host="b",
+                   run="echo ready; sleep 2; echo steady-done")
+    hosts = {"a": sshd.host("a", "127.0.0.2"), "b": sshd.host("b", "127.0.0.3")}
+    run = Run(make_pipeline(workspace, hosts, [doomed, steady]))
+    ready: set[str] = set()
+
+    def watch(event: object) -> None:
+        if isinstance(event, LogLines) and "ready" in event.lines:
+            ready.add(event.stage)
+            if ready == {"doomed", "steady"}:
+                marked = [p for p in marked_pids(run.run_id)
+                          if b"PIPEDECK_STAGE=doomed" in Path(f"/proc/{p}/environ").read_bytes()]
+                os.kill(sshd.connection_of(marked[0]), signal.SIGKILL)
+
+    run.subscribe(watch)
+    try:
+        code = await asyncio.wait_for(run.execute(), 120)
+    finally:
+        await run.close()
+    assert ready == {"doomed", "steady"}
+    assert marked_pids(run.run_id) == []  # closing reconnected to kill the lost stage's sleep
+    assert run.states["doomed"].status == "lost"
+    assert run.states["steady"].status == "succeeded"
+    assert code == 1
