@@ -97,11 +97,12 @@ def _normalize(pattern: str) -> str:
 
 
 class _Walker:
-    """Lists files under workspace directories, remembering each listing until `clear()`."""
+    """Lists files under workspace directories, remembering each listing until `forget()`."""
 
     def __init__(self, workspace: Path) -> None:
         self.workspace = workspace
         self._listings: dict[str, list[_Entry]] = {}
+        self.new: list[str] = []  # bases listed since the caller last emptied this
 
     def forget(self, bases: set[str]) -> None:
         """Drop the listings that files under any of `bases` could be part of."""
@@ -114,6 +115,7 @@ class _Walker:
             found: list[_Entry] = []
             self._scan(self.workspace / base if base else self.workspace, base, found)
             self._listings[base] = found
+            self.new.append(base)
         return self._listings[base]
 
     def _scan(self, path: Path | str, rel: str, found: list[_Entry]) -> None:
@@ -209,13 +211,17 @@ class FileHasher:
         self.history = history
         self._known: dict[str, tuple[int, int, int, str]] | None = None
         self._dirty: dict[str, tuple[int, int, int, str]] = {}
+        self._gone: set[str] = set()
         self.hashed = 0  # files actually read, for tests and benchmarks
+
+    def _entries(self) -> dict[str, tuple[int, int, int, str]]:
+        if self._known is None:
+            self._known = self.history.file_hashes()
+        return self._known
 
     def digest(self, entry: _Entry) -> str:
         """The file's sha256 (hex), read from disk only when its stat identity changed."""
-        if self._known is None:
-            self._known = self.history.file_hashes()
-        known = self._known.get(entry.rel)
+        known = self._entries().get(entry.rel)
         if known and known[:3] == (entry.size, entry.mtime_ns, entry.inode):
             return known[3]
         with open(self.workspace / entry.rel, "rb") as f:
@@ -223,8 +229,18 @@ class FileHasher:
         self.hashed += 1
         if entry.mtime_ns < time.time_ns() - RACY_NS:
             row = (entry.size, entry.mtime_ns, entry.inode, sha)
-            self._known[entry.rel] = self._dirty[entry.rel] = row
+            self._entries()[entry.rel] = self._dirty[entry.rel] = row
         return sha
+
+    def prune(self, base: str, present: list[_Entry]) -> None:
+        """Forget the entries of files under `base` that a full listing of it no longer has."""
+        prefix = f"{base}/" if base else ""
+        names = {e.rel for e in present}
+        known = self._entries()
+        for path in [p for p in known if p.startswith(prefix) and p not in names]:
+            del known[path]
+            self._dirty.pop(path, None)
+            self._gone.add(path)
 
     def manifest(self, entries: list[_Entry]) -> dict[str, list[object]]:
         """path -> [sha256, size] for files that still exist."""
@@ -237,10 +253,10 @@ class FileHasher:
         return result
 
     def flush(self) -> None:
-        """Persist new stat-cache entries."""
-        if self._dirty:
-            self.history.store_file_hashes(self._dirty)
-            self._dirty = {}
+        """Persist new stat-cache entries and drop those of files that are gone."""
+        if self._dirty or self._gone:
+            self.history.store_file_hashes(self._dirty, gone=self._gone)
+            self._dirty, self._gone = {}, set()
 
 
 def _sha(value: object) -> str:
@@ -265,6 +281,13 @@ class StageCache:
         """Drop every listing and input hash: the next decisions look at the files again."""
         self._walker.forget({""})
         self._inputs.clear()
+
+    def _prune_and_flush(self) -> None:
+        """Keep the stat cache to files that exist: prune under each new listing, then save."""
+        for base in self._walker.new:
+            self.hasher.prune(base, self._walker.listing(base))
+        self._walker.new.clear()
+        self.hasher.flush()
 
     def _input_files(self, stage: Stage) -> tuple[str, dict[str, str]]:
         """The digest and hashes of the stage's input files, its own outputs left out."""
@@ -301,7 +324,7 @@ class StageCache:
         try:
             why = self._why(stage, fingerprint, parts, files, no_cache)
         finally:
-            self.hasher.flush()
+            self._prune_and_flush()
         return Decision(fingerprint, why is None, why or "up to date")
 
     def _why(
@@ -358,7 +381,7 @@ class StageCache:
                                                   for p in k for b in bases)]:  # fmt: skip
             del self._inputs[key]
         manifest = self.hasher.manifest(_match(self._walker, stage.outputs))
-        self.hasher.flush()
+        self._prune_and_flush()
         pending = self._pending.get(stage.id)
         if stage.inputs and stage.outputs and pending and _sha(pending[0]) == fingerprint:
             success = Success(fingerprint, run_id, pending[0], manifest)

@@ -402,15 +402,16 @@ class History:
         rows = self._query("SELECT path, size, mtime_ns, inode, sha256 FROM file_hashes")
         return {path: (size, mtime, inode, sha) for path, size, mtime, inode, sha in rows}
 
-    def store_file_hashes(self, entries: Mapping[str, tuple[int, int, int, str]]) -> None:
-        """Add or replace stat-cache entries."""
-        if not entries:
-            return
+    def store_file_hashes(
+        self, entries: Mapping[str, tuple[int, int, int, str]], gone: Iterable[str] = ()
+    ) -> None:
+        """Add or replace stat-cache entries, and delete those of `gone` paths."""
         with self.write() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?)",
                 [(path, *entry) for path, entry in entries.items()],
             )
+            db.executemany("DELETE FROM file_hashes WHERE path=?", [(p,) for p in gone])
 
 
 def _sweep(run_ids: Iterable[str]) -> None:

@@ -220,3 +220,13 @@ def test_files_a_sibling_made_under_the_same_globs_do_not_count(ws: Path) -> Non
     run_stage(p, BUILD, "r1")
     write(ws / "out/sibling.txt", "made by another matrix instance\n")
     assert decide(p, BUILD).fresh
+
+
+def test_stat_cache_entries_of_deleted_files_are_dropped(ws: Path) -> None:
+    p = pipeline(ws, BUILD)
+    run_stage(p, BUILD, "r1")
+    history = History.for_state_dir(p.state_dir)
+    assert "src/pkg/b.py" in history.file_hashes()
+    (ws / "src/pkg/b.py").unlink()
+    decide(p, BUILD)
+    assert set(history.file_hashes()) == {"src/a.py"}

@@ -188,7 +188,7 @@ class HistoryScreen(Screen[None]):
         run_id = self.run_id
         source = LogSource(stage, attempt, lambda: self.logs.reader(run_id, stage, attempt))
         has_log = attempt in self.logs.attempts(run_id, stage)
-        log.border_title = f"{stage} · attempt {attempt}"
+        log.border_title = f"{stage} · attempt {attempt}" if has_log else stage
         log.show(source if has_log else None, "no log: this attempt did not run")
         durations = self.history.durations(stage, SPARK_RUNS)
         spark.data = durations
