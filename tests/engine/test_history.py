@@ -311,3 +311,24 @@ def test_a_damaged_history_file_is_a_clear_message(tmp_path: Path) -> None:
     result = pipedeck("history", "-f", str(tmp_path / "pipedeck.yaml"))
     assert result.returncode == 1
     assert "cannot use the run history" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_pipedeck_run_caches_the_second_run_and_no_cache_runs_everything(tmp_path: Path):
+    path = tmp_path / "pipedeck.yaml"
+    path.write_text(PIPELINE)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src/a.txt").write_text("hello\n")
+
+    def statuses(*extra: str) -> dict[str, tuple[str, str]]:
+        done = pipedeck("run", str(path), "--format", "json", *extra)
+        assert done.returncode == 0, done.stderr
+        events = [json.loads(line) for line in done.stdout.splitlines()]
+        return {
+            e["stage"]: (e["status"], e.get("reason", ""))
+            for e in events
+            if e["type"] == "stage_status" and e["status"] in ("running", "cached")
+        }
+
+    assert statuses()["gen"] == ("running", "no earlier run")
+    assert statuses()["gen"] == ("cached", "up to date")
+    assert statuses("--no-cache")["gen"] == ("running", "--no-cache")
