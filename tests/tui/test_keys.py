@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import suppress
 
 from textual.widgets import Input
 
@@ -315,9 +316,12 @@ async def test_W_toggles_watch_mode_and_a_change_reruns_what_it_affects(make_app
         await pilot.press("W")
         await until(pilot, lambda: "watching" in str(header.render()), "the watch banner")
         assert app.run_screen.watching
-        await pilot.pause(0.3)  # let the watcher start
-        (tmp_path / "src" / "a.txt").write_text("changed")
-        await until(pilot, lambda: app.run_screen.run is not first, "a new run")
+        for _ in range(20):  # the watcher starts in the background: write until it reacts
+            (tmp_path / "src" / "a.txt").write_text("changed")
+            with suppress(AssertionError):
+                await until(pilot, lambda: app.run_screen.run is not first, "a new run", 1.0)
+                break
+        assert app.run_screen.run is not first
         await until(pilot, lambda: status(app, "use") == SUCCEEDED
                     and app.run_screen.views["use"].attempt >= 1
                     and not app.run_screen.run.running, "the rerun")

@@ -52,4 +52,4 @@ class RunHeader(Static):
         text.append("   " + "  ".join(parts))
         if banner:
             text.append(f"   {banner}", style("run-header--warn"))
-        self.update(text)
+        self.update(text, layout=False)  # one line, fixed height: no re-layout

@@ -114,6 +114,8 @@ class LogView(ScrollView, can_focus=True):
         self._gen = 0  # bumps when rendering inputs change (search, theme)
         self._lines: LRUCache[int, tuple[str, str]] = LRUCache(2048)
         self._texts: LRUCache[tuple[int, int], Text] = LRUCache(1024)
+        self._strips: LRUCache[tuple[int, int], Strip] = LRUCache(1024)
+        self._styles: dict[str, Style] = {}
         self._wrapped: LRUCache[tuple[int, int, int], list[Strip]] = LRUCache(1024)
         self._rows: tuple[tuple[object, ...], list[Strip]] | None = None
         self._anchor_top = 0  # first line shown by the last bottom-anchored (wrapped) render
@@ -180,6 +182,7 @@ class LogView(ScrollView, can_focus=True):
     def _invalidate(self) -> None:
         self._gen += 1
         self._texts.clear()
+        self._strips.clear()
         self._wrapped.clear()
         self._rows = None
 
@@ -192,6 +195,7 @@ class LogView(ScrollView, can_focus=True):
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
+        self._styles.clear()
         self._invalidate()
 
     # -- reading and rendering ----------------------------------------------------------------
@@ -212,9 +216,12 @@ class LogView(ScrollView, can_focus=True):
         text = self._texts.get(key)
         if text is None:
             stream, raw = self._line(index)
-            base = self.get_component_rich_style("log-view--stderr") if stream == "stderr" else None
-            text = Text.from_ansi(last_state(raw), style=base or "", end="")
-            text.expand_tabs(8)
+            line = last_state(raw)
+            base = self._style("log-view--stderr") if stream == "stderr" else ""
+            text = Text.from_ansi(line, style=base, end="") if "\x1b" in line else Text(
+                line, base, end="")
+            if "\t" in line:
+                text.expand_tabs(8)
             self._highlight(index, text)
             self._texts[key] = text
         return text
@@ -224,22 +231,33 @@ class LogView(ScrollView, can_focus=True):
         if search is None:
             return
         component = "log-view--hit" if search.hit == index else "log-view--match"
-        style = self.get_component_rich_style(component)
+        style = self._style(component)
         for match in search.pattern.finditer(text.plain):
             if match.end() > match.start():
                 text.stylize(style, match.start(), match.end())
 
+    def _style(self, component: str = "") -> Style:
+        """The widget's style, or a component's; cached until the styles change."""
+        style = self._styles.get(component)
+        if style is None:
+            style = self._styles[component] = (
+                self.get_component_rich_style(component) if component else self.rich_style)
+        return style
+
     def _render(self, text: Text) -> Strip:
-        """A Strip of `text` with its base style (`Text.render` leaves that to the caller)."""
+        """A Strip of `text` over the widget's style (`Text.render` leaves text.style out)."""
         strip = Strip(text.render(self.app.console), text.cell_len)
-        return strip.apply_style(text.style) if isinstance(text.style, Style) else strip
+        base = self._style()
+        return strip.apply_style(base + text.style if isinstance(text.style, Style) else base)
 
     def _strip(self, index: int) -> Strip:
-        text = self._text(index)
-        strip = self._render(text)
-        if text.cell_len > self._max_width:
-            self._max_width = text.cell_len
-            self.call_later(self._set_virtual_size)
+        key = (index, self._gen)
+        strip = self._strips.get(key)
+        if strip is None:
+            strip = self._strips[key] = self._render(self._text(index))
+            if strip.cell_length > self._max_width:
+                self._max_width = strip.cell_length
+                self.call_later(self._set_virtual_size)
         return strip
 
     def _wrapped_rows(self, index: int, width: int) -> list[Strip]:
@@ -274,22 +292,22 @@ class LogView(ScrollView, can_focus=True):
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
-        style = self.rich_style
+        style = self._style()
         if self.source is None or self._count == 0:
             if y == 0 and self.placeholder:
-                text = Text(" " + self.placeholder, self.get_component_rich_style(
-                    "log-view--placeholder"), no_wrap=True, end="")
-                return self._render(text).apply_style(style).crop_extend(0, width, style)
+                text = Text(" " + self.placeholder, self._style("log-view--placeholder"),
+                            no_wrap=True, end="")
+                return self._render(text).crop_extend(0, width, style)
             return Strip.blank(width, style)
         if self.wrap:
             rows = self._wrapped_screen(width, self.scrollable_content_region.height)
-            strip = rows[y] if y < len(rows) else Strip.blank(width, style)
-            return strip.apply_style(style).crop_extend(0, width, style)
+            return rows[y].crop_extend(0, width, style) if y < len(rows) else Strip.blank(
+                width, style)
         index = self.scroll_offset.y + y
         if index >= self._count:
             return Strip.blank(width, style)
         x = self.scroll_offset.x
-        return self._strip(index).apply_style(style).crop_extend(x, x + width, style)
+        return self._strip(index).crop_extend(x, x + width, style)
 
     # -- follow, wrap, scrolling --------------------------------------------------------------
 
