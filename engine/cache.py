@@ -12,7 +12,8 @@ trusted (a second write in the same clock tick could keep size and mtime).
 
 Globs are relative to the workspace: `*`, `?` and `[...]` stay within one path segment, `**`
 matches any number of directories, and a pattern naming a directory means everything under it.
-`.git` and `.pipedeck` directories are never searched.
+`.git` and `.pipedeck` directories are never searched, and symlinked directories are not followed
+(symlinked files are hashed by their target's contents).
 
 Within one execution of a run, directory listings and input hashes are shared between decisions,
 so the 200 stages of a no-op rerun list and check a large tree once. A stage's success drops the

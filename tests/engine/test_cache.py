@@ -230,3 +230,24 @@ def test_stat_cache_entries_of_deleted_files_are_dropped(ws: Path) -> None:
     (ws / "src/pkg/b.py").unlink()
     decide(p, BUILD)
     assert set(history.file_hashes()) == {"src/a.py"}
+
+
+TREE = ("a.py", "b.txt", ".hidden.py", "src/c.py", "src/d/e.py", "src/d/f/g.py", "src/d/f/h.txt",
+        "docs/i.md", "docs/src/j.py", "x1.py", "x22.py")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["*.py", "**/*.py", "src/**", "src/**/*.py", "src/*/*.py", "**/f/*", "**/src/**/*.py",
+     "x?.py", "x[0-9].py", "x[!1]*.py", "src/d/**/g.py", "**", "*/*", "docs/**/j.py"],
+)  # fmt: skip
+def test_globs_match_like_python_glob(tmp_path: Path, pattern: str) -> None:
+    import glob
+
+    for rel in TREE:
+        write(tmp_path / rel, "x")
+    expected = sorted(
+        p for p in glob.glob(pattern, root_dir=tmp_path, recursive=True, include_hidden=True)
+        if (tmp_path / p).is_file()
+    )  # fmt: skip
+    assert glob_files(tmp_path, (pattern,)) == expected
