@@ -29,15 +29,15 @@ sys.path.insert(0, str(REPO))
 from engine.executors.ssh import SshExecutor  # noqa: E402
 from engine.logs import LogStore  # noqa: E402
 from engine.spec import Stage  # noqa: E402
-from tests.ssh.conftest import Sshd, make_pipeline, running_sshd, stage_env  # noqa: E402
+from tests.ssh.conftest import USER, Sshd, make_pipeline, running_sshd, stage_env  # noqa: E402
 
 ADDRESS = "127.0.0.2"
 
 
 def ssh_argv(sshd: Sshd, control: Path) -> list[str]:
-    """`ssh` with multiplexing through `control`, reaching the bench sshd as root."""
+    """`ssh` with multiplexing through `control`, reaching the bench sshd as this user."""
     return [
-        "ssh", "-p", str(sshd.port), "-i", str(sshd.client_key), "-l", "root",
+        "ssh", "-p", str(sshd.port), "-i", str(sshd.client_key), "-l", USER,
         "-o", f"UserKnownHostsFile={sshd.known_hosts}", "-o", "BatchMode=yes",
         "-o", "ControlMaster=auto", "-o", f"ControlPath={control}", "-o", "ControlPersist=120",
         ADDRESS,

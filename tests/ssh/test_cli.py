@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import pipedeck_bin
-from tests.ssh.conftest import Sshd
+from tests.ssh.conftest import USER, Sshd
 
 pytestmark = pytest.mark.ssh
 
 
 def host_block(sshd: Sshd, name: str, address: str) -> str:
     return (
-        f"  {name}:\n    address: {address}\n    port: {sshd.port}\n    user: root\n"
+        f"  {name}:\n    address: {address}\n    port: {sshd.port}\n    user: {USER}\n"
         f"    identity_file: {sshd.client_key}\n    known_hosts: {sshd.known_hosts}\n"
         f"    workdir: {sshd.root / 'cli' / name}\n"
     )

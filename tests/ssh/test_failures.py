@@ -11,7 +11,7 @@ import pytest
 
 from engine.executors.ssh import SshExecutor
 from engine.spec import Host, Stage
-from tests.ssh.conftest import Output, Sshd, make_pipeline, stage_env
+from tests.ssh.conftest import USER, Output, Sshd, make_pipeline, stage_env
 
 pytestmark = pytest.mark.ssh
 
@@ -118,7 +118,7 @@ async def test_host_from_ssh_config(
     ssh = tmp_path / ".ssh"
     ssh.mkdir()
     (ssh / "config").write_text(
-        f"Host cfgbox\n  HostName 127.0.0.3\n  Port {sshd.port}\n  User root\n"
+        f"Host cfgbox\n  HostName 127.0.0.3\n  Port {sshd.port}\n  User {USER}\n"
         f"  IdentityFile {sshd.client_key}\n"
     )
     (ssh / "known_hosts").write_text(sshd.known_hosts.read_text())
@@ -141,7 +141,7 @@ async def test_unknown_key_message_names_the_real_address_of_a_config_host(
     ssh = tmp_path / ".ssh"
     ssh.mkdir()
     (ssh / "config").write_text(
-        f"Host cfgbox\n  HostName 127.0.0.3\n  Port {sshd.port}\n  User root\n"
+        f"Host cfgbox\n  HostName 127.0.0.3\n  Port {sshd.port}\n  User {USER}\n"
         f"  IdentityFile {sshd.client_key}\n"
     )
     stage = Stage(id="s", name="s", host="cfgbox", run="true")
