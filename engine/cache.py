@@ -411,6 +411,9 @@ def _files_changed(previous: Mapping[str, str] | None, files: Mapping[str, str])
     return changes[0] + (f" (+{len(changes) - 1} more)" if len(changes) > 1 else "")
 
 
+_histories: dict[Path, History] = {}  # one connection per project, however many runs
+
+
 def track_run(run: Run, history: History | None = None) -> StageCache:
     """Give `run` a stage cache and record it in the history: call before `run.execute()`.
 
@@ -418,7 +421,9 @@ def track_run(run: Run, history: History | None = None) -> StageCache:
     sets `run.cache`, and subscribes the history recorder with the run's trigger. Each
     `execute()` (a watch-mode rerun too) starts with fresh listings.
     """
-    history = history or History.for_state_dir(run.pipeline.state_dir)
+    if history is None:
+        db = run.pipeline.state_dir / "history.db"
+        history = _histories.get(db) or _histories.setdefault(db, History(db))
     history.mark_interrupted()
     cache = StageCache(run.pipeline, history)
     run.cache = cache

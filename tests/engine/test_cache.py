@@ -251,3 +251,13 @@ def test_globs_match_like_python_glob(tmp_path: Path, pattern: str) -> None:
         if (tmp_path / p).is_file()
     )  # fmt: skip
     assert glob_files(tmp_path, (pattern,)) == expected
+
+
+def test_runs_tracked_in_one_project_share_one_history_connection(ws: Path) -> None:
+    from engine.cache import track_run
+    from engine.run import Run
+
+    p = pipeline(ws, BUILD)
+    first, second = Run(p), Run(p, trigger="watch")
+    assert track_run(first).history is track_run(second).history
+    assert first.cache is not None and first.cache is not second.cache
