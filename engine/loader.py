@@ -34,6 +34,7 @@ from engine.schema import (
     ENV_NAME_PATTERN,
     EXTENSION_PREFIX,
     HOST_KEYS,
+    MATRIX_EXCLUDE,
     NAME_PATTERN,
     SECTION_KINDS,
     STAGE_KEYS,
@@ -309,6 +310,7 @@ class _RawStage:
     fields: dict[str, Any]
     needs: dict[str, Node]  # stage name -> the list item naming it
     axes: dict[str, list[str]]
+    combos: list[dict[str, str]]  # matrix combinations, in order; [{}] without a matrix
 
 
 class _Checker:
@@ -747,9 +749,10 @@ class _Checker:
             needs_node = nodes.get("needs")
             need_items = needs_node.value if isinstance(needs_node, SequenceNode) else [needs_node]
             needs = dict(zip(fields.get("needs", []), need_items, strict=False))
-            axes = self.matrix(nodes["matrix"], f"{path}.matrix") if "matrix" in nodes else {}
-            raw[name] = _RawStage(name, key_node, value, nodes, fields, needs, axes or {})
-            if axes is not None:
+            matrix = self.matrix(nodes["matrix"], f"{path}.matrix") if "matrix" in nodes else None
+            axes, combos = matrix or ({}, [{}])
+            raw[name] = _RawStage(name, key_node, value, nodes, fields, needs, axes, combos)
+            if matrix is not None or "matrix" not in nodes:
                 self.check_matrix_refs(raw[name])
         return raw
 
@@ -764,12 +767,16 @@ class _Checker:
         if "cwd" in fields and os.path.isabs(fields["cwd"]):
             self.report(nodes["cwd"], f"{path}.cwd: must be relative to the pipeline directory")
 
-    def matrix(self, node: Node, path: str) -> dict[str, list[str]] | None:
-        """Axis -> values; every axis needs at least one value, no value twice (an axis with
-        a problem maps to no values, so that references to it are not reported too)."""
+    def matrix(
+        self, node: Node, path: str
+    ) -> tuple[dict[str, list[str]], list[dict[str, str]]] | None:
+        """Axis -> values, and the combinations left after `exclude`; every axis needs at
+        least one value, no value twice (an axis with a problem maps to no values, so that
+        references to it are not reported too)."""
         items = self.entries(node, path)
         if items is None:
             return None
+        exclude = items.pop(MATRIX_EXCLUDE, None)
         if not items:
             self.report(node, f"{path}: a matrix needs at least one axis")
             return None
@@ -808,7 +815,51 @@ class _Checker:
                 else:
                     values.append(text)
             axes[axis] = values
-        return axes
+        size = math.prod(len(values) for values in axes.values())
+        if size > MAX_INSTANCES:
+            self.report(node, f"{path}: {size} combinations; at most {MAX_INSTANCES} are allowed")
+            return axes, []
+        rules = self.matrix_exclude(exclude[1], axes, f"{path}.{MATRIX_EXCLUDE}") if exclude else []
+        combos = [
+            combo
+            for combo in _combinations(axes)
+            if not any(rule.items() <= combo.items() for rule in rules)
+        ]
+        if size and not combos:
+            self.report(exclude[0] if exclude else node, f"{path}: no combination is left")
+        return axes, combos
+
+    def matrix_exclude(
+        self, node: Node, axes: Mapping[str, list[str]], path: str
+    ) -> list[dict[str, str]]:
+        """The `exclude:` rules of a matrix: each a mapping of some axes to one of their values."""
+        if not isinstance(node, SequenceNode):
+            self.report(node, f"{path}: expected a list of mappings, got {_describe(node)}")
+            return []
+        rules = []
+        for i, item in enumerate(node.value):
+            entries = self.entries(item, f"{path}[{i}]")
+            if entries is None:
+                continue
+            rule: dict[str, str] = {}
+            for axis, (key_node, value_node) in entries.items():
+                value = self.string(value_node, f"{path}[{i}].{axis}")
+                if axis not in axes:
+                    self.report(
+                        key_node,
+                        f"{path}[{i}]: unknown matrix axis {axis!r}"
+                        + _did_you_mean(axis, list(axes)),
+                    )
+                elif value is not None and value not in axes[axis]:
+                    self.report(
+                        value_node,
+                        f"{path}[{i}].{axis}: {value!r} is not a value of the axis {axis!r}",
+                    )
+                elif value is not None:
+                    rule[axis] = value
+            if len(rule) == len(entries):  # a rule with a problem excludes nothing
+                rules.append(rule)
+        return rules
 
     def check_needs(self, raw: dict[str, _RawStage]) -> None:
         """Report unknown needs and every dependency cycle."""
@@ -893,8 +944,8 @@ class _Checker:
         self, raw: dict[str, _RawStage], env: Mapping[str, str], defaults: Mapping[str, Any]
     ) -> tuple[dict[str, Stage], dict[str, tuple[str, ...]]]:
         """Matrix expansion into stage instances, in topological order."""
-        total = sum(math.prod(len(v) for v in stage.axes.values()) for stage in raw.values())
-        if total > MAX_INSTANCES:  # checked before anything is expanded
+        total = sum(len(stage.combos) for stage in raw.values())
+        if total > MAX_INSTANCES:
             self.report(
                 next(iter(raw.values())).key,
                 f"stages: the matrices expand to {total} "
@@ -903,15 +954,13 @@ class _Checker:
         if self.problems:
             return {}, {}
         groups = {
-            name: [
-                _matrix_id(name, combo) if combo else name for combo in _combinations(stage.axes)
-            ]
+            name: [_matrix_id(name, combo) if combo else name for combo in stage.combos]
             for name, stage in raw.items()
         }
         instances: dict[str, Stage] = {}
         for name, stage in raw.items():
             needs = tuple(sid for dep in stage.needs if dep in raw for sid in groups[dep])
-            for sid, combo in zip(groups[name], _combinations(stage.axes), strict=True):
+            for sid, combo in zip(groups[name], stage.combos, strict=True):
                 instances[sid] = _instance(stage, sid, combo, needs, env, defaults)
         ids = graph.topo_order({sid: s.needs for sid, s in instances.items()})
         names = dict.fromkeys(instances[sid].name for sid in ids)  # in topological order
@@ -919,7 +968,7 @@ class _Checker:
 
 
 def _combinations(axes: Mapping[str, list[str]]) -> list[dict[str, str]]:
-    """Every combination of matrix values, in axis order; [{}] without a matrix."""
+    """Every combination of matrix values, in axis order."""
     return [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
 
 

@@ -16,6 +16,7 @@ NAME_PATTERN = r"[A-Za-z0-9_.-]+"  # stage and host names
 ENV_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*"  # env and secret names
 AXIS_PATTERN = r"[A-Za-z_][A-Za-z0-9_-]*"  # matrix axis names
 DURATION_PATTERN = r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|h|m|s))+|[0-9]+(?:\.[0-9]+)?"
+MATRIX_EXCLUDE = "exclude"  # the matrix key listing combinations to leave out, not an axis
 EXTENSION_PREFIX = "x-"  # keys starting with it are ignored (a place for YAML anchors)
 
 
@@ -165,6 +166,13 @@ def _key_schema(key: Key) -> dict[str, Any]:
             "type": "object",
             "minProperties": 1,
             "propertyNames": {"pattern": f"^{AXIS_PATTERN}$"},
+            "properties": {
+                MATRIX_EXCLUDE: {
+                    "type": "array",
+                    "items": {"type": "object", "additionalProperties": _SCALAR},
+                    "description": "Combinations to leave out: each a mapping of axes to values.",
+                }
+            },
             "additionalProperties": {"type": "array", "minItems": 1, "items": _SCALAR},
         }
     elif kind in ("defaults", "watch"):

@@ -764,6 +764,67 @@ def test_matrix_values_are_single_lines(tmp_path: Path) -> None:
     )
 
 
+def test_all_matrices_together_have_at_most_1000_instances(tmp_path: Path) -> None:
+    axes = "{a: [1,2,3,4,5,6,7,8,9,10], b: [1,2,3,4,5,6,7,8,9,10], c: [1,2,3,4,5,6]}"
+    path = write(
+        tmp_path,
+        f"version: 1\nstages:\n  s: {{run: x, matrix: {axes}}}\n  t: {{run: x, matrix: {axes}}}\n",
+    )
+    assert one_problem(path) == (
+        f"{path}:3:3: stages: the matrices expand to 1200 stage instances; at most 1000 are allowed"
+    )
+
+
+def test_matrix_exclude_leaves_out_matching_combinations(tmp_path: Path) -> None:
+    p = load(
+        write(
+            tmp_path,
+            """\
+        version: 1
+        stages:
+          test:
+            run: x
+            matrix:
+              os: [linux, mac]
+              python: ["3.11", "3.12"]
+              exclude:
+                - {os: mac, python: "3.11"}
+        """,
+        ),
+        environ={},
+    )
+    assert p.groups["test"] == (
+        "test[os=linux,python=3.11]",
+        "test[os=linux,python=3.12]",
+        "test[os=mac,python=3.12]",
+    )
+
+
+def test_matrix_exclude_problems(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        version: 1
+        stages:
+          a:
+            run: x
+            matrix:
+              os: [linux]
+              exclude: [{oss: linux}, {os: windows}]
+          b:
+            run: x
+            matrix:
+              os: [linux]
+              exclude: [{os: linux}]
+        """,
+    )
+    assert problems(path) == [
+        f"{path}:7:18: stages.a.matrix.exclude[0]: unknown matrix axis 'oss'; did you mean 'os'?",
+        f"{path}:7:36: stages.a.matrix.exclude[1].os: 'windows' is not a value of the axis 'os'",
+        f"{path}:12:7: stages.b.matrix: no combination is left",
+    ]
+
+
 def test_empty_matrix_axis_and_empty_matrix(tmp_path: Path) -> None:
     path = write(
         tmp_path,
@@ -859,7 +920,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         (
             "{run: x, matrix: {a: [1,2,3,4,5,6,7,8,9,10], b: [1,2,3,4,5,6,7,8,9,10], "
             "c: [1,2,3,4,5,6,7,8,9,10], d: [1,2]}}",
-            "3:3: stages: the matrices expand to 2000 stage instances; at most 1000 are allowed",
+            "3:23: stages.a.matrix: 2000 combinations; at most 1000 are allowed",
         ),
     ],
 )

@@ -57,6 +57,7 @@ stages:
     run: ./deploy.sh
 """
 
+KEYS = ["version", "stages", "run", "needs", "matrix", "exclude", "env", "hosts", "timeout", "x"]
 LINE_RE = re.compile(r"(?P<file>.+?):(?P<line>[1-9]\d*):(?P<col>[1-9]\d*): \S.*")
 
 SNIPPETS = [
@@ -202,21 +203,7 @@ def test_mutated_sample(workdir: Path, text: str) -> None:
         lambda children: (
             st.lists(children, max_size=4)
             | st.dictionaries(
-                st.sampled_from(
-                    [
-                        "version",
-                        "stages",
-                        "run",
-                        "needs",
-                        "matrix",
-                        "env",
-                        "hosts",
-                        "timeout",
-                        "a",
-                        "b",
-                        "x",
-                    ]
-                ),
+                st.sampled_from(KEYS),
                 children,
                 max_size=5,
             )
