@@ -825,8 +825,8 @@ class _Checker:
             for combo in _combinations(axes)
             if not any(rule.items() <= combo.items() for rule in rules)
         ]
-        if size and not combos:
-            self.report(exclude[0] if exclude else node, f"{path}: no combination is left")
+        if exclude and size and not combos:
+            self.report(exclude[0], f"{path}: the exclude rules leave no combination")
         return axes, combos
 
     def matrix_exclude(

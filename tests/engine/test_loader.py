@@ -821,7 +821,7 @@ def test_matrix_exclude_problems(tmp_path: Path) -> None:
     assert problems(path) == [
         f"{path}:7:18: stages.a.matrix.exclude[0]: unknown matrix axis 'oss'; did you mean 'os'?",
         f"{path}:7:36: stages.a.matrix.exclude[1].os: 'windows' is not a value of the axis 'os'",
-        f"{path}:12:7: stages.b.matrix: no combination is left",
+        f"{path}:12:7: stages.b.matrix: the exclude rules leave no combination",
     ]
 
 
