@@ -263,6 +263,7 @@ class SshExecutor:
         self._set_state(f"lost: {exc}" if exc else "idle")
 
     def _broken(self, conn: asyncssh.SSHClientConnection, what: str, exc: Exception) -> ExecResult:
+        self._sftp = None  # reopened on next use, in case the SFTP session is what broke
         if conn.is_closed():
             return ExecResult(None, lost=True, reason=f"connection to {self.host.name} lost: {exc}")
         return ExecResult(None, reason=f"host {self.host.name}: {what} failed: {exc}")
