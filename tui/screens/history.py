@@ -103,6 +103,8 @@ class HistoryScreen(Screen[None]):
         tree = self.query_one("#stages", Tree)
         tree.show_root = False
         tree.border_title = "Stages"
+        log = self.query_one("#log", LogView)
+        self.set_interval(0.5, log.poll)  # a log still being written (the current run) grows
 
     def on_screen_resume(self) -> None:
         self.action_reload()
