@@ -37,9 +37,23 @@ ADDRESS = "127.0.0.2"
 def ssh_argv(sshd: Sshd, control: Path) -> list[str]:
     """`ssh` with multiplexing through `control`, reaching the bench sshd as this user."""
     return [
-        "ssh", "-p", str(sshd.port), "-i", str(sshd.client_key), "-l", USER,
-        "-o", f"UserKnownHostsFile={sshd.known_hosts}", "-o", "BatchMode=yes",
-        "-o", "ControlMaster=auto", "-o", f"ControlPath={control}", "-o", "ControlPersist=120",
+        "ssh",
+        "-p",
+        str(sshd.port),
+        "-i",
+        str(sshd.client_key),
+        "-l",
+        USER,
+        "-o",
+        f"UserKnownHostsFile={sshd.known_hosts}",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ControlMaster=auto",
+        "-o",
+        f"ControlPath={control}",
+        "-o",
+        "ControlPersist=120",
         ADDRESS,
     ]
 
@@ -108,12 +122,27 @@ def main() -> None:
         with running_sshd(tmp / "sshd") as sshd:
             t = asyncio.run(measure(sshd, tmp, args.stages, args.lines, args.rounds))
     rows = [
-        (f"{args.stages} short remote stages, one after another", t["short"],
-         f"{args.stages} × `ssh` via ControlMaster", t["short_ssh"], "<= 1.2x"),
-        (f"one stage printing {args.lines:,} lines, sink to a file", t["big_file"],
-         f"`ssh host seq 1 {args.lines} > file`", t["big_ssh"], "<= 1.5x"),
-        (f"one stage printing {args.lines:,} lines, into the LogStore", t["big_logstore"],
-         f"`ssh host seq 1 {args.lines} > file`", t["big_ssh"], "<= 1.5x"),
+        (
+            f"{args.stages} short remote stages, one after another",
+            t["short"],
+            f"{args.stages} × `ssh` via ControlMaster",
+            t["short_ssh"],
+            "<= 1.2x",
+        ),
+        (
+            f"one stage printing {args.lines:,} lines, sink to a file",
+            t["big_file"],
+            f"`ssh host seq 1 {args.lines} > file`",
+            t["big_ssh"],
+            "<= 1.5x",
+        ),
+        (
+            f"one stage printing {args.lines:,} lines, into the LogStore",
+            t["big_logstore"],
+            f"`ssh host seq 1 {args.lines} > file`",
+            t["big_ssh"],
+            "<= 1.5x",
+        ),
     ]
     print("## SSH executor\n")
     print(f"A local OpenSSH {ADDRESS} server (throwaway keys), both sides paying the same remote")

@@ -142,7 +142,10 @@ class RemoteWorkspace:
         return f"{self.remote_root}/{rel}"
 
     async def push(
-        self, sftp: Any, run_shell: RunShell, artifacts: Iterable[str],
+        self,
+        sftp: Any,
+        run_shell: RunShell,
+        artifacts: Iterable[str],
         before_transfer: Callable[[], None] | None = None,
     ) -> SyncReport:
         """Send changed workspace files and the local files matching `artifacts` globs."""
@@ -202,8 +205,7 @@ class RemoteWorkspace:
         wanted = workspace_files(self.local_root)
         wanted.update(artifact_files(self.local_root, artifacts))
         gone = sorted(
-            rel for rel in manifest
-            if rel not in wanted and not (self.local_root / rel).exists()
+            rel for rel in manifest if rel not in wanted and not (self.local_root / rel).exists()
         )
         return wanted, gone
 

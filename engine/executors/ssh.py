@@ -58,11 +58,13 @@ _INNER = 'echo $$ > "$0"; "$@"; s=$?; rm -f -- "$0"; exit $s'
 # The remote command: read the script from stdin, run it only when it arrived whole.
 _SCRIPT_END = "#pipedeck-script-end"
 _BOOTSTRAP = (
-    "sh -c 's=$(head -c {size}); case $s in *{end}) eval \"$s\";; "
-    "*) echo \"pipedeck: the stage script arrived truncated\" >&2; exit 255;; esac'"
+    'sh -c \'s=$(head -c {size}); case $s in *{end}) eval "$s";; '
+    '*) echo "pipedeck: the stage script arrived truncated" >&2; exit 255;; esac\''
 )
-_PICK_SHELL = "if command -v bash >/dev/null 2>&1; then set -- bash -e -o pipefail -c; " \
+_PICK_SHELL = (
+    "if command -v bash >/dev/null 2>&1; then set -- bash -e -o pipefail -c; "
     "else set -- sh -e -c; fi"
+)
 
 StateCallback = Callable[[str, str], None]
 
@@ -269,7 +271,10 @@ class SshExecutor:
         return ExecResult(None, reason=f"host {self.host.name}: {what} failed: {exc}")
 
     async def _shell(
-        self, conn: asyncssh.SSHClientConnection, script: str, stdin: bytes | Path = b"",
+        self,
+        conn: asyncssh.SSHClientConnection,
+        script: str,
+        stdin: bytes | Path = b"",
         transfer: bool = False,
     ) -> None:
         """Run a POSIX sh script on an auxiliary channel (stdin: data, or a file to stream).
@@ -278,8 +283,11 @@ class SshExecutor:
         """
         async with self._transfer_gate if transfer else self._command_gate:
             feed: dict[str, Any] = (
-                {"stdin": str(stdin)} if isinstance(stdin, Path)
-                else {"input": stdin} if stdin else {"stdin": asyncssh.DEVNULL}
+                {"stdin": str(stdin)}
+                if isinstance(stdin, Path)
+                else {"input": stdin}
+                if stdin
+                else {"stdin": asyncssh.DEVNULL}
             )
             result = await conn.run(f"sh -c {quote(script)}", encoding=None, **feed)
         if result.exit_status != 0:
@@ -318,7 +326,10 @@ class SshExecutor:
     # -- running a stage ---------------------------------------------------------------------
 
     async def _run(
-        self, conn: asyncssh.SSHClientConnection, stage: Stage, env: Mapping[str, str],
+        self,
+        conn: asyncssh.SSHClientConnection,
+        stage: Stage,
+        env: Mapping[str, str],
         sink: OutputSink,
     ) -> ExecResult:
         token = uuid.uuid4().hex
@@ -360,14 +371,17 @@ class SshExecutor:
             '[ "${SHLVL:-0}" -ge 1 ] 2>/dev/null || export SHLVL=1',
             "set -- " + " ".join(map(quote, stage.shell)) if stage.shell else _PICK_SHELL,
             f"if setsid -w true 2>/dev/null; then exec setsid -w sh -c {quote(_INNER)}"
-            f" {quote(pidfile)} \"$@\" {quote(stage.run)}; fi",
-            f"exec sh -c {quote(_INNER)} {quote(pidfile)} \"$@\" {quote(stage.run)}",
+            f' {quote(pidfile)} "$@" {quote(stage.run)}; fi',
+            f'exec sh -c {quote(_INNER)} {quote(pidfile)} "$@" {quote(stage.run)}',
         ]
         return "\n".join(lines) + "\n" + _SCRIPT_END
 
     async def _kill(
-        self, conn: asyncssh.SSHClientConnection, session: _StageSession,
-        attempts: dict[str, str], grace: float,
+        self,
+        conn: asyncssh.SSHClientConnection,
+        session: _StageSession,
+        attempts: dict[str, str],
+        grace: float,
     ) -> None:
         """SIGTERM the attempt's group, wait `grace` for it to end, SIGKILL it and its escapees."""
         try:
@@ -473,9 +487,9 @@ def _upstream(pipeline: Pipeline, stage: Stage) -> list[Stage]:
 
 
 def _term_script(attempts: Mapping[str, str]) -> str:
-    return "".join(
-        f"{_group_kill(pidfile, 'TERM')}\n" for pidfile in attempts.values()
-    ) + "exit 0\n"
+    return (
+        "".join(f"{_group_kill(pidfile, 'TERM')}\n" for pidfile in attempts.values()) + "exit 0\n"
+    )
 
 
 def _sweep_script(attempts: Mapping[str, str]) -> str:
@@ -498,5 +512,6 @@ def _sweep_script(attempts: Mapping[str, str]) -> str:
 
 
 def _group_kill(pidfile: str, sig: str) -> str:
-    return (f'pg=$(cat {quote(pidfile)} 2>/dev/null) && [ -n "$pg" ]'
-            f' && kill -{sig} "-$pg" 2>/dev/null')
+    return (
+        f'pg=$(cat {quote(pidfile)} 2>/dev/null) && [ -n "$pg" ] && kill -{sig} "-$pg" 2>/dev/null'
+    )

@@ -184,7 +184,9 @@ def workspace(tmp_path: Path) -> Path:
 
 
 def make_pipeline(
-    workspace: Path, hosts: dict[str, Host], stages: list[Stage],
+    workspace: Path,
+    hosts: dict[str, Host],
+    stages: list[Stage],
     secrets: dict[str, str] | None = None,
 ) -> Pipeline:
     """A Pipeline built directly (no loader): stages in the order given."""

@@ -27,16 +27,20 @@ def test_artifact_travels_from_host_a_to_host_b_and_home(sshd: Sshd, tmp_path: P
     pipeline = tmp_path / "pipedeck.yaml"
     pipeline.write_text(
         "version: 1\nsecrets: [TOK]\nhosts:\n"
-        + host_block(sshd, "a", "127.0.0.2") + host_block(sshd, "b", "127.0.0.3")
+        + host_block(sshd, "a", "127.0.0.2")
+        + host_block(sshd, "b", "127.0.0.3")
         + "stages:\n"
         "  build:\n    host: a\n    outputs: [dist/app.txt]\n"
-        "    run: mkdir -p dist && echo \"artifact $TOK\" > dist/app.txt\n"
+        '    run: mkdir -p dist && echo "artifact $TOK" > dist/app.txt\n'
         "  test:\n    host: b\n    needs: [build]\n    run: cat dist/app.txt\n"
         "  here:\n    needs: [build]\n    run: cat dist/app.txt\n"
     )
     done = subprocess.run(
         [pipedeck_bin(), "run", str(pipeline), "--format", "json"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "TOK": "sekrit"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TOK": "sekrit"},
     )
     assert done.returncode == 0, done.stdout + done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]

@@ -20,12 +20,16 @@ pytestmark = pytest.mark.ssh
 
 async def test_output_env_and_exit_code_arrive_intact(sshd: Sshd, workspace: Path) -> None:
     stage = Stage(
-        id="s", name="s", host="a", env={"GREETING": "hello 'quoted' $world"},
+        id="s",
+        name="s",
+        host="a",
+        env={"GREETING": "hello 'quoted' $world"},
         run="printf 'out\\n'; printf '\\377\\376bad\\n'; echo \"$GREETING\" >&2; "
-            "echo \"$PIPEDECK_STAGE $PIPEDECK_ATTEMPT\"; exit 3",
+        'echo "$PIPEDECK_STAGE $PIPEDECK_ATTEMPT"; exit 3',
     )
-    executor = SshExecutor(make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]),
-                           "a")
+    executor = SshExecutor(
+        make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]), "a"
+    )
     out = Output()
     try:
         result = await executor.execute(stage, stage_env(stage), out)
@@ -41,8 +45,9 @@ async def test_stage_runs_in_its_cwd_with_bash_pipefail(sshd: Sshd, workspace: P
     (workspace / "sub").mkdir()
     (workspace / "sub" / "data.txt").write_text("synced\n")
     stage = Stage(id="s", name="s", host="a", cwd="sub", run="cat data.txt; false | true")
-    executor = SshExecutor(make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]),
-                           "a")
+    executor = SshExecutor(
+        make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]), "a"
+    )
     out = Output()
     try:
         result = await executor.execute(stage, stage_env(stage), out)
@@ -57,8 +62,9 @@ async def test_secret_reaches_the_stage_and_is_masked_in_the_log(
 ) -> None:
     secret = "s3cr3t-value"
     stage = Stage(id="s", name="s", host="a", run="echo token=$DEPLOY_TOKEN")
-    pipeline = make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage],
-                             secrets={"DEPLOY_TOKEN": secret})
+    pipeline = make_pipeline(
+        workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage], secrets={"DEPLOY_TOKEN": secret}
+    )
     executor = SshExecutor(pipeline, "a")
     store = LogStore(tmp_path / "logs", secrets=[secret])
     writer = store.writer("run1", "s", 1)
@@ -84,13 +90,18 @@ async def test_secret_reaches_the_stage_and_is_masked_in_the_log(
 async def test_one_host_never_runs_more_than_its_slots(sshd: Sshd, workspace: Path) -> None:
     slots = 2
     stages = [
-        Stage(id=f"s{i}", name=f"s{i}", host="a",
-              run="mkdir -p ../../slots && touch ../../slots/$PIPEDECK_STAGE; "
-                  "ls ../../slots | wc -l; sleep 1; rm ../../slots/$PIPEDECK_STAGE")
+        Stage(
+            id=f"s{i}",
+            name=f"s{i}",
+            host="a",
+            run="mkdir -p ../../slots && touch ../../slots/$PIPEDECK_STAGE; "
+            "ls ../../slots | wc -l; sleep 1; rm ../../slots/$PIPEDECK_STAGE",
+        )
         for i in range(6)
     ]
-    host = sshd.host("a", "127.0.0.2", slots=slots,
-                     workdir=str(sshd.root / "slots-test" / "work" / "ws"))
+    host = sshd.host(
+        "a", "127.0.0.2", slots=slots, workdir=str(sshd.root / "slots-test" / "work" / "ws")
+    )
     executor = SshExecutor(make_pipeline(workspace, {"a": host}, stages), "a")
     outputs = [Output() for _ in stages]
     try:
@@ -122,8 +133,12 @@ async def test_secret_values_never_show_in_a_remote_command_line(
 ) -> None:
     secret = f"cmdline-secret-{uuid.uuid4().hex}"
     stage = Stage(id="s", name="s", host="a", run="echo ready; sleep 2")
-    executor = SshExecutor(make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage],
-                                         secrets={"TOKEN": secret}), "a")
+    executor = SshExecutor(
+        make_pipeline(
+            workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage], secrets={"TOKEN": secret}
+        ),
+        "a",
+    )
     ready = asyncio.Event()
 
     def sink(_stream: str, data: bytes) -> None:
@@ -131,8 +146,9 @@ async def test_secret_values_never_show_in_a_remote_command_line(
             ready.set()
 
     try:
-        task = asyncio.ensure_future(executor.execute(stage, {**stage_env(stage), "TOKEN": secret},
-                                                      sink))
+        task = asyncio.ensure_future(
+            executor.execute(stage, {**stage_env(stage), "TOKEN": secret}, sink)
+        )
         await asyncio.wait_for(ready.wait(), 60)
         cmdlines = []
         for entry in os.listdir("/proc"):
@@ -149,8 +165,9 @@ async def test_a_stage_killed_by_a_signal_exits_128_plus_its_number(
     sshd: Sshd, workspace: Path
 ) -> None:
     stage = Stage(id="s", name="s", host="a", run="kill -KILL $$")
-    executor = SshExecutor(make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]),
-                           "a")
+    executor = SshExecutor(
+        make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]), "a"
+    )
     try:
         result = await executor.execute(stage, stage_env(stage), Output())
     finally:

@@ -34,8 +34,11 @@ async def test_empty_known_hosts_is_refused_with_how_to_trust(
     states: list[str] = []
     stage = Stage(id="s", name="s", host="box", run="echo ok")
     host = sshd.host("box", "127.0.0.2", known_hosts=str(empty))
-    executor = SshExecutor(make_pipeline(workspace, {"box": host}, [stage]), "box",
-                           on_state_change=lambda _h, s: states.append(s))
+    executor = SshExecutor(
+        make_pipeline(workspace, {"box": host}, [stage]),
+        "box",
+        on_state_change=lambda _h, s: states.append(s),
+    )
     result = await executor.execute(stage, stage_env(stage), Output())
     await executor.close()
     assert result.exit_code is None and not result.lost
@@ -156,9 +159,7 @@ async def test_unknown_key_message_names_the_real_address_of_a_config_host(
     )
 
 
-async def test_unusable_workdir_fails_the_stage_with_one_line(
-    sshd: Sshd, workspace: Path
-) -> None:
+async def test_unusable_workdir_fails_the_stage_with_one_line(sshd: Sshd, workspace: Path) -> None:
     host = sshd.host("box", "127.0.0.2", workdir=str(sshd.known_hosts / "sub"))  # under a file
     _, result = await run_one(workspace, host)
     assert result.exit_code is None and not result.lost

@@ -56,8 +56,9 @@ async def test_timeout_leaves_nothing_of_a_stubborn_forking_stage(
 ) -> None:
     run_id = f"kill-{uuid.uuid4().hex}"
     stage = Stage(id="s", name="s", host="a", run=STUBBORN, kill_grace=0.5)
-    executor = SshExecutor(make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]),
-                           "a")
+    executor = SshExecutor(
+        make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]), "a"
+    )
     out = Watch()
     before: list[int] = []
     try:
@@ -77,10 +78,16 @@ async def test_timeout_leaves_nothing_of_a_stubborn_forking_stage(
 
 async def test_cancel_sends_sigterm_to_the_group_first(sshd: Sshd, workspace: Path) -> None:
     run_id = f"term-{uuid.uuid4().hex}"
-    stage = Stage(id="s", name="s", host="a", kill_grace=30,
-                  run="trap 'echo got-term; exit 0' TERM; echo ready; sleep 300 & wait")
-    executor = SshExecutor(make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]),
-                           "a")
+    stage = Stage(
+        id="s",
+        name="s",
+        host="a",
+        kill_grace=30,
+        run="trap 'echo got-term; exit 0' TERM; echo ready; sleep 300 & wait",
+    )
+    executor = SshExecutor(
+        make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]), "a"
+    )
     out = Watch()
     try:
         task = asyncio.ensure_future(executor.execute(stage, stage_env(stage, run_id), out))
@@ -100,8 +107,11 @@ async def test_dropped_connection_is_lost_then_the_next_attempt_reconnects(
     run_id = f"lost-{uuid.uuid4().hex}"
     stage = Stage(id="s", name="s", host="a", run="echo ready; sleep 300")
     states: list[str] = []
-    executor = SshExecutor(make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]),
-                           "a", on_state_change=lambda _h, s: states.append(s))
+    executor = SshExecutor(
+        make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]),
+        "a",
+        on_state_change=lambda _h, s: states.append(s),
+    )
     out = Watch()
     try:
         task = asyncio.ensure_future(executor.execute(stage, stage_env(stage, run_id), out))
@@ -128,8 +138,9 @@ async def test_background_child_holding_the_output_does_not_block(
 ) -> None:
     run_id = f"bg-{uuid.uuid4().hex}"
     stage = Stage(id="s", name="s", host="a", run="sleep 300 & echo main-done")
-    executor = SshExecutor(make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]),
-                           "a")
+    executor = SshExecutor(
+        make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]), "a"
+    )
     out = Output()
     try:
         result = await asyncio.wait_for(executor.execute(stage, stage_env(stage, run_id), out), 60)
@@ -143,7 +154,10 @@ async def test_background_child_holding_the_output_does_not_block(
 async def test_run_marks_a_dropped_stage_lost_and_retries_it(sshd: Sshd, workspace: Path) -> None:
     flag = sshd.root / f"first-attempt-{uuid.uuid4().hex}"
     stage = Stage(
-        id="s", name="s", host="a", retries=1,
+        id="s",
+        name="s",
+        host="a",
+        retries=1,
         run=f"if [ ! -e {flag} ]; then touch {flag}; echo ready; sleep 300; fi; echo retried",
     )
     run = Run(make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]))
@@ -173,8 +187,9 @@ async def test_a_silent_drop_is_noticed_by_keepalive(
 ) -> None:
     monkeypatch.setattr(ssh_module, "KEEPALIVE_INTERVAL", 0.3)  # 10 s in real use
     stage = Stage(id="s", name="s", host="a", run="echo ready; sleep 300")
-    executor = SshExecutor(make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]),
-                           "a")
+    executor = SshExecutor(
+        make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]), "a"
+    )
     out = Watch()
     frozen = []
     run_id = f"silent-{uuid.uuid4().hex}"
@@ -217,8 +232,9 @@ async def test_a_drop_on_one_host_leaves_the_other_hosts_stages_alone(
     sshd: Sshd, workspace: Path
 ) -> None:
     doomed = Stage(id="doomed", name="doomed", host="a", run="echo ready; sleep 300")
-    steady = Stage(id="steady", name="steady", host="b",
-                   run="echo ready; sleep 2; echo steady-done")
+    steady = Stage(
+        id="steady", name="steady", host="b", run="echo ready; sleep 2; echo steady-done"
+    )
     hosts = {"a": sshd.host("a", "127.0.0.2"), "b": sshd.host("b", "127.0.0.3")}
     run = Run(make_pipeline(workspace, hosts, [doomed, steady]))
     ready: set[str] = set()
@@ -227,8 +243,11 @@ async def test_a_drop_on_one_host_leaves_the_other_hosts_stages_alone(
         if isinstance(event, LogLines) and "ready" in event.lines:
             ready.add(event.stage)
             if ready == {"doomed", "steady"}:
-                marked = [p for p in marked_pids(run.run_id)
-                          if b"PIPEDECK_STAGE=doomed" in Path(f"/proc/{p}/environ").read_bytes()]
+                marked = [
+                    p
+                    for p in marked_pids(run.run_id)
+                    if b"PIPEDECK_STAGE=doomed" in Path(f"/proc/{p}/environ").read_bytes()
+                ]
                 os.kill(sshd.connection_of(marked[0]), signal.SIGKILL)
 
     run.subscribe(watch)

@@ -16,14 +16,28 @@ pytestmark = pytest.mark.ssh
 
 
 def test_workspace_files_skip_git_state_and_gitignored(tmp_path: Path) -> None:
-    for rel in ("src/a.py", "src/gen/x.o", ".git/HEAD", ".pipedeck/history.db", "build/out",
-                "keep.log", "sub/.gitignore", "sub/secret.key", "sub/ok.txt", "notes.tmp"):
+    for rel in (
+        "src/a.py",
+        "src/gen/x.o",
+        ".git/HEAD",
+        ".pipedeck/history.db",
+        "build/out",
+        "keep.log",
+        "sub/.gitignore",
+        "sub/secret.key",
+        "sub/ok.txt",
+        "notes.tmp",
+    ):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(rel)
     (tmp_path / ".gitignore").write_text("build/\n*.tmp\n*.o\n")
     (tmp_path / "sub" / ".gitignore").write_text("*.key\n")
     assert sorted(workspace_files(tmp_path)) == [
-        ".gitignore", "keep.log", "src/a.py", "sub/.gitignore", "sub/ok.txt"
+        ".gitignore",
+        "keep.log",
+        "src/a.py",
+        "sub/.gitignore",
+        "sub/ok.txt",
     ]
 
 
@@ -42,7 +56,11 @@ async def test_second_run_sends_only_the_changed_file(sshd: Sshd, workspace: Pat
     finally:
         await first.close()
     assert sorted(first.workspace.reports[0].sent) == [
-        ".gitignore", "a.txt", "b.txt", "c.txt", "pipedeck.yaml"
+        ".gitignore",
+        "a.txt",
+        "b.txt",
+        "c.txt",
+        "pipedeck.yaml",
     ]
     assert b"ignored.txt" not in out.stdout
 
@@ -60,8 +78,9 @@ async def test_second_run_sends_only_the_changed_file(sshd: Sshd, workspace: Pat
 async def test_deleted_files_go_away_remotely(sshd: Sshd, workspace: Path) -> None:
     (workspace / "old.txt").write_text("old\n")
     stage = Stage(id="s", name="s", host="a", run="ls")
-    executor = SshExecutor(make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]),
-                           "a")
+    executor = SshExecutor(
+        make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]), "a"
+    )
     try:
         first, second = Output(), Output()
         await executor.execute(stage, stage_env(stage), first)
@@ -74,10 +93,16 @@ async def test_deleted_files_go_away_remotely(sshd: Sshd, workspace: Path) -> No
 
 
 async def test_outputs_come_back_after_success(sshd: Sshd, workspace: Path) -> None:
-    stage = Stage(id="build", name="build", host="a", outputs=("dist/*.whl",),
-                  run="mkdir -p dist && printf 'wheel\\377' > dist/pkg.whl && echo x > dist/no.tar")
-    executor = SshExecutor(make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]),
-                           "a")
+    stage = Stage(
+        id="build",
+        name="build",
+        host="a",
+        outputs=("dist/*.whl",),
+        run="mkdir -p dist && printf 'wheel\\377' > dist/pkg.whl && echo x > dist/no.tar",
+    )
+    executor = SshExecutor(
+        make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]), "a"
+    )
     try:
         result = await executor.execute(stage, stage_env(stage), Output())
     finally:
@@ -88,10 +113,12 @@ async def test_outputs_come_back_after_success(sshd: Sshd, workspace: Path) -> N
 
 
 async def test_outputs_of_a_failed_stage_stay_remote(sshd: Sshd, workspace: Path) -> None:
-    stage = Stage(id="build", name="build", host="a", outputs=("out.bin",),
-                  run="echo x > out.bin; exit 1")
-    executor = SshExecutor(make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]),
-                           "a")
+    stage = Stage(
+        id="build", name="build", host="a", outputs=("out.bin",), run="echo x > out.bin; exit 1"
+    )
+    executor = SshExecutor(
+        make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]), "a"
+    )
     try:
         result = await executor.execute(stage, stage_env(stage), Output())
     finally:
@@ -104,8 +131,13 @@ async def test_upstream_artifact_from_host_a_is_present_on_host_b(
     sshd: Sshd, workspace: Path
 ) -> None:
     (workspace / ".gitignore").write_text("dist/\n")  # artifacts travel even when gitignored
-    build = Stage(id="build", name="build", host="a", outputs=("dist/app.bin",),
-                  run="mkdir -p dist && echo built-on-$(hostname)-a > dist/app.bin")
+    build = Stage(
+        id="build",
+        name="build",
+        host="a",
+        outputs=("dist/app.bin",),
+        run="mkdir -p dist && echo built-on-$(hostname)-a > dist/app.bin",
+    )
     test = Stage(id="test", name="test", host="b", needs=("build",), run="cat dist/app.bin")
     hosts = {"a": sshd.host("a", "127.0.0.2"), "b": sshd.host("b", "127.0.0.3")}
     pipeline = make_pipeline(workspace, hosts, [build, test])
@@ -129,8 +161,9 @@ async def test_modes_odd_names_and_nested_dirs_arrive(sshd: Sshd, workspace: Pat
     tool.write_text("#!/bin/sh\necho tool ran\n")
     tool.chmod(0o755)
     stage = Stage(id="s", name="s", host="a", run="'./deep/er/my tööl.sh'")
-    executor = SshExecutor(make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]),
-                           "a")
+    executor = SshExecutor(
+        make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]), "a"
+    )
     out = Output()
     try:
         result = await executor.execute(stage, stage_env(stage), out)
@@ -142,10 +175,16 @@ async def test_modes_odd_names_and_nested_dirs_arrive(sshd: Sshd, workspace: Pat
 async def test_directory_outputs_come_back_in_place_on_every_run(
     sshd: Sshd, workspace: Path
 ) -> None:
-    stage = Stage(id="s", name="s", host="a", outputs=("reports",),
-                  run="mkdir -p reports/html && echo $PIPEDECK_ATTEMPT > reports/html/index.txt")
-    executor = SshExecutor(make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]),
-                           "a")
+    stage = Stage(
+        id="s",
+        name="s",
+        host="a",
+        outputs=("reports",),
+        run="mkdir -p reports/html && echo $PIPEDECK_ATTEMPT > reports/html/index.txt",
+    )
+    executor = SshExecutor(
+        make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]), "a"
+    )
     try:
         for attempt in (1, 2):
             result = await executor.execute(stage, stage_env(stage, attempt=attempt), Output())
