@@ -249,3 +249,27 @@ def test_run_watch_reruns_affected_and_stops_on_ctrl_c(write_pipeline: Write,
     separator = [s for s in seen if "changed: src/a.txt" in s]
     assert separator and seen.index(separator[0]) < seen.index("[read] two")
     assert seen.count("[other] other") == 1  # unaffected: kept its result
+
+
+@pytest.mark.parametrize("fmt", ["plain", "json"])
+def test_closed_pipe_finishes_the_run_quietly(write_pipeline: Write, tmp_path: Path,
+                                              fmt: str) -> None:
+    path = write_pipeline("""
+        version: 1
+        stages:
+          chatty: {run: seq 1 200000}
+          after: {needs: [chatty], run: 'echo done > after.txt'}
+    """)
+    proc = subprocess.run(f"{pipedeck_bin()} run {path} --format {fmt} | head -1; "
+                          "echo status=${PIPESTATUS[0]}", shell=True, executable="/bin/bash",
+                          capture_output=True, text=True, timeout=60)
+    assert "status=0" in proc.stdout and "Traceback" not in proc.stderr, proc.stderr
+    assert (tmp_path / "after.txt").read_text() == "done\n"
+
+
+def test_graph_into_a_closed_pipe_is_no_traceback(write_pipeline: Write) -> None:
+    stages = "".join(f"  stage_with_a_long_name_{i:04d}: {{run: 'true'}}\n" for i in range(999))
+    path = write_pipeline("version: 1\nstages:\n" + stages)
+    proc = subprocess.run(f"{pipedeck_bin()} graph {path} --format dot | head -1", shell=True,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.startswith("digraph") and "Traceback" not in proc.stderr

@@ -104,8 +104,6 @@ def _positive(text: str) -> int:
 def _load(path: str) -> Pipeline:
     from engine.loader import ConfigError, load
 
-    if not Path(path).is_file():
-        raise UsageError(f"{path}: no such pipeline file")
     try:
         return load(path)
     except ConfigError as err:
@@ -126,6 +124,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         code = EXIT_USAGE
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:  # `pipedeck graph | head`: the reader left; so do we, quietly
+        from tui.console import silence_stdout
+
+        silence_stdout()
+        code = 141
     sys.exit(code)
 
 

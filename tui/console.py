@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TextIO
@@ -28,6 +29,12 @@ _STATUS_COLOR = {"succeeded": 32, "cached": 32, "failed": 31, "timed_out": 31, "
 JUNIT_LOG_LINES = 5000  # the last lines of a failed stage's log kept in the report
 
 
+def silence_stdout() -> None:
+    """The reader of stdout left (`pipedeck run | head`): write on into /dev/null, so the run
+    finishes and records everything instead of dying halfway with a traceback."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+
+
 class PlainReporter:
     """`--format plain`: every output line prefixed with its stage id; a line per start and end."""
 
@@ -47,6 +54,12 @@ class PlainReporter:
         return self._prefix[stage]
 
     def __call__(self, event: Event) -> None:
+        try:
+            self._write(event)
+        except BrokenPipeError:
+            silence_stdout()
+
+    def _write(self, event: Event) -> None:
         if isinstance(event, LogLines):
             pre = self.prefix(event.stage)
             self.out.write(pre + ("\n" + pre).join(event.lines) + "\n")
@@ -85,10 +98,13 @@ class JsonReporter:
         self.out = out
 
     def __call__(self, event: Event) -> None:
-        for line in to_json_lines(event):
-            self.out.write(line + "\n")
-        if not isinstance(event, LogLines):
-            self.out.flush()
+        try:
+            for line in to_json_lines(event):
+                self.out.write(line + "\n")
+            if not isinstance(event, LogLines):
+                self.out.flush()
+        except BrokenPipeError:
+            silence_stdout()
 
 
 class JUnitWriter:
