@@ -49,12 +49,14 @@ async def test_second_run_sends_only_the_changed_file(sshd: Sshd, workspace: Pat
     stage = Stage(id="s", name="s", host="a", run="cat a.txt b.txt; ls")
     pipeline = make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage])
 
-    first = SshExecutor(pipeline, "a")
+    states: list[str] = []
+    first = SshExecutor(pipeline, "a", on_state_change=lambda _host, state: states.append(state))
     out = Output()
     try:
         assert (await first.execute(stage, stage_env(stage), out)).exit_code == 0
     finally:
         await first.close()
+    assert states == ["connecting", "connected", "syncing", "connected", "idle"]
     assert sorted(first.workspace.reports[0].sent) == [
         ".gitignore",
         "a.txt",
