@@ -103,12 +103,13 @@ async def test_runs_stage_tree_log_sparkline_and_metrics(tmp_path: Path) -> None
         assert rows["loss"] == ["6", "3", "+3"]
         assert rows["eval.acc"] == ["0.5", "0.5", "+0"]
 
-        # the middle run: train was cached, with no log and no metrics of its own
+        # the middle run: train was cached, with no log; its metrics are those of the first run
         await pilot.press("down")
         await until(pilot, lambda: screen.run_id == second, "the second run opened")
         assert any("train  cached" in line and "up to date" in line
                    for line in tree_labels(screen))  # fmt: skip
-        assert metrics.has_class("hidden")
+        assert metrics.get_row_at(1) == ["loss", "3", "-", "-"]
+        assert f"recorded by {first}" in str(metrics.border_title)
         await until(pilot, lambda: "did not run" in log.placeholder, "no log for a cached stage")
 
         # into the tree: the instance test[py=b]'s first attempt shows its own log

@@ -202,22 +202,38 @@ class HistoryScreen(Screen[None]):
         self._show_metrics(stage)
 
     def _show_metrics(self, stage: str | None) -> None:
+        """The stage's metrics in the open run (a cached stage: those of the run that made its
+        outputs) beside the ones recorded before them."""
         table = self.query_one("#metrics", DataTable)
         table.clear()
-        recorded = self.history.metrics(stage, 200) if stage else []
-        runs = [run_id for run_id, _ in recorded]
-        if self.run_id not in runs:
+        recorded = self.history.metrics(stage, 200) if stage and self.run_id else []
+        index = self._metrics_index([run_id for run_id, _ in recorded])
+        if stage is None or index is None:
             table.add_class("hidden")
             return
-        index = runs.index(self.run_id)
-        now = recorded[index][1]
-        before = recorded[index - 1][1] if index else {}
+        (source, now), before = recorded[index], recorded[index - 1][1] if index else {}
         for name in sorted(set(now) | set(before)):
             value, previous = now.get(name), before.get(name)
             change = value - previous if value is not None and previous is not None else None
             table.add_row(name, _number(value), _number(previous), _number(change, sign=True))
-        table.border_title = f"Metrics of {stage}" + (f" (vs {runs[index - 1]})" if index else "")
+        title = f"Metrics of {stage}"
+        if source != self.run_id:
+            title += f", recorded by {source}"
+        table.border_title = title + (f" (vs {recorded[index - 1][0]})" if index else "")
         table.remove_class("hidden")
+
+    def _metrics_index(self, runs: list[str]) -> int | None:
+        """Which of `runs` (oldest first) holds the metrics current in the open run."""
+        if self.run_id in runs:
+            return runs.index(self.run_id)
+        opened = self.history.run(self.run_id) if self.run_id else None
+        if opened is None or opened.started is None:
+            return None
+        for index in range(len(runs) - 1, -1, -1):
+            row = self.history.run(runs[index])
+            if row is not None and row.started is not None and row.started <= opened.started:
+                return index
+        return None
 
     # -- keys ----------------------------------------------------------------------------------
 
