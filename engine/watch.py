@@ -270,23 +270,27 @@ class WatchSession:
     # -- the loop ----------------------------------------------------------------------------
 
     async def run(self, previous: Run | None = None) -> None:
-        """Run (or adopt `previous`), then rerun on changes until cancelled."""
+        """Run (or adopt `previous`, which may be running), then rerun on changes until
+        cancelled. A run executed elsewhere (the TUI's rerun keys) is waited for before a rerun."""
         stream = changes(self.pipeline, force_polling=self.force_polling, notice=self.on_notice)
         self._listener = asyncio.create_task(self._listen(stream))
         try:
             if previous is None:
                 await self._execute(self.make_run(only=None, carry=None, trigger="manual"))
             else:
-                await self._adopt(previous)
+                self._follow(previous)
             while True:
                 while self.paused or not self._pending:
                     self._wake.clear()
                     await self._until(self._wake.wait())
+                assert self.current is not None
+                if self.current.running:  # executed elsewhere (the TUI's rerun keys)
+                    await self._finished(self.current)
+                    continue
                 only, self._pending = self._pending, set()
                 changed, self._changed = self._changed, set()
                 if self.on_change is not None:
                     self.on_change(changed)
-                assert self.current is not None
                 carry = {sid: st for sid, st in self.current.states.items() if sid not in only}
                 await self._execute(self.make_run(only=only, carry=carry, trigger="watch"))
         finally:
@@ -317,16 +321,14 @@ class WatchSession:
         self._task = asyncio.create_task(run.execute())
         await self._until(self._task)
 
-    async def _adopt(self, run: Run) -> None:
-        """Take over a run started elsewhere, waiting for its end if it is still running."""
-        self._follow(run)
-        if run.running:
-            done = asyncio.Event()
-            stop = run.subscribe(lambda e: done.set() if isinstance(e, RunFinished) else None)
-            try:
-                await self._until(done.wait())
-            finally:
-                stop()
+    async def _finished(self, run: Run) -> None:
+        """Wait for the end of a run that someone else executes."""
+        done = asyncio.Event()
+        stop = run.subscribe(lambda e: done.set() if isinstance(e, RunFinished) else None)
+        try:
+            await self._until(done.wait())
+        finally:
+            stop()
 
     def _follow(self, run: Run) -> None:
         """Make `run` the latest run and record when its stages run (for the loop guard)."""

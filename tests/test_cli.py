@@ -268,8 +268,12 @@ def test_closed_pipe_finishes_the_run_quietly(write_pipeline: Write, tmp_path: P
 
 
 def test_graph_into_a_closed_pipe_is_no_traceback(write_pipeline: Write) -> None:
-    stages = "".join(f"  stage_with_a_long_name_{i:04d}: {{run: 'true'}}\n" for i in range(999))
-    path = write_pipeline("version: 1\nstages:\n" + stages)
-    proc = subprocess.run(f"{pipedeck_bin()} graph {path} --format dot | head -1", shell=True,
+    name = "a_stage_whose_long_name_fills_the_pipe_buffer_quickly_{:04d}"
+    stages = "".join(f"  {name.format(i)}: {{run: 'true', needs: [{name.format(i - 1)}]}}\n"
+                     for i in range(1, 999))
+    path = write_pipeline(f"version: 1\nstages:\n  {name.format(0)}: {{run: 'true'}}\n{stages}")
+    proc = subprocess.run(f"{pipedeck_bin()} graph {path} --format dot | head -1; "
+                          "echo status=${PIPESTATUS[0]}", shell=True, executable="/bin/bash",
                           capture_output=True, text=True, timeout=60)
     assert proc.stdout.startswith("digraph") and "Traceback" not in proc.stderr
+    assert "status=141" in proc.stdout  # the pipe did close under it

@@ -83,8 +83,8 @@ class Session:
         self.runs.append(run)
         run.subscribe(self.recorder)
 
-    def start(self) -> None:
-        self.task = asyncio.create_task(self.session.run())
+    def start(self, previous: Run | None) -> None:
+        self.task = asyncio.create_task(self.session.run(previous))
 
     def finished(self, n: int) -> bool:
         """True once the first `n` runs have finished."""
@@ -110,9 +110,11 @@ async def watching(tmp_path: Path) -> AsyncGenerator[Callable[..., Session], Non
     """Start sessions; any still running at the end are cancelled."""
     made: list[Session] = []
 
-    def start(pipeline: Pipeline, targets: tuple[str, ...] = ()) -> Session:
+    def start(
+        pipeline: Pipeline, targets: tuple[str, ...] = (), previous: Run | None = None
+    ) -> Session:
         s = Session(pipeline, targets)
-        s.start()
+        s.start(previous)
         made.append(s)
         return s
 
@@ -291,6 +293,27 @@ async def test_a_change_while_an_affected_stage_runs_cancels_and_restarts_it(
     assert first.states["other"].status == "succeeded"  # unaffected: finished, not cancelled
     assert marked_pids(first.run_id) == []  # the cancelled stage's whole tree is gone
     assert s.ran(s.runs[1]) == {"slow"}
+
+
+async def test_an_adopted_run_executing_elsewhere_is_cancelled_in_part_then_rerun(
+    tmp_path: Path, watching: Callable[..., Session]
+) -> None:
+    pipeline = make(tmp_path, """
+        stages:
+          slow:
+            run: sleep 60
+            inputs: ["src/**"]
+            kill_grace: 1s
+    """)
+    tui_run = Run(pipeline)  # executed by its owner, as the TUI does
+    executing = asyncio.create_task(tui_run.execute())
+    await until(lambda: tui_run.states["slow"].status == "running")
+    s = watching(pipeline, previous=tui_run)
+    await asyncio.sleep(0.3)  # the session's watches are in place
+    (tmp_path / "src" / "a.py").write_text("x")
+    await until(lambda: len(s.runs) == 1 and s.runs[0].states["slow"].status == "running")
+    assert executing.done() and tui_run.states["slow"].status == "cancelled"
+    assert s.runs[0].trigger == "watch"
 
 
 async def test_a_rename_save_triggers_exactly_one_rerun(

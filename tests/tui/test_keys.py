@@ -80,6 +80,18 @@ async def test_tree_lists_stages_in_topological_order_with_matrix_instances(make
         assert label(app, "test[py=a]").split()[:2] == ["·", "py=a"]
 
 
+async def test_s_starts_a_run_opened_with_no_start(make_app):
+    app = make_app(start=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause(0.2)
+        assert status(app, "build") == PENDING and not app.run_screen.run.running
+        assert "not started" in str(app.run_screen.query_one("RunHeader").render())
+        await pilot.press("s")
+        await until(pilot, lambda: status(app, "deploy") == WAITING, "the run")
+        assert status(app, "build") == SUCCEEDED
+        assert app.run_screen.check_action("start", ()) is False
+
+
 async def test_up_down_and_j_k_select_stages(make_app):
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:

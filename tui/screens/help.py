@@ -7,7 +7,7 @@ from typing import ClassVar
 from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
@@ -17,12 +17,13 @@ class HelpScreen(ModalScreen[None]):
 
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > Vertical {
-        width: auto; max-width: 90%; height: auto; max-height: 90%;
+    HelpScreen > VerticalScroll {
+        width: 76; max-width: 95%; height: auto; max-height: 90%;
         border: round $accent; background: $surface; padding: 0 1;
     }
     HelpScreen #help-title { text-style: bold; color: $accent; }
     HelpScreen #help-keys { height: auto; }
+    HelpScreen .dim { color: $foreground-muted; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q,question_mark", "dismiss", "Close"),
@@ -38,8 +39,8 @@ class HelpScreen(ModalScreen[None]):
         table.add_column()
         for keys, what in self.rows:
             table.add_row(keys, what)
-        with Vertical():
-            yield Label("pipedeck keys", id="help-title")
+        with VerticalScroll():
+            yield Label("pipedeck keys (scroll with up/down)", id="help-title")
             yield Static(table, id="help-keys")
             yield Label("ctrl+p: command palette · esc closes", classes="dim")
 

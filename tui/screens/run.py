@@ -93,9 +93,9 @@ class RunScreen(Screen[None]):
     RunScreen #body { height: 1fr; }
     RunScreen StageTree {
         width: 36%; min-width: 24; max-width: 56; height: 1fr;
-        border: round $panel-lighten-2; background: $surface;
+        border: round $foreground 30%; background: $surface;
     }
-    RunScreen StageTree:focus { border: round $accent; }
+    RunScreen StageTree:focus { border: round $border; }
     RunScreen #logs { width: 1fr; height: 1fr; }
     RunScreen LogView { height: 1fr; }
     RunScreen #pinned { display: none; }
@@ -105,6 +105,7 @@ class RunScreen(Screen[None]):
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("s", "start", "Start", tooltip="start the run (after --no-start)"),
         Binding("r", "rerun", "Rerun", tooltip="rerun the selected stage and its downstream"),
         Binding("R", "rerun_failed", "Rerun failed", show=False,
                 tooltip="rerun every failed stage and its downstream"),
@@ -222,6 +223,8 @@ class RunScreen(Screen[None]):
                 if event.status == RUNNING:
                     self._log_run[event.stage] = event.run_id
         elif isinstance(event, RunStarted):
+            if self._run_started is None:
+                self.refresh_bindings()  # `s` goes away
             self._run_status, self._run_started, self._run_ended = RUNNING, event.ts, None
         elif isinstance(event, RunFinished):
             self._run_status, self._run_ended = event.status, event.ts
@@ -344,6 +347,16 @@ class RunScreen(Screen[None]):
         if not ids:
             self.notify("select a stage first", severity="warning")
         return ids
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`s` is offered only until the run has started."""
+        if action == "start":
+            return self._run_started is None and not self.run.running
+        return True
+
+    def action_start(self) -> None:
+        """Start the run (`pipedeck ui --no-start`)."""
+        self._ensure_running()
 
     def action_rerun(self) -> None:
         """Rerun the selected stage (every instance of a matrix stage) and its downstream."""

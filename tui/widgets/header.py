@@ -11,7 +11,8 @@ from textual.widgets import Static
 from engine.events import STATUSES
 from tui.widgets.status import ICONS, StageView, format_duration
 
-_RUN_TONE = {"running": "active", "succeeded": "ok", "failed": "bad", "cancelled": "warn"}
+_RUN_TONE = {"running": "active", "succeeded": "ok", "failed": "bad", "cancelled": "warn",
+             "waiting for approval": "warn"}
 _WIDE = 110  # from this width on, counts are labelled with their status names
 
 

@@ -78,13 +78,13 @@ class LogView(ScrollView, can_focus=True):
 
     DEFAULT_CSS = """
     LogView {
-        border: round $panel-lighten-2;
+        border: round $foreground 30%;
         border-title-color: $text;
         border-subtitle-color: $text-muted;
         background: $surface;
         scrollbar-size-vertical: 1;
     }
-    LogView:focus { border: round $accent; }
+    LogView:focus { border: round $border; }
     LogView > .log-view--stderr { color: $text-error; }
     LogView > .log-view--match { background: $warning 40%; }
     LogView > .log-view--hit { background: $accent; color: $text; text-style: bold; }

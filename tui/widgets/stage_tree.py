@@ -23,9 +23,9 @@ from tui.widgets.status import (
 _STATUS_CSS = "\n".join(
     f"StageTree > .stage-tree--{status} {{ color: ${var}; }}"
     for status, var in {
-        "pending": "text-muted", "waiting": "warning", "queued": "text-muted",
+        "pending": "foreground-muted", "waiting": "warning", "queued": "foreground-muted",
         "running": "accent", "succeeded": "success", "failed": "error", "timed_out": "error",
-        "cancelled": "warning", "skipped": "text-muted", "cached": "success", "lost": "error",
+        "cancelled": "warning", "skipped": "foreground-muted", "cached": "success", "lost": "error",
     }.items()
 )
 
@@ -39,7 +39,7 @@ class StageTree(Tree[str]):
     DEFAULT_CSS = (
         """
     StageTree { padding: 0; }
-    StageTree > .stage-tree--dim { color: $text-muted; }
+    StageTree > .stage-tree--dim { color: $foreground-muted; }
     StageTree > .stage-tree--hint { color: $warning; text-style: italic; }
     """
         + _STATUS_CSS
