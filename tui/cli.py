@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import signal
@@ -178,6 +177,8 @@ def _run(pipeline: Pipeline, args: argparse.Namespace) -> int:
     _check_stages(pipeline, args.stage, "--stage")
     _check_stages(pipeline, args.approve, "--approve")
     sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]
+    import asyncio  # here, not at the top: it costs `pipedeck --help` a third of its time
+
     return asyncio.run(_run_async(pipeline, args))
 
 
@@ -223,6 +224,8 @@ async def _run_async(pipeline: Pipeline, args: argparse.Namespace) -> int:
 async def _watch(pipeline: Pipeline, args: argparse.Namespace,
                  make_run: Callable[..., Run]) -> int:
     """`run --watch`: rerun what changes affect until Ctrl-C or SIGTERM."""
+    import asyncio
+
     from engine.watch import WatchSession, describe
 
     def separator(paths: set[str]) -> None:
@@ -249,6 +252,8 @@ async def _watch(pipeline: Pipeline, args: argparse.Namespace,
 
 def _install_signals(cancel: Callable[[int], None], run_id: Callable[[], str]) -> None:
     """Ctrl-C / SIGTERM cancel in order (`cancel(exit_code)`); a second Ctrl-C kills at once."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     interrupts = 0
 
