@@ -37,6 +37,7 @@ from shlex import quote
 from typing import Any
 
 import asyncssh
+from asyncssh import PIPE
 
 from engine.executors.base import ExecResult, OutputSink
 from engine.spec import Pipeline, Stage
@@ -281,15 +282,17 @@ class SshExecutor:
 
         Sync transfers have their own channel, so that a kill never waits behind one.
         """
-        async with self._transfer_gate if transfer else self._command_gate:
-            feed: dict[str, Any] = (
-                {"stdin": str(stdin)}
-                if isinstance(stdin, Path)
-                else {"input": stdin}
-                if stdin
-                else {"stdin": asyncssh.DEVNULL}
-            )
-            result = await conn.run(f"sh -c {quote(script)}", encoding=None, **feed)
+        source = str(stdin) if isinstance(stdin, Path) else PIPE
+        command = f"sh -c {quote(script)}"
+        # leaving the block closes the channel (a cancel mid-transfer too): the remote stdin ends
+        async with (
+            self._transfer_gate if transfer else self._command_gate,
+            conn.create_process(command, encoding=None, stdin=source) as proc,
+        ):
+            if not isinstance(stdin, Path):
+                proc.stdin.write(stdin)
+                proc.stdin.write_eof()
+            result = await proc.wait()
         if result.exit_status != 0:
             err = result.stderr or b""
             text = err if isinstance(err, str) else err.decode(errors="replace")
