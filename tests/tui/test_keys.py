@@ -137,9 +137,8 @@ async def test_enter_and_tab_move_focus_between_tree_and_log(make_app):
 async def test_manual_stage_waits_with_hint_and_a_approves_it(make_app):
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: status(app, "deploy") == WAITING, "deploy to wait")
-        await pilot.pause(0.1)
-        assert "press a" in label(app, "deploy")
+        await until(pilot, lambda: "press a" in label(app, "deploy"), "the approval hint")
+        assert status(app, "deploy") == WAITING
         tree_of(app).select_stage("deploy")
         await pilot.pause()
         assert "press a" in shown(log_of(app))[0]
@@ -189,7 +188,7 @@ async def test_c_cancels_the_selected_stage_and_nothing_is_left(make_app):
         await until(pilot, lambda: not app.run_screen.run.running, "the run to stop")
         assert status(app, "first") == SUCCEEDED
         assert not marked_pids(app.run_screen.run.run_id)
-        assert "cancelled" in str(log_of(app).border_title)
+        await until(pilot, lambda: "cancelled" in str(log_of(app).border_title), "the title")
 
 
 async def test_C_cancels_the_whole_run(make_app):
@@ -201,7 +200,8 @@ async def test_C_cancels_the_whole_run(make_app):
         assert status(app, "slow") == CANCELLED
         assert status(app, "after") in (CANCELLED, PENDING, "skipped")
         assert not marked_pids(app.run_screen.run.run_id)
-        assert "cancelled" in str(app.run_screen.query_one("RunHeader").render())
+        header = app.run_screen.query_one("RunHeader")
+        await until(pilot, lambda: "cancelled" in str(header.render()), "the header")
 
 
 async def test_f_toggles_follow_and_scrolling_up_stops_it(make_app):
@@ -337,7 +337,7 @@ async def test_W_toggles_watch_mode_and_a_change_reruns_what_it_affects(make_app
         await until(pilot, lambda: status(app, "use") == SUCCEEDED
                     and app.run_screen.views["use"].attempt >= 1
                     and not app.run_screen.run.running, "the rerun")
-        assert "src/a.txt" in str(header.render())
+        await until(pilot, lambda: "src/a.txt" in str(header.render()), "the change's name")
         assert app.run_screen.run.states["other"].status == SUCCEEDED  # carried, not rerun
         tree_of(app).select_stage("use")
         await until(pilot, lambda: shown(log_of(app)) == ["changed"], "the rerun's log")
