@@ -23,7 +23,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -138,6 +138,7 @@ def _reap(pids: set[int]) -> None:
 
 
 _OWNED: set[int] = set()
+_spawning = 0  # children being started whose pid `own_child` does not protect yet
 
 
 def own_child(pid: int, owned: bool = True) -> None:
@@ -148,11 +149,25 @@ def own_child(pid: int, owned: bool = True) -> None:
         _OWNED.discard(pid)
 
 
+@contextlib.contextmanager
+def spawning() -> Iterator[None]:
+    """Hold `reap_orphans` off while a child starts: between its fork and `own_child` a quick
+    child may already be a zombie, and reaping it would steal asyncio's exit status."""
+    global _spawning
+    _spawning += 1
+    try:
+        yield
+    finally:
+        _spawning -= 1
+
+
 def reap_orphans() -> list[int]:
     """Reap our zombie children from other sessions, unless protected; return their pids.
 
     These are stage processes that were orphaned to us (subreaper) and exited on their own.
     """
+    if _spawning:
+        return []  # the next call reaps them
     me, session = os.getpid(), os.getsid(0)
     reaped = []
     for pid in _children():

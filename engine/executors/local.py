@@ -21,7 +21,14 @@ from functools import partial
 from pathlib import Path
 
 from engine.executors.base import ExecResult, OutputSink
-from engine.procs import KILL_WAIT, become_subreaper, die_with_parent, kill_tree, own_child
+from engine.procs import (
+    KILL_WAIT,
+    become_subreaper,
+    die_with_parent,
+    kill_tree,
+    own_child,
+    spawning,
+)
 from engine.spec import Stage
 
 MARKER_KEYS = ("PIPEDECK_RUN_ID", "PIPEDECK_STAGE", "PIPEDECK_ATTEMPT")
@@ -93,23 +100,24 @@ class LocalExecutor:
         loop = asyncio.get_running_loop()
         attempt = _Attempt(sink, loop)
         try:
-            transport, _ = await loop.subprocess_exec(
-                lambda: attempt,
-                *argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,
-                preexec_fn=partial(die_with_parent, os.getpid()),
-            )
+            with spawning():
+                transport, _ = await loop.subprocess_exec(
+                    lambda: attempt,
+                    *argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=cwd,
+                    env=env,
+                    start_new_session=True,
+                    preexec_fn=partial(die_with_parent, os.getpid()),
+                )
+                own_child(transport.get_pid())
         except (OSError, subprocess.SubprocessError) as exc:
             what = getattr(exc, "strerror", None) or str(exc)
             where = getattr(exc, "filename", None) or argv[0]
             return ExecResult(127, reason=f"cannot start the stage: {what}: {where}")
         pgid = transport.get_pid()
-        own_child(pgid)
         self._running[pgid] = marker
         try:
             cancelled: asyncio.CancelledError | None = None

@@ -341,3 +341,12 @@ def test_stage_output_is_stored_per_attempt(write_pipeline: Write, recorder: Rec
     assert run.logs.attempts(run.run_id, "a") == [1, 2]
     reader = run.logs.reader(run.run_id, "a", 2)
     assert sorted(reader.lines(0, len(reader))) == [("stderr", "err"), ("stdout", "out 2")]
+
+
+def test_many_quick_stages_all_keep_their_exit_status(write_pipeline: Write,
+                                                      recorder: Recorder) -> None:
+    """Orphan reaping must never steal a quick stage's exit status from asyncio (it did: 255)."""
+    stages = "".join(f"  s{i}: {{run: 'true'}}\n" for i in range(300))
+    _, code = _run(write_pipeline("version: 1\nstages:\n" + stages), recorder, jobs=4)
+    failed = [e for e in recorder.events if isinstance(e, StageStatus) and e.status == "failed"]
+    assert failed == [] and code == 0
