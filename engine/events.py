@@ -81,7 +81,19 @@ class RunFinished:
     type: str = "run_finished"
 
 
-Event = RunStarted | StageStatus | LogLines | RunFinished
+@dataclass(frozen=True)
+class HostStatus:
+    """An SSH host's connection state changed (an extension of SPEC §7): `connecting`,
+    `connected`, `syncing`, `lost: REASON`, `failed: REASON`..."""
+
+    run_id: str
+    host: str
+    state: str
+    ts: float = field(default_factory=now)
+    type: str = "host_status"
+
+
+Event = RunStarted | StageStatus | LogLines | RunFinished | HostStatus
 Subscriber = Callable[[Event], None]
 
 

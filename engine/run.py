@@ -33,13 +33,14 @@ from engine.events import (
     TIMED_OUT,
     WAITING,
     Event,
+    HostStatus,
     LogLines,
     RunFinished,
     RunStarted,
     StageStatus,
     Subscriber,
 )
-from engine.executors.base import ExecResult, Executor
+from engine.executors.base import REMOTE_STAGE_LIMIT, ExecResult, Executor
 from engine.logs import LogStore
 from engine.spec import LOCAL, Pipeline, Stage
 
@@ -136,6 +137,7 @@ class Run:
         self._started: float | None = None
         self.running = False
         self.status = PENDING
+        self.host_states: dict[str, str] = {}  # SSH host -> connection state, for the TUI
 
     # -- selection ---------------------------------------------------------------------------
 
@@ -338,6 +340,8 @@ class Run:
         state = self.states[stage.id]
         state.fingerprint = decision.fingerprint
         state.reason = decision.why
+        if stage.id in self._forced and not self.no_cache:
+            state.reason = "rerun requested"
         if decision.fresh:
             self._set(stage.id, CACHED, reason=decision.why)
         return decision.fresh
@@ -402,13 +406,18 @@ class Run:
             "PIPEDECK_ATTEMPT": str(attempt),
         }
 
+    def _host_state(self, host: str, state: str) -> None:
+        self.host_states[host] = state
+        self._publish(HostStatus(self.run_id, host, state))
+
     def _slots(self, host: str) -> asyncio.Semaphore:
         """`--jobs` bounds local stages; each remote host's `slots` bounds its own."""
         if host == LOCAL:
             return self._local_slots
         if host not in self._host_slots:
             spec = self.pipeline.hosts.get(host)
-            self._host_slots[host] = asyncio.Semaphore(spec.slots if spec else 4)
+            slots = min(spec.slots if spec else 4, REMOTE_STAGE_LIMIT)
+            self._host_slots[host] = asyncio.Semaphore(slots)
         return self._host_slots[host]
 
     def _executor(self, host: str) -> Executor:
@@ -420,7 +429,7 @@ class Run:
             else:
                 from engine.executors.ssh import SshExecutor
 
-                self._executors[host] = SshExecutor(self.pipeline, host)
+                self._executors[host] = SshExecutor(self.pipeline, host, self._host_state)
         return self._executors[host]
 
     async def close(self) -> None:

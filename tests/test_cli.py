@@ -277,3 +277,13 @@ def test_graph_into_a_closed_pipe_is_no_traceback(write_pipeline: Write) -> None
                           capture_output=True, text=True, timeout=60)
     assert proc.stdout.startswith("digraph") and "Traceback" not in proc.stderr
     assert "status=141" in proc.stdout  # the pipe did close under it
+
+
+def test_damaged_history_is_a_message_not_a_traceback(write_pipeline: Write,
+                                                      tmp_path: Path) -> None:
+    path = write_pipeline(SIMPLE)
+    (tmp_path / ".pipedeck").mkdir()
+    (tmp_path / ".pipedeck" / "history.db").write_bytes(b"this is not a database" * 100)
+    done = pipedeck("run", str(path))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "history.db" in done.stderr

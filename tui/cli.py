@@ -128,6 +128,13 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
         silence_stdout()
         code = 141
+    except Exception as err:
+        from engine.history import HistoryError
+
+        if not isinstance(err, HistoryError):
+            raise
+        print(f"pipedeck: {err}", file=sys.stderr)  # a damaged .pipedeck/history.db
+        code = 1
     sys.exit(code)
 
 

@@ -15,6 +15,7 @@ from engine.events import (
     RUNNING,
     SKIPPED,
     Event,
+    HostStatus,
     LogLines,
     RunFinished,
     RunStarted,
@@ -65,6 +66,8 @@ class PlainReporter:
             self.out.write(pre + ("\n" + pre).join(event.lines) + "\n")
         elif isinstance(event, StageStatus):
             self._status(event)
+        elif isinstance(event, HostStatus):
+            self.out.write(f"host {event.host}: {event.state}\n")
         elif isinstance(event, RunFinished):
             verdict = self._paint(_STATUS_COLOR.get(event.status, 0), event.status)
             self.out.write(f"run {event.run_id} {verdict} in {event.duration:.1f}s "

@@ -8,6 +8,10 @@ from typing import Protocol
 
 from engine.spec import Stage
 
+MAX_SESSIONS = 10  # OpenSSH's default MaxSessions: channels open at once on one connection
+AUX_CHANNELS = 3  # kept free of stages: SFTP, the sync transfer, short commands (kill...)
+REMOTE_STAGE_LIMIT = MAX_SESSIONS - AUX_CHANNELS  # stages at once on one host, whatever `slots`
+
 OutputSink = Callable[[str, bytes], None]
 """Called with ("stdout" | "stderr", chunk) as output arrives; chunks are raw bytes."""
 

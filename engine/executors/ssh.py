@@ -39,13 +39,11 @@ from typing import Any
 import asyncssh
 from asyncssh import PIPE
 
-from engine.executors.base import ExecResult, OutputSink
+from engine.executors.base import REMOTE_STAGE_LIMIT, ExecResult, OutputSink
 from engine.spec import Pipeline, Stage
 from engine.sshhosts import HostConfig, resolve_host
 from engine.sync import RemoteWorkspace
 
-MAX_SESSIONS = 10  # OpenSSH's default MaxSessions: channels open at once on one connection
-AUX_CHANNELS = 3  # kept free of stages: SFTP, the sync transfer, short commands (kill...)
 KEEPALIVE_INTERVAL = 10.0
 KEEPALIVE_COUNT_MAX = 3
 CONNECT_TIMEOUT = 15.0
@@ -87,7 +85,7 @@ class SshExecutor:
         self.workspace = RemoteWorkspace(pipeline.workspace, self.host.workdir)
         self._conn: asyncssh.SSHClientConnection | None = None
         self._connect_lock = asyncio.Lock()
-        self._slots = asyncio.Semaphore(min(self.host.slots, MAX_SESSIONS - AUX_CHANNELS))
+        self._slots = asyncio.Semaphore(min(self.host.slots, REMOTE_STAGE_LIMIT))
         self._command_gate = asyncio.Semaphore(1)  # the one channel for short commands
         self._transfer_gate = asyncio.Semaphore(1)  # the one channel for sync transfers
         self._sftp: asyncssh.SFTPClient | None = None

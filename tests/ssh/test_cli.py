@@ -50,3 +50,6 @@ def test_artifact_travels_from_host_a_to_host_b_and_home(sshd: Sshd, tmp_path: P
     assert hosts == {"build": "a", "test": "b", "here": "local"}
     assert (tmp_path / "dist" / "app.txt").read_text() == "artifact sekrit\n"
     assert "sekrit" not in done.stdout
+    states = [(e["host"], e["state"]) for e in events if e["type"] == "host_status"]
+    assert ("a", "connected") in states and ("b", "connected") in states
+    assert states.index(("a", "connecting")) < states.index(("a", "connected"))
