@@ -373,11 +373,12 @@ async def test_cancelling_the_session_cancels_the_active_run_in_order(
     pipeline = make(tmp_path, """
         stages:
           slow:
-            run: sleep 60 & wait
+            run: echo up; sleep 60 & wait
             kill_grace: 1s
     """)
     s = watching(pipeline)
-    await until(lambda: bool(s.runs) and len(marked_pids(s.runs[0].run_id)) >= 2)
+    await until(lambda: s.recorder.lines("slow") == ["up"])  # started, its pipes connected
+    await until(lambda: len(marked_pids(s.runs[0].run_id)) == 2)  # bash and sleep
     await s.stop()
     run = s.runs[0]
     assert not run.running and run.states["slow"].status == "cancelled"
