@@ -20,6 +20,8 @@ it says so through `notice`, naming the sysctl to raise, and falls back to watch
         on_change=sep,       # (set[str]) -> None: the changed paths, just before each rerun
         on_notice=say,       # (str) -> None: loop pause, polling fallback (default: stderr)
     )
+    # WatchSession() raises WatchError (a ValueError, with a message to print) when a
+    # `watch.paths` entry does not exist.
     await session.run()              # first run: make_run(only=None, carry=None, "manual")
     await session.run(previous=run)  # or adopt a run (finished, or running elsewhere)
 
@@ -217,6 +219,7 @@ class WatchSession:
         on_notice: Callable[[str], None] = _stderr,
         force_polling: bool = False,
     ) -> None:
+        watch_roots(pipeline)  # a missing watch path fails here, before anything runs
         self.pipeline = pipeline
         self.make_run = make_run
         self.on_run = on_run

@@ -17,7 +17,7 @@ from engine.ignore import IgnoreRules
 from engine.loader import load
 from engine.run import Run
 from engine.spec import Pipeline
-from engine.watch import LOOP_LIMIT, SYSCTL, WatchSession, changes
+from engine.watch import LOOP_LIMIT, SYSCTL, WatchError, WatchSession, changes
 from tests.conftest import REPO, Recorder, marked_pids
 
 PIPELINE = """
@@ -233,6 +233,18 @@ def test_out_of_inotify_watches_says_so_and_polls(tmp_path: Path) -> None:
 
 
 # -- the session ---------------------------------------------------------------------------------
+
+
+def test_a_missing_watch_path_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    pipeline = make(tmp_path, """
+        watch:
+          paths: ["src", "nope"]
+        stages:
+          a:
+            run: touch ran
+    """)
+    with pytest.raises(WatchError, match=r"watch path .*nope does not exist"):
+        WatchSession(pipeline, lambda **kw: Run(pipeline, **kw))
 
 
 async def test_affected_stages_rerun_in_a_new_run_and_the_rest_keep_their_result(
