@@ -1,9 +1,11 @@
 """Which changed paths watch mode ignores (SPEC §5).
 
 Always ignored: `.git/`, `.pipedeck/`, editor swap and backup files, every stage's `outputs`,
-the pipeline's `watch.ignore`, and whatever `.gitignore` files ignore. Every rule is a gitignore
-pattern matched by pathspec's `GitIgnoreSpec`; nested `.gitignore` files apply relative to their
-own directory, deeper files win, and a path inside an ignored directory stays ignored, as in git.
+the pipeline's `watch.ignore`, whatever `.gitignore` files ignore, and the files this process's
+stdout and stderr go to (`pipedeck run --watch > log.txt` must not trigger itself). Each rule is
+a gitignore pattern matched by pathspec's `GitIgnoreSpec`; nested `.gitignore` files apply
+relative to their own directory, deeper files win, and a path inside an ignored directory stays
+ignored, as in git.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class IgnoreRules:
         )
         self._base = repo_root(self.workspace)
         self._gitignores: dict[Path, GitIgnoreSpec | None] = {}
+        self._own = own_output_files()
 
     def keep(self, change: Change, path: str) -> bool:
         """watchfiles `watch_filter`: True for a change that should count.
@@ -55,6 +58,8 @@ class IgnoreRules:
     def ignored(self, path: str | os.PathLike[str]) -> bool:
         """True when a change to `path` must not trigger anything."""
         full = Path(path)
+        if self._own.get(full.name) == os.path.realpath(full):
+            return True
         kinds = _kinds(full)
         rel = Path(os.path.relpath(full, self.workspace)).as_posix()
         if any(self._fixed.match_file(rel + ("/" if is_dir else "")) for is_dir in kinds):
@@ -90,6 +95,19 @@ class IgnoreRules:
             else:
                 self._gitignores[folder] = GitIgnoreSpec.from_lines(lines)
         return self._gitignores[folder]
+
+
+def own_output_files() -> dict[str, str]:
+    """File name -> real path of the regular files this process's stdout and stderr write to."""
+    own = {}
+    for fd in (1, 2):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if os.path.isfile(target):
+            own[os.path.basename(target)] = target
+    return own
 
 
 def _kinds(path: Path) -> tuple[bool, ...]:

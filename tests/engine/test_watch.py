@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ from engine.loader import load
 from engine.run import Run
 from engine.spec import Pipeline
 from engine.watch import LOOP_LIMIT, SYSCTL, WatchError, WatchSession, changes
-from tests.conftest import REPO, Recorder, marked_pids
+from tests.conftest import REPO, Recorder, marked_pids, pipedeck_bin
 
 PIPELINE = """
     version: 1
@@ -398,3 +399,47 @@ async def test_cancelling_the_session_cancels_the_active_run_in_order(
         ("cancelled", 130)
     ]
     assert marked_pids(run.run_id) == []
+
+
+def processes_in(folder: Path) -> list[int]:
+    """Pids of the processes whose working directory is `folder`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if Path(os.readlink(f"/proc/{entry}/cwd")) == folder:
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+async def test_headless_watch_ignores_its_own_output_file_and_sigint_ends_it_with_130(
+    tmp_path: Path,
+) -> None:
+    make(tmp_path, """
+        stages:
+          hi:
+            run: echo hi
+          slow:
+            needs: [hi]
+            run: echo up; sleep 60
+            inputs: ["src/**"]
+            kill_grace: 1s
+    """)
+    out = tmp_path / "out.txt"
+    with out.open("w") as sink:
+        proc = subprocess.Popen([pipedeck_bin(), "run", "--watch"], cwd=tmp_path, stdout=sink,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        await until(lambda: out.read_text().count("[slow] up") == 1)
+        (tmp_path / "src" / "a.py").write_text("x")
+        await until(lambda: out.read_text().count("[slow] up") == 2)
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(proc.wait, 30) == 130
+    finally:
+        proc.kill()
+        proc.wait()
+    changed = [line for line in out.read_text().splitlines() if "changed" in line]
+    assert len(changed) == 1 and "src/a.py" in changed[0]
+    assert processes_in(tmp_path) == []
