@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from engine.spec import Pipeline
     from engine.watch import WatchSession
 
-FRAME_RATE = 20  # log panes and labels are refreshed at most this often
+FRAME_RATE = 15  # log panes and labels are refreshed at most this often
 
 
 class RunLike(Protocol):

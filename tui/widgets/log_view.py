@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
+from rich.cells import cell_len
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import work
@@ -25,6 +27,7 @@ from textual.strip import Strip
 from textual.worker import get_current_worker
 
 _ANSI = re.compile(r"\x1b\[[0-9;:?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+_SPECIAL = re.compile(r"[\x00-\x1f\x7f]")  # escapes, \r, tabs: lines that need parsing
 _SCAN_CHUNK = 20_000  # lines per read while searching
 _BLOCK = 64  # lines per read while rendering
 
@@ -254,7 +257,14 @@ class LogView(ScrollView, can_focus=True):
         key = (index, self._gen)
         strip = self._strips.get(key)
         if strip is None:
-            strip = self._strips[key] = self._render(self._text(index))
+            stream, raw = self._line(index)
+            if self.search is None and not _SPECIAL.search(raw):  # plain text: no Text needed
+                style = self._style() + self._style("log-view--stderr") if stream == "stderr" else (
+                    self._style())
+                strip = Strip([Segment(raw, style)], cell_len(raw))
+            else:
+                strip = self._render(self._text(index))
+            self._strips[key] = strip
             if strip.cell_length > self._max_width:
                 self._max_width = strip.cell_length
                 self.call_later(self._set_virtual_size)
