@@ -20,7 +20,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.markup import escape
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Tree
+from textual.widgets import Footer, Input, Label, Tree
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
 from engine.events import (
@@ -100,8 +100,10 @@ class RunScreen(Screen[None]):
     RunScreen LogView { height: 1fr; }
     RunScreen #pinned { display: none; }
     RunScreen.-pinned #pinned { display: block; }
-    RunScreen #search { dock: bottom; display: none; }
-    RunScreen.-searching #search { display: block; }
+    RunScreen #searchbar { dock: bottom; height: 1; display: none; background: $boost; }
+    RunScreen.-searching #searchbar { display: block; }
+    RunScreen #searchbar Label { width: auto; padding: 0 1; color: $accent; text-style: bold; }
+    RunScreen #search { width: 1fr; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -176,8 +178,10 @@ class RunScreen(Screen[None]):
             with Vertical(id="logs"):
                 yield LogView(id="log")
                 yield LogView(id="pinned")
-                yield Input(placeholder="search: a regular expression, enter to search",
-                            id="search", compact=True)
+                with Horizontal(id="searchbar"):
+                    yield Label("search /")
+                    yield Input(placeholder="a regular expression; enter searches, escape closes",
+                                id="search", compact=True)
         yield Footer()
 
     def on_mount(self) -> None:

@@ -1,0 +1,74 @@
+"""The log view reads only what it shows, over a real LogStore."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from textual.app import App, ComposeResult
+
+from engine.logs import LogReader, LogStore
+from tests.tui.conftest import shown
+from tui.widgets.log_view import LogSource, LogView
+
+LINES = 100_000
+
+
+class CountingReader(LogReader):
+    """A real LogReader that counts how many lines it was asked for."""
+
+    served = 0
+
+    def lines(self, start: int, stop: int) -> list[tuple[str, str]]:
+        got = super().lines(start, stop)
+        CountingReader.served += len(got)
+        return got
+
+
+class OneLog(App[None]):
+    def __init__(self, source: LogSource) -> None:
+        super().__init__()
+        self.source = source
+        self.animation_level = "none"  # `home` jumps: no frames in between
+
+    def compose(self) -> ComposeResult:
+        yield LogView()
+
+    def on_mount(self) -> None:
+        self.query_one(LogView).show(self.source)
+
+
+def big_log(tmp_path: Path) -> LogSource:
+    store = LogStore(tmp_path / "logs")
+    writer = store.writer("run", "big", 1)
+    writer.feed("stdout", b"".join(b"line %d\n" % i for i in range(1, LINES + 1)))
+    writer.finish()
+    folder = tmp_path / "logs" / "run" / "big"
+    return LogSource("big", 1, lambda: CountingReader(folder / "1.log", folder / "1.idx"))
+
+
+async def test_only_visible_lines_are_read(tmp_path: Path) -> None:
+    CountingReader.served = 0
+    app = OneLog(big_log(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        view = app.query_one(LogView)
+        assert view.line_count == LINES
+        assert shown(view)[-1] == f"line {LINES}"
+        assert CountingReader.served <= 3 * 64  # a few blocks around the screen
+        view.focus()
+        await pilot.press("home")
+        await pilot.pause()
+        assert shown(view)[0] == "line 1"
+        assert CountingReader.served <= 5 * 64
+
+
+async def test_search_scans_the_whole_log_in_a_thread(tmp_path: Path) -> None:
+    app = OneLog(big_log(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        view = app.query_one(LogView)
+        view.start_search(re.compile(r"^line 9999\d$"))
+        while view.search is None or view.search.scanned < LINES:
+            await pilot.pause(0.05)
+        assert view.search.matches == [i - 1 for i in range(99990, 100000)]
+        assert shown(view)[view.search.hit - view.scroll_offset.y] == "line 99990"
