@@ -49,14 +49,14 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-import anyio
-from watchfiles import Change, awatch
+from watchfiles import Change, watch
 
 from engine import graph
 from engine.events import FINISHED, RUNNING, Event, RunFinished, StageStatus
@@ -117,24 +117,31 @@ def watch_roots(pipeline: Pipeline) -> list[Path]:
 
 
 class _Pump:
-    """Runs watchfiles in a task and queues its filtered raw batches (or the error that ended
-    it), switching to polling when inotify watches run out, and skipping unreadable directories
-    (with a notice) rather than failing on them."""
+    """Runs watchfiles' `watch` in a thread (setting up thousands of inotify watches takes a
+    while, and must not freeze the event loop) and queues its filtered raw batches, or the error
+    that ended it. Switches to polling when inotify watches run out, and skips unreadable
+    directories (with a notice) rather than failing on them."""
 
     def __init__(self, pipeline: Pipeline, polling: bool, notice: Callable[[str], None]) -> None:
         self.roots = watch_roots(pipeline)
-        self.rules = IgnoreRules(pipeline)
+        self.rules = IgnoreRules(pipeline)  # used by the thread only
         self.polling = polling
         self.skip_unreadable = False  # set after a PermissionError: it also hides watch limits
         self.notice = notice
         self.queue: asyncio.Queue[set[tuple[Change, str]] | Exception] = asyncio.Queue()
-        self.stop = anyio.Event()
+        self.stop = threading.Event()
+        self.loop = asyncio.get_running_loop()
 
-    async def pump(self) -> None:
+    def _send(self, call: Callable[[T], None], arg: T) -> None:
+        """Call `call(arg)` on the event loop, from the thread."""
+        self.loop.call_soon_threadsafe(call, arg)
+
+    def pump(self) -> None:
+        """The thread's body; returns once `stop` is set."""
         try:
             while True:
                 try:
-                    async for batch in awatch(
+                    for batch in watch(
                         *self.roots,
                         watch_filter=self.rules.keep,
                         debounce=RAW_CAP_MS,
@@ -144,20 +151,20 @@ class _Pump:
                         poll_delay_ms=POLL_DELAY_MS,
                         ignore_permission_denied=self.skip_unreadable,
                     ):
-                        self.queue.put_nowait(batch)
+                        self._send(self.queue.put_nowait, batch)
                     return
                 except PermissionError as exc:
                     if self.skip_unreadable:
                         raise
-                    self.notice(f"watch: skipping what cannot be read ({exc})")
+                    self._send(self.notice, f"watch: skipping what cannot be read ({exc})")
                     self.skip_unreadable = True
                 except (OSError, RuntimeError) as exc:
                     if self.polling or not out_of_watches(exc):
                         raise
-                    self.notice(LIMIT_MESSAGE)
+                    self._send(self.notice, LIMIT_MESSAGE)
                     self.polling = True
         except Exception as exc:  # handed to the consumer, which raises it
-            self.queue.put_nowait(exc)
+            self._send(self.queue.put_nowait, exc)
 
     async def get(self) -> set[tuple[Change, str]]:
         item = await self.queue.get()
@@ -174,7 +181,7 @@ async def changes(
 ) -> AsyncGenerator[set[str], None]:
     """Yield each burst of relevant changes as a set of workspace-relative paths (see above)."""
     source = _Pump(pipeline, force_polling, notice)
-    task = asyncio.create_task(source.pump())
+    task = asyncio.create_task(asyncio.to_thread(source.pump))
     loop = asyncio.get_running_loop()
     try:
         while True:
