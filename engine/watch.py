@@ -387,7 +387,7 @@ class WatchSession:
         self.last_change = describe(paths)
         if run is not None and run.running:
             for sid in hit:
-                if sid in run.states and run.states[sid].status not in FINISHED:
+                if run.states[sid].status not in FINISHED:
                     run.cancel(sid)
         self._pending |= hit
         self._changed |= paths
