@@ -346,6 +346,27 @@ async def test_W_toggles_watch_mode_and_a_change_reruns_what_it_affects(make_app
         assert not app.run_screen.watching
 
 
+async def test_watch_flag_adopts_the_first_run_then_watches(make_app):
+    app = make_app(WATCHED, watch=True)
+    async with app.run_test(size=(120, 30)) as pilot:
+        header = app.run_screen.query_one("RunHeader")
+        await until(pilot, lambda: "watching" in str(header.render()), "the watch banner")
+        first = app.run_screen.run
+        assert app.run_screen.session is not None and app.run_screen.session.current is first
+        await until(pilot, lambda: status(app, "use") == SUCCEEDED, "the first run")
+        assert app.run_screen.run is first  # no second run without a change
+
+
+async def test_running_stage_duration_ticks(make_app):
+    app = make_app(SLOW)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: status(app, "slow") == RUNNING, "slow to start")
+        await until(pilot, lambda: "s" in label(app, "slow").split()[-1], "a duration")
+        first = label(app, "slow")
+        await until(pilot, lambda: label(app, "slow") != first, "the duration to tick")
+        assert label(app, "slow").split()[:2] == ["▶", "slow"]
+
+
 async def test_h_opens_history(make_app):
     app = make_app(start=False)
     async with app.run_test(size=(100, 30)) as pilot:

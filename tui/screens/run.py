@@ -195,8 +195,8 @@ class RunScreen(Screen[None]):
         self._show_selected()
         self.sync()
         if self.start:
-            self._execute()
-        if self.watch_at_start:
+            self._execute()  # --watch: the session starts once this run has (see _on_event)
+        elif self.watch_at_start:
             self.action_watch()
 
     @property
@@ -229,6 +229,8 @@ class RunScreen(Screen[None]):
         elif isinstance(event, RunStarted):
             if self._run_started is None:
                 self.refresh_bindings()  # `s` goes away
+                if self.watch_at_start and self.session is None:
+                    self.call_later(self.action_watch)  # adopts this run, then watches
             self._run_status, self._run_started, self._run_ended = RUNNING, event.ts, None
         elif isinstance(event, RunFinished):
             self._run_status, self._run_ended = event.status, event.ts
