@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -414,32 +415,49 @@ def processes_in(folder: Path) -> list[int]:
     return found
 
 
-async def test_headless_watch_ignores_its_own_output_file_and_sigint_ends_it_with_130(
-    tmp_path: Path,
-) -> None:
+async def headless_watch(tmp_path: Path, fmt: str) -> str:
+    """`pipedeck run --watch --format FMT > out.txt` in the workspace: a change reruns the
+    stage running then, and Ctrl-C ends it with 130 and nothing left running; returns out.txt."""
     make(tmp_path, """
         stages:
           hi:
             run: echo hi
           slow:
             needs: [hi]
-            run: echo up; sleep 60
+            run: echo up-marker; sleep 60
             inputs: ["src/**"]
             kill_grace: 1s
     """)
-    out = tmp_path / "out.txt"
-    with out.open("w") as sink:
-        proc = subprocess.Popen([pipedeck_bin(), "run", "--watch"], cwd=tmp_path, stdout=sink,
-                                stderr=subprocess.PIPE, text=True)
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen([pipedeck_bin(), "run", "--watch", "--format", fmt],
+                                cwd=tmp_path, stdout=stdout, stderr=stderr)
     try:
-        await until(lambda: out.read_text().count("[slow] up") == 1)
+        await until(lambda: out.read_text().count("up-marker") == 1)
         (tmp_path / "src" / "a.py").write_text("x")
-        await until(lambda: out.read_text().count("[slow] up") == 2)
+        await until(lambda: out.read_text().count("up-marker") == 2)
         proc.send_signal(signal.SIGINT)
-        assert await asyncio.to_thread(proc.wait, 30) == 130
+        assert await asyncio.to_thread(proc.wait, 30) == 130, err.read_text()
     finally:
         proc.kill()
         proc.wait()
-    changed = [line for line in out.read_text().splitlines() if "changed" in line]
-    assert len(changed) == 1 and "src/a.py" in changed[0]
     assert processes_in(tmp_path) == []
+    return out.read_text()
+
+
+async def test_headless_plain_watch_prints_one_separator_naming_the_change(
+    tmp_path: Path,
+) -> None:
+    out = await headless_watch(tmp_path, "plain")
+    changed = [line for line in out.splitlines() if "changed" in line]
+    assert len(changed) == 1 and "src/a.py" in changed[0]  # out.txt itself never triggers
+
+
+async def test_headless_json_watch_makes_each_rerun_a_new_run(tmp_path: Path) -> None:
+    events = [json.loads(line) for line in (await headless_watch(tmp_path, "json")).splitlines()]
+    runs = [(e["type"], e["run_id"]) for e in events if e["type"] in ("run_started", "run_finished")]
+    first, second = runs[0][1], runs[2][1]
+    assert first != second
+    assert runs == [("run_started", first), ("run_finished", first),
+                    ("run_started", second), ("run_finished", second)]
+    assert (events[-1]["status"], events[-1]["exit_code"]) == ("cancelled", 130)
