@@ -65,6 +65,7 @@ from engine.run import Run, StageState
 from engine.spec import Pipeline
 
 STEP_MS = 20  # watchfiles: a quiet gap this long ends its raw batch
+IDLE_MS = 50  # watchfiles: an idle watch returns this often (the first return means "ready")
 RAW_CAP_MS = 50  # watchfiles: longest raw batch (our own log writes must not hold it open)
 POLL_DELAY_MS = 200  # polling fallback: interval between scans
 MAX_BURST = 5.0  # seconds: a change set is yielded even if changes never pause
@@ -122,12 +123,19 @@ class _Pump:
     that ended it. Switches to polling when inotify watches run out, and skips unreadable
     directories (with a notice) rather than failing on them."""
 
-    def __init__(self, pipeline: Pipeline, polling: bool, notice: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        polling: bool,
+        notice: Callable[[str], None],
+        ready: asyncio.Event | None,
+    ) -> None:
         self.roots = watch_roots(pipeline)
         self.rules = IgnoreRules(pipeline)  # used by the thread only
         self.polling = polling
         self.skip_unreadable = False  # set after a PermissionError: it also hides watch limits
         self.notice = notice
+        self.ready = ready
         self.queue: asyncio.Queue[set[tuple[Change, str]] | Exception] = asyncio.Queue()
         self.stop = threading.Event()
         self.loop = asyncio.get_running_loop()
@@ -150,8 +158,14 @@ class _Pump:
                         force_polling=self.polling,
                         poll_delay_ms=POLL_DELAY_MS,
                         ignore_permission_denied=self.skip_unreadable,
+                        rust_timeout=IDLE_MS,
+                        yield_on_timeout=True,
                     ):
-                        self._send(self.queue.put_nowait, batch)
+                        if batch:
+                            self._send(self.queue.put_nowait, batch)
+                        elif self.ready is not None:  # the watches are in place
+                            self._send(asyncio.Event.set, self.ready)
+                            self.ready = None
                     return
                 except PermissionError as exc:
                     if self.skip_unreadable:
@@ -178,9 +192,13 @@ async def changes(
     *,
     force_polling: bool = False,
     notice: Callable[[str], None] = _stderr,
+    ready: asyncio.Event | None = None,
 ) -> AsyncGenerator[set[str], None]:
-    """Yield each burst of relevant changes as a set of workspace-relative paths (see above)."""
-    source = _Pump(pipeline, force_polling, notice)
+    """Yield each burst of relevant changes as a set of workspace-relative paths (see above).
+
+    Watching starts with the first `anext()`; `ready` is set once the watches are in place.
+    """
+    source = _Pump(pipeline, force_polling, notice, ready)
     task = asyncio.create_task(asyncio.to_thread(source.pump))
     loop = asyncio.get_running_loop()
     try:
@@ -247,6 +265,7 @@ class WatchSession:
         self._task: asyncio.Task[int] | None = None  # our execute() of `current`
         self._wake = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()  # set by `run()` once file changes are being watched
 
     # -- controls ----------------------------------------------------------------------------
 
@@ -280,11 +299,14 @@ class WatchSession:
     # -- the loop ----------------------------------------------------------------------------
 
     async def run(self, previous: Run | None = None) -> None:
-        """Run (or adopt `previous`, which may be running), then rerun on changes until
-        cancelled. A run executed elsewhere (the TUI's rerun keys) is waited for before a rerun."""
-        stream = changes(self.pipeline, force_polling=self.force_polling, notice=self.on_notice)
+        """Start watching, run (or adopt `previous`, which may be running), then rerun on
+        changes until cancelled. A run executed elsewhere (the TUI's rerun keys) is waited for
+        before a rerun."""
+        stream = changes(self.pipeline, force_polling=self.force_polling, notice=self.on_notice,
+                         ready=self.ready)
         self._listener = asyncio.create_task(self._listen(stream))
         try:
+            await self._until(self.ready.wait())  # no change may slip by unseen
             if previous is None:
                 await self._execute(self.make_run(only=None, carry=None, trigger="manual"))
             else:

@@ -56,12 +56,15 @@ async def until(cond: Callable[[], bool], timeout: float = 30) -> None:
             await asyncio.sleep(0.02)
 
 
-async def started(stream: AsyncGenerator[set[str], None]) -> asyncio.Task[set[str]]:
-    """Ask for the stream's first change set; returns once its watches are in place."""
+async def started(
+    pipeline: Pipeline, **kwargs: bool
+) -> tuple[AsyncGenerator[set[str], None], asyncio.Task[set[str]]]:
+    """A change stream, and a task awaiting its first set; returns once the watches are set."""
+    ready = asyncio.Event()
+    stream = changes(pipeline, ready=ready, **kwargs)
     first = asyncio.create_task(anext(stream))
-    for _ in range(20):  # the watcher is set up synchronously within a few loop turns
-        await asyncio.sleep(0.01)
-    return first
+    await asyncio.wait_for(ready.wait(), 20)
+    return stream, first
 
 
 class Session:
@@ -160,8 +163,7 @@ def test_ignore_rules_follow_git_state_outputs_gitignores_and_watch_ignore(tmp_p
 async def test_ignored_paths_never_trigger(tmp_path: Path) -> None:
     pipeline = make(tmp_path)
     (tmp_path / "sub" / ".gitignore").write_text("gen/\n")
-    stream = changes(pipeline)
-    first = await started(stream)
+    stream, first = await started(pipeline)
     for path in (".git/index", ".pipedeck/run.db", "dist/a.whl", "sub/gen/x.py",
                  "docs/_build/page.html", "src/a.py.swp"):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
@@ -175,8 +177,7 @@ async def test_ignored_paths_never_trigger(tmp_path: Path) -> None:
 async def test_rename_save_is_one_change_of_the_target(tmp_path: Path) -> None:
     pipeline = make(tmp_path)
     (tmp_path / "src" / "a.py").write_text("old")
-    stream = changes(pipeline)
-    first = await started(stream)
+    stream, first = await started(pipeline)
     tmp = tmp_path / "src" / "a.py.tmp1234"
     tmp.write_text("new")
     os.replace(tmp, tmp_path / "src" / "a.py")
@@ -186,8 +187,7 @@ async def test_rename_save_is_one_change_of_the_target(tmp_path: Path) -> None:
 
 async def test_a_burst_of_1000_files_is_one_change_set(tmp_path: Path) -> None:
     pipeline = make(tmp_path)
-    stream = changes(pipeline)
-    first = await started(stream)
+    stream, first = await started(pipeline)
     for i in range(1000):
         (tmp_path / "src" / f"f{i}.py").write_text(str(i))
     batch = await asyncio.wait_for(first, 20)
@@ -197,8 +197,7 @@ async def test_a_burst_of_1000_files_is_one_change_set(tmp_path: Path) -> None:
 
 async def test_forced_polling_sees_changes(tmp_path: Path) -> None:
     pipeline = make(tmp_path)
-    stream = changes(pipeline, force_polling=True)
-    first = await started(stream)
+    stream, first = await started(pipeline, force_polling=True)
     (tmp_path / "src" / "a.py").write_text("x")
     assert await asyncio.wait_for(first, 20) == {"src/a.py"}
     await stream.aclose()
@@ -215,9 +214,10 @@ def test_out_of_inotify_watches_says_so_and_polls(tmp_path: Path) -> None:
         from engine.watch import changes
 
         async def main():
-            stream = changes(load({str(pipeline.path)!r}))
+            ready = asyncio.Event()
+            stream = changes(load({str(pipeline.path)!r}), ready=ready)
             first = asyncio.create_task(anext(stream))
-            await asyncio.sleep(0.5)
+            await ready.wait()
             Path({str(tmp_path / "src" / "a.py")!r}).write_text("x")
             print(sorted(await asyncio.wait_for(first, 20)), flush=True)
             await stream.aclose()
@@ -323,7 +323,7 @@ async def test_an_adopted_run_executing_elsewhere_is_cancelled_in_part_then_reru
     executing = asyncio.create_task(tui_run.execute())
     await until(lambda: tui_run.states["slow"].status == "running")
     s = watching(pipeline, previous=tui_run)
-    await asyncio.sleep(0.3)  # the session's watches are in place
+    await until(s.session.ready.is_set)
     (tmp_path / "src" / "a.py").write_text("x")
     await until(lambda: len(s.runs) == 1 and s.runs[0].states["slow"].status == "running")
     assert executing.done() and tui_run.states["slow"].status == "cancelled"
