@@ -352,7 +352,8 @@ async def test_watch_flag_adopts_the_first_run_then_watches(make_app):
         header = app.run_screen.query_one("RunHeader")
         await until(pilot, lambda: "watching" in str(header.render()), "the watch banner")
         first = app.run_screen.run
-        assert app.run_screen.session is not None and app.run_screen.session.current is first
+        session = app.run_screen.session
+        await until(pilot, lambda: session.current is first, "the session to adopt the run")
         await until(pilot, lambda: status(app, "use") == SUCCEEDED, "the first run")
         assert app.run_screen.run is first  # no second run without a change
 

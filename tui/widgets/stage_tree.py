@@ -80,13 +80,22 @@ class StageTree(Tree[str]):
                 continue
             parent = self.root.add("", data=stage.name, expand=True)
             self._stage_nodes[stage.name] = parent
-            width = max(len(self._short_name(sid, stage.name)) for sid in ids)
             for sid in ids:
                 self._stage_nodes[sid] = parent.add_leaf("", data=sid)
                 self._parent_of[sid] = stage.name
-                self._name_width[sid] = width
-        top = max((len(k) for k in self._stage_nodes if k not in self._parent_of), default=0)
-        self._name_width.update({k: top for k in self._stage_nodes if k not in self._parent_of})
+        # One duration column for every line: the name is padded to where the longest ends.
+        column = max((self._label_indent(key) + len(self._display_name(key))
+                      for key in self._stage_nodes), default=0)
+        self._name_width = {key: column - self._label_indent(key) for key in self._stage_nodes}
+
+    def _label_indent(self, key: str) -> int:
+        """Cells before a node's label: the guides of an instance, the toggle of a matrix."""
+        return 0 if key in self.pipeline.stages and key not in self._parent_of else 2
+
+    def _display_name(self, key: str) -> str:
+        """The name a node shows: an instance's matrix values under its stage, else the id."""
+        parent = self._parent_of.get(key)
+        return self._short_name(key, parent) if parent else key
 
     @staticmethod
     def _short_name(stage_id: str, name: str) -> str:
@@ -141,25 +150,23 @@ class StageTree(Tree[str]):
         if stage is None:  # a matrix stage: the most urgent status of its instances
             ids = self.pipeline.groups[key]
             status = summary_status([self.views[i].status for i in ids])
-            return self._assemble(status, key.ljust(self._name_width[key]), "", "", "", len(ids))
+            return self._assemble(key, status, [f"×{len(ids)}"])
         view = self.views[key]
-        name = self._short_name(key, stage.name) if key in self._parent_of else key
         dur = format_duration(view.elapsed(self._clock_now))
-        host = view.host if view.host != LOCAL else (stage.host if stage.host != LOCAL else "")
-        return self._assemble(view.status, name.ljust(self._name_width[key]), dur, host,
-                              format_attempt(view.attempt, stage.retries), 0)
+        host = view.host if view.host != LOCAL else stage.host
+        info = [f"{dur:>6}" if dur else "", f"@{host}" if host != LOCAL else ""]
+        return self._assemble(key, view.status, info, format_attempt(view.attempt, stage.retries))
 
-    def _assemble(self, status: str, name: str, dur: str, host: str, attempt: str,
-                  count: int) -> Text:
+    def _assemble(self, key: str, status: str, info: list[str], attempt: str = "") -> Text:
+        """Icon and name, padded to the duration column when details follow: the dim `info`
+        (duration, host) and the attempt in the status colour."""
         colour = self._style(f"stage-tree--{status}")
-        dim = self._style("stage-tree--dim")
+        name = self._display_name(key)
         text = Text.assemble((ICONS[status] + " ", colour), name)
-        if count:
-            text.append(f" ×{count}", dim)
-        if dur:
-            text.append(f" {dur:>6}", dim)
-        if host:
-            text.append(f" @{host}", dim)
+        info = [part for part in info if part]
+        if info or attempt:
+            text.append(" " * (self._name_width[key] - len(name)))
+        text.append("".join(f" {part}" for part in info), self._style("stage-tree--dim"))
         if attempt:
             text.append(f" {attempt}", colour)
         if status == WAITING:
