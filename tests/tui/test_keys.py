@@ -169,12 +169,16 @@ async def test_R_reruns_failed_stages(make_app):
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: status(app, "bad") == FAILED, "bad to fail")
         await until(pilot, lambda: app.run_screen.exit_code == 1, "the run's exit code")
+        await pilot.press("c")  # `ok` is selected and done: nothing to cancel
+        assert "already finished" in list(app._notifications)[-1].message
         (app.run_screen.run.pipeline.workspace / "go").write_text("")
         await pilot.press("R")
         await until(pilot, lambda: status(app, "next") == SUCCEEDED, "the rerun to pass")
         assert app.run_screen.views["bad"].attempt == 2
         assert app.run_screen.views["ok"].attempt == 1
         await until(pilot, lambda: app.run_screen.exit_code == 0, "exit code 0")
+        await pilot.press("R")
+        assert "no failed stage" in list(app._notifications)[-1].message
 
 
 async def test_c_cancels_the_selected_stage_and_nothing_is_left(make_app):
@@ -344,6 +348,8 @@ async def test_W_toggles_watch_mode_and_a_change_reruns_what_it_affects(make_app
         await pilot.press("W")
         await until(pilot, lambda: "watch paused" in str(header.render()), "the paused banner")
         assert not app.run_screen.watching
+        await pilot.press("q")  # no run is active: quits at once, stopping the watcher
+        await until(pilot, lambda: app.return_code is not None, "the app to exit")
 
 
 async def test_watch_flag_adopts_the_first_run_then_watches(make_app):

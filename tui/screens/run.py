@@ -24,6 +24,7 @@ from textual.widgets import Footer, Input, Label, Tree
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
 from engine.events import (
+    BAD,
     CACHED,
     CANCELLED,
     FINISHED,
@@ -372,12 +373,18 @@ class RunScreen(Screen[None]):
 
     def action_rerun_failed(self) -> None:
         """Rerun every failed stage and its downstream."""
-        if self._command(self.run.rerun_failed):
+        if not any(v.status in BAD | {CANCELLED} for v in self.views.values()):
+            self.notify("no failed stage to rerun", severity="warning")
+        elif self._command(self.run.rerun_failed):
             self._ensure_running()
 
     def action_cancel(self) -> None:
-        """Cancel the selected stage."""
-        for sid in self._selected():
+        """Cancel the selected stage (the unfinished instances of a matrix stage)."""
+        ids = self._selected()
+        live = [sid for sid in ids if self.views[sid].status not in FINISHED]
+        if ids and not live:
+            self.notify("the selected stage has already finished", severity="warning")
+        for sid in live:
             self._command(self.run.cancel, sid)
 
     def action_cancel_all(self) -> None:
