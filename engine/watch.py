@@ -39,9 +39,12 @@ Loop guard: a change set is self-triggered when every changed file that still ex
 modified while a stage it affects was running in the latest run. After `LOOP_LIMIT`
 self-triggered reruns in a row by the same stage on the same files, the session pauses instead
 of rerunning and tells `on_notice` which stage and file. (A person saving the same file during
-that stage's run three times in a row looks the same, and pauses too.) While paused, changes
-are ignored; `resume()` or `toggle()` (the TUI's `W`) watches again. `banner` is the TUI's
-status text ("watching · last change: src/a.py"); `last_change` names the latest change.
+that stage's run three times in a row looks the same, and pauses too.) That pause ends by
+itself at the next change that no stage of the latest run made, or with `resume()`.
+
+`pause()` / `resume()` / `toggle()` are the TUI's `W`: paused by hand, every change is
+ignored until resumed. `banner` is the TUI's status text ("watching · last change: src/a.py",
+"watch paused · <why>"); `last_change` names the latest change that triggered a rerun.
 """
 
 from __future__ import annotations
@@ -64,8 +67,7 @@ from engine.ignore import IgnoreRules
 from engine.run import Run, StageState
 from engine.spec import Pipeline
 
-STEP_MS = 20  # watchfiles: a quiet gap this long ends its raw batch
-IDLE_MS = 50  # watchfiles: an idle watch returns this often (the first return means "ready")
+STEP_MS = 20  # watchfiles: a quiet gap this long ends a raw batch; it returns this often idle
 RAW_CAP_MS = 50  # watchfiles: longest raw batch (our own log writes must not hold it open)
 POLL_DELAY_MS = 200  # polling fallback: interval between scans
 MAX_BURST = 5.0  # seconds: a change set is yielded even if changes never pause
@@ -119,9 +121,10 @@ def watch_roots(pipeline: Pipeline) -> list[Path]:
 
 class _Pump:
     """Runs watchfiles' `watch` in a thread (setting up thousands of inotify watches takes a
-    while, and must not freeze the event loop) and queues its filtered raw batches, or the error
-    that ended it. Switches to polling when inotify watches run out, and skips unreadable
-    directories (with a notice) rather than failing on them."""
+    while, and must not freeze the event loop), filters and gathers its raw batches into change
+    sets there, and queues them (or the error that ended it) for the event loop. Switches to
+    polling when inotify watches run out, and skips unreadable directories (with a notice)
+    rather than failing on them."""
 
     def __init__(
         self,
@@ -131,12 +134,14 @@ class _Pump:
         ready: asyncio.Event | None,
     ) -> None:
         self.roots = watch_roots(pipeline)
+        self.workspace = pipeline.workspace
+        self.debounce = pipeline.watch.debounce
         self.rules = IgnoreRules(pipeline)  # used by the thread only
         self.polling = polling
         self.skip_unreadable = False  # set after a PermissionError: it also hides watch limits
         self.notice = notice
         self.ready = ready
-        self.queue: asyncio.Queue[set[tuple[Change, str]] | Exception] = asyncio.Queue()
+        self.queue: asyncio.Queue[set[str] | Exception] = asyncio.Queue()
         self.stop = threading.Event()
         self.loop = asyncio.get_running_loop()
 
@@ -149,23 +154,7 @@ class _Pump:
         try:
             while True:
                 try:
-                    for batch in watch(
-                        *self.roots,
-                        watch_filter=self.rules.keep,
-                        debounce=RAW_CAP_MS,
-                        step=STEP_MS,
-                        stop_event=self.stop,
-                        force_polling=self.polling,
-                        poll_delay_ms=POLL_DELAY_MS,
-                        ignore_permission_denied=self.skip_unreadable,
-                        rust_timeout=IDLE_MS,
-                        yield_on_timeout=True,
-                    ):
-                        if batch:
-                            self._send(self.queue.put_nowait, batch)
-                        elif self.ready is not None:  # the watches are in place
-                            self._send(asyncio.Event.set, self.ready)
-                            self.ready = None
+                    self._watch()
                     return
                 except PermissionError as exc:
                     if self.skip_unreadable:
@@ -180,7 +169,41 @@ class _Pump:
         except Exception as exc:  # handed to the consumer, which raises it
             self._send(self.queue.put_nowait, exc)
 
-    async def get(self) -> set[tuple[Change, str]]:
+    def _watch(self) -> None:
+        """Gather raw batches until `debounce` passes without one (or for `MAX_BURST`), then
+        queue them as one change set. watchfiles returns at least every `STEP_MS`."""
+        quiet = self.debounce
+        if self.polling:  # a burst may span two scans
+            quiet = max(quiet, (POLL_DELAY_MS + 2 * STEP_MS) / 1000)
+        gathered: set[tuple[Change, str]] = set()
+        first = last = 0.0
+        for batch in watch(
+            *self.roots,
+            watch_filter=self.rules.keep,
+            debounce=RAW_CAP_MS,
+            step=STEP_MS,
+            stop_event=self.stop,
+            rust_timeout=STEP_MS,
+            yield_on_timeout=True,
+            force_polling=self.polling,
+            poll_delay_ms=POLL_DELAY_MS,
+            ignore_permission_denied=self.skip_unreadable,
+        ):
+            now = time.monotonic()
+            if self.ready is not None:  # the first return: the watches are in place
+                self._send(asyncio.Event.set, self.ready)
+                self.ready = None
+            if batch:
+                first = first if gathered else now
+                gathered |= batch
+                last = now
+            if gathered and (now - last >= quiet or now - first >= MAX_BURST):
+                paths = _settle(gathered, self.workspace)
+                if paths:
+                    self._send(self.queue.put_nowait, paths)
+                gathered = set()
+
+    async def get(self) -> set[str]:
         item = await self.queue.get()
         if isinstance(item, Exception):
             raise item
@@ -200,22 +223,9 @@ async def changes(
     """
     source = _Pump(pipeline, force_polling, notice, ready)
     task = asyncio.create_task(asyncio.to_thread(source.pump))
-    loop = asyncio.get_running_loop()
     try:
         while True:
-            batch = await source.get()
-            deadline = loop.time() + MAX_BURST
-            quiet = pipeline.watch.debounce
-            if source.polling:
-                quiet = max(quiet, (POLL_DELAY_MS + 2 * STEP_MS) / 1000)
-            while (left := min(quiet, deadline - loop.time())) > 0:
-                try:
-                    batch |= await asyncio.wait_for(source.get(), left)
-                except TimeoutError:
-                    break
-            paths = _settle(batch, pipeline.workspace)
-            if paths:
-                yield paths
+            yield await source.get()
     finally:
         source.stop.set()
         await task
@@ -398,13 +408,19 @@ class WatchSession:
             self._on_change(paths)
 
     def _on_change(self, paths: set[str]) -> None:
-        if self.paused:
+        if self.paused and self.pause_reason is None:  # paused by hand (W)
             return
         run = self.current
         hit = graph.affected(self.pipeline, paths)
         if run is not None:
             hit &= run.states.keys()
-        if not hit or self._is_loop(paths, hit):
+        if not hit:
+            return
+        if self.paused:  # by the loop guard: a change no stage made resumes watching
+            if self._self_trigger(paths, hit) is not None:
+                return
+            self.resume()
+        elif self._is_loop(paths, hit):
             return
         self.last_change = describe(paths)
         if run is not None and run.running:
@@ -431,7 +447,10 @@ class WatchSession:
             f"({LOOP_LIMIT} reruns in a row)"
         )
         self.pause(reason)
-        self.on_notice(f"watch paused: {reason}")
+        self.on_notice(
+            f"watch paused: {reason}; declare it in the stage's outputs or in watch.ignore. "
+            "Watching resumes at the next change no stage makes (or with W in the TUI)."
+        )
         return True
 
     def _self_trigger(self, paths: set[str], hit: set[str]) -> str | None:

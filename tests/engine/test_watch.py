@@ -373,12 +373,25 @@ async def test_a_stage_changing_its_own_input_is_caught_as_a_loop(
     assert s.notices and "gen/out.txt" in s.notices[-1] and "gen" in s.notices[-1]
     assert "gen/out.txt" in s.session.banner
     await until(lambda: s.finished(len(s.runs)))
-    (tmp_path / "gen" / "in.txt").write_text("while paused")
-    await asyncio.sleep(1)  # room for a wrong rerun to show up
-    assert len(s.runs) == 1 + LOOP_LIMIT
-    assert s.session.toggle() is True  # the TUI's W: watch again
-    (tmp_path / "gen" / "in.txt").write_text("a person's edit")
+    (tmp_path / "gen" / "in.txt").write_text("a person's edit")  # not a stage's: resumes
     await until(lambda: len(s.runs) == 2 + LOOP_LIMIT)
+    assert s.changed[-1] == {"gen/in.txt"}
+
+
+async def test_watching_paused_by_hand_ignores_changes_until_resumed(
+    tmp_path: Path, watching: Callable[..., Session]
+) -> None:
+    s = watching(make(tmp_path))
+    await until(lambda: s.finished(1))
+    assert s.session.toggle() is False  # the TUI's W
+    assert s.session.banner == "watch paused"
+    (tmp_path / "src" / "a.py").write_text("while paused")
+    await asyncio.sleep(1)  # room for a wrong rerun to show up
+    assert len(s.runs) == 1
+    assert s.session.toggle() is True
+    (tmp_path / "src" / "a.py").write_text("watched again")
+    await until(lambda: s.finished(2))
+    assert s.changed == [{"src/a.py"}]
 
 
 async def test_cancelling_the_session_cancels_the_active_run_in_order(
