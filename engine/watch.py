@@ -1,7 +1,8 @@
 """Watch mode (SPEC §5): file changes -> affected stages -> a new run of just those.
 
 `changes(pipeline)` yields sets of changed paths (relative to the workspace, `/`-separated),
-ignoring what `engine.ignore.IgnoreRules` ignores. A burst (a rename-save, a `git checkout`)
+ignoring what `engine.ignore.IgnoreRules` ignores; watchfiles runs in a thread, so setting up
+the watches of a large tree never blocks the event loop. A burst (a rename-save, a `git checkout`)
 is one set: a set is complete once `watch.debounce` (default 100 ms) passes without a further
 change, or after `MAX_BURST` seconds of changes without a pause. A file created and gone again
 within a set (an editor's temporary file) is left out. When the OS runs out of inotify watches
@@ -25,9 +26,11 @@ it says so through `notice`, naming the sysctl to raise, and falls back to watch
     await session.run()              # first run: make_run(only=None, carry=None, "manual")
     await session.run(previous=run)  # or adopt a run (finished, or running elsewhere)
 
-`run()` never returns by itself: cancel its task to stop (SIGINT). The active run is then
-cancelled in order (`Run.cancel_all(session.interrupt_code)`: 130 unless set, e.g. 143 for
-SIGTERM) and awaited; a second cancel kills it at once. `session.current` is the latest Run.
+`run()` first sets up the watches (`session.ready` is set then), so no change made after the
+first run starts goes unseen. It never returns by itself: cancel its task to stop (SIGINT);
+the active run is then cancelled in order (`Run.cancel_all(session.interrupt_code)`: 130
+unless set, e.g. 143 for SIGTERM) and awaited; a second cancel kills it at once.
+`session.current` is the latest Run. Every callback is called on the event loop.
 
 After each run the session waits for a change set, computes `graph.affected`, limited to the
 stages the latest run covers (a `--stage` run stays within its targets), and starts a new Run
