@@ -315,8 +315,9 @@ class WatchSession:
         """Start watching, run (or adopt `previous`, which may be running), then rerun on
         changes until cancelled. A run executed elsewhere (the TUI's rerun keys) is waited for
         before a rerun."""
-        stream = changes(self.pipeline, force_polling=self.force_polling, notice=self.on_notice,
-                         ready=self.ready)
+        stream = changes(
+            self.pipeline, force_polling=self.force_polling, notice=self.on_notice, ready=self.ready
+        )
         self._listener = asyncio.create_task(self._listen(stream))
         try:
             await self._until(self.ready.wait())  # no change may slip by unseen
@@ -467,8 +468,6 @@ class WatchSession:
         now = time.time()
         for sid, (started, ended) in self._spans.items():
             end = now if ended is None else ended
-            if sid in hit and all(
-                started - LOOP_SLACK <= m <= end + LOOP_SLACK for m in mtimes
-            ):
+            if sid in hit and all(started - LOOP_SLACK <= m <= end + LOOP_SLACK for m in mtimes):
                 return sid
         return None

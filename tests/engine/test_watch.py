@@ -42,8 +42,9 @@ PIPELINE = """
 
 
 def make(tmp_path: Path, text: str = PIPELINE) -> Pipeline:
-    (tmp_path / "pipedeck.yaml").write_text("version: 1\n" * ("version:" not in text)
-                                             + textwrap.dedent(text))
+    (tmp_path / "pipedeck.yaml").write_text(
+        "version: 1\n" * ("version:" not in text) + textwrap.dedent(text)
+    )
     for folder in ("src", "docs", "dist", "sub/gen", ".git", ".pipedeck"):
         (tmp_path / folder).mkdir(parents=True, exist_ok=True)
     return load(tmp_path / "pipedeck.yaml")
@@ -139,19 +140,29 @@ def test_ignore_rules_follow_git_state_outputs_gitignores_and_watch_ignore(tmp_p
     (tmp_path / "build").mkdir()
     rules = IgnoreRules(pipeline)
     ignored = [
-        ".git/index", ".pipedeck/logs/x", "sub/.git/HEAD",  # git and state dirs, at any depth
+        ".git/index",
+        ".pipedeck/logs/x",
+        "sub/.git/HEAD",  # git and state dirs, at any depth
         "dist/a.whl",  # a stage's outputs
         "docs/_build/html/index.html",  # watch.ignore
-        "a.log", "src/deep/b.log",  # root .gitignore, any depth
-        "build/out.o", "build/keep.txt",  # an ignored directory cannot be re-included
-        "sub/gen/x.py", "sub/local.txt",  # nested .gitignore, relative to its own directory
-        "src/.a.py.swp", "src/a.py~",  # editor temporaries
+        "a.log",
+        "src/deep/b.log",  # root .gitignore, any depth
+        "build/out.o",
+        "build/keep.txt",  # an ignored directory cannot be re-included
+        "sub/gen/x.py",
+        "sub/local.txt",  # nested .gitignore, relative to its own directory
+        "src/.a.py.swp",
+        "src/a.py~",  # editor temporaries
     ]
     kept = [
-        "src/a.py", "docs/index.md", "dist/notes.txt", "pipedeck.yaml",
+        "src/a.py",
+        "docs/index.md",
+        "dist/notes.txt",
+        "pipedeck.yaml",
         "local.txt",  # `/local.txt` in sub/.gitignore is anchored to sub/
         "sub/important.log",  # re-included by the deeper .gitignore
-        "sub/gen.py", ".gitignore",
+        "sub/gen.py",
+        ".gitignore",
     ]
     assert [p for p in ignored if not rules.ignored(tmp_path / p)] == []
     assert [p for p in kept if rules.ignored(tmp_path / p)] == []
@@ -164,8 +175,14 @@ async def test_ignored_paths_never_trigger(tmp_path: Path) -> None:
     pipeline = make(tmp_path)
     (tmp_path / "sub" / ".gitignore").write_text("gen/\n")
     stream, first = await started(pipeline)
-    for path in (".git/index", ".pipedeck/run.db", "dist/a.whl", "sub/gen/x.py",
-                 "docs/_build/page.html", "src/a.py.swp"):
+    for path in (
+        ".git/index",
+        ".pipedeck/run.db",
+        "dist/a.whl",
+        "sub/gen/x.py",
+        "docs/_build/page.html",
+        "src/a.py.swp",
+    ):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text("x")
     await asyncio.sleep(0.3)  # let those land in batches of their own, were they not ignored
@@ -224,10 +241,13 @@ def test_out_of_inotify_watches_says_so_and_polls(tmp_path: Path) -> None:
 
         asyncio.run(main())
     """)
-    limited = f"echo 2 > /proc/sys/user/max_inotify_watches && exec {sys.executable} -c \"$0\""
+    limited = f'echo 2 > /proc/sys/user/max_inotify_watches && exec {sys.executable} -c "$0"'
     done = subprocess.run(
         ["unshare", "--user", "--map-root-user", "sh", "-c", limited, script],
-        capture_output=True, text=True, timeout=60, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['src/a.py']"
@@ -238,13 +258,16 @@ def test_out_of_inotify_watches_says_so_and_polls(tmp_path: Path) -> None:
 
 
 def test_a_missing_watch_path_is_refused_before_anything_runs(tmp_path: Path) -> None:
-    pipeline = make(tmp_path, """
+    pipeline = make(
+        tmp_path,
+        """
         watch:
           paths: ["src", "nope"]
         stages:
           a:
             run: touch ran
-    """)
+    """,
+    )
     with pytest.raises(WatchError, match=r"watch path .*nope does not exist"):
         WatchSession(pipeline, lambda **kw: Run(pipeline, **kw))
 
@@ -287,7 +310,9 @@ async def test_a_targeted_run_reruns_only_within_its_targets(
 async def test_a_change_while_an_affected_stage_runs_cancels_and_restarts_it(
     tmp_path: Path, watching: Callable[..., Session]
 ) -> None:
-    pipeline = make(tmp_path, """
+    pipeline = make(
+        tmp_path,
+        """
         stages:
           slow:
             run: sleep 60 & wait
@@ -296,7 +321,8 @@ async def test_a_change_while_an_affected_stage_runs_cancels_and_restarts_it(
           other:
             run: sleep 3
             inputs: ["docs/**"]
-    """)
+    """,
+    )
     s = watching(pipeline)
     await until(lambda: bool(s.runs) and s.runs[0].states["slow"].status == "running")
     first = s.runs[0]
@@ -312,13 +338,16 @@ async def test_a_change_while_an_affected_stage_runs_cancels_and_restarts_it(
 async def test_an_adopted_run_executing_elsewhere_is_cancelled_in_part_then_rerun(
     tmp_path: Path, watching: Callable[..., Session]
 ) -> None:
-    pipeline = make(tmp_path, """
+    pipeline = make(
+        tmp_path,
+        """
         stages:
           slow:
             run: sleep 60
             inputs: ["src/**"]
             kill_grace: 1s
-    """)
+    """,
+    )
     tui_run = Run(pipeline)  # executed by its owner, as the TUI does
     executing = asyncio.create_task(tui_run.execute())
     await until(lambda: tui_run.states["slow"].status == "running")
@@ -360,12 +389,15 @@ async def test_a_burst_of_1000_files_is_one_rerun(
 async def test_a_stage_changing_its_own_input_is_caught_as_a_loop(
     tmp_path: Path, watching: Callable[..., Session]
 ) -> None:
-    pipeline = make(tmp_path, """
+    pipeline = make(
+        tmp_path,
+        """
         stages:
           gen:
             run: echo more >> gen/out.txt
             inputs: ["gen/**"]
-    """)
+    """,
+    )
     (tmp_path / "gen").mkdir()
     s = watching(pipeline)
     await until(lambda: s.session.paused)
@@ -397,12 +429,15 @@ async def test_watching_paused_by_hand_ignores_changes_until_resumed(
 async def test_cancelling_the_session_cancels_the_active_run_in_order(
     tmp_path: Path, watching: Callable[..., Session]
 ) -> None:
-    pipeline = make(tmp_path, """
+    pipeline = make(
+        tmp_path,
+        """
         stages:
           slow:
             run: echo up; sleep 60 & wait
             kill_grace: 1s
-    """)
+    """,
+    )
     s = watching(pipeline)
     await until(lambda: s.recorder.lines("slow") == ["up"])  # started, its pipes connected
     await until(lambda: len(marked_pids(s.runs[0].run_id)) == 2)  # bash and sleep
@@ -431,7 +466,9 @@ def processes_in(folder: Path) -> list[int]:
 async def headless_watch(tmp_path: Path, fmt: str) -> str:
     """`pipedeck run --watch --format FMT > out.txt` in the workspace: a change reruns the
     stage running then, and Ctrl-C ends it with 130 and nothing left running; returns out.txt."""
-    make(tmp_path, """
+    make(
+        tmp_path,
+        """
         stages:
           hi:
             run: echo hi
@@ -440,11 +477,16 @@ async def headless_watch(tmp_path: Path, fmt: str) -> str:
             run: echo up-marker; sleep 60
             inputs: ["src/**"]
             kill_grace: 1s
-    """)
+    """,
+    )
     out, err = tmp_path / "out.txt", tmp_path / "err.txt"
     with out.open("w") as stdout, err.open("w") as stderr:
-        proc = subprocess.Popen([pipedeck_bin(), "run", "--watch", "--format", fmt],
-                                cwd=tmp_path, stdout=stdout, stderr=stderr)
+        proc = subprocess.Popen(
+            [pipedeck_bin(), "run", "--watch", "--format", fmt],
+            cwd=tmp_path,
+            stdout=stdout,
+            stderr=stderr,
+        )
     try:
         await until(lambda: out.read_text().count("up-marker") == 1)
         (tmp_path / "src" / "a.py").write_text("x")
@@ -468,9 +510,15 @@ async def test_headless_plain_watch_prints_one_separator_naming_the_change(
 
 async def test_headless_json_watch_makes_each_rerun_a_new_run(tmp_path: Path) -> None:
     events = [json.loads(line) for line in (await headless_watch(tmp_path, "json")).splitlines()]
-    runs = [(e["type"], e["run_id"]) for e in events if e["type"] in ("run_started", "run_finished")]
+    runs = [
+        (e["type"], e["run_id"]) for e in events if e["type"] in ("run_started", "run_finished")
+    ]
     first, second = runs[0][1], runs[2][1]
     assert first != second
-    assert runs == [("run_started", first), ("run_finished", first),
-                    ("run_started", second), ("run_finished", second)]
+    assert runs == [
+        ("run_started", first),
+        ("run_finished", first),
+        ("run_started", second),
+        ("run_finished", second),
+    ]
     assert (events[-1]["status"], events[-1]["exit_code"]) == ("cancelled", 130)
