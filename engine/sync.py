@@ -7,10 +7,13 @@ a later run, even from a new process, sends only files whose signature changed, 
 remote copies of files that no longer exist locally. Files the remote stages make and that are
 not in the manifest are never touched.
 
-Changed files travel as one tar stream into `tar -xo` on the remote (one channel, no round trip
-per file); the manifest and the fetched outputs go over SFTP. This module does not import
-asyncssh: the executor hands in an open SFTP client and a function that runs a shell command with
-some stdin (bytes, or a local file to stream).
+Changed and deleted files travel by rsync over the same SSH connection when both ends have a
+recent enough rsync (`engine.rsync`: delta transfer, the list of paths given here), else as one
+tar stream into `tar -xo` on the remote plus one `rm` (one channel, no round trip per file). The
+choice is made once per host, on the first push that has something to send. The manifest and the
+fetched outputs go over SFTP. This module does not import asyncssh: the executor hands in an open
+SFTP client, a function that runs a shell command with some stdin (bytes, or a local file to
+stream), and one that opens a remote process for rsync.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from shlex import quote
 from typing import Any
 
 import pathspec
+
+from engine.rsync import OpenProcess, local_rsync, nul_join, remote_has_rsync, rsync_push
 
 MANIFEST = ".pipedeck-sync.json"
 ALWAYS_EXCLUDED = frozenset({".git", ".pipedeck"})
@@ -125,7 +130,10 @@ class SyncReport:
 
     sent: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
-    bytes_sent: int = 0
+    bytes_sent: int = 0  # the size of the files sent
+    method: str = ""  # "rsync" or "tar"
+    wire_bytes: int = 0  # what actually went to the remote (tar stream, or rsync's side)
+    command: str = ""  # the remote rsync command the bridge carried
 
 
 class RemoteWorkspace:
@@ -135,6 +143,9 @@ class RemoteWorkspace:
         self.local_root = local_root
         self.remote_root = remote_root
         self.reports: list[SyncReport] = []  # one per push that changed something
+        self.remote_rsync = "rsync"  # the rsync program on the host, as its shell finds it
+        self._rsync: str | None = None  # the local rsync, when both ends have one
+        self._probed = False  # whether that was asked (on the first push that sends something)
         self._manifest: dict[str, Signature] | None = None
         self._lock = asyncio.Lock()
 
@@ -147,8 +158,12 @@ class RemoteWorkspace:
         run_shell: RunShell,
         artifacts: Iterable[str],
         before_transfer: Callable[[], None] | None = None,
+        open_process: OpenProcess | None = None,
     ) -> SyncReport:
-        """Send changed workspace files and the local files matching `artifacts` globs."""
+        """Send changed workspace files and the local files matching `artifacts` globs.
+
+        Without `open_process` (or without rsync at either end) the tar path is used.
+        """
         async with self._lock:
             manifest = await self._load(sftp)
             wanted, gone = await asyncio.to_thread(self._scan, manifest, list(artifacts))
@@ -158,24 +173,56 @@ class RemoteWorkspace:
                 return report
             if before_transfer is not None:
                 before_transfer()
-            root = quote(self.remote_root)
-            if send:
-                with tempfile.TemporaryDirectory(prefix="pipedeck-sync-") as tmp:
-                    archive = Path(tmp, "send.tar")
-                    send = await asyncio.to_thread(_pack, self.local_root, send, archive)
-                    report.sent = send
-                    # -o: files belong to the remote user, whoever owned them here
-                    await run_shell(f"mkdir -p -- {root} && cd -- {root} && tar -xof -", archive)
-            if gone:
-                await run_shell(f"cd -- {root} && xargs -0 -r rm -f --", _nul_join(gone))
+            rsync = None if open_process is None else await self._rsync_for(open_process)
+            if rsync is not None and open_process is not None:
+                report.method = "rsync"
+                report.command, report.wire_bytes = await rsync_push(
+                    rsync,
+                    open_process,
+                    self.local_root,
+                    self.remote_root,
+                    send + gone,
+                    self.remote_rsync,
+                )
+            else:
+                report.method = "tar"
+                report.sent, report.wire_bytes = await self._tar_push(run_shell, send, gone)
             for rel in gone:
                 manifest.pop(rel, None)
-            for rel in send:
+            for rel in report.sent:
                 manifest[rel] = wanted[rel]
-            report.bytes_sent = sum(wanted[rel][0] for rel in send)
+            report.bytes_sent = sum(wanted[rel][0] for rel in report.sent)
             await self._save(sftp, manifest)
             self.reports.append(report)
             return report
+
+    async def _rsync_for(self, open_process: OpenProcess) -> str | None:
+        """The local rsync when both ends have one (asked once per host), else None."""
+        if not self._probed:
+            rsync = await local_rsync()
+            if rsync is not None and await remote_has_rsync(open_process, self.remote_rsync):
+                self._rsync = rsync
+            self._probed = True
+        return self._rsync
+
+    async def _tar_push(
+        self, run_shell: RunShell, send: list[str], gone: list[str]
+    ) -> tuple[list[str], int]:
+        """Send `send` as one tar stream, delete `gone`; the paths sent, the bytes on the wire."""
+        root = quote(self.remote_root)
+        wire = 0
+        if send:
+            with tempfile.TemporaryDirectory(prefix="pipedeck-sync-") as tmp:
+                archive = Path(tmp, "send.tar")
+                send = await asyncio.to_thread(_pack, self.local_root, send, archive)
+                wire += archive.stat().st_size
+                # -o: files belong to the remote user, whoever owned them here
+                await run_shell(f"mkdir -p -- {root} && cd -- {root} && tar -xof -", archive)
+        if gone:
+            names = nul_join(gone)
+            wire += len(names)
+            await run_shell(f"cd -- {root} && xargs -0 -r rm -f --", names)
+        return send, wire
 
     async def fetch(self, sftp: Any, patterns: Iterable[str]) -> list[str]:
         """Copy remote files matching output globs into the local workspace; their paths."""
@@ -229,10 +276,6 @@ class RemoteWorkspace:
         async with sftp.open(path + ".tmp", "wb") as handle:
             await handle.write(data)
         await sftp.posix_rename(path + ".tmp", path)
-
-
-def _nul_join(items: list[str]) -> bytes:
-    return b"".join(item.encode("utf-8", "surrogateescape") + b"\0" for item in items)
 
 
 def _pack(root: Path, rels: list[str], archive: Path) -> list[str]:

@@ -31,7 +31,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from shlex import quote
 from typing import Any
@@ -306,9 +306,21 @@ class SshExecutor:
         async def run_shell(command: str, stdin: bytes | Path) -> None:
             await self._shell(conn, command, stdin, transfer=True)
 
+        @contextlib.asynccontextmanager
+        async def open_process(command: str) -> AsyncIterator[asyncssh.SSHClientProcess[bytes]]:
+            async with (
+                self._transfer_gate,
+                conn.create_process(command, encoding=None) as proc,
+            ):
+                yield proc
+
         sftp = await self._sftp_client(conn)
         report = await self.workspace.push(
-            sftp, run_shell, patterns, before_transfer=lambda: self._set_state("syncing")
+            sftp,
+            run_shell,
+            patterns,
+            before_transfer=lambda: self._set_state("syncing"),
+            open_process=open_process,
         )
         if report.sent or report.deleted:
             self._set_state("connected")
