@@ -40,10 +40,11 @@ tree); unaffected stages finish, then one new run covers the union of the affect
 
 Loop guard: a change set is self-triggered when every changed file that still exists was
 modified while a stage it affects was running in the latest run. After `LOOP_LIMIT`
-self-triggered reruns in a row by the same stage on the same files, the session pauses instead
-of rerunning and tells `on_notice` which stage and file. (A person saving the same file during
-that stage's run three times in a row looks the same, and pauses too.) That pause ends by
-itself at the next change that no stage of the latest run made, or with `resume()`.
+self-triggered reruns in a row by the same stage (whatever files it wrote: a new name each
+time is caught too), the session pauses instead of rerunning and tells `on_notice` which stage
+and file. (A person saving files during that stage's runs three times in a row looks the same,
+and pauses too.) That pause ends by itself at the next change that no stage of the latest run
+made, or with `resume()`.
 
 `pause()` / `resume()` / `toggle()` are the TUI's `W`: paused by hand, every change is
 ignored until resumed. `banner` is the TUI's status text ("watching · last change: src/a.py",
@@ -273,7 +274,7 @@ class WatchSession:
         self._changed: set[str] = set()
         self._spans: dict[str, tuple[float, float | None]] = {}  # stage -> (started, ended)
         self._unfollow: Callable[[], None] | None = None
-        self._streak: tuple[str, frozenset[str]] | None = None
+        self._streak: str | None = None  # the stage of the self-triggered reruns in a row
         self._streak_count = 0
         self._task: asyncio.Task[int] | None = None  # our execute() of `current`
         self._wake = asyncio.Event()
@@ -441,9 +442,8 @@ class WatchSession:
         if culprit is None:
             self._streak, self._streak_count = None, 0
             return False
-        key = (culprit, frozenset(paths))
-        self._streak_count = self._streak_count + 1 if key == self._streak else 1
-        self._streak = key
+        self._streak_count = self._streak_count + 1 if culprit == self._streak else 1
+        self._streak = culprit
         if self._streak_count <= LOOP_LIMIT:
             return False
         reason = (
