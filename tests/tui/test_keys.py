@@ -261,6 +261,19 @@ async def test_slash_searches_with_n_and_N_and_a_match_count(make_app):
         assert view.search is None
 
 
+async def test_search_covers_output_that_arrives_later(make_app):
+    app = make_app(many_lines(0, "echo hit one; until test -f go; do sleep 0.05; done; "
+                                 "echo miss; echo hit two"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: log_of(app).line_count == 1, "the first line")
+        await pilot.press("slash", *"^hit", "enter")
+        view = log_of(app)
+        await until(pilot, lambda: view.search.matches == [0], "the first match")
+        (app.run_screen.run.pipeline.workspace / "go").write_text("")
+        await until(pilot, lambda: view.search.matches == [0, 2], "the later match")
+        assert "/^hit/" in str(view.border_subtitle)
+
+
 async def test_invalid_regex_is_a_notification(make_app):
     app = make_app(many_lines(3))
     async with app.run_test(size=(100, 30)) as pilot:

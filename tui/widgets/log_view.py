@@ -412,12 +412,12 @@ class LogView(ScrollView, can_focus=True):
             end = min(stop, start + _SCAN_CHUNK)
             found = [start + i for i, (_, text) in enumerate(reader.lines(start, end))
                      if search.pattern.search(plain(text))]
-            self.app.call_from_thread(self._scanned, search, found, end)
+            self.app.call_from_thread(self._scanned, search, start, found, end)
             start = end
 
-    def _scanned(self, search: Search, found: list[int], upto: int) -> None:
-        if search is not self.search:
-            return
+    def _scanned(self, search: Search, start: int, found: list[int], upto: int) -> None:
+        if search is not self.search or start != search.scanned:
+            return  # a newer search, or a chunk a restarted scan reported already
         first = not search.matches and found
         search.matches.extend(found)
         search.scanned = upto
