@@ -128,8 +128,9 @@ def table(results: Mapping[str, Samples]) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for name, s in results.items():
+        cell = name.replace("|", r"\|")
         rows.append(
-            f"| {name} | {fmt_s(s.median)} | {fmt_s(min(s.wall))} - {fmt_s(max(s.wall))}"
+            f"| {cell} | {fmt_s(s.median)} | {fmt_s(min(s.wall))} - {fmt_s(max(s.wall))}"
             f" | {fmt_s(s.cpu_median)} | {len(s.wall)} |"
         )
     return "\n".join(rows)

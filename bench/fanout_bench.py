@@ -88,9 +88,9 @@ def main() -> None:
             "What each does per job: make forks and execs `/usr/bin/true` directly (a recipe "
             "without shell syntax skips the shell); pipedeck starts "
             "`bash -e -o pipefail -c true` in a new session (bash runs `true` as a builtin), "
-            "opens a log file and publishes status events for it. The reference row runs "
-            "make's recipes through the same bash command line, to separate the cost of "
-            "the shell from the cost of the scheduler.",
+            "creates its log (a folder and two files) and publishes status events for it. "
+            "The reference row runs make's recipes through the same bash command line, to "
+            "separate the cost of the shell from the cost of the scheduler.",
         ]
         if task:
             gt = results[cases[3].name]
