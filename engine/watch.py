@@ -30,7 +30,8 @@ it says so through `notice`, naming the sysctl to raise, and falls back to watch
 first run starts goes unseen. It never returns by itself: cancel its task to stop (SIGINT);
 the active run is then cancelled in order (`Run.cancel_all(session.interrupt_code)`: 130
 unless set, e.g. 143 for SIGTERM) and awaited; a second cancel kills it at once.
-`session.current` is the latest Run. Every callback is called on the event loop.
+`session.current` is the latest Run. Every callback is called on the event loop. A change to
+the pipeline file itself only brings a notice: the session keeps the pipeline it was given.
 
 After each run the session waits for a change set, computes `graph.affected`, limited to the
 stages the latest run covers (a `--stage` run stays within its targets), and starts a new Run
@@ -415,6 +416,11 @@ class WatchSession:
     def _on_change(self, paths: set[str]) -> None:
         if self.paused and self.pause_reason is None:  # paused by hand (W)
             return
+        if self.pipeline.path.name in paths:
+            self.on_notice(
+                f"watch: {self.pipeline.path.name} changed; restart pipedeck to use the new "
+                "version (this session keeps the one it started with)"
+            )
         run = self.current
         hit = graph.affected(self.pipeline, paths)
         if run is not None:

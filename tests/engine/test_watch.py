@@ -293,6 +293,19 @@ async def test_affected_stages_rerun_in_a_new_run_and_the_rest_keep_their_result
     assert [e.run_id for e in finished] == [first.run_id, second.run_id]
 
 
+async def test_a_change_to_the_pipeline_file_says_it_needs_a_restart(
+    tmp_path: Path, watching: Callable[..., Session]
+) -> None:
+    s = watching(make(tmp_path))
+    await until(lambda: s.finished(1))
+    (tmp_path / "pipedeck.yaml").write_text("version: 1\nstages: {}\n")
+    await until(lambda: bool(s.notices))
+    assert s.notices == [
+        "watch: pipedeck.yaml changed; restart pipedeck to use the new version "
+        "(this session keeps the one it started with)"
+    ]
+
+
 async def test_a_targeted_run_reruns_only_within_its_targets(
     tmp_path: Path, watching: Callable[..., Session]
 ) -> None:
