@@ -29,6 +29,7 @@ VENV_BIN = Path(sys.executable).parent
 TOOL_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pipedeck-bench"
 PROFILE_SCRIPT = Path(__file__).with_name("_profile.py")
 MIN_ROUNDS = 3
+PIP_TIMEOUT = 120.0
 # Measure as a user runs: with bytecode caches and buffered stdout, whatever this shell says.
 for _var in ("PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"):
     os.environ.pop(_var, None)
@@ -158,18 +159,28 @@ def workdir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"pipedeck-bench-{prefix}-"))
 
 
+def _pip(*args: str) -> str | None:
+    """Run the venv's pip quietly; None when it worked, else why not (a short message)."""
+    try:
+        proc = subprocess.run(
+            [str(VENV_BIN / "pip"), *args, "-q", "--retries", "1", "--timeout", "20"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=PIP_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        return f"pip {args[0]} took over {PIP_TIMEOUT:.0f} s"
+    return None if proc.returncode == 0 else proc.stderr.strip()[-300:] or "pip failed"
+
+
 def ensure_doit() -> str:
     """The venv's doit, pip-installed into the venv on first use (a bench-only tool)."""
     script = VENV_BIN / "doit"
     if not script.exists():
-        proc = subprocess.run(
-            [str(VENV_BIN / "pip"), "install", "-q", "doit"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0 or not script.exists():
-            raise BenchError(f"could not pip install doit: {proc.stderr.strip()[-300:]}")
+        failure = _pip("install", "doit")
+        if failure or not script.exists():
+            raise BenchError(f"could not pip install doit: {failure}")
     return str(script)
 
 
@@ -187,24 +198,9 @@ def find_task(download: bool = True) -> str | None:
         return None
     TOOL_CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run(
-            [
-                str(VENV_BIN / "pip"),
-                "download",
-                "-q",
-                "--no-deps",
-                "--only-binary",
-                ":all:",
-                "-d",
-                tmp,
-                "go-task-bin",
-            ],
-            capture_output=True,
-            check=False,
-            timeout=300,
-        )
+        failure = _pip("download", "--no-deps", "--only-binary", ":all:", "-d", tmp, "go-task-bin")
         wheels = list(Path(tmp).glob("go_task_bin-*.whl"))
-        if proc.returncode != 0 or not wheels:
+        if failure or not wheels:
             return None
         with zipfile.ZipFile(wheels[0]) as wheel:
             member = next((n for n in wheel.namelist() if n.endswith("/scripts/task")), None)
