@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -44,6 +45,7 @@ stages:
     run: "true"
 """
 KEY_EVERY = 0.25
+BUDGET = 120.0  # seconds
 LAG_TICK = 0.01
 
 
@@ -116,8 +118,9 @@ async def measure(kind: str, folder: Path) -> dict[str, float]:
                 yield Log()
 
         app = LogApp()
-        run.subscribe(lambda e: app.query_one(Log).write_lines(e.lines)
-                      if isinstance(e, LogLines) else None)
+        run.subscribe(
+            lambda e: app.query_one(Log).write_lines(e.lines) if isinstance(e, LogLines) else None
+        )
 
     lags: list[float] = []
     keys: list[float] = []
@@ -159,8 +162,13 @@ async def measure(kind: str, folder: Path) -> dict[str, float]:
 
 def child(kind: str, folder: Path) -> dict[str, float]:
     """One measurement in a fresh process (so that RSS is this case's alone)."""
-    out = subprocess.run([sys.executable, __file__, "--child", kind, str(folder)],
-                         capture_output=True, text=True, check=False, timeout=600)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", kind, str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
     if out.returncode != 0:
         raise SystemExit(f"tui_flood: the {kind} case failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -182,10 +190,14 @@ def main() -> None:
     headless = Case("pipedeck run", [pipedeck(), "run", "--format", "plain"], folder)
     runs: dict[str, list[dict[str, float]]] = {"headless": [], "tui": [], "log": []}
     walls: list[float] = []
-    for _ in range(args.rounds):
+    began = time.perf_counter()
+    for _ in range(args.rounds):  # bench/run.py allows 240 s: start no round after BUDGET
+        if walls and time.perf_counter() - began > BUDGET:
+            break
         walls.append(time_once(headless)[0])
         for kind in runs:
             runs[kind].append(child(kind, folder))
+    shutil.rmtree(folder, ignore_errors=True)
 
     def med(kind: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[kind])
@@ -193,30 +205,43 @@ def main() -> None:
     base = med("headless", "wall")
 
     print(f"## TUI under a log flood ({args.lines:,} lines)\n")
-    print("One stage prints the lines while the app runs headless at 160x48, following its log; "
-          f"a key is pressed every {KEY_EVERY * 1000:.0f} ms. `finish` is `run_started` to "
-          "`run_finished` (startup excluded) except for the whole `pipedeck run` process. "
-          f"Medians of {args.rounds} rounds, cases alternated.\n")
-    print("| case | finish | vs headless | loop lag p50 | loop lag p99 | key to repaint p50 | "
-          "key to repaint max | peak RSS | RSS growth |")
+    print(
+        "One stage prints the lines while the app runs headless at 160x48, following its log; "
+        f"a key is pressed every {KEY_EVERY * 1000:.0f} ms. `finish` is `run_started` to "
+        "`run_finished` (startup excluded) except for the whole `pipedeck run` process. "
+        f"Medians of {len(walls)} rounds, cases alternated.\n"
+    )
+    print(
+        "| case | finish | vs headless | loop lag p50 | loop lag p99 | key to repaint p50 | "
+        "key to repaint max | peak RSS | RSS growth |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| `pipedeck run` (whole process) | {statistics.median(walls):.2f} s | "
-          f"{statistics.median(walls) / base:.2f}x | | | | | | |")
+    print(
+        f"| `pipedeck run` (whole process) | {statistics.median(walls):.2f} s | "
+        f"{statistics.median(walls) / base:.2f}x | | | | | | |"
+    )
     print(f"| headless, in-process (base) | {base:.2f} s | 1.00x | | | | | | |")
     for kind, name in (("tui", "pipedeck TUI"), ("log", "Textual `Log` (reference)")):
         wall = med(kind, "wall")
-        keys = (f"{med(kind, 'key_p50') * 1000:.0f} ms | {med(kind, 'key_max') * 1000:.0f} ms"
-                if kind == "tui" else "— | —")
-        print(f"| {name} | {wall:.2f} s | {wall / base:.2f}x | "
-              f"{med(kind, 'lag_p50') * 1000:.1f} ms | {med(kind, 'lag_p99') * 1000:.1f} ms | "
-              f"{keys} | {med(kind, 'rss_peak'):.0f} MiB | {med(kind, 'rss_growth'):+.0f} MiB |")
+        keys = (
+            f"{med(kind, 'key_p50') * 1000:.0f} ms | {med(kind, 'key_max') * 1000:.0f} ms"
+            if kind == "tui"
+            else "— | —"
+        )
+        print(
+            f"| {name} | {wall:.2f} s | {wall / base:.2f}x | "
+            f"{med(kind, 'lag_p50') * 1000:.1f} ms | {med(kind, 'lag_p99') * 1000:.1f} ms | "
+            f"{keys} | {med(kind, 'rss_peak'):.0f} MiB | {med(kind, 'rss_growth'):+.0f} MiB |"
+        )
     tui_ratio = med("tui", "wall") / base
-    print(f"\nGoals: finish within 1.5x of headless ({tui_ratio:.2f}x: "
-          f"{'met' if tui_ratio <= 1.5 else 'NOT met'}); a key press handled within 100 ms "
-          f"(max {med('tui', 'key_max') * 1000:.0f} ms: "
-          f"{'met' if med('tui', 'key_max') <= 0.1 else 'NOT met'}); memory flat "
-          f"(growth {med('tui', 'rss_growth'):+.0f} MiB while the `Log` reference grows "
-          f"{med('log', 'rss_growth'):+.0f} MiB).")
+    print(
+        f"\nGoals: finish within 1.5x of headless ({tui_ratio:.2f}x: "
+        f"{'met' if tui_ratio <= 1.5 else 'NOT met'}); a key press handled within 100 ms "
+        f"(max {med('tui', 'key_max') * 1000:.0f} ms: "
+        f"{'met' if med('tui', 'key_max') <= 0.1 else 'NOT met'}); memory flat "
+        f"(growth {med('tui', 'rss_growth'):+.0f} MiB while the `Log` reference grows "
+        f"{med('log', 'rss_growth'):+.0f} MiB)."
+    )
 
 
 if __name__ == "__main__":

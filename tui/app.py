@@ -21,12 +21,17 @@ class PipedeckApp(App[int]):
     CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "pipedeck"
 
-    def __init__(self, run: RunLike, *, start: bool = True, watch: bool = False,
-                 clock: Callable[[], float] = time.time,
-                 make_run: Callable[..., RunLike] | None = None) -> None:
+    def __init__(
+        self,
+        run: RunLike,
+        *,
+        start: bool = True,
+        watch: bool = False,
+        clock: Callable[[], float] = time.time,
+        make_run: Callable[..., RunLike] | None = None,
+    ) -> None:
         super().__init__()
-        self.run_screen = RunScreen(run, start=start, watch=watch, clock=clock,
-                                    make_run=make_run)
+        self.run_screen = RunScreen(run, start=start, watch=watch, clock=clock, make_run=make_run)
         self.title = f"pipedeck · {run.pipeline.name}"
 
     def on_mount(self) -> None:
@@ -42,8 +47,14 @@ class PipedeckApp(App[int]):
         self.run_screen.action_quit()
 
 
-def new_run(pipeline: Pipeline, jobs: int | None, *, only: Iterable[str] | None = None,
-            carry: Mapping[str, StageState] | None = None, trigger: str = "manual") -> Run:
+def new_run(
+    pipeline: Pipeline,
+    jobs: int | None,
+    *,
+    only: Iterable[str] | None = None,
+    carry: Mapping[str, StageState] | None = None,
+    trigger: str = "manual",
+) -> Run:
     """A run for the TUI: manual stages wait for `a`; cached, and recorded in the history."""
     from engine.cache import track_run
 
@@ -52,8 +63,9 @@ def new_run(pipeline: Pipeline, jobs: int | None, *, only: Iterable[str] | None 
     return run
 
 
-def run_tui(pipeline: Pipeline, *, watch: bool = False, start: bool = True,
-            jobs: int | None = None) -> int:
+def run_tui(
+    pipeline: Pipeline, *, watch: bool = False, start: bool = True, jobs: int | None = None
+) -> int:
     """Open the TUI on a new run of `pipeline`; returns the run's exit code, or 0."""
     make_run = partial(new_run, pipeline, jobs)
     app = PipedeckApp(make_run(), start=start, watch=watch, make_run=make_run)

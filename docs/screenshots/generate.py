@@ -31,8 +31,9 @@ SHOTS = [  # (file stem, scenario, clock offset, stage to select, search, theme,
 ]
 
 
-async def shoot(stem: str, name: str, at: float, stage: str, search: str, theme: str,
-                size: tuple[int, int]) -> Path:
+async def shoot(
+    stem: str, name: str, at: float, stage: str, search: str, theme: str, size: tuple[int, int]
+) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         app = PipedeckApp(scenario(Path(tmp), name), clock=lambda: T0 + at)  # type: ignore[arg-type]
         app.theme = theme

@@ -57,8 +57,13 @@ class Tmux:
         self.session = name
 
     def __call__(self, *args: str) -> str:
-        out = subprocess.run(["tmux", "-L", self.socket, *args], check=True,
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["tmux", "-L", self.socket, *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return out.stdout
 
     def screen(self) -> str:
@@ -99,8 +104,19 @@ def test_select_read_cancel_rerun_quit(tmux: Tmux, tmp_path: Path) -> None:
     path = tmp_path / "pipedeck.yaml"
     path.write_text(PIPELINE.format(mark=mark))
     command = f"{pipedeck_bin()} ui {path}; echo PIPEDECK-EXIT=$?; sleep 60"
-    tmux("new-session", "-d", "-s", tmux.session, "-x", "160", "-y", "48", "-c", str(tmp_path),
-         command)
+    tmux(
+        "new-session",
+        "-d",
+        "-s",
+        tmux.session,
+        "-x",
+        "160",
+        "-y",
+        "48",
+        "-c",
+        str(tmp_path),
+        command,
+    )
 
     screen = tmux.wait(lambda s: "▶ slow" in s, "slow to run")
     assert "e2e" in screen.splitlines()[0] and "running" in screen.splitlines()[0]

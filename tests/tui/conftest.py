@@ -47,8 +47,9 @@ def make_app(write_pipeline: Callable[[str], Path]) -> Callable[..., PipedeckApp
     return make
 
 
-async def until(pilot: Pilot[int], check: Callable[[], object], what: str,
-                timeout: float = 20.0) -> None:
+async def until(
+    pilot: Pilot[int], check: Callable[[], object], what: str, timeout: float = 20.0
+) -> None:
     """Let the app run until `check()` is true (fails after `timeout` seconds)."""
     deadline = time.monotonic() + timeout
     while not check():

@@ -68,9 +68,17 @@ LINT_LOG = [
 TEST_LOG = [
     ("stdout", "============ test session starts ============"),
     ("stdout", "collected 128 items"),
-    *(("stdout", f"tests/test_{name}.py \x1b[32m........\x1b[0m [{pct:3d}%]")
-      for name, pct in (("cart", 12), ("orders", 25), ("payments", 37), ("users", 50),
-                        ("search", 62), ("catalog", 75))),
+    *(
+        ("stdout", f"tests/test_{name}.py \x1b[32m........\x1b[0m [{pct:3d}%]")
+        for name, pct in (
+            ("cart", 12),
+            ("orders", 25),
+            ("payments", 37),
+            ("users", 50),
+            ("search", 62),
+            ("catalog", 75),
+        )
+    ),
     ("stdout", "downloading fixtures 10%\rdownloading fixtures 55%\rdownloading fixtures 100%"),
 ]
 FAIL_LOG = [
@@ -174,8 +182,7 @@ def scenario(root: Path, name: str) -> ReplayRun:
             write_log(store, t312, attempt, FAIL_LOG)
         events += [
             status(t311, SUCCEEDED, 5.2, exit_code=0, duration=3.8),
-            status(t312, FAILED, 12.9, attempt=3, exit_code=1, duration=3.6,
-                   reason="exit code 1"),
+            status(t312, FAILED, 12.9, attempt=3, exit_code=1, duration=3.6, reason="exit code 1"),
             status("build", SKIPPED, 13.0, reason="an upstream stage failed"),
             status("deploy", SKIPPED, 13.0, reason="an upstream stage failed"),
             RunFinished(RUN_ID, "failed", 1, 13.0, ts=T0 + 13.0),

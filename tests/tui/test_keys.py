@@ -156,8 +156,11 @@ async def test_r_reruns_selected_stage_and_downstream_as_new_attempts(make_app):
         await pilot.press("down", "down")  # test[py=a]
         await pilot.press("r")
         views = app.run_screen.views
-        await until(pilot, lambda: views["test[py=a]"].attempt == 2
-                    and views["test[py=a]"].status == SUCCEEDED, "the rerun")
+        await until(
+            pilot,
+            lambda: views["test[py=a]"].attempt == 2 and views["test[py=a]"].status == SUCCEEDED,
+            "the rerun",
+        )
         assert views["build"].attempt == 1  # upstream is not rerun
         assert views["test[py=b]"].attempt == 1  # nor a sibling instance
         await until(pilot, lambda: "attempt 2" in str(log_of(app).border_title), "the title")
@@ -262,8 +265,11 @@ async def test_slash_searches_with_n_and_N_and_a_match_count(make_app):
 
 
 async def test_search_covers_output_that_arrives_later(make_app):
-    app = make_app(many_lines(0, "echo hit one; until test -f go; do sleep 0.05; done; "
-                                 "echo miss; echo hit two"))
+    app = make_app(
+        many_lines(
+            0, "echo hit one; until test -f go; do sleep 0.05; done; echo miss; echo hit two"
+        )
+    )
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: log_of(app).line_count == 1, "the first line")
         await pilot.press("slash", *"^hit", "enter")
@@ -351,9 +357,15 @@ async def test_W_toggles_watch_mode_and_a_change_reruns_what_it_affects(make_app
                 await until(pilot, lambda: app.run_screen.run is not first, "a new run", 1.0)
                 break
         assert app.run_screen.run is not first
-        await until(pilot, lambda: status(app, "use") == SUCCEEDED
-                    and app.run_screen.views["use"].attempt >= 1
-                    and not app.run_screen.run.running, "the rerun")
+        await until(
+            pilot,
+            lambda: (
+                status(app, "use") == SUCCEEDED
+                and app.run_screen.views["use"].attempt >= 1
+                and not app.run_screen.run.running
+            ),
+            "the rerun",
+        )
         await until(pilot, lambda: "src/a.txt" in str(header.render()), "the change's name")
         assert app.run_screen.run.states["other"].status == SUCCEEDED  # carried, not rerun
         tree_of(app).select_stage("use")
@@ -435,8 +447,11 @@ async def test_click_selects_a_stage(make_app):
 async def test_q_quits_with_the_runs_exit_code(make_app):
     app = make_app(FAILING)
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: not app.run_screen.run.running
-                    and status(app, "bad") == FAILED, "the run to fail")
+        await until(
+            pilot,
+            lambda: not app.run_screen.run.running and status(app, "bad") == FAILED,
+            "the run to fail",
+        )
         await pilot.press("q")
         await until(pilot, lambda: app.return_code is not None, "the app to exit")
     assert app.return_value == 1

@@ -110,29 +110,51 @@ class RunScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "start", "Start", tooltip="start the run (after --no-start)"),
         Binding("r", "rerun", "Rerun", tooltip="rerun the selected stage and its downstream"),
-        Binding("R", "rerun_failed", "Rerun failed", show=False,
-                tooltip="rerun every failed stage and its downstream"),
+        Binding(
+            "R",
+            "rerun_failed",
+            "Rerun failed",
+            show=False,
+            tooltip="rerun every failed stage and its downstream",
+        ),
         Binding("c", "cancel", "Cancel", tooltip="cancel the selected stage"),
         Binding("C", "cancel_all", "Cancel all", show=False, tooltip="cancel the whole run"),
         Binding("a", "approve", "Approve", tooltip="approve the selected manual stage"),
         Binding("f", "follow", "Follow", tooltip="toggle following the log's end"),
-        Binding("slash", "search", "Search", key_display="/",
-                tooltip="search the log (regular expression)"),
+        Binding(
+            "slash",
+            "search",
+            "Search",
+            key_display="/",
+            tooltip="search the log (regular expression)",
+        ),
         Binding("n", "next_match(1)", "Next match", show=False, tooltip="next search match"),
-        Binding("N", "next_match(-1)", "Previous match", show=False,
-                tooltip="previous search match"),
+        Binding(
+            "N", "next_match(-1)", "Previous match", show=False, tooltip="previous search match"
+        ),
         Binding("w", "wrap", "Wrap", show=False, tooltip="toggle line wrap"),
-        Binding("p", "pin", "Pin", show=False,
-                tooltip="pin the selected stage's log in a second pane"),
+        Binding(
+            "p", "pin", "Pin", show=False, tooltip="pin the selected stage's log in a second pane"
+        ),
         Binding("y", "copy", "Copy", show=False, tooltip="copy the visible log lines (OSC 52)"),
-        Binding("Y", "copy_hit", "Copy match", show=False,
-                tooltip="copy the line of the current search match (OSC 52)"),
+        Binding(
+            "Y",
+            "copy_hit",
+            "Copy match",
+            show=False,
+            tooltip="copy the line of the current search match (OSC 52)",
+        ),
         Binding("W", "watch", "Watch", show=False, tooltip="toggle watch mode"),
         Binding("h", "history", "History", show=False, tooltip="show the run history"),
         Binding("question_mark", "help", "Help", key_display="?", tooltip="show every key"),
         Binding("q", "quit", "Quit", tooltip="quit (a running run is cancelled first)"),
-        Binding("escape", "clear_search", "Clear search", show=False,
-                tooltip="close the search and clear its highlights"),
+        Binding(
+            "escape",
+            "clear_search",
+            "Clear search",
+            show=False,
+            tooltip="close the search and clear its highlights",
+        ),
     ]
     NAVIGATION: ClassVar[list[tuple[str, str]]] = [
         ("up/down, j/k", "select a stage (tree) or scroll (log)"),
@@ -141,9 +163,15 @@ class RunScreen(Screen[None]):
         ("click", "select a stage"),
     ]
 
-    def __init__(self, run: RunLike, *, start: bool = True, watch: bool = False,
-                 clock: Callable[[], float] = time.time,
-                 make_run: Callable[..., RunLike] | None = None) -> None:
+    def __init__(
+        self,
+        run: RunLike,
+        *,
+        start: bool = True,
+        watch: bool = False,
+        clock: Callable[[], float] = time.time,
+        make_run: Callable[..., RunLike] | None = None,
+    ) -> None:
         """`make_run(only=, carry=, trigger=)` makes the runs of watch mode (None: no watch)."""
         super().__init__()
         self.run = run
@@ -154,11 +182,13 @@ class RunScreen(Screen[None]):
         self.make_run = make_run
         self.session: WatchSession | None = None
         self.exit_code = 0
-        self.views: dict[str, StageView] = {sid: StageView(host=stage.host)
-                                            for sid, stage in run.pipeline.stages.items()}
+        self.views: dict[str, StageView] = {
+            sid: StageView(host=stage.host) for sid, stage in run.pipeline.stages.items()
+        }
         for sid, state in getattr(run, "states", {}).items():
-            self.views[sid] = StageView(status=state.status, attempt=state.attempt,
-                                        host=state.host, reason=state.reason)
+            self.views[sid] = StageView(
+                status=state.status, attempt=state.attempt, host=state.host, reason=state.reason
+            )
         self._dirty_status: set[str] = set()
         self._dirty_logs: set[str] = set()
         self._run_status = "not started"
@@ -181,8 +211,11 @@ class RunScreen(Screen[None]):
                 yield LogView(id="pinned")
                 with Horizontal(id="searchbar"):
                     yield Label("search /")
-                    yield Input(placeholder="a regular expression; enter searches, escape closes",
-                                id="search", compact=True)
+                    yield Input(
+                        placeholder="a regular expression; enter searches, escape closes",
+                        id="search",
+                        compact=True,
+                    )
         yield Footer()
 
     def on_mount(self) -> None:
@@ -269,8 +302,13 @@ class RunScreen(Screen[None]):
             elapsed = (self._run_ended or now) - self._run_started
         banner = self.session.banner if self.session is not None else ""
         header = self.query_one(RunHeader)
-        key = (status, round(elapsed or 0, 1), tuple(v.status for v in self.views.values()),
-               banner, header.size.width)
+        key = (
+            status,
+            round(elapsed or 0, 1),
+            tuple(v.status for v in self.views.values()),
+            banner,
+            header.size.width,
+        )
         if key != self._header_key:
             self._header_key = key
             header.update_run(self.pipeline.name, status, elapsed, self.views, banner)
@@ -299,11 +337,15 @@ class RunScreen(Screen[None]):
         source = None
         if view.has_log:
             run_id = self._log_run.get(sid, self.run.run_id)
-            source = LogSource(sid, view.attempt, partial(self.run.logs.reader, run_id, sid,
-                                                          view.attempt), run_id)
+            source = LogSource(
+                sid, view.attempt, partial(self.run.logs.reader, run_id, sid, view.attempt), run_id
+            )
         title = sid if view.attempt <= 1 else f"{sid} · attempt {view.attempt}"
-        state = view.status if view.status not in FINISHED or not view.reason else (
-            f"{view.status}: {view.reason}")
+        state = (
+            view.status
+            if view.status not in FINISHED or not view.reason
+            else (f"{view.status}: {view.reason}")
+        )
         log.border_title = escape(f"{title} · {state}")
         log.show(source, _placeholder(sid, view))
 
@@ -337,8 +379,12 @@ class RunScreen(Screen[None]):
         """The one place where a failure of the engine (run or watch) is reported."""
         worker = event.worker
         if worker.group in ("run", "watch") and event.state == WorkerState.ERROR:
-            self.notify(str(worker.error) or type(worker.error).__name__,
-                        title="engine error", severity="error", timeout=10)
+            self.notify(
+                str(worker.error) or type(worker.error).__name__,
+                title="engine error",
+                severity="error",
+                timeout=10,
+            )
 
     def _command(self, fn: Callable[..., None], *args: str) -> bool:
         """Call a run command; an error becomes a notification. True when it succeeded."""
@@ -412,8 +458,11 @@ class RunScreen(Screen[None]):
             from engine.watch import WatchSession
 
             self.session = WatchSession(
-                self.pipeline, self.make_run, on_run=self._follow_run,  # type: ignore[arg-type]
-                on_notice=lambda text: self.notify(text, severity="warning", timeout=10))
+                self.pipeline,
+                self.make_run,
+                on_run=self._follow_run,  # type: ignore[arg-type]
+                on_notice=lambda text: self.notify(text, severity="warning", timeout=10),
+            )
             self._watch()
         else:
             self.session.toggle()
@@ -451,8 +500,11 @@ class RunScreen(Screen[None]):
         for binding in self.BINDINGS:
             assert isinstance(binding, Binding)
             key = binding.key_display or binding.key
-            yield SystemCommand(binding.description, f"{binding.tooltip} [{key}]",
-                                partial(self.run_action, binding.action))
+            yield SystemCommand(
+                binding.description,
+                f"{binding.tooltip} [{key}]",
+                partial(self.run_action, binding.action),
+            )
 
     # -- log actions ----------------------------------------------------------------------------
 
@@ -548,8 +600,9 @@ class RunScreen(Screen[None]):
         if self._quitting:
             return
         if self.run.running:
-            self.app.push_screen(ConfirmScreen("A run is active. Cancel it and quit?"),
-                                 self._quit_confirmed)
+            self.app.push_screen(
+                ConfirmScreen("A run is active. Cancel it and quit?"), self._quit_confirmed
+            )
         else:
             self._quitting = True
             self.sync()

@@ -11,8 +11,13 @@ from textual.widgets import Static
 from engine.events import STATUSES
 from tui.widgets.status import ICONS, StageView, format_duration
 
-_RUN_TONE = {"running": "active", "succeeded": "ok", "failed": "bad", "cancelled": "warn",
-             "waiting for approval": "warn"}
+_RUN_TONE = {
+    "running": "active",
+    "succeeded": "ok",
+    "failed": "bad",
+    "cancelled": "warn",
+    "waiting for approval": "warn",
+}
 _WIDE = 110  # from this width on, counts are labelled with their status names
 
 
@@ -35,12 +40,22 @@ class RunHeader(Static):
     RunHeader > .run-header--warn { color: $warning; text-style: bold; }
     """
     COMPONENT_CLASSES: ClassVar[set[str]] = {
-        "run-header--name", "run-header--dim", "run-header--active", "run-header--ok",
-        "run-header--bad", "run-header--warn",
+        "run-header--name",
+        "run-header--dim",
+        "run-header--active",
+        "run-header--ok",
+        "run-header--bad",
+        "run-header--warn",
     }
 
-    def update_run(self, name: str, status: str, elapsed: float | None,
-                   views: dict[str, StageView], banner: str = "") -> None:
+    def update_run(
+        self,
+        name: str,
+        status: str,
+        elapsed: float | None,
+        views: dict[str, StageView],
+        banner: str = "",
+    ) -> None:
         """Redraw with the run's state; `banner` (watch mode) is shown after the counts."""
         style = self.get_component_rich_style
         counts = Counter(view.status for view in views.values())

@@ -94,7 +94,11 @@ class LogView(ScrollView, can_focus=True):
     LogView > .log-view--placeholder { color: $text-muted; text-style: italic; }
     """
     COMPONENT_CLASSES: ClassVar[set[str]] = {
-        "log-view--stderr", "log-view--match", "log-view--hit", "log-view--placeholder"}
+        "log-view--stderr",
+        "log-view--match",
+        "log-view--hit",
+        "log-view--placeholder",
+    }
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "scroll_down", "Down", show=False),
         Binding("k", "scroll_up", "Up", show=False),
@@ -221,8 +225,11 @@ class LogView(ScrollView, can_focus=True):
             stream, raw = self._line(index)
             line = last_state(raw)
             base = self._style("log-view--stderr") if stream == "stderr" else ""
-            text = Text.from_ansi(line, style=base, end="") if "\x1b" in line else Text(
-                line, base, end="")
+            text = (
+                Text.from_ansi(line, style=base, end="")
+                if "\x1b" in line
+                else Text(line, base, end="")
+            )
             if "\t" in line:
                 text.expand_tabs(8)
             self._highlight(index, text)
@@ -244,7 +251,8 @@ class LogView(ScrollView, can_focus=True):
         style = self._styles.get(component)
         if style is None:
             style = self._styles[component] = (
-                self.get_component_rich_style(component) if component else self.rich_style)
+                self.get_component_rich_style(component) if component else self.rich_style
+            )
         return style
 
     def _render(self, text: Text) -> Strip:
@@ -259,8 +267,11 @@ class LogView(ScrollView, can_focus=True):
         if strip is None:
             stream, raw = self._line(index)
             if self.search is None and not _SPECIAL.search(raw):  # plain text: no Text needed
-                style = self._style() + self._style("log-view--stderr") if stream == "stderr" else (
-                    self._style())
+                style = (
+                    self._style() + self._style("log-view--stderr")
+                    if stream == "stderr"
+                    else (self._style())
+                )
                 strip = Strip([Segment(raw, style)], cell_len(raw))
             else:
                 strip = self._render(self._text(index))
@@ -305,14 +316,19 @@ class LogView(ScrollView, can_focus=True):
         style = self._style()
         if self.source is None or self._count == 0:
             if y == 0 and self.placeholder:
-                text = Text(" " + self.placeholder, self._style("log-view--placeholder"),
-                            no_wrap=True, end="")
+                text = Text(
+                    " " + self.placeholder,
+                    self._style("log-view--placeholder"),
+                    no_wrap=True,
+                    end="",
+                )
                 return self._render(text).crop_extend(0, width, style)
             return Strip.blank(width, style)
         if self.wrap:
             rows = self._wrapped_screen(width, self.scrollable_content_region.height)
-            return rows[y].crop_extend(0, width, style) if y < len(rows) else Strip.blank(
-                width, style)
+            return (
+                rows[y].crop_extend(0, width, style) if y < len(rows) else Strip.blank(width, style)
+            )
         index = self.scroll_offset.y + y
         if index >= self._count:
             return Strip.blank(width, style)
@@ -389,8 +405,11 @@ class LogView(ScrollView, can_focus=True):
         if search.current is None:
             top = self.scroll_offset.y
             after = [i for i, line in enumerate(search.matches) if line >= top]
-            search.current = after[0] if after and step > 0 else (
-                (after[0] - 1) % len(search.matches) if after else len(search.matches) - 1)
+            search.current = (
+                after[0]
+                if after and step > 0
+                else ((after[0] - 1) % len(search.matches) if after else len(search.matches) - 1)
+            )
         else:
             search.current = (search.current + step) % len(search.matches)
         self._invalidate()
@@ -410,8 +429,11 @@ class LogView(ScrollView, can_focus=True):
         start = search.scanned
         while start < stop and not worker.is_cancelled:
             end = min(stop, start + _SCAN_CHUNK)
-            found = [start + i for i, (_, text) in enumerate(reader.lines(start, end))
-                     if search.pattern.search(plain(text))]
+            found = [
+                start + i
+                for i, (_, text) in enumerate(reader.lines(start, end))
+                if search.pattern.search(plain(text))
+            ]
             self.app.call_from_thread(self._scanned, search, start, found, end)
             start = end
 

@@ -23,9 +23,17 @@ from tui.widgets.status import (
 _STATUS_CSS = "\n".join(
     f"StageTree > .stage-tree--{status} {{ color: ${var}; }}"
     for status, var in {
-        "pending": "foreground-muted", "waiting": "warning", "queued": "foreground-muted",
-        "running": "accent", "succeeded": "success", "failed": "error", "timed_out": "error",
-        "cancelled": "warning", "skipped": "foreground-muted", "cached": "success", "lost": "error",
+        "pending": "foreground-muted",
+        "waiting": "warning",
+        "queued": "foreground-muted",
+        "running": "accent",
+        "succeeded": "success",
+        "failed": "error",
+        "timed_out": "error",
+        "cancelled": "warning",
+        "skipped": "foreground-muted",
+        "cached": "success",
+        "lost": "error",
     }.items()
 )
 
@@ -84,8 +92,10 @@ class StageTree(Tree[str]):
                 self._stage_nodes[sid] = parent.add_leaf("", data=sid)
                 self._parent_of[sid] = stage.name
         # One duration column for every line: the name is padded to where the longest ends.
-        column = max((self._label_indent(key) + len(self._display_name(key))
-                      for key in self._stage_nodes), default=0)
+        column = max(
+            (self._label_indent(key) + len(self._display_name(key)) for key in self._stage_nodes),
+            default=0,
+        )
         self._name_width = {key: column - self._label_indent(key) for key in self._stage_nodes}
 
     def _label_indent(self, key: str) -> int:
@@ -100,7 +110,7 @@ class StageTree(Tree[str]):
     @staticmethod
     def _short_name(stage_id: str, name: str) -> str:
         """A matrix instance's label under its stage: `python=3.11` for `test[python=3.11]`."""
-        return stage_id[len(name):].strip("[]")
+        return stage_id[len(name) :].strip("[]")
 
     @property
     def selected_ids(self) -> list[str]:

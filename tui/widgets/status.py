@@ -35,8 +35,19 @@ ICONS: dict[str, str] = {
 """One cell-wide icon per status (SPEC §2)."""
 
 # Most urgent first: the status a matrix parent shows for its instances.
-_URGENCY = (RUNNING, FAILED, TIMED_OUT, LOST, WAITING, QUEUED, CANCELLED, PENDING, SUCCEEDED,
-            CACHED, SKIPPED)
+_URGENCY = (
+    RUNNING,
+    FAILED,
+    TIMED_OUT,
+    LOST,
+    WAITING,
+    QUEUED,
+    CANCELLED,
+    PENDING,
+    SUCCEEDED,
+    CACHED,
+    SKIPPED,
+)
 
 
 @dataclass
@@ -103,5 +114,3 @@ def format_attempt(attempt: int, retries: int) -> str:
     if retries and attempt <= retries + 1:
         return f"{attempt}/{retries + 1}"
     return f"#{attempt}"
-
-
