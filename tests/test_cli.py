@@ -287,3 +287,15 @@ def test_damaged_history_is_a_message_not_a_traceback(write_pipeline: Write,
     done = pipedeck("run", str(path))
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "history.db" in done.stderr
+
+
+def test_watch_path_missing_is_a_usage_error(write_pipeline: Write) -> None:
+    path = write_pipeline("""
+        version: 1
+        watch: {paths: [no_such_dir]}
+        stages:
+          a: {run: echo a}
+    """)
+    done = pipedeck("run", str(path), "--watch")
+    assert done.returncode == 2 and "no_such_dir" in done.stderr
+    assert "Traceback" not in done.stderr

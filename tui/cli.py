@@ -233,13 +233,16 @@ async def _watch(pipeline: Pipeline, args: argparse.Namespace,
     """`run --watch`: rerun what changes affect until Ctrl-C or SIGTERM."""
     import asyncio
 
-    from engine.watch import WatchSession, describe
+    from engine.watch import WatchError, WatchSession, describe
 
     def separator(paths: set[str]) -> None:
         if args.format == "plain":
             print(f"──── changed: {describe(paths)} — rerunning affected stages ────", flush=True)
 
-    session = WatchSession(pipeline, make_run, on_change=separator)
+    try:
+        session = WatchSession(pipeline, make_run, on_change=separator)
+    except WatchError as err:
+        raise UsageError(str(err)) from None
     task = asyncio.create_task(session.run())
 
     def stop(code: int) -> None:

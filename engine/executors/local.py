@@ -99,31 +99,43 @@ class LocalExecutor:
             env.update(marker)
         loop = asyncio.get_running_loop()
         attempt = _Attempt(sink, loop)
+        cancelled: asyncio.CancelledError | None = None
         try:
             with spawning():
-                transport, _ = await loop.subprocess_exec(
-                    lambda: attempt,
-                    *argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    cwd=cwd,
-                    env=env,
-                    start_new_session=True,
-                    preexec_fn=partial(die_with_parent, os.getpid()),
+                # Shielded: cancelled halfway, asyncio would SIGKILL only the shell and then
+                # wait for pipes that its orphans hold open. Let it start, then kill the tree.
+                spawn = asyncio.ensure_future(
+                    loop.subprocess_exec(
+                        lambda: attempt,
+                        *argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        cwd=cwd,
+                        env=env,
+                        start_new_session=True,
+                        preexec_fn=partial(die_with_parent, os.getpid()),
+                    )
                 )
+                try:
+                    transport, _ = await asyncio.shield(spawn)
+                except asyncio.CancelledError as exc:
+                    cancelled = exc
+                    transport, _ = await spawn
                 own_child(transport.get_pid())
         except (OSError, subprocess.SubprocessError) as exc:
+            if cancelled is not None:
+                raise cancelled from exc
             what = getattr(exc, "strerror", None) or str(exc)
             where = getattr(exc, "filename", None) or argv[0]
             return ExecResult(127, reason=f"cannot start the stage: {what}: {where}")
         pgid = transport.get_pid()
         self._running[pgid] = marker
         try:
-            cancelled: asyncio.CancelledError | None = None
             try:
-                await asyncio.shield(attempt.exited)
-                await _within(attempt.eof, DRAIN)
+                if cancelled is None:
+                    await asyncio.shield(attempt.exited)
+                    await _within(attempt.eof, DRAIN)
             except asyncio.CancelledError as exc:
                 cancelled = exc
             await kill_tree(pgid, marker, stage.kill_grace)

@@ -207,3 +207,19 @@ def test_find_marked_needs_every_pair_with_exact_values() -> None:
         proc.wait()
     with pytest.raises(ValueError):
         find_marked({})
+
+
+@pytest.mark.timeout(60)
+async def test_cancel_while_the_stage_is_still_starting_kills_the_tree() -> None:
+    """A cancel that lands inside the spawn must not leave the shell's children (or hang)."""
+    for yields in range(12):
+        env = make_env()
+        stage = Stage(id="s", name="s", run="sleep 300 & sleep 300 & wait", kill_grace=0.3)
+        task = asyncio.create_task(LocalExecutor(Path.cwd()).execute(stage, env, ReadySink()))
+        for _ in range(yields):
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.001 * yields)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+        assert find_marked({"PIPEDECK_RUN_ID": env["PIPEDECK_RUN_ID"]}) == [], yields
