@@ -346,7 +346,9 @@ class LogView(ScrollView, can_focus=True):
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
-        if new_value < old_value and not self._auto_scroll and self.follow:
+        # Up, and no longer at the end (a resize clamping to the end is not the user leaving it).
+        scrolled_up = new_value < old_value and new_value < self.max_scroll_y
+        if scrolled_up and not self._auto_scroll and self.follow:
             self.follow = False
 
     def watch_follow(self, follow: bool) -> None:
@@ -362,7 +364,8 @@ class LogView(ScrollView, can_focus=True):
         self.refresh()
         self._status_changed()
 
-    def watch_wrap(self) -> None:
+    def watch_wrap(self, wrap: bool) -> None:
+        self.styles.overflow_x = "hidden" if wrap else "auto"
         self._rows = None
         self._set_virtual_size()
         if self.follow:
