@@ -322,6 +322,8 @@ async def test_p_pins_a_second_log_pane(make_app):
         await pilot.press("p")
         pinned = log_of(app, "pinned")
         assert pinned.display and pinned.stage_id == "build"
+        await pilot.pause()
+        assert pinned.follow  # becoming visible does not count as scrolling up
         await pilot.press("down", "down")
         await until(pilot, lambda: shown(log_of(app)) == ["test a"], "test a's log")
         assert shown(pinned) == ["building", "oops"]
