@@ -29,7 +29,8 @@ from typing import Any
 from engine import rsh_bridge
 from engine.rsh_bridge import CHUNK, EXIT, HEADER, STATUS, STDERR, STDOUT
 
-MIN_PROTOCOL = 31  # rsync 3.1: --delete-missing-args
+MIN_PROTOCOL = 31  # rsync 3.1: --delete-missing-args (here; the remote one is not asked)
+NOT_FOUND = 127  # the shell's status for a command it cannot find
 OK_EXITS = (0, 24)  # 24: some source files vanished meanwhile (the next sync notices)
 
 OpenProcess = Callable[[str], AbstractAsyncContextManager[Any]]  # an asyncssh process, bytes
@@ -62,13 +63,8 @@ async def local_rsync() -> str | None:
     return path if proc.returncode == 0 and _new_enough(out) else None
 
 
-async def remote_has_rsync(open_process: OpenProcess, program: str) -> bool:
-    """Whether `program` (as the remote shell finds it) is an rsync recent enough."""
-    name = shlex.quote(program)
-    script = f"command -v {name} >/dev/null 2>&1 && {name} --version"
-    async with open_process(f"sh -c {shlex.quote(script)}") as proc:
-        out, _ = await proc.communicate()
-    return proc.exit_status == 0 and _new_enough(out)
+class RemoteRsyncMissing(Exception):
+    """The host has no rsync (its shell exited 127 for `rsync --server`)."""
 
 
 class _Relay:
@@ -80,6 +76,7 @@ class _Relay:
         self._program = program
         self.command: str | None = None  # what the bridge asked to run
         self.wire_bytes = 0  # bytes carried from local rsync to the remote
+        self.status: int | None = None  # the remote command's exit status
         self.error: BaseException | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -105,8 +102,8 @@ class _Relay:
                     result = await proc.wait()
                 finally:
                     upstream.cancel()
-            status = 255 if result.exit_status is None else result.exit_status
-            writer.write(HEADER.pack(EXIT, STATUS.size) + STATUS.pack(status))
+            self.status = 255 if result.exit_status is None else result.exit_status
+            writer.write(HEADER.pack(EXIT, STATUS.size) + STATUS.pack(self.status))
             await writer.drain()
         except Exception as exc:  # re-raised by rsync_push once rsync has given up
             self.error = exc
@@ -134,6 +131,7 @@ def rsync_argv(rsync: str, socket_path: str, program: str) -> list[str]:
         rsync,
         "--files-from=-",
         "--from0",
+        "--ignore-times",  # listed = changed: same size and second may still differ (delta)
         "--perms",
         "--times",
         "--copy-links",  # a symlinked file goes as its content, as the scanner sees it
@@ -155,7 +153,8 @@ async def rsync_push(
 ) -> tuple[str, int]:
     """Bring `paths` (relative) remotely in step: sent if they exist here, else deleted there.
 
-    Returns the remote command the bridge carried and the bytes sent to the remote.
+    Returns the remote command the bridge carried and the bytes sent to the remote; raises
+    `RemoteRsyncMissing` when the host has no `program`, OSError when rsync failed otherwise.
     """
     relay = _Relay(open_process, remote_root, program)
     with tempfile.TemporaryDirectory(prefix="pipedeck-rsh-") as tmp:  # mode 0700
@@ -185,5 +184,7 @@ async def rsync_push(
         return relay.command, relay.wire_bytes
     if relay.error is not None:
         raise relay.error
+    if relay.status == NOT_FOUND:
+        raise RemoteRsyncMissing(program)
     detail = "; ".join(line for line in err.decode(errors="replace").splitlines() if line.strip())
     raise OSError(f"rsync failed ({proc.returncode}): {detail}")

@@ -7,10 +7,11 @@ a later run, even from a new process, sends only files whose signature changed, 
 remote copies of files that no longer exist locally. Files the remote stages make and that are
 not in the manifest are never touched.
 
-Changed and deleted files travel by rsync over the same SSH connection when both ends have a
-recent enough rsync (`engine.rsync`: delta transfer, the list of paths given here), else as one
-tar stream into `tar -xo` on the remote plus one `rm` (one channel, no round trip per file). The
-choice is made once per host, on the first push that has something to send. The manifest and the
+Changed and deleted files travel by rsync over the same SSH connection when both ends have
+rsync (`engine.rsync`: delta transfer, the list of paths given here), else as one tar stream
+into `tar -xo` on the remote plus one `rm` (one channel, no round trip per file). rsync is tried
+first when there is one here; a host without one (its shell answers 127) gets tar from then on,
+without a separate probe. The manifest and the
 fetched outputs go over SFTP. This module does not import asyncssh: the executor hands in an open
 SFTP client, a function that runs a shell command with some stdin (bytes, or a local file to
 stream), and one that opens a remote process for rsync.
@@ -33,7 +34,7 @@ from typing import Any
 
 import pathspec
 
-from engine.rsync import OpenProcess, local_rsync, nul_join, remote_has_rsync, rsync_push
+from engine.rsync import OpenProcess, RemoteRsyncMissing, local_rsync, nul_join, rsync_push
 
 MANIFEST = ".pipedeck-sync.json"
 ALWAYS_EXCLUDED = frozenset({".git", ".pipedeck"})
@@ -144,8 +145,8 @@ class RemoteWorkspace:
         self.remote_root = remote_root
         self.reports: list[SyncReport] = []  # one per push that changed something
         self.remote_rsync = "rsync"  # the rsync program on the host, as its shell finds it
-        self._rsync: str | None = None  # the local rsync, when both ends have one
-        self._probed = False  # whether that was asked (on the first push that sends something)
+        self._rsync: str | None = None  # the local rsync, while the host seems to have one too
+        self._probed = False  # whether the local one was looked for
         self._manifest: dict[str, Signature] | None = None
         self._lock = asyncio.Lock()
 
@@ -173,19 +174,21 @@ class RemoteWorkspace:
                 return report
             if before_transfer is not None:
                 before_transfer()
-            rsync = None if open_process is None else await self._rsync_for(open_process)
-            if rsync is not None and open_process is not None:
-                report.method = "rsync"
-                report.command, report.wire_bytes = await rsync_push(
-                    rsync,
-                    open_process,
-                    self.local_root,
-                    self.remote_root,
-                    send + gone,
-                    self.remote_rsync,
-                )
-            else:
-                report.method = "tar"
+            report.method = "tar"
+            if open_process is not None and (rsync := await self._local_rsync()) is not None:
+                try:
+                    report.command, report.wire_bytes = await rsync_push(
+                        rsync,
+                        open_process,
+                        self.local_root,
+                        self.remote_root,
+                        send + gone,
+                        self.remote_rsync,
+                    )
+                    report.method = "rsync"
+                except RemoteRsyncMissing:
+                    self._rsync = None  # tar from now on
+            if report.method == "tar":
                 report.sent, report.wire_bytes = await self._tar_push(run_shell, send, gone)
             for rel in gone:
                 manifest.pop(rel, None)
@@ -196,12 +199,10 @@ class RemoteWorkspace:
             self.reports.append(report)
             return report
 
-    async def _rsync_for(self, open_process: OpenProcess) -> str | None:
-        """The local rsync when both ends have one (asked once per host), else None."""
+    async def _local_rsync(self) -> str | None:
+        """The local rsync (looked for once), unless the host turned out to have none."""
         if not self._probed:
-            rsync = await local_rsync()
-            if rsync is not None and await remote_has_rsync(open_process, self.remote_rsync):
-                self._rsync = rsync
+            self._rsync = await local_rsync()
             self._probed = True
         return self._rsync
 

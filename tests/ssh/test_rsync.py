@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -135,12 +136,26 @@ async def test_deletions_propagate_and_files_made_remotely_stay(
 async def test_a_lost_manifest_does_not_resend_what_is_in_place(
     sshd: Sshd, workspace: Path, remote: Path
 ) -> None:
-    write(workspace, {"big.bin": os.urandom(2 << 20)})
+    write(workspace, {"big.bin": os.urandom(4 << 20)})
     await sync(sshd, workspace, remote)
     (remote / MANIFEST).unlink()
     report, _ = await sync(sshd, workspace, remote)
     assert report is not None and "big.bin" in report.sent
-    assert report.wire_bytes < 64 << 10  # rsync's size+mtime check skipped the content
+    assert report.wire_bytes < 256 << 10  # block checksums, not the content
+
+
+async def test_a_change_within_the_same_second_and_size_arrives(
+    sshd: Sshd, workspace: Path, remote: Path
+) -> None:
+    path = workspace / "f.txt"
+    path.write_text("one")
+    await sync(sshd, workspace, remote)
+    before = path.stat().st_mtime_ns
+    path.write_text("two")
+    os.utime(path, ns=(before + 1000, before + 1000))  # rsync compares whole seconds
+    report, _ = await sync(sshd, workspace, remote)
+    assert report is not None and report.sent == ["f.txt"]
+    assert (remote / "f.txt").read_text() == "two"
 
 
 async def test_tar_fallback_when_the_remote_has_no_rsync(
@@ -241,3 +256,55 @@ def test_bridge_joins_the_remote_command_like_ssh() -> None:
     args = ["-l", "me", "host", "rsync", "--server", "-t", ".", "dest dir"]
     assert rsh_bridge.remote_command(args) == "rsync --server -t . dest dir"
     assert rsh_bridge.remote_command(args[2:]) == "rsync --server -t . dest dir"
+
+
+def rsync_processes(remote: Path) -> list[int]:
+    """Local rsync processes this test process started, bridges, rsync servers in `remote`."""
+    found = []
+    for pid in (int(e) for e in os.listdir("/proc") if e.isdigit()):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        if (
+            (Path(argv[0].decode()).name == "rsync" and parent == os.getpid())
+            or any(arg.endswith(b"rsh_bridge.py") for arg in argv)
+            or (b"--server" in argv and cwd == str(remote))
+        ):
+            found.append(pid)
+    return found
+
+
+async def test_cancel_mid_transfer_leaves_nothing_and_the_next_sync_completes(
+    sshd: Sshd, workspace: Path, remote: Path
+) -> None:
+    write(workspace, {"big.bin": os.urandom(48 << 20)})
+    pipeline = make_pipeline(
+        workspace, {"a": sshd.host("a", "127.0.0.2", workdir=str(remote))}, [STAGE]
+    )
+    syncing = asyncio.Event()
+    executor = SshExecutor(
+        pipeline, "a", on_state_change=lambda _h, state: state == "syncing" and syncing.set()
+    )
+    try:
+        task = asyncio.create_task(executor.execute(STAGE, stage_env(STAGE), Output()))
+        await syncing.wait()
+        while not rsync_processes(remote):
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(500):
+            if not rsync_processes(remote):
+                break
+            await asyncio.sleep(0.01)
+        assert rsync_processes(remote) == []
+        result = await executor.execute(STAGE, stage_env(STAGE), Output())
+    finally:
+        await executor.close()
+    assert result.exit_code == 0
+    assert executor.workspace.reports[-1].method == "rsync"
+    assert (remote / "big.bin").read_bytes() == (workspace / "big.bin").read_bytes()
