@@ -10,10 +10,8 @@ File hashes are kept in a stat cache in the history database: a file whose size,
 inode are unchanged is not read again. Entries for files modified in the last second are not
 trusted (a second write in the same clock tick could keep size and mtime).
 
-Globs are relative to the workspace: `*`, `?` and `[...]` stay within one path segment, `**`
-matches any number of directories, and a pattern naming a directory means everything under it.
-`.git` and `.pipedeck` directories are never searched, and symlinked directories are not followed
-(symlinked files are hashed by their target's contents).
+Globs mean what `engine.globs` says. `.git` and `.pipedeck` directories are never searched, and
+symlinked directories are not followed (symlinked files are hashed by their target's contents).
 
 Within one execution of a run, directory listings and input hashes are shared between decisions,
 so the 200 stages of a no-op rerun list and check a large tree once. A stage's success drops the
@@ -28,14 +26,12 @@ import hashlib
 import itertools
 import json
 import os
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
-from engine import artifacts, metrics
+from engine import artifacts, globs, metrics
 from engine.events import RunStarted
 from engine.history import History, Success
 from engine.run import Decision, Run
@@ -43,7 +39,6 @@ from engine.spec import Pipeline, Stage
 
 RACY_NS = 1_000_000_000
 SKIP_DIRS = frozenset({".git", ".pipedeck"})
-_MAGIC = re.compile(r"[*?\[]")
 
 __all__ = ["Decision", "FileHasher", "StageCache", "glob_files", "track_run"]
 
@@ -56,45 +51,6 @@ class _Entry:
     size: int
     mtime_ns: int
     inode: int
-
-
-@lru_cache(maxsize=1024)
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """A regex matching workspace-relative paths against a glob (see the module docstring)."""
-    parts = pattern.split("/")
-    out = []
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if part == "**":
-            out.append(".*" if last else "(?:.*/)?")
-            continue
-        segment = ""
-        j = 0
-        while j < len(part):
-            char = part[j]
-            if char == "*":
-                segment += "[^/]*"
-            elif char == "?":
-                segment += "[^/]"
-            elif char == "[" and "]" in part[j + 2 :]:
-                end = part.index("]", j + 2)
-                body = part[j + 1 : end].replace("\\", "\\\\")
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                segment += f"[{body}]"
-                j = end
-            else:
-                segment += re.escape(char)
-            j += 1
-        out.append(segment if last else segment + "/")
-    return re.compile("".join(out))
-
-
-def _normalize(pattern: str) -> str:
-    pattern = re.sub(r"/+", "/", pattern.strip())
-    while pattern.startswith("./"):
-        pattern = pattern[2:]
-    return pattern.rstrip("/") or "."
 
 
 class _Walker:
@@ -139,9 +95,9 @@ class _Walker:
 
     def expand(self, pattern: str) -> list[_Entry]:
         """The files one glob matches."""
-        pattern = _normalize(pattern)
+        pattern = globs.normalize(pattern)
         segments = pattern.split("/")
-        if not any(_MAGIC.search(s) for s in segments):
+        if not any(globs.MAGIC.search(s) for s in segments):
             target = self.workspace / pattern
             if target.is_dir():
                 return self.listing("" if pattern == "." else pattern)
@@ -152,18 +108,11 @@ class _Walker:
             return (
                 [_Entry(pattern, st.st_size, st.st_mtime_ns, st.st_ino)] if target.is_file() else []
             )
-        base = _base(pattern)
+        base = globs.base(pattern)
         if pattern == f"{base}/**" or (not base and pattern == "**"):
             return self.listing(base)
-        regex = _glob_regex(pattern)
+        regex = globs.regex(pattern)
         return [e for e in self.listing(base) if regex.fullmatch(e.rel)]
-
-
-def _base(pattern: str) -> str:
-    """The literal directory part of a normalized glob ("" for the workspace)."""
-    segments = pattern.split("/")
-    magic = [i for i, s in enumerate(segments) if _MAGIC.search(s)]
-    return "/".join(segments[: magic[0]]) if magic else ("" if pattern == "." else pattern)
 
 
 def _overlap(a: str, b: str) -> bool:
@@ -172,21 +121,25 @@ def _overlap(a: str, b: str) -> bool:
 
 
 def _match(walker: _Walker, patterns: tuple[str, ...]) -> list[_Entry]:
-    found = {e.rel: e for pattern in patterns for e in walker.expand(pattern)}
-    return [found[rel] for rel in sorted(found)]
+    """The files the globs match, minus those a `!glob` excludes, sorted."""
+    include, exclude = globs.split(patterns)
+    found = {e.rel: e for pattern in include for e in walker.expand(pattern)}
+    paths = sorted(found)
+    excluded = _matching(paths, exclude) if exclude else set()
+    return [found[rel] for rel in paths if rel not in excluded]
 
 
 def _matching(paths: list[str], patterns: tuple[str, ...]) -> set[str]:
     """The paths (sorted) that any glob matches, looking only under each glob's literal base."""
     hits: set[str] = set()
-    for pattern in map(_normalize, patterns):
-        base = _base(pattern)
-        literal = not _MAGIC.search(pattern)
+    for pattern in map(globs.normalize, patterns):
+        base = globs.base(pattern)
+        literal = not globs.MAGIC.search(pattern)
         start = bisect.bisect_left(paths, base)
         if literal and start < len(paths) and paths[start] == base:
             hits.add(base)
         prefix = f"{base}/" if base else ""
-        fullmatch = None if literal else _glob_regex(pattern).fullmatch
+        fullmatch = None if literal else globs.regex(pattern).fullmatch
         for path in itertools.islice(paths, bisect.bisect_left(paths, prefix), None):
             if not path.startswith(prefix):
                 break
@@ -376,9 +329,9 @@ class StageCache:
     def record_success(self, stage: Stage, fingerprint: str, run_id: str) -> None:
         """After a stage succeeded: remember its fingerprint and outputs, keep its artifacts
         (pruning old runs), and record its metrics. Call for every succeeded stage."""
-        bases = {_base(_normalize(p)) for p in stage.outputs}
+        bases = {globs.base(globs.normalize(p)) for p in stage.outputs}
         self._walker.forget(bases)
-        for key in [k for k in self._inputs if any(_overlap(_base(_normalize(p)), b)
+        for key in [k for k in self._inputs if any(_overlap(globs.base(globs.normalize(p)), b)
                                                   for p in k for b in bases)]:  # fmt: skip
             del self._inputs[key]
         manifest = self.hasher.manifest(_match(self._walker, stage.outputs))

@@ -6,16 +6,12 @@ Functions taking a `Pipeline` accept stage instance ids (`test[python=3.11]`) an
 
 from __future__ import annotations
 
-import functools
 import heapq
 import json
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
+from engine import globs
 from engine.spec import Pipeline
-
-if TYPE_CHECKING:
-    import pathspec
 
 FORMATS = ("text", "dot", "mermaid")
 
@@ -129,25 +125,17 @@ def _normalise(path: str) -> str:
 def affected(pipeline: Pipeline, changed: Iterable[str]) -> set[str]:
     """Stages a change to `changed` (paths relative to the workspace) makes stale.
 
-    A stage is hit when one of its `inputs` globs matches a changed path (gitignore-style: `**`
-    spans directories, a pattern without a slash matches at any depth, `!` excludes) or when it
-    has no `inputs` at all; everything downstream of a hit stage is affected too.
+    A stage is hit when one of its `inputs` globs matches a changed path (`engine.globs`: the
+    same rules as the cache's) or when it has no `inputs` at all; everything downstream of a hit
+    stage is affected too.
     """
     paths = [_normalise(p) for p in changed]
     hit = {
         sid
         for sid, stage in pipeline.stages.items()
-        if paths and (not stage.inputs or any(map(_input_spec(stage.inputs).match_file, paths)))
+        if paths and (not stage.inputs or any(map(globs.matcher(stage.inputs), paths)))
     }
     return downstream(pipeline, hit) if hit else set()
-
-
-@functools.lru_cache(maxsize=512)
-def _input_spec(inputs: tuple[str, ...]) -> pathspec.GitIgnoreSpec:
-    """The compiled gitignore-style matcher of a stage's `inputs`."""
-    import pathspec  # imported here: it costs ~50 ms and only watch mode needs it
-
-    return pathspec.GitIgnoreSpec.from_lines(inputs)
 
 
 def render(pipeline: Pipeline, fmt: str = "text") -> str:

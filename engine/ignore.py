@@ -2,8 +2,9 @@
 
 Always ignored: `.git/`, `.pipedeck/`, editor swap and backup files, every stage's `outputs`,
 the pipeline's `watch.ignore`, whatever `.gitignore` files ignore, and the files this process's
-stdout and stderr go to (`pipedeck run --watch > log.txt` must not trigger itself). Each rule is
-a gitignore pattern matched by pathspec's `GitIgnoreSpec`; nested `.gitignore` files apply
+stdout and stderr go to (`pipedeck run --watch > log.txt` must not trigger itself). `outputs`
+are globs (`engine.globs`, as for the cache); every other rule is a gitignore pattern matched by
+pathspec's `GitIgnoreSpec`; nested `.gitignore` files apply
 relative to their own directory, deeper files win, and a path inside an ignored directory stays
 ignored, as in git.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 from pathspec import GitIgnoreSpec
 from watchfiles import Change
 
+from engine import globs
 from engine.spec import Pipeline
 
 ALWAYS = (".git/", ".pipedeck/")
@@ -35,10 +37,9 @@ class IgnoreRules:
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.workspace = pipeline.workspace
-        outputs = [glob for stage in pipeline.stages.values() for glob in stage.outputs]
-        self._fixed = GitIgnoreSpec.from_lines(
-            [*ALWAYS, *EDITOR_TEMPS, *outputs, *pipeline.watch.ignore]
-        )
+        outputs = tuple(glob for stage in pipeline.stages.values() for glob in stage.outputs)
+        self._output = globs.matcher(outputs)
+        self._fixed = GitIgnoreSpec.from_lines([*ALWAYS, *EDITOR_TEMPS, *pipeline.watch.ignore])
         self._base = repo_root(self.workspace)
         self._gitignores: dict[Path, GitIgnoreSpec | None] = {}
         self._own = own_output_files()
@@ -62,7 +63,9 @@ class IgnoreRules:
             return True
         kinds = _kinds(full)
         rel = Path(os.path.relpath(full, self.workspace)).as_posix()
-        if any(self._fixed.match_file(rel + ("/" if is_dir else "")) for is_dir in kinds):
+        if self._output(rel) or any(
+            self._fixed.match_file(rel + ("/" if is_dir else "")) for is_dir in kinds
+        ):
             return True
         try:
             parts = full.relative_to(self._base).parts

@@ -261,3 +261,17 @@ def test_runs_tracked_in_one_project_share_one_history_connection(ws: Path) -> N
     first, second = Run(p), Run(p, trigger="watch")
     assert track_run(first).history is track_run(second).history
     assert first.cache is not None and first.cache is not second.cache
+
+
+def test_cache_and_watch_mode_agree_on_what_inputs_match(tmp_path: Path) -> None:
+    """One glob meaning: the files the cache hashes are exactly those whose change reruns."""
+    from engine import globs
+
+    for rel in ["a.py", "src/b.py", "src/x/c.py", "docs/_build/i.html", "docs/g.md", "setup.cfg"]:
+        write(tmp_path / rel, "x")
+    everything = glob_files(tmp_path, ("**",))
+    for patterns in [("*.py",), ("src/*",), ("**/*.py", "!src/x/**"), ("docs", "!docs/_build/**"),
+                     ("/setup.cfg",), ("./src/**",)]:
+        hashed = glob_files(tmp_path, patterns)
+        watched = [p for p in everything if globs.matcher(patterns)(p)]
+        assert hashed == watched, patterns

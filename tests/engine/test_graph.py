@@ -121,10 +121,13 @@ def test_affected_by_a_source_change(shop: Pipeline) -> None:
 def test_affected_globstar_negation_and_anchoring(shop: Pipeline) -> None:
     assert graph.affected(shop, ["./docs/guide/index.md"]) == {"docs", "deploy", "notify"}
     assert graph.affected(shop, ["docs/_build/index.html"]) == {"notify", "deploy"}
-    # a pattern without a slash matches at any depth; a leading slash anchors it to the root
-    assert "lint" in graph.affected(shop, ["sub/pyproject.toml"])
+    # glob rules, as the cache's: a pattern without a slash names the top level only
+    assert "lint" in graph.affected(shop, ["pyproject.toml"])
+    assert "lint" not in graph.affected(shop, ["sub/pyproject.toml"])
+    assert graph.affected(shop, ["src/a/b.py"]) >= {"lint", "test[python=3.11]", "build"}
+    assert graph.affected(shop, ["src/a/b.txt"]) == {"build", "notify", "deploy"}
+    assert graph.affected(shop, ["setup.cfg"]) == {"build", "notify", "deploy"}  # "/setup.cfg"
     assert graph.affected(shop, ["sub/setup.cfg"]) == {"notify", "deploy"}
-    assert graph.affected(shop, ["setup.cfg"]) == {"build", "notify", "deploy"}
 
 
 def test_affected_by_an_unrelated_file_hits_only_stages_without_inputs(shop: Pipeline) -> None:
