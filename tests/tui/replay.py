@@ -26,6 +26,7 @@ from engine.events import (
 )
 from engine.loader import load
 from engine.logs import LogStore
+from engine.run import StageState
 from engine.spec import Pipeline
 
 T0 = 1_764_000_000.0  # every event's ts is T0 + a fixed offset
@@ -106,7 +107,7 @@ class ReplayRun:
     events: list[Event]
     run_id: str = RUN_ID
     running: bool = False
-    commands: list[tuple[str, str]] = field(default_factory=list)
+    states: dict[str, StageState] = field(default_factory=dict)  # all pending at first
     _subscribers: list[Callable[[Event], None]] = field(default_factory=list)
 
     def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
@@ -128,20 +129,12 @@ class ReplayRun:
     async def close(self) -> None:
         return None
 
-    def cancel(self, stage_id: str) -> None:
-        self.commands.append(("cancel", stage_id))
-
-    def cancel_all(self) -> None:
-        self.commands.append(("cancel_all", ""))
-
-    def rerun(self, stage_id: str) -> None:
-        self.commands.append(("rerun", stage_id))
-
-    def rerun_failed(self) -> None:
-        self.commands.append(("rerun_failed", ""))
-
-    def approve(self, stage_id: str) -> None:
-        self.commands.append(("approve", stage_id))
+    # A replay takes no commands: the snapshots never send any.
+    def cancel(self, stage_id: str) -> None: ...
+    def cancel_all(self) -> None: ...
+    def rerun(self, stage_id: str) -> None: ...
+    def rerun_failed(self) -> None: ...
+    def approve(self, stage_id: str) -> None: ...
 
 
 def write_log(store: LogStore, stage: str, attempt: int, lines: list[tuple[str, str]]) -> None:

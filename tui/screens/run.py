@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import suppress
 from functools import partial
 from typing import TYPE_CHECKING, ClassVar, Protocol
@@ -47,6 +47,7 @@ from tui.widgets.status import StageView, summary_status
 
 if TYPE_CHECKING:
     from engine.logs import LogStore
+    from engine.run import StageState
     from engine.spec import Pipeline
     from engine.watch import WatchSession
 
@@ -60,6 +61,7 @@ class RunLike(Protocol):
     pipeline: Pipeline
     logs: LogStore
     running: bool
+    states: Mapping[str, StageState]
 
     def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]: ...
     def execute(self) -> Awaitable[int]: ...
@@ -185,7 +187,7 @@ class RunScreen(Screen[None]):
         self.views: dict[str, StageView] = {
             sid: StageView(host=stage.host) for sid, stage in run.pipeline.stages.items()
         }
-        for sid, state in getattr(run, "states", {}).items():
+        for sid, state in run.states.items():
             self.views[sid] = StageView(
                 status=state.status, attempt=state.attempt, host=state.host, reason=state.reason
             )
