@@ -310,6 +310,7 @@ class RunScreen(Screen[None]):
             tuple(v.status for v in self.views.values()),
             banner,
             header.size.width,
+            self.app.theme,  # colours come from the theme
         )
         if key != self._header_key:
             self._header_key = key
