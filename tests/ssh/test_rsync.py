@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine import rsh_bridge
+from engine.executors.base import ExecResult
 from engine.executors.ssh import SshExecutor
 from engine.spec import Stage
 from engine.sync import MANIFEST, SyncReport
@@ -25,7 +27,7 @@ STAGE = Stage(id="s", name="s", host="a", run="true")
 @pytest.fixture
 def remote(tmp_path: Path) -> Path:
     """This test's own remote workdir (the sshd runs on this machine)."""
-    return tmp_path / "remote"
+    return tmp_path / "remote dir"
 
 
 def write(root: Path, files: dict[str, str | bytes]) -> None:
@@ -278,33 +280,54 @@ def rsync_processes(remote: Path) -> list[int]:
     return found
 
 
-async def test_cancel_mid_transfer_leaves_nothing_and_the_next_sync_completes(
+async def start_big_sync(
     sshd: Sshd, workspace: Path, remote: Path
-) -> None:
+) -> tuple[SshExecutor, asyncio.Task[ExecResult]]:
+    """An executor syncing a 48 MiB file, returned once rsync runs."""
     write(workspace, {"big.bin": os.urandom(48 << 20)})
     pipeline = make_pipeline(
         workspace, {"a": sshd.host("a", "127.0.0.2", workdir=str(remote))}, [STAGE]
     )
-    syncing = asyncio.Event()
-    executor = SshExecutor(
-        pipeline, "a", on_state_change=lambda _h, state: state == "syncing" and syncing.set()
-    )
+    executor = SshExecutor(pipeline, "a")
+    task = asyncio.create_task(executor.execute(STAGE, stage_env(STAGE), Output()))
+    while not rsync_processes(remote):
+        assert not task.done(), task.result()
+        await asyncio.sleep(0.01)
+    return executor, task
+
+
+async def finish_sync(executor: SshExecutor, workspace: Path, remote: Path) -> None:
+    """Sync again on the same executor; the file arrives whole, by rsync."""
     try:
-        task = asyncio.create_task(executor.execute(STAGE, stage_env(STAGE), Output()))
-        await syncing.wait()
-        while not rsync_processes(remote):
-            await asyncio.sleep(0.01)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        for _ in range(500):
-            if not rsync_processes(remote):
-                break
-            await asyncio.sleep(0.01)
-        assert rsync_processes(remote) == []
         result = await executor.execute(STAGE, stage_env(STAGE), Output())
     finally:
         await executor.close()
-    assert result.exit_code == 0
+    assert result.exit_code == 0, result
     assert executor.workspace.reports[-1].method == "rsync"
     assert (remote / "big.bin").read_bytes() == (workspace / "big.bin").read_bytes()
+
+
+async def test_cancel_mid_transfer_leaves_nothing_and_the_next_sync_completes(
+    sshd: Sshd, workspace: Path, remote: Path
+) -> None:
+    executor, task = await start_big_sync(sshd, workspace, remote)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(500):
+        if not rsync_processes(remote):
+            break
+        await asyncio.sleep(0.01)
+    assert rsync_processes(remote) == []
+    await finish_sync(executor, workspace, remote)
+
+
+async def test_a_connection_dropped_mid_transfer_is_lost(
+    sshd: Sshd, workspace: Path, remote: Path
+) -> None:
+    executor, task = await start_big_sync(sshd, workspace, remote)
+    for pid in sshd.connection_pids():
+        os.kill(pid, signal.SIGKILL)
+    result = await asyncio.wait_for(task, 60)
+    assert result.lost and result.reason.startswith("connection to a lost: "), result
+    await finish_sync(executor, workspace, remote)
