@@ -323,6 +323,10 @@ class Run:
             if state.status in (QUEUED, RUNNING):
                 self._set(sid, CANCELLED, ended=time.time() if state.started else None,
                           reason="cancelled")
+        except Exception as exc:  # a fault of ours (disk full, a bad log path): fail the stage
+            state = self.states[sid]
+            self._set(sid, FAILED, ended=time.time() if state.started else None,
+                      reason=f"pipedeck error: {type(exc).__name__}: {exc}")
         finally:
             del self._tasks[sid]
             if sid in self._requeue:

@@ -350,3 +350,16 @@ def test_many_quick_stages_all_keep_their_exit_status(write_pipeline: Write,
     _, code = _run(write_pipeline("version: 1\nstages:\n" + stages), recorder, jobs=4)
     failed = [e for e in recorder.events if isinstance(e, StageStatus) and e.status == "failed"]
     assert failed == [] and code == 0
+
+
+def test_an_engine_fault_fails_the_stage_with_its_reason(write_pipeline: Write,
+                                                         recorder: Recorder,
+                                                         tmp_path: Path) -> None:
+    path = write_pipeline("version: 1\nstages:\n  a: {run: echo hi}\n  b: {needs: [a], run: echo b}\n")
+    (tmp_path / ".pipedeck").mkdir()
+    (tmp_path / ".pipedeck" / "logs").write_text("a file where the log folder belongs")
+    _, code = _run(path, recorder)
+    assert code == 1
+    final = recorder.final("a")
+    assert final.status == "failed" and "pipedeck error" in (final.reason or "")
+    assert recorder.final("b").status == "skipped"
