@@ -29,8 +29,8 @@ from typing import Any
 from engine import rsh_bridge
 from engine.rsh_bridge import CHUNK, EXIT, HEADER, STATUS, STDERR, STDOUT
 
-MIN_PROTOCOL = 31  # rsync 3.1: --delete-missing-args (here; the remote one is not asked)
-NOT_FOUND = 127  # the shell's status for a command it cannot find
+MIN_PROTOCOL = 31  # rsync 3.1: --delete-missing-args
+NOT_FOUND = 127  # the shell's status for a command it cannot find; ours for a too old rsync
 OK_EXITS = (0, 24)  # 24: some source files vanished meanwhile (the next sync notices)
 
 OpenProcess = Callable[[str], AbstractAsyncContextManager[Any]]  # an asyncssh process, bytes
@@ -64,7 +64,16 @@ async def local_rsync() -> str | None:
 
 
 class RemoteRsyncMissing(Exception):
-    """The host has no rsync (its shell exited 127 for `rsync --server`)."""
+    """The host has no rsync, or one older than 3.1 (the remote command exited 127)."""
+
+
+def _version_check(program: str) -> str:
+    """Shell lines exiting 127 unless `program` is an rsync recent enough (no extra round trip)."""
+    return (
+        f"p=$({shlex.quote(program)} --version 2>/dev/null"
+        " | sed -n '1s/.*protocol version \\([0-9]*\\).*/\\1/p')\n"
+        f'[ "${{p:-0}}" -ge {MIN_PROTOCOL} ] 2>/dev/null || exit {NOT_FOUND}'
+    )
 
 
 class _Relay:
@@ -91,7 +100,10 @@ class _Relay:
             if not command.startswith(f"{self._program} --server "):
                 raise OSError(f"unexpected remote command from rsync: {command!r}")
             self.command = command
-            script = f"mkdir -p -- {self._root} && cd -- {self._root} && exec {command}"
+            script = (
+                f"{_version_check(self._program)}\n"
+                f"mkdir -p -- {self._root} && cd -- {self._root} && exec {command}"
+            )
             async with self._open_process(f"sh -c {shlex.quote(script)}") as proc:
                 upstream = asyncio.create_task(self._upstream(reader, proc.stdin))
                 try:

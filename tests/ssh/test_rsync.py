@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -169,6 +170,18 @@ async def test_tar_fallback_when_the_remote_has_no_rsync(
     assert remote_files(remote) == [".gitignore", "a.txt", "pipedeck.yaml"]
 
 
+async def test_tar_fallback_when_the_remote_rsync_is_too_old(
+    sshd: Sshd, workspace: Path, remote: Path, tmp_path: Path
+) -> None:
+    old = tmp_path / "old-rsync"
+    old.write_text('#!/bin/sh\necho "rsync  version 3.0.9  protocol version 30"\n')
+    old.chmod(0o755)
+    write(workspace, {"a.txt": "a"})
+    report, _ = await sync(sshd, workspace, remote, remote_rsync=str(old))
+    assert report is not None and report.method == "tar"
+    assert remote_files(remote) == ["a.txt", "pipedeck.yaml"]
+
+
 async def test_tar_fallback_when_rsync_is_missing_here(
     sshd: Sshd, workspace: Path, remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -280,6 +293,23 @@ def rsync_processes(remote: Path) -> list[int]:
     return found
 
 
+def processes_under(root: int) -> list[int]:
+    """Every descendant of process `root`."""
+    children: dict[int, list[int]] = {}
+    for pid in (int(e) for e in os.listdir("/proc") if e.isdigit()):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        children.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(pid)
+    found, todo = [], [root]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
 async def start_big_sync(
     sshd: Sshd, workspace: Path, remote: Path
 ) -> tuple[SshExecutor, asyncio.Task[ExecResult]]:
@@ -326,8 +356,9 @@ async def test_a_connection_dropped_mid_transfer_is_lost(
     sshd: Sshd, workspace: Path, remote: Path
 ) -> None:
     executor, task = await start_big_sync(sshd, workspace, remote)
-    for pid in sshd.connection_pids():
-        os.kill(pid, signal.SIGKILL)
+    for pid in processes_under(sshd.pid):  # not just the monitor: the child with the socket too
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     result = await asyncio.wait_for(task, 60)
     assert result.lost and result.reason.startswith("connection to a lost: "), result
     await finish_sync(executor, workspace, remote)
