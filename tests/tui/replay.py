@@ -20,6 +20,7 @@ from engine.events import (
     SUCCEEDED,
     WAITING,
     Event,
+    HostStatus,
     RunFinished,
     RunStarted,
     StageStatus,
@@ -56,6 +57,15 @@ stages:
     when: manual
     run: ./deploy.sh
 """
+# `remote`: a second SSH host and a stage on it (an end-to-end suite on a GPU box)
+REMOTE_PIPELINE = PIPELINE.replace(
+    "stages:\n", "  gpu1:\n    address: 10.0.0.7\nstages:\n"
+).replace(
+    "  deploy:\n",
+    "  e2e:\n    needs: [test]\n    host: gpu1\n    run: pytest -q tests/e2e\n  deploy:\n",
+)
+HOSTS = {"build": "buildbox", "e2e": "gpu1"}  # stage -> host (the others run locally)
+GPU1_DOWN = "host gpu1: 10.0.0.7:22 unreachable: no answer within 15s"  # as the engine says
 
 LINT_LOG = [
     ("stdout", "\x1b[1mruff\x1b[0m check . (412 files)"),
@@ -82,6 +92,11 @@ TEST_LOG = [
     ),
     ("stdout", "downloading fixtures 10%\rdownloading fixtures 55%\rdownloading fixtures 100%"),
 ]
+BUILD_LOG = [
+    ("stdout", "* Creating isolated environment: venv+pip..."),
+    ("stdout", "* Building sdist..."),
+    ("stdout", "* Building wheel from sdist"),
+]
 FAIL_LOG = [
     *TEST_LOG,
     ("stdout", "tests/test_checkout.py \x1b[31mF\x1b[0m"),
@@ -94,7 +109,7 @@ FAIL_LOG = [
 
 def status(stage: str, state: str, at: float, attempt: int = 1, **extra: object) -> StageStatus:
     """A recorded `stage_status` event at T0 + `at`."""
-    host = "buildbox" if stage == "build" else "local"
+    host = HOSTS.get(stage, "local")
     return StageStatus(RUN_ID, stage, state, attempt, host, ts=T0 + at, **extra)  # type: ignore[arg-type]
 
 
@@ -108,6 +123,7 @@ class ReplayRun:
     run_id: str = RUN_ID
     running: bool = False
     states: dict[str, StageState] = field(default_factory=dict)  # all pending at first
+    host_states: dict[str, str] = field(default_factory=dict)
     _subscribers: list[Callable[[Event], None]] = field(default_factory=list)
 
     def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
@@ -117,6 +133,8 @@ class ReplayRun:
     async def execute(self) -> int:
         self.running = True
         for event in self.events:
+            if isinstance(event, HostStatus):
+                self.host_states[event.host] = event.state
             for fn in self._subscribers:
                 fn(event)
         last = self.events[-1]
@@ -146,9 +164,9 @@ def write_log(store: LogStore, stage: str, attempt: int, lines: list[tuple[str, 
 
 
 def scenario(root: Path, name: str) -> ReplayRun:
-    """One of the recorded runs: `mid_run`, `failed` or `manual_waiting`."""
+    """One of the recorded runs: `mid_run`, `failed`, `manual_waiting` or `remote`."""
     path = root / "pipedeck.yaml"
-    path.write_text(PIPELINE)
+    path.write_text(REMOTE_PIPELINE if name == "remote" else PIPELINE)
     pipeline = load(path)
     store = LogStore(pipeline.state_dir / "logs")
     t311, t312 = "test[python=3.11]", "test[python=3.12]"
@@ -191,6 +209,24 @@ def scenario(root: Path, name: str) -> ReplayRun:
             status("build", SUCCEEDED, 19.5, exit_code=0, duration=14.0),
             status("deploy", WAITING, 19.6),
             RunFinished(RUN_ID, "succeeded", 0, 19.6, ts=T0 + 19.6),
+        ]
+    elif name == "remote":
+        write_log(store, t311, 1, TEST_LOG)
+        write_log(store, t312, 1, TEST_LOG)
+        write_log(store, "build", 1, BUILD_LOG)
+        write_log(store, "e2e", 1, [])
+        events += [
+            status(t311, SUCCEEDED, 5.2, exit_code=0, duration=3.8),
+            status(t312, SUCCEEDED, 5.4, exit_code=0, duration=4.0),
+            status("build", RUNNING, 5.5),
+            status("e2e", RUNNING, 5.5),
+            HostStatus(RUN_ID, "buildbox", "connecting", ts=T0 + 5.5),
+            HostStatus(RUN_ID, "gpu1", "connecting", ts=T0 + 5.5),
+            HostStatus(RUN_ID, "buildbox", "connected", ts=T0 + 5.8),
+            HostStatus(RUN_ID, "buildbox", "syncing", ts=T0 + 5.9),
+            HostStatus(RUN_ID, "buildbox", "connected", ts=T0 + 6.4),
+            HostStatus(RUN_ID, "gpu1", f"failed: {GPU1_DOWN}", ts=T0 + 8.5),
+            status("e2e", FAILED, 8.5, reason=GPU1_DOWN),
         ]
     else:
         raise ValueError(name)

@@ -19,7 +19,7 @@ from tui.widgets.log_view import LogView
 from tui.widgets.stage_tree import StageTree
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
-CLOCK = {"mid_run": 9.0, "failed": 13.0, "manual_waiting": 19.6}
+CLOCK = {"mid_run": 9.0, "failed": 13.0, "manual_waiting": 19.6, "remote": 9.0}
 
 
 def replay_app(tmp_path: Path, name: str) -> PipedeckApp:
@@ -75,3 +75,9 @@ def test_search_active(snap_compare, tmp_path, size):
 def test_manual_stage_waiting(snap_compare, tmp_path, size):
     app = replay_app(tmp_path, "manual_waiting")
     assert snap_compare(app, terminal_size=size, run_before=select("deploy"))
+
+
+def test_hosts_bar(snap_compare, tmp_path):
+    """Two SSH hosts: one connected, one failed with its reason, in the bar under the header."""
+    app = replay_app(tmp_path, "remote")
+    assert snap_compare(app, terminal_size=(80, 24), run_before=select("build"))

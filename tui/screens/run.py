@@ -34,6 +34,7 @@ from engine.events import (
     SKIPPED,
     WAITING,
     Event,
+    HostStatus,
     LogLines,
     RunFinished,
     RunStarted,
@@ -41,6 +42,7 @@ from engine.events import (
 )
 from tui.screens.help import ConfirmScreen, HelpScreen
 from tui.widgets.header import RunHeader
+from tui.widgets.hosts import HostsBar
 from tui.widgets.log_view import LogSource, LogView
 from tui.widgets.stage_tree import StageTree
 from tui.widgets.status import StageView, summary_status
@@ -61,7 +63,11 @@ class RunLike(Protocol):
     pipeline: Pipeline
     logs: LogStore
     running: bool
-    states: Mapping[str, StageState]
+
+    @property
+    def states(self) -> Mapping[str, StageState]: ...
+    @property
+    def host_states(self) -> Mapping[str, str]: ...
 
     def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]: ...
     def execute(self) -> Awaitable[int]: ...
@@ -94,6 +100,8 @@ class RunScreen(Screen[None]):
 
     DEFAULT_CSS = """
     RunScreen #body { height: 1fr; }
+    RunScreen HostsBar { display: none; }
+    RunScreen.-hosts HostsBar { display: block; }
     RunScreen StageTree {
         width: 36%; min-width: 24; max-width: 56; height: 1fr;
         border: round $foreground 30%; background: $surface;
@@ -148,6 +156,13 @@ class RunScreen(Screen[None]):
         ),
         Binding("W", "watch", "Watch", show=False, tooltip="toggle watch mode"),
         Binding("h", "history", "History", show=False, tooltip="show the run history"),
+        Binding(
+            "H",
+            "hosts",
+            "Hosts",
+            show=False,
+            tooltip="show each SSH host's connection state in full",
+        ),
         Binding("question_mark", "help", "Help", key_display="?", tooltip="show every key"),
         Binding("q", "quit", "Quit", tooltip="quit (a running run is cancelled first)"),
         Binding(
@@ -191,6 +206,11 @@ class RunScreen(Screen[None]):
             self.views[sid] = StageView(
                 status=state.status, attempt=state.attempt, host=state.host, reason=state.reason
             )
+        self.host_states: dict[str, str] = {}  # SSH host -> connection state, in pipeline order
+        self._dirty_hosts = False
+        remote = dict.fromkeys(s.host for s in run.pipeline.stages.values() if s.is_remote)
+        self._host_rank = {host: rank for rank, host in enumerate(remote)}  # display order
+        self._record_hosts(run.host_states)
         self._dirty_status: set[str] = set()
         self._dirty_logs: set[str] = set()
         self._run_status = "not started"
@@ -206,6 +226,7 @@ class RunScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield RunHeader()
+        yield HostsBar()
         with Horizontal(id="body"):
             yield StageTree(self.pipeline, self.views, id="tree")
             with Vertical(id="logs"):
@@ -271,6 +292,18 @@ class RunScreen(Screen[None]):
         elif isinstance(event, RunFinished):
             self._run_status, self._run_ended = event.status, event.ts
             self.exit_code = event.exit_code
+        elif isinstance(event, HostStatus):
+            self._record_hosts({event.host: event.state})
+        # any other event (a newer engine's) is ignored
+
+    def _record_hosts(self, states: Mapping[str, str]) -> None:
+        """Note new host states; `sync` draws them."""
+        if not states:
+            return
+        merged = {**self.host_states, **states}
+        order = sorted(merged, key=lambda host: self._host_rank.get(host, len(self._host_rank)))
+        self.host_states = {host: merged[host] for host in order}
+        self._dirty_hosts = True
 
     def sync(self) -> None:
         """Apply recorded changes to the widgets (called at the frame rate)."""
@@ -290,6 +323,10 @@ class RunScreen(Screen[None]):
         elif self._pinned in logs:
             pinned.poll()
         self._update_header()
+        if self._dirty_hosts:
+            self._dirty_hosts = False
+            self.query_one(HostsBar).update_hosts(self.host_states)
+            self.set_class(self.pipeline.uses_remote and bool(self.host_states), "-hosts")
         if self._quitting and not self.run.running and not self._finishing:
             self._finishing = True
             self._finish()
@@ -485,6 +522,16 @@ class RunScreen(Screen[None]):
             self.notify("run history is not available in this build", severity="warning")
             return
         self.app.push_screen(HistoryScreen(self.pipeline))
+
+    def action_hosts(self) -> None:
+        """Notify each SSH host's connection state in full (the bar may cut reasons short)."""
+        if not self.pipeline.uses_remote:
+            self.notify("this pipeline has no SSH hosts")
+        elif not self.host_states:
+            self.notify("no SSH host has been contacted yet")
+        else:
+            lines = (f"{host}: {state}" for host, state in self.host_states.items())
+            self.notify(escape("\n".join(lines)), title="hosts", timeout=10)
 
     def action_help(self) -> None:
         """Show every key."""
