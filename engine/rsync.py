@@ -113,7 +113,8 @@ class _Relay:
                     )
                     result = await proc.wait()
                 finally:
-                    upstream.cancel()
+                    upstream.cancel()  # done already, unless the remote end went first
+                    await asyncio.gather(upstream, return_exceptions=True)
             self.status = 255 if result.exit_status is None else result.exit_status
             writer.write(HEADER.pack(EXIT, STATUS.size) + STATUS.pack(self.status))
             await writer.drain()
