@@ -2,11 +2,14 @@
 
 Layout: `<root>/<run_id>/<stage id>/<attempt>.log` and `<attempt>.idx` (names percent-encoded
 where a character is unsafe in a path). The `.log` file holds each stream's complete lines,
-masked, in the order they completed, byte for byte (newlines kept). The `.idx` file is an array of
-native u64, one per line: the line's END offset in the `.log` file, with the top bit set for
-stderr. Line N is therefore two `pread`s (index entries N-1 and N, then the bytes), whatever the
-log's size, and a reader sees a consistent prefix while a writer appends (the writer writes the
-bytes before their index entries, and readers trust only whole index entries).
+masked, in the order they completed, byte for byte (newlines kept). They are stored in *blocks*:
+the lines one read completed on one stream, or one unterminated piece. The `.idx` file has one
+record per block, two native u64: the block's END offset in the `.log` file (top bit set for
+stderr) and the number of lines stored up to and including it. Line N is found by a binary search
+over the records (kept in memory, a few per 64 KiB of output) and read from its block, whatever
+the log's size; a reader sees a consistent prefix while a writer appends (the writer writes the
+bytes before their record, and readers trust only whole records). One record per block, not per
+line, keeps the hot path free of per-line Python work.
 
 Partial lines are buffered per stream and masked whole once complete, so a secret split across
 two writes is caught. A partial line longer than `PARTIAL_LIMIT` (1 MiB) is masked and all but its
@@ -19,10 +22,10 @@ from __future__ import annotations
 
 import os
 from array import array
+from bisect import bisect_right
+from collections import OrderedDict
 from collections.abc import Iterable
 from hashlib import sha256
-from itertools import accumulate, count
-from operator import add
 from pathlib import Path
 from urllib.parse import quote
 
@@ -32,7 +35,8 @@ STREAMS = ("stdout", "stderr")
 PARTIAL_LIMIT = 1 << 20
 _STDERR = 1 << 63
 _OFFSET = _STDERR - 1
-_ENTRY = 8  # bytes per index entry
+_RECORD = 16  # bytes per index record: end offset (+ stderr bit), lines so far
+_CACHED_BLOCKS = 8
 _TAG = {"stdout": 0, "stderr": _STDERR}
 
 
@@ -95,6 +99,7 @@ class LogWriter:
         self._masker = masker
         self._keep = max(masker.longest - 1, 0)
         self._size = 0
+        self._lines = 0
         self._partial = {stream: bytearray() for stream in STREAMS}
 
     def feed(self, stream: str, data: bytes) -> list[str]:
@@ -122,7 +127,7 @@ class LogWriter:
             if partial:
                 masked = self._masker.mask(bytes(partial))
                 partial.clear()
-                self._append(masked, array("Q", (self._size + len(masked) + _TAG[stream],)))
+                self._append(stream, masked, 1)
                 out.append((stream, masked.decode("utf-8", "replace")))
         self._log.close()
         self._index.close()
@@ -131,18 +136,7 @@ class LogWriter:
     def _store_lines(self, stream: str, block: bytes) -> list[str]:
         """Store `block`, a run of newline-terminated lines."""
         masked = self._masker.mask(block)
-        # Index entries: cumulative line lengths from size (+ the stderr bit, added once).
-        start = self._size + _TAG[stream]
-        ends: Iterable[int]
-        if b"\r" in masked:  # splitlines() would split at \r too: add the newlines back
-            parts = masked.split(b"\n")
-            parts.pop()
-            ends = map(add, accumulate(map(len, parts), initial=start), count())
-        else:
-            ends = accumulate(map(len, masked.splitlines(True)), initial=start)
-        index = array("Q", ends)
-        del index[0]  # the initial value
-        self._append(masked, index)
+        self._append(stream, masked, masked.count(b"\n"))
         lines = masked.decode("utf-8", "replace").split("\n")
         lines.pop()
         return lines
@@ -158,15 +152,17 @@ class LogWriter:
             return []
         partial[:] = masked[cut:]
         piece = masked[:cut]
-        self._append(piece, array("Q", (self._size + cut + _TAG[stream],)))
+        self._append(stream, piece, 1)
         return [piece.decode("utf-8", "replace")]
 
-    def _append(self, data: bytes, index: array[int]) -> None:
+    def _append(self, stream: str, data: bytes, lines: int) -> None:
+        """Store one block of `lines` lines and its index record."""
         self._log.write(data)
-        self._log.flush()  # bytes first: an index entry never points past the data
-        index.tofile(self._index)
-        self._index.flush()
+        self._log.flush()  # bytes first: a record never points past the data
         self._size += len(data)
+        self._lines += lines
+        array("Q", (self._size | _TAG[stream], self._lines)).tofile(self._index)
+        self._index.flush()
 
 
 class LogReader:
@@ -175,6 +171,9 @@ class LogReader:
     def __init__(self, log_path: Path, index_path: Path) -> None:
         self._paths = (log_path, index_path)
         self._fds: tuple[int, int] | None = None
+        self._ends = array("Q")  # per block: end offset | stderr bit
+        self._totals = array("Q")  # per block: lines stored up to and including it
+        self._cache: OrderedDict[int, tuple[str, list[bytes]]] = OrderedDict()
 
     def _open(self) -> tuple[int, int] | None:
         if self._fds is None:
@@ -200,19 +199,50 @@ class LogReader:
     def __del__(self) -> None:
         self.close()
 
-    def __len__(self) -> int:
+    def _refresh(self) -> None:
+        """Load the index records the writer has added since last time."""
         fds = self._open()
-        return os.fstat(fds[1]).st_size // _ENTRY if fds else 0
+        if fds is None:
+            return
+        have = len(self._totals) * _RECORD
+        size = os.fstat(fds[1]).st_size // _RECORD * _RECORD
+        if size > have:
+            fresh = array("Q")
+            fresh.frombytes(_pread(fds[1], size - have, have))
+            self._ends.extend(fresh[0::2])
+            self._totals.extend(fresh[1::2])
 
-    def _span(self, start: int, stop: int) -> tuple[int, array[int]]:
-        """(offset where line `start` begins, index entries of lines start..stop-1)."""
+    def __len__(self) -> int:
+        self._refresh()
+        return self._totals[-1] if self._totals else 0
+
+    def _block(self, k: int) -> tuple[str, list[bytes]]:
+        """Block `k`'s stream and lines (without newlines), from a small LRU cache."""
+        if k in self._cache:
+            self._cache.move_to_end(k)
+            return self._cache[k]
         assert self._fds is not None
-        first = max(start - 1, 0)
-        entries = array("Q")
-        entries.frombytes(_pread(self._fds[1], (stop - first) * _ENTRY, first * _ENTRY))
-        if start == 0:
-            return 0, entries
-        return entries[0] & _OFFSET, entries[1:]
+        begin = self._ends[k - 1] & _OFFSET if k else 0
+        entry = self._ends[k]
+        data = _pread(self._fds[0], (entry & _OFFSET) - begin, begin)
+        lines = data[:-1].split(b"\n") if data.endswith(b"\n") else [data]
+        self._cache[k] = block = (STREAMS[entry >> 63], lines)
+        if len(self._cache) > _CACHED_BLOCKS:
+            self._cache.popitem(last=False)
+        return block
+
+    def _raw(self, start: int, stop: int) -> list[tuple[str, bytes]]:
+        """Lines start..stop-1 (already clamped) as (stream, raw bytes)."""
+        out: list[tuple[str, bytes]] = []
+        k = bisect_right(self._totals, start)
+        while start < stop:
+            first = self._totals[k - 1] if k else 0
+            stream, lines = self._block(k)
+            take = lines[start - first : stop - first]
+            out += [(stream, line) for line in take]
+            start += len(take)
+            k += 1
+        return out
 
     def line(self, n: int) -> tuple[str, bytes]:
         """(stream, raw masked bytes without the newline) of line `n` (negative counts back)."""
@@ -221,29 +251,15 @@ class LogReader:
             n += length
         if not 0 <= n < length:
             raise IndexError(f"line {n} out of range (log has {length} lines)")
-        begin, (entry,) = self._span(n, n + 1)
-        data = _pread(self._fds[0], (entry & _OFFSET) - begin, begin)  # type: ignore[index]
-        return STREAMS[entry >> 63], data.removesuffix(b"\n")
+        return self._raw(n, n + 1)[0]
 
     def lines(self, start: int, stop: int) -> list[tuple[str, str]]:
         """Lines start..stop-1 (clamped to the log) as (stream, decoded text)."""
         start, stop, _ = slice(start, stop).indices(len(self))
-        if start >= stop:
-            return []
-        begin, entries = self._span(start, stop)
-        ends = [(entry & _OFFSET) - begin for entry in entries]
-        data = _pread(self._fds[0], ends[-1], begin)  # type: ignore[index]
-        starts = [0, *ends[:-1]]
-        return [
-            (STREAMS[entry >> 63], data[a:b].removesuffix(b"\n").decode("utf-8", "replace"))
-            for entry, a, b in zip(entries, starts, ends, strict=True)
-        ]
+        return [(s, raw.decode("utf-8", "replace")) for s, raw in self._raw(start, stop)]
 
     def read_bytes(self) -> bytes:
         """The whole log as stored (every indexed line, both streams in completion order)."""
-        length = len(self)
-        if not length:
+        if not len(self):
             return b""
-        _, (entry,) = self._span(length - 1, length)
-        end = entry & _OFFSET
-        return _pread(self._fds[0], end, 0)  # type: ignore[index]
+        return _pread(self._fds[0], self._ends[-1] & _OFFSET, 0)  # type: ignore[index]

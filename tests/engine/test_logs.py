@@ -140,3 +140,24 @@ def test_attempts_and_unsafe_stage_ids(tmp_path: Path) -> None:
     for path in tmp_path.rglob("*"):
         assert path.resolve().is_relative_to(tmp_path.resolve())
     assert len(list((tmp_path / "run").iterdir())) == 1
+
+
+def test_ranges_spanning_many_blocks_of_both_streams(tmp_path: Path) -> None:
+    store = LogStore(tmp_path)
+    writer = store.writer("run", "mixed", 1)
+    expected = []
+    rng = random.Random(3)
+    for block in range(300):
+        stream = rng.choice(["stdout", "stderr"])
+        lines = [b"%s-%d-%d" % (stream.encode(), block, i) for i in range(rng.randint(1, 9))]
+        writer.feed(stream, b"\n".join(lines) + b"\n")
+        expected += [(stream, line.decode()) for line in lines]
+    writer.finish()
+    reader = store.reader("run", "mixed", 1)
+    assert len(reader) == len(expected)
+    assert reader.lines(0, len(expected)) == expected
+    for _ in range(200):
+        a = rng.randrange(len(expected))
+        b = a + rng.randint(0, 40)
+        assert reader.lines(a, b) == expected[a:b]
+        assert reader.line(a) == (expected[a][0], expected[a][1].encode())
