@@ -46,7 +46,7 @@ class StageTree(Tree[str]):
 
     DEFAULT_CSS = (
         """
-    StageTree { padding: 0; }
+    StageTree { padding: 0; overflow-x: hidden; }
     StageTree > .stage-tree--dim { color: $foreground-muted; }
     StageTree > .stage-tree--hint { color: $warning; text-style: italic; }
     """
