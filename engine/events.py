@@ -23,8 +23,19 @@ SKIPPED = "skipped"
 CACHED = "cached"
 LOST = "lost"
 
-STATUSES = (PENDING, WAITING, QUEUED, RUNNING, SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, SKIPPED,
-            CACHED, LOST)
+STATUSES = (
+    PENDING,
+    WAITING,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    FAILED,
+    TIMED_OUT,
+    CANCELLED,
+    SKIPPED,
+    CACHED,
+    LOST,
+)
 ACTIVE = frozenset({QUEUED, RUNNING})
 FINISHED = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, SKIPPED, CACHED, LOST})
 BAD = frozenset({FAILED, TIMED_OUT, LOST})  # fail the run unless allow_failure
@@ -100,8 +111,14 @@ Subscriber = Callable[[Event], None]
 def to_json_lines(event: Event) -> Iterator[str]:
     """The event as SPEC §7 JSON objects, one string per line (a LogLines gives one per line)."""
     if isinstance(event, LogLines):
-        head = {"type": "log", "ts": event.ts, "run_id": event.run_id, "stage": event.stage,
-                "attempt": event.attempt, "stream": event.stream}
+        head = {
+            "type": "log",
+            "ts": event.ts,
+            "run_id": event.run_id,
+            "stage": event.stage,
+            "attempt": event.attempt,
+            "stream": event.stream,
+        }
         for text in event.lines:
             yield json.dumps({**head, "text": text}, ensure_ascii=False)
         return

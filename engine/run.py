@@ -321,12 +321,17 @@ class Run:
         except asyncio.CancelledError:
             state = self.states[sid]
             if state.status in (QUEUED, RUNNING):
-                self._set(sid, CANCELLED, ended=time.time() if state.started else None,
-                          reason="cancelled")
+                self._set(
+                    sid, CANCELLED, ended=time.time() if state.started else None, reason="cancelled"
+                )
         except Exception as exc:  # a fault of ours (disk full, a bad log path): fail the stage
             state = self.states[sid]
-            self._set(sid, FAILED, ended=time.time() if state.started else None,
-                      reason=f"pipedeck error: {type(exc).__name__}: {exc}")
+            self._set(
+                sid,
+                FAILED,
+                ended=time.time() if state.started else None,
+                reason=f"pipedeck error: {type(exc).__name__}: {exc}",
+            )
         finally:
             del self._tasks[sid]
             if sid in self._requeue:
@@ -360,8 +365,9 @@ class Run:
             state.attempt += 1
             self._set(sid, RUNNING, started=time.time(), ended=None, exit_code=None, reason=why)
             status, result = await self._attempt(stage, state.attempt)
-            self._set(sid, status, ended=time.time(), exit_code=result.exit_code,
-                      reason=result.reason)
+            self._set(
+                sid, status, ended=time.time(), exit_code=result.exit_code, reason=result.reason
+            )
             if status == SUCCEEDED:
                 if self.cache is not None and state.fingerprint:
                     self.cache.record_success(stage, state.fingerprint, self.run_id)

@@ -20,8 +20,9 @@ def test_engine_sources_never_import_textual_or_rich() -> None:
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
-            offenders += [f"{path}:{node.lineno} {n}" for n in names
-                          if n.split(".")[0] in ("textual", "rich")]
+            offenders += [
+                f"{path}:{node.lineno} {n}" for n in names if n.split(".")[0] in ("textual", "rich")
+            ]
     assert offenders == []
 
 
@@ -33,27 +34,34 @@ def _modules_after(argv: list[str], cwd: Path) -> dict[str, bool]:
         "sys.stderr.write('\\nMODULES ' + json.dumps({m: m in sys.modules for m in "
         "('textual', 'rich', 'asyncssh')}) + '\\n')\n"
     )
-    done = subprocess.run([sys.executable, "-c", script, *argv], cwd=cwd, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", script, *argv], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
     line = [ln for ln in done.stderr.splitlines() if ln.startswith("MODULES ")][-1]
     return json.loads(line.removeprefix("MODULES "))
 
 
 def test_importing_the_whole_engine_loads_no_ui_library() -> None:
-    code = ("import sys, pkgutil, importlib, engine\n"
-            "for m in pkgutil.walk_packages(engine.__path__, 'engine.'):\n"
-            "    if m.name != 'engine.executors.ssh':\n"
-            "        importlib.import_module(m.name)\n"
-            "print(sorted(k for k in sys.modules if k.split('.')[0] in ('textual', 'rich')))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, cwd=REPO)
+    code = (
+        "import sys, pkgutil, importlib, engine\n"
+        "for m in pkgutil.walk_packages(engine.__path__, 'engine.'):\n"
+        "    if m.name != 'engine.executors.ssh':\n"
+        "        importlib.import_module(m.name)\n"
+        "print(sorted(k for k in sys.modules if k.split('.')[0] in ('textual', 'rich')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
 
 def test_help_validate_and_local_run_import_neither_textual_nor_asyncssh(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text("version: 1\nstages:\n  a:\n    run: echo hi\n")
-    for argv in (["--help"], ["validate", str(SAMPLES / "ci.yaml")],
-                 ["run", str(tmp_path / "p.yaml")]):
+    for argv in (
+        ["--help"],
+        ["validate", str(SAMPLES / "ci.yaml")],
+        ["run", str(tmp_path / "p.yaml")],
+    ):
         loaded = _modules_after(argv, tmp_path)
         assert loaded == {"textual": False, "rich": False, "asyncssh": False}, argv

@@ -18,10 +18,12 @@ from tests.conftest import SAMPLES, marked_pids, pipedeck_bin
 Write = Callable[..., Path]
 
 
-def pipedeck(*args: str, cwd: Path | None = None, timeout: float = 60,
-             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([pipedeck_bin(), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+def pipedeck(
+    *args: str, cwd: Path | None = None, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [pipedeck_bin(), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 SIMPLE = """
@@ -80,8 +82,10 @@ def test_json_event_stream(write_pipeline: Write) -> None:
     assert events[-1]["exit_code"] == 0 and events[-1]["duration"] >= 0
     logs = [e for e in events if e["type"] == "log"]
     assert {(e["stage"], e["stream"], e["text"], e["attempt"]) for e in logs} == {
-        ("lint", "stdout", "linted", 1), ("test", "stdout", "tested", 1),
-        ("test", "stderr", "warn", 1)}
+        ("lint", "stdout", "linted", 1),
+        ("test", "stdout", "tested", 1),
+        ("test", "stderr", "warn", 1),
+    }
     ends = [e for e in events if e["type"] == "stage_status" and e["status"] == "succeeded"]
     assert {e["stage"] for e in ends} == {"lint", "test"}
     assert all(e["exit_code"] == 0 and e["host"] == "local" and e["duration"] >= 0 for e in ends)
@@ -107,8 +111,12 @@ def test_junit_report(write_pipeline: Write, tmp_path: Path) -> None:
 
 
 def _start(path: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([pipedeck_bin(), "run", str(path), "--format", "json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [pipedeck_bin(), "run", str(path), "--format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_output(proc: subprocess.Popen[str], text: str) -> str:
@@ -203,8 +211,7 @@ def test_samples_behave_as_documented(tmp_path: Path) -> None:
     ml = pipedeck("run", str(work / "ml.yaml"), env=env, timeout=120)
     assert ml.returncode == 0, ml.stdout + ml.stderr
     assert list((work / "ml" / "published").glob("model-*.json"))
-    failing = pipedeck("run", str(work / "failing.yaml"), "--format", "json", env=env,
-                       timeout=120)
+    failing = pipedeck("run", str(work / "failing.yaml"), "--format", "json", env=env, timeout=120)
     assert failing.returncode == 1
     final = {}
     for line in failing.stdout.splitlines():
@@ -221,8 +228,9 @@ def test_samples_behave_as_documented(tmp_path: Path) -> None:
     assert final["cleanup"]["status"] == "succeeded"
 
 
-def test_run_watch_reruns_affected_and_stops_on_ctrl_c(write_pipeline: Write,
-                                                       tmp_path: Path) -> None:
+def test_run_watch_reruns_affected_and_stops_on_ctrl_c(
+    write_pipeline: Write, tmp_path: Path
+) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a.txt").write_text("one\n")
     path = write_pipeline("""
@@ -231,8 +239,13 @@ def test_run_watch_reruns_affected_and_stops_on_ctrl_c(write_pipeline: Write,
           read: {run: cat src/a.txt, inputs: ["src/*.txt"]}
           other: {run: echo other, inputs: ["docs/*"]}
     """)
-    proc = subprocess.Popen([pipedeck_bin(), "run", str(path), "--watch"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [pipedeck_bin(), "run", str(path), "--watch"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     seen = []
     for line in proc.stdout:
@@ -252,35 +265,49 @@ def test_run_watch_reruns_affected_and_stops_on_ctrl_c(write_pipeline: Write,
 
 
 @pytest.mark.parametrize("fmt", ["plain", "json"])
-def test_closed_pipe_finishes_the_run_quietly(write_pipeline: Write, tmp_path: Path,
-                                              fmt: str) -> None:
+def test_closed_pipe_finishes_the_run_quietly(
+    write_pipeline: Write, tmp_path: Path, fmt: str
+) -> None:
     path = write_pipeline("""
         version: 1
         stages:
           chatty: {run: seq 1 200000}
           after: {needs: [chatty], run: 'echo done > after.txt'}
     """)
-    proc = subprocess.run(f"{pipedeck_bin()} run {path} --format {fmt} | head -1; "
-                          "echo status=${PIPESTATUS[0]}", shell=True, executable="/bin/bash",
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        f"{pipedeck_bin()} run {path} --format {fmt} | head -1; echo status=${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "status=0" in proc.stdout and "Traceback" not in proc.stderr, proc.stderr
     assert (tmp_path / "after.txt").read_text() == "done\n"
 
 
 def test_graph_into_a_closed_pipe_is_no_traceback(write_pipeline: Write) -> None:
     name = "a_stage_whose_long_name_fills_the_pipe_buffer_quickly_{:04d}"
-    stages = "".join(f"  {name.format(i)}: {{run: 'true', needs: [{name.format(i - 1)}]}}\n"
-                     for i in range(1, 999))
+    stages = "".join(
+        f"  {name.format(i)}: {{run: 'true', needs: [{name.format(i - 1)}]}}\n"
+        for i in range(1, 999)
+    )
     path = write_pipeline(f"version: 1\nstages:\n  {name.format(0)}: {{run: 'true'}}\n{stages}")
-    proc = subprocess.run(f"{pipedeck_bin()} graph {path} --format dot | head -1; "
-                          "echo status=${PIPESTATUS[0]}", shell=True, executable="/bin/bash",
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        f"{pipedeck_bin()} graph {path} --format dot | head -1; echo status=${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.stdout.startswith("digraph") and "Traceback" not in proc.stderr
     assert "status=141" in proc.stdout  # the pipe did close under it
 
 
-def test_damaged_history_is_a_message_not_a_traceback(write_pipeline: Write,
-                                                      tmp_path: Path) -> None:
+def test_damaged_history_is_a_message_not_a_traceback(
+    write_pipeline: Write, tmp_path: Path
+) -> None:
     path = write_pipeline(SIMPLE)
     (tmp_path / ".pipedeck").mkdir()
     (tmp_path / ".pipedeck" / "history.db").write_bytes(b"this is not a database" * 100)

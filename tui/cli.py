@@ -18,8 +18,18 @@ if TYPE_CHECKING:
     from engine.spec import Pipeline
 
 DEFAULT_FILE = "pipedeck.yaml"
-COMMANDS = ("ui", "run", "validate", "graph", "history", "logs", "schema", "show", "artifacts",
-            "metrics")
+COMMANDS = (
+    "ui",
+    "run",
+    "validate",
+    "graph",
+    "history",
+    "logs",
+    "schema",
+    "show",
+    "artifacts",
+    "metrics",
+)
 EXIT_USAGE = 2
 
 
@@ -37,12 +47,21 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def pipeline_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("pipeline", nargs="?", default=DEFAULT_FILE,
-                       help=f"the pipeline file (default: {DEFAULT_FILE})")
+        p.add_argument(
+            "pipeline",
+            nargs="?",
+            default=DEFAULT_FILE,
+            help=f"the pipeline file (default: {DEFAULT_FILE})",
+        )
 
     def jobs_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--jobs", "-j", type=_positive, default=None,
-                       help="at most N local stages at once (default: number of CPUs)")
+        p.add_argument(
+            "--jobs",
+            "-j",
+            type=_positive,
+            default=None,
+            help="at most N local stages at once (default: number of CPUs)",
+        )
 
     ui = sub.add_parser("ui", help="open the terminal UI")
     pipeline_arg(ui)
@@ -52,15 +71,26 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run headless")
     pipeline_arg(run)
-    run.add_argument("--stage", "-s", action="append", default=[], metavar="S",
-                     help="run S and everything it needs (repeatable)")
+    run.add_argument(
+        "--stage",
+        "-s",
+        action="append",
+        default=[],
+        metavar="S",
+        help="run S and everything it needs (repeatable)",
+    )
     jobs_arg(run)
     run.add_argument("--watch", action="store_true", help="keep running on file changes")
     run.add_argument("--format", choices=("plain", "json"), default="plain")
     run.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
     run.add_argument("--no-cache", action="store_true", help="run every stage, cached or not")
-    run.add_argument("--approve", action="append", default=[], metavar="S",
-                     help="run the manual stage S (repeatable)")
+    run.add_argument(
+        "--approve",
+        action="append",
+        default=[],
+        metavar="S",
+        help="run the manual stage S (repeatable)",
+    )
     run.add_argument("--color", choices=("auto", "always", "never"), default="auto")
 
     validate = sub.add_parser("validate", help="check a pipeline file")
@@ -74,8 +104,13 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("stage")
     logs.add_argument("--run", metavar="RUN_ID", help="default: the latest run of the stage")
     logs.add_argument("--attempt", type=_positive, help="default: the last attempt")
-    logs.add_argument("--file", "-f", dest="pipeline", default=DEFAULT_FILE,
-                      help=f"the pipeline file (default: {DEFAULT_FILE})")
+    logs.add_argument(
+        "--file",
+        "-f",
+        dest="pipeline",
+        default=DEFAULT_FILE,
+        help=f"the pipeline file (default: {DEFAULT_FILE})",
+    )
 
     sub.add_parser("schema", help="print the JSON Schema of the pipeline file")
     _add_history_commands(sub)
@@ -195,8 +230,9 @@ def _reporter(args: argparse.Namespace, run: Run) -> None:
     if args.format == "json":
         run.subscribe(JsonReporter(sys.stdout))
     else:
-        color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty()
-                                           and "NO_COLOR" not in os.environ)
+        color = args.color == "always" or (
+            args.color == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        )
         run.subscribe(PlainReporter(sys.stdout, color=color))
     if args.junit:
         run.subscribe(JUnitWriter(args.junit, run.pipeline.name, run.logs))
@@ -209,11 +245,24 @@ async def _run_async(pipeline: Pipeline, args: argparse.Namespace) -> int:
 
     executors: dict[str, Executor] = {}
 
-    def make_run(*, only: Iterable[str] | None = None,
-                 carry: Mapping[str, StageState] | None = None, trigger: str = "manual") -> Run:
-        run = Run(pipeline, jobs=args.jobs, targets=args.stage, approve=args.approve,
-                  manual="skip", no_cache=args.no_cache, only=only, carry=carry,
-                  trigger=trigger, executors=executors)
+    def make_run(
+        *,
+        only: Iterable[str] | None = None,
+        carry: Mapping[str, StageState] | None = None,
+        trigger: str = "manual",
+    ) -> Run:
+        run = Run(
+            pipeline,
+            jobs=args.jobs,
+            targets=args.stage,
+            approve=args.approve,
+            manual="skip",
+            no_cache=args.no_cache,
+            only=only,
+            carry=carry,
+            trigger=trigger,
+            executors=executors,
+        )
         _reporter(args, run)
         track_run(run)
         return run
@@ -228,8 +277,7 @@ async def _run_async(pipeline: Pipeline, args: argparse.Namespace) -> int:
         await run.close()
 
 
-async def _watch(pipeline: Pipeline, args: argparse.Namespace,
-                 make_run: Callable[..., Run]) -> int:
+async def _watch(pipeline: Pipeline, args: argparse.Namespace, make_run: Callable[..., Run]) -> int:
     """`run --watch`: rerun what changes affect until Ctrl-C or SIGTERM."""
     import asyncio
 
@@ -299,8 +347,10 @@ def _logs(args: argparse.Namespace) -> int:
         if attempts:
             attempt = args.attempt or attempts[-1]
             if attempt not in attempts:
-                raise UsageError(f"{args.stage}: run {run_id} has no attempt {attempt} "
-                                 f"(attempts: {', '.join(map(str, attempts))})")
+                raise UsageError(
+                    f"{args.stage}: run {run_id} has no attempt {attempt} "
+                    f"(attempts: {', '.join(map(str, attempts))})"
+                )
             sys.stdout.buffer.write(store.reader(run_id, args.stage, attempt).read_bytes())
             return 0
     where = f"run {args.run}" if args.run else "any recorded run"

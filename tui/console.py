@@ -25,8 +25,16 @@ from engine.events import (
 from engine.logs import LogStore
 
 _COLORS = (36, 35, 33, 34, 32, 96, 95, 93, 94, 92)
-_STATUS_COLOR = {"succeeded": 32, "cached": 32, "failed": 31, "timed_out": 31, "lost": 31,
-                 "cancelled": 33, "skipped": 90, "running": 36}
+_STATUS_COLOR = {
+    "succeeded": 32,
+    "cached": 32,
+    "failed": 31,
+    "timed_out": 31,
+    "lost": 31,
+    "cancelled": 33,
+    "skipped": 90,
+    "running": 36,
+}
 JUNIT_LOG_LINES = 5000  # the last lines of a failed stage's log kept in the report
 
 
@@ -70,8 +78,9 @@ class PlainReporter:
             self.out.write(f"host {event.host}: {event.state}\n")
         elif isinstance(event, RunFinished):
             verdict = self._paint(_STATUS_COLOR.get(event.status, 0), event.status)
-            self.out.write(f"run {event.run_id} {verdict} in {event.duration:.1f}s "
-                           f"(exit {event.exit_code})\n")
+            self.out.write(
+                f"run {event.run_id} {verdict} in {event.duration:.1f}s (exit {event.exit_code})\n"
+            )
             self.out.flush()
 
     def _status(self, event: StageStatus) -> None:
@@ -89,8 +98,9 @@ class PlainReporter:
                 text += f": {event.reason}"
         else:
             return
-        self.out.write(self.prefix(event.stage)
-                       + self._paint(_STATUS_COLOR.get(event.status, 0), text) + "\n")
+        self.out.write(
+            self.prefix(event.stage) + self._paint(_STATUS_COLOR.get(event.status, 0), text) + "\n"
+        )
         self.out.flush()
 
 
@@ -137,12 +147,18 @@ class JUnitWriter:
             if last is None:
                 continue
             counts["tests"] += 1
-            case = ET.SubElement(suite, "testcase", classname=self.pipeline, name=sid,
-                                 time=f"{last.duration or 0:.3f}")
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                classname=self.pipeline,
+                name=sid,
+                time=f"{last.duration or 0:.3f}",
+            )
             if last.status in BAD:
                 counts["failures"] += 1
-                node = ET.SubElement(case, "failure", message=last.reason or last.status,
-                                     type=last.status)
+                node = ET.SubElement(
+                    case, "failure", message=last.reason or last.status, type=last.status
+                )
                 node.text = self._log(finished.run_id, sid, last.attempt)
             elif last.status in (SKIPPED, CANCELLED):
                 counts["skipped"] += 1

@@ -270,8 +270,14 @@ def test_cache_and_watch_mode_agree_on_what_inputs_match(tmp_path: Path) -> None
     for rel in ["a.py", "src/b.py", "src/x/c.py", "docs/_build/i.html", "docs/g.md", "setup.cfg"]:
         write(tmp_path / rel, "x")
     everything = glob_files(tmp_path, ("**",))
-    for patterns in [("*.py",), ("src/*",), ("**/*.py", "!src/x/**"), ("docs", "!docs/_build/**"),
-                     ("/setup.cfg",), ("./src/**",)]:
+    for patterns in [
+        ("*.py",),
+        ("src/*",),
+        ("**/*.py", "!src/x/**"),
+        ("docs", "!docs/_build/**"),
+        ("/setup.cfg",),
+        ("./src/**",),
+    ]:
         hashed = glob_files(tmp_path, patterns)
         watched = [p for p in everything if globs.matcher(patterns)(p)]
         assert hashed == watched, patterns

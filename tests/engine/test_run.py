@@ -55,8 +55,9 @@ def test_needs_order_and_event_stream_shape(write_pipeline: Write, recorder: Rec
 
 def test_jobs_bounds_concurrency(write_pipeline: Write, recorder: Recorder) -> None:
     stages = "\n".join(f"          s{i}: {{run: sleep 0.2}}" for i in range(4))
-    path = write_pipeline("version: 1\nstages:\n" + "\n".join(
-        line[8:] for line in stages.splitlines()))
+    path = write_pipeline(
+        "version: 1\nstages:\n" + "\n".join(line[8:] for line in stages.splitlines())
+    )
     _run(path, recorder, jobs=2)
     spans = sorted(_intervals(recorder).values())
     overlaps = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
@@ -77,8 +78,10 @@ def test_when_allow_failure_and_skips(write_pipeline: Write, recorder: Recorder)
     """)
     _, code = _run(path, recorder)
     assert code == 1
-    final = {s: recorder.final(s) for s in ("bad", "meh", "after_bad", "after_meh", "on_fail",
-                                            "not_on_fail", "always")}
+    final = {
+        s: recorder.final(s)
+        for s in ("bad", "meh", "after_bad", "after_meh", "on_fail", "not_on_fail", "always")
+    }
     assert final["bad"].status == "failed" and final["bad"].exit_code == 3
     assert final["meh"].status == "failed"
     assert final["after_bad"].status == "skipped" and "bad" in (final["after_bad"].reason or "")
@@ -307,8 +310,9 @@ def test_rerun_failed(write_pipeline: Write, recorder: Recorder) -> None:
     assert recorder.final("bad").attempt == 2
 
 
-def test_secrets_masked_in_events_and_logs(write_pipeline: Write, recorder: Recorder,
-                                           tmp_path: Path) -> None:
+def test_secrets_masked_in_events_and_logs(
+    write_pipeline: Write, recorder: Recorder, tmp_path: Path
+) -> None:
     (tmp_path / ".env").write_text("FROM_FILE=filesecret42\n")
     path = write_pipeline("""
         version: 1
@@ -343,8 +347,9 @@ def test_stage_output_is_stored_per_attempt(write_pipeline: Write, recorder: Rec
     assert sorted(reader.lines(0, len(reader))) == [("stderr", "err"), ("stdout", "out 2")]
 
 
-def test_many_quick_stages_all_keep_their_exit_status(write_pipeline: Write,
-                                                      recorder: Recorder) -> None:
+def test_many_quick_stages_all_keep_their_exit_status(
+    write_pipeline: Write, recorder: Recorder
+) -> None:
     """Orphan reaping must never steal a quick stage's exit status from asyncio (it did: 255)."""
     stages = "".join(f"  s{i}: {{run: 'true'}}\n" for i in range(300))
     _, code = _run(write_pipeline("version: 1\nstages:\n" + stages), recorder, jobs=4)
@@ -352,10 +357,12 @@ def test_many_quick_stages_all_keep_their_exit_status(write_pipeline: Write,
     assert failed == [] and code == 0
 
 
-def test_an_engine_fault_fails_the_stage_with_its_reason(write_pipeline: Write,
-                                                         recorder: Recorder,
-                                                         tmp_path: Path) -> None:
-    path = write_pipeline("version: 1\nstages:\n  a: {run: echo hi}\n  b: {needs: [a], run: echo b}\n")
+def test_an_engine_fault_fails_the_stage_with_its_reason(
+    write_pipeline: Write, recorder: Recorder, tmp_path: Path
+) -> None:
+    path = write_pipeline(
+        "version: 1\nstages:\n  a: {run: echo hi}\n  b: {needs: [a], run: echo b}\n"
+    )
     (tmp_path / ".pipedeck").mkdir()
     (tmp_path / ".pipedeck" / "logs").write_text("a file where the log folder belongs")
     _, code = _run(path, recorder)
