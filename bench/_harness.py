@@ -118,7 +118,9 @@ def alternate(
 
 
 def fmt_s(seconds: float) -> str:
-    """`123 ms` below a second, `1.23 s` from there."""
+    """`1.23 ms` below 10 ms, `123 ms` below a second, `1.23 s` from there."""
+    if seconds < 0.01:
+        return f"{seconds * 1000:.2f} ms"
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
