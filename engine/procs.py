@@ -25,7 +25,6 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 
-PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 POLL = 0.05
 KILL_WAIT = 2.0  # how long SIGKILLed processes get to disappear before we give up on them
@@ -39,17 +38,6 @@ if sys.platform.startswith("linux"):
 def become_subreaper() -> bool:
     """Make orphaned descendants reparent to this process (Linux); False where unsupported."""
     return _prctl is not None and _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-
-
-def die_with_parent(parent: int) -> None:
-    """In a forked child (preexec_fn): get SIGKILL when the forking thread dies.
-
-    Exits at once when `parent` (the engine's pid, taken before the fork) is already gone.
-    """
-    if _prctl is not None:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)
 
 
 def _pids() -> list[int]:
@@ -184,6 +172,17 @@ def reap_orphans() -> list[int]:
     return reaped
 
 
+def _group_alive(pgid: int) -> bool:
+    """True while any process (a zombie too) is in the process group."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _kill_now(pgid: int, marker: Mapping[str, str], seen: set[int]) -> list[int]:
     """SIGKILL the group and every marked process; return the marked pids found."""
     found = find_marked(marker)
@@ -201,6 +200,9 @@ async def kill_tree(pgid: int, marker: Mapping[str, str], grace: float) -> None:
     CancelledError propagates.
     """
     seen = set(find_marked(marker))
+    if not seen and not _group_alive(pgid):  # the usual end: nothing left behind
+        reap_orphans()
+        return
     try:
         _signal_group(pgid, signal.SIGTERM)
         # Escapees get it too, once; processes started later (say, a TERM handler's) don't.

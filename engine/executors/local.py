@@ -17,14 +17,12 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Mapping
-from functools import partial
 from pathlib import Path
 
 from engine.executors.base import ExecResult, OutputSink
 from engine.procs import (
     KILL_WAIT,
     become_subreaper,
-    die_with_parent,
     kill_tree,
     own_child,
     spawning,
@@ -83,6 +81,11 @@ class LocalExecutor:
     def __init__(self, workspace: Path) -> None:
         self.workspace = Path(workspace)
         self._shell = default_shell()
+        # The stage's shell gets SIGKILL if the engine dies (PR_SET_PDEATHSIG), set by util-linux
+        # setpriv rather than a preexec_fn: Python code in the child would forbid vfork and cost
+        # each stage milliseconds. Without setpriv, the next start's sweep still finds them.
+        setpriv = shutil.which("setpriv")
+        self._pdeath = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
         self._running: dict[int, dict[str, str]] = {}  # pgid -> marker
         become_subreaper()
 
@@ -91,7 +94,10 @@ class LocalExecutor:
         cwd = self.workspace / stage.cwd
         if not cwd.is_dir():
             return ExecResult(127, reason=f"working directory not found: {cwd}")
-        argv = [*(stage.shell or self._shell), stage.run]
+        shell = stage.shell or self._shell
+        if not shutil.which(shell[0], path=env.get("PATH", os.defpath)):
+            return ExecResult(127, reason=f"cannot start the stage: no such shell: {shell[0]}")
+        argv = [*self._pdeath, *shell, stage.run]
         env = dict(env)
         marker = {key: env[key] for key in MARKER_KEYS if key in env}
         if not marker:  # called without the scheduler's variables: mark the attempt ourselves
@@ -114,7 +120,6 @@ class LocalExecutor:
                         cwd=cwd,
                         env=env,
                         start_new_session=True,
-                        preexec_fn=partial(die_with_parent, os.getpid()),
                     )
                 )
                 try:
