@@ -115,6 +115,7 @@ class Run:
         self.cache = cache
         self.logs = LogStore(pipeline.state_dir / "logs", pipeline.secrets.values())
         self.stage_ids = self._select(targets)
+        self._order = {sid: i for i, sid in enumerate(self.stage_ids)}
         self.states: dict[str, StageState] = {
             sid: StageState(host=pipeline.stages[sid].host) for sid in self.stage_ids
         }
@@ -123,6 +124,8 @@ class Run:
             for sid in keep:
                 if carry and sid in carry:
                     self.states[sid] = StageState(**vars(carry[sid]))
+        # Pending stages in topological order: the loop looks at these only, not at every stage.
+        self._pending = {sid: None for sid in self.stage_ids if self.states[sid].status == PENDING}
         self._approved = self._expand(approve)
         self._forced: set[str] = set()
         self._executors = executors if executors is not None else {}  # shared by watch reruns
@@ -172,6 +175,10 @@ class Run:
     def _set(self, sid: str, status: str, **changes: object) -> None:
         state = self.states[sid]
         state.status = status
+        if status == PENDING:
+            self._pending[sid] = None
+        else:
+            self._pending.pop(sid, None)
         for key, value in changes.items():
             setattr(state, key, value)
         self._publish(
@@ -246,8 +253,8 @@ class Run:
         try:
             while True:
                 self._wake.clear()
-                for sid in self.stage_ids:
-                    if self.states[sid].status == PENDING and sid not in self._tasks:
+                for sid in sorted(self._pending, key=self._order.__getitem__):
+                    if sid not in self._tasks:
                         self._advance(sid)
                 if not self._tasks and not self._startable():
                     break
@@ -264,9 +271,7 @@ class Run:
         return code
 
     def _startable(self) -> bool:
-        return any(
-            self.states[sid].status == PENDING and self._needs_done(sid) for sid in self.stage_ids
-        )
+        return any(self._needs_done(sid) for sid in self._pending)
 
     def _needs_done(self, sid: str) -> bool:
         return all(
