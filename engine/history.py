@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,21 +142,38 @@ class History:
     def __init__(self, path: Path | str, *, timeout: float = 30.0) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._open(timeout)
+                return
+            except (sqlite3.Error, OSError) as err:
+                # Two processes creating the database at once: switching to WAL can answer
+                # "locked" at once, without the busy handler; try again until the timeout.
+                if "locked" in str(err) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                raise HistoryError(
+                    f"{self.path}: cannot use the run history ({err}); "
+                    "move it away to start a new one"
+                ) from None
+
+    def _open(self, timeout: float) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(
+            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-            )
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
+            if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             with self.write() as db:
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     db.execute(statement)
-        except (sqlite3.Error, OSError) as err:
-            raise HistoryError(
-                f"{self.path}: cannot use the run history ({err}); move it away to start a new one"
-            ) from None
+        except BaseException:
+            self._db.close()
+            raise
 
     @classmethod
     def for_state_dir(cls, state_dir: Path) -> History:
