@@ -96,8 +96,7 @@ class _Walker:
     def expand(self, pattern: str) -> list[_Entry]:
         """The files one glob matches."""
         pattern = globs.normalize(pattern)
-        segments = pattern.split("/")
-        if not any(globs.MAGIC.search(s) for s in segments):
+        if not globs.has_magic(pattern):
             target = self.workspace / pattern
             if target.is_dir():
                 return self.listing("" if pattern == "." else pattern)
@@ -134,7 +133,7 @@ def _matching(paths: list[str], patterns: tuple[str, ...]) -> set[str]:
     hits: set[str] = set()
     for pattern in map(globs.normalize, patterns):
         base = globs.base(pattern)
-        literal = not globs.MAGIC.search(pattern)
+        literal = not globs.has_magic(pattern)
         start = bisect.bisect_left(paths, base)
         if literal and start < len(paths) and paths[start] == base:
             hits.add(base)

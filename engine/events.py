@@ -36,7 +36,6 @@ STATUSES = (
     CACHED,
     LOST,
 )
-ACTIVE = frozenset({QUEUED, RUNNING})
 FINISHED = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, SKIPPED, CACHED, LOST})
 BAD = frozenset({FAILED, TIMED_OUT, LOST})  # fail the run unless allow_failure
 

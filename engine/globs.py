@@ -14,12 +14,12 @@ import re
 from collections.abc import Callable
 from functools import lru_cache
 
-MAGIC = re.compile(r"[*?\[]")
+_MAGIC = re.compile(r"[*?\[]")
 
 
 def has_magic(pattern: str) -> bool:
     """True when the pattern has a wildcard."""
-    return MAGIC.search(pattern) is not None
+    return _MAGIC.search(pattern) is not None
 
 
 def normalize(pattern: str) -> str:
@@ -34,7 +34,7 @@ def normalize(pattern: str) -> str:
 def base(pattern: str) -> str:
     """The literal directory part of a normalized glob ("" for the workspace)."""
     segments = pattern.split("/")
-    magic = [i for i, s in enumerate(segments) if MAGIC.search(s)]
+    magic = [i for i, s in enumerate(segments) if has_magic(s)]
     return "/".join(segments[: magic[0]]) if magic else ("" if pattern == "." else pattern)
 
 

@@ -14,7 +14,7 @@ import os
 import secrets as _random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from engine import graph
@@ -123,7 +123,7 @@ class Run:
             keep = set(self.stage_ids) - self._expand(only)
             for sid in keep:
                 if carry and sid in carry:
-                    self.states[sid] = StageState(**vars(carry[sid]))
+                    self.states[sid] = replace(carry[sid])
         # Pending stages in topological order: the loop looks at these only, not at every stage.
         self._pending = {sid: None for sid in self.stage_ids if self.states[sid].status == PENDING}
         self._approved = self._expand(approve)
