@@ -1,37 +1,46 @@
 """Artifacts: the outputs of each successful stage, kept per run (SPEC §6).
 
 Layout: `<state_dir>/artifacts/<run_id>/<stage>/manifest.json` and the output files under
-`<stage>/files/<workspace-relative path>`. Files are hard-linked where the file system allows
-(no copy, no extra space), else copied. A hard link shares the file with the workspace: a tool
-that later rewrites that output *in place* (a shell `>` redirect does) changes the kept copy too.
-The manifest records each kept file's size and mtime, so `list_artifacts` reports such a file as
-not `intact` (its sha256 in the manifest is what the stage made).
+`<stage>/files/<workspace-relative path>`. Each file is an immutable copy: a reflink (FICLONE)
+where the file system shares blocks copy-on-write (btrfs, XFS, bcachefs), else a plain copy; never
+a hard link, which a tool rewriting the output *in place* (a shell `>` redirect) would change.
+Kept files are made read-only. A symlink is kept as a symlink to the same target (never followed,
+so a venv or a link out of the workspace is kept as it was, and a dangling link is no error).
+The manifest records each kept file's size and mtime (a link's target), so `list_artifacts`
+reports a kept file changed afterwards as not `intact`. Secret values in output paths are masked
+in the manifest and in the kept file's name.
 
 The artifacts of the last `PIPEDECK_KEEP_RUNS` runs (default 20) are kept; older runs are pruned
-whenever a new run stores its first artifact.
+whenever a new run stores its first artifact. A value that is not a whole number >= 1 is reported
+and the default used.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from engine.logs import safe_name
+from engine.mask import Masker
 
 DEFAULT_KEEP_RUNS = 20
 KEEP_RUNS_ENV = "PIPEDECK_KEEP_RUNS"
 MANIFEST = "manifest.json"
+FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int), share the source's blocks
+COPY_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
 class Artifact:
-    """One kept output file."""
+    """One kept output file (or symlink)."""
 
     run_id: str
     stage: str
@@ -42,10 +51,47 @@ class Artifact:
     intact: bool  # False when the kept file was changed (or removed) after it was kept
 
 
-def keep_runs(environ: Mapping[str, str] | None = None) -> int:
-    """How many runs' artifacts to keep: `PIPEDECK_KEEP_RUNS` when a whole number >= 1, else 20."""
-    text = (os.environ if environ is None else environ).get(KEEP_RUNS_ENV, "")
-    return int(text) if text.strip().isdigit() and int(text) >= 1 else DEFAULT_KEEP_RUNS
+def keep_runs(
+    environ: Mapping[str, str] | None = None, warn: Callable[[str], None] | None = None
+) -> int:
+    """How many runs' artifacts to keep: `PIPEDECK_KEEP_RUNS` when a whole number >= 1, else 20
+    (a set but unusable value is reported through `warn`)."""
+    text = (os.environ if environ is None else environ).get(KEEP_RUNS_ENV)
+    if text is None or text.strip() == "":
+        return DEFAULT_KEEP_RUNS
+    if text.strip().isdigit() and int(text) >= 1:
+        return int(text)
+    if warn is not None:
+        warn(f"{KEEP_RUNS_ENV}={text!r} is not a whole number >= 1; "
+             f"keeping the artifacts of the last {DEFAULT_KEEP_RUNS} runs")  # fmt: skip
+    return DEFAULT_KEEP_RUNS
+
+
+def copy_immutable(source: Path, target: Path) -> None:
+    """Copy `source` to a new `target`: a reflink where the file system can, else a copy; the
+    copy is read-only. A symlink is copied as a symlink (its target is never read)."""
+    if source.is_symlink():
+        os.symlink(os.readlink(source), target)
+        return
+    with open(source, "rb") as src, open(target, "xb") as dst:
+        try:
+            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+        except OSError:
+            _copy(src, dst)
+    shutil.copystat(source, target)
+    target.chmod(target.stat().st_mode & ~0o222)
+
+
+def _copy(src: BinaryIO, dst: BinaryIO) -> None:
+    """Copy in the kernel (`copy_file_range`), else through user space."""
+    try:
+        while os.copy_file_range(src.fileno(), dst.fileno(), COPY_CHUNK):
+            pass
+    except OSError:  # an old kernel, or file systems it cannot copy between
+        src.seek(0)
+        dst.seek(0)
+        dst.truncate()
+        shutil.copyfileobj(src, dst, COPY_CHUNK)
 
 
 def keep_outputs(
@@ -55,11 +101,16 @@ def keep_outputs(
     workspace: Path,
     manifest: Mapping[str, list[Any]],
     keep: int | None = None,
+    *,
+    masker: Masker | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Path:
     """Store a stage's outputs (`manifest`: path -> [sha256, size]) for a run; returns its dir.
 
-    When this is the run's first stored stage, runs beyond the last `keep` are pruned.
+    Paths are masked with `masker`. When this is the run's first stored stage, runs beyond the
+    last `keep` (default: `keep_runs()`) are pruned.
     """
+    mask = masker.mask_text if masker else str
     root = Path(state_dir) / "artifacts"
     run_dir = root / safe_name(run_id)
     first = not run_dir.exists()
@@ -67,21 +118,26 @@ def keep_outputs(
     files = stage_dir / "files"
     kept: dict[str, dict[str, object]] = {}
     for rel, (sha, size) in sorted(manifest.items()):
-        target = files / rel
+        name = mask(rel)
+        target = files / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)  # kept earlier in this run (a rerun in place)
         try:
-            os.link(workspace / rel, target)
-        except OSError:
-            shutil.copy2(workspace / rel, target)
-        kept[rel] = {"sha256": sha, "size": size, "mtime_ns": target.stat().st_mtime_ns}
+            copy_immutable(workspace / rel, target)
+        except FileNotFoundError:
+            continue  # removed since it was hashed (by a sibling stage): nothing to keep
+        st = target.lstat()
+        info: dict[str, object] = {"sha256": sha, "size": size, "mtime_ns": st.st_mtime_ns}
+        if stat.S_ISLNK(st.st_mode):
+            info["link"] = mask(os.readlink(target))
+        kept[name] = info
     stage_dir.mkdir(parents=True, exist_ok=True)
     body = {"run_id": run_id, "stage": stage_id, "created": time.time(), "files": kept}
     tmp = stage_dir / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(body, indent=2))
     tmp.replace(stage_dir / MANIFEST)
     if first:
-        prune(state_dir, keep_runs() if keep is None else keep, current=run_id)
+        prune(state_dir, keep_runs(warn=warn) if keep is None else keep, current=run_id)
     return stage_dir
 
 
@@ -105,9 +161,11 @@ def prune(state_dir: Path, keep: int, current: str | None = None) -> list[str]:
 
 def _intact(stored: Path, info: Mapping[str, object]) -> bool:
     try:
-        st = stored.stat()
+        st = stored.lstat()
     except OSError:
         return False
+    if stat.S_ISLNK(st.st_mode):
+        return "link" in info
     return (st.st_size, st.st_mtime_ns) == (info["size"], info.get("mtime_ns", st.st_mtime_ns))
 
 

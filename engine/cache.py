@@ -1,7 +1,8 @@
 """Stage fingerprints and the up-to-date check (SPEC §6).
 
 A stage's fingerprint is a sha256 over its command (script, shell, cwd), its environment (secret
-names, never their values), its declared input and output globs, the contents of the files its
+names, never their values), where it runs (a remote stage's host: address, port, user, workdir
+and executor settings), its declared input and output globs, the contents of the files its
 inputs match (outputs excluded) and its upstream stages' fingerprints. A stage with both `inputs`
 and `outputs` is fresh (`cached`) when its fingerprint equals that of its last success and its
 outputs still exist with the contents recorded then.
@@ -10,47 +11,78 @@ File hashes are kept in a stat cache in the history database: a file whose size,
 inode are unchanged is not read again. Entries for files modified in the last second are not
 trusted (a second write in the same clock tick could keep size and mtime).
 
-Globs mean what `engine.globs` says. `.git` and `.pipedeck` directories are never searched, and
-symlinked directories are not followed (symlinked files are hashed by their target's contents).
+Globs mean what `engine.globs` says. `.git` and `.pipedeck` directories are never searched.
+Symlinks are never followed out of the workspace: a symlink counts as itself, its target path
+(plus, for a regular file inside the workspace, that file's contents); a symlinked directory is
+not descended into, and a dangling link is no error.
 
 Within one execution of a run, directory listings and input hashes are shared between decisions,
 so the 200 stages of a no-op rerun list and check a large tree once. A stage's success drops the
 listings its declared `outputs` could touch: files one stage writes and another reads must be
 declared as the writer's `outputs` (as with make or go-task).
+
+`decide` and `record_success` are thread-safe (one lock per cache) and do file and database work:
+the scheduler calls them in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import itertools
 import json
 import os
+import stat
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from engine import artifacts, globs, metrics
-from engine.events import RunStarted
-from engine.history import History, Success
-from engine.run import Decision, Run
-from engine.spec import Pipeline, Stage
+from engine.events import Event, RunStarted
+from engine.history import History, Success, open_history
+from engine.mask import Masker
+from engine.spec import Host, Pipeline, Stage
 
 RACY_NS = 1_000_000_000
 SKIP_DIRS = frozenset({".git", ".pipedeck"})
+# Host fields that do not change where or how a stage runs (connection details and capacity).
+_HOST_FIELDS_IGNORED = frozenset({"name", "identity_file", "known_hosts", "slots"})
 
 __all__ = ["Decision", "FileHasher", "StageCache", "glob_files", "track_run"]
 
 
 @dataclass(frozen=True)
+class Decision:
+    """A cache verdict: the stage's fingerprint, whether its last success still holds, and why."""
+
+    fingerprint: str
+    fresh: bool
+    why: str
+
+
+@dataclass(frozen=True)
 class _Entry:
-    """A file found by a walk: its path relative to the workspace and its stat identity."""
+    """A file (or symlink) found by a walk: its workspace-relative path and stat identity."""
 
     rel: str
     size: int
     mtime_ns: int
     inode: int
+    link: str | None = None  # a symlink's target, as written
+
+
+def _entry(rel: str, path: str | Path) -> _Entry | None:
+    """The entry of a regular file or symlink (never followed); None for anything else."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        return _Entry(rel, st.st_size, st.st_mtime_ns, st.st_ino, os.readlink(path))
+    if stat.S_ISREG(st.st_mode):
+        return _Entry(rel, st.st_size, st.st_mtime_ns, st.st_ino)
+    return None
 
 
 class _Walker:
@@ -70,7 +102,8 @@ class _Walker:
         """Every file under `base` (workspace-relative, "" for the workspace), recursively."""
         if base not in self._listings:
             found: list[_Entry] = []
-            self._scan(self.workspace / base if base else self.workspace, base, found)
+            if not (self.workspace / base).is_symlink():
+                self._scan(self.workspace / base if base else self.workspace, base, found)
             self._listings[base] = found
             self.new.append(base)
         return self._listings[base]
@@ -87,26 +120,24 @@ class _Walker:
                     if entry.name not in SKIP_DIRS:
                         self._scan(entry.path, child, found)
                     continue
-                st = entry.stat()
+                file = _entry(child, entry.path)
             except OSError:
                 continue
-            if entry.is_file():
-                found.append(_Entry(child, st.st_size, st.st_mtime_ns, st.st_ino))
+            if file is not None:
+                found.append(file)
 
     def expand(self, pattern: str) -> list[_Entry]:
         """The files one glob matches."""
         pattern = globs.normalize(pattern)
         if not globs.has_magic(pattern):
             target = self.workspace / pattern
-            if target.is_dir():
+            if target.is_dir() and not target.is_symlink():
                 return self.listing("" if pattern == "." else pattern)
             try:
-                st = target.stat()
+                file = _entry(pattern, target)
             except OSError:
                 return []
-            return (
-                [_Entry(pattern, st.st_size, st.st_mtime_ns, st.st_ino)] if target.is_file() else []
-            )
+            return [file] if file is not None else []
         base = globs.base(pattern)
         if pattern == f"{base}/**" or (not base and pattern == "**"):
             return self.listing(base)
@@ -161,6 +192,7 @@ class FileHasher:
 
     def __init__(self, workspace: Path, history: History) -> None:
         self.workspace = workspace
+        self._real = os.path.realpath(workspace)
         self.history = history
         self._known: dict[str, tuple[int, int, int, str]] | None = None
         self._dirty: dict[str, tuple[int, int, int, str]] = {}
@@ -174,6 +206,8 @@ class FileHasher:
 
     def digest(self, entry: _Entry) -> str:
         """The file's sha256 (hex), read from disk only when its stat identity changed."""
+        if entry.link is not None:
+            return self._link_digest(entry)
         known = self._entries().get(entry.rel)
         if known and known[:3] == (entry.size, entry.mtime_ns, entry.inode):
             return known[3]
@@ -184,6 +218,21 @@ class FileHasher:
             row = (entry.size, entry.mtime_ns, entry.inode, sha)
             self._entries()[entry.rel] = self._dirty[entry.rel] = row
         return sha
+
+    def _link_digest(self, entry: _Entry) -> str:
+        """A symlink's digest: its target path, and the contents of the target when that is a
+        regular file inside the workspace (a target outside it is never read)."""
+        content = ""
+        real = os.path.realpath(self.workspace / entry.rel)
+        if real.startswith(self._real + os.sep):
+            rel = os.path.relpath(real, self._real)
+            try:
+                target = _entry(rel, real)
+                if target is not None and target.link is None:
+                    content = self.digest(target)
+            except OSError:
+                pass
+        return hashlib.sha256(f"symlink\0{entry.link}\0{content}".encode()).hexdigest()
 
     def prune(self, base: str, present: list[_Entry]) -> None:
         """Forget the entries of files under `base` that a full listing of it no longer has."""
@@ -216,12 +265,29 @@ def _sha(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
-class StageCache:
-    """Fingerprints and verdicts for the stages of one pipeline; one per `Run`."""
+def host_identity(host: Host | None) -> dict[str, object]:
+    """What about a host decides where and how a stage runs (its address, workdir, executor...)."""
+    if host is None:
+        return {}
+    fields = dataclasses.asdict(host)
+    return {key: value for key, value in sorted(fields.items()) if key not in _HOST_FIELDS_IGNORED}
 
-    def __init__(self, pipeline: Pipeline, history: History) -> None:
+
+class StageCache:
+    """Fingerprints and verdicts for the stages of one pipeline; one per `Run`. Thread-safe.
+
+    `warn` receives one-line problems that do not stop a run (an unreadable metrics file, a bad
+    `PIPEDECK_KEEP_RUNS`); the default is the history's.
+    """
+
+    def __init__(
+        self, pipeline: Pipeline, history: History, warn: Callable[[str], None] | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.history = history
+        self.warn = warn or history.warn
+        self.masker = Masker(pipeline.secrets.values())
+        self._lock = threading.RLock()
         self.hasher = FileHasher(pipeline.workspace, history)
         self.fingerprints: dict[str, str] = {}  # stage id -> fingerprint of its last decision
         self._walker = _Walker(pipeline.workspace)
@@ -229,11 +295,18 @@ class StageCache:
         self._pending: dict[str, tuple[dict[str, object], dict[str, str]]] = {}
         self._successes: dict[str, Success] | None = None
         self._stored_sets: set[str] = set()
+        self._stale = False
 
     def forget(self) -> None:
-        """Drop every listing and input hash: the next decisions look at the files again."""
-        self._walker.forget({""})
-        self._inputs.clear()
+        """Drop every listing and input hash: the next decisions look at the files again.
+        Never waits (it is called on the event loop): the next decision does the dropping."""
+        self._stale = True
+
+    def _refresh(self) -> None:
+        if self._stale:
+            self._stale = False
+            self._walker.forget({""})
+            self._inputs.clear()
 
     def _prune_and_flush(self) -> None:
         """Keep the stat cache to files that exist: prune under each new listing, then save."""
@@ -266,10 +339,19 @@ class StageCache:
             "outputs": _sha(list(stage.outputs)),
             "upstream": dict(sorted(upstream.items())),
         }
+        if stage.is_remote:  # local stages keep the fingerprints they had before hosts counted
+            host = self.pipeline.hosts.get(stage.host)
+            parts["host"] = _sha([stage.host, host_identity(host)])
         return parts, files
 
     def decide(self, stage: Stage, upstream: Mapping[str, str], no_cache: bool = False) -> Decision:
-        """The stage's fingerprint, whether its last success still holds, and why it runs."""
+        """The stage's fingerprint, whether its last success still holds, and why it runs.
+        Reads and hashes files: call it in a worker thread."""
+        with self._lock:
+            return self._decide(stage, upstream, no_cache)
+
+    def _decide(self, stage: Stage, upstream: Mapping[str, str], no_cache: bool) -> Decision:
+        self._refresh()
         parts, files = self._parts(stage, upstream)
         fingerprint = _sha(parts)
         self.fingerprints[stage.id] = fingerprint
@@ -311,6 +393,8 @@ class StageCache:
         self, old: Mapping[str, object], new: Mapping[str, object], files: dict[str, str]
     ) -> str:
         """A short reason naming the first thing that differs from the last success."""
+        if old.get("host") != new.get("host"):
+            return "host changed"
         for key in ("command", "env"):
             if old.get(key) != new.get(key):
                 return f"{key} changed"
@@ -327,7 +411,13 @@ class StageCache:
 
     def record_success(self, stage: Stage, fingerprint: str, run_id: str) -> None:
         """After a stage succeeded: remember its fingerprint and outputs, keep its artifacts
-        (pruning old runs), and record its metrics. Call for every succeeded stage."""
+        (pruning old runs), and record its metrics. Call for every succeeded stage, in a worker
+        thread (it hashes and copies files)."""
+        with self._lock:
+            self._record_success(stage, fingerprint, run_id)
+
+    def _record_success(self, stage: Stage, fingerprint: str, run_id: str) -> None:
+        self._refresh()
         bases = {globs.base(globs.normalize(p)) for p in stage.outputs}
         self._walker.forget(bases)
         for key in [k for k in self._inputs if any(_overlap(globs.base(globs.normalize(p)), b)
@@ -346,9 +436,11 @@ class StageCache:
                 self._successes[stage.id] = success
         if manifest:
             artifacts.keep_outputs(self.pipeline.state_dir, run_id, stage.id,
-                                   self.pipeline.workspace, manifest)  # fmt: skip
+                                   self.pipeline.workspace, manifest,
+                                   masker=self.masker, warn=self.warn)  # fmt: skip
         if stage.metrics:
-            metrics.record(self.history, self.pipeline.workspace, run_id, stage)
+            metrics.record(self.history, self.pipeline.workspace, run_id, stage,
+                           masker=self.masker, warn=self.warn)  # fmt: skip
 
 
 def _files_changed(previous: Mapping[str, str] | None, files: Mapping[str, str]) -> str:
@@ -363,19 +455,27 @@ def _files_changed(previous: Mapping[str, str] | None, files: Mapping[str, str])
     return changes[0] + (f" (+{len(changes) - 1} more)" if len(changes) > 1 else "")
 
 
-_histories: dict[Path, History] = {}  # one connection per project, however many runs
+class Tracked(Protocol):
+    """What `track_run` needs of a run (an `engine.run.Run`)."""
+
+    pipeline: Pipeline
+    run_id: str
+    trigger: str
+    cache: Any
+
+    def subscribe(self, subscriber: Callable[[Event], Any]) -> Any: ...
 
 
-def track_run(run: Run, history: History | None = None) -> StageCache:
+def track_run(run: Tracked, history: History | None = None) -> StageCache:
     """Give `run` a stage cache and record it in the history: call before `run.execute()`.
 
     Marks runs left behind by a crashed pipedeck as interrupted (sweeping their processes),
-    sets `run.cache`, and subscribes the history recorder with the run's trigger. Each
-    `execute()` (a watch-mode rerun too) starts with fresh listings.
+    sets `run.cache`, and subscribes the history recorder with the run's trigger (its writes go
+    to the history's writer thread). Each `execute()` (a watch-mode rerun too) starts with fresh
+    listings. One history (one connection, one writer thread) serves every run of a project.
     """
     if history is None:
-        db = run.pipeline.state_dir / "history.db"
-        history = _histories.get(db) or _histories.setdefault(db, History(db))
+        history = open_history(run.pipeline.state_dir)
     history.mark_interrupted()
     cache = StageCache(run.pipeline, history)
     run.cache = cache

@@ -3,20 +3,38 @@
 Every write is one short `BEGIN IMMEDIATE` transaction on a WAL database with a busy timeout, so
 several pipedeck processes can record into one project at once. The same file holds what the
 stage cache needs (last successful fingerprints, the file-hash stat cache) and recorded metrics.
+
+The run recorder never touches SQLite on the caller's thread: its writes go to one writer thread
+per history, which applies what has queued up in one transaction. Reads first wait for the queued
+writes (`flush`), so a reader sees every event recorded before it asked.
+
+Failures are contained:
+- a damaged database (SQLite says it is malformed or not a database) is moved aside as
+  `history.db.damaged-<time>` (nothing is deleted), one line says so through `warn`, and a fresh
+  database takes its place; the operation that found the damage then runs on the fresh one.
+- a full disk: a small reserve file beside the database (`history.db-reserve`, 128 KiB) is
+  released so that the run's end can still be recorded; queued writes that still fail stay
+  queued and are tried again with the next ones (and at exit). `warn` says so, once.
+- a state directory that is a file, read-only or full: a HistoryError naming the path and cause.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import queue
 import sqlite3
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.events import (
     CACHED,
@@ -27,10 +45,16 @@ from engine.events import (
     RunStarted,
     StageStatus,
 )
+from engine.fserrors import StateError, cause
 
 INTERRUPTED = "interrupted"
 UNFINISHED = ("pending", "waiting", "queued", "running")
 RAN = ("succeeded", "failed", "timed_out", "cancelled", "lost", INTERRUPTED)
+RESERVE_BYTES = 128 * 1024
+MAX_LIMIT = 1 << 62  # SQLite's LIMIT is a signed 64-bit integer; larger means "all"
+_CORRUPT = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+_FULL = 13  # SQLITE_FULL
+_UNWRITTEN_LIMIT = 100_000  # queued writes kept for a retry while the disk is full
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -40,7 +64,7 @@ CREATE INDEX IF NOT EXISTS runs_started ON runs (started);
 CREATE TABLE IF NOT EXISTS attempts (
     run_id TEXT NOT NULL, stage TEXT NOT NULL, attempt INTEGER NOT NULL, status TEXT NOT NULL,
     started REAL, ended REAL, exit_code INTEGER, host TEXT, fingerprint TEXT, why TEXT,
-    reason TEXT);
+    reason TEXT, peak_rss INTEGER, cpu_seconds REAL);
 CREATE INDEX IF NOT EXISTS attempts_run ON attempts (run_id, stage, attempt);
 CREATE INDEX IF NOT EXISTS attempts_stage ON attempts (stage, started);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -54,10 +78,28 @@ CREATE TABLE IF NOT EXISTS input_sets (digest TEXT PRIMARY KEY, files TEXT NOT N
 CREATE TABLE IF NOT EXISTS file_hashes (
     path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER, sha256 TEXT);
 """
+# Columns added after the first release: (table, column, type), added to older databases.
+_ADDED_COLUMNS = (("attempts", "peak_rss", "INTEGER"), ("attempts", "cpu_seconds", "REAL"))
+_ATTEMPT_COLUMNS = (
+    "run_id, stage, attempt, status, started, ended, exit_code, host, fingerprint, why, reason, "
+    "peak_rss, cpu_seconds"
+)
+
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], None]
 
 
-class HistoryError(Exception):
-    """The history database cannot be opened or is not a pipedeck history."""
+class HistoryError(StateError):
+    """The history database cannot be used; the message names the path and the cause."""
+
+
+def warn_stderr(message: str) -> None:
+    """The default `warn`: one line on stderr."""
+    print(f"pipedeck: {message}", file=sys.stderr, flush=True)
+
+
+def _code(err: sqlite3.Error) -> int:
+    return (getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF
 
 
 @dataclass(frozen=True)
@@ -90,6 +132,8 @@ class AttemptRow:
     fingerprint: str | None
     why: str | None
     reason: str | None
+    peak_rss: int | None = None  # bytes, the most its process tree held at once
+    cpu_seconds: float | None = None  # user + system CPU time of its process tree
 
     @property
     def ran(self) -> bool:
@@ -137,163 +181,314 @@ def pid_alive(pid: int | None, started: int | None) -> bool:
 
 
 class History:
-    """The history database of one project. Thread-safe; cheap to create."""
+    """The history database of one project. Thread-safe; cheap to create.
 
-    def __init__(self, path: Path | str, *, timeout: float = 30.0) -> None:
+    `warn` receives one-line notices (a damaged database moved aside, a full disk).
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        timeout: float = 30.0,
+        warn: Callable[[str], None] = warn_stderr,
+    ) -> None:
         self.path = Path(path)
+        self.warn = warn
+        self._timeout = timeout
         self._lock = threading.RLock()
+        self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self._pending = 0  # queued jobs not yet applied
+        self._idle = threading.Condition()
+        self._writer: threading.Thread | None = None
+        self._unwritten: list[Job] = []  # jobs a full disk refused, tried again with the next
+        self._warned: set[str] = set()
+        self._memory = str(path) == ":memory:"
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self._open(timeout)
-                return
-            except (sqlite3.Error, OSError) as err:
+                self._open()
+                break
+            except sqlite3.DatabaseError as err:
                 # Two processes creating the database at once: switching to WAL can answer
                 # "locked" at once, without the busy handler; try again until the timeout.
                 if "locked" in str(err) and time.monotonic() < deadline:
                     time.sleep(0.05)
                     continue
-                raise HistoryError(
-                    f"{self.path}: cannot use the run history ({err}); "
-                    "move it away to start a new one"
-                ) from None
+                if _code(err) not in _CORRUPT:
+                    raise HistoryError(self._explain(err)) from None
+                self._move_aside(err)
+                break
+        self._keep_reserve()
 
-    def _open(self, timeout: float) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-        )
+    def _open(self) -> None:
+        if not self._memory:
+            try:
+                os.makedirs(self.path.parent, exist_ok=True)
+            except OSError as err:
+                raise HistoryError(self._explain(err)) from None
         try:
-            self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            self._db = sqlite3.connect(
+                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as err:
+            raise HistoryError(self._explain(err)) from None
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
             if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
-            with self.write() as db:
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    db.execute(statement)
+            self._once(self._create)
+            self._inode = None if self._memory else os.stat(self.path).st_ino
         except BaseException:
             self._db.close()
             raise
 
+    @staticmethod
+    def _create(db: sqlite3.Connection) -> None:
+        if db.execute("PRAGMA user_version").fetchone()[0] >= 1:
+            return
+        for statement in filter(str.strip, _SCHEMA.split(";")):
+            db.execute(statement)
+        for table, column, kind in _ADDED_COLUMNS:
+            have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        db.execute("PRAGMA user_version = 1")
+
+    def _explain(self, err: sqlite3.Error | OSError) -> str:
+        """`cannot use the run history PATH: CAUSE`, with a cause a person can act on."""
+        if isinstance(err, OSError):
+            why = cause(err, self.path.parent)
+        elif _code(err) == _FULL:
+            why = f"no space left on device: {self.path.parent}"
+        elif "readonly" in str(err) or (
+            not self._memory and not os.access(self.path.parent, os.W_OK)
+        ):
+            why = f"{self.path.parent} is read-only (no permission, or a read-only file system)"
+        else:
+            why = str(err)
+        return f"cannot use the run history {self.path}: {why}"
+
     @classmethod
-    def for_state_dir(cls, state_dir: Path) -> History:
-        """The history of the project whose `.pipedeck/` is `state_dir`."""
-        return cls(Path(state_dir) / "history.db")
+    def for_state_dir(cls, state_dir: Path, warn: Callable[[str], None] = warn_stderr) -> History:
+        """The history of the project whose `.pipedeck/` is `state_dir` (a new connection)."""
+        return cls(Path(state_dir) / "history.db", warn=warn)
 
     def close(self) -> None:
-        """Close the connection."""
+        """Apply the queued writes and close the connection."""
+        self.flush()
         with self._lock:
             self._db.close()
 
-    @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (`BEGIN IMMEDIATE`), committed on success, rolled back on error."""
+    # -- failures -------------------------------------------------------------------------
+
+    @property
+    def _reserve(self) -> Path:
+        return self.path.with_name(self.path.name + "-reserve")
+
+    def _keep_reserve(self) -> None:
+        """Make sure the reserve file exists (when there is room for it)."""
+        if self._memory or self._reserve.exists():
+            return
+        try:
+            with open(self._reserve, "xb") as f:
+                os.posix_fallocate(f.fileno(), 0, RESERVE_BYTES)
+        except FileExistsError:
+            pass
+        except OSError:
+            self._reserve.unlink(missing_ok=True)
+
+    def _release_reserve(self) -> bool:
+        """Delete the reserve file to make room; False when there was none."""
+        try:
+            self._reserve.unlink()
+        except OSError:
+            return False
+        return True
+
+    def _move_aside(self, err: sqlite3.Error) -> None:
+        """Move a damaged database aside (never delete it) and open a fresh one."""
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            try:
+                same = os.stat(self.path).st_ino == getattr(self, "_inode", None)
+            except OSError:
+                same = False
+            if same or not hasattr(self, "_inode"):
+                stamp = time.strftime("%Y%m%d-%H%M%S")
+                aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+                n = 1
+                while aside.exists():
+                    n += 1
+                    aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}-{n}")
+                for suffix in ("", "-wal", "-shm"):
+                    source = Path(f"{self.path}{suffix}")
+                    if source.exists():
+                        os.replace(source, f"{aside}{suffix}")
+                self.warn(f"the run history {self.path} is damaged ({err}): moved it to "
+                          f"{aside.name} and started a new one")  # fmt: skip
+            self._open()  # another connection already moved it: use the fresh one
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.warn(message)
+
+    # -- transactions ---------------------------------------------------------------------
+
+    def _once(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn(db)` in one `BEGIN IMMEDIATE` transaction: committed, or rolled back on error."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
+                result = fn(self._db)
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            return result
+
+    def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn(db)` in one write transaction. A full disk releases the reserve and tries again;
+        a damaged database is moved aside and `fn` runs on the fresh one. Raises HistoryError."""
+        for last in (False, False, True):
+            try:
+                return self._once(fn)
+            except sqlite3.DatabaseError as err:
+                if not last and _code(err) == _FULL and self._release_reserve():
+                    continue
+                if not last and _code(err) in _CORRUPT:
+                    self._move_aside(err)
+                    continue
+                raise HistoryError(self._explain(err)) from None
+        raise AssertionError("unreachable")
 
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        self.flush()
         with self._lock:
-            return self._db.execute(sql, tuple(args)).fetchall()
+            try:
+                return self._db.execute(sql, tuple(args)).fetchall()
+            except sqlite3.DatabaseError as err:
+                if _code(err) not in _CORRUPT:
+                    raise HistoryError(self._explain(err)) from None
+                self._move_aside(err)
+                return self._db.execute(sql, tuple(args)).fetchall()
+
+    # -- the writer thread ----------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        """Queue `job(db)` for the writer thread, which applies queued jobs in one transaction.
+        Never blocks; errors are reported through `warn`."""
+        with self._idle:
+            self._pending += 1
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_loop, name=f"history-writer {self.path}", daemon=True
+                )
+                self._writer.start()
+                _open_histories.add(self)
+        self._jobs.put(job)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until the queued writes are applied (or failed); False on timeout."""
+        if threading.current_thread() is self._writer:
+            return True
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def _write_loop(self) -> None:
+        while True:
+            batch = [self._jobs.get()]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < 10_000:
+                    batch.append(self._jobs.get_nowait())
+            self._apply(batch)
+            with self._idle:
+                self._pending -= len(batch)
+                self._idle.notify_all()
+
+    def _apply(self, batch: list[Job]) -> None:
+        jobs = [*self._unwritten, *batch]
+
+        def apply_all(db: sqlite3.Connection) -> None:
+            for job in jobs:
+                job(db)
+
+        try:
+            self.transaction(apply_all)
+            self._unwritten = []
+        except HistoryError as err:
+            self._unwritten = jobs[-_UNWRITTEN_LIMIT:]
+            self._warn_once(str(err), f"{err}; the run goes on and is recorded when it can be")
+        except Exception as err:  # a fault of ours must not kill the writer
+            self._unwritten = []
+            self._warn_once(repr(err), f"cannot record in the run history {self.path}: {err!r}")
 
     # -- recording ------------------------------------------------------------------------
 
     def recorder(
         self, run_id: str, trigger: str = "manual", fingerprints: Mapping[str, str] | None = None
     ) -> Callable[[Event], None]:
-        """A `Run` subscriber that records the run and its attempts.
+        """A `Run` subscriber that records the run and its attempts through the writer thread.
 
         The `reason` of a `running` (or `cached`) StageStatus is stored as the attempt's `why`;
         `fingerprints` (e.g. `StageCache.fingerprints`) supplies each stage's fingerprint.
         """
         fps = fingerprints if fingerprints is not None else {}
+        pid = os.getpid()
+        pid_start = process_start(pid)
 
         def record(event: Event) -> None:
             if isinstance(event, RunStarted):
-                self._run_started(run_id, event.pipeline, trigger, event.ts)
+                self.submit(partial(_run_started, run_id, event.pipeline, trigger, event.ts,
+                                    pid, pid_start))  # fmt: skip
             elif isinstance(event, StageStatus):
-                self._stage_status(event, fps.get(event.stage))
+                if event.status in FINISHED or event.status == RUNNING:
+                    self.submit(partial(_stage_status, event, fps.get(event.stage)))
             elif isinstance(event, RunFinished):
-                with self.write() as db:
-                    db.execute(
-                        "UPDATE runs SET status=?, ended=?, duration=?, exit_code=? WHERE run_id=?",
-                        (event.status, event.ts, event.duration, event.exit_code, run_id),
-                    )
+                self.submit(partial(_run_finished, run_id, event))
 
         return record
 
-    def _run_started(self, run_id: str, pipeline: str, trigger: str, ts: float) -> None:
-        pid = os.getpid()
-        with self.write() as db:
+    def record_resources(
+        self,
+        run_id: str,
+        stage: str,
+        attempt: int,
+        peak_rss: int | None = None,
+        cpu_seconds: float | None = None,
+    ) -> None:
+        """Record an attempt's peak memory (bytes) and CPU time (seconds) so far; each only
+        grows. Queued for the writer thread: safe to call from the event loop."""
+
+        def job(db: sqlite3.Connection) -> None:
             db.execute(
-                "INSERT INTO runs (run_id, pipeline, status, started, trigger, pid, pid_start) "
-                "VALUES (?, ?, 'running', ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
-                "status='running', ended=NULL, duration=NULL, exit_code=NULL, pid=excluded.pid, "
-                "pid_start=excluded.pid_start",
-                (run_id, pipeline, ts, trigger, pid, process_start(pid)),
+                "UPDATE attempts SET peak_rss=max(coalesce(peak_rss, 0), coalesce(?, 0)), "
+                "cpu_seconds=max(coalesce(cpu_seconds, 0), coalesce(?, 0)) WHERE rowid="
+                "(SELECT max(rowid) FROM attempts WHERE run_id=? AND stage=? AND attempt=?)",
+                (peak_rss, cpu_seconds, run_id, stage, attempt),
             )
 
-    def _stage_status(self, ev: StageStatus, fingerprint: str | None) -> None:
-        """Start an attempt row on `running` and finish it on the status that follows; a
-        finished status without a running attempt (cached, skipped...) is a row of its own.
-        Statuses before a stage starts (pending, queued, waiting) are not recorded."""
-        if ev.status not in FINISHED and ev.status != RUNNING:
-            return
-        ended = ev.ts if ev.status in FINISHED else None
-        started = ev.ts if ended is None else (ended - ev.duration if ev.duration else None)
-        why = ev.reason if ev.status in (RUNNING, CACHED) else None
-        reason = None if why is not None else ev.reason
-        with self.write() as db:
-            current = db.execute(
-                "SELECT rowid FROM attempts WHERE run_id=? AND stage=? AND attempt=? "
-                "AND status=? ORDER BY rowid DESC LIMIT 1",
-                (ev.run_id, ev.stage, ev.attempt, RUNNING),
-            ).fetchone()
-            if current is None:
-                db.execute(
-                    "INSERT INTO attempts (run_id, stage, attempt, status, started, ended, "
-                    "exit_code, host, fingerprint, why, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (ev.run_id, ev.stage, ev.attempt, ev.status, started or ended, ended,
-                     ev.exit_code, ev.host, fingerprint, why, reason),
-                )  # fmt: skip
-            else:
-                db.execute(
-                    "UPDATE attempts SET status=?, ended=?, exit_code=?, host=?, "
-                    "why=coalesce(?, why), reason=? WHERE rowid=?",
-                    (ev.status, ended, ev.exit_code, ev.host, why, reason, current[0]),
-                )
+        self.submit(job)
 
     def mark_interrupted(self) -> list[str]:
         """Mark runs left `running` by a dead process as `interrupted`; sweep their processes.
 
-        Returns the interrupted run ids. Call once when pipedeck starts.
+        Returns the interrupted run ids. Call once when pipedeck starts (in a worker thread:
+        it reads /proc and waits for processes). On a full disk the marking waits for later.
         """
         candidates = self._query("SELECT run_id, pid, pid_start FROM runs WHERE status='running'")
         dead = [run_id for run_id, pid, start in candidates if not pid_alive(pid, start)]
         if not dead:
             return []
-        marks = ",".join("?" * len(dead))
-        unfinished = ",".join(f"'{s}'" for s in UNFINISHED)
-        with self.write() as db:
-            db.execute(
-                f"UPDATE runs SET status='{INTERRUPTED}', "
-                f"ended=coalesce((SELECT max(coalesce(ended, started)) FROM attempts a "
-                f"WHERE a.run_id=runs.run_id), started) WHERE run_id IN ({marks})",
-                dead,
-            )
-            db.execute(
-                "UPDATE runs SET duration=ended-started WHERE run_id IN (" + marks + ")", dead
-            )
-            db.execute(
-                f"UPDATE attempts SET status='{INTERRUPTED}' "
-                f"WHERE run_id IN ({marks}) AND status IN ({unfinished})",
-                dead,
-            )
+        try:
+            self.transaction(partial(_interrupt, dead))
+        except HistoryError as err:
+            self._warn_once(str(err), str(err))
+            return []
         _sweep(dead)
         return dead
 
@@ -304,7 +499,7 @@ class History:
         rows = self._query(
             "SELECT run_id, pipeline, status, started, ended, duration, trigger, exit_code, pid "
             "FROM runs ORDER BY started DESC, rowid DESC LIMIT ?",
-            (-1 if limit is None else limit,),
+            (-1 if limit is None else min(limit, MAX_LIMIT),),
         )
         return [RunRow(*row) for row in rows]
 
@@ -320,9 +515,7 @@ class History:
     def attempts(self, run_id: str) -> list[AttemptRow]:
         """Every recorded attempt of a run, in the order they were first recorded."""
         rows = self._query(
-            "SELECT run_id, stage, attempt, status, started, ended, exit_code, host, fingerprint,"
-            " why, reason FROM attempts WHERE run_id=? ORDER BY rowid",
-            (run_id,),
+            f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE run_id=? ORDER BY rowid", (run_id,)
         )
         return [AttemptRow(*row) for row in rows]
 
@@ -337,7 +530,7 @@ class History:
         rows = self._query(
             f"SELECT ended - started FROM attempts WHERE stage=? AND status IN ({ran}) "
             "AND ended > started ORDER BY started DESC LIMIT ?",
-            (stage, limit),
+            (stage, min(limit, MAX_LIMIT)),
         )
         return [max(0.0, row[0]) for row in reversed(rows)]
 
@@ -347,12 +540,15 @@ class History:
         self, run_id: str, stage: str, values: Mapping[str, float], ts: float
     ) -> None:
         """Store a stage's metric values for a run (replacing earlier ones of that run)."""
-        with self.write() as db:
+
+        def store(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM metrics WHERE run_id=? AND stage=?", (run_id, stage))
             db.executemany(
                 "INSERT INTO metrics (run_id, stage, name, value, ts) VALUES (?, ?, ?, ?, ?)",
                 [(run_id, stage, name, value, ts) for name, value in values.items()],
             )
+
+        self.transaction(store)
 
     def metric_stages(self) -> list[str]:
         """Every stage id that has recorded metrics."""
@@ -363,7 +559,7 @@ class History:
         recent = self._query(
             "SELECT run_id, max(ts) AS t FROM metrics WHERE stage=? GROUP BY run_id "
             "ORDER BY t DESC LIMIT ?",
-            (stage, runs),
+            (stage, min(runs, MAX_LIMIT)),
         )
         result = []
         for run_id, _ in reversed(recent):
@@ -393,7 +589,8 @@ class History:
         """Store a stage's last success and its input files (path -> sha256; None when that
         set is already stored), which are kept once per digest for explaining changes."""
         digest = success.parts.get("inputs") if input_files is not None else None
-        with self.write() as db:
+
+        def store(db: sqlite3.Connection) -> None:
             db.execute(
                 "INSERT OR REPLACE INTO successes VALUES (?, ?, ?, ?, ?, ?)",
                 (pipeline, stage, success.fingerprint, success.run_id,
@@ -410,6 +607,8 @@ class History:
                 "WHERE json_extract(parts, '$.inputs') IS NOT NULL)"
             )
 
+        self.transaction(store)
+
     def input_set(self, digest: str) -> dict[str, str] | None:
         """The input files (path -> sha256) recorded under a digest, or None."""
         rows = self._query("SELECT files FROM input_sets WHERE digest=?", (digest,))
@@ -424,12 +623,109 @@ class History:
         self, entries: Mapping[str, tuple[int, int, int, str]], gone: Iterable[str] = ()
     ) -> None:
         """Add or replace stat-cache entries, and delete those of `gone` paths."""
-        with self.write() as db:
+
+        def store(db: sqlite3.Connection) -> None:
             db.executemany(
                 "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?)",
                 [(path, *entry) for path, entry in entries.items()],
             )
             db.executemany("DELETE FROM file_hashes WHERE path=?", [(p,) for p in gone])
+
+        self.transaction(store)
+
+
+def _run_started(
+    run_id: str, pipeline: str, trigger: str, ts: float, pid: int, pid_start: int | None,
+    db: sqlite3.Connection,
+) -> None:  # fmt: skip
+    db.execute(
+        "INSERT INTO runs (run_id, pipeline, status, started, trigger, pid, pid_start) "
+        "VALUES (?, ?, 'running', ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
+        "status='running', ended=NULL, duration=NULL, exit_code=NULL, pid=excluded.pid, "
+        "pid_start=excluded.pid_start",
+        (run_id, pipeline, ts, trigger, pid, pid_start),
+    )
+
+
+def _run_finished(run_id: str, event: RunFinished, db: sqlite3.Connection) -> None:
+    db.execute(
+        "UPDATE runs SET status=?, ended=?, duration=?, exit_code=? WHERE run_id=?",
+        (event.status, event.ts, event.duration, event.exit_code, run_id),
+    )
+
+
+def _stage_status(ev: StageStatus, fingerprint: str | None, db: sqlite3.Connection) -> None:
+    """Start an attempt row on `running` and finish it on the status that follows; a finished
+    status without a running attempt (cached, skipped...) is a row of its own. Statuses before
+    a stage starts (pending, queued, waiting) are not recorded."""
+    ended = ev.ts if ev.status in FINISHED else None
+    started = ev.ts if ended is None else (ended - ev.duration if ev.duration else None)
+    why = ev.reason if ev.status in (RUNNING, CACHED) else None
+    reason = None if why is not None else ev.reason
+    current = db.execute(
+        "SELECT rowid FROM attempts WHERE run_id=? AND stage=? AND attempt=? "
+        "AND status=? ORDER BY rowid DESC LIMIT 1",
+        (ev.run_id, ev.stage, ev.attempt, RUNNING),
+    ).fetchone()
+    if current is None:
+        db.execute(
+            "INSERT INTO attempts (run_id, stage, attempt, status, started, ended, "
+            "exit_code, host, fingerprint, why, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (ev.run_id, ev.stage, ev.attempt, ev.status, started or ended, ended,
+             ev.exit_code, ev.host, fingerprint, why, reason),
+        )  # fmt: skip
+    else:
+        db.execute(
+            "UPDATE attempts SET status=?, ended=?, exit_code=?, host=?, "
+            "why=coalesce(?, why), reason=? WHERE rowid=?",
+            (ev.status, ended, ev.exit_code, ev.host, why, reason, current[0]),
+        )
+
+
+def _interrupt(dead: list[str], db: sqlite3.Connection) -> None:
+    """Mark the runs `dead` and their unfinished attempts interrupted."""
+    marks = ",".join("?" * len(dead))
+    unfinished = ",".join(f"'{s}'" for s in UNFINISHED)
+    db.execute(
+        f"UPDATE runs SET status='{INTERRUPTED}', "
+        f"ended=coalesce((SELECT max(coalesce(ended, started)) FROM attempts a "
+        f"WHERE a.run_id=runs.run_id), started) WHERE run_id IN ({marks})",
+        dead,
+    )
+    db.execute("UPDATE runs SET duration=ended-started WHERE run_id IN (" + marks + ")", dead)
+    db.execute(
+        f"UPDATE attempts SET status='{INTERRUPTED}' "
+        f"WHERE run_id IN ({marks}) AND status IN ({unfinished})",
+        dead,
+    )
+
+
+_open_histories: weakref.WeakSet[History] = weakref.WeakSet()  # those with a writer thread
+_shared: dict[Path, History] = {}
+_shared_lock = threading.Lock()
+
+
+def open_history(state_dir: Path, warn: Callable[[str], None] | None = None) -> History:
+    """The project's shared history (one connection and one writer thread per database in this
+    process, however many runs use it); `warn` replaces its notice handler when given."""
+    db = (Path(state_dir) / "history.db").absolute()
+    with _shared_lock:
+        history = _shared.get(db)
+        if history is None:
+            history = _shared[db] = History(db, **({"warn": warn} if warn else {}))
+        elif warn is not None:
+            history.warn = warn
+    return history
+
+
+@atexit.register
+def _flush_all() -> None:
+    """At exit, apply what the writer threads still hold (they are daemons)."""
+    for history in list(_open_histories):
+        history.flush(timeout=10)
+        if history._unwritten:  # a full disk: one last try
+            history.submit(lambda db: None)
+            history.flush(timeout=10)
 
 
 def _sweep(run_ids: Iterable[str]) -> None:

@@ -2,7 +2,9 @@
 
 The file (relative to the workspace) holds numbers, possibly nested: `{"loss": 0.2,
 "eval": {"acc": 0.9}}` is recorded as `loss` and `eval.acc`. Booleans, strings and lists are
-ignored. `compare` lines up a stage's last runs with the change between the last two.
+ignored. A missing or unusable file is reported (one line naming the stage, the file and the
+problem), not silently skipped. Secret values in metric names are masked before they are stored.
+`compare` lines up a stage's last runs with the change between the last two.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.history import History
+from engine.mask import Masker
 from engine.spec import Stage
 
 
@@ -70,14 +74,26 @@ def read(path: Path) -> dict[str, float]:
     return flatten(data)
 
 
-def record(history: History, workspace: Path, run_id: str, stage: Stage) -> dict[str, float]:
-    """Read the stage's metrics file and store its numbers with the run; {} when unusable."""
+def record(
+    history: History,
+    workspace: Path,
+    run_id: str,
+    stage: Stage,
+    *,
+    masker: Masker | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> dict[str, float]:
+    """Read the stage's metrics file and store its numbers (names masked) with the run; {} when
+    the file is unusable, which is reported through `warn` (default: the history's)."""
     if not stage.metrics:
         return {}
     try:
         values = read(Path(workspace) / stage.metrics)
-    except MetricsError:
+    except MetricsError as err:
+        (warn or history.warn)(f"stage {stage.id}: metrics not recorded: {err}")
         return {}
+    if masker:
+        values = {masker.mask_text(name): value for name, value in values.items()}
     history.record_metrics(run_id, stage.id, values, time.time())
     return values
 

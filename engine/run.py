@@ -15,7 +15,7 @@ import secrets as _random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from engine import graph
 from engine.events import (
@@ -44,6 +44,9 @@ from engine.executors.base import REMOTE_STAGE_LIMIT, ExecResult, Executor
 from engine.logs import LogStore
 from engine.spec import LOCAL, Pipeline, Stage
 
+if TYPE_CHECKING:
+    from engine.cache import Decision
+
 
 @dataclass
 class StageState:
@@ -64,15 +67,6 @@ class StageState:
         if self.started is None:
             return None
         return (self.ended or time.time()) - self.started
-
-
-@dataclass(frozen=True)
-class Decision:
-    """A cache verdict: the stage's fingerprint, whether its last success still holds, and why."""
-
-    fingerprint: str
-    fresh: bool
-    why: str
 
 
 class StageCache(Protocol):

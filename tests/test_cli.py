@@ -312,8 +312,8 @@ def test_damaged_history_is_a_message_not_a_traceback(
     (tmp_path / ".pipedeck").mkdir()
     (tmp_path / ".pipedeck" / "history.db").write_bytes(b"this is not a database" * 100)
     done = pipedeck("run", str(path))
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert "history.db" in done.stderr
+    assert done.returncode == 0 and "Traceback" not in done.stderr  # moved aside; the run goes on
+    assert "history.db" in done.stderr and "damaged" in done.stderr
 
 
 def test_watch_path_missing_is_a_usage_error(write_pipeline: Write) -> None:

@@ -164,11 +164,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         silence_stdout()
         code = 141
     except Exception as err:
-        from engine.history import HistoryError
+        from engine.fserrors import StateError
 
-        if not isinstance(err, HistoryError):
+        if not isinstance(err, StateError):
             raise
-        print(f"pipedeck: {err}", file=sys.stderr)  # a damaged .pipedeck/history.db
+        print(f"pipedeck: {err}", file=sys.stderr)  # .pipedeck/ unusable: the path and cause
         code = 1
     sys.exit(code)
 

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from engine.events import LogLines, RunFinished, RunStarted, StageStatus
 from engine.history import History
 
@@ -305,12 +307,90 @@ def test_sigkill_mid_run_leaves_a_sound_db_an_interrupted_run_and_no_processes(t
     assert marked(run_id) == []
 
 
-def test_a_damaged_history_file_is_a_clear_message(tmp_path: Path) -> None:
+def damage_one_page(db: Path, page: int = 2) -> None:
+    """Checkpoint the database, then overwrite one of its pages with garbage."""
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with open(db, "r+b") as f:
+        f.seek((page - 1) * size)
+        f.write(b"\xde\xad" * (size // 2))
+
+
+def damaged_project(tmp_path: Path) -> Path:
+    path = tmp_path / "pipedeck.yaml"
+    path.write_text("version: 1\nstages:\n  a:\n    run: echo hi\n")
+    assert pipedeck("run", str(path)).returncode == 0
+    damage_one_page(tmp_path / ".pipedeck/history.db")
+    return path
+
+
+def assert_moved_aside(tmp_path: Path, stderr: str) -> None:
+    notes = [line for line in stderr.splitlines() if "damaged" in line]
+    assert len(notes) == 1 and "Traceback" not in stderr, stderr
+    (aside,) = (tmp_path / ".pipedeck").glob("history.db.damaged-*[0-9]")
+    assert aside.name in notes[0] and str(tmp_path / ".pipedeck/history.db") in notes[0]
+    assert aside.stat().st_size > 0  # kept, not deleted
+
+
+def test_a_damaged_history_is_moved_aside_and_the_run_goes_on(tmp_path: Path) -> None:
+    """Issue 9.12: one line naming the damage, the file kept aside, a fresh database."""
+    path = damaged_project(tmp_path)
+    done = pipedeck("run", str(path))
+    assert done.returncode == 0, done.stderr
+    assert_moved_aside(tmp_path, done.stderr)
+    shown = pipedeck("history", "-f", str(path))
+    assert shown.returncode == 0 and "succeeded" in shown.stdout and not shown.stderr
+
+
+def test_show_on_a_damaged_history_moves_it_aside(tmp_path: Path) -> None:
+    path = damaged_project(tmp_path)
+    shown = pipedeck("show", "-f", str(path))
+    assert_moved_aside(tmp_path, shown.stderr)
+    assert "no runs recorded yet" in shown.stderr  # the fresh history is empty
+
+
+def test_a_file_that_is_not_a_database_is_moved_aside(tmp_path: Path) -> None:
     (tmp_path / ".pipedeck").mkdir()
     (tmp_path / ".pipedeck/history.db").write_bytes(b"this is not sqlite" * 100)
     result = pipedeck("history", "-f", str(tmp_path / "pipedeck.yaml"))
-    assert result.returncode == 1
-    assert "cannot use the run history" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert_moved_aside(tmp_path, result.stderr)
+
+
+def test_a_second_connection_does_not_move_the_fresh_database_aside(tmp_path: Path) -> None:
+    db = tmp_path / "history.db"
+    recording = History(db)
+    record_run(recording, "r1")
+    recording.close()
+    damage_one_page(db)
+    first, second = History(db, warn=lambda m: None), History(db, warn=lambda m: None)
+    assert first.runs() == [] and second.runs() == []
+    assert len(list(tmp_path.glob("history.db.damaged-*[0-9]"))) == 1
+
+
+@pytest.mark.parametrize("problem", ["file", "read-only"])
+def test_an_unusable_state_directory_names_the_path_and_cause(tmp_path: Path, problem: str):
+    path = tmp_path / "pipedeck.yaml"
+    path.write_text("version: 1\nstages:\n  a:\n    run: echo hi\n")
+    state = tmp_path / ".pipedeck"
+    if problem == "file":
+        state.write_text("")
+        expected = f"{state} is a file, not a directory"
+    else:
+        state.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(state)],
+                       check=True)  # fmt: skip
+        expected = "read-only"
+    try:
+        done = pipedeck("run", str(path))
+    finally:
+        if problem != "file":
+            subprocess.run(["umount", str(state)], check=True)
+    assert done.returncode == 1
+    assert "cannot use the run history" in done.stderr and expected in done.stderr, done.stderr
+    assert "move it away" not in done.stderr and "Traceback" not in done.stderr
 
 
 def test_pipedeck_run_caches_the_second_run_and_no_cache_runs_everything(tmp_path: Path):

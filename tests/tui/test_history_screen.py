@@ -142,4 +142,5 @@ async def test_a_damaged_history_is_reported_on_the_screen(tmp_path: Path) -> No
     app = HistoryApp(load(path))
     async with app.run_test() as pilot:
         log = app.screen.query_one("#log", LogView)
-        await until(pilot, lambda: "cannot use the run history" in log.placeholder, "the problem")
+        await until(pilot, lambda: "is damaged" in log.placeholder, "the problem")
+    assert list((tmp_path / ".pipedeck").glob("history.db.damaged-*"))  # kept aside

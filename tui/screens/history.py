@@ -74,9 +74,10 @@ class HistoryScreen(Screen[None]):
     def __init__(self, pipeline: Pipeline) -> None:
         super().__init__()
         self.pipeline = pipeline
-        self.problem = "no runs recorded yet"
+        notes: list[str] = []  # a damaged database moved aside: said instead of the empty list
         try:
-            self.history = History.for_state_dir(pipeline.state_dir)
+            self.history = History.for_state_dir(pipeline.state_dir, warn=notes.append)
+            self.problem = notes[0] if notes else "no runs recorded yet"
         except HistoryError as err:  # shown instead of the runs; an empty history stands in
             self.problem, self.history = str(err), History(":memory:")
         self.logs = LogStore(pipeline.state_dir / "logs", pipeline.secrets.values())
