@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.errors import PipedeckError
 from engine.events import (
     CACHED,
     FINISHED,
@@ -56,7 +57,7 @@ CREATE TABLE IF NOT EXISTS file_hashes (
 """
 
 
-class HistoryError(Exception):
+class HistoryError(PipedeckError):
     """The history database cannot be opened or is not a pipedeck history."""
 
 
