@@ -10,8 +10,10 @@ import errno
 import os
 from pathlib import Path
 
+from engine.errors import PipedeckError
 
-class StateError(Exception):
+
+class StateError(PipedeckError):
     """pipedeck's state directory (or a file in it) cannot be used; the message says why."""
 
 

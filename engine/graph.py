@@ -11,12 +11,13 @@ import json
 from collections.abc import Iterable, Mapping
 
 from engine import globs
+from engine.errors import PipedeckError
 from engine.spec import Pipeline
 
 FORMATS = ("text", "dot", "mermaid")
 
 
-class CycleError(ValueError):
+class CycleError(PipedeckError, ValueError):
     """The needs graph has a cycle; `cycle` lists its nodes, each needing the next (and the
     last needing the first)."""
 

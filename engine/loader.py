@@ -8,15 +8,18 @@ deep nesting and oversized files are refused in bounded time and memory.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import gc
 import itertools
+import json
 import math
 import os
 import re
 import shlex
 import stat
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from glob import glob
@@ -26,29 +29,32 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from engine import graph
+from engine import globs, graph
+from engine.errors import PipedeckError
 from engine.schema import (
     AXIS_PATTERN,
     DEFAULTS_KEYS,
     DURATION_PATTERN,
     ENV_NAME_PATTERN,
     EXTENSION_PREFIX,
+    GLOB_KEYS,
     HOST_KEYS,
     MATRIX_EXCLUDE,
     NAME_PATTERN,
+    PATH_KEYS,
     SECTION_KINDS,
     STAGE_KEYS,
     TOP_KEYS,
     WATCH_KEYS,
     Key,
 )
-from engine.spec import LOCAL, Host, Pipeline, Stage, WatchConfig
+from engine.spec import COLOR_ENV, LOCAL, Host, Pipeline, Stage, WatchConfig
 
 MAX_FILE_BYTES = 5 * 1024 * 1024
-MAX_NODES = 50_000  # YAML nodes, counting each alias as the nodes it stands for
+MAX_NODES = 300_000  # YAML nodes, counting each alias as the nodes it stands for
 MAX_DEPTH = 64  # nesting of YAML collections
 MAX_MERGE_DEPTH = 16  # merge keys (<<) within merged mappings
-MAX_INSTANCES = 1000  # stage instances in the whole pipeline, after matrix expansion
+MAX_INSTANCES = 50_000  # stage instances in the whole pipeline, after matrix expansion
 
 _TAG = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
@@ -62,6 +68,7 @@ _DURATION_RE = re.compile(DURATION_PATTERN)
 _DURATION_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _MATRIX_EXPR_RE = re.compile(r"\$\{\{\s*matrix\.([A-Za-z0-9_-]+)\s*\}\}")
+_PLAIN_VALUE_RE = re.compile(r'[^,=\[\]"\\]*')  # matrix values an id shows unquoted
 _SCALARS = yaml.constructor.SafeConstructor()  # parses int, float and bool scalar nodes
 _START = yaml.Mark("", 0, 0, 0, "", 0)  # where problems of the whole file are reported
 _NON_PRINTABLE_RE = yaml.reader.Reader.NON_PRINTABLE
@@ -83,7 +90,7 @@ class Problem:
         return f"{self.file}:{self.line}:{self.col}: {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(PipedeckError):
     """An invalid pipeline file; `problems` lists every problem found, in file order."""
 
     def __init__(self, problems: list[Problem]) -> None:
@@ -115,13 +122,27 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None)
     file = os.fspath(path)
     text = _read(file)
     checker = _Checker(file, text)
-    root = checker.compose()
-    pipeline = None
-    if root is not None:
-        pipeline = checker.pipeline(root, Path(os.path.abspath(file)), environ)
+    with _gc_paused():
+        root = checker.compose()
+        pipeline = None
+        if root is not None:
+            pipeline = checker.pipeline(root, Path(os.path.abspath(file)), environ)
     if checker.problems or pipeline is None:
         raise ConfigError(checker.problems)
     return pipeline
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection meanwhile: the node tree has no cycles (recursive aliases are
+    refused), and collecting while it grows costs a 10,000-stage file 40% of its load time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _read(file: str) -> str:
@@ -185,13 +206,25 @@ class _Bounded(yaml.composer.Composer, yaml.resolver.Resolver):
         self.spent = 0
         self.depth = 0
         self.sizes: dict[int, int] = {}
+        self._resolved: dict[tuple[Any, str, Any], str] = {}
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        """The resolver's tag, remembered per distinct scalar (a big file repeats many)."""
+        if kind is not ScalarNode:
+            return super().resolve(kind, value, implicit)
+        key = (kind, value, implicit)
+        tag = self._resolved.get(key)
+        if tag is None:
+            tag = self._resolved[key] = super().resolve(kind, value, implicit)
+        return tag
 
     def _spend(self, count: int, mark: Any) -> None:
         self.spent += count
         if self.spent > MAX_NODES:
             raise _Refused(
-                f"refusing a document of more than {MAX_NODES} nodes (counting each "
-                "alias as what it expands to: an alias bomb?)",
+                f"the file has more than {MAX_NODES} YAML values (each alias counted as the "
+                "values it repeats); this limit guards against alias bombs: use fewer aliases, "
+                "or split the pipeline",
                 mark,
             )
 
@@ -289,9 +322,15 @@ def _did_you_mean(word: str, options: Iterable[str]) -> str:
     return f"; did you mean {close!r}?" if close else ""
 
 
+def _id_value(value: str) -> str:
+    """A matrix value as written in an instance id: as is, or JSON-quoted when it holds `,`, `=`,
+    `[`, `]`, `"` or `\\`, so that no two combinations get the same id."""
+    return value if _PLAIN_VALUE_RE.fullmatch(value) else json.dumps(value, ensure_ascii=False)
+
+
 def _matrix_id(name: str, combo: Mapping[str, str]) -> str:
     """The instance id of one matrix combination: `test[os=linux,python=3.11]`."""
-    return f"{name}[{','.join(f'{axis}={value}' for axis, value in combo.items())}]"
+    return f"{name}[{','.join(f'{axis}={_id_value(value)}' for axis, value in combo.items())}]"
 
 
 def _matrix_env_name(axis: str) -> str:
@@ -617,7 +656,8 @@ class _Checker:
             return None
         self.check_needs(raw)
         self.check_hosts(raw)
-        stages, groups = self.expand(raw, env, defaults)
+        color = fields.get("color", False)
+        stages, groups = self.expand(raw, {**COLOR_ENV, **env} if color else env, defaults)
         if self.problems:
             return None
         return Pipeline(
@@ -629,6 +669,7 @@ class _Checker:
             secrets=secrets,
             hosts=hosts,
             watch=watch,
+            color=color,
         )
 
     def defaults(self, node: Node | None) -> dict[str, Any]:
@@ -746,14 +787,12 @@ class _Checker:
                 continue
             fields = self.fields(nodes, STAGE_KEYS, f"{path}.")
             self.stage_details(fields, nodes, path)
-            needs_node = nodes.get("needs")
-            need_items = needs_node.value if isinstance(needs_node, SequenceNode) else [needs_node]
-            needs = dict(zip(fields.get("needs", []), need_items, strict=False))
+            needs = dict(zip(fields.get("needs", []), _items(nodes.get("needs")), strict=False))
             matrix = self.matrix(nodes["matrix"], f"{path}.matrix") if "matrix" in nodes else None
             axes, combos = matrix or ({}, [{}])
             raw[name] = _RawStage(name, key_node, value, nodes, fields, needs, axes, combos)
-            if matrix is not None or "matrix" not in nodes:
-                self.check_matrix_refs(raw[name])
+            if (matrix is not None or "matrix" not in nodes) and self.check_matrix_refs(raw[name]):
+                self.check_paths(raw[name])
         return raw
 
     def stage_details(self, fields: dict[str, Any], nodes: Mapping[str, Node], path: str) -> None:
@@ -764,8 +803,28 @@ class _Checker:
             except ValueError as err:
                 self.report(nodes["shell"], f"{path}.shell: cannot split it: {err}")
                 del fields["shell"]
-        if "cwd" in fields and os.path.isabs(fields["cwd"]):
-            self.report(nodes["cwd"], f"{path}.cwd: must be relative to the pipeline directory")
+
+    def check_paths(self, stage: _RawStage) -> None:
+        """Report a cwd, metrics file, input or output that leads out of the workspace, as written
+        or in any matrix combination."""
+        for key in PATH_KEYS:
+            texts = stage.fields.get(key)
+            if texts is None:
+                continue
+            texts = texts if isinstance(texts, list) else [texts]
+            for text, node in zip(texts, _items(stage.nodes[key]), strict=False):
+                for combo in stage.combos:
+                    path = _substitute(text, combo)
+                    if key in GLOB_KEYS:  # `!` excludes; a leading `/` anchors at the workspace
+                        path = globs.normalize(path.removeprefix("!"))
+                    if _leaves_workspace(path):
+                        shown = f"{text!r}" + (f" ({path!r} in {combo})" if combo else "")
+                        self.report(
+                            node,
+                            f"stages.{stage.name}.{key}: {shown} leads out of the workspace; "
+                            "paths are relative to the pipeline file's directory and stay inside",
+                        )
+                        break
 
     def matrix(
         self, node: Node, path: str
@@ -817,7 +876,11 @@ class _Checker:
             axes[axis] = values
         size = math.prod(len(values) for values in axes.values())
         if size > MAX_INSTANCES:
-            self.report(node, f"{path}: {size} combinations; at most {MAX_INSTANCES} are allowed")
+            self.report(
+                node,
+                f"{path}: {size} combinations; a pipeline may have at most {MAX_INSTANCES} "
+                "stage instances",
+            )
             return axes, []
         rules = self.matrix_exclude(exclude[1], axes, f"{path}.{MATRIX_EXCLUDE}") if exclude else []
         combos = [
@@ -866,7 +929,8 @@ class _Checker:
         needs: dict[str, list[str]] = {}
         for name, stage in raw.items():
             needs[name] = []
-            for dep, node in stage.needs.items():
+            for need, node in stage.needs.items():
+                dep = _need_stage(need)
                 if dep in raw:
                     needs[name].append(dep)
                 elif dep not in self.stage_names:
@@ -882,10 +946,10 @@ class _Checker:
             except graph.CycleError as err:
                 first, second = err.cycle[0], err.cycle[1 % len(err.cycle)]
                 self.report(
-                    raw[first].needs[second],
+                    next(n for need, n in raw[first].needs.items() if _need_stage(need) == second),
                     f"{err} (each stage needs the next; remove one of these needs)",
                 )
-                needs[first].remove(second)
+                needs[first] = [dep for dep in needs[first] if dep != second]
 
     def check_hosts(self, raw: dict[str, _RawStage]) -> None:
         """Every stage host is `local`, in `hosts:`, or a Host entry of ~/.ssh/config."""
@@ -914,14 +978,18 @@ class _Checker:
             if pattern.strip("*") and not pattern.startswith("!")
         )
 
-    def check_matrix_refs(self, stage: _RawStage) -> None:
-        """Report each `${{ matrix.X }}` in run, cwd or env naming an axis the stage lacks,
-        at its first place in the stage's text."""
+    def check_matrix_refs(self, stage: _RawStage) -> bool:
+        """Report each `${{ matrix.X }}` (in run, cwd, env, inputs, outputs, needs or metrics)
+        naming an axis the stage lacks, at its first place in the stage's text; True if none."""
         f = stage.fields
-        texts = [f.get("run", ""), f.get("cwd", ""), *f.get("env", {}).values()]
+        texts = [f.get("run", ""), *f.get("env", {}).values(), *stage.needs]
+        for key in PATH_KEYS:
+            value = f.get(key, [])
+            texts.extend(value if isinstance(value, list) else [value])
         unknown = {
             m.group(0): m.group(1)
             for text in texts
+            if "${{" in text
             for m in _MATRIX_EXPR_RE.finditer(text)
             if m.group(1) not in stage.axes
         }
@@ -939,6 +1007,7 @@ class _Checker:
                 self.report_index(offset, message)
             else:
                 self.report(stage.key, message)
+        return not unknown
 
     def expand(
         self, raw: dict[str, _RawStage], env: Mapping[str, str], defaults: Mapping[str, Any]
@@ -948,8 +1017,8 @@ class _Checker:
         if total > MAX_INSTANCES:
             self.report(
                 next(iter(raw.values())).key,
-                f"stages: the matrices expand to {total} "
-                f"stage instances; at most {MAX_INSTANCES} are allowed",
+                f"stages: {total} stage instances (stages, with each matrix combination "
+                f"counted); at most {MAX_INSTANCES} are allowed",
             )
         if self.problems:
             return {}, {}
@@ -959,12 +1028,68 @@ class _Checker:
         }
         instances: dict[str, Stage] = {}
         for name, stage in raw.items():
-            needs = tuple(sid for dep in stage.needs if dep in raw for sid in groups[dep])
             for sid, combo in zip(groups[name], stage.combos, strict=True):
+                needs = self.instance_needs(stage, sid, combo, groups)
                 instances[sid] = _instance(stage, sid, combo, needs, env, defaults)
+        if self.problems:
+            return {}, {}
         ids = graph.topo_order({sid: s.needs for sid, s in instances.items()})
         names = dict.fromkeys(instances[sid].name for sid in ids)  # in topological order
         return {sid: instances[sid] for sid in ids}, {n: tuple(groups[n]) for n in names}
+
+    def instance_needs(
+        self,
+        stage: _RawStage,
+        sid: str,
+        combo: Mapping[str, str],
+        groups: Mapping[str, list[str]],
+    ) -> tuple[str, ...]:
+        """The instance ids one instance needs: every instance of a needed stage name, or the
+        instance a need names (`setup[python=${{ matrix.python }}]`, values as in ids)."""
+        needs: dict[str, None] = {}
+        for need, node in stage.needs.items():
+            dep = _need_stage(need)
+            if need in groups:
+                needs.update(dict.fromkeys(groups[need]))
+                continue
+            wanted = _MATRIX_EXPR_RE.sub(lambda m: _id_value(combo[m.group(1)]), need)
+            if wanted in groups.get(dep, ()):
+                needs[wanted] = None
+            elif dep in groups:
+                shown = f"{need!r}" + (f" ({wanted!r} for {sid})" if wanted != need else "")
+                self.report(
+                    node,
+                    f"stages.{stage.name}.needs: {shown} is not an instance of {dep!r}; "
+                    f"its instances: {', '.join(groups[dep][:5])}"
+                    + (", ..." if len(groups[dep]) > 5 else ""),
+                )
+        return tuple(needs)
+
+
+def _items(node: Node | None) -> list[Node]:
+    """The item nodes of a list, or the node itself for a single value."""
+    return node.value if isinstance(node, SequenceNode) else [node] if node is not None else []
+
+
+def _need_stage(need: str) -> str:
+    """The stage name in a `needs` entry: `setup` for `setup[python=3.12]`."""
+    return need.split("[", 1)[0]
+
+
+def _leaves_workspace(path: str) -> bool:
+    """True when a path or glob can lead out of the directory it is relative to: absolute, or
+    more `..` than the parts before them (a `**` may stand for no part at all)."""
+    if path.startswith("/"):
+        return True
+    depth = 0
+    for part in path.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", ".", "**"):
+            depth += 1
+    return False
 
 
 def _combinations(axes: Mapping[str, list[str]]) -> list[dict[str, str]]:
@@ -1002,11 +1127,11 @@ def _instance(
         retries=f.get("retries", defaults.get("retries", Stage.retries)),
         when=f.get("when", Stage.when),
         allow_failure=f.get("allow_failure", Stage.allow_failure),
-        inputs=tuple(f.get("inputs", ())),
-        outputs=tuple(f.get("outputs", ())),
+        inputs=tuple(_substitute(glob, combo) for glob in f.get("inputs", ())),
+        outputs=tuple(_substitute(glob, combo) for glob in f.get("outputs", ())),
         host=f.get("host", LOCAL),
         matrix=combo,
-        metrics=f.get("metrics"),
+        metrics=_substitute(f["metrics"], combo) if "metrics" in f else None,
     )
 
 

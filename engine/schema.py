@@ -20,6 +20,8 @@ MATRIX_EXCLUDE = "exclude"  # the matrix key listing combinations to leave out, 
 EXTENSION_PREFIX = "x-"  # keys starting with it are ignored (a place for YAML anchors)
 
 
+GLOB_KEYS = ("inputs", "outputs")  # stage globs (engine.globs), inside the workspace
+PATH_KEYS = ("cwd", "metrics", *GLOB_KEYS)  # stage paths, inside the workspace
 SECTION_KINDS = frozenset({"defaults", "hosts", "watch", "stages", "matrix"})
 
 
@@ -93,6 +95,12 @@ TOP_KEYS: dict[str, Key] = {
     "version": Key("version", "The file format version: the integer 1.", required=True),
     "name": Key("string", "Pipeline name; default: the file's stem."),
     "env": Key("env", "Pipeline-wide environment."),
+    "color": Key(
+        "boolean",
+        "Make stage tools colour their output without a terminal (FORCE_COLOR, CLICOLOR_FORCE, "
+        "PY_COLORS, CARGO_TERM_COLOR, MYPY_FORCE_COLOR).",
+        default=False,
+    ),
     "secrets": Key("strings", "Env var names read from the environment or .env, masked."),
     "defaults": Key("defaults", "Per-stage defaults."),
     "hosts": Key("hosts", "Remote build boxes, by name."),

@@ -10,6 +10,17 @@ LOCAL = "local"
 
 WHEN_VALUES = ("on_success", "on_failure", "always", "manual")
 
+# What `color: true` puts in every stage's environment: the variables common tools read to colour
+# their output without a terminal (node/chalk, rich and many CLIs; BSD/Go tools and CMake; pytest
+# and tox; cargo; mypy). A stage's or the pipeline's own `env` overrides them.
+COLOR_ENV = {
+    "FORCE_COLOR": "1",
+    "CLICOLOR_FORCE": "1",
+    "PY_COLORS": "1",
+    "CARGO_TERM_COLOR": "always",
+    "MYPY_FORCE_COLOR": "1",
+}
+
 
 @dataclass(frozen=True)
 class Host:
@@ -79,6 +90,7 @@ class Pipeline:
     secrets: Mapping[str, str] = field(default_factory=dict)  # name -> value (may be empty)
     hosts: Mapping[str, Host] = field(default_factory=dict)
     watch: WatchConfig = field(default_factory=WatchConfig)
+    color: bool = False  # `color: true`: stages get COLOR_ENV
 
     @property
     def workspace(self) -> Path:

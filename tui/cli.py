@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from engine import __version__
+from engine.errors import PipedeckError
 
 if TYPE_CHECKING:
     from engine.run import Run
@@ -33,8 +34,10 @@ COMMANDS = (
 EXIT_USAGE = 2
 
 
-class UsageError(Exception):
+class UsageError(PipedeckError):
     """Bad command-line input: printed, exit 2."""
+
+    exit_code = EXIT_USAGE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -153,9 +156,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     parsed = _parser().parse_args(args)
     try:
         code = _dispatch(parsed)
-    except UsageError as err:
-        print(f"pipedeck: {err}", file=sys.stderr)
-        code = EXIT_USAGE
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:  # `pipedeck graph | head`: the reader left; so do we, quietly
@@ -163,13 +163,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
         silence_stdout()
         code = 141
-    except Exception as err:
-        from engine.fserrors import StateError
-
-        if not isinstance(err, StateError):
-            raise
-        print(f"pipedeck: {err}", file=sys.stderr)  # .pipedeck/ unusable: the path and cause
-        code = 1
+    except PipedeckError as err:  # usage, a damaged .pipedeck/history.db, ...
+        print(f"pipedeck: {err}", file=sys.stderr)
+        code = getattr(err, "exit_code", 1)
     sys.exit(code)
 
 

@@ -417,6 +417,145 @@ def test_matrix_stage_needing_a_matrix_stage_needs_all_its_instances(tmp_path: P
     assert p.stages["test[arch=arm]"].needs == ("build[arch=arm]", "build[arch=x86]")
 
 
+def test_matrix_ids_stay_unique_when_values_hold_id_syntax(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        version: 1
+        stages:
+          t: {run: 'echo $MATRIX_X $MATRIX_Y', matrix: {x: ["1", "1,y=2"], y: ["2,y=3", "3"]}}
+        """,
+    )
+    p = load(path, environ={})
+    assert list(p.stages) == [
+        't[x=1,y="2,y=3"]',
+        "t[x=1,y=3]",
+        't[x="1,y=2",y="2,y=3"]',
+        't[x="1,y=2",y=3]',
+    ]
+    assert [dict(s.matrix) for s in p.stages.values()] == [
+        {"x": x, "y": y} for x in ("1", "1,y=2") for y in ("2,y=3", "3")
+    ]
+
+
+def test_an_instance_can_need_its_own_counterpart(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        version: 1
+        stages:
+          setup: {run: x, matrix: {python: ["3.11", "3.12"], tag: ["a,b"]}}
+          lint: {run: x}
+          test:
+            run: x
+            matrix: {python: ["3.11", "3.12"]}
+            needs: [lint, 'setup[python=${{ matrix.python }},tag="a,b"]']
+            inputs: ["src/py${{ matrix.python }}/**"]
+            outputs: ["out/${{ matrix.python }}.xml"]
+          report: {run: x, needs: ['test[python=3.12]']}
+        """,
+    )
+    p = load(path, environ={})
+    assert p.stages["test[python=3.11]"].needs == ("lint", 'setup[python=3.11,tag="a,b"]')
+    assert p.stages["test[python=3.12]"].needs == ("lint", 'setup[python=3.12,tag="a,b"]')
+    assert p.stages["test[python=3.12]"].inputs == ("src/py3.12/**",)
+    assert p.stages["test[python=3.12]"].outputs == ("out/3.12.xml",)
+    assert p.stages["report"].needs == ("test[python=3.12]",)
+
+
+def test_a_need_naming_no_instance_is_reported_where_it_is_written(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        version: 1
+        stages:
+          setup: {run: x, matrix: {python: ["3.11"]}}
+          test:
+            run: x
+            matrix: {python: ["3.11", "3.12"]}
+            needs: ['setup[python=${{ matrix.python }}]', 'setup[py=3]', 'nope[a=1]']
+            inputs: ["${{ matrix.pyhton }}"]
+        """,
+    )
+    assert problems(path) == [
+        f"{path}:7:66: stages.test.needs: unknown stage 'nope'",
+        f"{path}:8:15: stages.test: unknown matrix axis 'pyhton' in ${{{{ matrix.pyhton }}}}; "
+        "did you mean 'python'?",
+    ]
+    path.write_text(path.read_text().replace(", 'nope[a=1]'", "").replace("pyhton", "python"))
+    assert problems(path) == [
+        f"{path}:7:13: stages.test.needs: 'setup[python=${{{{ matrix.python }}}}]' "
+        "('setup[python=3.12]' for test[python=3.12]) is not an instance of 'setup'; "
+        "its instances: setup[python=3.11]",
+        f"{path}:7:51: stages.test.needs: 'setup[py=3]' is not an instance of 'setup'; "
+        "its instances: setup[python=3.11]",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stage", "at", "shown"),
+    [
+        ("{run: x, cwd: ../../..}", "../", "'../../..'"),
+        ("{run: x, cwd: a/../..}", "a/", "'a/../..'"),
+        ("{run: x, outputs: [dist/*, ../manifest.json]}", "../", "'../manifest.json'"),
+        ("{run: x, inputs: ['**/../../x']}", "'", "'**/../../x'"),
+        ("{run: x, inputs: ['!../x']}", "'", "'!../x'"),
+        ("{run: x, inputs: /../etc/passwd}", "/", "'/../etc/passwd'"),
+        ("{run: x, metrics: /m.json}", "/", "'/m.json'"),
+        (
+            "{run: x, cwd: 'w/${{ matrix.d }}', matrix: {d: [a, ../..]}}",
+            "'",
+            "'w/${{ matrix.d }}' ('w/../..' in {'d': '../..'})",
+        ),
+    ],
+)
+def test_paths_out_of_the_workspace_are_refused(
+    tmp_path: Path, stage: str, at: str, shown: str
+) -> None:
+    path = write(tmp_path, f"version: 1\nstages:\n  a: {stage}\n")
+    key = stage.split(", ")[1].split(":")[0]
+    column = len("  a: ") + stage.index(at, stage.index(key)) + 1
+    assert one_problem(path) == (
+        f"{path}:3:{column}: stages.a.{key}: {shown} leads out of "
+        "the workspace; paths are relative to the pipeline file's directory and stay inside"
+    )
+
+
+def test_paths_that_stay_inside_the_workspace_load(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "version: 1\nstages:\n  a: {run: x, cwd: a/../b, inputs: ['*/../x', './y', /setup.cfg], "
+        "outputs: ['**/*.whl', '!dist/x']}\n",
+    )
+    assert load(path, environ={}).stages["a"].cwd == "a/../b"
+
+
+def test_color_sets_the_colour_variables_under_each_env(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        version: 1
+        color: true
+        env: {PY_COLORS: "0"}
+        stages:
+          a: {run: x, env: {FORCE_COLOR: "3"}}
+          b: {run: x}
+        """,
+    )
+    p = load(path, environ={})
+    assert p.color
+    assert p.stages["a"].env == {
+        "FORCE_COLOR": "3",
+        "CLICOLOR_FORCE": "1",
+        "PY_COLORS": "0",
+        "CARGO_TERM_COLOR": "always",
+        "MYPY_FORCE_COLOR": "1",
+    }
+    assert p.stages["b"].env["FORCE_COLOR"] == "1"
+    path.write_text(path.read_text().replace("color: true", "color: false"))
+    assert "FORCE_COLOR" not in load(path, environ={}).stages["b"].env
+
+
 # -- order ------------------------------------------------------------------------------------
 
 
@@ -764,15 +903,31 @@ def test_matrix_values_are_single_lines(tmp_path: Path) -> None:
     )
 
 
-def test_all_matrices_together_have_at_most_1000_instances(tmp_path: Path) -> None:
-    axes = "{a: [1,2,3,4,5,6,7,8,9,10], b: [1,2,3,4,5,6,7,8,9,10], c: [1,2,3,4,5,6]}"
+def test_the_instance_limit_counts_stages_and_matrix_combinations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loader, "MAX_INSTANCES", 600)
+    axes = "{a: [1,2,3,4,5,6,7,8,9,10], b: [1,2,3,4,5,6,7,8,9,10], c: [1,2,3]}"
     path = write(
         tmp_path,
-        f"version: 1\nstages:\n  s: {{run: x, matrix: {axes}}}\n  t: {{run: x, matrix: {axes}}}\n",
+        f"version: 1\nstages:\n  s: {{run: x, matrix: {axes}}}\n  t: {{run: x, matrix: {axes}}}\n"
+        + "".join(f"  p{i}: {{run: x}}\n" for i in range(1)),
     )
     assert one_problem(path) == (
-        f"{path}:3:3: stages: the matrices expand to 1200 stage instances; at most 1000 are allowed"
+        f"{path}:3:3: stages: 601 stage instances (stages, with each matrix combination counted); "
+        "at most 600 are allowed"
     )
+
+
+def test_a_monorepo_of_10000_stages_loads(tmp_path: Path) -> None:
+    lines = ["version: 1", "stages:"]
+    for i in range(10_000):
+        needs = f", needs: [s{i - 1}]" if i % 10 else ""
+        lines.append(f"  s{i}: {{run: 'true', inputs: ['pkg{i}/**'], env: {{N: '{i}'}}{needs}}}")
+    path = tmp_path / "pipedeck.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    p = load(path, environ={})
+    assert len(p.stages) == 10_000 and p.stages["s9999"].needs == ("s9998",)
 
 
 def test_matrix_exclude_leaves_out_matching_combinations(tmp_path: Path) -> None:
@@ -898,7 +1053,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("stage", "expected"),
     [
-        ("{run: x, cwd: /abs}", "3:20: stages.a.cwd: must be relative to the pipeline directory"),
+        ("{run: x, cwd: /abs}", "3:20: stages.a.cwd: '/abs' leads out of the workspace; paths"),
         ("{run: x, shell: 'bash -c \"oops'}", "3:22: stages.a.shell: cannot split it: No closing"),
         (
             "{run: x, env: {1BAD: x}}",
@@ -919,8 +1074,9 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         ("{run: x, [k]: v}", "3:15: stages.a: keys must be strings, got a list"),
         (
             "{run: x, matrix: {a: [1,2,3,4,5,6,7,8,9,10], b: [1,2,3,4,5,6,7,8,9,10], "
-            "c: [1,2,3,4,5,6,7,8,9,10], d: [1,2]}}",
-            "3:23: stages.a.matrix: 2000 combinations; at most 1000 are allowed",
+            "c: [1,2,3,4,5,6,7,8,9,10], d: [1,2,3,4,5,6,7,8,9,10], e: [1,2,3,4,5,6]}}",
+            "3:23: stages.a.matrix: 60000 combinations; a pipeline may have at most 50000 stage "
+            "instances",
         ),
     ],
 )
@@ -1019,8 +1175,8 @@ def test_billion_laughs_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "pipedeck.yaml"
     path.write_text("\n".join(lines) + "\n")
     found = one_problem(path)
-    assert "refusing a document of more than 50000 nodes" in found
-    assert "alias bomb" in found
+    assert f"the file has more than {loader.MAX_NODES} YAML values" in found
+    assert "this limit guards against alias bombs" in found
 
 
 @pytest.mark.timeout(10)
