@@ -699,6 +699,17 @@ def interpolate(text: str, ctx: Context) -> Any:
     )
 
 
+def interpolate_all(value: Any, ctx: Context) -> Any:
+    """Every string in a structure of lists and mappings interpolated."""
+    if isinstance(value, str):
+        return interpolate(value, ctx)
+    if isinstance(value, Mapping):
+        return {k: interpolate_all(v, ctx) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate_all(v, ctx) for v in value]
+    return value
+
+
 def _unfilter(value: Any) -> Any:
     return list(value) if isinstance(value, Filtered) else value
 
