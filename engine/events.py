@@ -103,7 +103,24 @@ class HostStatus:
     type: str = "host_status"
 
 
-Event = RunStarted | StageStatus | LogLines | RunFinished | HostStatus
+@dataclass(frozen=True)
+class StepStatus:
+    """A step of a GitHub Actions job changed status (SPEC §7, §11); `step` is 0-based."""
+
+    run_id: str
+    stage: str
+    attempt: int
+    step: int
+    name: str
+    status: str
+    duration: float | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    ts: float = field(default_factory=now)
+    type: str = "step_status"
+
+
+Event = RunStarted | StageStatus | LogLines | RunFinished | HostStatus | StepStatus
 Subscriber = Callable[[Event], None]
 
 

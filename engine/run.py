@@ -41,6 +41,7 @@ from engine.events import (
     Subscriber,
 )
 from engine.executors.base import REMOTE_STAGE_LIMIT, ExecResult, Executor
+from engine.gha.commands import step_events
 from engine.logs import LogStore
 from engine.spec import LOCAL, Pipeline, Stage
 
@@ -381,6 +382,9 @@ class Run:
             lines = writer.feed(stream, data)
             if lines:
                 self._publish(LogLines(self.run_id, stage.id, attempt, stream, tuple(lines)))
+                if stage.steps:  # a GitHub Actions job: its step markers become events
+                    for event in step_events(self.run_id, stage.id, attempt, lines):
+                        self._publish(event)
 
         try:
             executor = self._executor(stage.host)

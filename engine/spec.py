@@ -71,6 +71,7 @@ class Stage:
     host: str = LOCAL
     matrix: Mapping[str, str] = field(default_factory=dict)
     metrics: str | None = None
+    steps: bool = False  # a GitHub Actions job: its output carries step markers (SPEC §11)
 
     @property
     def is_remote(self) -> bool:
@@ -91,11 +92,13 @@ class Pipeline:
     hosts: Mapping[str, Host] = field(default_factory=dict)
     watch: WatchConfig = field(default_factory=WatchConfig)
     color: bool = False  # `color: true`: stages get COLOR_ENV
+    root: Path | None = None  # the workspace when it is not the file's directory (a workflow)
 
     @property
     def workspace(self) -> Path:
-        """The directory holding the pipeline file; stage `cwd`s are relative to it."""
-        return self.path.parent
+        """The directory holding the pipeline file (a workflow's repository root); stage
+        `cwd`s are relative to it."""
+        return self.root or self.path.parent
 
     @property
     def state_dir(self) -> Path:

@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
             default=DEFAULT_FILE,
             help=f"the pipeline file (default: {DEFAULT_FILE})",
         )
+        from engine.gha.options import add_arguments
+
+        add_arguments(p)  # options of GitHub Actions workflows (SPEC §11)
 
     def jobs_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -138,11 +141,22 @@ def _positive(text: str) -> int:
     return value
 
 
-def _load(path: str) -> Pipeline:
+def _load(path: str, args: argparse.Namespace | None = None) -> Pipeline:
+    from engine.gha import options as gha
+    from engine.gha.loader import is_workflow
     from engine.loader import ConfigError, load
 
+    if path == DEFAULT_FILE and not os.path.exists(path):
+        found = gha.single_workflow(Path("."))
+        if found is not None:  # no pipedeck.yaml, but one GitHub Actions workflow
+            print(f"pipedeck: no {DEFAULT_FILE}; using {found}", file=sys.stderr)
+            path = str(found)
     try:
+        if is_workflow(path):
+            return gha.load(path, args or argparse.Namespace()).pipeline
         return load(path)
+    except ValueError as err:  # a malformed --input/--runner
+        raise UsageError(str(err)) from None
     except ConfigError as err:
         print(err, file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
@@ -184,7 +198,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     handler = getattr(args, "handler", None)
     if handler is not None:  # history, show, artifacts, metrics
         return int(handler(args))
-    pipeline = _load(args.pipeline)
+    pipeline = _load(args.pipeline, args)
     if command == "validate":
         print(f"{args.pipeline}: ok, {len(pipeline.stages)} stage(s)")
         return 0

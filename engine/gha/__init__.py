@@ -1,0 +1,1 @@
+"""GitHub Actions front end: workflow files -> the engine's pipeline model (SPEC §11)."""

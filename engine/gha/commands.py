@@ -1,0 +1,160 @@
+"""Workflow commands in step output (`::group::`, `::error file=..::`, `::add-mask::`...), the
+`GITHUB_ENV`/`GITHUB_OUTPUT` file format, and the step markers the engine reads (SPEC §7).
+
+Output lines are rewritten as GitHub's raw logs show them: `##[group]Title`, `##[endgroup]`,
+`##[error]file:line:col: message`, `##[warning]...`, `##[notice]...`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from engine.events import StepStatus
+
+STEP_MARKER = "##pipedeck[step] "
+_COMMAND_RE = re.compile(r"^::([A-Za-z-]+)(?: ([^:]*))?::(.*)$")
+_HEREDOC_RE = re.compile(r"^([^=<]+)<<(.+)$")
+
+
+def step_marker(**fields: Any) -> str:
+    """The line announcing a step's status: `##pipedeck[step] {"step": 0, ...}`."""
+    return STEP_MARKER + json.dumps(fields, ensure_ascii=False)
+
+
+def parse_step_marker(line: str) -> dict[str, Any] | None:
+    """The fields of a step marker line, or None for any other line."""
+    if not line.startswith(STEP_MARKER):
+        return None
+    try:
+        data = json.loads(line[len(STEP_MARKER) :])
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("step"), int) else None
+
+
+def step_events(
+    run_id: str, stage: str, attempt: int, lines: Iterable[str]
+) -> Iterator[StepStatus]:
+    """The `step_status` events of the step markers among a job's log lines."""
+    for line in lines:
+        data = parse_step_marker(line) if line.startswith(STEP_MARKER) else None
+        if data is not None:
+            yield StepStatus(
+                run_id,
+                stage,
+                attempt,
+                data["step"],
+                str(data.get("name", "")),
+                str(data.get("status", "")),
+                data.get("duration"),
+                data.get("exit_code"),
+                data.get("reason"),
+            )
+
+
+def _unescape(text: str, prop: bool = False) -> str:
+    text = text.replace("%0D", "\r").replace("%0A", "\n")
+    if prop:
+        text = text.replace("%3A", ":").replace("%2C", ",")
+    return text.replace("%25", "%")
+
+
+class CommandFilter:
+    """Turns a step's output lines into log lines, acting on the workflow commands in them."""
+
+    def __init__(self, masks: list[str]) -> None:
+        self.masks = masks  # shared with the runner: ::add-mask:: adds to it
+        self.stop_token: str | None = None
+        self.outputs: dict[str, str] = {}  # the deprecated ::set-output::
+        self.annotations: list[str] = []
+
+    def mask(self, text: str) -> str:
+        for secret in sorted(self.masks, key=len, reverse=True):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def line(self, text: str) -> str | None:
+        """The log line for one output line (None: the line is a command that prints nothing)."""
+        match = _COMMAND_RE.match(text.strip())
+        if self.stop_token is not None:
+            if match and match.group(1) == self.stop_token:
+                self.stop_token = None
+                return None
+            return self.mask(text)
+        if match is None:
+            return self.mask(text)
+        command, props_text, message = match.group(1), match.group(2) or "", match.group(3)
+        props = {}
+        for part in props_text.split(","):
+            if "=" in part:
+                key, value = part.split("=", 1)
+                props[key.strip()] = _unescape(value, prop=True)
+        message = _unescape(message)
+        if command == "add-mask":
+            if message.strip():
+                self.masks.append(message.strip())
+            return None
+        if command == "stop-commands":
+            self.stop_token = message
+            return None
+        if command == "group":
+            return self.mask(f"##[group]{message}")
+        if command == "endgroup":
+            return "##[endgroup]"
+        if command in ("error", "warning", "notice"):
+            where = ":".join(props[k] for k in ("file", "line", "col") if k in props)
+            title = f"{props['title']}: " if "title" in props else ""
+            note = self.mask(f"##[{command}]{where + ': ' if where else ''}{title}{message}")
+            self.annotations.append(note)
+            return note
+        if command == "debug":
+            return self.mask(f"##[debug]{message}")
+        if command == "set-output" and "name" in props:
+            self.outputs[props["name"]] = message
+            return None
+        if command in ("save-state", "echo"):
+            return None
+        return self.mask(text)
+
+
+def read_env_file(text: str) -> Iterator[tuple[str, str]]:
+    """NAME=VALUE lines and NAME<<DELIMITER ... DELIMITER blocks of GITHUB_ENV/GITHUB_OUTPUT."""
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        if not line.strip():
+            continue
+        heredoc = _HEREDOC_RE.match(line)
+        if heredoc and ("=" not in line or line.index("<<") < line.index("=")):
+            name, delimiter = heredoc.group(1), heredoc.group(2)
+            body: list[str] = []
+            while i < len(lines) and lines[i] != delimiter:
+                body.append(lines[i])
+                i += 1
+            if i >= len(lines):
+                raise ValueError(f"{name}<<{delimiter}: no line '{delimiter}' ends the value")
+            i += 1
+            yield name, "\n".join(body)
+        elif "=" in line:
+            name, value = line.split("=", 1)
+            yield name, value
+        else:
+            raise ValueError(f"expected NAME=VALUE or NAME<<DELIMITER, got {line[:60]!r}")
+
+
+def split_lines(buffer: bytearray, final: bool = False) -> Iterable[str]:
+    """Complete lines taken off the front of `buffer` (and the rest too when `final`)."""
+    end = buffer.rfind(b"\n")
+    if end < 0 and not final:
+        return []
+    cut = len(buffer) if final else end + 1
+    chunk = bytes(buffer[:cut])
+    del buffer[:cut]
+    text = chunk.decode("utf-8", "replace")
+    return text.splitlines()

@@ -1,0 +1,63 @@
+"""The `github` context, from the local git checkout and the command line's event."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+_REMOTE_RE = re.compile(r"[:/]([^/:]+/[^/]+?)(?:\.git)?/?$")
+
+
+def _git(root: Path, *args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def github_context(
+    root: Path, event: str = "push", event_file: str | None = None
+) -> dict[str, Any]:
+    """What GitHub would put in `github` for a run of this checkout's HEAD: sha, ref,
+    ref_name, repository (from the `origin` remote), actor, event_name and event."""
+    sha = _git(root, "rev-parse", "HEAD") or "0" * 40
+    branch = _git(root, "symbolic-ref", "--quiet", "HEAD")
+    ref = branch or sha
+    remote = _git(root, "remote", "get-url", "origin")
+    match = _REMOTE_RE.search(remote)
+    repository = match.group(1) if match else f"local/{root.name}"
+    payload: dict[str, Any] = {}
+    if event_file:
+        with open(event_file, encoding="utf-8") as handle:
+            payload = json.load(handle)
+    owner = repository.split("/", 1)[0]
+    return {
+        "event_name": event,
+        "event": payload,
+        "event_path": os.path.abspath(event_file) if event_file else "",
+        "sha": sha,
+        "ref": ref,
+        "ref_name": ref.removeprefix("refs/heads/").removeprefix("refs/tags/"),
+        "ref_type": "tag" if ref.startswith("refs/tags/") else "branch",
+        "head_ref": "",
+        "base_ref": "",
+        "repository": repository,
+        "repository_owner": owner,
+        "actor": _git(root, "config", "user.name") or os.environ.get("USER", "pipedeck"),
+        "server_url": "https://github.com",
+        "api_url": "https://api.github.com",
+        "graphql_url": "https://api.github.com/graphql",
+        "workspace": str(root),
+        "run_id": "1",
+        "run_number": "1",
+        "run_attempt": "1",
+        "retention_days": "90",
+        "token": os.environ.get("GITHUB_TOKEN", ""),
+    }

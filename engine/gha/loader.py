@@ -1,0 +1,729 @@
+"""Load a GitHub Actions workflow: YAML nodes (with marks) -> the engine's `Pipeline`.
+
+Jobs become stages, matrix combinations stage instances (`test[python=3.12,os=ubuntu-latest]`),
+`needs` the same needs. Each stage's command runs `engine.gha.runner` on the job's resolved
+description (JSON in a here-document), which runs the steps. What cannot run here is a warning
+(an error with `strict`), and the job or step is skipped at run time with the reason.
+
+The YAML machinery and the FILE:LINE:COL problems are `engine.loader`'s; key text is read from
+the source, so `on:` is the string "on", not YAML 1.1's `True`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from engine import graph
+from engine.gha import expr
+from engine.gha.context import github_context
+from engine.loader import (
+    BOOL,
+    FLOAT,
+    INT,
+    MAX_INSTANCES,
+    NULL,
+    ConfigError,
+    Problem,
+    _Checker,
+    _describe,
+    _did_you_mean,
+    _read,
+    _scalar,
+)
+from engine.schema import Key
+from engine.spec import LOCAL, Host, Pipeline, Stage
+
+_ANY = Key("any", "")
+TOP_KEYS = dict.fromkeys(
+    ("name", "run-name", "on", "env", "defaults", "jobs", "concurrency", "permissions"), _ANY
+)
+JOB_KEYS = dict.fromkeys(
+    (
+        "name",
+        "needs",
+        "runs-on",
+        "if",
+        "strategy",
+        "env",
+        "defaults",
+        "steps",
+        "outputs",
+        "timeout-minutes",
+        "continue-on-error",
+        "services",
+        "container",
+        "concurrency",
+        "permissions",
+        "environment",
+        "uses",
+        "with",
+        "secrets",
+    ),
+    _ANY,
+)
+STEP_KEYS = dict.fromkeys(
+    (
+        "id",
+        "name",
+        "if",
+        "uses",
+        "run",
+        "shell",
+        "with",
+        "env",
+        "working-directory",
+        "continue-on-error",
+        "timeout-minutes",
+    ),
+    _ANY,
+)
+STRATEGY_KEYS = dict.fromkeys(("matrix", "fail-fast", "max-parallel"), _ANY)
+NOTED_KEYS = ("concurrency", "permissions", "environment")
+NATIVE_ACTIONS = (
+    "actions/checkout",
+    "actions/setup-python",
+    "actions/setup-node",
+    "actions/cache",
+    "actions/upload-artifact",
+    "actions/download-artifact",
+)
+DEFAULT_TIMEOUT_MINUTES = 360
+MAX_MATRIX = 256  # GitHub's limit of jobs one matrix makes
+_JOB_ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_SKIP_LABELS = (("macos", "macOS"), ("windows", "Windows"))
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the command line adds: the event, inputs, runner label -> host, strictness."""
+
+    event: str = "push"
+    event_file: str | None = None
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    runners: Mapping[str, str] = field(default_factory=dict)
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A loaded workflow: the pipeline, and warnings/notes about what runs differently here."""
+
+    pipeline: Pipeline
+    warnings: tuple[Problem, ...] = ()
+
+
+def is_workflow(path: str | os.PathLike[str]) -> bool:
+    """True for a file with a top-level `jobs:` and no top-level `version:`."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 20).decode("utf-8", "replace")
+    except OSError:
+        return False
+    return bool(re.search(r"(?m)^jobs\s*:", head)) and not re.search(r"(?m)^version\s*:", head)
+
+
+def load_workflow(
+    path: str | os.PathLike[str],
+    options: Options | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Workflow:
+    """Load and check a workflow file, or raise `ConfigError` with every problem."""
+    options = options or Options()
+    file = os.fspath(path)
+    text = _read(file)
+    checker = _WorkflowChecker(file, text, options)
+    root = checker.compose()
+    pipeline = None
+    if root is not None:
+        pipeline = checker.pipeline_of(root, Path(os.path.abspath(file)), environ)
+    if options.strict:
+        checker.problems.extend(w for w in checker.warnings if w.message.startswith("warning"))
+    if checker.problems or pipeline is None:
+        raise ConfigError(checker.problems)
+    return Workflow(pipeline, tuple(sorted(set(checker.warnings))))
+
+
+def expand_matrix(matrix: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Matrix combinations by GitHub's rules: the product of the axes, minus `exclude`
+    (partial matches), then each `include` entry extends every original combination it does
+    not contradict on an original axis, or else is added as a combination of its own."""
+    axes = {k: v for k, v in matrix.items() if k not in ("include", "exclude")}
+    combos: list[dict[str, Any]] = [
+        dict(zip(axes, values, strict=True))
+        for values in itertools.product(*(v if isinstance(v, list) else [v] for v in axes.values()))
+    ]
+    if not axes:
+        combos = []
+    for rule in matrix.get("exclude") or []:
+        if isinstance(rule, Mapping):
+            combos = [c for c in combos if not all(c.get(k) == v for k, v in rule.items())]
+    originals = [dict(c) for c in combos]
+    extra: list[dict[str, Any]] = []
+    for entry in matrix.get("include") or []:
+        if not isinstance(entry, Mapping):
+            continue
+        matched = False
+        for combo, original in zip(combos, originals, strict=True):
+            if all(original[k] == v for k, v in entry.items() if k in original):
+                combo.update({k: v for k, v in entry.items() if k not in original})
+                matched = True
+        if not matched:
+            extra.append(dict(entry))
+    return combos + extra
+
+
+def instance_id(job: str, combo: Mapping[str, Any]) -> str:
+    """`test[python=3.12,os=ubuntu-latest]` (object values as compact JSON)."""
+    if not combo:
+        return job
+    parts = []
+    for key, value in combo.items():
+        text = (
+            json.dumps(expr._plain(value), separators=(",", ":"))
+            if isinstance(value, Mapping | list)
+            else expr.to_str(value)
+        )
+        parts.append(f"{key}={_CONTROL_RE.sub(' ', text)}")
+    return f"{job}[{','.join(parts)}]"
+
+
+def runner_command(job: Mapping[str, Any], remote: bool = False) -> str:
+    """The stage command: the job runner reading the job's description from a here-document."""
+    python = "python3" if remote else f"'{sys.executable}'"
+    data = json.dumps(job, ensure_ascii=True, separators=(",", ":"))
+    return f"{python} -m engine.gha.runner <<'PIPEDECK_GHA_JOB'\n{data}\nPIPEDECK_GHA_JOB\n"
+
+
+class _WorkflowChecker(_Checker):
+    """engine.loader's checker, walking a workflow instead of a pipeline file."""
+
+    def __init__(self, file: str, text: str, options: Options) -> None:
+        super().__init__(file, text)
+        self.options = options
+        self.warnings: list[Problem] = []
+        self.secret_names: set[str] = set()
+
+    def warn(self, node: Node, message: str, note: bool = False) -> None:
+        mark = node.start_mark
+        kind = "note" if note else "warning"
+        self.warnings.append(
+            Problem(self.file, mark.line + 1, mark.column + 1, f"{kind}: {message}")
+        )
+
+    # -- plain values
+
+    def plain(self, node: Node) -> Any:
+        """The node as Python data: typed scalars, lists, dicts (merge keys applied)."""
+        if isinstance(node, ScalarNode):
+            if node.tag == NULL:
+                return None
+            if node.tag in (BOOL, INT, FLOAT):
+                value = _scalar(node)
+                return float(value) if isinstance(value, int) and node.tag == INT else value
+            return node.value
+        if isinstance(node, SequenceNode):
+            return [self.plain(item) for item in node.value]
+        items = self.entries(node, "value") or {}
+        return {k: self.plain(v) for k, (_, v) in items.items()}
+
+    def check_expressions(self, node: Node, path: str, condition: bool = False) -> None:
+        """Report each bad `${{ }}` or unknown context in the strings under `node`."""
+        if isinstance(node, SequenceNode):
+            for i, item in enumerate(node.value):
+                self.check_expressions(item, f"{path}[{i}]")
+            return
+        if isinstance(node, MappingNode):
+            for key, value in node.value:
+                self.check_expressions(value, f"{path}.{key.value}")
+            return
+        if not isinstance(node, ScalarNode) or node.tag != "tag:yaml.org,2002:str":
+            return
+        text = node.value
+        try:
+            if condition:
+                tree = expr.condition_tree(text)
+                trees = [tree] if tree[0] != "interp" else []
+                if tree[0] == "interp":
+                    trees = [p.tree for p in expr.pieces(text.strip()) if p.tree is not None]
+            else:
+                trees = [p.tree for p in expr.pieces(text) if p.tree is not None]
+        except expr.ExprError as err:
+            self.report_at(node, err.pos, f"{path}: bad expression: {err.message}")
+            return
+        for tree in trees:
+            for name, pos in expr.references(tree):
+                if name.lower() not in expr.CONTEXTS:
+                    self.report_at(
+                        node,
+                        pos,
+                        f"{path}: unknown context {name!r}"
+                        + _did_you_mean(name.lower(), expr.CONTEXTS),
+                    )
+            self.collect_secrets(tree)
+
+    def collect_secrets(self, tree: expr.Node) -> None:
+        if tree[0] == "prop" and tree[1][0] == "ctx" and tree[1][1].lower() == "secrets":
+            self.secret_names.add(tree[2])
+        for child in expr._children(tree):
+            self.collect_secrets(child)
+
+    def report_at(self, node: Node, offset: int, message: str) -> None:
+        """A problem at a character of a scalar (exact for one-line plain and quoted ones)."""
+        mark = node.start_mark
+        one_line = "\n" not in self.text[mark.index : node.end_mark.index]
+        if one_line and node.style in (None, "", "'", '"'):
+            self.report_index(mark.index + offset + (1 if node.style else 0), message)
+        else:
+            self.report(node, message)
+
+    # -- the workflow
+
+    def pipeline_of(
+        self, root: Node, path: Path, environ: Mapping[str, str] | None
+    ) -> Pipeline | None:
+        top = self.section(root, TOP_KEYS, "", "the workflow")
+        if top is None:
+            return None
+        if "jobs" not in top:
+            self.report(root, "a workflow needs 'jobs:'")
+            return None
+        for key in ("env", "defaults", "run-name", "name"):
+            if key in top:
+                self.check_expressions(top[key], key)
+        for key in NOTED_KEYS:
+            if key in top:
+                self.warn(top[key], f"{key}: accepted and ignored here", note=True)
+        on = self.plain(top["on"]) if "on" in top else None
+        jobs = self.entries(top["jobs"], "jobs")
+        if not jobs:
+            if jobs is not None:
+                self.report(top["jobs"], "jobs: a workflow needs at least one job")
+            return None
+        repo_root = _repo_root(path.parent)
+        github = github_context(repo_root, self.options.event, self.options.event_file)
+        github["workflow"] = self.plain(top["name"]) if "name" in top else path.name
+        inputs = _inputs(on, self.options.inputs)
+        static = {"github": github, "inputs": inputs, "vars": {}, "env": {}}
+        workflow = {
+            "file": str(path),
+            "workspace": str(repo_root),
+            "state": str(repo_root / ".pipedeck"),
+            "env": self.plain(top["env"]) if "env" in top else {},
+            "defaults": _run_defaults(self.plain(top["defaults"]) if "defaults" in top else {}),
+            "github": github,
+            "inputs": inputs,
+        }
+        raw: dict[str, dict[str, Any]] = {}
+        needs_nodes: dict[str, dict[str, Node]] = {}
+        for job_id, (key_node, job_node) in jobs.items():
+            if not _JOB_ID_RE.fullmatch(job_id):
+                self.report(
+                    key_node,
+                    f"jobs: job id {job_id!r} must start with a letter or '_' and contain "
+                    "only letters, digits, '-' and '_'",
+                )
+                continue
+            job = self.job(job_id, key_node, job_node, static)
+            if job is not None:
+                raw[job_id], needs_nodes[job_id] = job
+        self.check_needs_of(raw, needs_nodes, set(jobs))
+        if self.problems:
+            return None
+        workflow["secrets"] = sorted(self.secret_names)
+        stages, groups, hosts = self.stages(raw, workflow)
+        if self.problems:
+            return None
+        secrets = self.secret_values(sorted(self.secret_names), environ)
+        return Pipeline(
+            path=path,
+            name=str(github["workflow"]),
+            stages=stages,
+            groups=groups,
+            env={},
+            secrets=secrets,
+            hosts=hosts,
+            root=repo_root,
+        )
+
+    def secret_values(self, names: list[str], environ: Mapping[str, str] | None) -> dict[str, str]:
+        environ = os.environ if environ is None else environ
+        missing = [n for n in names if n not in environ]
+        dotenv = self.dotenv(Path(self.file).parent / ".env") if missing else {}
+        return {n: environ.get(n, dotenv.get(n, "")) for n in names}
+
+    def job(
+        self, job_id: str, key_node: Node, node: Node, static: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Node]] | None:
+        path = f"jobs.{job_id}"
+        nodes = self.section(node, JOB_KEYS, path, f"job {job_id!r}", at=key_node)
+        if nodes is None:
+            return None
+        job: dict[str, Any] = {"id": job_id, "node": key_node, "skip": None}
+        for key, value in nodes.items():
+            self.check_expressions(value, f"{path}.{key}", condition=key == "if")
+        needs_node = nodes.get("needs")
+        needs: dict[str, Node] = {}
+        if needs_node is not None:
+            items = needs_node.value if isinstance(needs_node, SequenceNode) else [needs_node]
+            for item in items:
+                name = self.string(item, f"{path}.needs")
+                if name is not None:
+                    needs[name] = item
+        job["needs"] = list(needs)
+        if "uses" in nodes:
+            self.reusable(job, nodes, path)
+        elif "steps" not in nodes:
+            self.report(key_node, f"job {job_id!r} needs 'steps:' (or 'uses:')")
+            return None
+        else:
+            job["steps"] = self.steps(nodes["steps"], f"{path}.steps", job)
+        for key in ("services", "container"):
+            if key in nodes:
+                reason = f"{key}: needs Docker, which pipedeck does not use"
+                self.warn(nodes[key], f"{path}.{key}: {reason}; the job is skipped")
+                job["skip"] = job["skip"] or reason
+        for key in NOTED_KEYS:
+            if key in nodes:
+                self.warn(nodes[key], f"{path}.{key}: accepted and ignored here", note=True)
+        for key in ("name", "if", "runs-on", "timeout-minutes", "continue-on-error"):
+            if key in nodes:
+                job[key] = self.plain(nodes[key])
+        job["env"] = self.plain(nodes["env"]) if "env" in nodes else {}
+        job["outputs"] = self.plain(nodes["outputs"]) if "outputs" in nodes else {}
+        job["defaults"] = _run_defaults(
+            self.plain(nodes["defaults"]) if "defaults" in nodes else {}
+        )
+        job["runs_on_node"] = nodes.get("runs-on", key_node)
+        if "runs-on" not in nodes and "uses" not in nodes:
+            self.report(key_node, f"job {job_id!r} is missing the required key 'runs-on'")
+        self.strategy(job, nodes.get("strategy"), path, static)
+        return job, needs
+
+    def reusable(self, job: dict[str, Any], nodes: Mapping[str, Node], path: str) -> None:
+        uses = self.string(nodes["uses"], f"{path}.uses")
+        if uses is None:
+            return
+        reason = (
+            "a reusable workflow from another repository is not on disk"
+            if not uses.startswith("./")
+            else "local reusable workflows are not run yet"
+        )
+        self.warn(nodes["uses"], f"{path}.uses: {reason}; the job is skipped")
+        job["skip"] = reason
+        job["steps"] = []
+        job["runs-on"] = "ubuntu-latest"
+
+    def steps(self, node: Node, path: str, job: dict[str, Any]) -> list[dict[str, Any]]:
+        if not isinstance(node, SequenceNode):
+            self.report(node, f"{path}: expected a list of steps, got {_describe(node)}")
+            return []
+        out = []
+        ids: set[str] = set()
+        for i, item in enumerate(node.value):
+            where = f"{path}[{i}]"
+            nodes = self.section(item, STEP_KEYS, "", f"step {i + 1} of job {job['id']!r}")
+            if nodes is None:
+                continue
+            for key, value in nodes.items():
+                self.check_expressions(value, f"{where}.{key}", condition=key == "if")
+            step = {k: self.plain(v) for k, v in nodes.items()}
+            if ("run" in step) == ("uses" in step):
+                self.report(item, f"{where}: a step needs exactly one of 'run' and 'uses'")
+                continue
+            if "id" in step:
+                if step["id"] in ids:
+                    self.report(nodes["id"], f"{where}.id: duplicate step id {step['id']!r}")
+                ids.add(str(step["id"]))
+            if "uses" in step:
+                step["skip"] = self.action_skip(str(step["uses"]), nodes["uses"], where)
+            out.append(step)
+        return out
+
+    def action_skip(self, uses: str, node: Node, path: str) -> str | None:
+        """Why a `uses:` cannot run here (None when it can), warned at its position."""
+        name = uses.split("@", 1)[0].lower()
+        if uses.startswith("docker://"):
+            reason = "Docker actions need Docker, which pipedeck does not use"
+        elif uses.startswith("./"):
+            action_dir = _repo_root(Path(self.file).parent) / uses
+            if (
+                not (action_dir / "action.yml").is_file()
+                and not (action_dir / "action.yaml").is_file()
+            ):
+                reason = f"local action {uses} has no action.yml"
+            else:
+                return None
+        elif name in NATIVE_ACTIONS:
+            return None
+        else:
+            native = ", ".join(NATIVE_ACTIONS)
+            reason = f"remote action {uses} is not on disk (only {native} run natively)"
+        self.warn(node, f"{path}.uses: {reason}; the step is skipped")
+        return reason
+
+    def strategy(
+        self, job: dict[str, Any], node: Node | None, path: str, static: Mapping[str, Any]
+    ) -> None:
+        job["fail-fast"], job["max-parallel"], job["combos"], job["matrix_expr"] = (
+            True,
+            0,
+            [{}],
+            None,
+        )
+        if node is None:
+            return
+        nodes = self.section(node, STRATEGY_KEYS, f"{path}.strategy", f"{path}.strategy")
+        if not nodes:
+            return
+        if "fail-fast" in nodes:
+            value = self.plain(nodes["fail-fast"])
+            job["fail-fast"] = value if isinstance(value, bool) else str(value)
+        if "max-parallel" in nodes:
+            value = self.plain(nodes["max-parallel"])
+            job["max-parallel"] = int(value) if isinstance(value, float) else 0
+        if "matrix" not in nodes:
+            return
+        matrix = self.plain(nodes["matrix"])
+        if _mentions(matrix, "needs") or _mentions(matrix, "matrix"):
+            job["matrix_expr"] = matrix  # expanded by the runner, once `needs` is known
+            job["combos"] = [{}]
+            return
+        try:
+            matrix = expr.interpolate_all(matrix, expr.Context(static))
+        except expr.ExprError as err:
+            self.report(nodes["matrix"], f"{path}.strategy.matrix: {err}")
+            return
+        if not isinstance(matrix, Mapping):
+            self.report(nodes["matrix"], f"{path}.strategy.matrix: expected a mapping")
+            return
+        for axis, values in matrix.items():
+            if axis not in ("include", "exclude") and (not isinstance(values, list) or not values):
+                self.report(
+                    nodes["matrix"],
+                    f"{path}.strategy.matrix.{axis}: expected a non-empty list of values",
+                )
+                return
+        combos = expand_matrix(matrix)
+        if not combos:
+            self.report(nodes["matrix"], f"{path}.strategy.matrix: no combination is left")
+            return
+        if len(combos) > MAX_MATRIX:
+            self.report(
+                nodes["matrix"],
+                f"{path}.strategy.matrix: {len(combos)} jobs; GitHub allows at most {MAX_MATRIX}",
+            )
+            return
+        job["combos"] = combos
+
+    def check_needs_of(
+        self, raw: Mapping[str, dict[str, Any]], needs: Mapping[str, dict[str, Node]], known: set
+    ) -> None:
+        edges: dict[str, list[str]] = {}
+        for job_id in raw:
+            edges[job_id] = []
+            for dep, node in needs[job_id].items():
+                if dep in raw:
+                    edges[job_id].append(dep)
+                elif dep not in known:
+                    self.report(
+                        node,
+                        f"jobs.{job_id}.needs: unknown job {dep!r}" + _did_you_mean(dep, known),
+                    )
+        while True:
+            try:
+                graph.topo_order(edges)
+                return
+            except graph.CycleError as err:
+                first, second = err.cycle[0], err.cycle[1 % len(err.cycle)]
+                self.report(needs[first][second], f"{err} (each job needs the next)")
+                edges[first].remove(second)
+
+    def stages(
+        self, raw: Mapping[str, dict[str, Any]], workflow: Mapping[str, Any]
+    ) -> tuple[dict[str, Stage], dict[str, tuple[str, ...]], dict[str, Host]]:
+        total = sum(len(job["combos"]) for job in raw.values())
+        if total > MAX_INSTANCES:
+            self.report(next(iter(raw.values()))["node"], f"jobs: {total} job instances")
+            return {}, {}, {}
+        groups = {
+            job_id: [instance_id(job_id, combo) for combo in job["combos"]]
+            for job_id, job in raw.items()
+        }
+        instances: dict[str, Stage] = {}
+        hosts: dict[str, Host] = {}
+        for job_id, job in raw.items():
+            needs = tuple(sid for dep in job["needs"] for sid in groups.get(dep, ()))
+            total = len(job["combos"])
+            for index, (sid, combo) in enumerate(zip(groups[job_id], job["combos"], strict=True)):
+                stage = self.stage(job, sid, combo, needs, workflow, index, total)
+                if stage.host != LOCAL:
+                    hosts[stage.host] = Host(stage.host, stage.host)
+                instances[sid] = stage
+        order = graph.topo_order({sid: s.needs for sid, s in instances.items()})
+        return (
+            {sid: instances[sid] for sid in order},
+            {n: tuple(groups[n]) for n in dict.fromkeys(instances[s].name for s in order)},
+            hosts,
+        )
+
+    def stage(
+        self,
+        job: Mapping[str, Any],
+        sid: str,
+        combo: Mapping[str, Any],
+        needs: tuple[str, ...],
+        workflow: Mapping[str, Any],
+        index: int,
+        total: int,
+    ) -> Stage:
+        path = f"jobs.{job['id']}"
+        ctx = expr.Context(
+            {"github": workflow["github"], "inputs": workflow["inputs"], "matrix": combo}
+        )
+        skip = job["skip"]
+        host = LOCAL
+        runs_on = job.get("runs-on", "ubuntu-latest")
+        try:
+            labels = _labels(expr.interpolate_all(runs_on, ctx))
+        except expr.ExprError:
+            labels = []  # names `needs`: known at run time only
+        mapped = [self.options.runners[lb] for lb in labels if lb in self.options.runners]
+        if mapped:
+            host = mapped[0]
+        else:
+            for label in labels:
+                for prefix, system in _SKIP_LABELS:
+                    if label.lower().startswith(prefix):
+                        reason = f"runs-on {label}: a {system} runner is not available here"
+                        skip = skip or reason
+                        self.warn(
+                            job["runs_on_node"],
+                            f"{path}.runs-on: {reason} (map it with --runner {label}=HOST); "
+                            "the job is skipped",
+                        )
+        timeout = job.get("timeout-minutes", DEFAULT_TIMEOUT_MINUTES)
+        continue_on_error = job.get("continue-on-error", False)
+        description = {
+            "workflow": workflow,
+            "job": job["id"],
+            "instance": sid,
+            "name": job.get("name"),
+            "needs": job["needs"],
+            "if": job.get("if"),
+            "env": job["env"],
+            "defaults": job["defaults"],
+            "steps": job["steps"],
+            "outputs": job["outputs"],
+            "matrix": combo,
+            "matrix_expr": job["matrix_expr"],
+            "strategy": {
+                "fail-fast": job["fail-fast"],
+                "max-parallel": job["max-parallel"] or total,
+                "job-index": index,
+                "job-total": total,
+            },
+            "continue-on-error": continue_on_error,
+            "timeout-minutes": timeout,
+            "skip": skip,
+            "runs-on": labels,
+        }
+        uses_status = isinstance(job.get("if"), str) and expr._uses_status(
+            _safe_condition(job["if"])
+        )
+        return Stage(
+            id=sid,
+            name=job["id"],
+            run=runner_command(description, remote=host != LOCAL),
+            needs=needs,
+            env={},
+            timeout=float(timeout) * 60 if isinstance(timeout, float) else None,
+            kill_grace=5.0,
+            when="always" if uses_status else "on_success",
+            allow_failure=continue_on_error is True,
+            host=host,
+            matrix={k: expr.to_str(v) for k, v in combo.items()},
+            steps=True,
+        )
+
+
+def _safe_condition(text: str) -> expr.Node:
+    try:
+        return expr.condition_tree(text)
+    except expr.ExprError:
+        return ("lit", None)
+
+
+def _mentions(value: Any, context: str) -> bool:
+    """True when a string in `value` holds an expression naming `context`."""
+    if isinstance(value, str):
+        return "${{" in value and re.search(rf"\b{context}\b", value) is not None
+    if isinstance(value, Mapping):
+        return any(_mentions(v, context) for v in value.values())
+    if isinstance(value, list):
+        return any(_mentions(v, context) for v in value)
+    return False
+
+
+def _labels(runs_on: Any) -> list[str]:
+    if isinstance(runs_on, Mapping):
+        runs_on = runs_on.get("labels") or runs_on.get("group") or []
+    if isinstance(runs_on, list):
+        return [expr.to_str(label) for label in runs_on]
+    return [expr.to_str(runs_on)]
+
+
+def _run_defaults(defaults: Any) -> dict[str, Any]:
+    run = defaults.get("run") if isinstance(defaults, Mapping) else None
+    return dict(run) if isinstance(run, Mapping) else {}
+
+
+def _inputs(on: Any, given: Mapping[str, str]) -> dict[str, Any]:
+    """The `inputs` context: workflow_dispatch / workflow_call defaults, typed, then `--input`."""
+    inputs: dict[str, Any] = {}
+    if isinstance(on, Mapping):
+        for trigger in ("workflow_dispatch", "workflow_call"):
+            spec = on.get(trigger)
+            declared = spec.get("inputs") if isinstance(spec, Mapping) else None
+            for name, item in (declared or {}).items():
+                item = item if isinstance(item, Mapping) else {}
+                inputs.setdefault(name, _typed(item.get("type"), item.get("default")))
+    for name, value in given.items():
+        kind = None
+        if isinstance(on, Mapping):
+            for trigger in ("workflow_dispatch", "workflow_call"):
+                spec = on.get(trigger)
+                declared = (spec.get("inputs") if isinstance(spec, Mapping) else None) or {}
+                if isinstance(declared.get(name), Mapping):
+                    kind = declared[name].get("type")
+        inputs[name] = _typed(kind, value)
+    return inputs
+
+
+def _typed(kind: Any, value: Any) -> Any:
+    if kind == "boolean":
+        return value if isinstance(value, bool) else str(value).lower() == "true"
+    if kind == "number" and value is not None:
+        number = expr.to_number(value)
+        return None if number != number else number
+    return "" if value is None else value
+
+
+def _repo_root(start: Path) -> Path:
+    """The repository root above a workflow (`.github/workflows/x.yml` -> the checkout)."""
+    for parent in [start, *start.parents]:
+        if (parent / ".git").exists():
+            return parent
+        if parent.name == ".github":
+            return parent.parent
+    return start

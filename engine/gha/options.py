@@ -1,0 +1,66 @@
+"""The command-line side of workflows: the options `run`, `ui`, `validate` and `graph` take,
+loading with warnings printed, and finding the workflow when there is no pipedeck.yaml."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from engine.gha.loader import Options, Workflow, load_workflow
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """--event, --event-file, --input, --runner and --strict (SPEC §3, §11)."""
+    group = parser.add_argument_group("GitHub Actions workflows")
+    group.add_argument("--event", default="push", help="github.event_name (default: push)")
+    group.add_argument("--event-file", metavar="FILE", help="a JSON event payload: github.event")
+    group.add_argument(
+        "--input", action="append", default=[], metavar="KEY=VALUE", help="an input (repeatable)"
+    )
+    group.add_argument(
+        "--runner",
+        action="append",
+        default=[],
+        metavar="LABEL=HOST",
+        help="run jobs whose runs-on has LABEL on HOST (repeatable)",
+    )
+    group.add_argument(
+        "--strict", action="store_true", help="what cannot run here is an error, not a warning"
+    )
+
+
+def _pairs(items: list[str], option: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{option} {item}: expected KEY=VALUE")
+        pairs[key] = value
+    return pairs
+
+
+def options_of(args: argparse.Namespace) -> Options:
+    """The loader options from parsed arguments (ValueError on a malformed pair)."""
+    return Options(
+        event=getattr(args, "event", "push"),
+        event_file=getattr(args, "event_file", None),
+        inputs=_pairs(getattr(args, "input", []), "--input"),
+        runners=_pairs(getattr(args, "runner", []), "--runner"),
+        strict=getattr(args, "strict", False),
+    )
+
+
+def load(path: str, args: argparse.Namespace) -> Workflow:
+    """Load a workflow for the command line, printing its warnings and notes to stderr."""
+    workflow = load_workflow(path, options_of(args))
+    for warning in workflow.warnings:
+        print(warning, file=sys.stderr)
+    return workflow
+
+
+def single_workflow(directory: Path) -> Path | None:
+    """The one workflow in `.github/workflows`, if there is exactly one."""
+    folder = directory / ".github" / "workflows"
+    found = sorted([*folder.glob("*.yml"), *folder.glob("*.yaml")]) if folder.is_dir() else []
+    return found[0] if len(found) == 1 else None

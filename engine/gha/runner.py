@@ -1,0 +1,544 @@
+"""The job runner: `python -m engine.gha.runner` reads one job (JSON on stdin, written by the
+loader) and runs its steps in order in the job's workspace, as a hosted Linux runner would.
+
+Each step's status goes to stdout as a step marker line (engine.gha.commands) that the engine
+turns into `step_status` events. Job results and outputs are files in
+`.pipedeck/gha/RUN_ID/jobs/`, read by the jobs that need this one (`needs.<job>.outputs`).
+Exit status: 0 when the job succeeded (or was skipped), 1 when it failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from engine.gha import expr
+from engine.gha.commands import CommandFilter, read_env_file, split_lines, step_marker
+
+SHELLS = {
+    "bash": ("bash --noprofile --norc -eo pipefail {0}", ".sh"),
+    "sh": ("sh -e {0}", ".sh"),
+    "python": ("python {0}", ".py"),
+    "pwsh": ("pwsh -command \". '{0}'\"", ".ps1"),
+    "powershell": ("pwsh -command \". '{0}'\"", ".ps1"),
+}
+_current: subprocess.Popen[bytes] | None = None
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.=," else "_" for c in name)[:120]
+
+
+class JobRunner:
+    """Runs one job instance (one matrix combination) and records its result."""
+
+    def __init__(
+        self, job: Mapping[str, Any], combo: Mapping[str, Any], instance: str, offset: int = 0
+    ) -> None:
+        self.job = job
+        self.offset = offset  # step numbers of earlier instances run by the same stage
+        self.workflow = job["workflow"]
+        self.workspace = Path(self.workflow["workspace"])
+        self.run_id = os.environ.get("PIPEDECK_RUN_ID", "local")
+        self.state = Path(self.workflow["state"]) / "gha" / self.run_id
+        self.instance = instance
+        self.combo = dict(combo)
+        self.temp = self.state / "tmp" / _safe(instance)
+        self.tool_cache = Path(self.workflow["state"]) / "gha" / "tool-cache"
+        self.masks: list[str] = [v for k, v in os.environ.items() if k in _secret_names(job)]
+        self.env_ctx: dict[str, str] = {}
+        self.path_add: list[str] = []
+        self.steps_ctx: dict[str, Any] = {}
+        self.failed = False
+        self.post: list[Any] = []  # callables run after the steps (actions/cache saves)
+        self.summary: list[str] = []
+        self.needs = read_needs(self.state, job["needs"])
+
+    # -- contexts
+
+    def contexts(self, extra: Mapping[str, Any] | None = None) -> expr.Context:
+        github = dict(self.workflow["github"])
+        github.update({"job": self.job["job"], "workspace": str(self.workspace)})
+        values = {
+            "github": github,
+            "env": {**self.env_ctx},
+            "vars": {},
+            "secrets": {n: os.environ.get(n, "") for n in _secret_names(self.job)},
+            "matrix": self.combo,
+            "needs": self.needs,
+            "steps": self.steps_ctx,
+            "job": {"status": "failure" if self.failed else "success"},
+            "runner": {
+                "os": "Linux",
+                "arch": _arch(),
+                "name": "pipedeck",
+                "temp": str(self.temp),
+                "tool_cache": str(self.tool_cache),
+                "debug": "",
+            },
+            "strategy": self.job["strategy"],
+            "inputs": self.workflow["inputs"],
+            **(extra or {}),
+        }
+        return expr.Context(values, expr.Status(failed=self.failed), self.workspace)
+
+    def base_env(self) -> dict[str, str]:
+        github = self.workflow["github"]
+        env = dict(os.environ)
+        env.update(
+            {
+                "CI": "true",
+                "GITHUB_ACTIONS": "true",
+                "GITHUB_WORKSPACE": str(self.workspace),
+                "GITHUB_SHA": github["sha"],
+                "GITHUB_REF": github["ref"],
+                "GITHUB_REF_NAME": github["ref_name"],
+                "GITHUB_REF_TYPE": github["ref_type"],
+                "GITHUB_REPOSITORY": github["repository"],
+                "GITHUB_REPOSITORY_OWNER": github["repository_owner"],
+                "GITHUB_EVENT_NAME": github["event_name"],
+                "GITHUB_EVENT_PATH": self.event_path(),
+                "GITHUB_ACTOR": github["actor"],
+                "GITHUB_WORKFLOW": str(github["workflow"]),
+                "GITHUB_JOB": self.job["job"],
+                "GITHUB_RUN_ID": github["run_id"],
+                "GITHUB_RUN_NUMBER": github["run_number"],
+                "GITHUB_RUN_ATTEMPT": github["run_attempt"],
+                "GITHUB_SERVER_URL": github["server_url"],
+                "GITHUB_API_URL": github["api_url"],
+                "GITHUB_GRAPHQL_URL": github["graphql_url"],
+                "GITHUB_HEAD_REF": github["head_ref"],
+                "GITHUB_BASE_REF": github["base_ref"],
+                "RUNNER_OS": "Linux",
+                "RUNNER_ARCH": _arch(),
+                "RUNNER_NAME": "pipedeck",
+                "RUNNER_TEMP": str(self.temp),
+                "RUNNER_TOOL_CACHE": str(self.tool_cache),
+                "RUNNER_ENVIRONMENT": "self-hosted",
+            }
+        )
+        return env
+
+    def event_path(self) -> str:
+        path = self.temp / "event.json"
+        if not path.exists():
+            path.write_text(json.dumps(self.workflow["github"]["event"]))
+        return str(path)
+
+    # -- the job
+
+    def run(self) -> str:
+        """Run the steps; returns the job's result: success, failure or skipped."""
+        self.temp.mkdir(parents=True, exist_ok=True)
+        for scope in (self.workflow["env"], self.job["env"]):
+            for key, value in (scope or {}).items():
+                self.env_ctx[key] = expr.to_str(expr.interpolate(_text(value), self.contexts()))
+        for index, step in enumerate(self.job["steps"]):
+            self.step(index, step)
+        for action in self.post:
+            action()
+        outputs = {}
+        for name, value in (self.job["outputs"] or {}).items():
+            try:
+                outputs[name] = expr.to_str(expr.interpolate(_text(value), self.contexts()))
+            except expr.ExprError as err:
+                print(f"##[error]outputs.{name}: {err}", flush=True)
+        write_result(self.state, self.job["job"], self.instance, self.result(), outputs)
+        if self.summary:
+            summary = self.state / "summary" / f"{_safe(self.instance)}.md"
+            summary.parent.mkdir(parents=True, exist_ok=True)
+            summary.write_text("\n".join(self.summary))
+        return self.result()
+
+    def result(self) -> str:
+        return "failure" if self.failed else "success"
+
+    def step(self, index: int, step: Mapping[str, Any]) -> None:
+        ctx = self.contexts()
+        name = self.step_name(step, ctx)
+        step_id = str(step.get("id") or f"__step{index}")
+        if step.get("skip"):
+            print(f"##[warning]{name}: skipped: {step['skip']}", flush=True)
+            self.mark(index, name, "skipped", reason=step["skip"])
+            self.steps_ctx[step_id] = {"outputs": {}, "outcome": "skipped", "conclusion": "skipped"}
+            return
+        try:
+            run = expr.condition(step.get("if"), ctx)
+        except expr.ExprError as err:
+            print(f"##[error]{name}: if: {err}", flush=True)
+            run, self.failed = False, True
+        if not run:
+            self.mark(index, name, "skipped", reason="if: condition is false")
+            self.steps_ctx[step_id] = {"outputs": {}, "outcome": "skipped", "conclusion": "skipped"}
+            return
+        self.mark(index, name, "running")
+        started = time.monotonic()
+        print(f"##[group]{name}", flush=True)
+        try:
+            outcome, outputs, code = self.execute(step, ctx)
+        except (expr.ExprError, ValueError, OSError) as err:
+            print(f"##[error]{name}: {err}", flush=True)
+            outcome, outputs, code = "failure", {}, None
+        print("##[endgroup]", flush=True)
+        continue_on_error = step.get("continue-on-error", False)
+        if isinstance(continue_on_error, str):
+            continue_on_error = expr.truthy(expr.interpolate(continue_on_error, ctx))
+        status = {"success": "succeeded", "failure": "failed", "timed_out": "timed_out"}[outcome]
+        outcome = "success" if outcome == "success" else "failure"
+        conclusion = "success" if continue_on_error else outcome
+        if conclusion == "failure":
+            self.failed = True
+        self.steps_ctx[step_id] = {"outputs": outputs, "outcome": outcome, "conclusion": conclusion}
+        self.mark(index, name, status, duration=time.monotonic() - started, exit_code=code)
+
+    def step_name(self, step: Mapping[str, Any], ctx: expr.Context) -> str:
+        if step.get("name") is not None:
+            try:
+                return expr.to_str(expr.interpolate(_text(step["name"]), ctx))
+            except expr.ExprError:
+                return _text(step["name"])
+        if "uses" in step:
+            return f"Run {step['uses']}"
+        return (
+            "Run " + _text(step.get("run", "")).strip().splitlines()[0][:80]
+            if step.get("run")
+            else "Run"
+        )
+
+    def mark(self, index: int, name: str, status: str, **fields: Any) -> None:
+        print(step_marker(step=self.offset + index, name=name, status=status, **fields), flush=True)
+
+    def execute(
+        self, step: Mapping[str, Any], ctx: expr.Context
+    ) -> tuple[str, dict[str, str], int | None]:
+        """Run one step; (outcome, outputs, exit code)."""
+        env = {**self.env_ctx}
+        for key, value in (step.get("env") or {}).items():
+            env[key] = expr.to_str(expr.interpolate(_text(value), ctx))
+        timeout = step.get("timeout-minutes")
+        if isinstance(timeout, str):
+            timeout = expr.to_number(expr.interpolate(timeout, ctx))
+        seconds = float(timeout) * 60 if isinstance(timeout, int | float) else None
+        if "run" in step:
+            script = expr.to_str(expr.interpolate(_text(step["run"]), ctx))
+            defaults = {**self.workflow["defaults"], **self.job["defaults"]}
+            shell = step.get("shell") or defaults.get("shell")
+            workdir = step.get("working-directory") or defaults.get("working-directory")
+            if workdir:
+                workdir = expr.to_str(expr.interpolate(_text(workdir), ctx))
+            return self.script(script, shell, workdir, env, seconds)
+        from engine.gha.actions import run_action
+
+        with_ = {
+            k: expr.to_str(expr.interpolate(_text(v), ctx))
+            for k, v in (step.get("with") or {}).items()
+        }
+        return run_action(self, str(step["uses"]), with_, env, seconds)
+
+    def script(
+        self,
+        script: str,
+        shell: str | None,
+        workdir: str | None,
+        env: Mapping[str, str],
+        timeout: float | None,
+    ) -> tuple[str, dict[str, str], int | None]:
+        """Run a `run:` script with its shell as GitHub does (script in a temp file, `{0}`)."""
+        if shell is None:
+            template, suffix = (
+                ("bash -e {0}", ".sh") if shutil.which("bash") else ("sh -e {0}", ".sh")
+            )
+        elif shell in SHELLS:
+            template, suffix = SHELLS[shell]
+        elif "{0}" in shell:
+            template, suffix = shell, ""
+        else:
+            template, suffix = shell + " {0}", ""
+        program = template.split()[0]
+        if program in ("pwsh",) and not shutil.which("pwsh"):
+            raise ValueError("shell pwsh: PowerShell is not installed here")
+        fd, path = tempfile.mkstemp(suffix=suffix, dir=self.temp)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(script)
+        argv = shlex.split(template.replace("{0}", path))
+        cwd = self.workspace / workdir if workdir else self.workspace
+        return self.process(argv, env, cwd, timeout)
+
+    def process(
+        self,
+        argv: list[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        timeout: float | None,
+    ) -> tuple[str, dict[str, str], int | None]:
+        """Run a step's process with the GITHUB_* files; (outcome, outputs, exit code)."""
+        files = {}
+        for name in ("GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY"):
+            fd, path = tempfile.mkstemp(prefix=name.lower() + "_", dir=self.temp)
+            os.close(fd)
+            files[name] = path
+        full = self.base_env()
+        full.update(env)
+        full.update(files)
+        full["PATH"] = os.pathsep.join([*reversed(self.path_add), full.get("PATH", os.defpath)])
+        if not cwd.is_dir():
+            raise ValueError(f"working-directory {cwd} does not exist")
+        found = shutil.which(argv[0], path=full["PATH"])
+        if found is None:
+            raise ValueError(f"cannot run {argv[0]!r}: not found in PATH")
+        code, timed_out = stream([found, *argv[1:]], full, cwd, timeout, CommandFilter(self.masks))
+        outputs = self.collect(files)
+        if timed_out:
+            print(f"##[error]the step timed out after {timeout:g}s", flush=True)
+            return "timed_out", outputs, code
+        if code != 0:
+            print(f"##[error]Process completed with exit code {code}.", flush=True)
+        return ("success" if code == 0 else "failure"), outputs, code
+
+    def collect(self, files: Mapping[str, str]) -> dict[str, str]:
+        """Apply GITHUB_ENV and GITHUB_PATH, return GITHUB_OUTPUT, keep the summary."""
+
+        def read(name: str) -> str:
+            return Path(files[name]).read_text(encoding="utf-8", errors="replace")
+
+        self.env_ctx.update(read_env_file(read("GITHUB_ENV")))
+        self.path_add.extend(
+            line.strip() for line in read("GITHUB_PATH").splitlines() if line.strip()
+        )
+        summary = read("GITHUB_STEP_SUMMARY")
+        if summary.strip():
+            self.summary.append(summary)
+        return dict(read_env_file(read("GITHUB_OUTPUT")))
+
+
+def stream(
+    argv: list[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    timeout: float | None,
+    commands: CommandFilter,
+) -> tuple[int, bool]:
+    """Run a process (its own group, stderr merged into stdout), passing its output lines
+    through the workflow-command filter to our stdout; (exit code, timed out)."""
+    global _current
+    proc = subprocess.Popen(
+        argv,
+        env=dict(env),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        process_group=0,
+    )
+    _current = proc
+    timed_out = threading.Event()
+
+    def expire() -> None:
+        timed_out.set()
+        _kill_group(proc)
+
+    timer = threading.Timer(timeout, expire) if timeout else None
+    if timer:
+        timer.start()
+    out = sys.stdout
+    buffer = bytearray()
+    assert proc.stdout is not None
+    try:
+        while chunk := proc.stdout.read1(1 << 16):  # type: ignore[attr-defined]
+            buffer.extend(chunk)
+            _emit(split_lines(buffer), commands, out)
+        _emit(split_lines(buffer, final=True), commands, out)
+        code = proc.wait()
+    finally:
+        if timer:
+            timer.cancel()
+        _current = None
+    return code, timed_out.is_set()
+
+
+def _emit(lines: Any, commands: CommandFilter, out: Any) -> None:
+    shown = [text for line in lines if (text := commands.line(line)) is not None]
+    if shown:
+        out.write("\n".join(shown) + "\n")
+        out.flush()
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _on_term(signum: int, frame: Any) -> None:
+    """Cancel: the current step's group goes first, then this process."""
+    if _current is not None:
+        _kill_group(_current)
+    raise SystemExit(128 + signum)
+
+
+def _arch() -> str:
+    machine = platform.machine().lower()
+    return {"x86_64": "X64", "amd64": "X64", "aarch64": "ARM64", "arm64": "ARM64"}.get(
+        machine, machine.upper()
+    )
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else expr.to_str(value)
+
+
+def _secret_names(job: Mapping[str, Any]) -> list[str]:
+    return list(job["workflow"].get("secrets", []))
+
+
+# -- results shared between jobs -------------------------------------------------------------
+
+
+def write_result(
+    state: Path, job: str, instance: str, result: str, outputs: Mapping[str, str]
+) -> None:
+    """Record a job instance's result and outputs for the jobs that need it."""
+    folder = state / "jobs"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"job": job, "instance": instance, "result": result, "outputs": dict(outputs)}
+    target = folder / f"{_safe(instance)}.json"
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(target)
+
+
+def read_results(state: Path, job: str) -> list[dict[str, Any]]:
+    """The recorded results of every instance of a job in this run."""
+    folder = state / "jobs"
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if data.get("job") == job:
+            found.append(data)
+    return found
+
+
+def read_needs(state: Path, needs: list[str]) -> dict[str, Any]:
+    """The `needs` context: each needed job's outputs (merged over its instances) and result."""
+    context: dict[str, Any] = {}
+    for name in needs:
+        results = read_results(state, name)
+        outputs: dict[str, str] = {}
+        for data in results:
+            outputs.update({k: v for k, v in data["outputs"].items() if v != ""})
+        kinds = {data["result"] for data in results}
+        result = next((r for r in ("failure", "cancelled", "success") if r in kinds), "skipped")
+        context[name] = {"outputs": outputs, "result": result}
+    return context
+
+
+@contextlib.contextmanager
+def _slot(state: Path, job: str, limit: int, index: int) -> Any:
+    """At most `limit` instances of a job at once (`max-parallel`), by file locks."""
+    folder = state / "slots"
+    folder.mkdir(parents=True, exist_ok=True)
+    handles = [open(folder / f"{_safe(job)}.{i}", "w") for i in range(limit)]  # noqa: SIM115
+    try:
+        for handle in handles:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                yield
+                return
+            except BlockingIOError:
+                continue
+        fcntl.flock(handles[index % limit], fcntl.LOCK_EX)
+        yield
+    finally:
+        for handle in handles:
+            handle.close()
+
+
+# -- the job, from its description -----------------------------------------------------------
+
+
+def run_job(job: Mapping[str, Any]) -> int:
+    """Run a job description (all matrix instances when the matrix is known only now)."""
+    run_id = os.environ.get("PIPEDECK_RUN_ID", "local")
+    state = Path(job["workflow"]["state"]) / "gha" / run_id
+    instance = job["instance"]
+    if job.get("skip"):
+        print(f"##[warning]job skipped: {job['skip']}", flush=True)
+        write_result(state, job["job"], instance, "skipped", {})
+        return 0
+    probe = JobRunner(job, job["matrix"], instance)
+    probe.failed = any(n["result"] in ("failure", "cancelled") for n in probe.needs.values())
+    try:
+        wanted = expr.condition(job.get("if"), probe.contexts())
+    except expr.ExprError as err:
+        print(f"##[error]if: {err}", flush=True)
+        write_result(state, job["job"], instance, "failure", {})
+        return 1
+    if not wanted:
+        print(f"job skipped: if: {job['if']} is false", flush=True)
+        write_result(state, job["job"], instance, "skipped", {})
+        return 0
+    combos = [(job["matrix"], instance)]
+    if job.get("matrix_expr") is not None:
+        from engine.gha.loader import expand_matrix, instance_id
+
+        matrix = expr.interpolate_all(job["matrix_expr"], probe.contexts())
+        combos = [(c, instance_id(job["job"], c)) for c in expand_matrix(matrix)]
+        print(f"matrix from needs: {len(combos)} instance(s)", flush=True)
+    strategy = job["strategy"]
+    failed = False
+    for number, (combo, name) in enumerate(combos):
+        if strategy["fail-fast"] is True and _sibling_failed(state, job["job"]):
+            print("##[warning]cancelled: another instance of this matrix failed (fail-fast)")
+            write_result(state, job["job"], name, "cancelled", {})
+            return 1
+        if len(combos) > 1:
+            print(f"##[group]{name}", flush=True)
+        limit = max(int(strategy.get("max-parallel") or 1), 1)
+        with _slot(state, job["job"], limit, int(strategy.get("job-index", 0))):
+            one = job
+            if job.get("matrix_expr") is not None:
+                one = {
+                    **job,
+                    "strategy": {**strategy, "job-index": number, "job-total": len(combos)},
+                }
+            result = JobRunner(one, combo, name, number * len(job["steps"])).run()
+        failed = failed or result == "failure"
+    return 1 if failed else 0
+
+
+def _sibling_failed(state: Path, job: str) -> bool:
+    return any(data["result"] == "failure" for data in read_results(state, job))
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _on_term)
+    sys.stdout.reconfigure(errors="replace", line_buffering=False)  # type: ignore[union-attr]
+    job = json.load(sys.stdin)
+    return run_job(job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

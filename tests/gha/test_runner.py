@@ -1,0 +1,329 @@
+"""Workflows run for real through the engine: steps, files, contexts, actions, step events."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from engine.events import StepStatus
+from engine.gha.loader import Options, load_workflow
+from engine.run import Run
+from tests.conftest import Recorder
+
+
+def workflow(tmp_path: Path, text: str) -> Path:
+    folder = tmp_path / ".github" / "workflows"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "ci.yml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+async def run(path: Path, options: Options | None = None) -> tuple[Recorder, int, Run]:
+    recorder = Recorder()
+    the_run = Run(load_workflow(path, options, environ={"TOKEN": "hunter2"}).pipeline)
+    the_run.subscribe(recorder)
+    try:
+        code = await the_run.execute()
+    finally:
+        await the_run.close()
+    return recorder, code, the_run
+
+
+def steps(recorder: Recorder, stage: str) -> list[tuple[int, str, str]]:
+    return [
+        (e.step, e.name, e.status)
+        for e in recorder.events
+        if isinstance(e, StepStatus) and e.stage == stage
+    ]
+
+
+async def test_steps_files_outputs_masks_and_step_events(tmp_path: Path) -> None:
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        env: {TOP: top}
+        jobs:
+          build:
+            runs-on: ubuntu-latest
+            env: {JOB: job}
+            outputs:
+              color: ${{ steps.pick.outputs.color }}
+            steps:
+              - id: pick
+                name: pick a color
+                run: |
+                  echo "color=blue" >> "$GITHUB_OUTPUT"
+                  { echo "MULTI<<EOF"; echo one; echo two; echo EOF; } >> "$GITHUB_ENV"
+                  mkdir -p "$RUNNER_TEMP/bin" && printf '#!/bin/sh\\necho tool ran\\n' > "$RUNNER_TEMP/bin/mytool"
+                  chmod +x "$RUNNER_TEMP/bin/mytool" && echo "$RUNNER_TEMP/bin" >> "$GITHUB_PATH"
+                  echo "::add-mask::s3cret"
+                  echo "the s3cret and ${{ secrets.TOKEN }} are hidden"
+                  echo "::error file=a.py,line=3::bad thing"
+                  echo "## Summary" >> "$GITHUB_STEP_SUMMARY"
+              - run: |
+                  echo "multi=[$MULTI] top=$TOP job=$JOB ci=$CI os=$RUNNER_OS ws=$GITHUB_WORKSPACE"
+                  mytool
+              - run: exit 3
+                continue-on-error: true
+              - if: failure()
+                run: echo never
+              - if: steps.pick.outputs.color == 'BLUE'
+                shell: python
+                run: print("python says", "${{ steps.pick.outcome }}")
+          after:
+            needs: build
+            runs-on: ubuntu-latest
+            steps:
+              - run: echo "got ${{ needs.build.outputs.color }} ${{ needs.build.result }}"
+        """,
+    )
+    recorder, code, the_run = await run(path)
+    assert code == 0
+    lines = recorder.lines("build")
+    assert "the *** and *** are hidden" in lines
+    assert "##[error]a.py:3: bad thing" in lines
+    assert (
+        f"multi=[one\ntwo] top=top job=job ci=true os=Linux ws={tmp_path}".split("\n")[0] in lines
+    )
+    assert "tool ran" in lines
+    assert "python says success" in lines
+    assert "got blue success" in recorder.lines("after")
+    assert [s for s in steps(recorder, "build") if s[2] != "running"] == [
+        (0, "pick a color", "succeeded"),
+        (
+            1,
+            'Run echo "multi=[$MULTI] top=$TOP job=$JOB ci=$CI os=$RUNNER_OS ws=$GITHUB_WORKSPACE',
+            "succeeded",
+        ),
+        (2, "Run exit 3", "failed"),
+        (3, "Run echo never", "skipped"),
+        (4, 'Run print("python says", "${{ steps.pick.outcome }}")', "succeeded"),
+    ]
+    summary = tmp_path / ".pipedeck" / "gha" / the_run.run_id / "summary" / "build.md"
+    assert summary.read_text().strip() == "## Summary"
+
+
+async def test_failure_skips_later_steps_and_fails_the_job(tmp_path: Path) -> None:
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          a:
+            runs-on: ubuntu-latest
+            steps:
+              - run: exit 1
+              - run: echo skipped
+              - if: always()
+                run: echo cleanup
+          b:
+            needs: a
+            if: failure()
+            runs-on: ubuntu-latest
+            steps:
+              - run: echo "a was ${{ needs.a.result }}"
+        """,
+    )
+    recorder, code, _ = await run(path)
+    assert code == 1
+    assert recorder.final("a").status == "failed"
+    assert [s[2] for s in steps(recorder, "a") if s[2] != "running"] == [
+        "failed",
+        "skipped",
+        "succeeded",
+    ]
+    assert "a was failure" in recorder.lines("b")
+
+
+async def test_step_timeout_kills_the_step(tmp_path: Path) -> None:
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          slow:
+            runs-on: ubuntu-latest
+            steps:
+              - run: sleep 30
+                timeout-minutes: 0.01
+        """,
+    )
+    recorder, code, _ = await run(path)
+    assert code == 1
+    assert ("Run sleep 30", "timed_out") in [(s[1], s[2]) for s in steps(recorder, "slow")]
+
+
+async def test_matrix_from_needs_outputs_is_expanded_at_run_time(tmp_path: Path) -> None:
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          plan:
+            runs-on: ubuntu-latest
+            outputs: {list: "${{ steps.p.outputs.list }}"}
+            steps:
+              - id: p
+                run: echo 'list=["x","y"]' >> "$GITHUB_OUTPUT"
+          work:
+            needs: plan
+            runs-on: ubuntu-latest
+            strategy:
+              matrix:
+                item: ${{ fromJSON(needs.plan.outputs.list) }}
+            steps:
+              - run: echo "item ${{ matrix.item }} of ${{ strategy.job-total }}"
+        """,
+    )
+    recorder, code, _ = await run(path)
+    assert code == 0
+    assert "item x of 2" in recorder.lines("work") and "item y of 2" in recorder.lines("work")
+    assert [s[0] for s in steps(recorder, "work") if s[2] == "succeeded"] == [0, 1]
+
+
+async def test_native_actions_cache_artifacts_and_composite(tmp_path: Path) -> None:
+    action = tmp_path / "act"
+    action.mkdir()
+    (action / "action.yml").write_text(
+        textwrap.dedent(
+            """
+            name: greet
+            inputs: {who: {default: world}}
+            outputs: {said: {value: "${{ steps.s.outputs.said }}"}}
+            runs:
+              using: composite
+              steps:
+                - id: s
+                  shell: bash
+                  run: echo "hello ${{ inputs.who }}" && echo "said=yes" >> "$GITHUB_OUTPUT"
+            """
+        )
+    )
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          make:
+            runs-on: ubuntu-latest
+            steps:
+              - uses: actions/checkout@v4
+              - id: cache
+                uses: actions/cache@v4
+                with: {path: deps, key: "deps-${{ hashFiles('act/action.yml') }}", restore-keys: "deps-"}
+              - run: echo "hit=${{ steps.cache.outputs.cache-hit }}" && mkdir -p deps out && echo data > deps/d && echo built > out/file.txt
+              - uses: actions/upload-artifact@v4
+                with: {name: dist, path: out/}
+              - id: greet
+                uses: ./act
+                with: {who: pipedeck}
+              - run: echo "composite said ${{ steps.greet.outputs.said }}"
+          use:
+            needs: make
+            runs-on: ubuntu-latest
+            steps:
+              - uses: actions/download-artifact@v4
+                with: {name: dist, path: got}
+              - run: cat got/file.txt
+        """,
+    )
+    recorder, code, _ = await run(path)
+    assert code == 0, recorder.lines("make")
+    assert "hit=false" in recorder.lines("make")
+    assert "hello pipedeck" in recorder.lines("make")
+    assert "composite said yes" in recorder.lines("make")
+    assert "built" in recorder.lines("use")
+    shutil.rmtree(tmp_path / "deps")
+    recorder, code, _ = await run(path)
+    assert "hit=true" in recorder.lines("make")
+    assert (tmp_path / "deps" / "d").read_text() == "data\n"
+
+
+async def test_setup_python_finds_an_installed_interpreter_or_names_them(tmp_path: Path) -> None:
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          ok:
+            runs-on: ubuntu-latest
+            steps:
+              - uses: actions/setup-python@v5
+                with: {python-version: "3.x"}
+              - run: python -c "import sys; print('py', sys.version_info[0])"
+          missing:
+            runs-on: ubuntu-latest
+            steps:
+              - uses: actions/setup-python@v5
+                with: {python-version: "2.6"}
+        """,
+    )
+    recorder, _, _ = await run(path)
+    assert "py 3" in recorder.lines("ok")
+    assert recorder.final("missing").status == "failed"
+    assert any(
+        "no installed Python satisfies '2.6'; installed: 3." in line
+        for line in recorder.lines("missing")
+    )
+
+
+async def test_skipped_jobs_and_github_context_from_git(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", "-b", "main", str(tmp_path)], check=True)
+    subprocess.run(
+        ["git", "-C", str(tmp_path), "remote", "add", "origin", "git@github.com:acme/shop.git"],
+        check=True,
+    )
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          info:
+            runs-on: ubuntu-latest
+            steps:
+              - run: echo "${{ github.repository }} ${{ github.ref }} ${{ github.event_name }}"
+          mac:
+            runs-on: macos-latest
+            steps: [{run: echo never}]
+          pr-only:
+            if: github.event_name == 'pull_request'
+            runs-on: ubuntu-latest
+            steps: [{run: echo never}]
+        """,
+    )
+    recorder, code, _ = await run(path, Options(event="workflow_dispatch"))
+    assert code == 0
+    assert "acme/shop refs/heads/main workflow_dispatch" in recorder.lines("info")
+    assert any("a macOS runner is not available here" in line for line in recorder.lines("mac"))
+    assert "never" not in recorder.lines("mac") + recorder.lines("pr-only")
+
+
+@pytest.mark.parametrize("fail_fast", [True, False])
+async def test_fail_fast_cancels_queued_matrix_instances(tmp_path: Path, fail_fast: bool) -> None:
+    path = workflow(
+        tmp_path,
+        f"""
+        on: push
+        jobs:
+          t:
+            runs-on: ubuntu-latest
+            strategy:
+              fail-fast: {str(fail_fast).lower()}
+              max-parallel: 1
+              matrix: {{n: [1, 2]}}
+            steps: [{{run: 'test ${{{{ matrix.n }}}} = 2'}}]
+        """,
+    )
+    the_run = Run(load_workflow(path).pipeline, jobs=1)
+    recorder = Recorder()
+    the_run.subscribe(recorder)
+    await the_run.execute()
+    await the_run.close()
+    assert recorder.final("t[n=1]").status == "failed"
+    assert recorder.final("t[n=2]").status == ("failed" if fail_fast else "succeeded")
