@@ -64,6 +64,8 @@ class StageStatus:
     exit_code: int | None = None
     duration: float | None = None
     reason: str | None = None
+    job_id: str | None = None  # extension: the Slurm job of this attempt
+    node: str | None = None  # extension: the node a Slurm job runs on
     ts: float = field(default_factory=now)
     type: str = "stage_status"
 

@@ -48,7 +48,16 @@ from engine.schema import (
     WATCH_KEYS,
     Key,
 )
-from engine.spec import COLOR_ENV, LOCAL, Host, Pipeline, Stage, WatchConfig
+from engine.spec import (
+    COLOR_ENV,
+    LOCAL,
+    Host,
+    Pipeline,
+    Resources,
+    SlurmOptions,
+    Stage,
+    WatchConfig,
+)
 
 MAX_FILE_BYTES = 5 * 1024 * 1024
 MAX_NODES = 300_000  # YAML nodes, counting each alias as the nodes it stands for
@@ -506,7 +515,14 @@ class _Checker:
         """Check one value according to its key's kind."""
         kind = key.kind
         if kind == "string":
-            return self.string(node, path, nonempty=True)
+            text = self.string(node, path, nonempty=True)
+            if text is not None and key.pattern and not re.fullmatch(key.pattern, text):
+                self.report(node, f"{path}: {text!r} does not match {key.pattern}")
+                return None
+            return text
+        if kind == "table":
+            nodes = self.section(node, key.keys or {}, path, path)
+            return None if nodes is None else self.fields(nodes, key.keys or {}, f"{path}.")
         if kind == "integer":
             return self.integer(node, path, key.minimum, key.maximum)
         if kind == "boolean":
@@ -699,13 +715,15 @@ class _Checker:
             f = self.fields(nodes, HOST_KEYS, f"hosts.{name}.")
             hosts[name] = Host(
                 name=name,
-                address=f.get("address", name),
+                address=f.get("address", "" if f.get("executor") == "slurm" else name),
                 port=f.get("port"),
                 user=f.get("user"),
                 identity_file=f.get("identity_file"),
                 known_hosts=f.get("known_hosts"),
                 workdir=f.get("workdir"),
                 slots=f.get("slots", Host.slots),
+                executor=f.get("executor", Host.executor),
+                slurm=_slurm_options(f["slurm"]) if "slurm" in f else None,
             )
         return hosts
 
@@ -1132,7 +1150,12 @@ def _instance(
         host=f.get("host", LOCAL),
         matrix=combo,
         metrics=_substitute(f["metrics"], combo) if "metrics" in f else None,
+        resources=Resources(**f.get("resources", {})),
     )
+
+
+def _slurm_options(fields: dict[str, Any]) -> SlurmOptions:
+    return SlurmOptions(**{**fields, "extra_args": tuple(fields.get("extra_args", ()))})
 
 
 def _ssh_dir() -> Path:

@@ -61,6 +61,8 @@ class StageState:
     ended: float | None = None
     reason: str | None = None
     fingerprint: str | None = None
+    job_id: str | None = None  # a Slurm attempt's job id and node (extension fields)
+    node: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -186,6 +188,8 @@ class Run:
                 exit_code=state.exit_code,
                 duration=state.duration if status in FINISHED else None,
                 reason=state.reason,
+                job_id=state.job_id,
+                node=state.node,
             )
         )
         self._wake.set()
@@ -363,7 +367,16 @@ class Run:
         for left in range(stage.retries, -1, -1):
             state = self.states[sid]
             state.attempt += 1
-            self._set(sid, RUNNING, started=time.time(), ended=None, exit_code=None, reason=why)
+            self._set(
+                sid,
+                RUNNING,
+                started=time.time(),
+                ended=None,
+                exit_code=None,
+                reason=why,
+                job_id=None,
+                node=None,
+            )
             status, result = await self._attempt(stage, state.attempt)
             self._set(
                 sid, status, ended=time.time(), exit_code=result.exit_code, reason=result.reason
@@ -399,6 +412,8 @@ class Run:
                 by_stream.setdefault(stream, []).append(text)
             for stream, texts in by_stream.items():
                 self._publish(LogLines(self.run_id, stage.id, attempt, stream, tuple(texts)))
+        if result.status is not None:
+            return result.status, result
         if result.lost:
             return LOST, result
         if result.exit_code == 0:
@@ -419,6 +434,13 @@ class Run:
             "PIPEDECK_ATTEMPT": str(attempt),
         }
 
+    def _job_state(
+        self, sid: str, status: str, reason: str | None, job_id: str | None, node: str | None
+    ) -> None:
+        """A Slurm attempt's job was queued (with Slurm's reason) or started on a node."""
+        if sid in self._tasks and self.states[sid].status in (QUEUED, RUNNING):
+            self._set(sid, status, reason=reason, job_id=job_id, node=node)
+
     def _host_state(self, host: str, state: str) -> None:
         self.host_states[host] = state
         self._publish(HostStatus(self.run_id, host, state))
@@ -430,6 +452,8 @@ class Run:
         if host not in self._host_slots:
             spec = self.pipeline.hosts.get(host)
             slots = min(spec.slots if spec else 4, REMOTE_STAGE_LIMIT)
+            if spec is not None and spec.executor == "slurm":  # jobs hold no SSH channel
+                slots = spec.slots
             self._host_slots[host] = asyncio.Semaphore(slots)
         return self._host_slots[host]
 
@@ -439,6 +463,12 @@ class Run:
                 from engine.executors.local import LocalExecutor
 
                 self._executors[host] = LocalExecutor(self.pipeline.workspace)
+            elif self.pipeline.hosts.get(host) and self.pipeline.hosts[host].executor == "slurm":
+                from engine.executors.slurm import SlurmExecutor
+
+                self._executors[host] = SlurmExecutor(
+                    self.pipeline, host, self._host_state, self._job_state
+                )
             else:
                 from engine.executors.ssh import SshExecutor
 

@@ -7,6 +7,7 @@ editors; `pipedeck schema` prints it) is generated from them, so the two never d
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from engine.spec import WHEN_VALUES
 NAME_PATTERN = r"[A-Za-z0-9_.-]+"  # stage and host names
 ENV_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*"  # env and secret names
 AXIS_PATTERN = r"[A-Za-z_][A-Za-z0-9_-]*"  # matrix axis names
+MEMORY_PATTERN = r"[0-9]+[KMGT]?"  # Slurm's --mem: a number of megabytes, or with a unit
 DURATION_PATTERN = r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|h|m|s))+|[0-9]+(?:\.[0-9]+)?"
 MATRIX_EXCLUDE = "exclude"  # the matrix key listing combinations to leave out, not an axis
 EXTENSION_PREFIX = "x-"  # keys starting with it are ignored (a place for YAML anchors)
@@ -31,7 +33,8 @@ class Key:
 
     Kinds: version, string, integer, boolean, duration, strings (a list of strings, or one
     string), env (a mapping of names to strings), choice, and the sections (checked by the
-    loader's own code) in SECTION_KINDS.
+    loader's own code) in SECTION_KINDS, and table (a nested mapping checked against `keys`).
+    A string key with a `pattern` must match it whole.
     """
 
     kind: str
@@ -41,6 +44,24 @@ class Key:
     maximum: int | None = None
     choices: tuple[str, ...] = ()
     default: Any = None
+    keys: Mapping[str, Key] | None = None  # kind "table": its keys
+    pattern: str | None = None  # kind "string": the whole value must match
+
+
+SLURM_KEYS: dict[str, Key] = {
+    "partition": Key("string", "Slurm partition (sbatch --partition)."),
+    "account": Key("string", "Slurm account (sbatch --account)."),
+    "qos": Key("string", "Slurm QOS (sbatch --qos)."),
+    "extra_args": Key("strings", "Further sbatch arguments, one per item."),
+    "env": Key("env", "Environment of the Slurm commands themselves (SLURM_CONF...)."),
+}
+
+RESOURCE_KEYS: dict[str, Key] = {
+    "cpus": Key("integer", "CPUs of the job's task (--cpus-per-task).", minimum=1),
+    "memory": Key("string", "Memory (--mem): megabytes, or 512M, 32G...", pattern=MEMORY_PATTERN),
+    "gpus": Key("integer", "GPUs (--gpus).", minimum=0),
+    "time": Key("duration", "Slurm time limit (--time)."),
+}
 
 
 DEFAULTS_KEYS: dict[str, Key] = {
@@ -61,6 +82,8 @@ HOST_KEYS: dict[str, Key] = {
     ),
     "workdir": Key("string", "Remote workspace root."),
     "slots": Key("integer", "At most this many stages at once on this host.", minimum=1, default=4),
+    "executor": Key("choice", "How stages run there.", choices=("ssh", "slurm"), default="ssh"),
+    "slurm": Key("table", "Slurm options (executor: slurm).", keys=SLURM_KEYS),
 }
 
 WATCH_KEYS: dict[str, Key] = {
@@ -89,6 +112,7 @@ STAGE_KEYS: dict[str, Key] = {
     "host": Key("string", 'Host name, or "local".', default="local"),
     "matrix": Key("matrix", "Axis -> values: one stage instance per combination."),
     "metrics": Key("string", "A JSON file of numbers the stage writes."),
+    "resources": Key("table", "What a Slurm job asks for.", keys=RESOURCE_KEYS),
 }
 
 TOP_KEYS: dict[str, Key] = {
@@ -144,6 +168,8 @@ def _key_schema(key: Key) -> dict[str, Any]:
         schema: dict[str, Any] = {"const": 1}
     elif kind == "string":
         schema = {"type": "string"}
+        if key.pattern:
+            schema["pattern"] = f"^(?:{key.pattern})$"
     elif kind == "integer":
         schema = {"type": "integer"}
         if key.minimum is not None:
@@ -169,6 +195,8 @@ def _key_schema(key: Key) -> dict[str, Any]:
         }
     elif kind == "choice":
         schema = {"enum": list(key.choices)}
+    elif kind == "table":
+        schema = _section(key.keys or {})
     elif kind == "matrix":
         schema = {
             "type": "object",

@@ -23,6 +23,27 @@ COLOR_ENV = {
 
 
 @dataclass(frozen=True)
+class SlurmOptions:
+    """A Slurm host's `slurm:` section (SPEC §12); `env` is for the Slurm commands themselves."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    extra_args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """A stage's `resources:`: what its Slurm job asks for (SPEC §12)."""
+
+    cpus: int | None = None
+    memory: str | None = None  # Slurm's --mem syntax: 512M, 32G
+    gpus: int | None = None
+    time: float | None = None  # seconds
+
+
+@dataclass(frozen=True)
 class Host:
     """A remote build box (SPEC §4)."""
 
@@ -34,6 +55,8 @@ class Host:
     known_hosts: str | None = None  # None: ~/.ssh/known_hosts; "accept-new": trust first-seen keys
     workdir: str | None = None
     slots: int = 4
+    executor: str = "ssh"  # "ssh", or "slurm": stages become Slurm jobs (SPEC §12)
+    slurm: SlurmOptions | None = None  # `slurm:`, for executor slurm
 
 
 @dataclass(frozen=True)
@@ -72,6 +95,7 @@ class Stage:
     matrix: Mapping[str, str] = field(default_factory=dict)
     metrics: str | None = None
     steps: bool = False  # a GitHub Actions job: its output carries step markers (SPEC §11)
+    resources: Resources = field(default_factory=Resources)
 
     @property
     def is_remote(self) -> bool:

@@ -23,6 +23,12 @@ class ExecResult:
     exit_code: int | None
     lost: bool = False
     reason: str | None = None
+    status: str | None = None  # an executor that knows better (Slurm: timed_out, cancelled)
+
+
+JobCallback = Callable[[str, str, "str | None", "str | None", "str | None"], None]
+"""Called by executors that hand stages to a scheduler of their own (Slurm) as an attempt's job
+changes: (stage id, "queued" | "running", reason, job id, node)."""
 
 
 class Executor(Protocol):

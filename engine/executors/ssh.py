@@ -140,6 +140,37 @@ class SshExecutor:
         await conn.wait_closed()
         self._set_state("idle")
 
+    # -- for executors that reuse this host's connection (Slurm on a login node) -------------
+
+    async def command(self, script: str, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
+        """Run a POSIX sh script on the short-command channel: (exit status, stdout, stderr).
+
+        Raises ConnectError, OSError or asyncssh.Error when the host cannot be reached.
+        """
+        conn = await self._connect()
+        async with (
+            self._command_gate,
+            conn.create_process(f"sh -c {quote(script)}", encoding=None) as proc,
+        ):
+            proc.stdin.write(stdin)
+            proc.stdin.write_eof()
+            result = await proc.wait()
+        out, err = result.stdout or b"", result.stderr or b""
+        status = 255 if result.exit_status is None else result.exit_status
+        return status, bytes(out), bytes(err)
+
+    async def push(self, stage: Stage) -> None:
+        """Sync the workspace and `stage`'s upstream artifacts to `workdir`."""
+        await self._push(await self._connect(), stage)
+
+    async def fetch(self, stage: Stage) -> None:
+        """Bring `stage`'s outputs back into the local workspace."""
+        await self._fetch(await self._connect(), stage)
+
+    async def sftp(self) -> asyncssh.SFTPClient:
+        """The connection's SFTP session (reads of job output files)."""
+        return await self._sftp_client(await self._connect())
+
     # -- connection --------------------------------------------------------------------------
 
     async def _connect(self) -> asyncssh.SSHClientConnection:

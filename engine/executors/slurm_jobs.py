@@ -1,0 +1,292 @@
+"""Slurm jobs for the Slurm executor: the sbatch script and arguments, and the one poller per host.
+
+`JobPoller` watches every job of one host with one command per interval (`squeue --states=all`
+for all of them at once; `sacct` where accounting exists, else `scontrol show job`, for the few
+that squeue no longer knows), backing off while nothing changes and polling at once when woken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from shlex import quote
+
+from engine.executors.base import ExecResult
+from engine.spec import SlurmOptions, Stage
+
+POLL_MIN = 0.5  # seconds between polls while jobs change
+POLL_MAX = 5.0  # backoff limit while nothing changes
+POLL_GIVE_UP = 120.0  # consecutive failed polls for this long: the jobs are lost
+
+PENDING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING"})
+ACTIVE_STATES = frozenset({"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING"})
+LOST_STATES = frozenset({"NODE_FAIL", "PREEMPTED", "BOOT_FAIL"})
+SQUEUE_FORMAT = "JobID:|,State:|,Reason:|,NodeList:|,exit_code:|"
+
+Command = Callable[[list[str]], Awaitable[tuple[int, str, str]]]
+"""Runs one Slurm command (argv) where the cluster is: (exit status, stdout, stderr)."""
+
+
+@dataclass
+class JobInfo:
+    """What Slurm last said about one job."""
+
+    state: str = "PENDING"
+    reason: str | None = None
+    node: str | None = None
+    exit_code: int | None = None  # the batch script's, once finished
+
+    @property
+    def finished(self) -> bool:
+        return self.state not in PENDING_STATES | ACTIVE_STATES
+
+
+@dataclass
+class WatchedJob:
+    """One job under watch: its latest info and an event set whenever that changes."""
+
+    job_id: str
+    info: JobInfo = field(default_factory=JobInfo)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def job_result(job_id: str, info: JobInfo) -> ExecResult:
+    """How a finished job ends the attempt (SPEC §12's mapping)."""
+    state, code, node = info.state, info.exit_code, info.node or "its node"
+    if state == "COMPLETED":
+        return ExecResult(code or 0)
+    if state in ("TIMEOUT", "DEADLINE"):
+        return ExecResult(None, status="timed_out", reason=f"job {job_id}: Slurm {state}")
+    if state == "CANCELLED":
+        return ExecResult(None, status="cancelled", reason=f"job {job_id} cancelled in Slurm")
+    if state in LOST_STATES:
+        return ExecResult(None, lost=True, reason=f"job {job_id}: {state} on {node}")
+    if state == "VANISHED":
+        return ExecResult(None, lost=True, reason=f"job {job_id} is no longer known to Slurm")
+    if state == "OUT_OF_MEMORY":
+        return ExecResult(code or None, reason=f"job {job_id}: out of memory (Slurm)")
+    if code:
+        return ExecResult(code)
+    return ExecResult(None, reason=f"job {job_id}: Slurm {state} ({info.reason or 'no reason'})")
+
+
+def _wait_status(raw: str) -> int | None:
+    """squeue's exit_code is a wait status: 768 -> 3, a signal 15 -> 143."""
+    try:
+        status = int(raw)
+    except ValueError:
+        return None
+    return 128 + (status & 0x7F) if status & 0x7F else status >> 8
+
+
+def _exit_pair(text: str) -> int | None:
+    """sacct's and scontrol's `CODE:SIGNAL` -> an exit code."""
+    code, _, sig = text.partition(":")
+    if sig.isdigit() and int(sig):
+        return 128 + int(sig)
+    return int(code) if code.isdigit() else None
+
+
+def parse_squeue(text: str) -> dict[str, JobInfo]:
+    """Lines of `squeue -O SQUEUE_FORMAT` -> job id -> info."""
+    jobs = {}
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) < 5 or not parts[0]:
+            continue
+        job_id, state, reason, node, raw = parts[:5]
+        jobs[job_id] = JobInfo(
+            state=state.split()[0],
+            reason=None if reason in ("", "None") else reason,
+            node=node or None,
+            exit_code=_wait_status(raw),
+        )
+    return jobs
+
+
+def parse_sacct(text: str) -> dict[str, JobInfo]:
+    """Lines of `sacct -n -P -X -o JobID,State,ExitCode,NodeList` -> job id -> info."""
+    jobs = {}
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) < 4:
+            continue
+        job_id, state, code, node = parts[:4]
+        jobs[job_id] = JobInfo(state.split()[0], None, node or None, _exit_pair(code))
+    return jobs
+
+
+def parse_scontrol(text: str) -> JobInfo | None:
+    """`scontrol show job -o ID`'s one line -> info."""
+    fields = dict(re.findall(r"(\w+)=(\S*)", text))
+    if "JobState" not in fields:
+        return None
+    reason = fields.get("Reason")
+    return JobInfo(
+        state=fields["JobState"],
+        reason=None if reason in (None, "None") else reason,
+        node=fields.get("NodeList") if fields.get("NodeList") not in (None, "(null)") else None,
+        exit_code=_exit_pair(fields.get("ExitCode", "")),
+    )
+
+
+class JobPoller:
+    """All jobs of one host, polled with one command per interval (see the module docstring)."""
+
+    def __init__(self, command: Command) -> None:
+        self._command = command
+        self._jobs: dict[str, WatchedJob] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._accounting: bool | None = None  # sacct works; None: not asked yet
+        self.commands = 0  # Slurm commands issued by polls (for bench/)
+
+    def watch(self, job_id: str) -> WatchedJob:
+        """Start watching a job (the first poll follows at once)."""
+        job = self._jobs[job_id] = WatchedJob(job_id)
+        self.wake()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._loop(), name="slurm-poller")
+        return job
+
+    def forget(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
+
+    def wake(self) -> None:
+        """Poll now (not sooner than POLL_MIN after the last poll)."""
+        self._wake.set()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        interval = POLL_MIN
+        failing_since: float | None = None
+        while self._jobs:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
+            self._wake.clear()
+            ids = list(self._jobs)
+            try:
+                found = await self._poll(ids)
+            except (OSError, RuntimeError) as exc:
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if now - failing_since > POLL_GIVE_UP:
+                    found = {i: JobInfo("NODE_FAIL", f"Slurm unreachable: {exc}") for i in ids}
+                else:
+                    interval = min(interval * 2, POLL_MAX)
+                    continue
+            failing_since = None
+            changed = False
+            for job_id, info in found.items():
+                job = self._jobs.get(job_id)
+                if job is not None and info != job.info:
+                    job.info = info
+                    job.changed.set()
+                    changed = True
+            interval = POLL_MIN if changed else min(interval * 2, POLL_MAX)
+            await asyncio.sleep(POLL_MIN)  # the floor between two polls, whatever wakes us
+
+    async def _run(self, argv: list[str]) -> tuple[int, str, str]:
+        self.commands += 1
+        return await self._command(argv)
+
+    async def _poll(self, ids: list[str]) -> dict[str, JobInfo]:
+        """The state of every job in `ids` (VANISHED for those Slurm no longer knows)."""
+        status, out, err = await self._run(
+            ["squeue", "--noheader", "--states=all", f"--jobs={','.join(ids)}", "-O", SQUEUE_FORMAT]
+        )
+        if status != 0 and "Invalid job id" not in err:
+            raise RuntimeError(f"squeue failed: {err.strip() or status}")
+        found = parse_squeue(out) if status == 0 else {}
+        missing = [i for i in ids if i not in found]
+        if missing and self._accounting is not False:
+            found.update(await self._sacct(missing))
+            missing = [i for i in ids if i not in found]
+        for job_id in missing:  # gone from squeue (and from sacct): ask scontrol, then give up
+            status, out, _ = await self._run(["scontrol", "show", "job", "-o", job_id])
+            info = parse_scontrol(out) if status == 0 else None
+            found[job_id] = info or JobInfo("VANISHED")
+        return found
+
+    async def _sacct(self, ids: list[str]) -> dict[str, JobInfo]:
+        status, out, _ = await self._run(
+            ["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode,NodeList", "-j", ",".join(ids)]
+        )
+        self._accounting = status == 0
+        return parse_sacct(out) if status == 0 else {}
+
+
+def sbatch_argv(stage: Stage, options: SlurmOptions, job_dir: str, name: str) -> list[str]:
+    """sbatch's arguments for one attempt (no environment, no secrets: those are in the script)."""
+    argv = [
+        "sbatch",
+        "--parsable",
+        "--no-requeue",  # a node failure is `lost`, and pipedeck's retries decide
+        f"--job-name={name}",
+        f"--chdir={job_dir}",
+        f"--output={job_dir}/out",
+        f"--error={job_dir}/err",
+    ]
+    res = stage.resources
+    if res.cpus:
+        argv.append(f"--cpus-per-task={res.cpus}")
+    if res.memory:
+        argv.append(f"--mem={res.memory}")
+    if res.gpus:
+        argv.append(f"--gpus={res.gpus}")
+    if res.time:
+        argv.append(f"--time={_slurm_time(res.time)}")
+    for flag, value in (
+        ("partition", options.partition),
+        ("account", options.account),
+        ("qos", options.qos),
+    ):
+        if value:
+            argv.append(f"--{flag}={value}")
+    return [*argv, *options.extra_args]
+
+
+def _slurm_time(seconds: float) -> str:
+    """Seconds -> Slurm's D-HH:MM:SS (Slurm rounds up to whole minutes)."""
+    whole = max(1, int(-(-seconds // 1)))
+    days, rest = divmod(whole, 86400)
+    return f"{days}-{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PICK_SHELL = (
+    "if command -v bash >/dev/null 2>&1; then set -- bash -e -o pipefail -c; "
+    "else set -- sh -e -c; fi"
+)
+
+
+def job_script(stage: Stage, env: Iterable[tuple[str, str]], cwd: str) -> str:
+    """The private script (mode 0600) a job runs: cd, the environment, the stage's command."""
+    lines = [
+        f"cd -- {quote(cwd)} || exit 1",
+        *(f"export {k}={quote(v)}" for k, v in env if _ENV_NAME.fullmatch(k)),
+        "set -- " + " ".join(map(quote, stage.shell)) if stage.shell else _PICK_SHELL,
+        f'"$@" {quote(stage.run)}',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def batch_script(job_dir: str) -> str:
+    """What sbatch gets on stdin: runs the private script, records its exit code in `exit`."""
+    d = quote(job_dir)
+    return (
+        "#!/bin/sh\n"
+        f"sh {d}/job.sh\n"
+        "s=$?\n"
+        f"echo $s > {d}/exit.tmp && mv -f {d}/exit.tmp {d}/exit\n"
+        "exit $s\n"
+    )

@@ -1,0 +1,282 @@
+"""A real single-node Slurm cluster for the tests, and pipelines with a Slurm host.
+
+The session-scoped `cluster` fixture writes a slurm.conf (and cgroup.conf) into a temp dir, starts
+munged with a key of its own, slurmctld and slurmd (as root, on free ports, state in the temp dir),
+waits until the node `pd1` is idle, and stops them all at the end. It tries
+`proctrack/cgroup` first (Slurm then kills double-forked processes of a job too) and falls back to
+`proctrack/linuxproc` when slurmd cannot use cgroups on this kernel; `Cluster.proctrack` says
+which. Accounting is off (`sacct` fails, the executor copes). Without Slurm the tests fail when
+`CI` is set, else skip saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from engine.spec import Host, Pipeline, Resources, SlurmOptions, Stage
+
+DAEMONS = ("munged", "slurmctld", "slurmd")
+NODE = "pd1"
+CPUS = 8
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A running single-node cluster: its config file and helpers to ask it things."""
+
+    root: Path
+    conf: Path
+    proctrack: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SLURM_CONF": str(self.conf)}
+
+    def run(self, *argv: str, check: bool = True) -> str:
+        """Run a Slurm command against this cluster; its stdout."""
+        done = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=30)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
+        return done.stdout
+
+    def queue(self) -> list[str]:
+        """Ids of the jobs pending, running or completing."""
+        return self.run("squeue", "--noheader", "-o", "%i").split()
+
+    def wait_queue_empty(self, limit: float = 60) -> None:
+        until(lambda: not self.queue(), limit, f"the queue to empty: {self.queue()}")
+
+    def node_state(self) -> str:
+        return self.run("sinfo", "--noheader", "-n", NODE, "-o", "%T").strip()
+
+    def host(self, name: str = "cluster", **overrides: object) -> Host:
+        """A `hosts:` entry for this cluster (Slurm commands here, SLURM_CONF in slurm.env)."""
+        fields: dict[str, object] = {
+            "name": name,
+            "address": "",
+            "executor": "slurm",
+            "slots": 20,
+            "slurm": SlurmOptions(partition="main", env={"SLURM_CONF": str(self.conf)}),
+        }
+        fields.update(overrides)
+        return Host(**fields)  # type: ignore[arg-type]
+
+
+def until(condition: object, limit: float, what: str) -> None:
+    """Wait for `condition()` to be true, checking every 50 ms, at most `limit` seconds."""
+    deadline = time.monotonic() + limit
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {limit:g}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def _free_ports(count: int) -> list[int]:
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _write_config(root: Path, proctrack: str) -> Path:
+    ctld_port, slurmd_port = _free_ports(2)
+    me = socket.gethostname().split(".")[0]
+    conf = root / "slurm.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                "ClusterName=pipedeck-test",
+                f"SlurmctldHost={me}(127.0.0.1)",
+                f"SlurmctldPort={ctld_port}",
+                f"SlurmdPort={slurmd_port}",
+                "AuthType=auth/munge",
+                f"AuthInfo=socket={root}/munge.sock",
+                "CredType=cred/munge",
+                "SlurmUser=root",
+                "SlurmdUser=root",
+                f"StateSaveLocation={root}/state",
+                f"SlurmdSpoolDir={root}/spool",
+                f"SlurmctldPidFile={root}/slurmctld.pid",
+                f"SlurmdPidFile={root}/slurmd.pid",
+                f"SlurmctldLogFile={root}/slurmctld.log",
+                f"SlurmdLogFile={root}/slurmd.log",
+                "MailProg=/bin/true",
+                f"ProctrackType={proctrack}",
+                "TaskPlugin=task/none",
+                "SchedulerType=sched/backfill",
+                "SchedulerParameters=sched_interval=1",
+                "SelectType=select/cons_tres",
+                "SelectTypeParameters=CR_Core_Memory",
+                "DefMemPerCPU=100",
+                "SlurmdParameters=config_overrides",  # 8 CPUs declared, whatever the machine has
+                "ReturnToService=1",  # a node set DOWN by hand stays down until resumed
+                "MpiDefault=none",
+                "JobAcctGatherType=jobacct_gather/none",
+                "AccountingStorageType=accounting_storage/none",
+                "JobCompType=jobcomp/none",
+                "KillWait=5",
+                "MinJobAge=300",
+                f"NodeName={NODE} NodeHostname=localhost NodeAddr=127.0.0.1 CPUs={CPUS}"
+                " RealMemory=4000 State=UNKNOWN",
+                "PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+            ]
+        )
+        + "\n"
+    )
+    (root / "cgroup.conf").write_text(
+        "CgroupPlugin=cgroup/v1\nCgroupAutomount=no\nCgroupMountpoint=/sys/fs/cgroup\n"
+        if Path("/sys/fs/cgroup/freezer").is_dir()
+        else "CgroupPlugin=autodetect\n"
+    )
+    return conf
+
+
+def _daemon(stack: ExitStack, argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    out = log.open("wb")
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    stack.callback(_stop, proc, out)
+    return proc
+
+
+def _stop(proc: subprocess.Popen, out: object) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    out.close()  # type: ignore[attr-defined]
+
+
+def _start(stack: ExitStack, root: Path, proctrack: str) -> Cluster:
+    """munged, slurmctld and slurmd on a fresh config; the cluster once its node is idle."""
+    for sub in ("state", "spool"):
+        shutil.rmtree(root / sub, ignore_errors=True)
+        (root / sub).mkdir()
+    conf = _write_config(root, proctrack)
+    cluster = Cluster(root, conf, proctrack)
+    env = cluster.env
+    _daemon(
+        stack,
+        [
+            "munged",
+            "-F",
+            "-f",
+            f"--socket={root}/munge.sock",
+            f"--key-file={root}/munge.key",
+            f"--pid-file={root}/munged.pid",
+            f"--seed-file={root}/munged.seed",
+        ],
+        root / "munged.out",
+        env,
+    )
+    until(lambda: (root / "munge.sock").exists(), 10, "munged's socket")
+    ctld = _daemon(stack, ["slurmctld", "-D", "-i"], root / "slurmctld.out", env)
+    slurmd = _daemon(stack, ["slurmd", "-D", "-N", NODE], root / "slurmd.out", env)
+
+    def idle() -> bool:
+        for proc, name in ((ctld, "slurmctld"), (slurmd, "slurmd")):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited: {(root / f'{name}.out').read_text()[-2000:]}")
+        done = subprocess.run(
+            ["sinfo", "--noheader", "-n", NODE, "-o", "%T"], env=env, capture_output=True
+        )
+        return done.stdout.strip() == b"idle"
+
+    until(idle, 30, f"node {NODE} to be idle")
+    return cluster
+
+
+@contextmanager
+def running_cluster(root: Path) -> Iterator[Cluster]:
+    """A single-node cluster under `root` until the block ends (tests and bench/)."""
+    root.chmod(0o755)  # munged wants its socket's directories searchable
+    key = root / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o600)
+    for proctrack in ("proctrack/cgroup", "proctrack/linuxproc"):
+        stack = ExitStack()
+        try:
+            cluster = _start(stack, root, proctrack)
+        except (RuntimeError, AssertionError):
+            stack.close()
+            if proctrack == "proctrack/linuxproc":
+                raise
+            continue
+        with stack:
+            try:
+                yield cluster
+            finally:
+                queued = cluster.queue()
+                if queued:
+                    cluster.run("scancel", *queued, check=False)
+                    cluster.wait_queue_empty()
+        return
+
+
+def slurm_missing() -> str | None:
+    """Why a cluster cannot be started here, or None."""
+    missing = [name for name in (*DAEMONS, "sbatch") if shutil.which(name) is None]
+    if missing:
+        return f"Slurm is not installed ({', '.join(missing)} missing; apt-get install slurm-wlm munge)"
+    if os.geteuid() != 0:
+        return "the Slurm fixture starts slurmd as root"
+    return None
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A real single-node Slurm cluster for the whole session."""
+    reason = slurm_missing()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with running_cluster(tmp_path_factory.mktemp("slurm")) as running:
+        yield running
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "pipedeck.yaml").write_text("version: 1\n")
+    return ws
+
+
+def slurm_stage(name: str, run: str, **fields: object) -> Stage:
+    """A stage on the host `cluster`."""
+    fields.setdefault("resources", Resources(cpus=1))
+    return Stage(id=name, name=name, run=run, host="cluster", kill_grace=2.0, **fields)  # type: ignore[arg-type]
+
+
+def make_pipeline(
+    workspace: Path,
+    hosts: dict[str, Host],
+    stages: list[Stage],
+    secrets: dict[str, str] | None = None,
+) -> Pipeline:
+    return Pipeline(
+        path=workspace / "pipedeck.yaml",
+        name="slurmtest",
+        stages={s.id: s for s in stages},
+        groups={s.name: (s.id,) for s in stages},
+        secrets=secrets or {},
+        hosts=hosts,
+    )

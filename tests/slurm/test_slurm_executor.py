@@ -1,0 +1,267 @@
+"""Stages as jobs on a real single-node Slurm cluster: output, states, cancel, timeout, lost, secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from engine.events import Event, LogLines, StageStatus
+from engine.executors.slurm import SlurmExecutor
+from engine.run import Run
+from engine.spec import Resources, Stage
+from tests.conftest import Recorder, marked_pids
+from tests.slurm.conftest import NODE, Cluster, make_pipeline, slurm_stage, until
+
+pytestmark = pytest.mark.slurm
+
+
+async def eventually(condition: Callable[[], bool], limit: float, what: str) -> None:
+    """Wait (without blocking the loop) until `condition()` holds, at most `limit` seconds."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {limit:g}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def start(cluster: Cluster, workspace: Path, stages: list[Stage], **kw: object) -> Run:
+    pipeline = make_pipeline(workspace, {"cluster": cluster.host()}, stages, **kw)  # type: ignore[arg-type]
+    return Run(pipeline)
+
+
+def job_of(recorder: Recorder, stage: str) -> StageStatus | None:
+    """The stage's latest status event that carries a job id."""
+    found = [
+        e for e in recorder.events if isinstance(e, StageStatus) and e.stage == stage and e.job_id
+    ]
+    return found[-1] if found else None
+
+
+async def execute(run: Run) -> int:
+    try:
+        return await run.execute()
+    finally:
+        await run.close()
+
+
+async def test_output_streams_while_the_job_runs_and_exit_codes_map(
+    cluster: Cluster, workspace: Path, recorder: Recorder
+) -> None:
+    gate = workspace / "gate"
+    run = start(
+        cluster,
+        workspace,
+        [
+            slurm_stage(
+                "talk",
+                f"echo first; echo warn >&2; while [ ! -e {gate} ]; do sleep 0.1; done;"
+                " echo second; exit 3",
+            ),
+            slurm_stage("fine", "echo ok"),
+        ],
+    )
+
+    def subscriber(event: Event) -> None:
+        recorder(event)
+        if isinstance(event, LogLines) and "first" in event.lines:
+            gate.touch()  # only streamed output opens the gate: the job waits for it
+
+    run.subscribe(subscriber)
+    code = await asyncio.wait_for(execute(run), 60)
+    assert code == 1
+    final = recorder.final("talk")
+    assert (final.status, final.exit_code) == ("failed", 3)
+    assert final.job_id and final.node == NODE
+    assert recorder.lines("talk", "stdout") == ["first", "second"]
+    assert recorder.lines("talk", "stderr") == ["warn"]
+    assert recorder.final("fine").status == "succeeded"
+    assert recorder.lines("fine") == ["ok"]
+    assert "running" in recorder.statuses("talk")
+    running = [e for e in recorder.events if isinstance(e, StageStatus) and e.status == "running"]
+    assert any(e.node == NODE and e.job_id for e in running)
+
+
+async def test_a_job_waiting_for_a_full_node_is_queued_with_slurms_reason(
+    cluster: Cluster, workspace: Path, recorder: Recorder
+) -> None:
+    gate = workspace / "gate"
+    big = start(
+        cluster,
+        workspace,
+        [
+            slurm_stage(
+                "big",
+                f"echo started; while [ ! -e {gate} ]; do sleep 0.1; done",
+                resources=Resources(cpus=8),
+            )
+        ],
+    )
+    small = start(cluster, workspace, [slurm_stage("small", "echo small ran")])
+    big.subscribe(recorder)
+    small.subscribe(recorder)
+    big_task = asyncio.create_task(execute(big))
+    small_task: asyncio.Task[int] | None = None
+    try:
+        await eventually(lambda: "started" in recorder.lines("big"), 30, "big to fill the node")
+        small_task = asyncio.create_task(execute(small))
+
+        def small_waits() -> bool:
+            return any(
+                isinstance(e, StageStatus)
+                and e.stage == "small"
+                and e.status == "queued"
+                and e.reason in ("Slurm: Resources", "Slurm: Priority")
+                for e in recorder.events
+            )
+
+        await eventually(small_waits, 30, "small to be queued with Slurm's reason")
+        assert small.states["small"].status == "queued"
+        assert "small ran" not in recorder.lines("small")
+    finally:
+        gate.touch()
+        assert await asyncio.wait_for(big_task, 60) == 0
+        if small_task is not None:
+            assert await asyncio.wait_for(small_task, 60) == 0
+    assert recorder.final("small").status == "succeeded"
+    assert recorder.lines("small") == ["small ran"]
+
+
+async def test_cancel_scancels_the_job_and_leaves_no_process_and_an_empty_queue(
+    cluster: Cluster, workspace: Path, recorder: Recorder
+) -> None:
+    run = start(
+        cluster,
+        workspace,
+        [
+            slurm_stage(
+                "spin",
+                "(setsid sh -c 'sleep 300' &) ; trap 'echo got TERM; exit 7' TERM;"
+                " echo ready; while :; do sleep 0.1; done",
+            )
+        ],
+    )
+    run.subscribe(recorder)
+    task = asyncio.create_task(execute(run))
+    await eventually(lambda: "ready" in recorder.lines("spin"), 30, "the job to start")
+    assert marked_pids(run.run_id), "the job's processes carry the run marker"
+    run.cancel("spin")
+    await asyncio.wait_for(task, 60)
+    assert recorder.final("spin").status == "cancelled"
+    assert "got TERM" in recorder.lines("spin")  # TERM first, with kill_grace to act on it
+    assert cluster.queue() == []
+    if cluster.proctrack == "proctrack/cgroup":  # linuxproc cannot promise this (module docs)
+        until(lambda: not marked_pids(run.run_id), 10, "the double-forked sleeper to die")
+
+
+async def test_pipedeck_timeout_kills_the_job_and_leaves_an_empty_queue(
+    cluster: Cluster, workspace: Path, recorder: Recorder
+) -> None:
+    run = start(cluster, workspace, [slurm_stage("slow", "echo begun; sleep 300", timeout=3.0)])
+    run.subscribe(recorder)
+    assert await asyncio.wait_for(execute(run), 60) == 1
+    assert recorder.final("slow").status == "timed_out"
+    assert recorder.lines("slow", "stdout") == ["begun"]
+    assert cluster.queue() == []
+
+
+async def test_a_node_failure_makes_the_attempt_lost_and_retries_apply(
+    cluster: Cluster, workspace: Path, recorder: Recorder
+) -> None:
+    run = start(cluster, workspace, [slurm_stage("doomed", "echo up; sleep 300", retries=1)])
+    run.subscribe(recorder)
+    task = asyncio.create_task(execute(run))
+    try:
+        await eventually(lambda: "up" in recorder.lines("doomed"), 30, "the job to start")
+        cluster.run("scontrol", "update", f"nodename={NODE}", "state=down", "reason=pipedeck-test")
+        await eventually(lambda: "lost" in recorder.statuses("doomed"), 30, "lost")
+        lost = [e for e in recorder.events if isinstance(e, StageStatus) and e.status == "lost"]
+        assert lost[0].attempt == 1
+        assert "NODE_FAIL" in (lost[0].reason or "")
+        await eventually(
+            lambda: (
+                run.states["doomed"].attempt == 2
+                and run.states["doomed"].status == "queued"
+                and (run.states["doomed"].reason or "").startswith("Slurm:")
+            ),
+            30,
+            "the retry to wait for the downed node",
+        )
+        run.cancel("doomed")
+        await asyncio.wait_for(task, 60)
+    finally:
+        cluster.run("scontrol", "update", f"nodename={NODE}", "state=resume", check=False)
+        if not task.done():
+            run.cancel_all()
+            await asyncio.wait_for(task, 60)
+        until(lambda: cluster.node_state() == "idle", 30, "the node to be idle again")
+    assert cluster.queue() == []
+
+
+async def test_secrets_reach_the_job_but_no_command_line_nor_scontrol(
+    cluster: Cluster, workspace: Path, recorder: Recorder
+) -> None:
+    secret = "s3cr3t-" + os.urandom(6).hex()
+    gate = workspace / "gate"
+    run = start(
+        cluster,
+        workspace,
+        [
+            slurm_stage(
+                "deploy",
+                f'echo "token=$DEPLOY_TOKEN"; [ ${{#DEPLOY_TOKEN}} = {len(secret)} ] && echo match;'
+                f" while [ ! -e {gate} ]; do sleep 0.1; done",
+            )
+        ],
+        secrets={"DEPLOY_TOKEN": secret},
+    )
+    run.subscribe(recorder)
+    task = asyncio.create_task(execute(run))
+    try:
+        await eventually(lambda: "match" in recorder.lines("deploy"), 30, "the job to run")
+        job = job_of(recorder, "deploy")
+        assert job is not None and job.job_id
+        shown = cluster.run("scontrol", "show", "job", "-dd", job.job_id)
+        assert f"JobId={job.job_id}" in shown
+        assert secret not in shown
+        ps = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
+        assert secret not in ps
+        scripts = list((workspace / ".pipedeck" / "slurm").glob("*/job.sh"))
+        assert scripts and all(p.stat().st_mode & 0o777 == 0o600 for p in scripts)
+    finally:
+        gate.touch()
+        await asyncio.wait_for(task, 60)
+    assert recorder.lines("deploy") == ["token=***", "match"]
+
+
+async def test_the_next_start_cancels_jobs_a_crashed_pipedeck_left(
+    cluster: Cluster, workspace: Path
+) -> None:
+    stage = slurm_stage("orphan", "sleep 300")
+    pipeline = make_pipeline(workspace, {"cluster": cluster.host()}, [stage])
+    code = "import sys, time\nprint(1, flush=True)\ntime.sleep(300)\n"
+    crashed = subprocess.Popen(["python3", "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert crashed.stdout is not None and crashed.stdout.readline() == b"1\n"
+        job_id = cluster.run("sbatch", "--parsable", "--wrap", "sleep 300").strip()
+        records = pipeline.state_dir / "slurm-jobs" / "cluster"
+        records.mkdir(parents=True)
+        import psutil
+
+        started = psutil.Process(crashed.pid).create_time()
+        (records / job_id).write_text(f'{{"pid": {crashed.pid}, "started": {started}}}')
+        executor = SlurmExecutor(pipeline, "cluster")
+        assert await executor.cancel_leftovers() == []  # its pipedeck still runs: hands off
+        assert job_id in cluster.queue()
+    finally:
+        crashed.kill()
+        crashed.wait()
+    assert await executor.cancel_leftovers() == [job_id]
+    await executor.close()
+    cluster.wait_queue_empty(30)
+    assert not (records / job_id).exists()
