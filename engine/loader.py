@@ -17,7 +17,7 @@ import shlex
 import stat
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from glob import glob
 from pathlib import Path
@@ -36,13 +36,14 @@ from engine.schema import (
     HOST_KEYS,
     MATRIX_EXCLUDE,
     NAME_PATTERN,
+    READY_KEYS,
     SECTION_KINDS,
     STAGE_KEYS,
     TOP_KEYS,
     WATCH_KEYS,
     Key,
 )
-from engine.spec import LOCAL, Host, Pipeline, Stage, WatchConfig
+from engine.spec import LOCAL, PROBE_KINDS, Host, Pipeline, Probe, Stage, WatchConfig
 
 MAX_FILE_BYTES = 5 * 1024 * 1024
 MAX_NODES = 50_000  # YAML nodes, counting each alias as the nodes it stands for
@@ -746,6 +747,8 @@ class _Checker:
                 continue
             fields = self.fields(nodes, STAGE_KEYS, f"{path}.")
             self.stage_details(fields, nodes, path)
+            if "ready" in nodes:
+                self.ready(fields, nodes["ready"], f"{path}.ready")
             needs_node = nodes.get("needs")
             need_items = needs_node.value if isinstance(needs_node, SequenceNode) else [needs_node]
             needs = dict(zip(fields.get("needs", []), need_items, strict=False))
@@ -766,6 +769,42 @@ class _Checker:
                 del fields["shell"]
         if "cwd" in fields and os.path.isabs(fields["cwd"]):
             self.report(nodes["cwd"], f"{path}.cwd: must be relative to the pipeline directory")
+
+    def ready(self, fields: dict[str, Any], node: Node, path: str) -> None:
+        """The `ready:` probe of a service: exactly one of PROBE_KINDS, checked, into `fields`."""
+        nodes = self.section(node, READY_KEYS, path, path)
+        if nodes is None:
+            return
+        f = self.fields(nodes, READY_KEYS, f"{path}.")
+        kinds = [kind for kind in PROBE_KINDS if kind in nodes]
+        if len(kinds) != 1:
+            found = f"got {', '.join(kinds)}" if kinds else "got none"
+            self.report(node, f"{path}: needs exactly one of {', '.join(PROBE_KINDS)}; {found}")
+            return
+        kind = kinds[0]
+        target = f.get(kind)
+        if target is None:
+            return
+        if not fields.get("service"):
+            self.report(node, f"{path}: only a stage with service: true has a ready probe")
+        if kind == "http" and not re.match(r"https?://", target):
+            self.report(nodes[kind], f"{path}.http: expected an http:// or https:// URL")
+            return
+        if kind == "tcp" and not re.fullmatch(r"\S+:(?:[0-9]+|\$\{\{.*\}\})", target):
+            self.report(nodes[kind], f"{path}.tcp: expected HOST:PORT, got {target!r}")
+            return
+        if kind == "log":
+            try:
+                re.compile(target)
+            except re.error as err:
+                self.report(nodes[kind], f"{path}.log: not a valid regular expression: {err}")
+                return
+        fields["ready"] = Probe(
+            kind,
+            target,
+            interval=f.get("interval", Probe.interval),
+            timeout=f.get("timeout", Probe.timeout),
+        )
 
     def matrix(
         self, node: Node, path: str
@@ -919,6 +958,8 @@ class _Checker:
         at its first place in the stage's text."""
         f = stage.fields
         texts = [f.get("run", ""), f.get("cwd", ""), *f.get("env", {}).values()]
+        if "ready" in f:
+            texts.append(f["ready"].target)
         unknown = {
             m.group(0): m.group(1)
             for text in texts
@@ -1007,6 +1048,12 @@ def _instance(
         host=f.get("host", LOCAL),
         matrix=combo,
         metrics=f.get("metrics"),
+        service=f.get("service", False),
+        ready=replace(f["ready"], target=_substitute(f["ready"].target, combo))
+        if "ready" in f
+        else None,
+        restart=f.get("restart", Stage.restart),
+        tty=f.get("tty", False),
     )
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 LOCAL = "local"
 
 WHEN_VALUES = ("on_success", "on_failure", "always", "manual")
+PROBE_KINDS = ("http", "tcp", "log", "run")  # a service's readiness probe (SPEC §10)
+RESTART_VALUES = ("never", "on_failure")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,17 @@ class WatchConfig:
     paths: tuple[str, ...] = (".",)
     ignore: tuple[str, ...] = ()
     debounce: float = 0.1
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A service's readiness probe (`ready:`): `kind` is one of PROBE_KINDS, `target` its
+    URL, `HOST:PORT`, regex or command; tried every `interval` seconds for up to `timeout`."""
+
+    kind: str
+    target: str
+    interval: float = 0.5
+    timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,10 @@ class Stage:
     host: str = LOCAL
     matrix: Mapping[str, str] = field(default_factory=dict)
     metrics: str | None = None
+    service: bool = False
+    ready: Probe | None = None  # a service without a probe is ready once started
+    restart: str = "never"
+    tty: bool = False
 
     @property
     def is_remote(self) -> bool:
