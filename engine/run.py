@@ -83,6 +83,20 @@ class StageCache(Protocol):
     def record_success(self, stage: Stage, fingerprint: str, run_id: str) -> None: ...
 
 
+def stage_env(pipeline: Pipeline, stage: Stage, run_id: str, attempt: int) -> dict[str, str]:
+    """A stage's environment: (this process's, for local stages) + stage + secrets + ids.
+    `pipedeck shell` uses it too, so a shell gets exactly what the stage gets."""
+    base = dict(os.environ) if stage.host == LOCAL else {}
+    return {
+        **base,
+        **stage.env,
+        **pipeline.secrets,
+        "PIPEDECK_RUN_ID": run_id,
+        "PIPEDECK_STAGE": stage.id,
+        "PIPEDECK_ATTEMPT": str(attempt),
+    }
+
+
 def new_run_id() -> str:
     """A sortable, unique run id: UTC time plus random hex."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + _random.token_hex(3)
@@ -410,16 +424,7 @@ class Run:
         return FAILED, result
 
     def _env(self, stage: Stage, attempt: int) -> dict[str, str]:
-        """The stage's environment: (this process's, for local stages) + stage + secrets + ids."""
-        base = dict(os.environ) if stage.host == LOCAL else {}
-        return {
-            **base,
-            **stage.env,
-            **self.pipeline.secrets,
-            "PIPEDECK_RUN_ID": self.run_id,
-            "PIPEDECK_STAGE": stage.id,
-            "PIPEDECK_ATTEMPT": str(attempt),
-        }
+        return stage_env(self.pipeline, stage, self.run_id, attempt)
 
     def _host_state(self, host: str, state: str) -> None:
         self.host_states[host] = state
