@@ -291,3 +291,19 @@ def test_remote_service_probes_reach_the_host_and_run_there(
     assert recorder.final("api").status == "succeeded"
     with socket.socket() as sock:  # the remote service was stopped
         assert sock.connect_ex(("127.0.0.2", port)) != 0
+
+
+def test_graph_marks_services(write_pipeline: Write) -> None:
+    from engine.graph import render
+
+    pipeline = load(
+        write_pipeline("""
+        version: 1
+        stages:
+          api: {service: true, run: serve, ready: {tcp: "127.0.0.1:1"}}
+          test: {needs: [api], run: check}
+    """)
+    )
+    assert render(pipeline).splitlines()[1:] == ["api   service, ready: tcp", "test  needs: api"]
+    assert '  "api" [style="rounded,dashed"];' in render(pipeline, "dot").splitlines()
+    assert render(pipeline, "mermaid").splitlines()[-1] == "  class s0 service"
