@@ -22,6 +22,7 @@ CANCELLED = "cancelled"
 SKIPPED = "skipped"
 CACHED = "cached"
 LOST = "lost"
+READY = "ready"  # a service whose readiness probe passed; still running (SPEC §10)
 
 STATUSES = (
     PENDING,
@@ -35,6 +36,7 @@ STATUSES = (
     SKIPPED,
     CACHED,
     LOST,
+    READY,
 )
 FINISHED = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, SKIPPED, CACHED, LOST})
 BAD = frozenset({FAILED, TIMED_OUT, LOST})  # fail the run unless allow_failure

@@ -178,6 +178,8 @@ def _render_text(pipeline: Pipeline) -> str:
             notes.append(f"host: {first.host}")
         if first.when != "on_success":
             notes.append(f"when: {first.when}")
+        if first.service:
+            notes.append(f"service, ready: {first.ready.kind}" if first.ready else "service")
         rows.append((name, "  ".join(notes)))
         if first.matrix:
             rows.extend((f"  {sid}", "") for sid in ids)
@@ -205,6 +207,7 @@ def _render_dot(pipeline: Pipeline) -> str:
             lines.extend(f"  {_quote(sid)};" for sid in ids)
     for stage in pipeline.stages.values():
         lines.extend(f"  {_quote(dep)} -> {_quote(stage.id)};" for dep in stage.needs)
+    lines.extend(f'  {_quote(sid)} [style="rounded,dashed"];' for sid in _services(pipeline))
     lines.append("}")
     return "\n".join(lines)
 
@@ -228,4 +231,12 @@ def _render_mermaid(pipeline: Pipeline) -> str:
             lines.extend(f"  {node[sid]}[{_mermaid_label(sid)}]" for sid in ids)
     for stage in pipeline.stages.values():
         lines.extend(f"  {node[dep]} --> {node[stage.id]}" for dep in stage.needs)
+    if services := _services(pipeline):
+        lines.append("  classDef service stroke-dasharray: 5 5")
+        lines.append(f"  class {','.join(node[sid] for sid in services)} service")
     return "\n".join(lines)
+
+
+def _services(pipeline: Pipeline) -> list[str]:
+    """The ids of service stages (SPEC §10), marked dashed in dot and mermaid."""
+    return [sid for sid, stage in pipeline.stages.items() if stage.service]

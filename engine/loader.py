@@ -20,7 +20,7 @@ import shlex
 import stat
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from glob import glob
 from pathlib import Path
@@ -42,6 +42,7 @@ from engine.schema import (
     MATRIX_EXCLUDE,
     NAME_PATTERN,
     PATH_KEYS,
+    READY_KEYS,
     SECTION_KINDS,
     STAGE_KEYS,
     TOP_KEYS,
@@ -51,8 +52,10 @@ from engine.schema import (
 from engine.spec import (
     COLOR_ENV,
     LOCAL,
+    PROBE_KINDS,
     Host,
     Pipeline,
+    Probe,
     Resources,
     SlurmOptions,
     Stage,
@@ -805,6 +808,8 @@ class _Checker:
                 continue
             fields = self.fields(nodes, STAGE_KEYS, f"{path}.")
             self.stage_details(fields, nodes, path)
+            if "ready" in nodes:
+                self.ready(fields, nodes["ready"], f"{path}.ready")
             needs = dict(zip(fields.get("needs", []), _items(nodes.get("needs")), strict=False))
             matrix = self.matrix(nodes["matrix"], f"{path}.matrix") if "matrix" in nodes else None
             axes, combos = matrix or ({}, [{}])
@@ -843,6 +848,42 @@ class _Checker:
                             "paths are relative to the pipeline file's directory and stay inside",
                         )
                         break
+
+    def ready(self, fields: dict[str, Any], node: Node, path: str) -> None:
+        """The `ready:` probe of a service: exactly one of PROBE_KINDS, checked, into `fields`."""
+        nodes = self.section(node, READY_KEYS, path, path)
+        if nodes is None:
+            return
+        f = self.fields(nodes, READY_KEYS, f"{path}.")
+        kinds = [kind for kind in PROBE_KINDS if kind in nodes]
+        if len(kinds) != 1:
+            found = f"got {', '.join(kinds)}" if kinds else "got none"
+            self.report(node, f"{path}: needs exactly one of {', '.join(PROBE_KINDS)}; {found}")
+            return
+        kind = kinds[0]
+        target = f.get(kind)
+        if target is None:
+            return
+        if not fields.get("service"):
+            self.report(node, f"{path}: only a stage with service: true has a ready probe")
+        if kind == "http" and not re.match(r"https?://", target):
+            self.report(nodes[kind], f"{path}.http: expected an http:// or https:// URL")
+            return
+        if kind == "tcp" and not re.fullmatch(r"\S+:(?:[0-9]+|\$\{\{.*\}\})", target):
+            self.report(nodes[kind], f"{path}.tcp: expected HOST:PORT, got {target!r}")
+            return
+        if kind == "log":
+            try:
+                re.compile(target)
+            except re.error as err:
+                self.report(nodes[kind], f"{path}.log: not a valid regular expression: {err}")
+                return
+        fields["ready"] = Probe(
+            kind,
+            target,
+            interval=f.get("interval", Probe.interval),
+            timeout=f.get("timeout", Probe.timeout),
+        )
 
     def matrix(
         self, node: Node, path: str
@@ -1004,6 +1045,8 @@ class _Checker:
         for key in PATH_KEYS:
             value = f.get(key, [])
             texts.extend(value if isinstance(value, list) else [value])
+        if "ready" in f:
+            texts.append(f["ready"].target)
         unknown = {
             m.group(0): m.group(1)
             for text in texts
@@ -1151,6 +1194,12 @@ def _instance(
         matrix=combo,
         metrics=_substitute(f["metrics"], combo) if "metrics" in f else None,
         resources=Resources(**f.get("resources", {})),
+        service=f.get("service", False),
+        ready=replace(f["ready"], target=_substitute(f["ready"].target, combo))
+        if "ready" in f
+        else None,
+        restart=f.get("restart", Stage.restart),
+        tty=f.get("tty", False),
     )
 
 

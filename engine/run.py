@@ -10,6 +10,7 @@ counting, so a rerun shows as a new attempt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets as _random
 import time
@@ -27,6 +28,7 @@ from engine.events import (
     LOST,
     PENDING,
     QUEUED,
+    READY,
     RUNNING,
     SKIPPED,
     SUCCEEDED,
@@ -43,6 +45,7 @@ from engine.events import (
 from engine.executors.base import REMOTE_STAGE_LIMIT, ExecResult, Executor
 from engine.gha.commands import step_events
 from engine.logs import LogStore
+from engine.services import Services
 from engine.spec import LOCAL, Pipeline, Stage
 
 if TYPE_CHECKING:
@@ -78,6 +81,20 @@ class StageCache(Protocol):
     def decide(self, stage: Stage, upstream: Mapping[str, str], no_cache: bool) -> Decision: ...
 
     def record_success(self, stage: Stage, fingerprint: str, run_id: str) -> None: ...
+
+
+def stage_env(pipeline: Pipeline, stage: Stage, run_id: str, attempt: int) -> dict[str, str]:
+    """A stage's environment: (this process's, for local stages) + stage + secrets + ids.
+    `pipedeck shell` uses it too, so a shell gets exactly what the stage gets."""
+    base = dict(os.environ) if stage.host == LOCAL else {}
+    return {
+        **base,
+        **stage.env,
+        **pipeline.secrets,
+        "PIPEDECK_RUN_ID": run_id,
+        "PIPEDECK_STAGE": stage.id,
+        "PIPEDECK_ATTEMPT": str(attempt),
+    }
 
 
 def new_run_id() -> str:
@@ -138,6 +155,7 @@ class Run:
         self.running = False
         self.status = PENDING
         self.host_states: dict[str, str] = {}  # SSH host -> connection state, for the TUI
+        self.services = Services(self)  # service stages (SPEC §10); keep_running in TUI/watch
 
     # -- selection ---------------------------------------------------------------------------
 
@@ -255,6 +273,7 @@ class Run:
                 for sid in sorted(self._pending, key=self._order.__getitem__):
                     if sid not in self._tasks:
                         self._advance(sid)
+                self.services.stop_idle()
                 if not self._tasks and not self._startable():
                     break
                 await self._wake.wait()
@@ -275,6 +294,7 @@ class Run:
     def _needs_done(self, sid: str) -> bool:
         return all(
             self.states[n].status in FINISHED
+            or (self.states[n].status == READY and n not in self._requeue)  # a service
             for n in self.pipeline.stages[sid].needs
             if n in self.states
         )
@@ -320,11 +340,12 @@ class Run:
         try:
             if self._is_fresh(stage):
                 return
-            async with self._slots(stage.host):
+            service = stage.service and stage.host == LOCAL  # holds no --jobs slot for ever
+            async with contextlib.nullcontext() if service else self._slots(stage.host):
                 await self._attempts(stage)
         except asyncio.CancelledError:
             state = self.states[sid]
-            if state.status in (QUEUED, RUNNING):
+            if state.status in (QUEUED, RUNNING, READY):
                 self._set(
                     sid, CANCELLED, ended=time.time() if state.started else None, reason="cancelled"
                 )
@@ -345,7 +366,7 @@ class Run:
 
     def _is_fresh(self, stage: Stage) -> bool:
         """Ask the cache; mark the stage cached and return True when its last success holds."""
-        if self.cache is None:
+        if self.cache is None or stage.service:
             return False
         upstream = {n: self.states[n].fingerprint or "" for n in stage.needs if n in self.states}
         forced = self.no_cache or stage.id in self._forced
@@ -364,7 +385,7 @@ class Run:
         sid = stage.id
         self._forced.discard(sid)
         why = self.states[sid].reason
-        for left in range(stage.retries, -1, -1):
+        for left in range(self.services.retries(stage), -1, -1):
             state = self.states[sid]
             state.attempt += 1
             self._set(
@@ -402,7 +423,10 @@ class Run:
         try:
             executor = self._executor(stage.host)
             async with asyncio.timeout(stage.timeout):
-                result = await executor.execute(stage, self._env(stage, attempt), sink)
+                running = executor.execute(stage, self._env(stage, attempt), sink)
+                if stage.service:
+                    return await self.services.attempt(stage, attempt, running)
+                result = await running
         except TimeoutError:
             result = ExecResult(None, reason=f"timed out after {stage.timeout:g}s")
             return TIMED_OUT, result
@@ -423,16 +447,7 @@ class Run:
         return FAILED, result
 
     def _env(self, stage: Stage, attempt: int) -> dict[str, str]:
-        """The stage's environment: (this process's, for local stages) + stage + secrets + ids."""
-        base = dict(os.environ) if stage.host == LOCAL else {}
-        return {
-            **base,
-            **stage.env,
-            **self.pipeline.secrets,
-            "PIPEDECK_RUN_ID": self.run_id,
-            "PIPEDECK_STAGE": stage.id,
-            "PIPEDECK_ATTEMPT": str(attempt),
-        }
+        return stage_env(self.pipeline, stage, self.run_id, attempt)
 
     def _job_state(
         self, sid: str, status: str, reason: str | None, job_id: str | None, node: str | None

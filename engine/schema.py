@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.spec import WHEN_VALUES
+from engine.spec import PROBE_KINDS, RESTART_VALUES, WHEN_VALUES
 
 NAME_PATTERN = r"[A-Za-z0-9_.-]+"  # stage and host names
 ENV_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*"  # env and secret names
@@ -24,7 +24,7 @@ EXTENSION_PREFIX = "x-"  # keys starting with it are ignored (a place for YAML a
 
 GLOB_KEYS = ("inputs", "outputs")  # stage globs (engine.globs), inside the workspace
 PATH_KEYS = ("cwd", "metrics", *GLOB_KEYS)  # stage paths, inside the workspace
-SECTION_KINDS = frozenset({"defaults", "hosts", "watch", "stages", "matrix"})
+SECTION_KINDS = frozenset({"defaults", "hosts", "watch", "stages", "matrix", "ready"})
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,21 @@ STAGE_KEYS: dict[str, Key] = {
     "matrix": Key("matrix", "Axis -> values: one stage instance per combination."),
     "metrics": Key("string", "A JSON file of numbers the stage writes."),
     "resources": Key("table", "What a Slurm job asks for.", keys=RESOURCE_KEYS),
+    "service": Key("boolean", "A long-running stage; needs on it wait for ready.", default=False),
+    "ready": Key("ready", "A service's readiness probe: http, tcp, log or run."),
+    "restart": Key(
+        "choice", "When a service exits on its own.", choices=RESTART_VALUES, default="never"
+    ),
+    "tty": Key("boolean", "Run under a pseudo-terminal.", default=False),
+}
+
+READY_KEYS: dict[str, Key] = {
+    "http": Key("string", "A URL that answers 2xx or 3xx when ready."),
+    "tcp": Key("string", "HOST:PORT that accepts connections when ready."),
+    "log": Key("string", "A regex matched against each line the service prints."),
+    "run": Key("string", "A command that exits 0 when ready (run where the stage runs)."),
+    "interval": Key("duration", "Time between tries.", default="500ms"),
+    "timeout": Key("duration", "Give up (the service fails) after this long.", default="60s"),
 }
 
 TOP_KEYS: dict[str, Key] = {
@@ -211,7 +226,7 @@ def _key_schema(key: Key) -> dict[str, Any]:
             },
             "additionalProperties": {"type": "array", "minItems": 1, "items": _SCALAR},
         }
-    elif kind in ("defaults", "watch"):
+    elif kind in ("defaults", "watch", "ready"):
         schema = {"$ref": f"#/$defs/{kind}"}
     elif kind == "hosts":
         schema = _named("host")
@@ -234,5 +249,6 @@ SCHEMA: dict[str, Any] = {
         "host": _section(HOST_KEYS),
         "defaults": _section(DEFAULTS_KEYS),
         "watch": _section(WATCH_KEYS),
+        "ready": {**_section(READY_KEYS), "oneOf": [{"required": [k]} for k in PROBE_KINDS]},
     },
 }

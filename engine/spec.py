@@ -9,6 +9,8 @@ from pathlib import Path
 LOCAL = "local"
 
 WHEN_VALUES = ("on_success", "on_failure", "always", "manual")
+PROBE_KINDS = ("http", "tcp", "log", "run")  # a service's readiness probe (SPEC §10)
+RESTART_VALUES = ("never", "on_failure")
 
 # What `color: true` puts in every stage's environment: the variables common tools read to colour
 # their output without a terminal (node/chalk, rich and many CLIs; BSD/Go tools and CMake; pytest
@@ -69,6 +71,17 @@ class WatchConfig:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """A service's readiness probe (`ready:`): `kind` is one of PROBE_KINDS, `target` its
+    URL, `HOST:PORT`, regex or command; tried every `interval` seconds for up to `timeout`."""
+
+    kind: str
+    target: str
+    interval: float = 0.5
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
 class Stage:
     """One runnable stage instance; a matrix stage becomes one Stage per combination.
 
@@ -96,6 +109,10 @@ class Stage:
     metrics: str | None = None
     steps: bool = False  # a GitHub Actions job: its output carries step markers (SPEC §11)
     resources: Resources = field(default_factory=Resources)
+    service: bool = False
+    ready: Probe | None = None  # a service without a probe is ready once started
+    restart: str = "never"
+    tty: bool = False
 
     @property
     def is_remote(self) -> bool:

@@ -30,6 +30,7 @@ COMMANDS = (
     "show",
     "artifacts",
     "metrics",
+    "shell",
 )
 EXIT_USAGE = 2
 
@@ -117,6 +118,10 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_FILE,
         help=f"the pipeline file (default: {DEFAULT_FILE})",
     )
+
+    shell = sub.add_parser("shell", help="a shell in a stage's directory and environment")
+    shell.add_argument("stage")
+    shell.add_argument("--file", "-f", dest="pipeline", default=DEFAULT_FILE)
 
     sub.add_parser("schema", help="print the JSON Schema of the pipeline file")
     _add_history_commands(sub)
@@ -207,6 +212,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(render(pipeline, args.format))
         return 0
+    if command == "shell":
+        from engine.shell import run_shell
+
+        return run_shell(pipeline, args.stage)
     if command == "ui":
         from tui.app import run_tui
 

@@ -34,6 +34,7 @@ _STATUS_COLOR = {
     "cancelled": 33,
     "skipped": 90,
     "running": 36,
+    "ready": 36,
 }
 JUNIT_LOG_LINES = 5000  # the last lines of a failed stage's log kept in the report
 
@@ -90,6 +91,8 @@ class PlainReporter:
                 text += f" on {event.host}"
             if event.reason:
                 text += f": {event.reason}"
+        elif event.status == "ready":  # a service (SPEC §10)
+            text = f"● {event.reason or 'ready'}"
         elif event.status in FINISHED:
             text = event.status
             if event.duration is not None:

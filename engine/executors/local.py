@@ -27,6 +27,7 @@ from engine.procs import (
     own_child,
     spawning,
 )
+from engine.ptyproc import TERMINALS, Pty, controlling_tty_prefix
 from engine.spec import Stage
 
 MARKER_KEYS = ("PIPEDECK_RUN_ID", "PIPEDECK_STAGE", "PIPEDECK_ATTEMPT")
@@ -97,12 +98,19 @@ class LocalExecutor:
         shell = stage.shell or self._shell
         if not shutil.which(shell[0], path=env.get("PATH", os.defpath)):
             return ExecResult(127, reason=f"cannot start the stage: no such shell: {shell[0]}")
-        argv = [*self._pdeath, *shell, stage.run]
         env = dict(env)
         marker = {key: env[key] for key in MARKER_KEYS if key in env}
         if not marker:  # called without the scheduler's variables: mark the attempt ourselves
             marker = {"PIPEDECK_EXEC_ID": uuid.uuid4().hex}
             env.update(marker)
+        tty = Pty(*TERMINALS.size) if stage.tty else None  # SPEC §10, engine/ptyproc.py
+        if tty:
+            env.setdefault("TERM", "xterm-256color")
+            stdio = {"stdin": tty.slave, "stdout": tty.slave, "stderr": tty.slave}
+        else:
+            stdio = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE}
+            stdio.update(stderr=subprocess.PIPE, start_new_session=True)
+        argv = [*self._pdeath, *(controlling_tty_prefix() if tty else ()), *shell, stage.run]
         loop = asyncio.get_running_loop()
         attempt = _Attempt(sink, loop)
         cancelled: asyncio.CancelledError | None = None
@@ -114,12 +122,9 @@ class LocalExecutor:
                     loop.subprocess_exec(
                         lambda: attempt,
                         *argv,
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE,
                         cwd=cwd,
                         env=env,
-                        start_new_session=True,
+                        **stdio,
                     )
                 )
                 try:
@@ -129,6 +134,8 @@ class LocalExecutor:
                     transport, _ = await spawn
                 own_child(transport.get_pid())
         except (OSError, subprocess.SubprocessError) as exc:
+            if tty:
+                tty.close()
             if cancelled is not None:
                 raise cancelled from exc
             what = getattr(exc, "strerror", None) or str(exc)
@@ -136,8 +143,12 @@ class LocalExecutor:
             return ExecResult(127, reason=f"cannot start the stage: {what}: {where}")
         pgid = transport.get_pid()
         self._running[pgid] = marker
+        key = (env.get("PIPEDECK_RUN_ID", ""), stage.id)
         try:
             try:
+                if tty:
+                    TERMINALS.open[key] = tty
+                    await tty.read_into(attempt)
                 if cancelled is None:
                     await asyncio.shield(attempt.exited)
                     await _within(attempt.eof, DRAIN)
@@ -154,6 +165,9 @@ class LocalExecutor:
             assert code is not None  # `exited` is done
         finally:
             self._running.pop(pgid, None)
+            if tty:
+                TERMINALS.open.pop(key, None)
+                tty.close()
             transport.close()
             own_child(pgid, owned=False)
         return ExecResult(128 - code if code < 0 else code)

@@ -124,6 +124,13 @@ class SshExecutor:
                     return self._broken(conn, "fetching outputs", exc)
             return result
 
+    async def prepare(self, stage: Stage) -> asyncssh.SSHClientConnection:
+        """Connect and sync the workspace for `stage`; the pooled connection, for commands of
+        our own (`pipedeck shell`). Raises ConnectError, OSError or asyncssh.Error."""
+        conn = await self._connect()
+        await self._push(conn, stage)
+        return conn
+
     async def close(self) -> None:
         """Kill attempts still running (and those a dropped connection left), disconnect."""
         if self._orphans:

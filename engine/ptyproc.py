@@ -1,0 +1,105 @@
+"""Pseudo-terminals for `tty: true` stages (SPEC §10), and where to send keystrokes to them.
+
+A `Pty` is opened before the stage starts: the stage gets its slave side as stdin, stdout and
+stderr and as its controlling terminal (`setsid --ctty`, so Ctrl-C typed into it interrupts the
+stage); its output is read from the master side as raw bytes (one stream: "stdout").
+`TERMINALS` holds the terminal of each running tty stage by (run id, stage id): the TUI's `i`
+writes keystrokes to it, and `resize_all` follows the log pane's size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import shutil
+import struct
+import termios
+from typing import Protocol
+
+DEFAULT_SIZE = (120, 40)  # columns, rows: headless, or until the TUI tells the log pane's size
+
+
+class Terminal(Protocol):
+    """What keystrokes and sizes go to: a local PTY, or a remote one over SSH."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def resize(self, columns: int, rows: int) -> None: ...
+
+
+class Terminals:
+    """The size new terminals get, and the terminals open now, by (run id, stage id)."""
+
+    def __init__(self) -> None:
+        self.size = DEFAULT_SIZE
+        self.open: dict[tuple[str, str], Terminal] = {}
+
+    def find(self, run_id: str, stage_id: str) -> Terminal | None:
+        """The terminal of a running tty stage, or None."""
+        return self.open.get((run_id, stage_id))
+
+    def resize_all(self, columns: int, rows: int) -> None:
+        """New size for terminals from now on and for every one open."""
+        self.size = (max(columns, 1), max(rows, 1))
+        for terminal in list(self.open.values()):
+            terminal.resize(*self.size)
+
+
+TERMINALS = Terminals()
+
+
+def controlling_tty_prefix() -> list[str]:
+    """argv prefix making the stage a session leader with its stdin as controlling terminal."""
+    setsid = shutil.which("setsid")
+    return [setsid, "--ctty"] if setsid else []
+
+
+class Pty:
+    """One pseudo-terminal pair; the master side stays with us."""
+
+    def __init__(self, columns: int, rows: int) -> None:
+        self.master, self.slave = os.openpty()
+        self.resize(columns, rows)
+        self._transport: asyncio.ReadTransport | None = None
+
+    def resize(self, columns: int, rows: int) -> None:
+        """Set the window size (the stage gets SIGWINCH)."""
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+
+    def write(self, data: bytes) -> None:
+        """Type `data` into the terminal (as keys: Ctrl-C is b"\\x03")."""
+        os.write(self.master, data)
+
+    async def read_into(self, protocol: asyncio.SubprocessProtocol) -> None:
+        """Once the stage has started: close our slave copy and feed the master's output to
+        `protocol` as fd 1, then end fds 1 and 2 at hang-up (every holder of the slave gone)."""
+        os.close(self.slave)
+        self.slave = -1
+        loop = asyncio.get_running_loop()
+        pipe = os.fdopen(self.master, "rb", buffering=0, closefd=False)
+        self._transport, _ = await loop.connect_read_pipe(lambda: _Reader(protocol), pipe)
+
+    def close(self) -> None:
+        """Close both sides (idempotent)."""
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        for fd in (self.master, self.slave):
+            if fd >= 0:
+                os.close(fd)
+        self.master = self.slave = -1
+
+
+class _Reader(asyncio.Protocol):
+    """The master side's data, as a subprocess protocol's stdout; hang-up (EIO) ends it."""
+
+    def __init__(self, protocol: asyncio.SubprocessProtocol) -> None:
+        self.protocol = protocol
+
+    def data_received(self, data: bytes) -> None:
+        self.protocol.pipe_data_received(1, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.protocol.pipe_connection_lost(1, None)
+        self.protocol.pipe_connection_lost(2, None)
