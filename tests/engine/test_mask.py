@@ -57,8 +57,9 @@ def test_a_multi_line_secret_printed_one_line_per_write_is_masked_line_by_line(t
 
 def test_a_multi_line_secret_from_a_real_process_never_reaches_the_log(tmp_path: Path) -> None:
     (tmp_path / "pipedeck.yaml").write_text(
-        "version: 1\nsecrets: [KEY]\nstages:\n  show:\n"
-        "    run: printf '%s\\n' \"$KEY\" | while IFS= read -r line; do echo \"$line\"; sleep 0.05; done\n"
+        "version: 1\nsecrets: [KEY]\nstages:\n  show:\n    run: |\n"
+        "      printf '%s\\n' \"$KEY\" | while IFS= read -r line\n"
+        '      do echo "$line"; sleep 0.05; done\n'
     )
     done = subprocess.run([pipedeck_bin(), "run", str(tmp_path / "pipedeck.yaml")],
                           capture_output=True, text=True, timeout=60,
