@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine import artifacts, globs, metrics
+from engine import artifacts, globs, mask, metrics
 from engine.events import Event, RunStarted
 from engine.history import History, Success, open_history
 from engine.mask import Masker
@@ -470,13 +470,15 @@ def track_run(run: Tracked, history: History | None = None) -> StageCache:
     """Give `run` a stage cache and record it in the history: call before `run.execute()`.
 
     Marks runs left behind by a crashed pipedeck as interrupted (sweeping their processes),
-    sets `run.cache`, and subscribes the history recorder with the run's trigger (its writes go
-    to the history's writer thread). Each `execute()` (a watch-mode rerun too) starts with fresh
-    listings. One history (one connection, one writer thread) serves every run of a project.
+    warns about secrets too short to mask gracefully, sets `run.cache`, and subscribes the
+    history recorder with the run's trigger (its writes go to the history's writer thread).
+    Each `execute()` (a watch-mode rerun too) starts with fresh listings. One history (one
+    connection, one writer thread) serves every run of a project.
     """
     if history is None:
         history = open_history(run.pipeline.state_dir)
     history.mark_interrupted()
+    mask.warn_short(run.pipeline.secrets, history.warn)
     cache = StageCache(run.pipeline, history)
     run.cache = cache
     run.subscribe(lambda event: cache.forget() if isinstance(event, RunStarted) else None)

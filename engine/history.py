@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import json
 import os
 import queue
@@ -80,6 +81,9 @@ CREATE TABLE IF NOT EXISTS file_hashes (
 """
 # Columns added after the first release: (table, column, type), added to older databases.
 _ADDED_COLUMNS = (("attempts", "peak_rss", "INTEGER"), ("attempts", "cpu_seconds", "REAL"))
+_RUN_COLUMNS = (
+    "run_id, pipeline, status, started, ended, duration, trigger, exit_code, pid, pid_start"
+)
 _ATTEMPT_COLUMNS = (
     "run_id, stage, attempt, status, started, ended, exit_code, host, fingerprint, why, reason, "
     "peak_rss, cpu_seconds"
@@ -291,13 +295,15 @@ class History:
         """Make sure the reserve file exists (when there is room for it)."""
         if self._memory or self._reserve.exists():
             return
-        try:
-            with open(self._reserve, "xb") as f:
-                os.posix_fallocate(f.fileno(), 0, RESERVE_BYTES)
-        except FileExistsError:
-            pass
-        except OSError:
-            self._reserve.unlink(missing_ok=True)
+        for size in (RESERVE_BYTES, RESERVE_BYTES // 2, RESERVE_BYTES // 4):  # a nearly full disk
+            try:
+                with open(self._reserve, "xb") as f:
+                    os.posix_fallocate(f.fileno(), 0, size)
+                return
+            except FileExistsError:
+                return
+            except OSError:
+                self._reserve.unlink(missing_ok=True)
 
     def _release_reserve(self) -> bool:
         """Delete the reserve file to make room; False when there was none."""
@@ -422,7 +428,7 @@ class History:
             self._unwritten = []
         except HistoryError as err:
             self._unwritten = jobs[-_UNWRITTEN_LIMIT:]
-            self._warn_once(str(err), f"{err}; the run goes on and is recorded when it can be")
+            self._warn_once(str(err), f"{err}; the run goes on, recorded where there is room")
         except Exception as err:  # a fault of ours must not kill the writer
             self._unwritten = []
             self._warn_once(repr(err), f"cannot record in the run history {self.path}: {err!r}")
@@ -497,20 +503,15 @@ class History:
     def runs(self, limit: int | None = 20) -> list[RunRow]:
         """The most recent runs, newest first."""
         rows = self._query(
-            "SELECT run_id, pipeline, status, started, ended, duration, trigger, exit_code, pid "
-            "FROM runs ORDER BY started DESC, rowid DESC LIMIT ?",
+            f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY started DESC, rowid DESC LIMIT ?",
             (-1 if limit is None else min(limit, MAX_LIMIT),),
         )
-        return [RunRow(*row) for row in rows]
+        return [_run_row(row) for row in rows]
 
     def run(self, run_id: str) -> RunRow | None:
         """One run, or None when unknown."""
-        rows = self._query(
-            "SELECT run_id, pipeline, status, started, ended, duration, trigger, exit_code, pid "
-            "FROM runs WHERE run_id=?",
-            (run_id,),
-        )
-        return RunRow(*rows[0]) if rows else None
+        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id=?", (run_id,))
+        return _run_row(rows[0]) if rows else None
 
     def attempts(self, run_id: str) -> list[AttemptRow]:
         """Every recorded attempt of a run, in the order they were first recorded."""
@@ -632,6 +633,16 @@ class History:
             db.executemany("DELETE FROM file_hashes WHERE path=?", [(p,) for p in gone])
 
         self.transaction(store)
+
+
+def _run_row(row: tuple[Any, ...]) -> RunRow:
+    """A run as recorded; one left `running` by a dead process reads `interrupted` even when
+    that could not be written yet (a full disk)."""
+    *fields, pid_start = row
+    run = RunRow(*fields)
+    if run.status == RUNNING and not pid_alive(run.pid, pid_start):
+        return dataclasses.replace(run, status=INTERRUPTED)
+    return run
 
 
 def _run_started(

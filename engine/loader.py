@@ -86,7 +86,6 @@ _START = yaml.Mark("", 0, 0, 0, "", 0)  # where problems of the whole file are r
 _NON_PRINTABLE_RE = yaml.reader.Reader.NON_PRINTABLE
 _LINE_BREAK_RE = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # what PyYAML counts as a new line
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_DOTENV_RE = re.compile(rf"(?:export\s+)?({ENV_NAME_PATTERN})\s*=\s*(.*)")
 
 
 @dataclass(frozen=True, order=True)
@@ -756,30 +755,11 @@ class _Checker:
         return {name: environ.get(name, dotenv.get(name, "")) for name in names}
 
     def dotenv(self, env_file: Path) -> dict[str, str]:
-        """KEY=VALUE lines of a .env file (`#` comments, optional quotes, optional `export`)."""
-        try:
-            if not env_file.is_file() or env_file.stat().st_size > MAX_FILE_BYTES:
-                return {}
-            text = env_file.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as err:
-            self.problems.append(Problem(str(env_file), 1, 1, f"cannot read: {err}"))
-            return {}
-        values: dict[str, str] = {}
-        for number, line in enumerate(text.splitlines(), 1):
-            stripped = line.strip()
-            if not stripped or stripped.startswith("#"):
-                continue
-            match = _DOTENV_RE.fullmatch(stripped)
-            if match is None:
-                col = len(line) - len(line.lstrip()) + 1
-                self.problems.append(Problem(str(env_file), number, col, "expected KEY=VALUE"))
-                continue
-            name, value = match.groups()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                value = value[1:-1]
-            else:
-                value = re.sub(r"\s+#.*", "", value)
-            values[name] = value
+        """The values of a .env file (engine.envfile); its problems are reported."""
+        from engine import envfile
+
+        values, problems = envfile.read(env_file, MAX_FILE_BYTES)
+        self.problems += [Problem(str(env_file), p.line, p.col, p.message) for p in problems]
         return values
 
     def raw_stages(self, node: Node | None) -> dict[str, _RawStage] | None:

@@ -16,10 +16,16 @@ two writes is caught. A partial line longer than `PARTIAL_LIMIT` (1 MiB) is mask
 last (longest secret - 1) bytes are stored as a line *segment* (an index entry whose bytes don't
 end in a newline); the rest of the line continues as the next line. A secret straddling the cut is
 still masked: whatever starts before the kept tail fits entirely in the masked buffer.
+
+A log directory that cannot be made (`.pipedeck/logs` is a file, a read-only disk) is a
+StateError naming the path and the cause; a full disk is a NoSpaceError (`no space left on
+device: <path>`), after which the writer stores nothing more and `finish` only closes its files.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from array import array
 from bisect import bisect_right
@@ -29,6 +35,7 @@ from hashlib import sha256
 from pathlib import Path
 from urllib.parse import quote
 
+from engine.fserrors import NoSpaceError, StateError, cause, make_dirs
 from engine.mask import Masker
 
 STREAMS = ("stdout", "stderr")
@@ -76,7 +83,7 @@ class LogStore:
     def writer(self, run_id: str, stage_id: str, attempt: int) -> LogWriter:
         """A writer for a new attempt's log (an existing one is truncated)."""
         folder = self._dir(run_id, stage_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        make_dirs(folder, "stage logs")
         return LogWriter(folder / f"{attempt}.log", folder / f"{attempt}.idx", self.masker)
 
     def reader(self, run_id: str, stage_id: str, attempt: int) -> LogReader:
@@ -94,8 +101,12 @@ class LogWriter:
     """Appends one attempt's output; see the module docstring for the format."""
 
     def __init__(self, log_path: Path, index_path: Path, masker: Masker) -> None:
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed by finish()
-        self._index = open(index_path, "wb")  # noqa: SIM115
+        try:
+            self._log = open(log_path, "wb")  # noqa: SIM115 - closed by finish()
+            self._index = open(index_path, "wb")  # noqa: SIM115
+        except OSError as err:
+            raise _state_error(err, log_path) from None
+        self._failed: StateError | None = None
         self._masker = masker
         self._keep = max(masker.longest - 1, 0)
         self._size = 0
@@ -123,14 +134,17 @@ class LogWriter:
     def finish(self) -> list[tuple[str, str]]:
         """Store each stream's unterminated last line, close the files; return those lines."""
         out: list[tuple[str, str]] = []
-        for stream, partial in self._partial.items():
-            if partial:
-                masked = self._masker.mask(bytes(partial))
-                partial.clear()
-                self._append(stream, masked, 1)
-                out.append((stream, masked.decode("utf-8", "replace")))
-        self._log.close()
-        self._index.close()
+        try:
+            for stream, partial in self._partial.items():
+                if partial and self._failed is None:
+                    masked = self._masker.mask(bytes(partial))
+                    partial.clear()
+                    self._append(stream, masked, 1)
+                    out.append((stream, masked.decode("utf-8", "replace")))
+        finally:
+            for file in (self._log, self._index):
+                with contextlib.suppress(OSError):  # flushed after each block: nothing is lost
+                    file.close()
         return out
 
     def _store_lines(self, stream: str, block: bytes) -> list[str]:
@@ -157,12 +171,25 @@ class LogWriter:
 
     def _append(self, stream: str, data: bytes, lines: int) -> None:
         """Store one block of `lines` lines and its index record."""
-        self._log.write(data)
-        self._log.flush()  # bytes first: a record never points past the data
-        self._size += len(data)
-        self._lines += lines
-        array("Q", (self._size | _TAG[stream], self._lines)).tofile(self._index)
-        self._index.flush()
+        if self._failed is not None:
+            raise self._failed
+        try:
+            self._log.write(data)
+            self._log.flush()  # bytes first: a record never points past the data
+            self._size += len(data)
+            self._lines += lines
+            array("Q", (self._size | _TAG[stream], self._lines)).tofile(self._index)
+            self._index.flush()
+        except OSError as err:
+            self._failed = _state_error(err, Path(self._log.name))
+            raise self._failed from None
+
+
+def _state_error(err: OSError, path: Path) -> StateError:
+    """A full disk as NoSpaceError, anything else as a StateError naming the log and cause."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpaceError(path)
+    return StateError(f"cannot write the stage log {path}: {cause(err, path)}")
 
 
 class LogReader:

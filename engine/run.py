@@ -43,6 +43,7 @@ from engine.events import (
     Subscriber,
 )
 from engine.executors.base import REMOTE_STAGE_LIMIT, ExecResult, Executor
+from engine.fserrors import StateError
 from engine.gha.commands import step_events
 from engine.logs import LogStore
 from engine.services import Services
@@ -355,7 +356,9 @@ class Run:
                 sid,
                 FAILED,
                 ended=time.time() if state.started else None,
-                reason=f"pipedeck error: {type(exc).__name__}: {exc}",
+                reason=str(exc)
+                if isinstance(exc, StateError)  # says the path and cause itself
+                else f"pipedeck error: {type(exc).__name__}: {exc}",
             )
         finally:
             del self._tasks[sid]

@@ -11,7 +11,7 @@ import pytest
 
 from engine.cache import StageCache, glob_files
 from engine.history import History
-from engine.spec import Pipeline, Stage
+from engine.spec import Host, Pipeline, Stage
 
 _clock = itertools.count(1_600_000_000 * 10**9, 10**9)  # 2020: outside the racy window
 
@@ -120,6 +120,50 @@ def test_secret_values_are_left_out_but_names_count(ws: Path) -> None:
     run_stage(p, BUILD, "r1")
     assert decide(replace(p, secrets={"TOKEN": "two"}), BUILD).fresh
     assert decide(replace(p, secrets={"OTHER": "one"}), BUILD).why == "env changed"
+
+
+def test_moving_a_stage_to_another_host_is_not_cached(ws: Path) -> None:
+    """Issue 9.4: the host (address, workdir, executor settings) is part of the fingerprint."""
+    box = Host(name="box", address="10.0.0.1", workdir="/srv/a")
+    remote = replace(BUILD, host="box")
+    p = replace(pipeline(ws, remote), hosts={"box": box})
+    run_stage(p, remote, "r1")
+    assert decide(p, remote).fresh
+    assert decide(replace(p, hosts={"box": replace(box, slots=9)}), remote).fresh
+    assert decide(replace(p, hosts={"box": replace(box, address="10.0.0.2")}), remote).why == (
+        "host changed"
+    )
+    assert decide(replace(p, hosts={"box": replace(box, workdir="/srv/b")}), remote).why == (
+        "host changed"
+    )
+    assert decide(replace(p, hosts={"box": replace(box, port=2222)}), remote).why == (
+        "host changed"
+    )
+    other = {"box": box, "box2": replace(box, name="box2")}
+    assert decide(replace(p, hosts=other), replace(remote, host="box2")).why == "host changed"
+    assert decide(p, BUILD).why == "host changed"  # back to local
+
+
+def test_decisions_and_successes_from_many_threads_agree(ws: Path) -> None:
+    """The scheduler calls decide/record_success in worker threads: one cache, many at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stages = [replace(BUILD, id=f"s{i}", name=f"s{i}", outputs=(f"out/{i}.txt",))
+              for i in range(16)]  # fmt: skip
+    p = pipeline(ws, *stages)
+    cache = StageCache(p, History.for_state_dir(p.state_dir))
+
+    def first(stage: Stage) -> bool:
+        decision = cache.decide(stage, {}, False)
+        write(ws / stage.outputs[0], stage.id, old=False)
+        cache.record_success(stage, decision.fingerprint, "r1")
+        return decision.fresh
+
+    with ThreadPoolExecutor(8) as pool:
+        assert not any(pool.map(first, stages))
+    fresh = StageCache(p, History.for_state_dir(p.state_dir))
+    with ThreadPoolExecutor(8) as pool:
+        assert all(d.fresh for d in pool.map(lambda s: fresh.decide(s, {}, False), stages))
 
 
 def test_upstream_change_is_named(ws: Path) -> None:

@@ -307,6 +307,64 @@ def test_sigkill_mid_run_leaves_a_sound_db_an_interrupted_run_and_no_processes(t
     assert marked(run_id) == []
 
 
+def test_the_recorder_never_waits_for_the_database(tmp_path: Path) -> None:
+    """Issue 10: recording is queued for the writer thread; the caller (the event loop) goes on
+    even while another process holds the write lock, and a read waits for the queued writes."""
+    history = History(tmp_path / "history.db", timeout=30)
+    blocker = sqlite3.connect(tmp_path / "history.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    record_run(history, "r1")
+    assert time.monotonic() - started < 1.0
+    assert not history.flush(timeout=0.2)  # still queued behind the other writer
+    blocker.execute("ROLLBACK")
+    assert history.flush(timeout=30)
+    run = history.run("r1")
+    assert run is not None and run.status == "succeeded"
+    assert len(history.attempts("r1")) == 3
+
+
+def test_old_databases_gain_the_resource_columns(tmp_path: Path) -> None:
+    """Issue 14: peak memory and CPU time per attempt, added to an existing history."""
+    db = tmp_path / "history.db"
+    old = sqlite3.connect(db)
+    old.executescript(
+        "CREATE TABLE runs (run_id TEXT PRIMARY KEY, pipeline TEXT, status TEXT NOT NULL, "
+        "started REAL, ended REAL, duration REAL, trigger TEXT, exit_code INTEGER, pid INTEGER, "
+        "pid_start INTEGER);"
+        "CREATE TABLE attempts (run_id TEXT NOT NULL, stage TEXT NOT NULL, attempt INTEGER NOT "
+        "NULL, status TEXT NOT NULL, started REAL, ended REAL, exit_code INTEGER, host TEXT, "
+        "fingerprint TEXT, why TEXT, reason TEXT);"
+        "INSERT INTO attempts VALUES ('r0', 'old', 1, 'succeeded', 1, 2, 0, 'local', 'f', 'w', "
+        "NULL);"
+    )
+    old.commit()
+    old.close()
+    history = History(db)
+    (kept,) = history.attempts("r0")
+    assert (kept.stage, kept.peak_rss, kept.cpu_seconds) == ("old", None, None)
+    record_run(history, "r1")
+    history.record_resources("r1", "build", 2, peak_rss=50_000_000, cpu_seconds=1.5)
+    history.record_resources("r1", "build", 2, peak_rss=20_000_000, cpu_seconds=2.5)
+    rows = {(a.stage, a.attempt): a for a in history.attempts("r1")}
+    assert (rows["build", 2].peak_rss, rows["build", 2].cpu_seconds) == (50_000_000, 2.5)
+    assert rows["build", 1].peak_rss is None
+    history.close()
+    assert History(db).attempts("r1")[2].cpu_seconds == 2.5  # the migration runs once
+
+
+def test_huge_limits_are_no_overflow(tmp_path: Path) -> None:
+    path = tmp_path / "pipedeck.yaml"
+    path.write_text("version: 1\nstages:\n  a:\n    run: echo hi\n    metrics: m.json\n")
+    (tmp_path / "m.json").write_text('{"x": 1}')
+    assert pipedeck("run", str(path)).returncode == 0
+    huge = "99999999999999999999999"
+    listed = pipedeck("history", "--limit", huge, "-f", str(path))
+    assert listed.returncode == 0 and "succeeded" in listed.stdout, listed.stderr
+    compared = pipedeck("metrics", "--runs", huge, "-f", str(path))
+    assert compared.returncode == 0 and "x" in compared.stdout, compared.stderr
+
+
 def damage_one_page(db: Path, page: int = 2) -> None:
     """Checkpoint the database, then overwrite one of its pages with garbage."""
     conn = sqlite3.connect(db)

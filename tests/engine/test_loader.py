@@ -296,7 +296,7 @@ def test_secrets_come_from_environ_then_dotenv_else_empty(tmp_path: Path) -> Non
         # deployment secrets
         TOKEN=from-dotenv
         export QUOTED="two words"
-        SINGLE='it''s'
+        SINGLE='single quoted'
         INLINE=abc # a comment
 
         SHADOWED=dotenv
@@ -315,7 +315,7 @@ def test_secrets_come_from_environ_then_dotenv_else_empty(tmp_path: Path) -> Non
     assert p.secrets == {
         "TOKEN": "from-dotenv",
         "QUOTED": "two words",
-        "SINGLE": "it''s",
+        "SINGLE": "single quoted",
         "INLINE": "abc",
         "SHADOWED": "environ",
         "MISSING": "",

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from engine import metrics
 from engine.history import History
+from engine.mask import Masker
 from engine.spec import Stage
+from tests.conftest import pipedeck_bin
 
 TRAIN = Stage(id="train", name="train", run="python train.py", metrics="out/metrics.json")
 
@@ -57,3 +60,28 @@ def test_a_missing_metrics_file_records_nothing(tmp_path: Path) -> None:
     history = History(tmp_path / "history.db")
     assert metrics.record(history, tmp_path, "r1", TRAIN) == {}
     assert history.metric_stages() == []
+
+
+@pytest.mark.parametrize(("content", "problem"), [(None, "No such file"), ("{oops", "not valid")])
+def test_a_missing_or_invalid_metrics_file_is_reported(
+    tmp_path: Path, content: str | None, problem: str
+) -> None:
+    path = tmp_path / "pipedeck.yaml"
+    path.write_text("version: 1\nstages:\n  train:\n    run: 'true'\n    metrics: m.json\n")
+    if content is not None:
+        (tmp_path / "m.json").write_text(content)
+    done = subprocess.run([pipedeck_bin(), "run", str(path)], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 0
+    (line,) = [x for x in done.stderr.splitlines() if "metrics" in x]
+    assert "stage train" in line and str(tmp_path / "m.json") in line and problem in line
+
+
+def test_secret_values_in_metric_names_are_masked(tmp_path: Path) -> None:
+    history = History(tmp_path / "history.db")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out/metrics.json").write_text(json.dumps({"acc-hunter2": 1, "x": {"hunter2": 2}}))
+    masker = Masker(["hunter2"])
+    assert metrics.record(history, tmp_path, "r1", TRAIN, masker=masker) == {
+        "acc-***": 1.0, "x.***": 2.0}  # fmt: skip
+    assert [r.name for r in metrics.compare(history, "train").rows] == ["acc-***", "x.***"]

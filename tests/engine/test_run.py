@@ -368,5 +368,5 @@ def test_an_engine_fault_fails_the_stage_with_its_reason(
     _, code = _run(path, recorder)
     assert code == 1
     final = recorder.final("a")
-    assert final.status == "failed" and "pipedeck error" in (final.reason or "")
+    assert final.status == "failed" and "logs is a file, not a directory" in (final.reason or "")
     assert recorder.final("b").status == "skipped"
