@@ -121,6 +121,7 @@ class Run:
         only: Iterable[str] | None = None,
         carry: Mapping[str, StageState] | None = None,
         cache: StageCache | None = None,
+        force: Iterable[str] = (),
     ) -> None:
         self.pipeline = pipeline
         self.run_id = run_id or new_run_id()
@@ -142,7 +143,7 @@ class Run:
         # Pending stages in topological order: the loop looks at these only, not at every stage.
         self._pending = {sid: None for sid in self.stage_ids if self.states[sid].status == PENDING}
         self._approved = self._expand(approve)
-        self._forced: set[str] = set()
+        self._forced = self._expand(force)  # run whatever the cache says (--force; reruns)
         self._executors = executors if executors is not None else {}  # shared by watch reruns
         self._local_slots = asyncio.Semaphore(jobs or os.cpu_count() or 1)
         self._host_slots: dict[str, asyncio.Semaphore] = {}

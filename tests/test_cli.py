@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -13,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from engine.events import LogLines, RunFinished, RunStarted, StageStatus
+from engine.logs import LogStore
 from tests.conftest import SAMPLES, marked_pids, pipedeck_bin
+from tui.console import PlainReporter
 
 Write = Callable[..., Path]
 
@@ -326,3 +330,193 @@ def test_watch_path_missing_is_a_usage_error(write_pipeline: Write) -> None:
     done = pipedeck("run", str(path), "--watch")
     assert done.returncode == 2 and "no_such_dir" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+FAILING = """
+version: 1
+stages:
+  ok: {run: echo fine}
+  flaky: {run: 'echo meh; exit 3', allow_failure: true}
+  test:
+    matrix: {py: ["3.11", "3.12"]}
+    run: 'for i in $(seq 1 15); do echo "line $i of ${{ matrix.py }}"; done; exit 1'
+  after: {needs: [test], run: echo never}
+"""
+
+
+def _run_id(out: str) -> str:
+    return out.strip().splitlines()[-1].split()[1]  # "run ID failed in ..."
+
+
+def test_a_failed_plain_run_ends_with_a_summary_from_the_logs(
+    write_pipeline: Write, tmp_path: Path
+) -> None:
+    path = write_pipeline(FAILING)
+    done = pipedeck("run", str(path), cwd=tmp_path)
+    assert done.returncode == 1
+    out = done.stdout.splitlines()
+    run_id = _run_id(done.stdout)
+    summary = out[out.index("2 stage(s) failed:") :]
+    first = summary.index("── test[py=3.11] failed: exit code 1")
+    assert summary[first + 1 : first + 11] == [f"   line {i} of 3.11" for i in range(6, 16)]
+    command = f"pipedeck logs --run {run_id} 'test[py=3.11]'"
+    assert summary[first + 11] == f"   whole log: {command}"
+    assert "── test[py=3.12] failed: exit code 1" in summary
+    assert not any("flaky" in line for line in summary)  # allowed to fail: not a failure
+    shown = pipedeck(*command.split()[1:3], run_id, "test[py=3.11]", cwd=tmp_path)
+    assert shown.stdout.splitlines() == [f"line {i} of 3.11" for i in range(1, 16)]
+
+
+def test_the_summary_reads_the_log_store_not_the_printed_lines(tmp_path: Path) -> None:
+    logs = LogStore(tmp_path / "logs")
+    writer = logs.writer("r1", "a", 1)
+    writer.feed("stdout", b"".join(b"stored %d\n" % i for i in range(30)))
+    writer.finish()
+    out = io.StringIO()
+    reporter = PlainReporter(out, logs=logs)
+    reporter(RunStarted("r1", "p", ("a",)))
+    reporter(StageStatus("r1", "a", "running", 1, "local"))
+    reporter(LogLines("r1", "a", 1, "stdout", ("printed",)))
+    reporter(StageStatus("r1", "a", "failed", 1, "local", exit_code=2, reason="exit code 2"))
+    reporter(RunFinished("r1", "failed", 1, 0.5))
+    tail = out.getvalue().split("1 stage(s) failed:\n")[1].splitlines()
+    assert tail[0] == "── a failed: exit code 2"
+    assert tail[1:11] == [f"   stored {i}" for i in range(20, 30)]
+    assert tail[11] == "   whole log: pipedeck logs --run r1 a"
+
+
+def test_allowed_failures_look_different(write_pipeline: Write) -> None:
+    done = pipedeck("run", str(write_pipeline(FAILING)), "--color", "always")
+    assert "\x1b[33m[flaky] " not in done.stdout  # the prefix keeps its stage colour
+    assert "\x1b[33mfailed (allowed) in " in done.stdout
+    assert "\x1b[31mfailed in " in done.stdout  # test[...]: a real failure, in red
+
+
+def test_logs_of_a_matrix_stage_shows_each_instance(write_pipeline: Write, tmp_path: Path) -> None:
+    pipedeck("run", str(write_pipeline(FAILING)), cwd=tmp_path)
+    shown = pipedeck("logs", "test", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    heads = [line for line in lines if line.startswith("==> ")]
+    assert [h.split(" (")[0] for h in heads] == ["==> test[py=3.11]", "==> test[py=3.12]"]
+    assert lines[lines.index(heads[1]) + 1] == "line 1 of 3.12"
+    assert pipedeck("logs", "tes", cwd=tmp_path).returncode == 2
+
+
+def test_github_actions_folds_stages_and_writes_a_step_summary(
+    write_pipeline: Write, tmp_path: Path
+) -> None:
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    env = {**os.environ, "GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}
+    done = pipedeck("run", str(write_pipeline(FAILING)), cwd=tmp_path, env=env)
+    assert done.returncode == 1
+    out = done.stdout.splitlines()
+    start = next(i for i, line in enumerate(out) if line.startswith("::group::[test[py=3.12]]"))
+    assert out[start].startswith("::group::[test[py=3.12]] failed in ")
+    assert out[start + 1 : start + 16] == [f"line {i} of 3.12" for i in range(1, 16)]
+    assert out[start + 16] == "::endgroup::"
+    assert out[start + 17].startswith(
+        "::error title=pipedeck%3A test[py=3.12]::test[py=3.12] failed"
+    )
+    assert any(
+        line.startswith("::warning title=pipedeck%3A flaky::flaky failed (allowed)") for line in out
+    )
+    assert not any(line.startswith("[test[py=3.12]] line") for line in out)  # only in its group
+    text = summary.read_text()
+    assert text.startswith("earlier step\n### pipedeck · pipedeck: failed in ")
+    assert "| `ok` | ✅ succeeded |" in text and "| `flaky` | ⚠️ failed (allowed) |" in text
+    assert "| `after` | ⏭️ skipped |" in text
+    assert "#### ❌ `test[py=3.11]` failed: exit code 1\n\n```text\nline 6 of 3.11\n" in text
+
+
+def test_junit_into_a_directory_is_refused_before_anything_runs(
+    write_pipeline: Write, tmp_path: Path
+) -> None:
+    path = write_pipeline("version: 1\nstages:\n  a: {run: touch ran.txt}\n")
+    done = pipedeck("run", str(path), "--junit", str(tmp_path))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (
+        f"pipedeck: --junit {tmp_path}: is a directory; name a file, e.g. {tmp_path / 'junit.xml'}"
+    )
+    assert not (tmp_path / "ran.txt").exists() and not (tmp_path / ".pipedeck").exists()
+
+
+@pytest.mark.parametrize("redirect", [">&-", "> /dev/full"])
+def test_closed_or_full_stdout_is_no_traceback_and_the_run_is_recorded(
+    write_pipeline: Write, tmp_path: Path, redirect: str
+) -> None:
+    path = write_pipeline("version: 1\nstages:\n  a: {run: 'seq 1 20000; touch ran.txt'}\n")
+    done = subprocess.run(
+        f"{pipedeck_bin()} run {path} {redirect}",
+        shell=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert (tmp_path / "ran.txt").exists()
+    if "full" in redirect:
+        assert done.stderr.count("\n") == 1 and "No space left on device" in done.stderr
+    history = pipedeck("history", "--json", "-f", str(path))
+    assert json.loads(history.stdout)[0]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("args", [["history", "--limit"], ["metrics", "--runs"], ["run", "--jobs"]])
+def test_huge_counts_are_a_usage_error(args: list[str], tmp_path: Path) -> None:
+    done = pipedeck(*args, "99999999999999999999999", cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "expected a whole number from 1 to 1000000" in done.stderr
+
+
+def test_force_reruns_a_cached_stage_but_not_its_upstream(
+    write_pipeline: Write, tmp_path: Path
+) -> None:
+    (tmp_path / "in.txt").write_text("x\n")
+    path = write_pipeline("""
+        version: 1
+        stages:
+          setup: {run: 'cp in.txt a.txt', inputs: [in.txt], outputs: [a.txt]}
+          test:
+            needs: [setup]
+            matrix: {py: ["3.11", "3.12"]}
+            run: 'cp a.txt b${{ matrix.py }}.txt'
+            inputs: [a.txt]
+            outputs: ["b${{ matrix.py }}.txt"]
+    """)
+    assert pipedeck("run", str(path)).returncode == 0
+
+    def statuses(*extra: str) -> dict[str, str]:
+        done = pipedeck("run", str(path), "--format", "json", *extra)
+        assert done.returncode == 0, done.stderr
+        events = [json.loads(line) for line in done.stdout.splitlines()]
+        return {e["stage"]: e["status"] for e in events if e["type"] == "stage_status"}
+
+    assert set(statuses().values()) == {"cached"}
+    assert statuses("--force", "test[py=3.12]") == {
+        "setup": "cached",
+        "test[py=3.11]": "cached",
+        "test[py=3.12]": "succeeded",
+    }
+    assert statuses("--force", "test")["test[py=3.11]"] == "succeeded"
+    done = pipedeck("run", str(path), "--force", "tset")
+    assert done.returncode == 2 and "did you mean 'test'" in done.stderr
+
+
+def test_color_true_reaches_the_stage_environment(write_pipeline: Write) -> None:
+    path = write_pipeline("""
+        version: 1
+        color: true
+        stages:
+          a: {run: 'echo "$FORCE_COLOR $CLICOLOR_FORCE $PY_COLORS"'}
+    """)
+    assert "[a] 1 1 1" in pipedeck("run", str(path)).stdout.splitlines()
+
+
+def test_a_10000_stage_monorepo_validates(tmp_path: Path) -> None:
+    lines = ["version: 1", "stages:"]
+    lines += [f"  pkg{i}: {{run: 'true', inputs: ['pkg{i}/**']}}" for i in range(10_000)]
+    (tmp_path / "pipedeck.yaml").write_text("\n".join(lines) + "\n")
+    done = pipedeck("validate", cwd=tmp_path)
+    assert done.returncode == 0 and "ok, 10000 stage(s)" in done.stdout

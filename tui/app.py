@@ -54,20 +54,28 @@ def new_run(
     only: Iterable[str] | None = None,
     carry: Mapping[str, StageState] | None = None,
     trigger: str = "manual",
+    force: Iterable[str] = (),
 ) -> Run:
     """A run for the TUI: manual stages wait for `a`; cached, and recorded in the history."""
     from engine.cache import track_run
 
-    run = Run(pipeline, manual="wait", jobs=jobs, only=only, carry=carry, trigger=trigger)
+    run = Run(
+        pipeline, manual="wait", jobs=jobs, only=only, carry=carry, trigger=trigger, force=force
+    )
     track_run(run)
     return run
 
 
 def run_tui(
-    pipeline: Pipeline, *, watch: bool = False, start: bool = True, jobs: int | None = None
+    pipeline: Pipeline,
+    *,
+    watch: bool = False,
+    start: bool = True,
+    jobs: int | None = None,
+    force: Iterable[str] = (),
 ) -> int:
     """Open the TUI on a new run of `pipeline`; returns the run's exit code, or 0."""
-    make_run = partial(new_run, pipeline, jobs)
+    make_run = partial(new_run, pipeline, jobs, force=force)
     app = PipedeckApp(make_run(), start=start, watch=watch, make_run=make_run)
     result = app.run()
     if app.return_code not in (None, 0):

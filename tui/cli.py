@@ -15,6 +15,7 @@ from engine import __version__
 from engine.errors import PipedeckError
 
 if TYPE_CHECKING:
+    from engine.logs import LogStore
     from engine.run import Run
     from engine.spec import Pipeline
 
@@ -33,6 +34,7 @@ COMMANDS = (
     "shell",
 )
 EXIT_USAGE = 2
+MAX_COUNT = 1_000_000  # the largest number a count option (--jobs, --limit, ...) takes
 
 
 class UsageError(PipedeckError):
@@ -65,9 +67,18 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--jobs",
             "-j",
-            type=_positive,
+            type=positive,
             default=None,
             help="at most N local stages at once (default: number of CPUs)",
+        )
+
+    def force_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--force",
+            action="append",
+            default=[],
+            metavar="S",
+            help="run S whatever the cache says, without forcing what it needs (repeatable)",
         )
 
     ui = sub.add_parser("ui", help="open the terminal UI")
@@ -75,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--watch", action="store_true", help="rerun what file changes affect")
     ui.add_argument("--no-start", action="store_true", help="open without starting a run")
     jobs_arg(ui)
+    force_arg(ui)
 
     run = sub.add_parser("run", help="run headless")
     pipeline_arg(run)
@@ -91,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--format", choices=("plain", "json"), default="plain")
     run.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
     run.add_argument("--no-cache", action="store_true", help="run every stage, cached or not")
+    force_arg(run)
     run.add_argument(
         "--approve",
         action="append",
@@ -110,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", help="print a stage's stored log")
     logs.add_argument("stage")
     logs.add_argument("--run", metavar="RUN_ID", help="default: the latest run of the stage")
-    logs.add_argument("--attempt", type=_positive, help="default: the last attempt")
+    logs.add_argument("--attempt", type=positive, help="default: the last attempt")
     logs.add_argument(
         "--file",
         "-f",
@@ -136,13 +149,16 @@ def _add_history_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     history_cli.add_parsers(sub)
 
 
-def _positive(text: str) -> int:
+def positive(text: str) -> int:
+    """An argparse type: a whole number from 1 to MAX_COUNT."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    if not 1 <= value <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number from 1 to {MAX_COUNT}, got {text[:30]}"
+        )
     return value
 
 
@@ -169,12 +185,14 @@ def _load(path: str, args: argparse.Namespace | None = None) -> Pipeline:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the `pipedeck` script."""
+    _reopen_closed_std_streams()
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or (args[0] not in COMMANDS and not args[0].startswith("-")):
         args.insert(0, "ui" if sys.stdout.isatty() else "run")
     parsed = _parser().parse_args(args)
     try:
         code = _dispatch(parsed)
+        sys.stdout.flush()
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:  # `pipedeck graph | head`: the reader left; so do we, quietly
@@ -182,10 +200,31 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
         silence_stdout()
         code = 141
+    except OSError as err:  # stdout on a full disk (`> /dev/full`), an unreadable file...
+        from tui.console import silence_stdout
+
+        where = f": {err.filename}" if err.filename else " (writing the output)"
+        print(f"pipedeck: {err.strerror or err}{where}", file=sys.stderr)
+        silence_stdout()
+        code = 1
     except PipedeckError as err:  # usage, a damaged .pipedeck/history.db, ...
         print(f"pipedeck: {err}", file=sys.stderr)
         code = getattr(err, "exit_code", 1)
     sys.exit(code)
+
+
+def _reopen_closed_std_streams() -> None:
+    """Give a closed stdin, stdout or stderr (`pipedeck run >&-`) /dev/null, so that nothing
+    pipedeck opens lands on it and writes to it go nowhere instead of failing."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))  # noqa: SIM115
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -219,7 +258,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "ui":
         from tui.app import run_tui
 
-        return run_tui(pipeline, watch=args.watch, start=not args.no_start, jobs=args.jobs)
+        _check_stages(pipeline, args.force, "--force")
+        return run_tui(
+            pipeline, watch=args.watch, start=not args.no_start, jobs=args.jobs, force=args.force
+        )
     return _run(pipeline, args)
 
 
@@ -234,9 +276,26 @@ def _check_stages(pipeline: Pipeline, names: Sequence[str], option: str) -> None
             raise UsageError(f"{option} {name}: no such stage{extra}")
 
 
+def _check_writable_file(path: Path, option: str) -> None:
+    """Refuse, before anything runs, an output file that cannot be written."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a directory; name a file, e.g. {path / 'junit.xml'}")
+    parent = path.absolute().parent
+    while not parent.exists():  # the writer creates missing directories
+        parent = parent.parent
+    target = path if path.exists() else parent
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: {parent} is not a directory")
+    if not os.access(target, os.W_OK):
+        raise UsageError(f"{option} {path}: cannot write to {target} (permission denied)")
+
+
 def _run(pipeline: Pipeline, args: argparse.Namespace) -> int:
     _check_stages(pipeline, args.stage, "--stage")
     _check_stages(pipeline, args.approve, "--approve")
+    _check_stages(pipeline, args.force, "--force")
+    if args.junit:
+        _check_writable_file(args.junit, "--junit")
     sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]
     import asyncio  # here, not at the top: it costs `pipedeck --help` a third of its time
 
@@ -244,15 +303,18 @@ def _run(pipeline: Pipeline, args: argparse.Namespace) -> int:
 
 
 def _reporter(args: argparse.Namespace, run: Run) -> None:
-    from tui.console import JsonReporter, JUnitWriter, PlainReporter
+    from tui.console import GithubReporter, JsonReporter, JUnitWriter, PlainReporter
 
+    color = args.color == "always" or (
+        args.color == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    )
     if args.format == "json":
         run.subscribe(JsonReporter(sys.stdout))
+    elif os.environ.get("GITHUB_ACTIONS") == "true":
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        run.subscribe(GithubReporter(sys.stdout, run.logs, run.pipeline, color, summary))
     else:
-        color = args.color == "always" or (
-            args.color == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
-        )
-        run.subscribe(PlainReporter(sys.stdout, color=color))
+        run.subscribe(PlainReporter(sys.stdout, color=color, logs=run.logs, pipeline=run.pipeline))
     if args.junit:
         run.subscribe(JUnitWriter(args.junit, run.pipeline.name, run.logs))
 
@@ -277,6 +339,7 @@ async def _run_async(pipeline: Pipeline, args: argparse.Namespace) -> int:
             approve=args.approve,
             manual="skip",
             no_cache=args.no_cache,
+            force=args.force,
             only=only,
             carry=carry,
             trigger=trigger,
@@ -362,18 +425,43 @@ def _logs(args: argparse.Namespace) -> int:
     store = LogStore(state / "logs")
     runs = [args.run] if args.run else _runs_newest_first(state / "logs")
     for run_id in runs:
-        attempts = store.attempts(run_id, args.stage)
-        if attempts:
-            attempt = args.attempt or attempts[-1]
-            if attempt not in attempts:
-                raise UsageError(
-                    f"{args.stage}: run {run_id} has no attempt {attempt} "
-                    f"(attempts: {', '.join(map(str, attempts))})"
-                )
-            sys.stdout.buffer.write(store.reader(run_id, args.stage, attempt).read_bytes())
+        if store.attempts(run_id, args.stage):
+            _print_log(store, run_id, args.stage, args.attempt)
+            return 0
+        instances = _instances(state / "logs" / run_id, args.stage)
+        for sid in instances:  # a matrix stage: each instance's log under a header
+            attempt = args.attempt or store.attempts(run_id, sid)[-1]
+            sys.stdout.write(f"==> {sid} (run {run_id}, attempt {attempt}) <==\n")
+            sys.stdout.flush()
+            _print_log(store, run_id, sid, attempt)
+        if instances:
             return 0
     where = f"run {args.run}" if args.run else "any recorded run"
     raise UsageError(f"no log of stage {args.stage!r} in {where}")
+
+
+def _print_log(store: LogStore, run_id: str, sid: str, attempt: int | None) -> None:
+    """Write an attempt's stored log (default: the last) to stdout."""
+    attempts = store.attempts(run_id, sid)
+    attempt = attempt or attempts[-1]
+    if attempt not in attempts:
+        raise UsageError(
+            f"{sid}: run {run_id} has no attempt {attempt} "
+            f"(attempts: {', '.join(map(str, attempts))})"
+        )
+    sys.stdout.buffer.write(store.reader(run_id, sid, attempt).read_bytes())
+    sys.stdout.buffer.flush()
+
+
+def _instances(run_dir: Path, name: str) -> list[str]:
+    """The matrix instances of stage `name` with a log in a run's log folder (one folder per
+    stage id, percent-encoded: engine.logs)."""
+    from urllib.parse import unquote
+
+    if not run_dir.is_dir():
+        return []
+    ids = (unquote(entry.name) for entry in run_dir.iterdir() if entry.is_dir())
+    return sorted(sid for sid in ids if sid.startswith(f"{name}["))
 
 
 def _runs_newest_first(root: Path) -> list[str]:

@@ -53,9 +53,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return int(text)
+    from tui.cli import positive  # one check of counts for every command (bounded: no overflow)
+
+    return positive(text)
 
 
 def state_dir(args: argparse.Namespace) -> Path:
