@@ -293,6 +293,8 @@ class SlurmExecutor:
             job.changed.clear()
             info = job.info
             if info.finished:
+                if info.node and shown != ("running", info.node):  # it ran between two polls
+                    self._report(stage, "running", None, job.job_id, info.node)
                 return job_result(job.job_id, info)
             queued = info.state in PENDING_STATES
             now = ("queued", info.reason) if queued else ("running", info.node)

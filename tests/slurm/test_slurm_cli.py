@@ -1,0 +1,91 @@
+"""`pipedeck run` with a Slurm host on the real cluster: the ML sample, and SIGTERM mid-job."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SAMPLES, pipedeck_bin
+from tests.slurm.conftest import NODE, Cluster, until
+
+pytestmark = pytest.mark.slurm
+
+
+def test_the_ml_sample_trains_on_slurm(cluster: Cluster, tmp_path: Path) -> None:
+    shutil.copytree(SAMPLES / "ml", tmp_path / "ml")
+    shutil.copy(SAMPLES / "ml-slurm.yaml", tmp_path / "ml-slurm.yaml")
+    done = subprocess.run(
+        [pipedeck_bin(), "run", "ml-slurm.yaml", "--format", "json"],
+        cwd=tmp_path,
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout[-3000:]
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    finals = {
+        e["stage"]: e
+        for e in events
+        if e["type"] == "stage_status" and e["status"] in ("succeeded", "failed")
+    }
+    assert set(finals) == {
+        "prepare",
+        "train[lr=0.1]",
+        "train[lr=0.5]",
+        "evaluate",
+        "gate",
+        "publish",
+    }
+    assert all(e["status"] == "succeeded" for e in finals.values())
+    for lr in ("0.1", "0.5"):
+        train = finals[f"train[lr={lr}]"]
+        assert train["host"] == "cluster" and train["node"] == NODE and train["job_id"]
+        assert (tmp_path / "ml" / f"model-{lr}.json").exists()
+    assert "job_id" not in finals["prepare"]
+    assert any(e["type"] == "log" and e["stage"].startswith("train") for e in events)
+    assert cluster.queue() == []
+
+
+def test_sigterm_cancels_the_job_and_leaves_an_empty_queue(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    (tmp_path / "pipedeck.yaml").write_text(
+        "version: 1\n"
+        "hosts:\n"
+        "  cluster:\n"
+        "    executor: slurm\n"
+        f"    slurm: {{env: {{SLURM_CONF: {cluster.conf}}}}}\n"
+        "stages:\n"
+        "  long:\n"
+        "    host: cluster\n"
+        "    kill_grace: 2s\n"
+        "    run: echo begun; sleep 300\n"
+    )
+    proc = subprocess.Popen(
+        [pipedeck_bin(), "run"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "begun" in line:
+                break
+        assert cluster.queue(), "the job runs"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert cluster.queue() == []
+    assert not list((tmp_path / ".pipedeck" / "slurm-jobs" / "cluster").iterdir())
+    until(lambda: cluster.node_state() == "idle", 30, "the node to be idle")

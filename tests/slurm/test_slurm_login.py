@@ -1,0 +1,68 @@
+"""Slurm through a login node reached over SSH (the loopback sshd; same machine as the node)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from engine.run import Run
+from tests.conftest import Recorder
+from tests.slurm.conftest import NODE, Cluster, make_pipeline, slurm_stage
+from tests.slurm.test_slurm_executor import eventually, execute
+from tests.ssh.conftest import Sshd
+
+pytestmark = [pytest.mark.slurm, pytest.mark.ssh]
+
+
+def login_host(cluster: Cluster, sshd: Sshd, workdir: Path) -> object:
+    ssh = sshd.host("cluster", "127.0.0.2", workdir=str(workdir))
+    return cluster.host(
+        address=ssh.address,
+        port=ssh.port,
+        user=ssh.user,
+        identity_file=ssh.identity_file,
+        known_hosts=ssh.known_hosts,
+        workdir=ssh.workdir,
+    )
+
+
+async def test_jobs_go_through_the_login_node_with_the_workspace_synced(
+    cluster: Cluster, login_sshd: Sshd, workspace: Path, tmp_path: Path, recorder: Recorder
+) -> None:
+    (workspace / "data.txt").write_text("from the workspace\n")
+    workdir = tmp_path / "remote"
+    stages = [
+        slurm_stage(
+            "train",
+            "cat data.txt; echo oops >&2; mkdir -p out; echo model > out/model.txt",
+            outputs=("out/*.txt",),
+        )
+    ]
+    host = login_host(cluster, login_sshd, workdir)
+    run = Run(make_pipeline(workspace, {"cluster": host}, stages))  # type: ignore[dict-item]
+    run.subscribe(recorder)
+    assert await asyncio.wait_for(execute(run), 90) == 0
+    final = recorder.final("train")
+    assert final.status == "succeeded" and final.node == NODE and final.job_id
+    assert recorder.lines("train", "stdout") == ["from the workspace"]
+    assert recorder.lines("train", "stderr") == ["oops"]
+    assert (workdir / "data.txt").exists(), "the workspace was synced to workdir"
+    assert (workspace / "out" / "model.txt").read_text() == "model\n"  # the output came back
+    assert cluster.queue() == []
+
+
+async def test_cancel_over_the_login_node_empties_the_queue(
+    cluster: Cluster, login_sshd: Sshd, workspace: Path, tmp_path: Path, recorder: Recorder
+) -> None:
+    host = login_host(cluster, login_sshd, tmp_path / "remote")
+    stages = [slurm_stage("spin", "echo ready; sleep 300")]
+    run = Run(make_pipeline(workspace, {"cluster": host}, stages))  # type: ignore[dict-item]
+    run.subscribe(recorder)
+    task = asyncio.create_task(execute(run))
+    await eventually(lambda: "ready" in recorder.lines("spin"), 60, "the job to start")
+    run.cancel_all()
+    await asyncio.wait_for(task, 60)
+    assert recorder.final("spin").status == "cancelled"
+    assert cluster.queue() == []
