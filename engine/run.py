@@ -42,7 +42,7 @@ from engine.events import (
     StageStatus,
     Subscriber,
 )
-from engine.executors.base import REMOTE_STAGE_LIMIT, ExecResult, Executor
+from engine.executors.base import REMOTE_STAGE_LIMIT, ExecResult, Executor, ReportsJobs
 from engine.fserrors import StateError
 from engine.gha.commands import step_events
 from engine.logs import LogStore
@@ -485,14 +485,15 @@ class Run:
             elif self.pipeline.hosts.get(host) and self.pipeline.hosts[host].executor == "slurm":
                 from engine.executors.slurm import SlurmExecutor
 
-                self._executors[host] = SlurmExecutor(
-                    self.pipeline, host, self._host_state, self._job_state
-                )
+                self._executors[host] = SlurmExecutor(self.pipeline, host, self._host_state)
             else:
                 from engine.executors.ssh import SshExecutor
 
                 self._executors[host] = SshExecutor(self.pipeline, host, self._host_state)
-        return self._executors[host]
+        executor = self._executors[host]
+        if isinstance(executor, ReportsJobs):  # executors shared by watch reruns: to this run
+            executor.on_job = self._job_state
+        return executor
 
     async def close(self) -> None:
         """Close every executor (SSH connections); call when done with the run."""

@@ -150,7 +150,7 @@ TOP_KEYS: dict[str, Key] = {
 _SCALAR = {"type": ["string", "number"]}
 
 
-def _section(table: dict[str, Key]) -> dict[str, Any]:
+def _section(table: Mapping[str, Key]) -> dict[str, Any]:
     """A closed object schema for one section table."""
     schema: dict[str, Any] = {
         "type": "object",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from engine.spec import Stage
 
@@ -29,6 +29,13 @@ class ExecResult:
 JobCallback = Callable[[str, str, "str | None", "str | None", "str | None"], None]
 """Called by executors that hand stages to a scheduler of their own (Slurm) as an attempt's job
 changes: (stage id, "queued" | "running", reason, job id, node)."""
+
+
+@runtime_checkable
+class ReportsJobs(Protocol):
+    """An executor with a queue of its own; the run sets `on_job` to hear from it."""
+
+    on_job: JobCallback | None
 
 
 class Executor(Protocol):

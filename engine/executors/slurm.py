@@ -82,6 +82,8 @@ class Cluster(Protocol):
 
     async def fetch(self, stage: Stage) -> None: ...
 
+    async def remove(self, job_dir: str) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -120,6 +122,9 @@ class LocalCluster:
     async def fetch(self, stage: Stage) -> None:
         if self._synced and stage.outputs:
             await asyncio.to_thread(_copy_outputs, Path(self.root), self.workspace, stage.outputs)
+
+    async def remove(self, job_dir: str) -> None:
+        await asyncio.to_thread(shutil.rmtree, job_dir, True)
 
     async def close(self) -> None:
         return None
@@ -164,7 +169,8 @@ class SshCluster:
             sftp = await self._ssh.sftp()
             async with sftp.open(path, "rb") as handle:
                 await handle.seek(offset)
-                return bytes(await handle.read())
+                data = await handle.read()
+                return data.encode() if isinstance(data, str) else bytes(data)
         except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPFailure):
             return b""
 
@@ -175,6 +181,9 @@ class SshCluster:
     async def fetch(self, stage: Stage) -> None:
         if self._synced and stage.outputs:
             await self._ssh.fetch(stage)
+
+    async def remove(self, job_dir: str) -> None:
+        await self.command(["rm", "-rf", "--", job_dir])
 
     async def close(self) -> None:
         await self._ssh.close()
@@ -241,6 +250,8 @@ class SlurmExecutor:
                 await self._read_new(job_dir, offsets, sink)  # what the job wrote last
             self.poller.forget(job_id)
             self.jobs.pop(stage.id, None)
+            with contextlib.suppress(OSError):
+                await self.cluster.remove(job_dir)  # the private script goes with it
         await asyncio.to_thread(self._unrecord, job_id)
         if result.exit_code == 0 and result.status is None:
             try:

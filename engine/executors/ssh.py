@@ -164,7 +164,7 @@ class SshExecutor:
             result = await proc.wait()
         out, err = result.stdout or b"", result.stderr or b""
         status = 255 if result.exit_status is None else result.exit_status
-        return status, bytes(out), bytes(err)
+        return status, _as_bytes(out), _as_bytes(err)
 
     async def push(self, stage: Stage) -> None:
         """Sync the workspace and `stage`'s upstream artifacts to `workdir`."""
@@ -522,6 +522,10 @@ class _StageSession(asyncssh.SSHClientSession[bytes]):
                 if time.monotonic() - self._last_data >= DRAIN_IDLE:
                     chan.close()
                     return
+
+
+def _as_bytes(data: bytes | str) -> bytes:
+    return data.encode() if isinstance(data, str) else bytes(data)
 
 
 def _upstream(pipeline: Pipeline, stage: Stage) -> list[Stage]:
