@@ -14,12 +14,13 @@ from contextlib import suppress
 from functools import partial
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.markup import escape
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer, Input, Label, Tree
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
@@ -137,6 +138,7 @@ class RunScreen(Screen[None]):
             "Search",
             key_display="/",
             tooltip="search the log (regular expression)",
+            priority=True,  # handled as it arrives: the keys typed after it go to the search box
         ),
         Binding("n", "next_match(1)", "Next match", show=False, tooltip="next search match"),
         Binding(
@@ -223,6 +225,7 @@ class RunScreen(Screen[None]):
         self._quitting = False
         self._finishing = False
         self._unsubscribe: Callable[[], None] | None = None
+        self._focus_before_search: Widget | None = None
 
     def compose(self) -> ComposeResult:
         yield RunHeader()
@@ -442,9 +445,11 @@ class RunScreen(Screen[None]):
         return ids
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """`s` is offered only until the run has started."""
+        """`s` is offered only until the run has started; `/` in the search box is text."""
         if action == "start":
             return self._run_started is None and not self.run.running
+        if action == "search":
+            return not self.has_class("-searching")
         return True
 
     def action_start(self) -> None:
@@ -576,13 +581,37 @@ class RunScreen(Screen[None]):
         log = self.active_log
         log.wrap = not log.wrap
 
-    def action_search(self) -> None:
-        """Open the search input for the active log."""
+    def action_search(self, text: str | None = None) -> None:
+        """Open the search input for the active log (with `text`, e.g. pasted, in it).
+
+        Focus moves at once, not on the next idle: keys already queued behind `/` (fast typing,
+        a paste without bracketed paste) must reach the search box, not the screen's bindings.
+        """
+        if not self.has_class("-searching"):
+            self._focus_before_search = self.focused
         self.add_class("-searching")
         search = self.query_one("#search", Input)
         log = self.active_log
-        search.value = log.search.pattern.pattern if log.search else ""
-        search.focus()
+        if text is None:
+            text = log.search.pattern.pattern if log.search else ""
+        search.value = text
+        search.cursor_position = len(search.value)
+        self.set_focus(search)
+
+    def on_paste(self, event: events.Paste) -> None:
+        """A paste that starts with `/` (outside the search box) is a search."""
+        if event.text.startswith("/") and not self.has_class("-searching"):
+            event.stop()
+            self.action_search(event.text[1:].splitlines()[0] if len(event.text) > 1 else "")
+
+    def _close_search(self) -> None:
+        """Hide the search box; focus goes back where it was before `/` (the tree, usually)."""
+        self.remove_class("-searching")
+        before, self._focus_before_search = self._focus_before_search, None
+        if before is not None and before.is_attached and before.focusable:
+            before.focus()
+        else:
+            self.query_one(StageTree).focus()
 
     @on(Input.Submitted, "#search")
     def _search_submitted(self, event: Input.Submitted) -> None:
@@ -594,15 +623,13 @@ class RunScreen(Screen[None]):
             except re.error as error:
                 self.notify(f"not a regular expression: {error}", severity="error")
                 return
-        self.remove_class("-searching")
         log.start_search(pattern)
-        log.focus()
+        self._close_search()
 
     def action_clear_search(self) -> None:
         """Close the search input, or clear the active log's search."""
         if self.has_class("-searching"):
-            self.remove_class("-searching")
-            self.active_log.focus()
+            self._close_search()
         elif self.active_log.search is not None:
             self.active_log.start_search(None)
 
