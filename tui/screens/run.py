@@ -47,6 +47,7 @@ from tui.widgets.hosts import HostsBar
 from tui.widgets.log_view import LogSource, LogView
 from tui.widgets.stage_tree import StageTree
 from tui.widgets.status import StageView, summary_status
+from tui.widgets.timeline import Spans
 
 if TYPE_CHECKING:
     from engine.logs import LogStore
@@ -157,6 +158,13 @@ class RunScreen(Screen[None]):
             tooltip="copy the line of the current search match (OSC 52)",
         ),
         Binding("W", "watch", "Watch", show=False, tooltip="toggle watch mode"),
+        Binding(
+            "T",
+            "timeline",
+            "Timeline",
+            show=False,
+            tooltip="the timeline: a bar per stage attempt, critical path marked",
+        ),
         Binding("h", "history", "History", show=False, tooltip="show the run history"),
         Binding(
             "H",
@@ -226,6 +234,8 @@ class RunScreen(Screen[None]):
         self._finishing = False
         self._unsubscribe: Callable[[], None] | None = None
         self._focus_before_search: Widget | None = None
+        self.spans = Spans()  # every attempt's queued / running times, for the timeline
+        self.needs = {sid: stage.needs for sid, stage in run.pipeline.stages.items()}
 
     def compose(self) -> ComposeResult:
         yield RunHeader()
@@ -282,6 +292,7 @@ class RunScreen(Screen[None]):
             self._dirty_logs.add(event.stage)
         elif isinstance(event, StageStatus):
             if event.stage in self.views:
+                self.spans.apply(event)
                 self.views[event.stage].apply(event)
                 self._dirty_status.add(event.stage)
                 if event.status == RUNNING:
@@ -527,6 +538,13 @@ class RunScreen(Screen[None]):
             self.notify("run history is not available in this build", severity="warning")
             return
         self.app.push_screen(HistoryScreen(self.pipeline))
+
+    def action_timeline(self) -> None:
+        """Open the live timeline of the run."""
+        from tui.screens.timeline import TimelineScreen
+
+        title = f"Timeline · {self.run.run_id}"
+        self.app.push_screen(TimelineScreen(title, self.spans, self.needs, clock=self.clock))
 
     def action_hosts(self) -> None:
         """Notify each SSH host's connection state in full (the bar may cut reasons short)."""

@@ -14,6 +14,7 @@ from engine.events import STATUSES, WAITING
 from engine.spec import LOCAL, Pipeline
 from tui.widgets.status import (
     ICONS,
+    STATUS_COLOURS,
     StageView,
     format_attempt,
     format_duration,
@@ -22,19 +23,7 @@ from tui.widgets.status import (
 
 _STATUS_CSS = "\n".join(
     f"StageTree > .stage-tree--{status} {{ color: ${var}; }}"
-    for status, var in {
-        "pending": "foreground-muted",
-        "waiting": "warning",
-        "queued": "foreground-muted",
-        "running": "accent",
-        "succeeded": "success",
-        "failed": "error",
-        "timed_out": "error",
-        "cancelled": "warning",
-        "skipped": "foreground-muted",
-        "cached": "success",
-        "lost": "error",
-    }.items()
+    for status, var in STATUS_COLOURS.items()
 )
 
 

@@ -34,6 +34,21 @@ ICONS: dict[str, str] = {
 }
 """One cell-wide icon per status (SPEC §2)."""
 
+STATUS_COLOURS: dict[str, str] = {
+    PENDING: "foreground-muted",
+    WAITING: "warning",
+    QUEUED: "foreground-muted",
+    RUNNING: "accent",
+    SUCCEEDED: "success",
+    FAILED: "error",
+    TIMED_OUT: "error",
+    CANCELLED: "warning",
+    SKIPPED: "foreground-muted",
+    CACHED: "success",
+    LOST: "error",
+}
+"""The theme variable each status is drawn in."""
+
 # Most urgent first: the status a matrix parent shows for its instances.
 _URGENCY = (
     RUNNING,

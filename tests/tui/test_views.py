@@ -1,0 +1,113 @@
+"""Pilot tests of the views the run screen opens: timeline (T), DAG (D), merged log (m)."""
+
+from __future__ import annotations
+
+from textual.app import App, ComposeResult
+
+from engine.events import FAILED, RUNNING, SUCCEEDED
+from tests.tui.conftest import status, until
+from tui.screens.run import RunScreen
+from tui.screens.timeline import TimelineScreen
+from tui.widgets.timeline import QUEUED_CELL, RUN_CELL, Span, Spans, Timeline, critical_path
+
+CHAIN = """\
+version: 1
+name: chain
+stages:
+  a:
+    run: sleep 0.3; echo a
+  quick:
+    run: echo quick
+  b:
+    needs: [a, quick]
+    run: sleep 0.3; echo b
+  slow:
+    needs: [b]
+    run: |
+      echo slow
+      until test -f go; do sleep 0.05; done
+"""
+
+
+def rows(widget) -> list[str]:
+    return [widget.render_line(y).text.rstrip() for y in range(widget.size.height)]
+
+
+async def test_T_opens_a_live_timeline_with_the_critical_path_and_esc_closes_it(make_app):
+    app = make_app(CHAIN)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: status(app, "slow") == RUNNING, "slow to run")
+        await pilot.press("T")
+        assert isinstance(app.screen, TimelineScreen)
+        timeline = app.screen.query_one(Timeline)
+        await until(pilot, lambda: len(timeline.rows) == 4, "four bars")
+        assert [s.stage for s in timeline.rows][-1] == "slow"
+        assert timeline.critical[-2:] == ["b", "slow"]
+        drawn = rows(timeline)
+        slow_row = next(r for r in drawn if " slow" in r)
+        assert slow_row.startswith("◆") and RUN_CELL in slow_row
+        quick_row = next(r for r in drawn if " quick" in r)
+        assert not quick_row.startswith("◆")
+        # live: the running bar grows with the clock
+        before = slow_row.count(RUN_CELL)
+        (app.run_screen.run.pipeline.workspace / "go").write_text("")
+        await until(pilot, lambda: status(app, "slow") == SUCCEEDED, "slow to end")
+        await pilot.pause(0.3)
+        assert "critical path: " in str(app.screen.query_one("#timeline-title").render())
+        assert next(r for r in rows(timeline) if " slow" in r).count(RUN_CELL) >= before
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunScreen)
+
+
+class TimelineApp(App[None]):
+    def __init__(self, spans: Spans, needs: dict[str, tuple[str, ...]], now: float) -> None:
+        super().__init__()
+        self.spans, self.needs, self.now = spans, needs, now
+
+    def compose(self) -> ComposeResult:
+        yield Timeline(self.spans, self.needs, self.now)
+
+
+async def test_queued_time_is_shaded_apart_from_running_time():
+    spans = Spans()
+    spans.add(Span("waited", 1, SUCCEEDED, queued=0.0, started=5.0, ended=10.0))
+    spans.add(Span("direct", 1, SUCCEEDED, started=0.0, ended=10.0))
+    app = TimelineApp(spans, {}, 10.0)
+    async with app.run_test(size=(80, 10)):
+        drawn = rows(app.query_one(Timeline))
+    waited = next(r for r in drawn if "waited" in r)
+    direct = next(r for r in drawn if "direct" in r)
+    bar = waited[waited.index(QUEUED_CELL) :]
+    assert bar.startswith(QUEUED_CELL * 20) and RUN_CELL * 20 in bar
+    assert bar.rstrip(" 0123456789.s").endswith(RUN_CELL)
+    assert QUEUED_CELL not in direct
+    assert drawn[0].strip().startswith("|0.0s")  # the axis
+
+
+async def test_a_thousand_attempts_fit_the_window_and_scroll():
+    spans = Spans()
+    for i in range(1000):
+        spans.add(Span(f"s{i:04d}", 1, SUCCEEDED, started=float(i), ended=float(i + 1)))
+    needs = {f"s{i:04d}": (f"s{i - 1:04d}",) for i in range(1, 1000)}
+    app = TimelineApp(spans, needs, 1000.0)
+    async with app.run_test(size=(100, 20)) as pilot:
+        timeline = app.query_one(Timeline)
+        assert len(timeline.critical) == 1000
+        assert timeline.virtual_size.height == 1001
+        assert max(len(r) for r in rows(timeline)) <= 100
+        timeline.focus()
+        await pilot.press("end")
+        await pilot.pause()
+        assert "s0999" in "".join(rows(timeline))
+        assert rows(timeline)[0].strip().startswith("|0.0s")  # the axis stays on top
+
+
+def test_critical_path_follows_the_need_that_ended_last():
+    spans = [
+        Span("lint", 1, SUCCEEDED, started=0, ended=1),
+        Span("build", 1, SUCCEEDED, started=0, ended=5),
+        Span("test", 1, FAILED, started=5, ended=9),
+        Span("docs", 1, SUCCEEDED, started=1, ended=3),
+    ]
+    needs = {"test": ("lint", "build"), "docs": ("lint",)}
+    assert critical_path(spans, needs, 9) == ["build", "test"]
