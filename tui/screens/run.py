@@ -7,21 +7,19 @@ frame, never one message per line. Commands flow back as calls on the run.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import suppress
 from functools import partial
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from textual import events, on, work
+from textual import on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.markup import escape
-from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Input, Label, Tree
+from textual.widgets import Footer, Tree
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
 from engine.events import (
@@ -42,6 +40,7 @@ from engine.events import (
     StageStatus,
 )
 from tui.screens.help import ConfirmScreen, HelpScreen
+from tui.screens.log_screen import LogScreen, SearchBar
 from tui.widgets.header import RunHeader
 from tui.widgets.hosts import HostsBar
 from tui.widgets.log_view import LogSource, LogView
@@ -97,7 +96,7 @@ def _placeholder(sid: str, view: StageView) -> str:
     return "no output"
 
 
-class RunScreen(Screen[None]):
+class RunScreen(LogScreen):
     """Shows one `Run` and drives it with keys."""
 
     DEFAULT_CSS = """
@@ -113,10 +112,6 @@ class RunScreen(Screen[None]):
     RunScreen LogView { height: 1fr; }
     RunScreen #pinned { display: none; }
     RunScreen.-pinned #pinned { display: block; }
-    RunScreen #searchbar { dock: bottom; height: 1; display: none; background: $boost; }
-    RunScreen.-searching #searchbar { display: block; }
-    RunScreen #searchbar Label { width: auto; padding: 0 1; color: $accent; text-style: bold; }
-    RunScreen #search { width: 1fr; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -132,20 +127,6 @@ class RunScreen(Screen[None]):
         Binding("c", "cancel", "Cancel", tooltip="cancel the selected stage"),
         Binding("C", "cancel_all", "Cancel all", show=False, tooltip="cancel the whole run"),
         Binding("a", "approve", "Approve", tooltip="approve the selected manual stage"),
-        Binding("f", "follow", "Follow", tooltip="toggle following the log's end"),
-        Binding(
-            "slash",
-            "search",
-            "Search",
-            key_display="/",
-            tooltip="search the log (regular expression)",
-            priority=True,  # handled as it arrives: the keys typed after it go to the search box
-        ),
-        Binding("n", "next_match(1)", "Next match", show=False, tooltip="next search match"),
-        Binding(
-            "N", "next_match(-1)", "Previous match", show=False, tooltip="previous search match"
-        ),
-        Binding("w", "wrap", "Wrap", show=False, tooltip="toggle line wrap"),
         Binding(
             "p", "pin", "Pin", show=False, tooltip="pin the selected stage's log in a second pane"
         ),
@@ -233,7 +214,6 @@ class RunScreen(Screen[None]):
         self._quitting = False
         self._finishing = False
         self._unsubscribe: Callable[[], None] | None = None
-        self._focus_before_search: Widget | None = None
         self.spans = Spans()  # every attempt's queued / running times, for the timeline
         self.needs = {sid: stage.needs for sid, stage in run.pipeline.stages.items()}
 
@@ -245,13 +225,7 @@ class RunScreen(Screen[None]):
             with Vertical(id="logs"):
                 yield LogView(id="log")
                 yield LogView(id="pinned")
-                with Horizontal(id="searchbar"):
-                    yield Label("search /")
-                    yield Input(
-                        placeholder="a regular expression; enter searches, escape closes",
-                        id="search",
-                        compact=True,
-                    )
+                yield SearchBar()
         yield Footer()
 
     def on_mount(self) -> None:
@@ -404,6 +378,10 @@ class RunScreen(Screen[None]):
         log.show(source, _placeholder(sid, view))
 
     @property
+    def home(self) -> Widget:
+        return self.query_one(StageTree)
+
+    @property
     def active_log(self) -> LogView:
         """The pane that f, w, /, n, N, y act on: the last focused one."""
         if self._active_log == "pinned" and self._pinned is not None:
@@ -459,9 +437,7 @@ class RunScreen(Screen[None]):
         """`s` is offered only until the run has started; `/` in the search box is text."""
         if action == "start":
             return self._run_started is None and not self.run.running
-        if action == "search":
-            return not self.has_class("-searching")
-        return True
+        return super().check_action(action, parameters)
 
     def action_start(self) -> None:
         """Start the run (`pipedeck ui --no-start`)."""
@@ -560,18 +536,21 @@ class RunScreen(Screen[None]):
         """Show every key."""
         self.app.push_screen(HelpScreen(self.help_rows()))
 
+    def all_bindings(self) -> list[Binding]:
+        """This screen's bindings and those it inherits (search, follow, wrap)."""
+        found = [b for b in [*self.BINDINGS, *LogScreen.BINDINGS] if isinstance(b, Binding)]
+        return found
+
     def help_rows(self) -> list[tuple[str, str]]:
         """(keys, what they do) for the help screen."""
         rows = list(self.NAVIGATION)
-        for binding in self.BINDINGS:
-            assert isinstance(binding, Binding)
+        for binding in self.all_bindings():
             rows.append((binding.key_display or binding.key, binding.tooltip))
         return rows
 
     def commands(self) -> Iterator[SystemCommand]:
         """Every action of the screen, for the command palette."""
-        for binding in self.BINDINGS:
-            assert isinstance(binding, Binding)
+        for binding in self.all_bindings():
             key = binding.key_display or binding.key
             yield SystemCommand(
                 binding.description,
@@ -588,76 +567,6 @@ class RunScreen(Screen[None]):
             self.active_log.focus()
         else:
             tree.focus()
-
-    def action_follow(self) -> None:
-        """Toggle following the end of the active log."""
-        log = self.active_log
-        log.follow = not log.follow
-
-    def action_wrap(self) -> None:
-        """Toggle line wrap in the active log."""
-        log = self.active_log
-        log.wrap = not log.wrap
-
-    def action_search(self, text: str | None = None) -> None:
-        """Open the search input for the active log (with `text`, e.g. pasted, in it).
-
-        Focus moves at once, not on the next idle: keys already queued behind `/` (fast typing,
-        a paste without bracketed paste) must reach the search box, not the screen's bindings.
-        """
-        if not self.has_class("-searching"):
-            self._focus_before_search = self.focused
-        self.add_class("-searching")
-        search = self.query_one("#search", Input)
-        log = self.active_log
-        if text is None:
-            text = log.search.pattern.pattern if log.search else ""
-        search.value = text
-        search.cursor_position = len(search.value)
-        self.set_focus(search)
-
-    def on_paste(self, event: events.Paste) -> None:
-        """A paste that starts with `/` (outside the search box) is a search."""
-        if event.text.startswith("/") and not self.has_class("-searching"):
-            event.stop()
-            self.action_search(event.text[1:].splitlines()[0] if len(event.text) > 1 else "")
-
-    def _close_search(self) -> None:
-        """Hide the search box; focus goes back where it was before `/` (the tree, usually)."""
-        self.remove_class("-searching")
-        before, self._focus_before_search = self._focus_before_search, None
-        if before is not None and before.is_attached and before.focusable:
-            before.focus()
-        else:
-            self.query_one(StageTree).focus()
-
-    @on(Input.Submitted, "#search")
-    def _search_submitted(self, event: Input.Submitted) -> None:
-        log = self.active_log
-        pattern = None
-        if event.value:
-            try:
-                pattern = re.compile(event.value)
-            except re.error as error:
-                self.notify(f"not a regular expression: {error}", severity="error")
-                return
-        log.start_search(pattern)
-        self._close_search()
-
-    def action_clear_search(self) -> None:
-        """Close the search input, or clear the active log's search."""
-        if self.has_class("-searching"):
-            self._close_search()
-        elif self.active_log.search is not None:
-            self.active_log.start_search(None)
-
-    def action_next_match(self, step: int) -> None:
-        """Go to the next (1) or previous (-1) search match."""
-        log = self.active_log
-        if log.search is None:
-            self.notify("no search: press / to search", severity="warning")
-        elif not log.next_match(step):
-            self.notify(f"no match for /{log.search.pattern.pattern}/", severity="warning")
 
     def action_pin(self) -> None:
         """Pin the selected stage's log in a second pane; again on the same stage unpins."""
