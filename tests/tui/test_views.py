@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from textual import events
 from textual.app import App, ComposeResult
 
 from engine.events import FAILED, RUNNING, SUCCEEDED
-from tests.tui.conftest import status, until
+from tests.tui.conftest import shown, status, until
+from tui.screens.merged import MergedScreen
 from tui.screens.run import RunScreen
 from tui.screens.timeline import TimelineScreen
+from tui.widgets.log_view import LogView
 from tui.widgets.timeline import QUEUED_CELL, RUN_CELL, Span, Spans, Timeline, critical_path
 
 CHAIN = """\
@@ -97,8 +100,7 @@ async def test_a_thousand_attempts_fit_the_window_and_scroll():
         assert max(len(r) for r in rows(timeline)) <= 100
         timeline.focus()
         await pilot.press("end")
-        await pilot.pause()
-        assert "s0999" in "".join(rows(timeline))
+        await until(pilot, lambda: "s0999" in "".join(rows(timeline)), "the last row")
         assert rows(timeline)[0].strip().startswith("|0.0s")  # the axis stays on top
 
 
@@ -111,3 +113,71 @@ def test_critical_path_follows_the_need_that_ended_last():
     ]
     needs = {"test": ("lint", "build"), "docs": ("lint",)}
     assert critical_path(spans, needs, 9) == ["build", "test"]
+
+
+TALK = """\
+version: 1
+name: talk
+stages:
+  alpha:
+    run: |
+      echo "alpha one"
+      touch a1
+      until grep -qs "beta one" .pipedeck/logs/*/beta/1.log; do sleep 0.02; done
+      echo "alpha two error here"
+  beta:
+    run: |
+      until test -f a1; do sleep 0.02; done
+      echo "beta one" >&2
+"""
+
+
+async def test_m_merges_every_stage_in_arrival_order_filters_searches_and_esc_closes(make_app):
+    app = make_app(TALK)
+    async with app.run_test(size=(100, 24)) as pilot:
+        await until(pilot, lambda: status(app, "alpha") == SUCCEEDED, "alpha to finish")
+        await until(pilot, lambda: status(app, "beta") == SUCCEEDED, "beta to finish")
+        await pilot.press("m")
+        assert isinstance(app.screen, MergedScreen)
+        log = app.screen.query_one("#merged", LogView)
+        await until(pilot, lambda: log.line_count == 3, "three merged lines")
+        assert shown(log) == [
+            "alpha   │ alpha one",
+            "beta    │ beta one",
+            "alpha   │ alpha two error here",
+        ]
+        # each prefix has its stage's colour, different per stage; stderr keeps its tint
+        alpha = log.render_line(0)._segments[0].style.color
+        beta = log.render_line(1)._segments[0].style.color
+        assert alpha and beta and alpha != beta
+        # filter by stage
+        await pilot.press("s", *"beta", "enter")
+        await until(pilot, lambda: log.line_count == 1, "only beta")
+        assert shown(log) == ["beta    │ beta one"]
+        await pilot.press("s", "ctrl+u", "enter")
+        await until(pilot, lambda: log.line_count == 3, "every stage again")
+        # search works here too, and keys typed at once after / are the search
+        for char in "/error":
+            app.post_message(events.Key("slash" if char == "/" else char, char))
+        await pilot.pause(0.1)
+        await pilot.press("enter")
+        await until(pilot, lambda: log.search and log.search.matches == [2], "the match")
+        await pilot.press("escape")  # clears the search
+        assert log.search is None and isinstance(app.screen, MergedScreen)
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunScreen)
+
+
+async def test_merged_log_reads_only_the_screen_from_the_store(make_app):
+    app = make_app(
+        "version: 1\nname: flood\nstages:\n  flood:\n    run: seq 1 200000\n  other:\n    run: echo other\n"
+    )
+    async with app.run_test(size=(100, 24)) as pilot:
+        await until(pilot, lambda: status(app, "flood") == SUCCEEDED, "the flood")
+        await pilot.press("m")
+        log = app.screen.query_one("#merged", LogView)
+        await until(pilot, lambda: log.line_count == 200001, "every line counted")
+        assert len(log._lines) <= 2048  # the view's line cache, not the log
+        arrivals = app.run_screen.arrivals
+        assert len(arrivals.chunk_key) < 2000  # a record per chunk, not per line
+        assert any("200000" in row for row in shown(log)) or log.follow

@@ -43,7 +43,8 @@ from tui.screens.help import ConfirmScreen, HelpScreen
 from tui.screens.log_screen import LogScreen, SearchBar
 from tui.widgets.header import RunHeader
 from tui.widgets.hosts import HostsBar
-from tui.widgets.log_view import LogSource, LogView
+from tui.widgets.log_view import LineReader, LogSource, LogView
+from tui.widgets.merged import Arrivals
 from tui.widgets.stage_tree import StageTree
 from tui.widgets.status import StageView, summary_status
 from tui.widgets.timeline import Spans
@@ -140,6 +141,9 @@ class RunScreen(LogScreen):
         ),
         Binding("W", "watch", "Watch", show=False, tooltip="toggle watch mode"),
         Binding(
+            "m", "merged", "Merged log", show=False, tooltip="every stage's output interleaved"
+        ),
+        Binding(
             "T",
             "timeline",
             "Timeline",
@@ -215,6 +219,7 @@ class RunScreen(LogScreen):
         self._finishing = False
         self._unsubscribe: Callable[[], None] | None = None
         self.spans = Spans()  # every attempt's queued / running times, for the timeline
+        self.arrivals = Arrivals()  # the order log lines arrived in, for the merged log
         self.needs = {sid: stage.needs for sid, stage in run.pipeline.stages.items()}
 
     def compose(self) -> ComposeResult:
@@ -264,6 +269,7 @@ class RunScreen(LogScreen):
         """Called by the run on this loop: record what changed; `sync` draws it."""
         if isinstance(event, LogLines):
             self._dirty_logs.add(event.stage)
+            self.arrivals.add(event)
         elif isinstance(event, StageStatus):
             if event.stage in self.views:
                 self.spans.apply(event)
@@ -514,6 +520,15 @@ class RunScreen(LogScreen):
             self.notify("run history is not available in this build", severity="warning")
             return
         self.app.push_screen(HistoryScreen(self.pipeline))
+
+    def action_merged(self) -> None:
+        """Open the merged log of every stage."""
+        from tui.screens.merged import MergedScreen
+
+        def open_log(key: tuple[str, str, int]) -> LineReader:
+            return self.run.logs.reader(*key)
+
+        self.app.push_screen(MergedScreen(self.arrivals, open_log, self.pipeline.stages))
 
     def action_timeline(self) -> None:
         """Open the live timeline of the run."""
