@@ -6,10 +6,12 @@ from textual import events
 from textual.app import App, ComposeResult
 
 from engine.events import FAILED, RUNNING, SUCCEEDED
-from tests.tui.conftest import shown, status, until
+from tests.tui.conftest import log_of, shown, status, tree_of, until
+from tui.screens.dag import DagScreen
 from tui.screens.merged import MergedScreen
 from tui.screens.run import RunScreen
 from tui.screens.timeline import TimelineScreen
+from tui.widgets.dag import Dag, layout
 from tui.widgets.log_view import LogView
 from tui.widgets.timeline import QUEUED_CELL, RUN_CELL, Span, Spans, Timeline, critical_path
 
@@ -181,3 +183,69 @@ async def test_merged_log_reads_only_the_screen_from_the_store(make_app):
         arrivals = app.run_screen.arrivals
         assert len(arrivals.chunk_key) < 2000  # a record per chunk, not per line
         assert any("200000" in row for row in shown(log)) or log.follow
+
+
+DIAMOND = """\
+version: 1
+name: diamond
+stages:
+  fetch:
+    run: echo fetch
+  lint:
+    needs: [fetch]
+    run: echo lint
+  build:
+    needs: [fetch]
+    run: echo build
+  package:
+    needs: [build]
+    run: echo package
+  release:
+    needs: [lint, package]
+    run: echo released
+"""
+
+
+def test_layout_layers_by_longest_need_chain_and_routes_skips_through_dummies():
+    plan = layout({"fetch": (), "lint": ("fetch",), "build": ("fetch",),
+                   "package": ("build",), "release": ("lint", "package")})  # fmt: skip
+    assert plan.layers == [["fetch"], ["lint", "build"], ["~lint~release~2", "package"],
+                           ["release"]]  # fmt: skip
+    assert plan.above["release"] == ["~lint~release~2", "package"]
+    xs = [plan.boxes[n].x for n in ("fetch", "build", "package", "release")]
+    assert xs == sorted(xs) and len(set(xs)) == 4  # left to right, one column per layer
+    # boxes never overlap
+    regions = [r for n, r in plan.boxes.items() if not n.startswith("~")]
+    assert all(not a.overlaps(b) for i, a in enumerate(regions) for b in regions[i + 1 :])
+
+
+async def test_D_draws_boxes_in_status_colours_and_enter_opens_the_log(make_app):
+    app = make_app(DIAMOND)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: status(app, "release") == SUCCEEDED, "the run")
+        await pilot.press("D")
+        assert isinstance(app.screen, DagScreen)
+        dag = app.screen.query_one(Dag)
+        await pilot.pause()
+        text = "\n".join(rows(dag))
+        for stage in ("fetch", "lint", "build", "package", "release"):
+            assert f"✔ {stage}" in text
+        assert "╭" in text and "▶" in text and "─" in text
+        box = dag.plan.boxes["release"]
+        colour = (
+            dag.render_line(box.y + 1 - int(dag.scroll_y))
+            .crop(box.x - int(dag.scroll_x) + 3, box.x - int(dag.scroll_x) + 4)
+            ._segments[0]
+            .style.color
+        )
+        assert colour is not None and colour == dag.get_component_rich_style("dag--succeeded").color
+        assert dag.selected == "fetch"  # the tree's selection
+        await pilot.press("right", "right", "right")
+        assert dag.selected == "release"
+        await pilot.press("enter")
+        assert isinstance(app.screen, RunScreen)
+        assert tree_of(app).selected_ids == ["release"]
+        await until(pilot, lambda: shown(log_of(app)) == ["released"], "release's log")
+        assert app.focused is log_of(app)
+        await pilot.press("D", "escape")
+        assert isinstance(app.screen, RunScreen)

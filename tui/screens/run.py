@@ -140,6 +140,7 @@ class RunScreen(LogScreen):
             tooltip="copy the line of the current search match (OSC 52)",
         ),
         Binding("W", "watch", "Watch", show=False, tooltip="toggle watch mode"),
+        Binding("D", "dag", "DAG", show=False, tooltip="the stages as a graph, live"),
         Binding(
             "m", "merged", "Merged log", show=False, tooltip="every stage's output interleaved"
         ),
@@ -520,6 +521,21 @@ class RunScreen(LogScreen):
             self.notify("run history is not available in this build", severity="warning")
             return
         self.app.push_screen(HistoryScreen(self.pipeline))
+
+    def action_dag(self) -> None:
+        """Open the DAG of the stages; choosing a box shows its log."""
+        from tui.screens.dag import DagScreen
+
+        tree = self.query_one(StageTree)
+        selected = self._pick(tree.selected_ids)
+        title = f"{self.pipeline.name} · {len(self.needs)} stages"
+        self.app.push_screen(DagScreen(title, self.needs, self.views, selected), self._dag_chose)
+
+    def _dag_chose(self, sid: str | None) -> None:
+        if sid is not None:
+            self.query_one(StageTree).select_stage(sid)
+            self._show_selected()
+            self.query_one("#log", LogView).focus()
 
     def action_merged(self) -> None:
         """Open the merged log of every stage."""
