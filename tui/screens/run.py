@@ -41,6 +41,7 @@ from engine.events import (
 )
 from tui.screens.help import ConfirmScreen, HelpScreen
 from tui.screens.log_screen import LogScreen, SearchBar
+from tui.widgets.estimates import run_estimate, stage_medians
 from tui.widgets.header import RunHeader
 from tui.widgets.hosts import HostsBar
 from tui.widgets.log_view import LineReader, LogSource, LogView
@@ -219,6 +220,7 @@ class RunScreen(LogScreen):
         self._quitting = False
         self._finishing = False
         self._unsubscribe: Callable[[], None] | None = None
+        self.estimate: float | None = None  # the run's usual length, from the history
         self.spans = Spans()  # every attempt's queued / running times, for the timeline
         self.arrivals = Arrivals()  # the order log lines arrived in, for the merged log
         self.needs = {sid: stage.needs for sid, stage in run.pipeline.stages.items()}
@@ -244,10 +246,24 @@ class RunScreen(LogScreen):
         self.watch(self.app, "theme", lambda: tree.refresh_all(self.clock()), init=False)
         self._show_selected()
         self.sync()
+        self._load_estimates()
         if self.start:
             self._execute()  # --watch: the session starts once this run has (see _on_event)
         elif self.watch_at_start:
             self.action_watch()
+
+    @work(thread=True, group="estimates", exit_on_error=False)
+    def _load_estimates(self) -> None:
+        """Each stage's median duration from the history (SQLite: in a thread)."""
+        medians = stage_medians(self.pipeline.state_dir, self.pipeline.stages)
+        self.app.call_from_thread(self._estimates_loaded, medians)
+
+    def _estimates_loaded(self, medians: dict[str, float]) -> None:
+        tree = self.query_one(StageTree)
+        tree.estimates = medians
+        tree.refresh_all(self.clock())
+        self.estimate = run_estimate(self.needs, medians)
+        self._header_key = ()  # redraw the header with the estimate
 
     @property
     def watching(self) -> bool:
@@ -346,7 +362,9 @@ class RunScreen(LogScreen):
         )
         if key != self._header_key:
             self._header_key = key
-            header.update_run(self.pipeline.name, status, elapsed, self.views, banner)
+            header.update_run(
+                self.pipeline.name, status, elapsed, self.views, banner, self.estimate
+            )
 
     # -- log panes --------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ ICONS: dict[str, str] = {
     SKIPPED: "↷",
     CACHED: "≡",
     LOST: "⚠",
+    "allowed": "✗",  # failed, timed out or lost with allow_failure: not a failure of the run
 }
 """One cell-wide icon per status (SPEC §2)."""
 
