@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Input, Label
 
-from tui.widgets.log_view import LogView
+from tui.widgets.log_view import ERRORS, LogView
 
 
 class SearchBar(Horizontal):
@@ -57,6 +57,13 @@ class LogScreen(Screen[None]):
             "N", "next_match(-1)", "Previous match", show=False, tooltip="previous search match"
         ),
         Binding("w", "wrap", "Wrap", show=False, tooltip="toggle line wrap"),
+        Binding(
+            "e",
+            "errors",
+            "Next error",
+            show=False,
+            tooltip="jump to the log's first error line, then the next",
+        ),
     ]
 
     def __init__(self) -> None:
@@ -147,6 +154,14 @@ class LogScreen(Screen[None]):
         else:
             return False
         return True
+
+    def action_errors(self) -> None:
+        """Jump to the first error line of the active log, then to the next ones."""
+        log = self.active_log
+        if log.search is None or log.search.pattern is not ERRORS:
+            log.start_search(ERRORS, label="errors", from_start=True)
+        elif not log.next_match(1):
+            self.notify("no error line in this log", severity="warning")
 
     def action_next_match(self, step: int) -> None:
         """Go to the next (1) or previous (-1) search match."""

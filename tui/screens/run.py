@@ -26,6 +26,7 @@ from engine.events import (
     BAD,
     CACHED,
     CANCELLED,
+    FAILED,
     FINISHED,
     PENDING,
     QUEUED,
@@ -44,7 +45,7 @@ from tui.screens.log_screen import LogScreen, SearchBar
 from tui.widgets.estimates import run_estimate, stage_medians
 from tui.widgets.header import RunHeader
 from tui.widgets.hosts import HostsBar
-from tui.widgets.log_view import LineReader, LogSource, LogView
+from tui.widgets.log_view import ERRORS, LineReader, LogSource, LogView
 from tui.widgets.merged import Arrivals
 from tui.widgets.stage_tree import StageTree
 from tui.widgets.status import StageView, summary_status
@@ -219,6 +220,7 @@ class RunScreen(LogScreen):
         self._log_run: dict[str, str] = {}  # stage -> run id of its current attempt (watch)
         self._quitting = False
         self._finishing = False
+        self._failure_first = False  # the run ended failed: show the first failure (in sync)
         self._unsubscribe: Callable[[], None] | None = None
         self.estimate: float | None = None  # the run's usual length, from the history
         self.spans = Spans()  # every attempt's queued / running times, for the timeline
@@ -303,6 +305,7 @@ class RunScreen(LogScreen):
         elif isinstance(event, RunFinished):
             self._run_status, self._run_ended = event.status, event.ts
             self.exit_code = event.exit_code
+            self._failure_first = event.status == FAILED
         elif isinstance(event, HostStatus):
             self._record_hosts({event.host: event.state})
         # any other event (a newer engine's) is ignored
@@ -334,6 +337,9 @@ class RunScreen(LogScreen):
         elif self._pinned in logs:
             pinned.poll()
         self._update_header()
+        if self._failure_first:
+            self._failure_first = False
+            self._open_first_failure()
         if self._dirty_hosts:
             self._dirty_hosts = False
             self.query_one(HostsBar).update_hosts(self.host_states)
@@ -341,6 +347,21 @@ class RunScreen(LogScreen):
         if self._quitting and not self.run.running and not self._finishing:
             self._finishing = True
             self._finish()
+
+    def _open_first_failure(self) -> None:
+        """Select the stage that failed first and open its log at its first error line."""
+        ends = {
+            sid: (view.started or 0.0) + (view.duration or 0.0)
+            for sid, view in self.views.items()
+            if view.status in BAD and not self.pipeline.stages[sid].allow_failure
+        }
+        if not ends:
+            return
+        first = min(ends, key=lambda sid: ends[sid])
+        self.query_one(StageTree).select_stage(first)
+        main = self.query_one("#log", LogView)
+        self._show(main, first)
+        main.start_search(ERRORS, label="errors", from_start=True)
 
     def _update_header(self) -> None:
         now = self.clock()
