@@ -99,24 +99,19 @@ def tmux() -> Iterator[Tmux]:
     subprocess.run(["tmux", "-L", session.socket, "kill-server"], capture_output=True)
 
 
+def start_ui(tmux: Tmux, tmp_path: Path, text: str, size: tuple[int, int] = (160, 48)) -> None:
+    """Write the pipeline `text` and open `pipedeck ui` on it in a tmux session of `size`."""
+    path = tmp_path / "pipedeck.yaml"
+    path.write_text(text)
+    command = f"{pipedeck_bin()} ui {path}; echo PIPEDECK-EXIT=$?; sleep 60"
+    width, height = size
+    tmux("new-session", "-d", "-s", tmux.session, "-x", str(width), "-y", str(height),
+         "-c", str(tmp_path), command)  # fmt: skip
+
+
 def test_select_read_cancel_rerun_quit(tmux: Tmux, tmp_path: Path) -> None:
     mark = uuid.uuid4().hex
-    path = tmp_path / "pipedeck.yaml"
-    path.write_text(PIPELINE.format(mark=mark))
-    command = f"{pipedeck_bin()} ui {path}; echo PIPEDECK-EXIT=$?; sleep 60"
-    tmux(
-        "new-session",
-        "-d",
-        "-s",
-        tmux.session,
-        "-x",
-        "160",
-        "-y",
-        "48",
-        "-c",
-        str(tmp_path),
-        command,
-    )
+    start_ui(tmux, tmp_path, PIPELINE.format(mark=mark))
 
     screen = tmux.wait(lambda s: "▶ slow" in s, "slow to run")
     assert "e2e" in screen.splitlines()[0] and "running" in screen.splitlines()[0]
@@ -143,3 +138,34 @@ def test_select_read_cancel_rerun_quit(tmux: Tmux, tmp_path: Path) -> None:
     screen = tmux.wait(lambda s: "PIPEDECK-EXIT=" in s, "pipedeck to exit")
     assert "Traceback" not in screen
     assert not marked(mark)
+
+
+FAILING = """\
+version: 1
+name: e2e-fail
+stages:
+  setup:
+    run: echo ready
+  unit:
+    needs: [setup]
+    run: |
+      echo "collected 3 items"
+      echo "tests/test_a.py ..F"
+      echo "E   assert 1 == 2"
+      echo "FAILED tests/test_a.py::test_three - assert 1 == 2"
+      exit 1
+"""
+
+
+def test_keys_typed_at_once_after_slash_are_the_search(tmux: Tmux, tmp_path: Path) -> None:
+    """Issue 9 item 6, with a real terminal: `/rcnerror` sent in one write searches."""
+    start_ui(tmux, tmp_path, FAILING)
+    tmux.wait(lambda s: "✘ unit" in s, "unit to fail")
+    tmux("send-keys", "-t", tmux.session, "-l", "/rcnerror")  # one write: as fast as a paste
+    screen = tmux.wait(lambda s: "search /" in s and "rcnerror" in s, "the search box")
+    tmux.keys("Enter")
+    screen = tmux.wait(lambda s: "/rcnerror/" in s, "the search to run")
+    assert "attempt 2" not in screen and "#2" not in screen  # `r` reran nothing
+    assert "no search" not in screen
+    tmux.keys("q")
+    tmux.wait(lambda s: "PIPEDECK-EXIT=" in s, "pipedeck to exit")

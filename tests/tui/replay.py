@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 
 from engine.events import (
@@ -21,6 +22,7 @@ from engine.events import (
     WAITING,
     Event,
     HostStatus,
+    LogLines,
     RunFinished,
     RunStarted,
     StageStatus,
@@ -155,12 +157,26 @@ class ReplayRun:
     def approve(self, stage_id: str) -> None: ...
 
 
-def write_log(store: LogStore, stage: str, attempt: int, lines: list[tuple[str, str]]) -> None:
-    """Store a log the way the engine does, through a `LogWriter`."""
+def write_log(
+    store: LogStore, stage: str, attempt: int, lines: list[tuple[str, str]], at: float = 0.0
+) -> list[LogLines]:
+    """Store a log the way the engine does, through a `LogWriter`; return the `LogLines`
+    events the engine would have published (one per line, `at` seconds after T0)."""
     writer = store.writer(RUN_ID, stage, attempt)
+    events = []
     for stream, text in lines:
-        writer.feed(stream, text.encode() + b"\n")
+        stored = writer.feed(stream, text.encode() + b"\n")
+        events.append(LogLines(RUN_ID, stage, attempt, stream, tuple(stored), ts=T0 + at))
     writer.finish()
+    return events
+
+
+def interleave(*streams: list[LogLines]) -> list[LogLines]:
+    """The events of several stages, alternating as concurrent stages' output arrives."""
+    out: list[LogLines] = []
+    for group in zip_longest(*streams):
+        out += [event for event in group if event is not None]
+    return out
 
 
 def scenario(root: Path, name: str) -> ReplayRun:
@@ -170,27 +186,32 @@ def scenario(root: Path, name: str) -> ReplayRun:
     pipeline = load(path)
     store = LogStore(pipeline.state_dir / "logs")
     t311, t312 = "test[python=3.11]", "test[python=3.12]"
-    write_log(store, "lint", 1, LINT_LOG)
+    lint = write_log(store, "lint", 1, LINT_LOG, 1.0)
     events: list[Event] = [
         RunStarted(RUN_ID, "shop-ci", tuple(pipeline.stages), ts=T0),
+        status("lint", QUEUED, 0.0),
         status("lint", RUNNING, 0.1),
+        *lint,
         status("lint", SUCCEEDED, 1.3, exit_code=0, duration=1.2),
         status(t311, RUNNING, 1.4),
         status(t312, RUNNING, 1.4),
     ]
     if name == "mid_run":
-        write_log(store, t311, 1, TEST_LOG)
-        write_log(store, t312, 1, FAIL_LOG)
-        write_log(store, t312, 2, TEST_LOG[:4])
+        events += interleave(
+            write_log(store, t311, 1, TEST_LOG, 3.0), write_log(store, t312, 1, FAIL_LOG, 3.0)
+        )
+        events += write_log(store, t312, 2, TEST_LOG[:4], 6.0)
         events += [
             status(t312, FAILED, 4.9, exit_code=1, duration=3.5, reason="exit code 1"),
             status(t312, QUEUED, 5.0, attempt=2),
             status(t312, RUNNING, 5.1, attempt=2),
         ]
     elif name == "failed":
-        write_log(store, t311, 1, TEST_LOG)
-        for attempt in (1, 2, 3):
-            write_log(store, t312, attempt, FAIL_LOG)
+        events += interleave(
+            write_log(store, t311, 1, TEST_LOG, 3.0), write_log(store, t312, 1, FAIL_LOG, 3.0)
+        )
+        for attempt in (2, 3):
+            events += write_log(store, t312, attempt, FAIL_LOG, 10.0)
         events += [
             status(t311, SUCCEEDED, 5.2, exit_code=0, duration=3.8),
             status(t312, FAILED, 12.9, attempt=3, exit_code=1, duration=3.6, reason="exit code 1"),

@@ -13,7 +13,9 @@ from engine.run import Run
 from engine.spec import Pipeline
 from tests.tui.conftest import shown, until
 from tui.screens.history import HistoryScreen
+from tui.screens.timeline import TimelineScreen
 from tui.widgets.log_view import LogView
+from tui.widgets.timeline import Timeline
 
 PIPELINE = """\
 version: 1
@@ -123,6 +125,46 @@ async def test_runs_stage_tree_log_sparkline_and_metrics(tmp_path: Path) -> None
 
         await pilot.press("escape")
         assert not isinstance(app.screen, HistoryScreen)
+
+
+async def test_j_k_move_T_shows_the_runs_timeline_and_one_run_has_no_chart(tmp_path: Path) -> None:
+    pipeline, (first, second) = await record_runs(tmp_path, ["abc", "abcd"])
+    app = HistoryApp(pipeline)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        runs = screen.query_one("#runs", DataTable)
+        await until(pilot, lambda: runs.row_count == 2, "two runs listed")
+        assert screen.run_id == second
+        await pilot.press("j")
+        await until(pilot, lambda: screen.run_id == first, "j moved to the older run")
+        await pilot.press("k")
+        await until(pilot, lambda: screen.run_id == second, "k moved back")
+        # test[py=a] ran in both runs, but its sparkline is shown only from two durations on
+        spark = screen.query_one("#spark", Sparkline)
+        assert spark.has_class("hidden") is (len(spark.data or []) < 2)
+        await pilot.press("enter", "j")
+        tree = screen.query_one("#stages", Tree)
+        assert tree.cursor_line == 1
+
+        await pilot.press("T")
+        assert isinstance(app.screen, TimelineScreen)
+        timeline = app.screen.query_one(Timeline)
+        stages = [span.stage for span in timeline.rows]
+        assert stages[0] == "train" and {"test[py=a]", "test[py=b]"} <= set(stages)
+        assert sum(1 for s in stages if s == "test[py=b]") == 2  # both attempts
+        assert timeline.critical[0] == "train" and timeline.critical[-1].startswith("test")
+        await pilot.press("escape")
+        assert app.screen is screen
+
+
+async def test_a_stage_with_one_recorded_run_says_so_instead_of_a_chart(tmp_path: Path) -> None:
+    pipeline, _ = await record_runs(tmp_path, ["abc"])
+    app = HistoryApp(pipeline)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        title = screen.query_one("#spark-title")
+        await until(pilot, lambda: "one recorded run" in str(title.render()), "the one-run line")
+        assert screen.query_one("#spark", Sparkline).has_class("hidden")
 
 
 async def test_an_empty_history_says_so(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from contextlib import suppress
 
+from textual import events
 from textual.widgets import Input
 
 from engine.events import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, WAITING
@@ -262,6 +263,38 @@ async def test_slash_searches_with_n_and_N_and_a_match_count(make_app):
         assert any(seg.style and seg.style.bgcolor for seg in hit_row if "7" in seg.text)
         await pilot.press("escape")
         assert view.search is None
+
+
+async def test_keys_typed_right_after_slash_go_to_the_search_box(make_app):
+    """Issue 9 item 6: `/rcnerror` arriving at once (fast typing) searches; nothing reruns."""
+    app = make_app(FAILING)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: status(app, "bad") == FAILED, "bad to fail")
+        tree_of(app).select_stage("bad")
+        await pilot.pause()
+        for char in "/rcnerror":  # queued back to back, as the terminal driver posts them
+            key = "slash" if char == "/" else char
+            app.post_message(events.Key(key, char))
+        await pilot.pause(0.2)
+        search = app.run_screen.query_one("#search", Input)
+        assert search.value == "rcnerror"
+        assert app.focused is search
+        assert screen_of(app).views["bad"].attempt == 1  # `r` did not rerun it
+        assert not any("no search" in n.message for n in app._notifications)
+        await pilot.press("enter")
+        assert app.focused is tree_of(app)  # back where `/` was pressed: j/k select stages
+        assert log_of(app).search.pattern.pattern == "rcnerror"
+
+
+async def test_a_paste_starting_with_slash_is_a_search(make_app):
+    app = make_app(many_lines(3))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: log_of(app).line_count == 3, "3 lines")
+        app.post_message(events.Paste("/line 2"))
+        await pilot.pause()
+        assert app.run_screen.query_one("#search", Input).value == "line 2"
+        await pilot.press("enter")
+        await until(pilot, lambda: log_of(app).search.matches == [1], "the match")
 
 
 async def test_search_covers_output_that_arrives_later(make_app):

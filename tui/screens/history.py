@@ -24,6 +24,7 @@ from engine.spec import Pipeline
 from tui.history_cli import format_duration, format_time
 from tui.widgets.log_view import LogSource, LogView
 from tui.widgets.status import ICONS
+from tui.widgets.timeline import Span, Spans
 
 SPARK_RUNS = 30
 StageKey = tuple[str, int]  # (stage id, attempt)
@@ -68,6 +69,9 @@ class HistoryScreen(Screen[None]):
         Binding("h", "close", "Back", show=False),
         Binding("q", "close", "Back", show=False),
         Binding("tab", "toggle_focus", "Focus", show=False),
+        Binding("T", "timeline", "Timeline"),
+        Binding("j", "move(1)", "Down", show=False),
+        Binding("k", "move(-1)", "Up", show=False),
         Binding("ctrl+r", "reload", "Reload"),
     ]
 
@@ -195,9 +199,12 @@ class HistoryScreen(Screen[None]):
         log.show(source if has_log else None, "no log: this attempt did not run")
         durations = self.history.durations(stage, SPARK_RUNS)
         spark.data = durations
+        spark.set_class(len(durations) < 2, "hidden")  # one bar would fill the box: a line says it
         title.update(
             f"{stage}: duration over its last {len(durations)} runs, "
             f"{format_duration(min(durations))} – {format_duration(max(durations))}"
+            if len(durations) > 1
+            else f"{stage}: one recorded run, {format_duration(durations[0])}"
             if durations else f"{stage}: no recorded durations"
         )  # fmt: skip
         self._show_metrics(stage)
@@ -245,6 +252,29 @@ class HistoryScreen(Screen[None]):
         ids = [f"#{focused.id}"] if focused is not None and focused.id else []
         current = order.index(ids[0]) if ids and ids[0] in order else -1
         self.query_one(order[(current + 1) % len(order)]).focus()
+
+    def action_move(self, step: int) -> None:
+        """j/k: the cursor of the focused runs table or stage tree (or scroll the log)."""
+        focused = self.focused
+        if isinstance(focused, (DataTable, Tree)):
+            focused.action_cursor_down() if step > 0 else focused.action_cursor_up()
+        elif isinstance(focused, LogView):
+            focused.action_scroll_down() if step > 0 else focused.action_scroll_up()
+
+    def action_timeline(self) -> None:
+        """The timeline of the selected run, as `T` shows a live one."""
+        from tui.screens.timeline import TimelineScreen
+
+        if self.run_id is None:
+            self.notify("no run selected", severity="warning")
+            return
+        spans = Spans()
+        for row in self.attempts:
+            if row.started is not None:
+                spans.add(Span(row.stage, row.attempt, row.status, None, row.started, row.ended))
+        needs = {sid: stage.needs for sid, stage in self.pipeline.stages.items()}
+        title = f"Timeline · {self.run_id}"
+        self.app.push_screen(TimelineScreen(title, spans, needs, live=False))
 
     def action_close(self) -> None:
         """Back to where `h` was pressed."""

@@ -7,7 +7,6 @@ frame, never one message per line. Commands flow back as calls on the run.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import suppress
@@ -19,14 +18,15 @@ from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.markup import escape
-from textual.screen import Screen
-from textual.widgets import Footer, Input, Label, Tree
+from textual.widget import Widget
+from textual.widgets import Footer, Tree
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
 from engine.events import (
     BAD,
     CACHED,
     CANCELLED,
+    FAILED,
     FINISHED,
     PENDING,
     QUEUED,
@@ -41,11 +41,15 @@ from engine.events import (
     StageStatus,
 )
 from tui.screens.help import ConfirmScreen, HelpScreen
+from tui.screens.log_screen import LogScreen, SearchBar
+from tui.widgets.estimates import run_estimate, stage_medians
 from tui.widgets.header import RunHeader
 from tui.widgets.hosts import HostsBar
-from tui.widgets.log_view import LogSource, LogView
+from tui.widgets.log_view import ERRORS, LineReader, LogSource, LogView
+from tui.widgets.merged import Arrivals
 from tui.widgets.stage_tree import StageTree
 from tui.widgets.status import StageView, summary_status
+from tui.widgets.timeline import Spans
 
 if TYPE_CHECKING:
     from engine.logs import LogStore
@@ -95,7 +99,7 @@ def _placeholder(sid: str, view: StageView) -> str:
     return "no output"
 
 
-class RunScreen(Screen[None]):
+class RunScreen(LogScreen):
     """Shows one `Run` and drives it with keys."""
 
     DEFAULT_CSS = """
@@ -111,10 +115,6 @@ class RunScreen(Screen[None]):
     RunScreen LogView { height: 1fr; }
     RunScreen #pinned { display: none; }
     RunScreen.-pinned #pinned { display: block; }
-    RunScreen #searchbar { dock: bottom; height: 1; display: none; background: $boost; }
-    RunScreen.-searching #searchbar { display: block; }
-    RunScreen #searchbar Label { width: auto; padding: 0 1; color: $accent; text-style: bold; }
-    RunScreen #search { width: 1fr; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -130,19 +130,6 @@ class RunScreen(Screen[None]):
         Binding("c", "cancel", "Cancel", tooltip="cancel the selected stage"),
         Binding("C", "cancel_all", "Cancel all", show=False, tooltip="cancel the whole run"),
         Binding("a", "approve", "Approve", tooltip="approve the selected manual stage"),
-        Binding("f", "follow", "Follow", tooltip="toggle following the log's end"),
-        Binding(
-            "slash",
-            "search",
-            "Search",
-            key_display="/",
-            tooltip="search the log (regular expression)",
-        ),
-        Binding("n", "next_match(1)", "Next match", show=False, tooltip="next search match"),
-        Binding(
-            "N", "next_match(-1)", "Previous match", show=False, tooltip="previous search match"
-        ),
-        Binding("w", "wrap", "Wrap", show=False, tooltip="toggle line wrap"),
         Binding(
             "p", "pin", "Pin", show=False, tooltip="pin the selected stage's log in a second pane"
         ),
@@ -155,6 +142,17 @@ class RunScreen(Screen[None]):
             tooltip="copy the line of the current search match (OSC 52)",
         ),
         Binding("W", "watch", "Watch", show=False, tooltip="toggle watch mode"),
+        Binding("D", "dag", "DAG", show=False, tooltip="the stages as a graph, live"),
+        Binding(
+            "m", "merged", "Merged log", show=False, tooltip="every stage's output interleaved"
+        ),
+        Binding(
+            "T",
+            "timeline",
+            "Timeline",
+            show=False,
+            tooltip="the timeline: a bar per stage attempt, critical path marked",
+        ),
         Binding("h", "history", "History", show=False, tooltip="show the run history"),
         Binding(
             "H",
@@ -222,7 +220,12 @@ class RunScreen(Screen[None]):
         self._log_run: dict[str, str] = {}  # stage -> run id of its current attempt (watch)
         self._quitting = False
         self._finishing = False
+        self._failure_first = False  # the run ended failed: show the first failure (in sync)
         self._unsubscribe: Callable[[], None] | None = None
+        self.estimate: float | None = None  # the run's usual length, from the history
+        self.spans = Spans()  # every attempt's queued / running times, for the timeline
+        self.arrivals = Arrivals()  # the order log lines arrived in, for the merged log
+        self.needs = {sid: stage.needs for sid, stage in run.pipeline.stages.items()}
 
     def compose(self) -> ComposeResult:
         yield RunHeader()
@@ -232,13 +235,7 @@ class RunScreen(Screen[None]):
             with Vertical(id="logs"):
                 yield LogView(id="log")
                 yield LogView(id="pinned")
-                with Horizontal(id="searchbar"):
-                    yield Label("search /")
-                    yield Input(
-                        placeholder="a regular expression; enter searches, escape closes",
-                        id="search",
-                        compact=True,
-                    )
+                yield SearchBar()
         yield Footer()
 
     def on_mount(self) -> None:
@@ -251,10 +248,24 @@ class RunScreen(Screen[None]):
         self.watch(self.app, "theme", lambda: tree.refresh_all(self.clock()), init=False)
         self._show_selected()
         self.sync()
+        self._load_estimates()
         if self.start:
             self._execute()  # --watch: the session starts once this run has (see _on_event)
         elif self.watch_at_start:
             self.action_watch()
+
+    @work(thread=True, group="estimates", exit_on_error=False)
+    def _load_estimates(self) -> None:
+        """Each stage's median duration from the history (SQLite: in a thread)."""
+        medians = stage_medians(self.pipeline.state_dir, self.pipeline.stages)
+        self.app.call_from_thread(self._estimates_loaded, medians)
+
+    def _estimates_loaded(self, medians: dict[str, float]) -> None:
+        tree = self.query_one(StageTree)
+        tree.estimates = medians
+        tree.refresh_all(self.clock())
+        self.estimate = run_estimate(self.needs, medians)
+        self._header_key = ()  # redraw the header with the estimate
 
     @property
     def watching(self) -> bool:
@@ -277,8 +288,10 @@ class RunScreen(Screen[None]):
         """Called by the run on this loop: record what changed; `sync` draws it."""
         if isinstance(event, LogLines):
             self._dirty_logs.add(event.stage)
+            self.arrivals.add(event)
         elif isinstance(event, StageStatus):
             if event.stage in self.views:
+                self.spans.apply(event)
                 self.views[event.stage].apply(event)
                 self._dirty_status.add(event.stage)
                 if event.status == RUNNING:
@@ -292,6 +305,7 @@ class RunScreen(Screen[None]):
         elif isinstance(event, RunFinished):
             self._run_status, self._run_ended = event.status, event.ts
             self.exit_code = event.exit_code
+            self._failure_first = event.status == FAILED
         elif isinstance(event, HostStatus):
             self._record_hosts({event.host: event.state})
         # any other event (a newer engine's) is ignored
@@ -323,6 +337,9 @@ class RunScreen(Screen[None]):
         elif self._pinned in logs:
             pinned.poll()
         self._update_header()
+        if self._failure_first:
+            self._failure_first = False
+            self._open_first_failure()
         if self._dirty_hosts:
             self._dirty_hosts = False
             self.query_one(HostsBar).update_hosts(self.host_states)
@@ -330,6 +347,21 @@ class RunScreen(Screen[None]):
         if self._quitting and not self.run.running and not self._finishing:
             self._finishing = True
             self._finish()
+
+    def _open_first_failure(self) -> None:
+        """Select the stage that failed first and open its log at its first error line."""
+        ends = {
+            sid: (view.started or 0.0) + (view.duration or 0.0)
+            for sid, view in self.views.items()
+            if view.status in BAD and not self.pipeline.stages[sid].allow_failure
+        }
+        if not ends:
+            return
+        first = min(ends, key=lambda sid: ends[sid])
+        self.query_one(StageTree).select_stage(first)
+        main = self.query_one("#log", LogView)
+        self._show(main, first)
+        main.start_search(ERRORS, label="errors", from_start=True)
 
     def _update_header(self) -> None:
         now = self.clock()
@@ -351,7 +383,9 @@ class RunScreen(Screen[None]):
         )
         if key != self._header_key:
             self._header_key = key
-            header.update_run(self.pipeline.name, status, elapsed, self.views, banner)
+            header.update_run(
+                self.pipeline.name, status, elapsed, self.views, banner, self.estimate
+            )
 
     # -- log panes --------------------------------------------------------------------------------
 
@@ -388,6 +422,10 @@ class RunScreen(Screen[None]):
         )
         log.border_title = escape(f"{title} · {state}")
         log.show(source, _placeholder(sid, view))
+
+    @property
+    def home(self) -> Widget:
+        return self.query_one(StageTree)
 
     @property
     def active_log(self) -> LogView:
@@ -442,10 +480,10 @@ class RunScreen(Screen[None]):
         return ids
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """`s` is offered only until the run has started."""
+        """`s` is offered only until the run has started; `/` in the search box is text."""
         if action == "start":
             return self._run_started is None and not self.run.running
-        return True
+        return super().check_action(action, parameters)
 
     def action_start(self) -> None:
         """Start the run (`pipedeck ui --no-start`)."""
@@ -523,6 +561,37 @@ class RunScreen(Screen[None]):
             return
         self.app.push_screen(HistoryScreen(self.pipeline))
 
+    def action_dag(self) -> None:
+        """Open the DAG of the stages; choosing a box shows its log."""
+        from tui.screens.dag import DagScreen
+
+        tree = self.query_one(StageTree)
+        selected = self._pick(tree.selected_ids)
+        title = f"{self.pipeline.name} · {len(self.needs)} stages"
+        self.app.push_screen(DagScreen(title, self.needs, self.views, selected), self._dag_chose)
+
+    def _dag_chose(self, sid: str | None) -> None:
+        if sid is not None:
+            self.query_one(StageTree).select_stage(sid)
+            self._show_selected()
+            self.query_one("#log", LogView).focus()
+
+    def action_merged(self) -> None:
+        """Open the merged log of every stage."""
+        from tui.screens.merged import MergedScreen
+
+        def open_log(key: tuple[str, str, int]) -> LineReader:
+            return self.run.logs.reader(*key)
+
+        self.app.push_screen(MergedScreen(self.arrivals, open_log, self.pipeline.stages))
+
+    def action_timeline(self) -> None:
+        """Open the live timeline of the run."""
+        from tui.screens.timeline import TimelineScreen
+
+        title = f"Timeline · {self.run.run_id}"
+        self.app.push_screen(TimelineScreen(title, self.spans, self.needs, clock=self.clock))
+
     def action_hosts(self) -> None:
         """Notify each SSH host's connection state in full (the bar may cut reasons short)."""
         if not self.pipeline.uses_remote:
@@ -537,18 +606,21 @@ class RunScreen(Screen[None]):
         """Show every key."""
         self.app.push_screen(HelpScreen(self.help_rows()))
 
+    def all_bindings(self) -> list[Binding]:
+        """This screen's bindings and those it inherits (search, follow, wrap)."""
+        found = [b for b in [*self.BINDINGS, *LogScreen.BINDINGS] if isinstance(b, Binding)]
+        return found
+
     def help_rows(self) -> list[tuple[str, str]]:
         """(keys, what they do) for the help screen."""
         rows = list(self.NAVIGATION)
-        for binding in self.BINDINGS:
-            assert isinstance(binding, Binding)
+        for binding in self.all_bindings():
             rows.append((binding.key_display or binding.key, binding.tooltip))
         return rows
 
     def commands(self) -> Iterator[SystemCommand]:
         """Every action of the screen, for the command palette."""
-        for binding in self.BINDINGS:
-            assert isinstance(binding, Binding)
+        for binding in self.all_bindings():
             key = binding.key_display or binding.key
             yield SystemCommand(
                 binding.description,
@@ -565,54 +637,6 @@ class RunScreen(Screen[None]):
             self.active_log.focus()
         else:
             tree.focus()
-
-    def action_follow(self) -> None:
-        """Toggle following the end of the active log."""
-        log = self.active_log
-        log.follow = not log.follow
-
-    def action_wrap(self) -> None:
-        """Toggle line wrap in the active log."""
-        log = self.active_log
-        log.wrap = not log.wrap
-
-    def action_search(self) -> None:
-        """Open the search input for the active log."""
-        self.add_class("-searching")
-        search = self.query_one("#search", Input)
-        log = self.active_log
-        search.value = log.search.pattern.pattern if log.search else ""
-        search.focus()
-
-    @on(Input.Submitted, "#search")
-    def _search_submitted(self, event: Input.Submitted) -> None:
-        log = self.active_log
-        pattern = None
-        if event.value:
-            try:
-                pattern = re.compile(event.value)
-            except re.error as error:
-                self.notify(f"not a regular expression: {error}", severity="error")
-                return
-        self.remove_class("-searching")
-        log.start_search(pattern)
-        log.focus()
-
-    def action_clear_search(self) -> None:
-        """Close the search input, or clear the active log's search."""
-        if self.has_class("-searching"):
-            self.remove_class("-searching")
-            self.active_log.focus()
-        elif self.active_log.search is not None:
-            self.active_log.start_search(None)
-
-    def action_next_match(self, step: int) -> None:
-        """Go to the next (1) or previous (-1) search match."""
-        log = self.active_log
-        if log.search is None:
-            self.notify("no search: press / to search", severity="warning")
-        elif not log.next_match(step):
-            self.notify(f"no match for /{log.search.pattern.pattern}/", severity="warning")
 
     def action_pin(self) -> None:
         """Pin the selected stage's log in a second pane; again on the same stage unpins."""

@@ -55,14 +55,18 @@ class RunHeader(Static):
         elapsed: float | None,
         views: dict[str, StageView],
         banner: str = "",
+        estimate: float | None = None,
     ) -> None:
-        """Redraw with the run's state; `banner` (watch mode) is shown after the counts."""
+        """Redraw with the run's state; `banner` (watch mode) is shown after the counts;
+        `estimate` is the run's usual length (from the history), shown while it runs."""
         style = self.get_component_rich_style
         counts = Counter(view.status for view in views.values())
         tone = style(f"run-header--{_RUN_TONE.get(status, 'dim')}")
         text = Text.assemble((name, style("run-header--name")), "  ", (status, tone))
         if elapsed is not None:
             text.append(f" {format_duration(elapsed)}", style("run-header--dim"))
+        if estimate and status == "running":
+            text.append(f" of ~{format_duration(estimate)}", style("run-header--dim"))
         wide = self.size.width >= _WIDE
         parts = [f"{ICONS[s]} {counts[s]}{' ' + s if wide else ''}" for s in STATUSES if counts[s]]
         text.append("   " + "  ".join(parts))

@@ -61,14 +61,29 @@ def plain(line: str) -> str:
     return _ANSI.sub("", line) if "\x1b" in line else line
 
 
+ERRORS = re.compile(
+    r"^Traceback \(most recent call last\)"  # Python
+    r"|^FAILED\b|^E {3}"  # pytest's summary and assertion lines
+    r"|^\w+(?:\.\w+)*(?:Error|Exception):"  # an exception's last line
+    r"|\b[Ee]rror(?:\[\w+\])?:|\bERROR\b"  # compilers, linters, loggers
+)
+"""Lines that say something failed: what `e` jumps to and failure-first opens at."""
+
+
 @dataclass
 class Search:
-    """A regex search over one log: the (sorted) indices of matching lines, scanned so far."""
+    """A regex search over one log: the (sorted) indices of matching lines, scanned so far.
+
+    `label` names it in the status line instead of the pattern; `from_start` makes the first
+    hit the log's first match (else the first at or below the top of the screen), and the end
+    of the log when nothing matches."""
 
     pattern: re.Pattern[str]
     matches: list[int] = field(default_factory=list)
     scanned: int = 0
     current: int | None = None  # index into `matches`
+    label: str = ""
+    from_start: bool = False
 
     @property
     def hit(self) -> int | None:
@@ -391,9 +406,13 @@ class LogView(ScrollView, can_focus=True):
 
     # -- search -------------------------------------------------------------------------------
 
-    def start_search(self, pattern: re.Pattern[str] | None) -> None:
-        """Search for `pattern` (None clears the search); the first hit at or below the top."""
-        self.search = None if pattern is None else Search(pattern)
+    def start_search(
+        self, pattern: re.Pattern[str] | None, *, label: str = "", from_start: bool = False
+    ) -> None:
+        """Search for `pattern` (None clears the search); see `Search` for the options."""
+        self.search = (
+            None if pattern is None else Search(pattern, label=label, from_start=from_start)
+        )
         self._invalidate()
         self.refresh()
         if self.search is not None:
@@ -405,7 +424,9 @@ class LogView(ScrollView, can_focus=True):
         search = self.search
         if search is None or not search.matches:
             return False
-        if search.current is None:
+        if search.current is None and search.from_start:
+            search.current = 0 if step > 0 else len(search.matches) - 1
+        elif search.current is None:
             top = self.scroll_offset.y
             after = [i for i, line in enumerate(search.matches) if line >= top]
             search.current = (
@@ -448,6 +469,8 @@ class LogView(ScrollView, can_focus=True):
         search.scanned = upto
         if first:
             self.next_match()
+        elif search.from_start and not search.matches and upto >= self._count:
+            self.action_follow_end()  # nothing matched: the end is where a failure shows
         else:
             self._invalidate()
             self.refresh()
@@ -481,5 +504,5 @@ class LogView(ScrollView, can_focus=True):
             s = self.search
             pos = f"{s.current + 1}/" if s.current is not None else ""
             more = "+" if s.scanned < self._count else ""
-            parts.append(f"/{s.pattern.pattern}/ {pos}{len(s.matches)}{more}")
+            parts.append(f"{s.label or f'/{s.pattern.pattern}/'} {pos}{len(s.matches)}{more}")
         return " · ".join(parts)

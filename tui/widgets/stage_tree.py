@@ -10,10 +10,11 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from engine.events import STATUSES, WAITING
+from engine.events import BAD, FAILED, FINISHED, PENDING, RUNNING, STATUSES, WAITING
 from engine.spec import LOCAL, Pipeline
 from tui.widgets.status import (
     ICONS,
+    STATUS_COLOURS,
     StageView,
     format_attempt,
     format_duration,
@@ -22,19 +23,7 @@ from tui.widgets.status import (
 
 _STATUS_CSS = "\n".join(
     f"StageTree > .stage-tree--{status} {{ color: ${var}; }}"
-    for status, var in {
-        "pending": "foreground-muted",
-        "waiting": "warning",
-        "queued": "foreground-muted",
-        "running": "accent",
-        "succeeded": "success",
-        "failed": "error",
-        "timed_out": "error",
-        "cancelled": "warning",
-        "skipped": "foreground-muted",
-        "cached": "success",
-        "lost": "error",
-    }.items()
+    for status, var in STATUS_COLOURS.items()
 )
 
 
@@ -49,12 +38,14 @@ class StageTree(Tree[str]):
     StageTree { padding: 0; overflow-x: hidden; }
     StageTree > .stage-tree--dim { color: $foreground-muted; }
     StageTree > .stage-tree--hint { color: $warning; text-style: italic; }
+    StageTree > .stage-tree--allowed { color: $warning; text-style: italic; }
     """
         + _STATUS_CSS
     )
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "stage-tree--dim",
         "stage-tree--hint",
+        "stage-tree--allowed",
         *(f"stage-tree--{s}" for s in STATUSES),
     }
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -73,6 +64,7 @@ class StageTree(Tree[str]):
         self._parent_of: dict[str, str] = {}
         self._name_width: dict[str, int] = {}  # node key -> name column width (aligns durations)
         self._clock_now = 0.0
+        self.estimates: dict[str, float] = {}  # stage id -> its usual duration (history median)
         self._add_nodes()
 
     def _add_nodes(self) -> None:
@@ -160,28 +152,62 @@ class StageTree(Tree[str]):
         if stage is None:  # a matrix stage: the most urgent status of its instances
             ids = self.pipeline.groups[key]
             status = summary_status([self.views[i].status for i in ids])
-            return self._assemble(key, status, [f"×{len(ids)}"])
+            return self._assemble(key, status, [(f"×{len(ids)}", "column")])
         view = self.views[key]
-        dur = format_duration(view.elapsed(self._clock_now))
+        status = view.status
+        if status in BAD and stage.allow_failure:
+            status = "allowed"
+        elapsed = view.elapsed(self._clock_now)
+        dur = format_duration(elapsed)
+        estimate = self.estimates.get(key)
+        if view.status == RUNNING and estimate:
+            dur += f" of ~{format_duration(estimate)}"
         host = view.host if view.host != LOCAL else stage.host
-        info = [f"{dur:>6}" if dur else "", f"@{host}" if host != LOCAL else ""]
-        return self._assemble(key, view.status, info, format_attempt(view.attempt, stage.retries))
+        parts = [
+            (f"{dur:>6}" if dur else "", "column"),
+            (format_attempt(view.attempt, stage.retries), f"stage-tree--{status}"),
+        ]
+        if view.status == PENDING:
+            waiting = [n for n in stage.needs if self.views[n].status not in FINISHED]
+            names = dict.fromkeys(self.pipeline.stages[n].name for n in waiting)
+            parts.append((f"waits for {', '.join(names)}" if names else "", "dim"))
+        parts.append((f"@{host}" if host != LOCAL else "", "dim"))
+        if status == "allowed":
+            parts.append(("allowed to fail", "stage-tree--allowed"))
+        return self._assemble(key, status, parts)
 
-    def _assemble(self, key: str, status: str, info: list[str], attempt: str = "") -> Text:
-        """Icon and name, padded to the duration column when details follow: the dim `info`
-        (duration, host) and the attempt in the status colour."""
+    def _assemble(self, key: str, status: str, parts: list[tuple[str, str]]) -> Text:
+        """Icon and name, padded to the duration column when details follow, then `parts`
+        (text, component: `column` for the aligned duration, `dim`, or a status colour).
+
+        The duration and the attempt (the first two parts) always show: in a narrow tree the
+        name is shortened for them. The other parts are dropped from the end when they don't
+        fit."""
         colour = self._style(f"stage-tree--{status}")
         name = self._display_name(key)
-        text = Text.assemble((ICONS[status] + " ", colour), name)
-        info = [part for part in info if part]
-        if info or attempt:
-            text.append(" " * (self._name_width[key] - len(name)))
-        text.append("".join(f" {part}" for part in info), self._style("stage-tree--dim"))
-        if attempt:
-            text.append(f" {attempt}", colour)
+        essential = sum(len(part) + 1 for part, _ in parts[:2] if part)
+        must = len([part for part, _ in parts[:2] if part])
+        parts = [(part, style) for part, style in parts if part]
         if status == WAITING:
-            text.append(" press a", self._style("stage-tree--hint"))
+            parts.append(("press a", "stage-tree--hint"))
+        room = self.scrollable_content_region.width - self._label_indent(key)
+        if room > 0 and 2 + len(name) + essential > room:
+            name = name[: max(1, room - 2 - essential - 1)] + "…"
+        text = Text.assemble((ICONS.get(status, ICONS[FAILED]) + " ", colour), name)
+        if parts and parts[0][1] == "column":
+            pad = self._name_width[key] - len(name)
+            if room > 0:
+                pad = min(pad, room - 2 - len(name) - essential)
+            text.append(" " * max(0, pad))
+        for index, (part, component) in enumerate(parts):
+            if index >= must and room > 0 and text.cell_len + 1 + len(part) > room:
+                break
+            dim = component in ("dim", "column")
+            text.append(f" {part}", self._style("stage-tree--dim" if dim else component))
         return text
+
+    def on_resize(self) -> None:
+        self.refresh_all(self._clock_now)
 
     def _style(self, component: str) -> Style:
         return self.get_component_rich_style(component, partial=True)

@@ -31,8 +31,24 @@ ICONS: dict[str, str] = {
     SKIPPED: "↷",
     CACHED: "≡",
     LOST: "⚠",
+    "allowed": "✗",  # failed, timed out or lost with allow_failure: not a failure of the run
 }
 """One cell-wide icon per status (SPEC §2)."""
+
+STATUS_COLOURS: dict[str, str] = {
+    PENDING: "foreground-muted",
+    WAITING: "warning",
+    QUEUED: "foreground-muted",
+    RUNNING: "accent",
+    SUCCEEDED: "success",
+    FAILED: "error",
+    TIMED_OUT: "error",
+    CANCELLED: "warning",
+    SKIPPED: "foreground-muted",
+    CACHED: "success",
+    LOST: "error",
+}
+"""The theme variable each status is drawn in."""
 
 # Most urgent first: the status a matrix parent shows for its instances.
 _URGENCY = (

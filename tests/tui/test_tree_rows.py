@@ -1,0 +1,106 @@
+"""What the tree rows say beyond the status: what a pending stage waits for, estimates from the
+history, failures allowed by `allow_failure`, and an attempt that is never cut off."""
+
+from __future__ import annotations
+
+from engine.events import FAILED, PENDING, RUNNING, SUCCEEDED
+from tests.tui.conftest import label, screen_of, status, tree_of, until
+from tui.widgets.header import RunHeader
+
+WAITS = """\
+version: 1
+name: waits
+stages:
+  build:
+    run: until test -f go; do sleep 0.05; done
+  lint:
+    run: until test -f go; do sleep 0.05; done
+  test:
+    needs: [build, lint]
+    run: echo test
+"""
+
+TIMED = """\
+version: 1
+name: timed
+stages:
+  work:
+    run: until test -f go; do sleep 0.05; done
+"""
+
+ALLOWED = """\
+version: 1
+name: allowed
+stages:
+  flaky:
+    allow_failure: true
+    run: exit 3
+  broken:
+    run: exit 4
+"""
+
+
+async def test_pending_rows_say_what_they_wait_for(make_app):
+    app = make_app(WAITS)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: status(app, "build") == RUNNING, "build to run")
+        assert status(app, "test") == PENDING
+        assert label(app, "test").endswith("waits for build, lint")
+        (app.run_screen.run.pipeline.workspace / "go").write_text("")
+        await until(pilot, lambda: status(app, "test") == SUCCEEDED, "test to run")
+        assert "waits for" not in label(app, "test")
+
+
+async def test_running_rows_and_header_show_the_history_estimate(make_app, tmp_path):
+    (tmp_path / "go").write_text("")
+    first = make_app(TIMED)
+    async with first.run_test(size=(100, 30)) as pilot:  # one recorded run: the history
+        await until(pilot, lambda: status(first, "work") == SUCCEEDED, "the first run")
+        await pilot.press("q")
+    (tmp_path / "go").unlink()
+    app = make_app(TIMED)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: status(app, "work") == RUNNING, "work to run")
+        await until(pilot, lambda: "s of ~" in label(app, "work"), "the estimate in the row")
+        estimate = tree_of(app).estimates["work"]
+        assert estimate > 0
+        header = app.run_screen.query_one(RunHeader)
+        await until(pilot, lambda: " of ~" in str(header.render()), "the run's estimate")
+        (tmp_path / "go").write_text("")
+        await until(pilot, lambda: status(app, "work") == SUCCEEDED, "work to end")
+        await until(pilot, lambda: " of ~" not in label(app, "work"), "the row without it")
+
+
+async def test_failures_allowed_by_allow_failure_look_different(make_app):
+    app = make_app(ALLOWED)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: status(app, "broken") == FAILED, "broken to fail")
+        await until(pilot, lambda: status(app, "flaky") == FAILED, "flaky to fail")
+        await pilot.pause(0.1)
+        flaky, broken = label(app, "flaky"), label(app, "broken")
+        assert flaky.startswith("✗ flaky") and "allowed to fail" in flaky
+        assert broken.startswith("✘ broken") and "allowed" not in broken
+        tree = tree_of(app)
+        style = tree.node_for("flaky").label.spans[0].style
+        assert style.color == tree.get_component_rich_style("stage-tree--allowed").color
+        assert style.color != tree.get_component_rich_style("stage-tree--failed").color
+
+
+async def test_the_attempt_is_never_cut_off_in_a_narrow_tree(make_app):
+    app = make_app(
+        "version: 1\nname: narrow\nhosts:\n  box-with-a-long-name:\n    address: 127.0.0.1\n"
+        "stages:\n  a-stage-with-a-long-name:\n    retries: 2\n    run: exit 1\n"
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(
+            pilot, lambda: screen_of(app).views["a-stage-with-a-long-name"].attempt == 3, "3 tries"
+        )
+        await until(pilot, lambda: status(app, "a-stage-with-a-long-name") == FAILED, "the end")
+        tree = tree_of(app)
+
+        def row() -> str:
+            return tree.render_line(0).text.rstrip()
+
+        await until(pilot, lambda: row().startswith("✘"), "the failed row drawn")
+        assert row().endswith(" 3/3") and "a-stage" in row(), row()
+        assert len(row()) <= tree.scrollable_content_region.width

@@ -1,0 +1,37 @@
+"""Time estimates from the run history: each stage's median duration, and the run's length."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+RECENT = 10  # past durations a median is taken over
+
+
+def stage_medians(state_dir: Path, stages: Iterable[str]) -> dict[str, float]:
+    """The median duration of each stage's recent attempts that really ran (SQLite: call this
+    from a thread). A stage with no recorded attempt, or no history at all, has no entry."""
+    from engine.history import History, HistoryError
+
+    if not (state_dir / "history.db").exists():
+        return {}
+    try:
+        history = History.for_state_dir(state_dir)
+    except HistoryError:
+        return {}
+    try:
+        found = {sid: history.durations(sid, RECENT) for sid in stages}
+    finally:
+        history.close()
+    return {sid: statistics.median(d) for sid, d in found.items() if d}
+
+
+def run_estimate(needs: Mapping[str, Iterable[str]], medians: Mapping[str, float]) -> float | None:
+    """The run's usual length: the longest chain of needs, summing medians (None: unknown)."""
+    if not medians:
+        return None
+    finish: dict[str, float] = {}
+    for sid, ups in needs.items():  # topological order
+        finish[sid] = medians.get(sid, 0.0) + max((finish.get(u, 0.0) for u in ups), default=0.0)
+    return max(finish.values(), default=0.0) or None
