@@ -401,6 +401,19 @@ def test_logs_of_a_matrix_stage_shows_each_instance(write_pipeline: Write, tmp_p
     assert [h.split(" (")[0] for h in heads] == ["==> test[py=3.11]", "==> test[py=3.12]"]
     assert lines[lines.index(heads[1]) + 1] == "line 1 of 3.12"
     assert pipedeck("logs", "tes", cwd=tmp_path).returncode == 2
+    from_elsewhere = pipedeck("logs", "-f", str(tmp_path), "test[py=3.12]", cwd=tmp_path.parent)
+    assert from_elsewhere.stdout.splitlines()[0] == "line 1 of 3.12"
+
+
+def test_the_summary_names_the_workspace_when_run_from_elsewhere(
+    write_pipeline: Write, tmp_path: Path
+) -> None:
+    path = write_pipeline("version: 1\nstages:\n  a: {run: 'echo oops; exit 1'}\n", "ci.yaml")
+    done = pipedeck("run", str(path), cwd=tmp_path.parent)
+    command = next(line for line in done.stdout.splitlines() if "whole log:" in line)
+    assert command.endswith(f"-f {tmp_path.name} a")
+    words = command.split("whole log: pipedeck ")[1].split()
+    assert pipedeck(*words, cwd=tmp_path.parent).stdout == "oops\n"
 
 
 def test_github_actions_folds_stages_and_writes_a_step_summary(

@@ -129,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
         "-f",
         dest="pipeline",
         default=DEFAULT_FILE,
-        help=f"the pipeline file (default: {DEFAULT_FILE})",
+        help=f"the pipeline file or its directory (default: {DEFAULT_FILE})",
     )
 
     shell = sub.add_parser("shell", help="a shell in a stage's directory and environment")
@@ -420,8 +420,9 @@ def _kill_now(run_id: str) -> None:
 
 def _logs(args: argparse.Namespace) -> int:
     from engine.logs import LogStore
+    from tui.history_cli import state_dir
 
-    state = Path(args.pipeline).resolve().parent / ".pipedeck"
+    state = state_dir(args)
     store = LogStore(state / "logs")
     runs = [args.run] if args.run else _runs_newest_first(state / "logs")
     for run_id in runs:

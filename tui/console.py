@@ -89,9 +89,9 @@ def _all_lines(logs: LogStore, run_id: str, sid: str, attempt: int) -> Iterator[
 def logs_command(pipeline: Pipeline | None, run_id: str, sid: str) -> str:
     """The `pipedeck logs` command that prints a stage's whole log."""
     words = ["pipedeck", "logs", "--run", run_id]
-    if pipeline is not None and pipeline.path != Path.cwd() / "pipedeck.yaml":
-        relative = os.path.relpath(pipeline.path)
-        words += ["-f", str(pipeline.path) if relative.startswith("..") else relative]
+    if pipeline is not None and pipeline.workspace != Path.cwd():  # -f takes the directory
+        relative = os.path.relpath(pipeline.workspace)
+        words += ["-f", str(pipeline.workspace) if relative.startswith("..") else relative]
     return shlex.join([*words, sid])
 
 
