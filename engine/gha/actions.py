@@ -8,6 +8,7 @@ download-artifact (under the run's .pipedeck/gha/RUN_ID/artifacts).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -135,7 +136,27 @@ def _candidates(names: tuple[str, ...], extra_globs: tuple[str, ...]) -> list[st
     return list(dict.fromkeys(os.path.realpath(p) for p in found))
 
 
-def _version_of(program: str) -> tuple[int, ...]:
+_VERSIONS: dict[str, tuple[int, ...]] = {}
+
+
+def _version_of(program: str, cache: Path | None = None) -> tuple[int, ...]:
+    """The version an interpreter reports, remembered in `cache` (by path and mtime)."""
+    if cache is not None and not _VERSIONS:
+        with contextlib.suppress(OSError, ValueError):
+            _VERSIONS.update({k: tuple(v) for k, v in json.loads(cache.read_text()).items()})
+    try:
+        key = f"{program}:{os.stat(program).st_mtime_ns}"
+    except OSError:
+        return ()
+    if key not in _VERSIONS:
+        _VERSIONS[key] = _probe(program)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(_VERSIONS))
+    return _VERSIONS[key]
+
+
+def _probe(program: str) -> tuple[int, ...]:
     try:
         done = subprocess.run(
             [program, "--version"], capture_output=True, text=True, timeout=10, check=False
@@ -146,10 +167,10 @@ def _version_of(program: str) -> tuple[int, ...]:
 
 
 def find_interpreter(
-    spec: str, names: tuple[str, ...], extra: tuple[str, ...]
+    spec: str, names: tuple[str, ...], extra: tuple[str, ...], cache: Path | None = None
 ) -> tuple[str | None, list[str]]:
     """The newest interpreter satisfying `spec`, and every version found (for the message)."""
-    found = [(v, p) for p in _candidates(names, extra) if (v := _version_of(p))]
+    found = [(v, p) for p in _candidates(names, extra) if (v := _version_of(p, cache))]
     found.sort(reverse=True)
     versions = sorted({".".join(map(str, v)) for v, _ in found})
     for version, path in found:
@@ -197,6 +218,7 @@ def setup_python(runner: JobRunner, with_: Mapping[str, str]) -> Result:
                 "~/.local/share/uv/python/*/bin/python3",
                 "/opt/python*/bin/python3",
             ),
+            runner.tool_cache / "versions.json",
         )
         if program is None:
             return _fail(
@@ -223,7 +245,10 @@ def setup_node(runner: JobRunner, with_: Mapping[str, str]) -> Result:
     if spec in ("lts/*", "latest", "node", "current"):
         spec = "*"
     program, versions = find_interpreter(
-        spec if spec != "*" else ">=0", ("node",), ("~/.nvm/versions/node/*/bin/node",)
+        spec if spec != "*" else ">=0",
+        ("node",),
+        ("~/.nvm/versions/node/*/bin/node",),
+        runner.tool_cache / "versions.json",
     )
     if program is None:
         return _fail(

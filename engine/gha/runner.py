@@ -4,7 +4,7 @@ loader) and runs its steps in order in the job's workspace, as a hosted Linux ru
 Each step's status goes to stdout as a step marker line (engine.gha.commands) that the engine
 turns into `step_status` events. Job results and outputs are files in
 `.pipedeck/gha/RUN_ID/jobs/`, read by the jobs that need this one (`needs.<job>.outputs`).
-Exit status: 0 when the job succeeded (or was skipped), 1 when it failed.
+Exit status: 0 when the job succeeded, 1 when it failed, JOB_SKIPPED (78) when it was skipped.
 """
 
 from __future__ import annotations
@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from engine.gha import expr
-from engine.gha.commands import CommandFilter, read_env_file, split_lines, step_marker
+from engine.gha.commands import (
+    JOB_SKIPPED,
+    CommandFilter,
+    read_env_file,
+    safe_name,
+    split_lines,
+    step_marker,
+)
 
 SHELLS = {
     "bash": ("bash --noprofile --norc -eo pipefail {0}", ".sh"),
@@ -37,10 +44,6 @@ SHELLS = {
     "powershell": ("pwsh -command \". '{0}'\"", ".ps1"),
 }
 _current: subprocess.Popen[bytes] | None = None
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.=," else "_" for c in name)[:120]
 
 
 class JobRunner:
@@ -57,7 +60,7 @@ class JobRunner:
         self.state = Path(self.workflow["state"]) / "gha" / self.run_id
         self.instance = instance
         self.combo = dict(combo)
-        self.temp = self.state / "tmp" / _safe(instance)
+        self.temp = self.state / "tmp" / safe_name(instance)
         self.tool_cache = Path(self.workflow["state"]) / "gha" / "tool-cache"
         self.masks: list[str] = [v for k, v in os.environ.items() if k in _secret_names(job)]
         self.env_ctx: dict[str, str] = {}
@@ -159,7 +162,7 @@ class JobRunner:
                 print(f"##[error]outputs.{name}: {err}", flush=True)
         write_result(self.state, self.job["job"], self.instance, self.result(), outputs)
         if self.summary:
-            summary = self.state / "summary" / f"{_safe(self.instance)}.md"
+            summary = self.state / "summary" / f"{safe_name(self.instance)}.md"
             summary.parent.mkdir(parents=True, exist_ok=True)
             summary.write_text("\n".join(self.summary))
         return self.result()
@@ -413,13 +416,21 @@ def _secret_names(job: Mapping[str, Any]) -> list[str]:
 
 
 def write_result(
-    state: Path, job: str, instance: str, result: str, outputs: Mapping[str, str]
+    state: Path,
+    job: str,
+    instance: str,
+    result: str,
+    outputs: Mapping[str, str],
+    reason: str | None = None,
 ) -> None:
-    """Record a job instance's result and outputs for the jobs that need it."""
+    """Record a job instance's result and outputs (and why it was skipped) for the jobs that
+    need it."""
     folder = state / "jobs"
     folder.mkdir(parents=True, exist_ok=True)
     data = {"job": job, "instance": instance, "result": result, "outputs": dict(outputs)}
-    target = folder / f"{_safe(instance)}.json"
+    if reason:
+        data["reason"] = reason
+    target = folder / f"{safe_name(instance)}.json"
     tmp = target.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
     tmp.replace(target)
@@ -460,7 +471,7 @@ def _slot(state: Path, job: str, limit: int, index: int) -> Any:
     """At most `limit` instances of a job at once (`max-parallel`), by file locks."""
     folder = state / "slots"
     folder.mkdir(parents=True, exist_ok=True)
-    handles = [open(folder / f"{_safe(job)}.{i}", "w") for i in range(limit)]  # noqa: SIM115
+    handles = [open(folder / f"{safe_name(job)}.{i}", "w") for i in range(limit)]  # noqa: SIM115
     try:
         for handle in handles:
             try:
@@ -486,8 +497,8 @@ def run_job(job: Mapping[str, Any]) -> int:
     instance = job["instance"]
     if job.get("skip"):
         print(f"##[warning]job skipped: {job['skip']}", flush=True)
-        write_result(state, job["job"], instance, "skipped", {})
-        return 0
+        write_result(state, job["job"], instance, "skipped", {}, job["skip"])
+        return JOB_SKIPPED
     probe = JobRunner(job, job["matrix"], instance)
     probe.failed = any(n["result"] in ("failure", "cancelled") for n in probe.needs.values())
     try:
@@ -497,9 +508,10 @@ def run_job(job: Mapping[str, Any]) -> int:
         write_result(state, job["job"], instance, "failure", {})
         return 1
     if not wanted:
-        print(f"job skipped: if: {job['if']} is false", flush=True)
-        write_result(state, job["job"], instance, "skipped", {})
-        return 0
+        reason = f"if: {job['if']} is false"
+        print(f"job skipped: {reason}", flush=True)
+        write_result(state, job["job"], instance, "skipped", {}, reason)
+        return JOB_SKIPPED
     combos = [(job["matrix"], instance)]
     if job.get("matrix_expr") is not None:
         from engine.gha.loader import expand_matrix, instance_id

@@ -300,7 +300,10 @@ async def test_skipped_jobs_and_github_context_from_git(tmp_path: Path) -> None:
     recorder, code, _ = await run(path, Options(event="workflow_dispatch"))
     assert code == 0
     assert "acme/shop refs/heads/main workflow_dispatch" in recorder.lines("info")
-    assert any("a macOS runner is not available here" in line for line in recorder.lines("mac"))
+    assert recorder.final("mac").status == "skipped"
+    assert "a macOS runner is not available here" in (recorder.final("mac").reason or "")
+    assert recorder.final("pr-only").status == "skipped"
+    assert recorder.final("pr-only").reason == "if: github.event_name == 'pull_request' is false"
     assert "never" not in recorder.lines("mac") + recorder.lines("pr-only")
 
 
