@@ -208,7 +208,8 @@ def setup_python(runner: JobRunner, with_: Mapping[str, str]) -> Result:
     specs = [s.strip() for s in spec.splitlines() if s.strip()]
     if any(s.lower().startswith(("pypy", "graalpy")) for s in specs):
         return _fail(f"actions/setup-python: {spec} is not an installed CPython here")
-    program, versions = None, []
+    program: str | None = None
+    versions: list[str] = []
     for one in specs:
         program, versions = find_interpreter(
             one,

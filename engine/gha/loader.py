@@ -250,6 +250,8 @@ class _WorkflowChecker(_Checker):
         if not isinstance(node, ScalarNode) or node.tag != "tag:yaml.org,2002:str":
             return
         text = node.value
+        if not condition and "${{" not in text:
+            return
         try:
             if condition:
                 tree = expr.condition_tree(text)
@@ -278,7 +280,7 @@ class _WorkflowChecker(_Checker):
         for child in expr._children(tree):
             self.collect_secrets(child)
 
-    def report_at(self, node: Node, offset: int, message: str) -> None:
+    def report_at(self, node: ScalarNode, offset: int, message: str) -> None:
         """A problem at a character of a scalar (exact for one-line plain and quoted ones)."""
         mark = node.start_mark
         one_line = "\n" not in self.text[mark.index : node.end_mark.index]
