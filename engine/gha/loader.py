@@ -99,6 +99,7 @@ NATIVE_ACTIONS = (
 )
 DEFAULT_TIMEOUT_MINUTES = 360
 MAX_MATRIX = 256  # GitHub's limit of jobs one matrix makes
+MAX_CALL_DEPTH = 4  # reusable workflows calling reusable workflows, as GitHub's limit
 _JOB_ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _SKIP_LABELS = (("macos", "macOS"), ("windows", "Windows"))
@@ -213,6 +214,10 @@ class _WorkflowChecker(_Checker):
         self.options = options
         self.warnings: list[Problem] = []
         self.secret_names: set[str] = set()
+        self.repo_root = Path(file).parent
+        self.static: Mapping[str, Any] = {}
+        self.top: dict[str, Any] = {}
+        self.depth = 0  # of reusable workflow calls
 
     def warn(self, node: Node, message: str, note: bool = False) -> None:
         mark = node.start_mark
@@ -294,56 +299,28 @@ class _WorkflowChecker(_Checker):
     def pipeline_of(
         self, root: Node, path: Path, environ: Mapping[str, str] | None
     ) -> Pipeline | None:
+        self.repo_root = _repo_root(path.parent)
         top = self.section(root, TOP_KEYS, "", "the workflow")
         if top is None:
             return None
-        if "jobs" not in top:
-            self.report(root, "a workflow needs 'jobs:'")
-            return None
-        for key in ("env", "defaults", "run-name", "name"):
-            if key in top:
-                self.check_expressions(top[key], key)
-        for key in NOTED_KEYS:
-            if key in top:
-                self.warn(top[key], f"{key}: accepted and ignored here", note=True)
-        on = self.plain(top["on"]) if "on" in top else None
-        jobs = self.entries(top["jobs"], "jobs")
-        if not jobs:
-            if jobs is not None:
-                self.report(top["jobs"], "jobs: a workflow needs at least one job")
-            return None
-        repo_root = _repo_root(path.parent)
-        github = github_context(repo_root, self.options.event, self.options.event_file)
+        github = github_context(self.repo_root, self.options.event, self.options.event_file)
         github["workflow"] = self.plain(top["name"]) if "name" in top else path.name
-        inputs = _inputs(on, self.options.inputs)
-        static = {"github": github, "inputs": inputs, "vars": {}, "env": {}}
+        inputs = _inputs(self.plain(top["on"]) if "on" in top else None, self.options.inputs)
+        self.static = {"github": github, "inputs": inputs, "vars": {}, "env": {}}
+        raw = self.read_jobs(root, top)
+        if raw is None or self.problems:
+            return None
         workflow = {
             "file": str(path),
-            "workspace": str(repo_root),
-            "state": str(repo_root / ".pipedeck"),
+            "workspace": str(self.repo_root),
+            "state": str(self.repo_root / ".pipedeck"),
             "env": self.plain(top["env"]) if "env" in top else {},
             "defaults": _run_defaults(self.plain(top["defaults"]) if "defaults" in top else {}),
             "github": github,
             "inputs": inputs,
+            "secrets": sorted(self.secret_names),
         }
-        raw: dict[str, dict[str, Any]] = {}
-        needs_nodes: dict[str, dict[str, Node]] = {}
-        for job_id, (key_node, job_node) in jobs.items():
-            if not _JOB_ID_RE.fullmatch(job_id):
-                self.report(
-                    key_node,
-                    f"jobs: job id {job_id!r} must start with a letter or '_' and contain "
-                    "only letters, digits, '-' and '_'",
-                )
-                continue
-            job = self.job(job_id, key_node, job_node, static)
-            if job is not None:
-                raw[job_id], needs_nodes[job_id] = job
-        self.check_needs_of(raw, needs_nodes, set(jobs))
-        if self.problems:
-            return None
-        workflow["secrets"] = sorted(self.secret_names)
-        stages, groups, hosts = self.stages(raw, workflow)
+        stages, groups, hosts = self.stages(_expand_calls(raw), workflow)
         if self.problems:
             return None
         secrets = self.secret_values(sorted(self.secret_names), environ)
@@ -355,13 +332,51 @@ class _WorkflowChecker(_Checker):
             env={},
             secrets=secrets,
             hosts=hosts,
-            root=repo_root,
+            root=self.repo_root,
         )
+
+    def read_jobs(
+        self, root: Node, top: Mapping[str, Node] | None = None
+    ) -> dict[str, dict[str, Any]] | None:
+        """The checked jobs of a workflow (of a called one too), by id."""
+        top = top if top is not None else self.section(root, TOP_KEYS, "", "the workflow")
+        if top is None:
+            return None
+        if "jobs" not in top:
+            self.report(root, "a workflow needs 'jobs:'")
+            return None
+        for key in ("env", "defaults", "run-name", "name"):
+            if key in top:
+                self.check_expressions(top[key], key)
+        for key in NOTED_KEYS:
+            if key in top:
+                self.warn(top[key], f"{key}: accepted and ignored here", note=True)
+        jobs = self.entries(top["jobs"], "jobs")
+        if not jobs:
+            if jobs is not None:
+                self.report(top["jobs"], "jobs: a workflow needs at least one job")
+            return None
+        self.top = {k: self.plain(v) for k, v in top.items() if k in ("on", "env", "defaults")}
+        raw: dict[str, dict[str, Any]] = {}
+        needs_nodes: dict[str, dict[str, Node]] = {}
+        for job_id, (key_node, job_node) in jobs.items():
+            if not _JOB_ID_RE.fullmatch(job_id):
+                self.report(
+                    key_node,
+                    f"jobs: job id {job_id!r} must start with a letter or '_' and contain "
+                    "only letters, digits, '-' and '_'",
+                )
+                continue
+            job = self.job(job_id, key_node, job_node, self.static)
+            if job is not None:
+                raw[job_id], needs_nodes[job_id] = job
+        self.check_needs_of(raw, needs_nodes, set(jobs))
+        return raw
 
     def secret_values(self, names: list[str], environ: Mapping[str, str] | None) -> dict[str, str]:
         environ = os.environ if environ is None else environ
         missing = [n for n in names if n not in environ]
-        dotenv = self.dotenv(Path(self.file).parent / ".env") if missing else {}
+        dotenv = self.dotenv(self.repo_root / ".env") if missing else {}
         return {n: environ.get(n, dotenv.get(n, "")) for n in names}
 
     def job(
@@ -413,18 +428,48 @@ class _WorkflowChecker(_Checker):
         return job, needs
 
     def reusable(self, job: dict[str, Any], nodes: Mapping[str, Node], path: str) -> None:
+        """`jobs.<id>.uses`: a local reusable workflow is read, its jobs run as this job's."""
+        job["steps"] = []
+        job["runs-on"] = "ubuntu-latest"
         uses = self.string(nodes["uses"], f"{path}.uses")
         if uses is None:
             return
-        reason = (
-            "a reusable workflow from another repository is not on disk"
-            if not uses.startswith("./")
-            else "local reusable workflows are not run yet"
-        )
-        self.warn(nodes["uses"], f"{path}.uses: {reason}; the job is skipped")
-        job["skip"] = reason
-        job["steps"] = []
-        job["runs-on"] = "ubuntu-latest"
+        called = self.repo_root / uses.split("@", 1)[0] if uses.startswith("./") else None
+        if called is None or not called.is_file() or self.depth >= MAX_CALL_DEPTH:
+            reason = (
+                "a reusable workflow from another repository is not on disk"
+                if called is None
+                else f"{uses} not found"
+                if not called.is_file()
+                else f"reusable workflows nested deeper than {MAX_CALL_DEPTH}"
+            )
+            self.warn(nodes["uses"], f"{path}.uses: {reason}; the job is skipped")
+            job["skip"] = reason
+            return
+        sub = _WorkflowChecker(str(called), _read(str(called)), self.options)
+        sub.repo_root, sub.static, sub.depth = self.repo_root, self.static, self.depth + 1
+        root = sub.compose()
+        inner = sub.read_jobs(root) if root is not None else None
+        self.problems.extend(sub.problems)
+        self.warnings.extend(sub.warnings)
+        self.secret_names |= sub.secret_names
+        if inner is None:
+            return
+        call = sub.top.get("on") if isinstance(sub.top.get("on"), Mapping) else {}
+        spec = call.get("workflow_call") if isinstance(call, Mapping) else None
+        spec = spec if isinstance(spec, Mapping) else {}
+        outputs = spec.get("outputs")
+        outputs = outputs if isinstance(outputs, Mapping) else {}
+        job["called"] = {
+            "jobs": inner,
+            "env": sub.top.get("env") or {},
+            "defaults": _run_defaults(sub.top.get("defaults") or {}),
+            "inputs": _inputs({"workflow_call": spec}, {}),
+            "with": self.plain(nodes["with"]) if "with" in nodes else {},
+            "outputs": {
+                k: v.get("value", "") for k, v in outputs.items() if isinstance(v, Mapping)
+            },
+        }
 
     def steps(self, node: Node, path: str, job: dict[str, Any]) -> list[dict[str, Any]]:
         if not isinstance(node, SequenceNode):
@@ -458,7 +503,7 @@ class _WorkflowChecker(_Checker):
         if uses.startswith("docker://"):
             reason = "Docker actions need Docker, which pipedeck does not use"
         elif uses.startswith("./"):
-            action_dir = _repo_root(Path(self.file).parent) / uses
+            action_dir = self.repo_root / uses
             if (
                 not (action_dir / "action.yml").is_file()
                 and not (action_dir / "action.yaml").is_file()
@@ -637,6 +682,8 @@ class _WorkflowChecker(_Checker):
             },
             "continue-on-error": continue_on_error,
             "timeout-minutes": timeout,
+            "call": job.get("call"),
+            "aggregate": job.get("aggregate"),
             "skip": skip,
             "runs-on": labels,
         }
@@ -651,12 +698,43 @@ class _WorkflowChecker(_Checker):
             env={},
             timeout=float(timeout) * 60 if isinstance(timeout, float) else None,
             kill_grace=5.0,
-            when="always" if uses_status else "on_success",
+            when="always" if uses_status or job.get("aggregate") else "on_success",
             allow_failure=continue_on_error is True,
             host=host,
             matrix={k: expr.to_str(v) for k, v in combo.items()},
             steps=True,
         )
+
+
+def _expand_calls(raw: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Jobs calling a local reusable workflow become its jobs (`caller/inner`, needing what the
+    caller needs) and the caller a job without steps that needs them all and makes the outputs
+    `on.workflow_call.outputs` names from their `jobs` context."""
+    out: dict[str, dict[str, Any]] = {}
+    for job_id, job in raw.items():
+        called = job.pop("called", None)
+        if called is None:
+            out[job_id] = job
+            continue
+        inner = _expand_calls(called["jobs"])
+        alias = {name: f"{job_id}/{name}" for name in inner}
+        for name, sub in inner.items():
+            sub = dict(sub)
+            sub["id"] = alias[name]
+            sub["needs"] = [alias[n] for n in sub["needs"] if n in alias] or list(job["needs"])
+            sub["env"] = {**called["env"], **sub["env"]}
+            sub["defaults"] = {**called["defaults"], **sub["defaults"]}
+            sub["call"] = {
+                "with": called["with"],
+                "inputs": called["inputs"],
+                "needs": list(job["needs"]),
+            }
+            out[alias[name]] = sub
+        job["needs"] = list(alias.values())
+        job["outputs"] = called["outputs"]
+        job["aggregate"] = alias
+        out[job_id] = job
+    return out
 
 
 def _safe_condition(text: str) -> expr.Node:

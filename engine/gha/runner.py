@@ -70,6 +70,12 @@ class JobRunner:
         self.post: list[Any] = []  # callables run after the steps (actions/cache saves)
         self.summary: list[str] = []
         self.needs = read_needs(self.state, job["needs"])
+        self.inputs = self.workflow["inputs"]
+        if job.get("call"):  # a job of a called reusable workflow: `with:` are its inputs
+            call = job["call"]
+            ctx = self.contexts({"needs": read_needs(self.state, call["needs"]), "matrix": {}})
+            given = expr.interpolate_all(call["with"] or {}, ctx)
+            self.inputs = {**call["inputs"], **given}
 
     # -- contexts
 
@@ -94,7 +100,11 @@ class JobRunner:
                 "debug": "",
             },
             "strategy": self.job["strategy"],
-            "inputs": self.workflow["inputs"],
+            "inputs": self.inputs,
+            "jobs": {
+                short: self.needs.get(full)
+                for short, full in (self.job.get("aggregate") or {}).items()
+            },
             **(extra or {}),
         }
         return expr.Context(values, expr.Status(failed=self.failed), self.workspace)
@@ -150,6 +160,8 @@ class JobRunner:
         for scope in (self.workflow["env"], self.job["env"]):
             for key, value in (scope or {}).items():
                 self.env_ctx[key] = expr.to_str(expr.interpolate(_text(value), self.contexts()))
+        if self.job.get("aggregate"):  # the caller of a reusable workflow: its jobs' verdict
+            self.failed = any(n["result"] in ("failure", "cancelled") for n in self.needs.values())
         for index, step in enumerate(self.job["steps"]):
             self.step(index, step)
         for action in self.post:

@@ -330,3 +330,62 @@ async def test_fail_fast_cancels_queued_matrix_instances(tmp_path: Path, fail_fa
     await the_run.close()
     assert recorder.final("t[n=1]").status == "failed"
     assert recorder.final("t[n=2]").status == ("failed" if fail_fast else "succeeded")
+
+
+async def test_local_reusable_workflow_runs_its_jobs_with_inputs_and_outputs(
+    tmp_path: Path,
+) -> None:
+    workflow(tmp_path, "")  # makes the folder
+    (tmp_path / ".github" / "workflows" / "reuse.yml").write_text(
+        textwrap.dedent(
+            """
+            on:
+              workflow_call:
+                inputs:
+                  who: {type: string, default: nobody}
+                  times: {type: number, default: 2}
+                outputs:
+                  greeting: {value: "${{ jobs.greet.outputs.text }}"}
+            jobs:
+              greet:
+                runs-on: ubuntu-latest
+                outputs: {text: "${{ steps.s.outputs.text }}"}
+                steps:
+                  - id: s
+                    run: echo "text=hello ${{ inputs.who }} x${{ inputs.times }}" >> "$GITHUB_OUTPUT"
+              shout:
+                needs: greet
+                runs-on: ubuntu-latest
+                steps:
+                  - run: echo "after greet"
+            """
+        )
+    )
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          first:
+            runs-on: ubuntu-latest
+            outputs: {name: "${{ steps.n.outputs.name }}"}
+            steps:
+              - id: n
+                run: echo "name=pipedeck" >> "$GITHUB_OUTPUT"
+          call:
+            needs: first
+            uses: ./.github/workflows/reuse.yml
+            with:
+              who: ${{ needs.first.outputs.name }}
+            secrets: inherit
+          last:
+            needs: call
+            runs-on: ubuntu-latest
+            steps:
+              - run: echo "said ${{ needs.call.outputs.greeting }} (${{ needs.call.result }})"
+        """,
+    )
+    recorder, code, the_run = await run(path)
+    assert code == 0
+    assert list(the_run.pipeline.stages) == ["first", "call/greet", "call/shout", "call", "last"]
+    assert "said hello pipedeck x2 (success)" in recorder.lines("last")
