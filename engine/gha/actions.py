@@ -287,7 +287,7 @@ def _paths(runner: JobRunner, text: str) -> list[Path]:
 
 
 def _cache_dir(runner: JobRunner) -> Path:
-    folder = Path(runner.workflow["state"]) / "gha" / "cache"
+    folder = runner.workspace / ".pipedeck" / "gha" / "cache"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

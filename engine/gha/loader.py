@@ -312,8 +312,6 @@ class _WorkflowChecker(_Checker):
             return None
         workflow = {
             "file": str(path),
-            "workspace": str(self.repo_root),
-            "state": str(self.repo_root / ".pipedeck"),
             "env": self.plain(top["env"]) if "env" in top else {},
             "defaults": _run_defaults(self.plain(top["defaults"]) if "defaults" in top else {}),
             "github": github,
@@ -659,8 +657,8 @@ class _WorkflowChecker(_Checker):
                             f"{path}.runs-on: {reason} (map it with --runner {label}=HOST); "
                             "the job is skipped",
                         )
-        timeout = job.get("timeout-minutes", DEFAULT_TIMEOUT_MINUTES)
-        continue_on_error = job.get("continue-on-error", False)
+        timeout = _static(job.get("timeout-minutes", DEFAULT_TIMEOUT_MINUTES), ctx)
+        continue_on_error = _static(job.get("continue-on-error", False), ctx)
         description = {
             "workflow": workflow,
             "job": job["id"],
@@ -735,6 +733,18 @@ def _expand_calls(raw: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]
         job["aggregate"] = alias
         out[job_id] = job
     return out
+
+
+def _static(value: Any, ctx: expr.Context) -> Any:
+    """A value whose expression can be known when the file is loaded (matrix, github, inputs);
+    otherwise the text, for the runner to evaluate."""
+    if not isinstance(value, str) or "${{" not in value or _mentions(value, "needs"):
+        return value
+    try:
+        value = expr.interpolate(value, ctx)
+    except expr.ExprError:
+        return value
+    return expr.to_number(value) if isinstance(value, str) and value.strip().isdigit() else value
 
 
 def _safe_condition(text: str) -> expr.Node:

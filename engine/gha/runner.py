@@ -55,13 +55,13 @@ class JobRunner:
         self.job = job
         self.offset = offset  # step numbers of earlier instances run by the same stage
         self.workflow = job["workflow"]
-        self.workspace = Path(self.workflow["workspace"])
+        self.workspace = Path.cwd()  # the stage runs in the workspace, here or on an SSH host
         self.run_id = os.environ.get("PIPEDECK_RUN_ID", "local")
-        self.state = Path(self.workflow["state"]) / "gha" / self.run_id
+        self.state = self.workspace / ".pipedeck" / "gha" / self.run_id
         self.instance = instance
         self.combo = dict(combo)
         self.temp = self.state / "tmp" / safe_name(instance)
-        self.tool_cache = Path(self.workflow["state"]) / "gha" / "tool-cache"
+        self.tool_cache = self.workspace / ".pipedeck" / "gha" / "tool-cache"
         self.masks: list[str] = [v for k, v in os.environ.items() if k in _secret_names(job)]
         self.env_ctx: dict[str, str] = {}
         self.path_add: list[str] = []
@@ -505,7 +505,7 @@ def _slot(state: Path, job: str, limit: int, index: int) -> Any:
 def run_job(job: Mapping[str, Any]) -> int:
     """Run a job description (all matrix instances when the matrix is known only now)."""
     run_id = os.environ.get("PIPEDECK_RUN_ID", "local")
-    state = Path(job["workflow"]["state"]) / "gha" / run_id
+    state = Path.cwd() / ".pipedeck" / "gha" / run_id
     instance = job["instance"]
     if job.get("skip"):
         print(f"##[warning]job skipped: {job['skip']}", flush=True)

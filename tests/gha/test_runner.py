@@ -389,3 +389,41 @@ async def test_local_reusable_workflow_runs_its_jobs_with_inputs_and_outputs(
     assert code == 0
     assert list(the_run.pipeline.stages) == ["first", "call/greet", "call/shout", "call", "last"]
     assert "said hello pipedeck x2 (success)" in recorder.lines("last")
+
+
+async def test_event_file_inputs_and_matrix_expressions_in_job_keys(tmp_path: Path) -> None:
+    event = tmp_path / "event.json"
+    event.write_text('{"pull_request": {"number": 42}}')
+    path = workflow(
+        tmp_path,
+        """
+        on:
+          workflow_dispatch:
+            inputs:
+              debug: {type: boolean, default: false}
+              level: {type: number, default: 1}
+        jobs:
+          t:
+            runs-on: ubuntu-latest
+            continue-on-error: ${{ matrix.experimental }}
+            timeout-minutes: ${{ matrix.minutes }}
+            strategy:
+              matrix:
+                include:
+                  - {experimental: true, minutes: 2}
+                  - {experimental: false, minutes: 3}
+            steps:
+              - run: |
+                  echo "pr=${{ github.event.pull_request.number }} debug=${{ inputs.debug }} level=${{ inputs.level }}"
+                  test "${{ inputs.debug && 'on' || 'off' }}" = on
+                  test "$(python3 -c 'import json,os; print(json.load(open(os.environ["GITHUB_EVENT_PATH"]))["pull_request"]["number"])')" = 42
+        """,
+    )
+    options = Options(event="pull_request", event_file=str(event), inputs={"debug": "true"})
+    recorder, code, the_run = await run(path, options)
+    assert code == 0
+    stages = the_run.pipeline.stages
+    assert stages["t[experimental=true,minutes=2]"].allow_failure is True
+    assert stages["t[experimental=false,minutes=3]"].allow_failure is False
+    assert stages["t[experimental=false,minutes=3]"].timeout == 180
+    assert "pr=42 debug=true level=1" in recorder.lines("t[experimental=true,minutes=2]")
