@@ -124,16 +124,6 @@ class Workflow:
     warnings: tuple[Problem, ...] = ()
 
 
-def is_workflow(path: str | os.PathLike[str]) -> bool:
-    """True for a file with a top-level `jobs:` and no top-level `version:`."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(1 << 20).decode("utf-8", "replace")
-    except OSError:
-        return False
-    return bool(re.search(r"(?m)^jobs\s*:", head)) and not re.search(r"(?m)^version\s*:", head)
-
-
 def load_workflow(
     path: str | os.PathLike[str],
     options: Options | None = None,
@@ -277,7 +267,8 @@ class _WorkflowChecker(_Checker):
                         f"{path}: unknown context {name!r}"
                         + _did_you_mean(name.lower(), expr.CONTEXTS),
                     )
-            self.collect_secrets(tree)
+            if "secrets" in text.lower():
+                self.collect_secrets(tree)
 
     def collect_secrets(self, tree: expr.Node) -> None:
         if tree[0] == "prop" and tree[1][0] == "ctx" and tree[1][1].lower() == "secrets":
