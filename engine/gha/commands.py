@@ -51,6 +51,15 @@ def skip_reason(state_dir: Path, run_id: str, instance: str) -> str:
         return "skipped by the job runner"
 
 
+def summaries(state_dir: Path, run_id: str) -> list[tuple[str, str]]:
+    """The step summaries (`GITHUB_STEP_SUMMARY`, Markdown) each job of a run wrote:
+    (job instance, as a file name; text)."""
+    folder = state_dir / "gha" / run_id / "summary"
+    if not folder.is_dir():
+        return []
+    return [(path.stem, path.read_text(errors="replace")) for path in sorted(folder.glob("*.md"))]
+
+
 def step_events(
     run_id: str, stage: str, attempt: int, lines: Iterable[str]
 ) -> Iterator[StepStatus]:

@@ -39,3 +39,19 @@ def test_sample_workflow_runs_end_to_end(tmp_path: Path) -> None:
     ]
     assert all(isinstance(s["duration"], float) for s in steps if s["status"] == "succeeded")
     assert list((tmp_path / "github" / "downloaded").glob("shop-*.whl"))
+
+
+def test_show_prints_the_step_summary(tmp_path: Path) -> None:
+    shutil.copytree(SAMPLES / "shop", tmp_path / "shop")
+    shutil.copytree(SAMPLES / "github", tmp_path / "github")
+    repo = tmp_path / "github"
+    done = subprocess.run(
+        [pipedeck_bin(), "run", ".github/workflows/ci.yml"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-2000:]
+    shown = subprocess.run([pipedeck_bin(), "show"], cwd=repo, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert "── summary of build ──\n### Built shop-0.1.0-py3-none-any.whl" in shown.stdout
