@@ -208,6 +208,7 @@ class _WorkflowChecker(_Checker):
         self.static: Mapping[str, Any] = {}
         self.top: dict[str, Any] = {}
         self.depth = 0  # of reusable workflow calls
+        self.root_hosts: dict[str, Host] | None = None  # of a pipedeck.yaml beside .github
 
     def warn(self, node: Node, message: str, note: bool = False) -> None:
         mark = node.start_mark
@@ -604,7 +605,7 @@ class _WorkflowChecker(_Checker):
             for index, (sid, combo) in enumerate(zip(groups[job_id], job["combos"], strict=True)):
                 stage = self.stage(job, sid, combo, needs, workflow, index, total)
                 if stage.host != LOCAL:
-                    hosts[stage.host] = Host(stage.host, stage.host)
+                    hosts[stage.host] = self.host(stage.host, job["runs_on_node"])
                 instances[sid] = stage
         order = graph.topo_order({sid: s.needs for sid, s in instances.items()})
         return (
@@ -612,6 +613,29 @@ class _WorkflowChecker(_Checker):
             {n: tuple(groups[n]) for n in dict.fromkeys(instances[s].name for s in order)},
             hosts,
         )
+
+    def host(self, name: str, node: Node) -> Host:
+        """A `--runner` host: from the `hosts:` of a pipedeck.yaml at the repository root, or
+        from ~/.ssh/config; an unknown one is a problem at the job's `runs-on`."""
+        if self.root_hosts is None:
+            self.root_hosts = {}
+            root_file = self.repo_root / "pipedeck.yaml"
+            if root_file.is_file():
+                from engine.loader import load
+
+                try:
+                    self.root_hosts = dict(load(root_file).hosts)
+                except ConfigError as err:
+                    self.problems.extend(err.problems)
+        if name in self.root_hosts:
+            return self.root_hosts[name]
+        if not self.in_ssh_config(name):
+            self.report(
+                node,
+                f"--runner: unknown host {name!r}: not in the hosts: of "
+                f"{self.repo_root / 'pipedeck.yaml'} and no Host entry in ~/.ssh/config",
+            )
+        return Host(name, name)
 
     def stage(
         self,

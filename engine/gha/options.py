@@ -31,6 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--strict", action="store_true", help="what cannot run here is an error, not a warning"
     )
+    group.add_argument(
+        "--watch-paths",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="with --watch: only changes under PATH rerun (repeatable; default: the repository)",
+    )
 
 
 def _pairs(items: list[str], option: str) -> dict[str, str]:
@@ -63,6 +70,14 @@ def load(path: str, args: argparse.Namespace) -> Workflow:
     workflow = load_workflow(path, options_of(args))
     for warning in workflow.warnings:
         print(warning, file=sys.stderr)
+    paths = tuple(getattr(args, "watch_paths", None) or ())
+    if paths:  # a workflow has no `inputs`: by default every change reruns it
+        from dataclasses import replace
+
+        pipeline = workflow.pipeline
+        workflow = replace(
+            workflow, pipeline=replace(pipeline, watch=replace(pipeline.watch, paths=paths))
+        )
     return workflow
 
 

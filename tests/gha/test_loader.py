@@ -168,10 +168,17 @@ def test_what_cannot_run_is_a_warning_and_strict_makes_it_an_error(tmp_path: Pat
     assert len(err.value.problems) == 4  # the notes stay notes
 
 
-def test_runner_option_maps_a_label_to_a_host(tmp_path: Path) -> None:
+def test_runner_option_maps_a_label_to_a_host_of_the_root_pipedeck_yaml(tmp_path: Path) -> None:
     path = write(tmp_path, UNSUPPORTED)
+    (tmp_path / "pipedeck.yaml").write_text(
+        "version: 1\nhosts:\n  mac-mini: {address: 10.0.0.9, user: ci}\n"
+        "stages:\n  x: {run: 'true'}\n"
+    )
     pipeline = load_workflow(path, Options(runners={"macos-latest": "mac-mini"})).pipeline
     assert pipeline.stages["mac"].host == "mac-mini"
+    assert pipeline.hosts["mac-mini"].address == "10.0.0.9"
+    with pytest.raises(ConfigError, match="--runner: unknown host 'nowhere-host'"):
+        load_workflow(path, Options(runners={"macos-latest": "nowhere-host"}))
 
 
 def test_cli_validate_and_strict_exit_codes(tmp_path: Path) -> None:
@@ -190,3 +197,16 @@ def test_no_pipedeck_yaml_and_one_workflow_is_offered(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "using .github/workflows/ci.yml" in done.stderr
     assert "a" in done.stdout
+
+
+def test_watch_paths_narrow_what_a_workflow_watches(tmp_path: Path) -> None:
+    import argparse
+
+    from engine.gha.options import add_arguments, load
+
+    path = write(tmp_path, "on: push\njobs:\n  a: {runs-on: ubuntu-latest, steps: [{run: echo}]}\n")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert load(str(path), parser.parse_args([])).pipeline.watch.paths == (".",)
+    args = parser.parse_args(["--watch-paths", "src", "--watch-paths", "tests"])
+    assert load(str(path), args).pipeline.watch.paths == ("src", "tests")
