@@ -88,6 +88,41 @@ STEP_KEYS = dict.fromkeys(
     _ANY,
 )
 STRATEGY_KEYS = dict.fromkeys(("matrix", "fail-fast", "max-parallel"), _ANY)
+# What each key's value may be: map(ping), list, str(ing), num(ber), bool(ean); a string holding
+# `${{ }}` is always allowed where a number or boolean is expected.
+_MAP, _LIST, _STR, _NUM, _BOOL = "a mapping", "a list", "a string", "a number", "true or false"
+TOP_KINDS = {"env": (_MAP,), "defaults": (_MAP,), "name": (_STR,), "run-name": (_STR,)}
+JOB_KINDS = {
+    "name": (_STR,),
+    "needs": (_STR, _LIST),
+    "runs-on": (_STR, _LIST, _MAP),
+    "if": (_STR, _BOOL, _NUM),
+    "strategy": (_MAP,),
+    "env": (_MAP,),
+    "defaults": (_MAP,),
+    "steps": (_LIST,),
+    "outputs": (_MAP,),
+    "timeout-minutes": (_NUM,),
+    "continue-on-error": (_BOOL,),
+    "services": (_MAP,),
+    "container": (_STR, _MAP),
+    "uses": (_STR,),
+    "with": (_MAP,),
+    "secrets": (_STR, _MAP),
+}
+STEP_KINDS = {
+    "id": (_STR,),
+    "name": (_STR,),
+    "if": (_STR, _BOOL, _NUM),
+    "uses": (_STR,),
+    "run": (_STR,),
+    "shell": (_STR,),
+    "with": (_MAP,),
+    "env": (_MAP,),
+    "working-directory": (_STR,),
+    "continue-on-error": (_BOOL,),
+    "timeout-minutes": (_NUM,),
+}
 NOTED_KEYS = ("concurrency", "permissions", "environment")
 NATIVE_ACTIONS = (
     "actions/checkout",
@@ -233,6 +268,24 @@ class _WorkflowChecker(_Checker):
         items = self.entries(node, "value") or {}
         return {k: self.plain(v) for k, (_, v) in items.items()}
 
+    def kind(self, node: Node, kinds: tuple[str, ...], path: str) -> bool:
+        """Whether a value is of one of `kinds`; reports it when not."""
+        if isinstance(node, MappingNode):
+            ok = _MAP in kinds
+        elif isinstance(node, SequenceNode):
+            ok = _LIST in kinds
+        elif node.tag == BOOL:
+            ok = _BOOL in kinds
+        elif node.tag in (INT, FLOAT):
+            ok = _NUM in kinds or _STR in kinds
+        elif node.tag == NULL:
+            ok = False
+        else:
+            ok = _STR in kinds or ("${{" in node.value and (_NUM in kinds or _BOOL in kinds))
+        if not ok:
+            self.report(node, f"{path}: expected {' or '.join(kinds)}, got {_describe(node)}")
+        return ok
+
     def check_expressions(self, node: Node, path: str, condition: bool = False) -> None:
         """Report each bad `${{ }}` or unknown context in the strings under `node`."""
         if isinstance(node, SequenceNode):
@@ -336,7 +389,7 @@ class _WorkflowChecker(_Checker):
             self.report(root, "a workflow needs 'jobs:'")
             return None
         for key in ("env", "defaults", "run-name", "name"):
-            if key in top:
+            if key in top and self.kind(top[key], TOP_KINDS[key], key):
                 self.check_expressions(top[key], key)
         for key in NOTED_KEYS:
             if key in top:
@@ -377,7 +430,10 @@ class _WorkflowChecker(_Checker):
         if nodes is None:
             return None
         job: dict[str, Any] = {"id": job_id, "node": key_node, "skip": None}
-        for key, value in nodes.items():
+        for key, value in list(nodes.items()):
+            if key in JOB_KINDS and not self.kind(value, JOB_KINDS[key], f"{path}.{key}"):
+                del nodes[key]
+                continue
             self.check_expressions(value, f"{path}.{key}", condition=key == "if")
         needs_node = nodes.get("needs")
         needs: dict[str, Node] = {}
@@ -472,7 +528,10 @@ class _WorkflowChecker(_Checker):
             nodes = self.section(item, STEP_KEYS, "", f"step {i + 1} of job {job['id']!r}")
             if nodes is None:
                 continue
-            for key, value in nodes.items():
+            for key, value in list(nodes.items()):
+                if not self.kind(value, STEP_KINDS[key], f"{where}.{key}"):
+                    del nodes[key]
+                    continue
                 self.check_expressions(value, f"{where}.{key}", condition=key == "if")
             step = {k: self.plain(v) for k, v in nodes.items()}
             if ("run" in step) == ("uses" in step):

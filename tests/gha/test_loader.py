@@ -210,3 +210,17 @@ def test_watch_paths_narrow_what_a_workflow_watches(tmp_path: Path) -> None:
     assert load(str(path), parser.parse_args([])).pipeline.watch.paths == (".",)
     args = parser.parse_args(["--watch-paths", "src", "--watch-paths", "tests"])
     assert load(str(path), args).pipeline.watch.paths == ("src", "tests")
+
+
+def test_wrong_kinds_of_values_are_reported(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    env: [x]\n"
+        "    timeout-minutes: soon\n    steps:\n      - run: echo\n        with: 3\n",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_workflow(path)
+    text = str(err.value)
+    assert f"{path}:5:10: jobs.a.env: expected a mapping, got a list" in text
+    assert f"{path}:6:22: jobs.a.timeout-minutes: expected a number, got the string 'soon'" in text
+    assert f"{path}:9:15: jobs.a.steps[0].with: expected a mapping, got the integer 3" in text
