@@ -561,7 +561,13 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _on_term)
     sys.stdout.reconfigure(errors="replace", line_buffering=False)  # type: ignore[union-attr]
     job = json.load(sys.stdin)
-    return run_job(job)
+    try:
+        return run_job(job)
+    except (expr.ExprError, ValueError, OSError) as err:  # a bad expression, a full disk...
+        print(f"##[error]{job['instance']}: {err}", flush=True)
+        write_result(Path.cwd() / ".pipedeck" / "gha" / os.environ.get("PIPEDECK_RUN_ID", "local"),
+                     job["job"], job["instance"], "failure", {})  # fmt: skip
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import textwrap
@@ -427,3 +428,42 @@ async def test_event_file_inputs_and_matrix_expressions_in_job_keys(tmp_path: Pa
     assert stages["t[experimental=false,minutes=3]"].allow_failure is False
     assert stages["t[experimental=false,minutes=3]"].timeout == 180
     assert "pr=42 debug=true level=1" in recorder.lines("t[experimental=true,minutes=2]")
+
+
+async def test_local_node_action_runs_with_node(tmp_path: Path) -> None:
+    if shutil.which("node") is None:  # like the SSH tests: CI must have it, a dev machine may not
+        if os.environ.get("CI") == "true":
+            pytest.fail("node is not installed (needed for node actions)")
+        pytest.skip("node is not installed on this dev machine")
+    action = tmp_path / "nodeact"
+    action.mkdir()
+    (action / "action.yml").write_text(
+        "name: n\ninputs: {who: {default: x}}\noutputs: {said: {description: d}}\n"
+        "runs: {using: node20, main: index.js}\n"
+    )
+    (action / "index.js").write_text(
+        "const fs = require('fs');\n"
+        "console.log('node says hi ' + process.env.INPUT_WHO);\n"
+        "fs.appendFileSync(process.env.GITHUB_OUTPUT, 'said=yes\\n');\n"
+    )
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          n:
+            runs-on: ubuntu-latest
+            steps:
+              - id: a
+                uses: ./nodeact
+                with: {who: pipedeck}
+              - run: echo "said ${{ steps.a.outputs.said }}"
+              - run: echo "${{ fromJSON('{nope') }}"
+        """,
+    )
+    recorder, code, _ = await run(path)
+    assert "node says hi pipedeck" in recorder.lines("n")
+    assert "said yes" in recorder.lines("n")
+    assert code == 1  # the bad fromJSON fails its step with a message, not a traceback
+    assert any("fromJSON(): not JSON" in line for line in recorder.lines("n"))
+    assert not any("Traceback" in line for line in recorder.lines("n"))
