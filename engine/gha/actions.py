@@ -22,8 +22,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from engine.gha import expr
 
 if TYPE_CHECKING:
@@ -405,6 +403,12 @@ def local_action(
     timeout: float | None,
 ) -> Result:
     """A composite or node action from the repository (`uses: ./path`)."""
+    try:
+        import yaml  # present wherever pipedeck is installed; maybe not on an SSH host
+    except ImportError:
+        raise ValueError(
+            f"{folder.name}: reading action.yml needs PyYAML for this python"
+        ) from None
     for name in ("action.yml", "action.yaml"):
         if (folder / name).is_file():
             meta = yaml.safe_load((folder / name).read_text()) or {}

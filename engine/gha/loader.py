@@ -11,13 +11,17 @@ the source, so `on:` is the string "on", not YAML 1.1's `True`.
 
 from __future__ import annotations
 
-import itertools
+import base64
+import hashlib
+import io
 import json
 import os
 import re
 import sys
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from engine import graph
 from engine.gha import expr
 from engine.gha.context import github_context
+from engine.gha.matrix import expand_matrix, instance_id
 from engine.loader import (
     BOOL,
     FLOAT,
@@ -132,11 +137,21 @@ NATIVE_ACTIONS = (
     "actions/upload-artifact",
     "actions/download-artifact",
 )
+RUNNER_MODULES = (  # what `engine.gha.runner` imports, shipped to SSH hosts
+    "__init__.py",
+    "events.py",
+    "globs.py",
+    "gha/__init__.py",
+    "gha/actions.py",
+    "gha/commands.py",
+    "gha/expr.py",
+    "gha/matrix.py",
+    "gha/runner.py",
+)
 DEFAULT_TIMEOUT_MINUTES = 360
 MAX_MATRIX = 256  # GitHub's limit of jobs one matrix makes
 MAX_CALL_DEPTH = 4  # reusable workflows calling reusable workflows, as GitHub's limit
 _JOB_ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _SKIP_LABELS = (("macos", "macOS"), ("windows", "Windows"))
 
 
@@ -180,55 +195,37 @@ def load_workflow(
     return Workflow(pipeline, tuple(sorted(set(checker.warnings))))
 
 
-def expand_matrix(matrix: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Matrix combinations by GitHub's rules: the product of the axes, minus `exclude`
-    (partial matches), then each `include` entry extends every original combination it does
-    not contradict on an original axis, or else is added as a combination of its own."""
-    axes = {k: v for k, v in matrix.items() if k not in ("include", "exclude")}
-    combos: list[dict[str, Any]] = [
-        dict(zip(axes, values, strict=True))
-        for values in itertools.product(*(v if isinstance(v, list) else [v] for v in axes.values()))
-    ]
-    if not axes:
-        combos = []
-    for rule in matrix.get("exclude") or []:
-        if isinstance(rule, Mapping):
-            combos = [c for c in combos if not all(c.get(k) == v for k, v in rule.items())]
-    originals = [dict(c) for c in combos]
-    extra: list[dict[str, Any]] = []
-    for entry in matrix.get("include") or []:
-        if not isinstance(entry, Mapping):
-            continue
-        matched = False
-        for combo, original in zip(combos, originals, strict=True):
-            if all(original[k] == v for k, v in entry.items() if k in original):
-                combo.update({k: v for k, v in entry.items() if k not in original})
-                matched = True
-        if not matched:
-            extra.append(dict(entry))
-    return combos + extra
-
-
-def instance_id(job: str, combo: Mapping[str, Any]) -> str:
-    """`test[python=3.12,os=ubuntu-latest]` (object values as compact JSON)."""
-    if not combo:
-        return job
-    parts = []
-    for key, value in combo.items():
-        text = (
-            json.dumps(expr._plain(value), separators=(",", ":"))
-            if isinstance(value, Mapping | list)
-            else expr.to_str(value)
-        )
-        parts.append(f"{key}={_CONTROL_RE.sub(' ', text)}")
-    return f"{job}[{','.join(parts)}]"
-
-
 def runner_command(job: Mapping[str, Any], remote: bool = False) -> str:
-    """The stage command: the job runner reading the job's description from a here-document."""
-    python = "python3" if remote else f"'{sys.executable}'"
+    """The stage command: the job runner reading the job's description from a here-document.
+    On an SSH host the runner's code travels with it (a zip of its modules, unpacked once into
+    the remote workspace's .pipedeck/), run by that host's `python3`."""
     data = json.dumps(job, ensure_ascii=True, separators=(",", ":"))
-    return f"{python} -m engine.gha.runner <<'PIPEDECK_GHA_JOB'\n{data}\nPIPEDECK_GHA_JOB\n"
+    job_doc = f"<<'PIPEDECK_GHA_JOB'\n{data}\nPIPEDECK_GHA_JOB\n"
+    if not remote:
+        return f"'{sys.executable}' -m engine.gha.runner {job_doc}"
+    name, code = runner_zip()
+    target = f".pipedeck/gha/{name}"
+    return (
+        f"if [ ! -f {target} ]; then mkdir -p .pipedeck/gha && "
+        f"base64 -d > {target}.$$ <<'PIPEDECK_GHA_CODE' && mv {target}.$$ {target}\n"
+        f"{code}\nPIPEDECK_GHA_CODE\nfi\n"
+        f"python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); "
+        f"from engine.gha.runner import main; sys.exit(main())' {target} {job_doc}"
+    )
+
+
+@lru_cache(maxsize=1)
+def runner_zip() -> tuple[str, str]:
+    """(file name, base64 text) of a zip of the modules the job runner imports."""
+    package = Path(__file__).resolve().parent.parent
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for module in RUNNER_MODULES:
+            info = zipfile.ZipInfo(f"engine/{module}", date_time=(2020, 1, 1, 0, 0, 0))
+            archive.writestr(info, (package / module).read_bytes(), zipfile.ZIP_DEFLATED)
+    data = buffer.getvalue()
+    name = f"runner-{hashlib.sha256(data).hexdigest()[:16]}.zip"
+    return name, base64.encodebytes(data).decode()
 
 
 class _WorkflowChecker(_Checker):

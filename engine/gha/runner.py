@@ -526,7 +526,7 @@ def run_job(job: Mapping[str, Any]) -> int:
         return JOB_SKIPPED
     combos = [(job["matrix"], instance)]
     if job.get("matrix_expr") is not None:
-        from engine.gha.loader import expand_matrix, instance_id
+        from engine.gha.matrix import expand_matrix, instance_id
 
         matrix = expr.interpolate_all(job["matrix_expr"], probe.contexts())
         combos = [(c, instance_id(job["job"], c)) for c in expand_matrix(matrix)]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.gha.loader import Options, expand_matrix, load_workflow
+from engine.gha.loader import Options, load_workflow
+from engine.gha.matrix import expand_matrix
 from engine.gha.options import is_workflow
 from engine.loader import ConfigError
 from tests.conftest import pipedeck_bin
