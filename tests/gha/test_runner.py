@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -10,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.events import StepStatus
+from engine.events import LogLines, StepStatus
 from engine.gha.loader import Options, load_workflow
 from engine.run import Run
-from tests.conftest import Recorder
+from tests.conftest import Recorder, marked_pids
 
 
 def workflow(tmp_path: Path, text: str) -> Path:
@@ -467,3 +468,31 @@ async def test_local_node_action_runs_with_node(tmp_path: Path) -> None:
     assert code == 1  # the bad fromJSON fails its step with a message, not a traceback
     assert any("fromJSON(): not JSON" in line for line in recorder.lines("n"))
     assert not any("Traceback" in line for line in recorder.lines("n"))
+
+
+async def test_cancel_leaves_no_step_process(tmp_path: Path) -> None:
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          long:
+            runs-on: ubuntu-latest
+            steps:
+              - run: echo started; sleep 300 & sleep 300
+        """,
+    )
+    the_run = Run(load_workflow(path).pipeline)
+    recorder = Recorder()
+    the_run.subscribe(recorder)
+    started = asyncio.Event()
+    the_run.subscribe(
+        lambda e: started.set() if isinstance(e, LogLines) and "started" in e.lines else None
+    )
+    task = asyncio.create_task(the_run.execute())
+    await asyncio.wait_for(started.wait(), 30)
+    the_run.cancel_all()
+    await asyncio.wait_for(task, 60)
+    await the_run.close()
+    assert recorder.final("long").status == "cancelled"
+    assert marked_pids(the_run.run_id) == []
