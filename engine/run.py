@@ -44,7 +44,7 @@ from engine.events import (
 )
 from engine.executors.base import REMOTE_STAGE_LIMIT, ExecResult, Executor, ReportsJobs
 from engine.fserrors import StateError
-from engine.gha.commands import step_events
+from engine.gha.commands import JOB_SKIPPED, skip_reason, step_events
 from engine.logs import LogStore
 from engine.services import Services
 from engine.spec import LOCAL, Pipeline, Stage
@@ -444,6 +444,9 @@ class Run:
             return result.status, result
         if result.lost:
             return LOST, result
+        if stage.steps and result.exit_code == JOB_SKIPPED:  # a GitHub Actions job it skipped
+            reason = skip_reason(self.pipeline.state_dir, self.run_id, stage.id)
+            return SKIPPED, ExecResult(result.exit_code, reason=reason)
         if result.exit_code == 0:
             return SUCCEEDED, result
         if result.reason is None and result.exit_code is not None:

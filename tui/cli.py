@@ -164,7 +164,6 @@ def positive(text: str) -> int:
 
 def _load(path: str, args: argparse.Namespace | None = None) -> Pipeline:
     from engine.gha import options as gha
-    from engine.gha.loader import is_workflow
     from engine.loader import ConfigError, load
 
     if path == DEFAULT_FILE and not os.path.exists(path):
@@ -173,7 +172,7 @@ def _load(path: str, args: argparse.Namespace | None = None) -> Pipeline:
             print(f"pipedeck: no {DEFAULT_FILE}; using {found}", file=sys.stderr)
             path = str(found)
     try:
-        if is_workflow(path):
+        if gha.is_workflow(path):
             return gha.load(path, args or argparse.Namespace()).pipeline
         return load(path)
     except ValueError as err:  # a malformed --input/--runner

@@ -25,8 +25,10 @@ from engine.events import (
     RunFinished,
     RunStarted,
     StageStatus,
+    StepStatus,
     to_json_lines,
 )
+from engine.gha.commands import STEP_MARKER
 from engine.logs import LogStore
 from engine.spec import Pipeline
 
@@ -148,7 +150,14 @@ class PlainReporter:
     def _write(self, event: Event) -> None:
         if isinstance(event, LogLines):
             pre = self.prefix(event.stage)
-            self.out.write(pre + ("\n" + pre).join(event.lines) + "\n")
+            lines = [line for line in event.lines if not line.startswith(STEP_MARKER)]
+            if lines:  # a GitHub Actions job's step markers show as step lines instead
+                self.out.write(pre + ("\n" + pre).join(lines) + "\n")
+        elif isinstance(event, StepStatus) and event.status in FINISHED:
+            took = f" in {event.duration:.1f}s" if event.duration is not None else ""
+            why = f": {event.reason}" if event.reason else ""
+            text = f"step {event.step + 1} {event.name}: {event.status}{took}{why}"
+            self.out.write(self.prefix(event.stage) + self._paint(2, text) + "\n")
         elif isinstance(event, StageStatus):
             if event.status in FINISHED:
                 self._last[event.stage] = event

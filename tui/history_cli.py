@@ -173,6 +173,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     if rows:
         print(_table(["STAGE", "STATUS", "ATTEMPT", "DURATION", "HOST", "WHY"], rows, "  "))
+    from engine.gha.commands import summaries
+
+    for job, text in summaries(state_dir(args), run.run_id):  # GitHub Actions step summaries
+        print(f"\n── summary of {job} ──\n{text.rstrip()}")
     return 0
 
 

@@ -8,6 +8,7 @@ download-artifact (under the run's .pipedeck/gha/RUN_ID/artifacts).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -20,8 +21,6 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from engine.gha import expr
 
@@ -135,7 +134,27 @@ def _candidates(names: tuple[str, ...], extra_globs: tuple[str, ...]) -> list[st
     return list(dict.fromkeys(os.path.realpath(p) for p in found))
 
 
-def _version_of(program: str) -> tuple[int, ...]:
+_VERSIONS: dict[str, tuple[int, ...]] = {}
+
+
+def _version_of(program: str, cache: Path | None = None) -> tuple[int, ...]:
+    """The version an interpreter reports, remembered in `cache` (by path and mtime)."""
+    if cache is not None and not _VERSIONS:
+        with contextlib.suppress(OSError, ValueError):
+            _VERSIONS.update({k: tuple(v) for k, v in json.loads(cache.read_text()).items()})
+    try:
+        key = f"{program}:{os.stat(program).st_mtime_ns}"
+    except OSError:
+        return ()
+    if key not in _VERSIONS:
+        _VERSIONS[key] = _probe(program)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(_VERSIONS))
+    return _VERSIONS[key]
+
+
+def _probe(program: str) -> tuple[int, ...]:
     try:
         done = subprocess.run(
             [program, "--version"], capture_output=True, text=True, timeout=10, check=False
@@ -146,10 +165,10 @@ def _version_of(program: str) -> tuple[int, ...]:
 
 
 def find_interpreter(
-    spec: str, names: tuple[str, ...], extra: tuple[str, ...]
+    spec: str, names: tuple[str, ...], extra: tuple[str, ...], cache: Path | None = None
 ) -> tuple[str | None, list[str]]:
     """The newest interpreter satisfying `spec`, and every version found (for the message)."""
-    found = [(v, p) for p in _candidates(names, extra) if (v := _version_of(p))]
+    found = [(v, p) for p in _candidates(names, extra) if (v := _version_of(p, cache))]
     found.sort(reverse=True)
     versions = sorted({".".join(map(str, v)) for v, _ in found})
     for version, path in found:
@@ -187,7 +206,8 @@ def setup_python(runner: JobRunner, with_: Mapping[str, str]) -> Result:
     specs = [s.strip() for s in spec.splitlines() if s.strip()]
     if any(s.lower().startswith(("pypy", "graalpy")) for s in specs):
         return _fail(f"actions/setup-python: {spec} is not an installed CPython here")
-    program, versions = None, []
+    program: str | None = None
+    versions: list[str] = []
     for one in specs:
         program, versions = find_interpreter(
             one,
@@ -197,6 +217,7 @@ def setup_python(runner: JobRunner, with_: Mapping[str, str]) -> Result:
                 "~/.local/share/uv/python/*/bin/python3",
                 "/opt/python*/bin/python3",
             ),
+            runner.tool_cache / "versions.json",
         )
         if program is None:
             return _fail(
@@ -223,7 +244,10 @@ def setup_node(runner: JobRunner, with_: Mapping[str, str]) -> Result:
     if spec in ("lts/*", "latest", "node", "current"):
         spec = "*"
     program, versions = find_interpreter(
-        spec if spec != "*" else ">=0", ("node",), ("~/.nvm/versions/node/*/bin/node",)
+        spec if spec != "*" else ">=0",
+        ("node",),
+        ("~/.nvm/versions/node/*/bin/node",),
+        runner.tool_cache / "versions.json",
     )
     if program is None:
         return _fail(
@@ -261,7 +285,7 @@ def _paths(runner: JobRunner, text: str) -> list[Path]:
 
 
 def _cache_dir(runner: JobRunner) -> Path:
-    folder = Path(runner.workflow["state"]) / "gha" / "cache"
+    folder = runner.workspace / ".pipedeck" / "gha" / "cache"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -379,6 +403,12 @@ def local_action(
     timeout: float | None,
 ) -> Result:
     """A composite or node action from the repository (`uses: ./path`)."""
+    try:
+        import yaml  # present wherever pipedeck is installed; maybe not on an SSH host
+    except ImportError:
+        raise ValueError(
+            f"{folder.name}: reading action.yml needs PyYAML for this python"
+        ) from None
     for name in ("action.yml", "action.yaml"):
         if (folder / name).is_file():
             meta = yaml.safe_load((folder / name).read_text()) or {}

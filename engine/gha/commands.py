@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from engine.events import StepStatus
 
 STEP_MARKER = "##pipedeck[step] "
+JOB_SKIPPED = 78  # the job runner's exit status for a skipped job (`if:` false, cannot run here)
 _COMMAND_RE = re.compile(r"^::([A-Za-z-]+)(?: ([^:]*))?::(.*)$")
 _HEREDOC_RE = re.compile(r"^([^=<]+)<<(.+)$")
 
@@ -33,6 +35,29 @@ def parse_step_marker(line: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return data if isinstance(data, dict) and isinstance(data.get("step"), int) else None
+
+
+def safe_name(name: str) -> str:
+    """A job instance id as a file name."""
+    return "".join(c if c.isalnum() or c in "-_.=," else "_" for c in name)[:120]
+
+
+def skip_reason(state_dir: Path, run_id: str, instance: str) -> str:
+    """Why the job runner skipped a job instance (it records that with the job's result)."""
+    path = state_dir / "gha" / run_id / "jobs" / f"{safe_name(instance)}.json"
+    try:
+        return str(json.loads(path.read_text()).get("reason") or "skipped")
+    except (OSError, ValueError):
+        return "skipped by the job runner"
+
+
+def summaries(state_dir: Path, run_id: str) -> list[tuple[str, str]]:
+    """The step summaries (`GITHUB_STEP_SUMMARY`, Markdown) each job of a run wrote:
+    (job instance, as a file name; text)."""
+    folder = state_dir / "gha" / run_id / "summary"
+    if not folder.is_dir():
+        return []
+    return [(path.stem, path.read_text(errors="replace")) for path in sorted(folder.glob("*.md"))]
 
 
 def step_events(

@@ -27,11 +27,20 @@ def github_context(
 ) -> dict[str, Any]:
     """What GitHub would put in `github` for a run of this checkout's HEAD: sha, ref,
     ref_name, repository (from the `origin` remote), actor, event_name and event."""
-    sha = _git(root, "rev-parse", "HEAD") or "0" * 40
-    branch = _git(root, "symbolic-ref", "--quiet", "HEAD")
-    ref = branch or sha
-    remote = _git(root, "remote", "get-url", "origin")
-    match = _REMOTE_RE.search(remote)
+    head = _git(root, "rev-parse", "HEAD", "--symbolic-full-name", "HEAD").splitlines()
+    sha = head[0] if head else "0" * 40
+    if len(head) > 1 and head[1].startswith("refs/"):
+        ref = head[1]
+    else:  # detached, or a branch without commits yet
+        ref = _git(root, "symbolic-ref", "--quiet", "HEAD") or sha
+    config = dict(
+        line.split(" ", 1)
+        for line in _git(
+            root, "config", "--get-regexp", r"^(remote\.origin\.url|user\.name)$"
+        ).splitlines()
+        if " " in line
+    )
+    match = _REMOTE_RE.search(config.get("remote.origin.url", ""))
     repository = match.group(1) if match else f"local/{root.name}"
     payload: dict[str, Any] = {}
     if event_file:
@@ -50,7 +59,7 @@ def github_context(
         "base_ref": "",
         "repository": repository,
         "repository_owner": owner,
-        "actor": _git(root, "config", "user.name") or os.environ.get("USER", "pipedeck"),
+        "actor": config.get("user.name") or os.environ.get("USER", "pipedeck"),
         "server_url": "https://github.com",
         "api_url": "https://api.github.com",
         "graphql_url": "https://api.github.com/graphql",

@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -658,9 +659,14 @@ class Piece:
     tree: Node | None = None
 
 
-def pieces(text: str) -> list[Piece]:
+@lru_cache(maxsize=4096)
+def pieces(text: str) -> tuple[Piece, ...]:
     """Split a string into literal text and `${{ expression }}` parts (parsed), or raise
-    `ExprError` with the position in `text`."""
+    `ExprError` with the position in `text`. Cached: a workflow repeats its expressions."""
+    return tuple(_pieces(text))
+
+
+def _pieces(text: str) -> list[Piece]:
     out: list[Piece] = []
     pos = 0
     while True:

@@ -11,13 +11,17 @@ the source, so `on:` is the string "on", not YAML 1.1's `True`.
 
 from __future__ import annotations
 
-import itertools
+import base64
+import hashlib
+import io
 import json
 import os
 import re
 import sys
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from engine import graph
 from engine.gha import expr
 from engine.gha.context import github_context
+from engine.gha.matrix import expand_matrix, instance_id
 from engine.loader import (
     BOOL,
     FLOAT,
@@ -88,6 +93,41 @@ STEP_KEYS = dict.fromkeys(
     _ANY,
 )
 STRATEGY_KEYS = dict.fromkeys(("matrix", "fail-fast", "max-parallel"), _ANY)
+# What each key's value may be: map(ping), list, str(ing), num(ber), bool(ean); a string holding
+# `${{ }}` is always allowed where a number or boolean is expected.
+_MAP, _LIST, _STR, _NUM, _BOOL = "a mapping", "a list", "a string", "a number", "true or false"
+TOP_KINDS = {"env": (_MAP,), "defaults": (_MAP,), "name": (_STR,), "run-name": (_STR,)}
+JOB_KINDS = {
+    "name": (_STR,),
+    "needs": (_STR, _LIST),
+    "runs-on": (_STR, _LIST, _MAP),
+    "if": (_STR, _BOOL, _NUM),
+    "strategy": (_MAP,),
+    "env": (_MAP,),
+    "defaults": (_MAP,),
+    "steps": (_LIST,),
+    "outputs": (_MAP,),
+    "timeout-minutes": (_NUM,),
+    "continue-on-error": (_BOOL,),
+    "services": (_MAP,),
+    "container": (_STR, _MAP),
+    "uses": (_STR,),
+    "with": (_MAP,),
+    "secrets": (_STR, _MAP),
+}
+STEP_KINDS = {
+    "id": (_STR,),
+    "name": (_STR,),
+    "if": (_STR, _BOOL, _NUM),
+    "uses": (_STR,),
+    "run": (_STR,),
+    "shell": (_STR,),
+    "with": (_MAP,),
+    "env": (_MAP,),
+    "working-directory": (_STR,),
+    "continue-on-error": (_BOOL,),
+    "timeout-minutes": (_NUM,),
+}
 NOTED_KEYS = ("concurrency", "permissions", "environment")
 NATIVE_ACTIONS = (
     "actions/checkout",
@@ -97,10 +137,21 @@ NATIVE_ACTIONS = (
     "actions/upload-artifact",
     "actions/download-artifact",
 )
+RUNNER_MODULES = (  # what `engine.gha.runner` imports, shipped to SSH hosts
+    "__init__.py",
+    "events.py",
+    "globs.py",
+    "gha/__init__.py",
+    "gha/actions.py",
+    "gha/commands.py",
+    "gha/expr.py",
+    "gha/matrix.py",
+    "gha/runner.py",
+)
 DEFAULT_TIMEOUT_MINUTES = 360
 MAX_MATRIX = 256  # GitHub's limit of jobs one matrix makes
+MAX_CALL_DEPTH = 4  # reusable workflows calling reusable workflows, as GitHub's limit
 _JOB_ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _SKIP_LABELS = (("macos", "macOS"), ("windows", "Windows"))
 
 
@@ -121,16 +172,6 @@ class Workflow:
 
     pipeline: Pipeline
     warnings: tuple[Problem, ...] = ()
-
-
-def is_workflow(path: str | os.PathLike[str]) -> bool:
-    """True for a file with a top-level `jobs:` and no top-level `version:`."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(1 << 20).decode("utf-8", "replace")
-    except OSError:
-        return False
-    return bool(re.search(r"(?m)^jobs\s*:", head)) and not re.search(r"(?m)^version\s*:", head)
 
 
 def load_workflow(
@@ -154,55 +195,37 @@ def load_workflow(
     return Workflow(pipeline, tuple(sorted(set(checker.warnings))))
 
 
-def expand_matrix(matrix: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Matrix combinations by GitHub's rules: the product of the axes, minus `exclude`
-    (partial matches), then each `include` entry extends every original combination it does
-    not contradict on an original axis, or else is added as a combination of its own."""
-    axes = {k: v for k, v in matrix.items() if k not in ("include", "exclude")}
-    combos: list[dict[str, Any]] = [
-        dict(zip(axes, values, strict=True))
-        for values in itertools.product(*(v if isinstance(v, list) else [v] for v in axes.values()))
-    ]
-    if not axes:
-        combos = []
-    for rule in matrix.get("exclude") or []:
-        if isinstance(rule, Mapping):
-            combos = [c for c in combos if not all(c.get(k) == v for k, v in rule.items())]
-    originals = [dict(c) for c in combos]
-    extra: list[dict[str, Any]] = []
-    for entry in matrix.get("include") or []:
-        if not isinstance(entry, Mapping):
-            continue
-        matched = False
-        for combo, original in zip(combos, originals, strict=True):
-            if all(original[k] == v for k, v in entry.items() if k in original):
-                combo.update({k: v for k, v in entry.items() if k not in original})
-                matched = True
-        if not matched:
-            extra.append(dict(entry))
-    return combos + extra
-
-
-def instance_id(job: str, combo: Mapping[str, Any]) -> str:
-    """`test[python=3.12,os=ubuntu-latest]` (object values as compact JSON)."""
-    if not combo:
-        return job
-    parts = []
-    for key, value in combo.items():
-        text = (
-            json.dumps(expr._plain(value), separators=(",", ":"))
-            if isinstance(value, Mapping | list)
-            else expr.to_str(value)
-        )
-        parts.append(f"{key}={_CONTROL_RE.sub(' ', text)}")
-    return f"{job}[{','.join(parts)}]"
-
-
 def runner_command(job: Mapping[str, Any], remote: bool = False) -> str:
-    """The stage command: the job runner reading the job's description from a here-document."""
-    python = "python3" if remote else f"'{sys.executable}'"
+    """The stage command: the job runner reading the job's description from a here-document.
+    On an SSH host the runner's code travels with it (a zip of its modules, unpacked once into
+    the remote workspace's .pipedeck/), run by that host's `python3`."""
     data = json.dumps(job, ensure_ascii=True, separators=(",", ":"))
-    return f"{python} -m engine.gha.runner <<'PIPEDECK_GHA_JOB'\n{data}\nPIPEDECK_GHA_JOB\n"
+    job_doc = f"<<'PIPEDECK_GHA_JOB'\n{data}\nPIPEDECK_GHA_JOB\n"
+    if not remote:
+        return f"'{sys.executable}' -m engine.gha.runner {job_doc}"
+    name, code = runner_zip()
+    target = f".pipedeck/gha/{name}"
+    return (
+        f"if [ ! -f {target} ]; then mkdir -p .pipedeck/gha && "
+        f"base64 -d > {target}.$$ <<'PIPEDECK_GHA_CODE' && mv {target}.$$ {target}\n"
+        f"{code}\nPIPEDECK_GHA_CODE\nfi\n"
+        f"python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); "
+        f"from engine.gha.runner import main; sys.exit(main())' {target} {job_doc}"
+    )
+
+
+@lru_cache(maxsize=1)
+def runner_zip() -> tuple[str, str]:
+    """(file name, base64 text) of a zip of the modules the job runner imports."""
+    package = Path(__file__).resolve().parent.parent
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for module in RUNNER_MODULES:
+            info = zipfile.ZipInfo(f"engine/{module}", date_time=(2020, 1, 1, 0, 0, 0))
+            archive.writestr(info, (package / module).read_bytes(), zipfile.ZIP_DEFLATED)
+    data = buffer.getvalue()
+    name = f"runner-{hashlib.sha256(data).hexdigest()[:16]}.zip"
+    return name, base64.encodebytes(data).decode()
 
 
 class _WorkflowChecker(_Checker):
@@ -213,6 +236,11 @@ class _WorkflowChecker(_Checker):
         self.options = options
         self.warnings: list[Problem] = []
         self.secret_names: set[str] = set()
+        self.repo_root = Path(file).parent
+        self.static: Mapping[str, Any] = {}
+        self.top: dict[str, Any] = {}
+        self.depth = 0  # of reusable workflow calls
+        self.root_hosts: dict[str, Host] | None = None  # of a pipedeck.yaml beside .github
 
     def warn(self, node: Node, message: str, note: bool = False) -> None:
         mark = node.start_mark
@@ -237,6 +265,24 @@ class _WorkflowChecker(_Checker):
         items = self.entries(node, "value") or {}
         return {k: self.plain(v) for k, (_, v) in items.items()}
 
+    def kind(self, node: Node, kinds: tuple[str, ...], path: str) -> bool:
+        """Whether a value is of one of `kinds`; reports it when not."""
+        if isinstance(node, MappingNode):
+            ok = _MAP in kinds
+        elif isinstance(node, SequenceNode):
+            ok = _LIST in kinds
+        elif node.tag == BOOL:
+            ok = _BOOL in kinds
+        elif node.tag in (INT, FLOAT):
+            ok = _NUM in kinds or _STR in kinds
+        elif node.tag == NULL:
+            ok = False
+        else:
+            ok = _STR in kinds or ("${{" in node.value and (_NUM in kinds or _BOOL in kinds))
+        if not ok:
+            self.report(node, f"{path}: expected {' or '.join(kinds)}, got {_describe(node)}")
+        return ok
+
     def check_expressions(self, node: Node, path: str, condition: bool = False) -> None:
         """Report each bad `${{ }}` or unknown context in the strings under `node`."""
         if isinstance(node, SequenceNode):
@@ -250,6 +296,8 @@ class _WorkflowChecker(_Checker):
         if not isinstance(node, ScalarNode) or node.tag != "tag:yaml.org,2002:str":
             return
         text = node.value
+        if not condition and "${{" not in text:
+            return
         try:
             if condition:
                 tree = expr.condition_tree(text)
@@ -270,7 +318,8 @@ class _WorkflowChecker(_Checker):
                         f"{path}: unknown context {name!r}"
                         + _did_you_mean(name.lower(), expr.CONTEXTS),
                     )
-            self.collect_secrets(tree)
+            if "secrets" in text.lower():
+                self.collect_secrets(tree)
 
     def collect_secrets(self, tree: expr.Node) -> None:
         if tree[0] == "prop" and tree[1][0] == "ctx" and tree[1][1].lower() == "secrets":
@@ -278,7 +327,7 @@ class _WorkflowChecker(_Checker):
         for child in expr._children(tree):
             self.collect_secrets(child)
 
-    def report_at(self, node: Node, offset: int, message: str) -> None:
+    def report_at(self, node: ScalarNode, offset: int, message: str) -> None:
         """A problem at a character of a scalar (exact for one-line plain and quoted ones)."""
         mark = node.start_mark
         one_line = "\n" not in self.text[mark.index : node.end_mark.index]
@@ -292,56 +341,26 @@ class _WorkflowChecker(_Checker):
     def pipeline_of(
         self, root: Node, path: Path, environ: Mapping[str, str] | None
     ) -> Pipeline | None:
+        self.repo_root = _repo_root(path.parent)
         top = self.section(root, TOP_KEYS, "", "the workflow")
         if top is None:
             return None
-        if "jobs" not in top:
-            self.report(root, "a workflow needs 'jobs:'")
-            return None
-        for key in ("env", "defaults", "run-name", "name"):
-            if key in top:
-                self.check_expressions(top[key], key)
-        for key in NOTED_KEYS:
-            if key in top:
-                self.warn(top[key], f"{key}: accepted and ignored here", note=True)
-        on = self.plain(top["on"]) if "on" in top else None
-        jobs = self.entries(top["jobs"], "jobs")
-        if not jobs:
-            if jobs is not None:
-                self.report(top["jobs"], "jobs: a workflow needs at least one job")
-            return None
-        repo_root = _repo_root(path.parent)
-        github = github_context(repo_root, self.options.event, self.options.event_file)
+        github = github_context(self.repo_root, self.options.event, self.options.event_file)
         github["workflow"] = self.plain(top["name"]) if "name" in top else path.name
-        inputs = _inputs(on, self.options.inputs)
-        static = {"github": github, "inputs": inputs, "vars": {}, "env": {}}
+        inputs = _inputs(self.plain(top["on"]) if "on" in top else None, self.options.inputs)
+        self.static = {"github": github, "inputs": inputs, "vars": {}, "env": {}}
+        raw = self.read_jobs(root, top)
+        if raw is None or self.problems:
+            return None
         workflow = {
             "file": str(path),
-            "workspace": str(repo_root),
-            "state": str(repo_root / ".pipedeck"),
             "env": self.plain(top["env"]) if "env" in top else {},
             "defaults": _run_defaults(self.plain(top["defaults"]) if "defaults" in top else {}),
             "github": github,
             "inputs": inputs,
+            "secrets": sorted(self.secret_names),
         }
-        raw: dict[str, dict[str, Any]] = {}
-        needs_nodes: dict[str, dict[str, Node]] = {}
-        for job_id, (key_node, job_node) in jobs.items():
-            if not _JOB_ID_RE.fullmatch(job_id):
-                self.report(
-                    key_node,
-                    f"jobs: job id {job_id!r} must start with a letter or '_' and contain "
-                    "only letters, digits, '-' and '_'",
-                )
-                continue
-            job = self.job(job_id, key_node, job_node, static)
-            if job is not None:
-                raw[job_id], needs_nodes[job_id] = job
-        self.check_needs_of(raw, needs_nodes, set(jobs))
-        if self.problems:
-            return None
-        workflow["secrets"] = sorted(self.secret_names)
-        stages, groups, hosts = self.stages(raw, workflow)
+        stages, groups, hosts = self.stages(_expand_calls(raw), workflow)
         if self.problems:
             return None
         secrets = self.secret_values(sorted(self.secret_names), environ)
@@ -353,13 +372,51 @@ class _WorkflowChecker(_Checker):
             env={},
             secrets=secrets,
             hosts=hosts,
-            root=repo_root,
+            root=self.repo_root,
         )
+
+    def read_jobs(
+        self, root: Node, top: Mapping[str, Node] | None = None
+    ) -> dict[str, dict[str, Any]] | None:
+        """The checked jobs of a workflow (of a called one too), by id."""
+        top = top if top is not None else self.section(root, TOP_KEYS, "", "the workflow")
+        if top is None:
+            return None
+        if "jobs" not in top:
+            self.report(root, "a workflow needs 'jobs:'")
+            return None
+        for key in ("env", "defaults", "run-name", "name"):
+            if key in top and self.kind(top[key], TOP_KINDS[key], key):
+                self.check_expressions(top[key], key)
+        for key in NOTED_KEYS:
+            if key in top:
+                self.warn(top[key], f"{key}: accepted and ignored here", note=True)
+        jobs = self.entries(top["jobs"], "jobs")
+        if not jobs:
+            if jobs is not None:
+                self.report(top["jobs"], "jobs: a workflow needs at least one job")
+            return None
+        self.top = {k: self.plain(v) for k, v in top.items() if k in ("on", "env", "defaults")}
+        raw: dict[str, dict[str, Any]] = {}
+        needs_nodes: dict[str, dict[str, Node]] = {}
+        for job_id, (key_node, job_node) in jobs.items():
+            if not _JOB_ID_RE.fullmatch(job_id):
+                self.report(
+                    key_node,
+                    f"jobs: job id {job_id!r} must start with a letter or '_' and contain "
+                    "only letters, digits, '-' and '_'",
+                )
+                continue
+            job = self.job(job_id, key_node, job_node, self.static)
+            if job is not None:
+                raw[job_id], needs_nodes[job_id] = job
+        self.check_needs_of(raw, needs_nodes, set(jobs))
+        return raw
 
     def secret_values(self, names: list[str], environ: Mapping[str, str] | None) -> dict[str, str]:
         environ = os.environ if environ is None else environ
         missing = [n for n in names if n not in environ]
-        dotenv = self.dotenv(Path(self.file).parent / ".env") if missing else {}
+        dotenv = self.dotenv(self.repo_root / ".env") if missing else {}
         return {n: environ.get(n, dotenv.get(n, "")) for n in names}
 
     def job(
@@ -370,7 +427,10 @@ class _WorkflowChecker(_Checker):
         if nodes is None:
             return None
         job: dict[str, Any] = {"id": job_id, "node": key_node, "skip": None}
-        for key, value in nodes.items():
+        for key, value in list(nodes.items()):
+            if key in JOB_KINDS and not self.kind(value, JOB_KINDS[key], f"{path}.{key}"):
+                del nodes[key]
+                continue
             self.check_expressions(value, f"{path}.{key}", condition=key == "if")
         needs_node = nodes.get("needs")
         needs: dict[str, Node] = {}
@@ -411,18 +471,48 @@ class _WorkflowChecker(_Checker):
         return job, needs
 
     def reusable(self, job: dict[str, Any], nodes: Mapping[str, Node], path: str) -> None:
+        """`jobs.<id>.uses`: a local reusable workflow is read, its jobs run as this job's."""
+        job["steps"] = []
+        job["runs-on"] = "ubuntu-latest"
         uses = self.string(nodes["uses"], f"{path}.uses")
         if uses is None:
             return
-        reason = (
-            "a reusable workflow from another repository is not on disk"
-            if not uses.startswith("./")
-            else "local reusable workflows are not run yet"
-        )
-        self.warn(nodes["uses"], f"{path}.uses: {reason}; the job is skipped")
-        job["skip"] = reason
-        job["steps"] = []
-        job["runs-on"] = "ubuntu-latest"
+        called = self.repo_root / uses.split("@", 1)[0] if uses.startswith("./") else None
+        if called is None or not called.is_file() or self.depth >= MAX_CALL_DEPTH:
+            reason = (
+                "a reusable workflow from another repository is not on disk"
+                if called is None
+                else f"{uses} not found"
+                if not called.is_file()
+                else f"reusable workflows nested deeper than {MAX_CALL_DEPTH}"
+            )
+            self.warn(nodes["uses"], f"{path}.uses: {reason}; the job is skipped")
+            job["skip"] = reason
+            return
+        sub = _WorkflowChecker(str(called), _read(str(called)), self.options)
+        sub.repo_root, sub.static, sub.depth = self.repo_root, self.static, self.depth + 1
+        root = sub.compose()
+        inner = sub.read_jobs(root) if root is not None else None
+        self.problems.extend(sub.problems)
+        self.warnings.extend(sub.warnings)
+        self.secret_names |= sub.secret_names
+        if inner is None:
+            return
+        call = sub.top.get("on") if isinstance(sub.top.get("on"), Mapping) else {}
+        spec = call.get("workflow_call") if isinstance(call, Mapping) else None
+        spec = spec if isinstance(spec, Mapping) else {}
+        outputs = spec.get("outputs")
+        outputs = outputs if isinstance(outputs, Mapping) else {}
+        job["called"] = {
+            "jobs": inner,
+            "env": sub.top.get("env") or {},
+            "defaults": _run_defaults(sub.top.get("defaults") or {}),
+            "inputs": _inputs({"workflow_call": spec}, {}),
+            "with": self.plain(nodes["with"]) if "with" in nodes else {},
+            "outputs": {
+                k: v.get("value", "") for k, v in outputs.items() if isinstance(v, Mapping)
+            },
+        }
 
     def steps(self, node: Node, path: str, job: dict[str, Any]) -> list[dict[str, Any]]:
         if not isinstance(node, SequenceNode):
@@ -435,7 +525,10 @@ class _WorkflowChecker(_Checker):
             nodes = self.section(item, STEP_KEYS, "", f"step {i + 1} of job {job['id']!r}")
             if nodes is None:
                 continue
-            for key, value in nodes.items():
+            for key, value in list(nodes.items()):
+                if not self.kind(value, STEP_KINDS[key], f"{where}.{key}"):
+                    del nodes[key]
+                    continue
                 self.check_expressions(value, f"{where}.{key}", condition=key == "if")
             step = {k: self.plain(v) for k, v in nodes.items()}
             if ("run" in step) == ("uses" in step):
@@ -456,7 +549,7 @@ class _WorkflowChecker(_Checker):
         if uses.startswith("docker://"):
             reason = "Docker actions need Docker, which pipedeck does not use"
         elif uses.startswith("./"):
-            action_dir = _repo_root(Path(self.file).parent) / uses
+            action_dir = self.repo_root / uses
             if (
                 not (action_dir / "action.yml").is_file()
                 and not (action_dir / "action.yaml").is_file()
@@ -568,7 +661,7 @@ class _WorkflowChecker(_Checker):
             for index, (sid, combo) in enumerate(zip(groups[job_id], job["combos"], strict=True)):
                 stage = self.stage(job, sid, combo, needs, workflow, index, total)
                 if stage.host != LOCAL:
-                    hosts[stage.host] = Host(stage.host, stage.host)
+                    hosts[stage.host] = self.host(stage.host, job["runs_on_node"])
                 instances[sid] = stage
         order = graph.topo_order({sid: s.needs for sid, s in instances.items()})
         return (
@@ -576,6 +669,29 @@ class _WorkflowChecker(_Checker):
             {n: tuple(groups[n]) for n in dict.fromkeys(instances[s].name for s in order)},
             hosts,
         )
+
+    def host(self, name: str, node: Node) -> Host:
+        """A `--runner` host: from the `hosts:` of a pipedeck.yaml at the repository root, or
+        from ~/.ssh/config; an unknown one is a problem at the job's `runs-on`."""
+        if self.root_hosts is None:
+            self.root_hosts = {}
+            root_file = self.repo_root / "pipedeck.yaml"
+            if root_file.is_file():
+                from engine.loader import load
+
+                try:
+                    self.root_hosts = dict(load(root_file).hosts)
+                except ConfigError as err:
+                    self.problems.extend(err.problems)
+        if name in self.root_hosts:
+            return self.root_hosts[name]
+        if not self.in_ssh_config(name):
+            self.report(
+                node,
+                f"--runner: unknown host {name!r}: not in the hosts: of "
+                f"{self.repo_root / 'pipedeck.yaml'} and no Host entry in ~/.ssh/config",
+            )
+        return Host(name, name)
 
     def stage(
         self,
@@ -612,8 +728,8 @@ class _WorkflowChecker(_Checker):
                             f"{path}.runs-on: {reason} (map it with --runner {label}=HOST); "
                             "the job is skipped",
                         )
-        timeout = job.get("timeout-minutes", DEFAULT_TIMEOUT_MINUTES)
-        continue_on_error = job.get("continue-on-error", False)
+        timeout = _static(job.get("timeout-minutes", DEFAULT_TIMEOUT_MINUTES), ctx)
+        continue_on_error = _static(job.get("continue-on-error", False), ctx)
         description = {
             "workflow": workflow,
             "job": job["id"],
@@ -635,6 +751,8 @@ class _WorkflowChecker(_Checker):
             },
             "continue-on-error": continue_on_error,
             "timeout-minutes": timeout,
+            "call": job.get("call"),
+            "aggregate": job.get("aggregate"),
             "skip": skip,
             "runs-on": labels,
         }
@@ -649,12 +767,55 @@ class _WorkflowChecker(_Checker):
             env={},
             timeout=float(timeout) * 60 if isinstance(timeout, float) else None,
             kill_grace=5.0,
-            when="always" if uses_status else "on_success",
+            when="always" if uses_status or job.get("aggregate") else "on_success",
             allow_failure=continue_on_error is True,
             host=host,
             matrix={k: expr.to_str(v) for k, v in combo.items()},
             steps=True,
         )
+
+
+def _expand_calls(raw: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Jobs calling a local reusable workflow become its jobs (`caller/inner`, needing what the
+    caller needs) and the caller a job without steps that needs them all and makes the outputs
+    `on.workflow_call.outputs` names from their `jobs` context."""
+    out: dict[str, dict[str, Any]] = {}
+    for job_id, job in raw.items():
+        called = job.pop("called", None)
+        if called is None:
+            out[job_id] = job
+            continue
+        inner = _expand_calls(called["jobs"])
+        alias = {name: f"{job_id}/{name}" for name in inner}
+        for name, sub in inner.items():
+            sub = dict(sub)
+            sub["id"] = alias[name]
+            sub["needs"] = [alias[n] for n in sub["needs"] if n in alias] or list(job["needs"])
+            sub["env"] = {**called["env"], **sub["env"]}
+            sub["defaults"] = {**called["defaults"], **sub["defaults"]}
+            sub["call"] = {
+                "with": called["with"],
+                "inputs": called["inputs"],
+                "needs": list(job["needs"]),
+            }
+            out[alias[name]] = sub
+        job["needs"] = list(alias.values())
+        job["outputs"] = called["outputs"]
+        job["aggregate"] = alias
+        out[job_id] = job
+    return out
+
+
+def _static(value: Any, ctx: expr.Context) -> Any:
+    """A value whose expression can be known when the file is loaded (matrix, github, inputs);
+    otherwise the text, for the runner to evaluate."""
+    if not isinstance(value, str) or "${{" not in value or _mentions(value, "needs"):
+        return value
+    try:
+        value = expr.interpolate(value, ctx)
+    except expr.ExprError:
+        return value
+    return expr.to_number(value) if isinstance(value, str) and value.strip().isdigit() else value
 
 
 def _safe_condition(text: str) -> expr.Node:

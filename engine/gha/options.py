@@ -4,10 +4,13 @@ loading with warnings printed, and finding the workflow when there is no pipedec
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from engine.gha.loader import Options, Workflow, load_workflow
+if TYPE_CHECKING:  # the loader (yaml...) only when a workflow is loaded: `--help` stays quick
+    from engine.gha.loader import Options, Workflow
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--strict", action="store_true", help="what cannot run here is an error, not a warning"
     )
+    group.add_argument(
+        "--watch-paths",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="with --watch: only changes under PATH rerun (repeatable; default: the repository)",
+    )
 
 
 def _pairs(items: list[str], option: str) -> dict[str, str]:
@@ -42,6 +52,8 @@ def _pairs(items: list[str], option: str) -> dict[str, str]:
 
 def options_of(args: argparse.Namespace) -> Options:
     """The loader options from parsed arguments (ValueError on a malformed pair)."""
+    from engine.gha.loader import Options
+
     return Options(
         event=getattr(args, "event", "push"),
         event_file=getattr(args, "event_file", None),
@@ -53,10 +65,30 @@ def options_of(args: argparse.Namespace) -> Options:
 
 def load(path: str, args: argparse.Namespace) -> Workflow:
     """Load a workflow for the command line, printing its warnings and notes to stderr."""
+    from engine.gha.loader import load_workflow
+
     workflow = load_workflow(path, options_of(args))
     for warning in workflow.warnings:
         print(warning, file=sys.stderr)
+    paths = tuple(getattr(args, "watch_paths", None) or ())
+    if paths:  # a workflow has no `inputs`: by default every change reruns it
+        from dataclasses import replace
+
+        pipeline = workflow.pipeline
+        workflow = replace(
+            workflow, pipeline=replace(pipeline, watch=replace(pipeline.watch, paths=paths))
+        )
     return workflow
+
+
+def is_workflow(path: str) -> bool:
+    """True for a file with a top-level `jobs:` and no top-level `version:` (SPEC §11)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 20).decode("utf-8", "replace")
+    except OSError:
+        return False
+    return bool(re.search(r"(?m)^jobs\s*:", head)) and not re.search(r"(?m)^version\s*:", head)
 
 
 def single_workflow(directory: Path) -> Path | None:

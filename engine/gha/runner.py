@@ -4,7 +4,7 @@ loader) and runs its steps in order in the job's workspace, as a hosted Linux ru
 Each step's status goes to stdout as a step marker line (engine.gha.commands) that the engine
 turns into `step_status` events. Job results and outputs are files in
 `.pipedeck/gha/RUN_ID/jobs/`, read by the jobs that need this one (`needs.<job>.outputs`).
-Exit status: 0 when the job succeeded (or was skipped), 1 when it failed.
+Exit status: 0 when the job succeeded, 1 when it failed, JOB_SKIPPED (78) when it was skipped.
 """
 
 from __future__ import annotations
@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from engine.gha import expr
-from engine.gha.commands import CommandFilter, read_env_file, split_lines, step_marker
+from engine.gha.commands import (
+    JOB_SKIPPED,
+    CommandFilter,
+    read_env_file,
+    safe_name,
+    split_lines,
+    step_marker,
+)
 
 SHELLS = {
     "bash": ("bash --noprofile --norc -eo pipefail {0}", ".sh"),
@@ -39,10 +46,6 @@ SHELLS = {
 _current: subprocess.Popen[bytes] | None = None
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.=," else "_" for c in name)[:120]
-
-
 class JobRunner:
     """Runs one job instance (one matrix combination) and records its result."""
 
@@ -52,13 +55,13 @@ class JobRunner:
         self.job = job
         self.offset = offset  # step numbers of earlier instances run by the same stage
         self.workflow = job["workflow"]
-        self.workspace = Path(self.workflow["workspace"])
+        self.workspace = Path.cwd()  # the stage runs in the workspace, here or on an SSH host
         self.run_id = os.environ.get("PIPEDECK_RUN_ID", "local")
-        self.state = Path(self.workflow["state"]) / "gha" / self.run_id
+        self.state = self.workspace / ".pipedeck" / "gha" / self.run_id
         self.instance = instance
         self.combo = dict(combo)
-        self.temp = self.state / "tmp" / _safe(instance)
-        self.tool_cache = Path(self.workflow["state"]) / "gha" / "tool-cache"
+        self.temp = self.state / "tmp" / safe_name(instance)
+        self.tool_cache = self.workspace / ".pipedeck" / "gha" / "tool-cache"
         self.masks: list[str] = [v for k, v in os.environ.items() if k in _secret_names(job)]
         self.env_ctx: dict[str, str] = {}
         self.path_add: list[str] = []
@@ -67,6 +70,12 @@ class JobRunner:
         self.post: list[Any] = []  # callables run after the steps (actions/cache saves)
         self.summary: list[str] = []
         self.needs = read_needs(self.state, job["needs"])
+        self.inputs = self.workflow["inputs"]
+        if job.get("call"):  # a job of a called reusable workflow: `with:` are its inputs
+            call = job["call"]
+            ctx = self.contexts({"needs": read_needs(self.state, call["needs"]), "matrix": {}})
+            given = expr.interpolate_all(call["with"] or {}, ctx)
+            self.inputs = {**call["inputs"], **given}
 
     # -- contexts
 
@@ -91,7 +100,11 @@ class JobRunner:
                 "debug": "",
             },
             "strategy": self.job["strategy"],
-            "inputs": self.workflow["inputs"],
+            "inputs": self.inputs,
+            "jobs": {
+                short: self.needs.get(full)
+                for short, full in (self.job.get("aggregate") or {}).items()
+            },
             **(extra or {}),
         }
         return expr.Context(values, expr.Status(failed=self.failed), self.workspace)
@@ -147,6 +160,8 @@ class JobRunner:
         for scope in (self.workflow["env"], self.job["env"]):
             for key, value in (scope or {}).items():
                 self.env_ctx[key] = expr.to_str(expr.interpolate(_text(value), self.contexts()))
+        if self.job.get("aggregate"):  # the caller of a reusable workflow: its jobs' verdict
+            self.failed = any(n["result"] in ("failure", "cancelled") for n in self.needs.values())
         for index, step in enumerate(self.job["steps"]):
             self.step(index, step)
         for action in self.post:
@@ -159,7 +174,7 @@ class JobRunner:
                 print(f"##[error]outputs.{name}: {err}", flush=True)
         write_result(self.state, self.job["job"], self.instance, self.result(), outputs)
         if self.summary:
-            summary = self.state / "summary" / f"{_safe(self.instance)}.md"
+            summary = self.state / "summary" / f"{safe_name(self.instance)}.md"
             summary.parent.mkdir(parents=True, exist_ok=True)
             summary.write_text("\n".join(self.summary))
         return self.result()
@@ -413,13 +428,21 @@ def _secret_names(job: Mapping[str, Any]) -> list[str]:
 
 
 def write_result(
-    state: Path, job: str, instance: str, result: str, outputs: Mapping[str, str]
+    state: Path,
+    job: str,
+    instance: str,
+    result: str,
+    outputs: Mapping[str, str],
+    reason: str | None = None,
 ) -> None:
-    """Record a job instance's result and outputs for the jobs that need it."""
+    """Record a job instance's result and outputs (and why it was skipped) for the jobs that
+    need it."""
     folder = state / "jobs"
     folder.mkdir(parents=True, exist_ok=True)
     data = {"job": job, "instance": instance, "result": result, "outputs": dict(outputs)}
-    target = folder / f"{_safe(instance)}.json"
+    if reason:
+        data["reason"] = reason
+    target = folder / f"{safe_name(instance)}.json"
     tmp = target.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
     tmp.replace(target)
@@ -460,7 +483,7 @@ def _slot(state: Path, job: str, limit: int, index: int) -> Any:
     """At most `limit` instances of a job at once (`max-parallel`), by file locks."""
     folder = state / "slots"
     folder.mkdir(parents=True, exist_ok=True)
-    handles = [open(folder / f"{_safe(job)}.{i}", "w") for i in range(limit)]  # noqa: SIM115
+    handles = [open(folder / f"{safe_name(job)}.{i}", "w") for i in range(limit)]  # noqa: SIM115
     try:
         for handle in handles:
             try:
@@ -482,12 +505,12 @@ def _slot(state: Path, job: str, limit: int, index: int) -> Any:
 def run_job(job: Mapping[str, Any]) -> int:
     """Run a job description (all matrix instances when the matrix is known only now)."""
     run_id = os.environ.get("PIPEDECK_RUN_ID", "local")
-    state = Path(job["workflow"]["state"]) / "gha" / run_id
+    state = Path.cwd() / ".pipedeck" / "gha" / run_id
     instance = job["instance"]
     if job.get("skip"):
         print(f"##[warning]job skipped: {job['skip']}", flush=True)
-        write_result(state, job["job"], instance, "skipped", {})
-        return 0
+        write_result(state, job["job"], instance, "skipped", {}, job["skip"])
+        return JOB_SKIPPED
     probe = JobRunner(job, job["matrix"], instance)
     probe.failed = any(n["result"] in ("failure", "cancelled") for n in probe.needs.values())
     try:
@@ -497,12 +520,13 @@ def run_job(job: Mapping[str, Any]) -> int:
         write_result(state, job["job"], instance, "failure", {})
         return 1
     if not wanted:
-        print(f"job skipped: if: {job['if']} is false", flush=True)
-        write_result(state, job["job"], instance, "skipped", {})
-        return 0
+        reason = f"if: {job['if']} is false"
+        print(f"job skipped: {reason}", flush=True)
+        write_result(state, job["job"], instance, "skipped", {}, reason)
+        return JOB_SKIPPED
     combos = [(job["matrix"], instance)]
     if job.get("matrix_expr") is not None:
-        from engine.gha.loader import expand_matrix, instance_id
+        from engine.gha.matrix import expand_matrix, instance_id
 
         matrix = expr.interpolate_all(job["matrix_expr"], probe.contexts())
         combos = [(c, instance_id(job["job"], c)) for c in expand_matrix(matrix)]
@@ -537,7 +561,13 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _on_term)
     sys.stdout.reconfigure(errors="replace", line_buffering=False)  # type: ignore[union-attr]
     job = json.load(sys.stdin)
-    return run_job(job)
+    try:
+        return run_job(job)
+    except (expr.ExprError, ValueError, OSError) as err:  # a bad expression, a full disk...
+        print(f"##[error]{job['instance']}: {err}", flush=True)
+        write_result(Path.cwd() / ".pipedeck" / "gha" / os.environ.get("PIPEDECK_RUN_ID", "local"),
+                     job["job"], job["instance"], "failure", {})  # fmt: skip
+        return 1
 
 
 if __name__ == "__main__":

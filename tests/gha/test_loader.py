@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.gha.loader import Options, expand_matrix, is_workflow, load_workflow
+from engine.gha.loader import Options, load_workflow
+from engine.gha.matrix import expand_matrix
+from engine.gha.options import is_workflow
 from engine.loader import ConfigError
 from tests.conftest import pipedeck_bin
 
@@ -167,10 +169,17 @@ def test_what_cannot_run_is_a_warning_and_strict_makes_it_an_error(tmp_path: Pat
     assert len(err.value.problems) == 4  # the notes stay notes
 
 
-def test_runner_option_maps_a_label_to_a_host(tmp_path: Path) -> None:
+def test_runner_option_maps_a_label_to_a_host_of_the_root_pipedeck_yaml(tmp_path: Path) -> None:
     path = write(tmp_path, UNSUPPORTED)
+    (tmp_path / "pipedeck.yaml").write_text(
+        "version: 1\nhosts:\n  mac-mini: {address: 10.0.0.9, user: ci}\n"
+        "stages:\n  x: {run: 'true'}\n"
+    )
     pipeline = load_workflow(path, Options(runners={"macos-latest": "mac-mini"})).pipeline
     assert pipeline.stages["mac"].host == "mac-mini"
+    assert pipeline.hosts["mac-mini"].address == "10.0.0.9"
+    with pytest.raises(ConfigError, match="--runner: unknown host 'nowhere-host'"):
+        load_workflow(path, Options(runners={"macos-latest": "nowhere-host"}))
 
 
 def test_cli_validate_and_strict_exit_codes(tmp_path: Path) -> None:
@@ -189,3 +198,30 @@ def test_no_pipedeck_yaml_and_one_workflow_is_offered(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "using .github/workflows/ci.yml" in done.stderr
     assert "a" in done.stdout
+
+
+def test_watch_paths_narrow_what_a_workflow_watches(tmp_path: Path) -> None:
+    import argparse
+
+    from engine.gha.options import add_arguments, load
+
+    path = write(tmp_path, "on: push\njobs:\n  a: {runs-on: ubuntu-latest, steps: [{run: echo}]}\n")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert load(str(path), parser.parse_args([])).pipeline.watch.paths == (".",)
+    args = parser.parse_args(["--watch-paths", "src", "--watch-paths", "tests"])
+    assert load(str(path), args).pipeline.watch.paths == ("src", "tests")
+
+
+def test_wrong_kinds_of_values_are_reported(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    env: [x]\n"
+        "    timeout-minutes: soon\n    steps:\n      - run: echo\n        with: 3\n",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_workflow(path)
+    text = str(err.value)
+    assert f"{path}:5:10: jobs.a.env: expected a mapping, got a list" in text
+    assert f"{path}:6:22: jobs.a.timeout-minutes: expected a number, got the string 'soon'" in text
+    assert f"{path}:9:15: jobs.a.steps[0].with: expected a mapping, got the integer 3" in text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
 import subprocess
 import textwrap
@@ -9,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.events import StepStatus
+from engine.events import LogLines, StepStatus
 from engine.gha.loader import Options, load_workflow
 from engine.run import Run
-from tests.conftest import Recorder
+from tests.conftest import Recorder, marked_pids
 
 
 def workflow(tmp_path: Path, text: str) -> Path:
@@ -300,7 +302,10 @@ async def test_skipped_jobs_and_github_context_from_git(tmp_path: Path) -> None:
     recorder, code, _ = await run(path, Options(event="workflow_dispatch"))
     assert code == 0
     assert "acme/shop refs/heads/main workflow_dispatch" in recorder.lines("info")
-    assert any("a macOS runner is not available here" in line for line in recorder.lines("mac"))
+    assert recorder.final("mac").status == "skipped"
+    assert "a macOS runner is not available here" in (recorder.final("mac").reason or "")
+    assert recorder.final("pr-only").status == "skipped"
+    assert recorder.final("pr-only").reason == "if: github.event_name == 'pull_request' is false"
     assert "never" not in recorder.lines("mac") + recorder.lines("pr-only")
 
 
@@ -327,3 +332,167 @@ async def test_fail_fast_cancels_queued_matrix_instances(tmp_path: Path, fail_fa
     await the_run.close()
     assert recorder.final("t[n=1]").status == "failed"
     assert recorder.final("t[n=2]").status == ("failed" if fail_fast else "succeeded")
+
+
+async def test_local_reusable_workflow_runs_its_jobs_with_inputs_and_outputs(
+    tmp_path: Path,
+) -> None:
+    workflow(tmp_path, "")  # makes the folder
+    (tmp_path / ".github" / "workflows" / "reuse.yml").write_text(
+        textwrap.dedent(
+            """
+            on:
+              workflow_call:
+                inputs:
+                  who: {type: string, default: nobody}
+                  times: {type: number, default: 2}
+                outputs:
+                  greeting: {value: "${{ jobs.greet.outputs.text }}"}
+            jobs:
+              greet:
+                runs-on: ubuntu-latest
+                outputs: {text: "${{ steps.s.outputs.text }}"}
+                steps:
+                  - id: s
+                    run: echo "text=hello ${{ inputs.who }} x${{ inputs.times }}" >> "$GITHUB_OUTPUT"
+              shout:
+                needs: greet
+                runs-on: ubuntu-latest
+                steps:
+                  - run: echo "after greet"
+            """
+        )
+    )
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          first:
+            runs-on: ubuntu-latest
+            outputs: {name: "${{ steps.n.outputs.name }}"}
+            steps:
+              - id: n
+                run: echo "name=pipedeck" >> "$GITHUB_OUTPUT"
+          call:
+            needs: first
+            uses: ./.github/workflows/reuse.yml
+            with:
+              who: ${{ needs.first.outputs.name }}
+            secrets: inherit
+          last:
+            needs: call
+            runs-on: ubuntu-latest
+            steps:
+              - run: echo "said ${{ needs.call.outputs.greeting }} (${{ needs.call.result }})"
+        """,
+    )
+    recorder, code, the_run = await run(path)
+    assert code == 0
+    assert list(the_run.pipeline.stages) == ["first", "call/greet", "call/shout", "call", "last"]
+    assert "said hello pipedeck x2 (success)" in recorder.lines("last")
+
+
+async def test_event_file_inputs_and_matrix_expressions_in_job_keys(tmp_path: Path) -> None:
+    event = tmp_path / "event.json"
+    event.write_text('{"pull_request": {"number": 42}}')
+    path = workflow(
+        tmp_path,
+        """
+        on:
+          workflow_dispatch:
+            inputs:
+              debug: {type: boolean, default: false}
+              level: {type: number, default: 1}
+        jobs:
+          t:
+            runs-on: ubuntu-latest
+            continue-on-error: ${{ matrix.experimental }}
+            timeout-minutes: ${{ matrix.minutes }}
+            strategy:
+              matrix:
+                include:
+                  - {experimental: true, minutes: 2}
+                  - {experimental: false, minutes: 3}
+            steps:
+              - run: |
+                  echo "pr=${{ github.event.pull_request.number }} debug=${{ inputs.debug }} level=${{ inputs.level }}"
+                  test "${{ inputs.debug && 'on' || 'off' }}" = on
+                  test "$(python3 -c 'import json,os; print(json.load(open(os.environ["GITHUB_EVENT_PATH"]))["pull_request"]["number"])')" = 42
+        """,
+    )
+    options = Options(event="pull_request", event_file=str(event), inputs={"debug": "true"})
+    recorder, code, the_run = await run(path, options)
+    assert code == 0
+    stages = the_run.pipeline.stages
+    assert stages["t[experimental=true,minutes=2]"].allow_failure is True
+    assert stages["t[experimental=false,minutes=3]"].allow_failure is False
+    assert stages["t[experimental=false,minutes=3]"].timeout == 180
+    assert "pr=42 debug=true level=1" in recorder.lines("t[experimental=true,minutes=2]")
+
+
+async def test_local_node_action_runs_with_node(tmp_path: Path) -> None:
+    if shutil.which("node") is None:  # like the SSH tests: CI must have it, a dev machine may not
+        if os.environ.get("CI") == "true":
+            pytest.fail("node is not installed (needed for node actions)")
+        pytest.skip("node is not installed on this dev machine")
+    action = tmp_path / "nodeact"
+    action.mkdir()
+    (action / "action.yml").write_text(
+        "name: n\ninputs: {who: {default: x}}\noutputs: {said: {description: d}}\n"
+        "runs: {using: node20, main: index.js}\n"
+    )
+    (action / "index.js").write_text(
+        "const fs = require('fs');\n"
+        "console.log('node says hi ' + process.env.INPUT_WHO);\n"
+        "fs.appendFileSync(process.env.GITHUB_OUTPUT, 'said=yes\\n');\n"
+    )
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          n:
+            runs-on: ubuntu-latest
+            steps:
+              - id: a
+                uses: ./nodeact
+                with: {who: pipedeck}
+              - run: echo "said ${{ steps.a.outputs.said }}"
+              - run: echo "${{ fromJSON('{nope') }}"
+        """,
+    )
+    recorder, code, _ = await run(path)
+    assert "node says hi pipedeck" in recorder.lines("n")
+    assert "said yes" in recorder.lines("n")
+    assert code == 1  # the bad fromJSON fails its step with a message, not a traceback
+    assert any("fromJSON(): not JSON" in line for line in recorder.lines("n"))
+    assert not any("Traceback" in line for line in recorder.lines("n"))
+
+
+async def test_cancel_leaves_no_step_process(tmp_path: Path) -> None:
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          long:
+            runs-on: ubuntu-latest
+            steps:
+              - run: echo started; sleep 300 & sleep 300
+        """,
+    )
+    the_run = Run(load_workflow(path).pipeline)
+    recorder = Recorder()
+    the_run.subscribe(recorder)
+    started = asyncio.Event()
+    the_run.subscribe(
+        lambda e: started.set() if isinstance(e, LogLines) and "started" in e.lines else None
+    )
+    task = asyncio.create_task(the_run.execute())
+    await asyncio.wait_for(started.wait(), 30)
+    the_run.cancel_all()
+    await asyncio.wait_for(task, 60)
+    await the_run.close()
+    assert recorder.final("long").status == "cancelled"
+    assert marked_pids(the_run.run_id) == []

@@ -1,0 +1,49 @@
+"""`--runner LABEL=HOST`: a job runs on an SSH host of the root pipedeck.yaml, its runner
+shipped with it (the host's python3 has no pipedeck), with its steps reported as events."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import pipedeck_bin
+from tests.ssh.conftest import USER, Sshd, sshd  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.ssh
+
+
+def test_runs_on_label_mapped_to_an_ssh_host(sshd: Sshd, tmp_path: Path) -> None:  # noqa: F811
+    workdir = sshd.root / "gha" / "box"
+    (tmp_path / "pipedeck.yaml").write_text(
+        "version: 1\nhosts:\n  box:\n    address: 127.0.0.2\n"
+        f"    port: {sshd.port}\n    user: {USER}\n    identity_file: {sshd.client_key}\n"
+        f"    known_hosts: {sshd.known_hosts}\n    workdir: {workdir}\n"
+        "stages:\n  unused: {run: 'true'}\n"
+    )
+    folder = tmp_path / ".github" / "workflows"
+    folder.mkdir(parents=True)
+    (tmp_path / "data.txt").write_text("synced\n")
+    (folder / "ci.yml").write_text(
+        "on: push\njobs:\n  remote:\n    runs-on: [self-hosted, gpu]\n    steps:\n"
+        '      - run: echo "on $PWD = $(cat data.txt) ${{ runner.os }}"\n'
+        "      - id: o\n        run: echo 'v=1' >> \"$GITHUB_OUTPUT\"\n"
+        '      - run: echo "out ${{ steps.o.outputs.v }}"\n'
+    )
+    done = subprocess.run(
+        [pipedeck_bin(), "run", str(folder / "ci.yml"), "--runner", "gpu=box", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    logs = [e["text"] for e in events if e["type"] == "log"]
+    assert f"on {workdir} = synced Linux" in logs
+    assert "out 1" in logs
+    final = [e for e in events if e["type"] == "stage_status"][-1]
+    assert (final["stage"], final["status"], final["host"]) == ("remote", "succeeded", "box")
+    steps = [e["status"] for e in events if e["type"] == "step_status" and e["status"] != "running"]
+    assert steps == ["succeeded"] * 3
