@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from engine.executors.ssh import SshExecutor
 
 TAIL_INTERVAL = 0.25  # seconds between reads of a job's output files
+POLL_WAIT = 5.0  # on cancel: how long to wait for a fresh poll of a job believed pending
 STOP_WAIT = 60.0  # after the final scancel: how long to wait for the job to leave the queue
 JOBS_DIR = "slurm-jobs"  # under .pipedeck: one record per job that may still be queued
 
@@ -346,6 +347,8 @@ class SlurmExecutor:
         """SIGTERM the job, wait `grace`, kill it; return once it left the queue."""
         job_id = job.job_id
         try:
+            if job.info.state in PENDING_STATES:
+                await self.poller.fresh(POLL_WAIT)  # it may have started since the last poll
             if not job.info.finished and job.info.state not in PENDING_STATES:
                 await self._slurm(["scancel", "--full", "--signal=TERM", job_id])
                 await self._until_finished(job, grace)

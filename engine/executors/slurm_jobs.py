@@ -141,6 +141,7 @@ class JobPoller:
         self._command = command
         self._jobs: dict[str, WatchedJob] = {}
         self._wake = asyncio.Event()
+        self._polled = asyncio.Event()  # set after each poll
         self._task: asyncio.Task[None] | None = None
         self._accounting: bool | None = None  # sacct works; None: not asked yet
         self.commands = 0  # Slurm commands issued by polls (for bench/)
@@ -159,6 +160,13 @@ class JobPoller:
     def wake(self) -> None:
         """Poll now (not sooner than POLL_MIN after the last poll)."""
         self._wake.set()
+
+    async def fresh(self, limit: float) -> None:
+        """Wait (at most `limit` seconds) for a poll that starts from now."""
+        self._polled.clear()
+        self.wake()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._polled.wait(), limit)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -193,6 +201,7 @@ class JobPoller:
                     job.changed.set()
                     changed = True
             interval = POLL_MIN if changed else min(interval * 2, POLL_MAX)
+            self._polled.set()
             await asyncio.sleep(POLL_MIN)  # the floor between two polls, whatever wakes us
 
     async def _run(self, argv: list[str]) -> tuple[int, str, str]:
@@ -275,18 +284,25 @@ def job_script(stage: Stage, env: Iterable[tuple[str, str]], cwd: str) -> str:
         f"cd -- {quote(cwd)} || exit 1",
         *(f"export {k}={quote(v)}" for k, v in env if _ENV_NAME.fullmatch(k)),
         "set -- " + " ".join(map(quote, stage.shell)) if stage.shell else _PICK_SHELL,
-        f'"$@" {quote(stage.run)}',
+        f'exec "$@" {quote(stage.run)}',
     ]
     return "\n".join(lines) + "\n"
 
 
 def batch_script(job_dir: str) -> str:
-    """What sbatch gets on stdin: runs the private script, records its exit code in `exit`."""
+    """What sbatch gets on stdin: runs the private script, records its exit code in `exit`.
+
+    `scancel --full --signal=TERM` signals every process of the job, this one too: it outlives
+    the TERM (trapped after the fork, so the stage keeps the default) to record how the stage
+    ended, instead of ending the job under a stage still handling the signal.
+    """
     d = quote(job_dir)
     return (
         "#!/bin/sh\n"
-        f"sh {d}/job.sh\n"
-        "s=$?\n"
+        f"sh {d}/job.sh &\n"
+        "pid=$!\n"
+        "trap : TERM\n"
+        "while :; do wait $pid; s=$?; kill -0 $pid 2>/dev/null || break; done\n"
         f"echo $s > {d}/exit.tmp && mv -f {d}/exit.tmp {d}/exit\n"
         "exit $s\n"
     )
