@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import psutil
 
+from engine import graph
 from engine.executors.base import ExecResult, JobCallback, OutputSink
 from engine.executors.slurm_jobs import (
     PENDING_STATES,
@@ -57,7 +58,7 @@ from engine.executors.slurm_jobs import (
     sbatch_argv,
 )
 from engine.spec import Pipeline, SlurmOptions, Stage
-from engine.sync import artifact_files
+from engine.sync import artifact_files, workspace_files
 
 if TYPE_CHECKING:
     from engine.executors.ssh import SshExecutor
@@ -92,6 +93,7 @@ class LocalCluster:
     """Slurm commands on this machine; job files on a local (shared) path."""
 
     def __init__(self, pipeline: Pipeline, options: SlurmOptions, workdir: str | None) -> None:
+        self.pipeline = pipeline
         self.workspace = pipeline.workspace
         self.root = os.path.expanduser(workdir) if workdir else str(self.workspace)
         self._synced = workdir is not None
@@ -118,7 +120,12 @@ class LocalCluster:
 
     async def push(self, stage: Stage) -> None:
         if self._synced:
-            await _local_sync(self.workspace, Path(self.root))
+            patterns = [
+                pattern
+                for sid in graph.upstream(self.pipeline, {stage.id}) - {stage.id}
+                for pattern in self.pipeline.stages[sid].outputs
+            ]
+            await _local_sync(self.workspace, Path(self.root), patterns)
 
     async def fetch(self, stage: Stage) -> None:
         if self._synced and stage.outputs:
@@ -177,7 +184,7 @@ class SshCluster:
 
     async def push(self, stage: Stage) -> None:
         if self._synced:
-            await self._ssh.push(stage)
+            await self._ssh.prepare(stage)
 
     async def fetch(self, stage: Stage) -> None:
         if self._synced and stage.outputs:
@@ -441,23 +448,30 @@ def _read_from(path: str, offset: int) -> bytes:
         return b""
 
 
-async def _local_sync(workspace: Path, workdir: Path) -> None:
-    """Copy the workspace to a local `workdir` (rsync; .git, .pipedeck and ignored files stay)."""
+async def _local_sync(workspace: Path, workdir: Path, artifacts: list[str]) -> None:
+    """Copy the workspace (what SSH hosts get: no .git, .pipedeck or ignored files) and the
+    upstream `artifacts` to a local `workdir`, with rsync (only changed files are copied)."""
     rsync = shutil.which("rsync")
     if rsync is None:
         raise OSError("rsync is needed to copy the workspace to workdir")
-    workdir.mkdir(parents=True, exist_ok=True)
+
+    def listing() -> bytes:
+        workdir.mkdir(parents=True, exist_ok=True)
+        files = {**workspace_files(workspace), **artifact_files(workspace, artifacts)}
+        return b"\0".join(rel.encode() for rel in sorted(files))
+
+    names = await asyncio.to_thread(listing)
     proc = await asyncio.create_subprocess_exec(
         rsync,
         "-a",
-        "--exclude=/.git",
-        "--exclude=/.pipedeck",
-        "--filter=:- .gitignore",
+        "--from0",
+        "--files-from=-",
         f"{workspace}/",
         f"{workdir}/",
+        stdin=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await proc.communicate()
+    _, err = await proc.communicate(names)
     if proc.returncode:
         raise OSError(f"copying the workspace to {workdir} failed: {err.decode().strip()}")
 

@@ -89,3 +89,43 @@ def test_sigterm_cancels_the_job_and_leaves_an_empty_queue(
     assert cluster.queue() == []
     assert not list((tmp_path / ".pipedeck" / "slurm-jobs" / "cluster").iterdir())
     until(lambda: cluster.node_state() == "idle", 30, "the node to be idle")
+
+
+def test_after_a_crash_the_next_run_cancels_the_jobs_left_behind(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    pipeline = tmp_path / "pipedeck.yaml"
+    pipeline.write_text(
+        "version: 1\n"
+        "hosts:\n"
+        "  cluster:\n"
+        "    executor: slurm\n"
+        f"    slurm: {{env: {{SLURM_CONF: {cluster.conf}}}}}\n"
+        "stages:\n"
+        "  long:\n"
+        "    host: cluster\n"
+        "    run: echo begun; sleep 300\n"
+    )
+    proc = subprocess.Popen(
+        [pipedeck_bin(), "run"], cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "begun" in line:
+                break
+        proc.kill()  # a crash: no cleanup at all
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    left = cluster.queue()
+    assert len(left) == 1, "the crashed run left its job queued"
+    pipeline.write_text(pipeline.read_text().replace("echo begun; sleep 300", "echo next"))
+    done = subprocess.run(
+        [pipedeck_bin(), "run"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert left[0] not in cluster.queue()
+    cluster.wait_queue_empty(30)

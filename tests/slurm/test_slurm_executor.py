@@ -265,3 +265,34 @@ async def test_the_next_start_cancels_jobs_a_crashed_pipedeck_left(
     await executor.close()
     cluster.wait_queue_empty(30)
     assert not (records / job_id).exists()
+
+
+async def test_a_local_workdir_gets_the_workspace_and_upstream_artifacts_and_outputs_come_back(
+    cluster: Cluster, workspace: Path, tmp_path: Path, recorder: Recorder
+) -> None:
+    (workspace / ".gitignore").write_text("build/\nscratch.txt\n")
+    (workspace / "src.txt").write_text("source\n")
+    (workspace / "scratch.txt").write_text("ignored\n")
+    workdir = tmp_path / "shared"
+    stages = [
+        Stage(
+            id="make",
+            name="make",
+            run="mkdir -p build && echo built > build/lib.txt",
+            outputs=("build/*.txt",),
+        ),
+        slurm_stage(
+            "train",
+            "cat src.txt build/lib.txt; ls scratch.txt 2>/dev/null || echo no-scratch;"
+            " mkdir -p out && echo weights > out/model.txt",
+            needs=("make",),
+            outputs=("out/*.txt",),
+        ),
+    ]
+    host = cluster.host(workdir=str(workdir))
+    run = Run(make_pipeline(workspace, {"cluster": host}, stages))
+    run.subscribe(recorder)
+    assert await asyncio.wait_for(execute(run), 60) == 0
+    assert recorder.lines("train", "stdout") == ["source", "built", "no-scratch"]
+    assert (workspace / "out" / "model.txt").read_text() == "weights\n"
+    assert not list((workdir / ".pipedeck" / "slurm").iterdir()), "job dirs are removed"
