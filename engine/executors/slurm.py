@@ -320,7 +320,8 @@ class SlurmExecutor:
             if now != shown:
                 shown = now
                 if now[0] == "queued":
-                    self._report(stage, "queued", f"Slurm: {info.reason}", job.job_id, None)
+                    why = f"Slurm: {info.reason}" if info.reason else "in Slurm's queue"
+                    self._report(stage, "queued", why, job.job_id, None)
                 else:
                     self._report(stage, "running", None, job.job_id, info.node)
 

@@ -52,8 +52,9 @@ def test_the_ml_sample_trains_on_slurm(cluster: Cluster, tmp_path: Path) -> None
     assert cluster.queue() == []
 
 
-def test_sigterm_cancels_the_job_and_leaves_an_empty_queue(
-    cluster: Cluster, tmp_path: Path
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_or_ctrl_c_cancels_the_job_and_leaves_an_empty_queue(
+    cluster: Cluster, tmp_path: Path, signum: signal.Signals, code: int
 ) -> None:
     (tmp_path / "pipedeck.yaml").write_text(
         "version: 1\n"
@@ -80,8 +81,8 @@ def test_sigterm_cancels_the_job_and_leaves_an_empty_queue(
             if "begun" in line:
                 break
         assert cluster.queue(), "the job runs"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 143
+        proc.send_signal(signum)
+        assert proc.wait(timeout=60) == code
     finally:
         if proc.poll() is None:
             proc.kill()
