@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from engine.spec import Host, Pipeline, Resources, SlurmOptions, Stage
-from tests.ssh.conftest import SSHD, Sshd, running_sshd
+from tests.ssh.conftest import sshd  # noqa: F401  (the loopback sshd: a login node here)
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 NODE = "pd1"
@@ -281,14 +281,3 @@ def make_pipeline(
         secrets=secrets or {},
         hosts=hosts,
     )
-
-
-@pytest.fixture(scope="session")
-def login_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    """The loopback sshd of tests/ssh: this machine as the cluster's login node."""
-    if not SSHD.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{SSHD} is missing (CI must install openssh-server)")
-        pytest.skip(f"{SSHD} is missing")
-    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
-        yield server

@@ -52,11 +52,10 @@ def test_the_ml_sample_trains_on_slurm(cluster: Cluster, tmp_path: Path) -> None
     assert cluster.queue() == []
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_sigterm_or_ctrl_c_cancels_the_job_and_leaves_an_empty_queue(
-    cluster: Cluster, tmp_path: Path, signum: signal.Signals, code: int
-) -> None:
-    (tmp_path / "pipedeck.yaml").write_text(
+def write_pipeline(cluster: Cluster, where: Path, run: str) -> Path:
+    """A pipeline with one stage `long` on the cluster."""
+    path = where / "pipedeck.yaml"
+    path.write_text(
         "version: 1\n"
         "hosts:\n"
         "  cluster:\n"
@@ -66,20 +65,29 @@ def test_sigterm_or_ctrl_c_cancels_the_job_and_leaves_an_empty_queue(
         "  long:\n"
         "    host: cluster\n"
         "    kill_grace: 2s\n"
-        "    run: echo begun; sleep 300\n"
+        f"    run: {run}\n"
     )
-    proc = subprocess.Popen(
-        [pipedeck_bin(), "run"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return path
+
+
+def start_until_begun(where: Path) -> subprocess.Popen[str]:
+    """`pipedeck run` in `where`, once its stage printed `begun` (its job runs)."""
+    proc = subprocess.Popen([pipedeck_bin(), "run"], cwd=where, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "begun" in line:
+            return proc
+    proc.wait()
+    raise AssertionError(f"pipedeck ended ({proc.returncode}) before its job began")
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_or_ctrl_c_cancels_the_job_and_leaves_an_empty_queue(
+    cluster: Cluster, tmp_path: Path, signum: signal.Signals, code: int
+) -> None:
+    write_pipeline(cluster, tmp_path, "echo begun; sleep 300")
+    proc = start_until_begun(tmp_path)
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "begun" in line:
-                break
         assert cluster.queue(), "the job runs"
         proc.send_signal(signum)
         assert proc.wait(timeout=60) == code
@@ -95,32 +103,10 @@ def test_sigterm_or_ctrl_c_cancels_the_job_and_leaves_an_empty_queue(
 def test_after_a_crash_the_next_run_cancels_the_jobs_left_behind(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    pipeline = tmp_path / "pipedeck.yaml"
-    pipeline.write_text(
-        "version: 1\n"
-        "hosts:\n"
-        "  cluster:\n"
-        "    executor: slurm\n"
-        f"    slurm: {{env: {{SLURM_CONF: {cluster.conf}}}}}\n"
-        "stages:\n"
-        "  long:\n"
-        "    host: cluster\n"
-        "    run: echo begun; sleep 300\n"
-    )
-    proc = subprocess.Popen(
-        [pipedeck_bin(), "run"], cwd=tmp_path, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "begun" in line:
-                break
-        proc.kill()  # a crash: no cleanup at all
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    pipeline = write_pipeline(cluster, tmp_path, "echo begun; sleep 300")
+    proc = start_until_begun(tmp_path)
+    proc.kill()  # a crash: no cleanup at all
+    proc.wait()
     left = cluster.queue()
     assert len(left) == 1, "the crashed run left its job queued"
     pipeline.write_text(pipeline.read_text().replace("echo begun; sleep 300", "echo next"))
