@@ -13,6 +13,7 @@ import pytest
 
 from engine.events import Event, LogLines, StageStatus
 from engine.executors.slurm import SlurmExecutor
+from engine.executors.slurm_jobs import POLL_MIN
 from engine.run import Run
 from engine.spec import Resources, Stage
 from tests.conftest import Recorder, marked_pids
@@ -296,3 +297,20 @@ async def test_a_local_workdir_gets_the_workspace_and_upstream_artifacts_and_out
     assert recorder.lines("train", "stdout") == ["source", "built", "no-scratch"]
     assert (workspace / "out" / "model.txt").read_text() == "weights\n"
     assert not list((workdir / ".pipedeck" / "slurm").iterdir()), "job dirs are removed"
+
+
+async def test_one_poll_per_interval_for_all_jobs_of_a_host(
+    cluster: Cluster, workspace: Path
+) -> None:
+    stages = [slurm_stage(f"j{i}", "sleep 2") for i in range(8)]
+    pipeline = make_pipeline(workspace, {"cluster": cluster.host()}, stages)
+    executor = SlurmExecutor(pipeline, "cluster")
+    run = Run(pipeline, executors={"cluster": executor})
+    began = time.monotonic()
+    assert await asyncio.wait_for(execute(run), 60) == 0
+    elapsed = time.monotonic() - began
+    # polls are spaced by at least POLL_MIN whatever the number of jobs (one job per poll
+    # would be 8 per interval); the +2 are a first poll and the last one
+    assert executor.poller.commands <= elapsed / POLL_MIN + 2
+    sbatches = len(stages)
+    assert executor.commands - executor.poller.commands == sbatches  # no cancels, nothing else
