@@ -18,15 +18,18 @@ Output streams into the log by tailing `out` and `err` (locally or over SFTP). S
 `JobPoller` per host (engine/executors/slurm_jobs.py). A pending job is reported `queued` with
 Slurm's reason, a running one `running` with its node, through the `on_job` callback.
 
-Cancel and pipedeck's timeout: `scancel --full --signal=TERM`, `kill_grace`, then
-`scancel --full --signal=KILL` and `scancel`; the attempt returns once the job left the queue.
+Cancel and pipedeck's timeout: `scancel --full --signal=TERM`, `kill_grace` (plus a margin for
+the job's own kill and sweep), then `scancel --full --signal=KILL` and `scancel`; the attempt
+returns once the job left the queue.
 Every submitted job id is recorded under `.pipedeck/slurm-jobs/<host>/` until it ends: a
 pipedeck that crashed leaves records, and the next executor for that host cancels their jobs
 (unless the process that submitted them still runs).
 
 With `ProctrackType=proctrack/cgroup` Slurm kills every process of a job, double-forked ones
-included; with `proctrack/linuxproc` a process that left the job's process tree can survive
-`scancel`, and pipedeck does not reach compute nodes to sweep it.
+included. With `proctrack/linuxproc` it tracks parentage only; the job then cleans up after
+itself on its node: the batch script SIGKILLs the stage `kill_grace` after a TERM and, once the
+stage ended, every process carrying the job's mark (`PIPEDECK_SLURM_TASK`), so escaped processes
+die too, unless the whole job is SIGKILLed first (`scancel` by hand, or Slurm's own KillWait).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ if TYPE_CHECKING:
 
 TAIL_INTERVAL = 0.25  # seconds between reads of a job's output files
 POLL_WAIT = 5.0  # on cancel: how long to wait for a fresh poll of a job believed pending
+KILL_MARGIN = 2.0  # after kill_grace: time for the job's own SIGKILL and sweep (batch_script)
 STOP_WAIT = 60.0  # after the final scancel: how long to wait for the job to leave the queue
 JOBS_DIR = "slurm-jobs"  # under .pipedeck: one record per job that may still be queued
 
@@ -236,8 +240,9 @@ class SlurmExecutor:
                 self._swept = True
                 await self.cancel_leftovers()
             await self.cluster.push(stage)
-            job_dir = f"{self.cluster.root}/.pipedeck/slurm/{uuid.uuid4().hex}"
-            job_id = await self._submit(stage, env, job_dir)
+            token = uuid.uuid4().hex
+            job_dir = f"{self.cluster.root}/.pipedeck/slurm/{token}"
+            job_id = await self._submit(stage, env, job_dir, token)
         except OSError as exc:
             return ExecResult(None, reason=f"host {self.host}: {exc}")
         self.jobs[stage.id] = job_id
@@ -279,9 +284,9 @@ class SlurmExecutor:
 
     # -- submission --------------------------------------------------------------------------
 
-    async def _submit(self, stage: Stage, env: Mapping[str, str], job_dir: str) -> str:
+    async def _submit(self, stage: Stage, env: Mapping[str, str], job_dir: str, token: str) -> str:
         cwd = posixpath.normpath(posixpath.join(self.cluster.root, stage.cwd))
-        script = job_script(stage, env.items(), cwd).encode("utf-8", "surrogateescape")
+        script = job_script(stage, env.items(), cwd, token).encode("utf-8", "surrogateescape")
         # the private script travels on stdin: umask 077 makes it 0600 from its first byte
         status, _, err = await self.cluster.command(
             ["sh", "-c", 'umask 077 && mkdir -p -- "$1" && cat > "$1/job.sh"', "sh", job_dir],
@@ -291,7 +296,8 @@ class SlurmExecutor:
             raise OSError(f"cannot write the job script in {job_dir}: {err.strip()}")
         name = f"pipedeck:{self.pipeline.name}:{stage.id}"
         argv = sbatch_argv(stage, self.options, job_dir, name)
-        status, out, err = await self._slurm(argv, batch_script(job_dir).encode())
+        batch = batch_script(job_dir, token, stage.kill_grace).encode()
+        status, out, err = await self._slurm(argv, batch)
         if status != 0:
             raise OSError(f"sbatch failed: {err.strip() or out.strip() or status}")
         job_id = out.strip().split(";")[0]
@@ -359,7 +365,7 @@ class SlurmExecutor:
                 await self.poller.fresh(POLL_WAIT)  # it may have started since the last poll
             if not job.info.finished and job.info.state not in PENDING_STATES:
                 await self._slurm(["scancel", "--full", "--signal=TERM", job_id])
-                await self._until_finished(job, grace)
+                await self._until_finished(job, grace + KILL_MARGIN)
             if not job.info.finished:
                 await self._slurm(["scancel", "--full", "--signal=KILL", job_id])
                 await self._slurm(["scancel", job_id])

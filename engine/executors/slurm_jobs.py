@@ -271,6 +271,7 @@ def _slurm_time(seconds: float) -> str:
     return f"{days}-{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
 
 
+TOKEN_VAR = "PIPEDECK_SLURM_TASK"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PICK_SHELL = (
     "if command -v bash >/dev/null 2>&1; then set -- bash -e -o pipefail -c; "
@@ -278,31 +279,54 @@ _PICK_SHELL = (
 )
 
 
-def job_script(stage: Stage, env: Iterable[tuple[str, str]], cwd: str) -> str:
-    """The private script (mode 0600) a job runs: cd, the environment, the stage's command."""
+def job_script(stage: Stage, env: Iterable[tuple[str, str]], cwd: str, token: str) -> str:
+    """The private script (mode 0600) a job runs: cd, the environment, the stage's command.
+
+    Every process of the stage inherits `PIPEDECK_SLURM_TASK=<token>`: the mark the batch
+    script sweeps by.
+    """
     lines = [
         f"cd -- {quote(cwd)} || exit 1",
         *(f"export {k}={quote(v)}" for k, v in env if _ENV_NAME.fullmatch(k)),
+        f"export {TOKEN_VAR}={token}",
         "set -- " + " ".join(map(quote, stage.shell)) if stage.shell else _PICK_SHELL,
         f'exec "$@" {quote(stage.run)}',
     ]
     return "\n".join(lines) + "\n"
 
 
-def batch_script(job_dir: str) -> str:
+def batch_script(job_dir: str, token: str, grace: float) -> str:
     """What sbatch gets on stdin: runs the private script, records its exit code in `exit`.
 
     `scancel --full --signal=TERM` signals every process of the job, this one too: it outlives
-    the TERM (trapped after the fork, so the stage keeps the default) to record how the stage
-    ended, instead of ending the job under a stage still handling the signal.
+    the TERM (trapped after the fork, so the stage keeps the default), SIGKILLs the stage `grace`
+    seconds later if it is still there, and once the stage ended SIGKILLs every process on the
+    node carrying the job's mark: with `proctrack/linuxproc` Slurm loses track of processes
+    that left the job's process tree (double fork, setsid), this finds them.
     """
     d = quote(job_dir)
+    mark = f"{TOKEN_VAR}={token}"
     return (
         "#!/bin/sh\n"
         f"sh {d}/job.sh &\n"
         "pid=$!\n"
-        "trap : TERM\n"
-        "while :; do wait $pid; s=$?; kill -0 $pid 2>/dev/null || break; done\n"
+        "trap 'term=1' TERM\n"
+        "while :; do\n"
+        "  wait $pid; s=$?\n"
+        "  kill -0 $pid 2>/dev/null || break\n"
+        '  if [ -n "$term" ] && [ -z "$timer" ]; then\n'
+        f"    (sleep {grace:g}; kill -KILL $pid) 2>/dev/null & timer=$!\n"
+        "  fi\n"
+        "done\n"
+        "i=0\n"
+        "while [ $i -lt 50 ]; do\n"
+        f"  pids=$(grep -lzx {mark} /proc/[0-9]*/environ 2>/dev/null"
+        " | sed 's,^/proc/\\([0-9]*\\)/environ$,\\1,')\n"
+        '  [ -z "$pids" ] && break\n'
+        "  kill -KILL $pids 2>/dev/null\n"
+        "  i=$((i+1))\n"
+        "done\n"
+        '[ -n "$timer" ] && kill $timer 2>/dev/null\n'
         f"echo $s > {d}/exit.tmp && mv -f {d}/exit.tmp {d}/exit\n"
         "exit $s\n"
     )

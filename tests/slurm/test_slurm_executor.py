@@ -133,9 +133,11 @@ async def test_a_job_waiting_for_a_full_node_is_queued_with_slurms_reason(
     assert recorder.lines("small") == ["small ran"]
 
 
+@pytest.mark.parametrize("tracking", ["cluster", "linuxproc_cluster"])
 async def test_cancel_scancels_the_job_and_leaves_no_process_and_an_empty_queue(
-    cluster: Cluster, workspace: Path, recorder: Recorder
+    tracking: str, request: pytest.FixtureRequest, workspace: Path, recorder: Recorder
 ) -> None:
+    cluster: Cluster = request.getfixturevalue(tracking)
     run = start(
         cluster,
         workspace,
@@ -156,19 +158,23 @@ async def test_cancel_scancels_the_job_and_leaves_no_process_and_an_empty_queue(
     assert recorder.final("spin").status == "cancelled"
     assert "got TERM" in recorder.lines("spin")  # TERM first, with kill_grace to act on it
     assert cluster.queue() == []
-    if cluster.proctrack == "proctrack/cgroup":  # linuxproc cannot promise this (module docs)
-        until(lambda: not marked_pids(run.run_id), 10, "the double-forked sleeper to die")
+    # cgroup: Slurm kills it; linuxproc: the job's own sweep by its mark does
+    until(lambda: not marked_pids(run.run_id), 10, "the double-forked sleeper to die")
 
 
-async def test_pipedeck_timeout_kills_the_job_and_leaves_an_empty_queue(
-    cluster: Cluster, workspace: Path, recorder: Recorder
+@pytest.mark.parametrize("tracking", ["cluster", "linuxproc_cluster"])
+async def test_pipedeck_timeout_kills_a_job_ignoring_term_and_leaves_nothing(
+    tracking: str, request: pytest.FixtureRequest, workspace: Path, recorder: Recorder
 ) -> None:
-    run = start(cluster, workspace, [slurm_stage("slow", "echo begun; sleep 300", timeout=3.0)])
+    cluster: Cluster = request.getfixturevalue(tracking)
+    stubborn = "trap '' TERM; (setsid sleep 300 &); echo begun; while :; do sleep 0.1; done"
+    run = start(cluster, workspace, [slurm_stage("slow", stubborn, timeout=3.0)])
     run.subscribe(recorder)
     assert await asyncio.wait_for(execute(run), 60) == 1
     assert recorder.final("slow").status == "timed_out"
     assert recorder.lines("slow", "stdout") == ["begun"]
     assert cluster.queue() == []
+    until(lambda: not marked_pids(run.run_id), 10, "every process of the job to be gone")
 
 
 async def test_a_node_failure_makes_the_attempt_lost_and_retries_apply(
