@@ -18,15 +18,18 @@ Output streams into the log by tailing `out` and `err` (locally or over SFTP). S
 `JobPoller` per host (engine/executors/slurm_jobs.py). A pending job is reported `queued` with
 Slurm's reason, a running one `running` with its node, through the `on_job` callback.
 
-Cancel and pipedeck's timeout: `scancel --full --signal=TERM`, `kill_grace`, then
-`scancel --full --signal=KILL` and `scancel`; the attempt returns once the job left the queue.
+Cancel and pipedeck's timeout: `scancel --full --signal=TERM`, `kill_grace` (plus a margin for
+the job's own kill and sweep), then `scancel --full --signal=KILL` and `scancel`; the attempt
+returns once the job left the queue.
 Every submitted job id is recorded under `.pipedeck/slurm-jobs/<host>/` until it ends: a
 pipedeck that crashed leaves records, and the next executor for that host cancels their jobs
 (unless the process that submitted them still runs).
 
 With `ProctrackType=proctrack/cgroup` Slurm kills every process of a job, double-forked ones
-included; with `proctrack/linuxproc` a process that left the job's process tree can survive
-`scancel`, and pipedeck does not reach compute nodes to sweep it.
+included. With `proctrack/linuxproc` it tracks parentage only; the job then cleans up after
+itself on its node: the batch script SIGKILLs the stage `kill_grace` after a TERM and, once the
+stage ended, every process carrying the job's mark (`PIPEDECK_SLURM_TASK`), so escaped processes
+die too, unless the whole job is SIGKILLed first (`scancel` by hand, or Slurm's own KillWait).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import psutil
 
+from engine import graph
 from engine.executors.base import ExecResult, JobCallback, OutputSink
 from engine.executors.slurm_jobs import (
     PENDING_STATES,
@@ -57,12 +61,14 @@ from engine.executors.slurm_jobs import (
     sbatch_argv,
 )
 from engine.spec import Pipeline, SlurmOptions, Stage
-from engine.sync import artifact_files
+from engine.sync import artifact_files, workspace_files
 
 if TYPE_CHECKING:
     from engine.executors.ssh import SshExecutor
 
 TAIL_INTERVAL = 0.25  # seconds between reads of a job's output files
+POLL_WAIT = 5.0  # on cancel: how long to wait for a fresh poll of a job believed pending
+KILL_MARGIN = 2.0  # after kill_grace: time for the job's own SIGKILL and sweep (batch_script)
 STOP_WAIT = 60.0  # after the final scancel: how long to wait for the job to leave the queue
 JOBS_DIR = "slurm-jobs"  # under .pipedeck: one record per job that may still be queued
 
@@ -91,6 +97,7 @@ class LocalCluster:
     """Slurm commands on this machine; job files on a local (shared) path."""
 
     def __init__(self, pipeline: Pipeline, options: SlurmOptions, workdir: str | None) -> None:
+        self.pipeline = pipeline
         self.workspace = pipeline.workspace
         self.root = os.path.expanduser(workdir) if workdir else str(self.workspace)
         self._synced = workdir is not None
@@ -117,7 +124,12 @@ class LocalCluster:
 
     async def push(self, stage: Stage) -> None:
         if self._synced:
-            await _local_sync(self.workspace, Path(self.root))
+            patterns = [
+                pattern
+                for sid in graph.upstream(self.pipeline, {stage.id}) - {stage.id}
+                for pattern in self.pipeline.stages[sid].outputs
+            ]
+            await _local_sync(self.workspace, Path(self.root), patterns)
 
     async def fetch(self, stage: Stage) -> None:
         if self._synced and stage.outputs:
@@ -176,7 +188,7 @@ class SshCluster:
 
     async def push(self, stage: Stage) -> None:
         if self._synced:
-            await self._ssh.push(stage)
+            await self._ssh.prepare(stage)
 
     async def fetch(self, stage: Stage) -> None:
         if self._synced and stage.outputs:
@@ -228,8 +240,9 @@ class SlurmExecutor:
                 self._swept = True
                 await self.cancel_leftovers()
             await self.cluster.push(stage)
-            job_dir = f"{self.cluster.root}/.pipedeck/slurm/{uuid.uuid4().hex}"
-            job_id = await self._submit(stage, env, job_dir)
+            token = uuid.uuid4().hex
+            job_dir = f"{self.cluster.root}/.pipedeck/slurm/{token}"
+            job_id = await self._submit(stage, env, job_dir, token)
         except OSError as exc:
             return ExecResult(None, reason=f"host {self.host}: {exc}")
         self.jobs[stage.id] = job_id
@@ -271,9 +284,9 @@ class SlurmExecutor:
 
     # -- submission --------------------------------------------------------------------------
 
-    async def _submit(self, stage: Stage, env: Mapping[str, str], job_dir: str) -> str:
+    async def _submit(self, stage: Stage, env: Mapping[str, str], job_dir: str, token: str) -> str:
         cwd = posixpath.normpath(posixpath.join(self.cluster.root, stage.cwd))
-        script = job_script(stage, env.items(), cwd).encode("utf-8", "surrogateescape")
+        script = job_script(stage, env.items(), cwd, token).encode("utf-8", "surrogateescape")
         # the private script travels on stdin: umask 077 makes it 0600 from its first byte
         status, _, err = await self.cluster.command(
             ["sh", "-c", 'umask 077 && mkdir -p -- "$1" && cat > "$1/job.sh"', "sh", job_dir],
@@ -283,7 +296,8 @@ class SlurmExecutor:
             raise OSError(f"cannot write the job script in {job_dir}: {err.strip()}")
         name = f"pipedeck:{self.pipeline.name}:{stage.id}"
         argv = sbatch_argv(stage, self.options, job_dir, name)
-        status, out, err = await self._slurm(argv, batch_script(job_dir).encode())
+        batch = batch_script(job_dir, token, stage.kill_grace).encode()
+        status, out, err = await self._slurm(argv, batch)
         if status != 0:
             raise OSError(f"sbatch failed: {err.strip() or out.strip() or status}")
         job_id = out.strip().split(";")[0]
@@ -312,7 +326,8 @@ class SlurmExecutor:
             if now != shown:
                 shown = now
                 if now[0] == "queued":
-                    self._report(stage, "queued", f"Slurm: {info.reason}", job.job_id, None)
+                    why = f"Slurm: {info.reason}" if info.reason else "in Slurm's queue"
+                    self._report(stage, "queued", why, job.job_id, None)
                 else:
                     self._report(stage, "running", None, job.job_id, info.node)
 
@@ -346,9 +361,11 @@ class SlurmExecutor:
         """SIGTERM the job, wait `grace`, kill it; return once it left the queue."""
         job_id = job.job_id
         try:
+            if job.info.state in PENDING_STATES:
+                await self.poller.fresh(POLL_WAIT)  # it may have started since the last poll
             if not job.info.finished and job.info.state not in PENDING_STATES:
                 await self._slurm(["scancel", "--full", "--signal=TERM", job_id])
-                await self._until_finished(job, grace)
+                await self._until_finished(job, grace + KILL_MARGIN)
             if not job.info.finished:
                 await self._slurm(["scancel", "--full", "--signal=KILL", job_id])
                 await self._slurm(["scancel", job_id])
@@ -438,23 +455,30 @@ def _read_from(path: str, offset: int) -> bytes:
         return b""
 
 
-async def _local_sync(workspace: Path, workdir: Path) -> None:
-    """Copy the workspace to a local `workdir` (rsync; .git, .pipedeck and ignored files stay)."""
+async def _local_sync(workspace: Path, workdir: Path, artifacts: list[str]) -> None:
+    """Copy the workspace (what SSH hosts get: no .git, .pipedeck or ignored files) and the
+    upstream `artifacts` to a local `workdir`, with rsync (only changed files are copied)."""
     rsync = shutil.which("rsync")
     if rsync is None:
         raise OSError("rsync is needed to copy the workspace to workdir")
-    workdir.mkdir(parents=True, exist_ok=True)
+
+    def listing() -> bytes:
+        workdir.mkdir(parents=True, exist_ok=True)
+        files = {**workspace_files(workspace), **artifact_files(workspace, artifacts)}
+        return b"\0".join(rel.encode() for rel in sorted(files))
+
+    names = await asyncio.to_thread(listing)
     proc = await asyncio.create_subprocess_exec(
         rsync,
         "-a",
-        "--exclude=/.git",
-        "--exclude=/.pipedeck",
-        "--filter=:- .gitignore",
+        "--from0",
+        "--files-from=-",
         f"{workspace}/",
         f"{workdir}/",
+        stdin=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await proc.communicate()
+    _, err = await proc.communicate(names)
     if proc.returncode:
         raise OSError(f"copying the workspace to {workdir} failed: {err.decode().strip()}")
 

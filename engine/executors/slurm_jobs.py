@@ -141,6 +141,7 @@ class JobPoller:
         self._command = command
         self._jobs: dict[str, WatchedJob] = {}
         self._wake = asyncio.Event()
+        self._polled = asyncio.Event()  # set after each poll
         self._task: asyncio.Task[None] | None = None
         self._accounting: bool | None = None  # sacct works; None: not asked yet
         self.commands = 0  # Slurm commands issued by polls (for bench/)
@@ -159,6 +160,13 @@ class JobPoller:
     def wake(self) -> None:
         """Poll now (not sooner than POLL_MIN after the last poll)."""
         self._wake.set()
+
+    async def fresh(self, limit: float) -> None:
+        """Wait (at most `limit` seconds) for a poll that starts from now."""
+        self._polled.clear()
+        self.wake()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._polled.wait(), limit)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -193,6 +201,7 @@ class JobPoller:
                     job.changed.set()
                     changed = True
             interval = POLL_MIN if changed else min(interval * 2, POLL_MAX)
+            self._polled.set()
             await asyncio.sleep(POLL_MIN)  # the floor between two polls, whatever wakes us
 
     async def _run(self, argv: list[str]) -> tuple[int, str, str]:
@@ -262,6 +271,7 @@ def _slurm_time(seconds: float) -> str:
     return f"{days}-{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
 
 
+TOKEN_VAR = "PIPEDECK_SLURM_TASK"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PICK_SHELL = (
     "if command -v bash >/dev/null 2>&1; then set -- bash -e -o pipefail -c; "
@@ -269,24 +279,54 @@ _PICK_SHELL = (
 )
 
 
-def job_script(stage: Stage, env: Iterable[tuple[str, str]], cwd: str) -> str:
-    """The private script (mode 0600) a job runs: cd, the environment, the stage's command."""
+def job_script(stage: Stage, env: Iterable[tuple[str, str]], cwd: str, token: str) -> str:
+    """The private script (mode 0600) a job runs: cd, the environment, the stage's command.
+
+    Every process of the stage inherits `PIPEDECK_SLURM_TASK=<token>`: the mark the batch
+    script sweeps by.
+    """
     lines = [
         f"cd -- {quote(cwd)} || exit 1",
         *(f"export {k}={quote(v)}" for k, v in env if _ENV_NAME.fullmatch(k)),
+        f"export {TOKEN_VAR}={token}",
         "set -- " + " ".join(map(quote, stage.shell)) if stage.shell else _PICK_SHELL,
-        f'"$@" {quote(stage.run)}',
+        f'exec "$@" {quote(stage.run)}',
     ]
     return "\n".join(lines) + "\n"
 
 
-def batch_script(job_dir: str) -> str:
-    """What sbatch gets on stdin: runs the private script, records its exit code in `exit`."""
+def batch_script(job_dir: str, token: str, grace: float) -> str:
+    """What sbatch gets on stdin: runs the private script, records its exit code in `exit`.
+
+    `scancel --full --signal=TERM` signals every process of the job, this one too: it outlives
+    the TERM (trapped after the fork, so the stage keeps the default), SIGKILLs the stage `grace`
+    seconds later if it is still there, and once the stage ended SIGKILLs every process on the
+    node carrying the job's mark: with `proctrack/linuxproc` Slurm loses track of processes
+    that left the job's process tree (double fork, setsid), this finds them.
+    """
     d = quote(job_dir)
+    mark = f"{TOKEN_VAR}={token}"
     return (
         "#!/bin/sh\n"
-        f"sh {d}/job.sh\n"
-        "s=$?\n"
+        f"sh {d}/job.sh &\n"
+        "pid=$!\n"
+        "trap 'term=1' TERM\n"
+        "while :; do\n"
+        "  wait $pid; s=$?\n"
+        "  kill -0 $pid 2>/dev/null || break\n"
+        '  if [ -n "$term" ] && [ -z "$timer" ]; then\n'
+        f"    (sleep {grace:g}; kill -KILL $pid) 2>/dev/null & timer=$!\n"
+        "  fi\n"
+        "done\n"
+        "i=0\n"
+        "while [ $i -lt 50 ]; do\n"
+        f"  pids=$(grep -lzx {mark} /proc/[0-9]*/environ 2>/dev/null"
+        " | sed 's,^/proc/\\([0-9]*\\)/environ$,\\1,')\n"
+        '  [ -z "$pids" ] && break\n'
+        "  kill -KILL $pids 2>/dev/null\n"
+        "  i=$((i+1))\n"
+        "done\n"
+        '[ -n "$timer" ] && kill $timer 2>/dev/null\n'
         f"echo $s > {d}/exit.tmp && mv -f {d}/exit.tmp {d}/exit\n"
         "exit $s\n"
     )

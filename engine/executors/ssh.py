@@ -166,10 +166,6 @@ class SshExecutor:
         status = 255 if result.exit_status is None else result.exit_status
         return status, _as_bytes(out), _as_bytes(err)
 
-    async def push(self, stage: Stage) -> None:
-        """Sync the workspace and `stage`'s upstream artifacts to `workdir`."""
-        await self._push(await self._connect(), stage)
-
     async def fetch(self, stage: Stage) -> None:
         """Bring `stage`'s outputs back into the local workspace."""
         await self._fetch(await self._connect(), stage)

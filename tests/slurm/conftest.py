@@ -5,7 +5,7 @@ munged with a key of its own, slurmctld and slurmd (as root, on free ports, stat
 waits until the node `pd1` is idle, and stops them all at the end. It tries
 `proctrack/cgroup` first (Slurm then kills double-forked processes of a job too) and falls back to
 `proctrack/linuxproc` when slurmd cannot use cgroups on this kernel; `Cluster.proctrack` says
-which. Accounting is off (`sacct` fails, the executor copes). Without Slurm the tests fail when
+which. `linuxproc_cluster` is a second one that uses linuxproc in any case. Accounting is off (`sacct` fails, the executor copes). Without Slurm the tests fail when
 `CI` is set, else skip saying why.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from engine.spec import Host, Pipeline, Resources, SlurmOptions, Stage
-from tests.ssh.conftest import SSHD, Sshd, running_sshd
+from tests.ssh.conftest import sshd  # noqa: F401  (the loopback sshd: a login node here)
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 NODE = "pd1"
@@ -205,19 +205,22 @@ def _start(stack: ExitStack, root: Path, proctrack: str) -> Cluster:
 
 
 @contextmanager
-def running_cluster(root: Path) -> Iterator[Cluster]:
-    """A single-node cluster under `root` until the block ends (tests and bench/)."""
+def running_cluster(
+    root: Path, proctracks: tuple[str, ...] = ("proctrack/cgroup", "proctrack/linuxproc")
+) -> Iterator[Cluster]:
+    """A single-node cluster under `root` until the block ends (tests and bench/), with the
+    first of `proctracks` that works here."""
     root.chmod(0o755)  # munged wants its socket's directories searchable
     key = root / "munge.key"
     key.write_bytes(os.urandom(1024))
     key.chmod(0o600)
-    for proctrack in ("proctrack/cgroup", "proctrack/linuxproc"):
+    for proctrack in proctracks:
         stack = ExitStack()
         try:
             cluster = _start(stack, root, proctrack)
         except (RuntimeError, AssertionError):
             stack.close()
-            if proctrack == "proctrack/linuxproc":
+            if proctrack == proctracks[-1]:
                 raise
             continue
         with stack:
@@ -241,15 +244,28 @@ def slurm_missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A real single-node Slurm cluster for the whole session."""
+def _need_slurm() -> None:
     reason = slurm_missing()
     if reason is not None:
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A real single-node Slurm cluster for the whole session."""
+    _need_slurm()
     with running_cluster(tmp_path_factory.mktemp("slurm")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def linuxproc_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A second cluster that tracks a job's processes by parentage only (proctrack/linuxproc)."""
+    _need_slurm()
+    root = tmp_path_factory.mktemp("slurm-linuxproc")
+    with running_cluster(root, ("proctrack/linuxproc",)) as running:
         yield running
 
 
@@ -281,14 +297,3 @@ def make_pipeline(
         secrets=secrets or {},
         hosts=hosts,
     )
-
-
-@pytest.fixture(scope="session")
-def login_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    """The loopback sshd of tests/ssh: this machine as the cluster's login node."""
-    if not SSHD.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{SSHD} is missing (CI must install openssh-server)")
-        pytest.skip(f"{SSHD} is missing")
-    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
-        yield server

@@ -52,10 +52,10 @@ def test_the_ml_sample_trains_on_slurm(cluster: Cluster, tmp_path: Path) -> None
     assert cluster.queue() == []
 
 
-def test_sigterm_cancels_the_job_and_leaves_an_empty_queue(
-    cluster: Cluster, tmp_path: Path
-) -> None:
-    (tmp_path / "pipedeck.yaml").write_text(
+def write_pipeline(cluster: Cluster, where: Path, run: str) -> Path:
+    """A pipeline with one stage `long` on the cluster."""
+    path = where / "pipedeck.yaml"
+    path.write_text(
         "version: 1\n"
         "hosts:\n"
         "  cluster:\n"
@@ -65,23 +65,32 @@ def test_sigterm_cancels_the_job_and_leaves_an_empty_queue(
         "  long:\n"
         "    host: cluster\n"
         "    kill_grace: 2s\n"
-        "    run: echo begun; sleep 300\n"
+        f"    run: {run}\n"
     )
-    proc = subprocess.Popen(
-        [pipedeck_bin(), "run"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return path
+
+
+def start_until_begun(where: Path) -> subprocess.Popen[str]:
+    """`pipedeck run` in `where`, once its stage printed `begun` (its job runs)."""
+    proc = subprocess.Popen([pipedeck_bin(), "run"], cwd=where, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "begun" in line:
+            return proc
+    proc.wait()
+    raise AssertionError(f"pipedeck ended ({proc.returncode}) before its job began")
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_or_ctrl_c_cancels_the_job_and_leaves_an_empty_queue(
+    cluster: Cluster, tmp_path: Path, signum: signal.Signals, code: int
+) -> None:
+    write_pipeline(cluster, tmp_path, "echo begun; sleep 300")
+    proc = start_until_begun(tmp_path)
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "begun" in line:
-                break
         assert cluster.queue(), "the job runs"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 143
+        proc.send_signal(signum)
+        assert proc.wait(timeout=60) == code
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -89,3 +98,21 @@ def test_sigterm_cancels_the_job_and_leaves_an_empty_queue(
     assert cluster.queue() == []
     assert not list((tmp_path / ".pipedeck" / "slurm-jobs" / "cluster").iterdir())
     until(lambda: cluster.node_state() == "idle", 30, "the node to be idle")
+
+
+def test_after_a_crash_the_next_run_cancels_the_jobs_left_behind(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    pipeline = write_pipeline(cluster, tmp_path, "echo begun; sleep 300")
+    proc = start_until_begun(tmp_path)
+    proc.kill()  # a crash: no cleanup at all
+    proc.wait()
+    left = cluster.queue()
+    assert len(left) == 1, "the crashed run left its job queued"
+    pipeline.write_text(pipeline.read_text().replace("echo begun; sleep 300", "echo next"))
+    done = subprocess.run(
+        [pipedeck_bin(), "run"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert left[0] not in cluster.queue()
+    cluster.wait_queue_empty(30)

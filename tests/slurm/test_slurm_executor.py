@@ -13,6 +13,7 @@ import pytest
 
 from engine.events import Event, LogLines, StageStatus
 from engine.executors.slurm import SlurmExecutor
+from engine.executors.slurm_jobs import POLL_MIN
 from engine.run import Run
 from engine.spec import Resources, Stage
 from tests.conftest import Recorder, marked_pids
@@ -132,9 +133,11 @@ async def test_a_job_waiting_for_a_full_node_is_queued_with_slurms_reason(
     assert recorder.lines("small") == ["small ran"]
 
 
+@pytest.mark.parametrize("tracking", ["cluster", "linuxproc_cluster"])
 async def test_cancel_scancels_the_job_and_leaves_no_process_and_an_empty_queue(
-    cluster: Cluster, workspace: Path, recorder: Recorder
+    tracking: str, request: pytest.FixtureRequest, workspace: Path, recorder: Recorder
 ) -> None:
+    cluster: Cluster = request.getfixturevalue(tracking)
     run = start(
         cluster,
         workspace,
@@ -155,19 +158,23 @@ async def test_cancel_scancels_the_job_and_leaves_no_process_and_an_empty_queue(
     assert recorder.final("spin").status == "cancelled"
     assert "got TERM" in recorder.lines("spin")  # TERM first, with kill_grace to act on it
     assert cluster.queue() == []
-    if cluster.proctrack == "proctrack/cgroup":  # linuxproc cannot promise this (module docs)
-        until(lambda: not marked_pids(run.run_id), 10, "the double-forked sleeper to die")
+    # cgroup: Slurm kills it; linuxproc: the job's own sweep by its mark does
+    until(lambda: not marked_pids(run.run_id), 10, "the double-forked sleeper to die")
 
 
-async def test_pipedeck_timeout_kills_the_job_and_leaves_an_empty_queue(
-    cluster: Cluster, workspace: Path, recorder: Recorder
+@pytest.mark.parametrize("tracking", ["cluster", "linuxproc_cluster"])
+async def test_pipedeck_timeout_kills_a_job_ignoring_term_and_leaves_nothing(
+    tracking: str, request: pytest.FixtureRequest, workspace: Path, recorder: Recorder
 ) -> None:
-    run = start(cluster, workspace, [slurm_stage("slow", "echo begun; sleep 300", timeout=3.0)])
+    cluster: Cluster = request.getfixturevalue(tracking)
+    stubborn = "trap '' TERM; (setsid sleep 300 &); echo begun; while :; do sleep 0.1; done"
+    run = start(cluster, workspace, [slurm_stage("slow", stubborn, timeout=3.0)])
     run.subscribe(recorder)
     assert await asyncio.wait_for(execute(run), 60) == 1
     assert recorder.final("slow").status == "timed_out"
     assert recorder.lines("slow", "stdout") == ["begun"]
     assert cluster.queue() == []
+    until(lambda: not marked_pids(run.run_id), 10, "every process of the job to be gone")
 
 
 async def test_a_node_failure_makes_the_attempt_lost_and_retries_apply(
@@ -265,3 +272,51 @@ async def test_the_next_start_cancels_jobs_a_crashed_pipedeck_left(
     await executor.close()
     cluster.wait_queue_empty(30)
     assert not (records / job_id).exists()
+
+
+async def test_a_local_workdir_gets_the_workspace_and_upstream_artifacts_and_outputs_come_back(
+    cluster: Cluster, workspace: Path, tmp_path: Path, recorder: Recorder
+) -> None:
+    (workspace / ".gitignore").write_text("build/\nscratch.txt\n")
+    (workspace / "src.txt").write_text("source\n")
+    (workspace / "scratch.txt").write_text("ignored\n")
+    workdir = tmp_path / "shared"
+    stages = [
+        Stage(
+            id="make",
+            name="make",
+            run="mkdir -p build && echo built > build/lib.txt",
+            outputs=("build/*.txt",),
+        ),
+        slurm_stage(
+            "train",
+            "cat src.txt build/lib.txt; ls scratch.txt 2>/dev/null || echo no-scratch;"
+            " mkdir -p out && echo weights > out/model.txt",
+            needs=("make",),
+            outputs=("out/*.txt",),
+        ),
+    ]
+    host = cluster.host(workdir=str(workdir))
+    run = Run(make_pipeline(workspace, {"cluster": host}, stages))
+    run.subscribe(recorder)
+    assert await asyncio.wait_for(execute(run), 60) == 0
+    assert recorder.lines("train", "stdout") == ["source", "built", "no-scratch"]
+    assert (workspace / "out" / "model.txt").read_text() == "weights\n"
+    assert not list((workdir / ".pipedeck" / "slurm").iterdir()), "job dirs are removed"
+
+
+async def test_one_poll_per_interval_for_all_jobs_of_a_host(
+    cluster: Cluster, workspace: Path
+) -> None:
+    stages = [slurm_stage(f"j{i}", "sleep 2") for i in range(8)]
+    pipeline = make_pipeline(workspace, {"cluster": cluster.host()}, stages)
+    executor = SlurmExecutor(pipeline, "cluster")
+    run = Run(pipeline, executors={"cluster": executor})
+    began = time.monotonic()
+    assert await asyncio.wait_for(execute(run), 60) == 0
+    elapsed = time.monotonic() - began
+    # polls are spaced by at least POLL_MIN whatever the number of jobs (one job per poll
+    # would be 8 per interval); the +2 are a first poll and the last one
+    assert executor.poller.commands <= elapsed / POLL_MIN + 2
+    sbatches = len(stages)
+    assert executor.commands - executor.poller.commands == sbatches  # no cancels, nothing else

@@ -29,7 +29,7 @@ def login_host(cluster: Cluster, sshd: Sshd, workdir: Path) -> object:
 
 
 async def test_jobs_go_through_the_login_node_with_the_workspace_synced(
-    cluster: Cluster, login_sshd: Sshd, workspace: Path, tmp_path: Path, recorder: Recorder
+    cluster: Cluster, sshd: Sshd, workspace: Path, tmp_path: Path, recorder: Recorder
 ) -> None:
     (workspace / "data.txt").write_text("from the workspace\n")
     workdir = tmp_path / "remote"
@@ -40,7 +40,7 @@ async def test_jobs_go_through_the_login_node_with_the_workspace_synced(
             outputs=("out/*.txt",),
         )
     ]
-    host = login_host(cluster, login_sshd, workdir)
+    host = login_host(cluster, sshd, workdir)
     run = Run(make_pipeline(workspace, {"cluster": host}, stages))  # type: ignore[dict-item]
     run.subscribe(recorder)
     assert await asyncio.wait_for(execute(run), 90) == 0
@@ -54,9 +54,9 @@ async def test_jobs_go_through_the_login_node_with_the_workspace_synced(
 
 
 async def test_cancel_over_the_login_node_empties_the_queue(
-    cluster: Cluster, login_sshd: Sshd, workspace: Path, tmp_path: Path, recorder: Recorder
+    cluster: Cluster, sshd: Sshd, workspace: Path, tmp_path: Path, recorder: Recorder
 ) -> None:
-    host = login_host(cluster, login_sshd, tmp_path / "remote")
+    host = login_host(cluster, sshd, tmp_path / "remote")
     stages = [slurm_stage("spin", "echo ready; sleep 300")]
     run = Run(make_pipeline(workspace, {"cluster": host}, stages))  # type: ignore[dict-item]
     run.subscribe(recorder)
