@@ -100,6 +100,7 @@ def _foreground(pgid: int) -> Iterator[None]:
     old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # tcsetpgrp from the background
     try:
         os.tcsetpgrp(0, pgid)
+        os.killpg(pgid, signal.SIGCONT)  # it may have stopped itself waiting for the terminal
         yield
     finally:
         os.tcsetpgrp(0, ours)

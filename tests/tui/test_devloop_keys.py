@@ -6,7 +6,7 @@ from engine.events import READY, RUNNING
 from engine.ptyproc import TERMINALS
 from tests.conftest import marked_pids
 from tests.tui.conftest import label, log_of, screen_of, shown, status, tree_of, until
-from tui.screens.tty_input import TypeIntoScreen, key_bytes
+from tui.screens.tty_input import TypeInto, key_bytes
 
 ASK = """\
 version: 1
@@ -56,20 +56,20 @@ async def test_i_types_into_a_tty_stage_sized_to_the_log_pane_until_escape(make_
         tree_of(app).select_stage("ask")
         await until(pilot, lambda: "name?" in shown(log_of(app)), "the prompt")
         await pilot.press("i")
-        assert isinstance(app.screen, TypeIntoScreen)
+        assert isinstance(app.screen.focused, TypeInto)
         await pilot.press("b", "o", "b", "enter")
         await until(pilot, lambda: "hello bob" in shown(log_of(app)), "the answer")
         await until(pilot, lambda: f"{pane.height} {pane.width}" in shown(log_of(app)), "size")
         await pilot.press("escape")
-        assert app.screen is screen_of(app)
+        assert not app.screen.query(TypeInto)
         run = screen_of(app).run
         await until(pilot, lambda: not run.running, "the run to end")
         assert TERMINALS.find(run.run_id, "ask") is None
         await pilot.press("i")  # the stage has ended: nothing to type into
-        assert app.screen is screen_of(app)
+        assert not app.screen.query(TypeInto)
         tree_of(app).select_stage("plain")
         await pilot.press("i")
-        assert app.screen is screen_of(app)
+        assert not app.screen.query(TypeInto)
 
 
 async def test_services_show_their_own_icon_and_ready_state_and_keep_running(make_app):

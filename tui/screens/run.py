@@ -644,7 +644,7 @@ class RunScreen(LogScreen):
     def action_type_into(self) -> None:
         """Send keystrokes to the selected `tty: true` stage until Esc."""
         from engine.ptyproc import TERMINALS
-        from tui.screens.tty_input import TypeIntoScreen
+        from tui.screens.tty_input import TypeInto
 
         sid = self._one_selected()
         if sid is None:
@@ -656,7 +656,7 @@ class RunScreen(LogScreen):
         if terminal is None:
             self.notify(f"{sid} is not running", severity="warning")
             return
-        self.app.push_screen(TypeIntoScreen(sid, terminal))
+        self.mount(TypeInto(sid, terminal))
 
     def action_help(self) -> None:
         """Show every key."""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from textual import events
-from textual.app import ComposeResult
-from textual.screen import ModalScreen
 from textual.widgets import Label
 
 from engine.ptyproc import Terminal
@@ -36,27 +34,31 @@ def key_bytes(key: str, character: str | None) -> bytes:
     return b""
 
 
-class TypeIntoScreen(ModalScreen[None]):
-    """Sends every key to a stage's terminal; Esc comes back. The log stays visible beneath."""
+class TypeInto(Label, can_focus=True):
+    """A bar at the bottom of the run screen; while it has focus, every key goes to a stage's
+    terminal. Esc (or the stage ending) removes it and gives focus back."""
 
     DEFAULT_CSS = """
-    TypeIntoScreen { background: $background 0%; align: center bottom; }
-    TypeIntoScreen Label { width: 100%; background: $warning; color: $background; padding: 0 1; }
+    TypeInto { dock: bottom; width: 100%; background: $warning; color: $background; padding: 0 1; }
     """
 
     def __init__(self, stage_id: str, terminal: Terminal) -> None:
-        super().__init__()
+        super().__init__(f"typing into {stage_id} · esc to stop")
         self.stage_id = stage_id
         self.terminal = terminal
 
-    def compose(self) -> ComposeResult:
-        yield Label(f"typing into {self.stage_id} · esc to stop")
+    def on_mount(self) -> None:
+        self.previous = self.screen.focused
+        self.focus()
+
+    def on_blur(self) -> None:
+        self.remove()
 
     def on_key(self, event: events.Key) -> None:
         event.stop()
         event.prevent_default()
         if event.key == "escape":
-            self.dismiss()
+            self.leave()
             return
         data = key_bytes(event.key, event.character)
         if data:
@@ -64,4 +66,11 @@ class TypeIntoScreen(ModalScreen[None]):
                 self.terminal.write(data)
             except OSError:  # the stage ended meanwhile
                 self.notify(f"{self.stage_id} is no longer running", severity="warning")
-                self.dismiss()
+                self.leave()
+
+    def leave(self) -> None:
+        """Give the focus back to where it was (which removes this bar)."""
+        if self.previous is not None:
+            self.previous.focus()
+        else:
+            self.remove()
