@@ -21,7 +21,7 @@ import sys
 import termios
 import tty
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from shlex import quote
 from typing import TYPE_CHECKING
@@ -136,15 +136,18 @@ async def _slurm(
             await own.close()
 
 
-def remote_script(workdir: str, stage: Stage, env: dict[str, str], path: str, command: str) -> str:
-    """What the remote `sh` sources: remove itself, cd, export the stage env, exec `command`."""
+def remote_prelude(workdir: str, stage: Stage, env: Mapping[str, str]) -> list[str]:
+    """sh lines that enter the stage's remote directory and export its environment."""
     cwd = posixpath.normpath(posixpath.join(workdir, stage.cwd))
-    lines = [
-        f"rm -f -- {quote(path)}",
+    return [
         f"cd -- {quote(cwd)} || exit 1",
         *(f"export {k}={quote(v)}" for k, v in env.items() if k.isidentifier()),
-        f"exec {command}",
     ]
+
+
+def remote_script(workdir: str, stage: Stage, env: dict[str, str], path: str, command: str) -> str:
+    """What the remote `sh` sources: remove itself, cd, export the stage env, exec `command`."""
+    lines = [f"rm -f -- {quote(path)}", *remote_prelude(workdir, stage, env), f"exec {command}"]
     return "\n".join(lines) + "\n"
 
 
