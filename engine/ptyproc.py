@@ -15,7 +15,11 @@ import os
 import shutil
 import struct
 import termios
-from typing import Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import asyncssh
 
 DEFAULT_SIZE = (120, 40)  # columns, rows: headless, or until the TUI tells the log pane's size
 
@@ -103,3 +107,42 @@ class _Reader(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.protocol.pipe_connection_lost(1, None)
         self.protocol.pipe_connection_lost(2, None)
+
+
+# -- over SSH: a PTY requested with the channel ------------------------------------------------
+
+REMOTE_PREFIX = "stty raw -echo 2>/dev/null; printf '\\001'; "
+"""Goes before the remote bootstrap of a tty stage: the stage script then crosses the PTY raw and
+unechoed (it holds the exports, secrets too), and the mark byte says when it is safe to send."""
+REMOTE_RESTORE = "stty sane 2>/dev/null"  # the script's first line: a normal terminal again
+
+
+class AfterMark:
+    """A sink wrapper dropping a tty stage's output up to the mark byte; `seen` is set then."""
+
+    def __init__(self, sink: Callable[[str, bytes], None]) -> None:
+        self.sink = sink
+        self.seen = asyncio.Event()
+
+    def __call__(self, stream: str, data: bytes) -> None:
+        if not self.seen.is_set():
+            mark = data.find(b"\x01")
+            if mark < 0:
+                return
+            self.seen.set()
+            data = data[mark + 1 :]
+        if data:
+            self.sink(stream, data)
+
+
+class RemoteTerminal:
+    """A tty stage's SSH channel as a `Terminal`."""
+
+    def __init__(self, channel: asyncssh.SSHClientChannel[bytes]) -> None:
+        self.channel = channel
+
+    def write(self, data: bytes) -> None:
+        self.channel.write(data)
+
+    def resize(self, columns: int, rows: int) -> None:
+        self.channel.change_terminal_size(columns, rows)

@@ -132,13 +132,32 @@ class Services:
             result = await executor.execute(
                 replace(command, run=script), env, lambda _, data: output.append(data)
             )
-            if result.exit_code == 0:
-                return None
-            last = b"".join(output).decode(errors="replace").strip().splitlines()[-1:]
-            why = result.reason or f"exit code {result.exit_code}"
-            return f"{why}: {last[0]}" if last else why
+            return _verdict(result.exit_code, b"".join(output), result.reason)
 
-        return run
+        if not stage.is_remote:
+            return run
+        from engine.executors.ssh import SshExecutor
+        from engine.shell import remote_prelude
+
+        if not isinstance(executor, SshExecutor):
+            return run
+        ssh = executor
+
+        async def over_ssh(script: str) -> str | None:  # no workspace sync per try
+            text = "\n".join([*remote_prelude(ssh.host.workdir, stage, env), script]) + "\n"
+            status, out, err = await ssh.command("sh", text.encode())
+            return _verdict(status, out + err, None)
+
+        return over_ssh
+
+
+def _verdict(code: int | None, output: bytes, reason: str | None) -> str | None:
+    """None when a probe command exited 0, else why not, with its last line of output."""
+    if code == 0:
+        return None
+    last = output.decode(errors="replace").strip().splitlines()[-1:]
+    why = reason or f"exit code {code}"
+    return f"{why}: {last[0]}" if last else why
 
 
 def _describe(stage: Stage) -> str:

@@ -14,13 +14,15 @@ import contextlib
 import difflib
 import os
 import posixpath
+import shlex
 import shutil
 import signal
 import sys
 import termios
 import tty
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from shlex import quote
 from typing import TYPE_CHECKING
 
@@ -30,6 +32,7 @@ from engine.spec import Pipeline, Stage
 if TYPE_CHECKING:
     import asyncssh
 
+    from engine.executors.base import Executor
     from engine.executors.ssh import SshExecutor
 
 SHELL_ATTEMPT = 0  # PIPEDECK_ATTEMPT in a shell: not an attempt of the stage
@@ -49,21 +52,27 @@ async def open_shell(
     stage_id: str,
     *,
     run_id: str | None = None,
-    executor: SshExecutor | None = None,
+    executor: Executor | None = None,
 ) -> int:
     """Run a shell for `stage_id` on our stdin/stdout/stderr until it exits; its exit code.
 
-    `executor` is the SSH executor of the stage's host, to reuse its connection (one is made
-    and closed here when it is None).
+    `executor` is the run's executor of the stage's host, to reuse its SSH connection or to
+    find the stage's Slurm job (one is made and closed here when it is None).
     """
     stage = pipeline.stages[stage_id]
     env = stage_env(pipeline, stage, run_id or new_run_id(), SHELL_ATTEMPT)
     if not stage.is_remote:
-        return await _local(pipeline, stage, env)
-    if executor is not None:
-        return await _remote(executor, stage, env)
-    from engine.executors.ssh import SshExecutor
+        cwd = pipeline.workspace / stage.cwd
+        if not cwd.is_dir():
+            raise ShellError(f"working directory not found: {cwd}")
+        return await _interactive([shell_program(env)], cwd, env)
+    spec = pipeline.hosts.get(stage.host)
+    if spec is not None and spec.executor == "slurm":
+        return await _slurm(pipeline, stage, env, executor)
+    from engine.executors.ssh import SshExecutor  # asyncssh: for remote stages only
 
+    if isinstance(executor, SshExecutor):
+        return await _remote(executor, stage, env)
     own = SshExecutor(pipeline, stage.host)
     try:
         return await _remote(own, stage, env)
@@ -71,18 +80,15 @@ async def open_shell(
         await own.close()
 
 
-async def _local(pipeline: Pipeline, stage: Stage, env: dict[str, str]) -> int:
-    cwd = pipeline.workspace / stage.cwd
-    if not cwd.is_dir():
-        raise ShellError(f"working directory not found: {cwd}")
-    program = shell_program(env)
+async def _interactive(argv: list[str], cwd: Path, env: dict[str, str]) -> int:
+    """Run `argv` here on our stdin/stdout/stderr (in the terminal's foreground); its exit code."""
     terminal = os.isatty(0)
     try:
         proc = await asyncio.create_subprocess_exec(
-            program, cwd=cwd, env=env, process_group=0 if terminal else None
+            *argv, cwd=cwd, env=env, process_group=0 if terminal else None
         )
     except OSError as exc:
-        raise ShellError(f"cannot start {program}: {exc.strerror or exc}") from None
+        raise ShellError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
     try:
         with _foreground(proc.pid) if terminal else contextlib.nullcontext():
             return await proc.wait()
@@ -100,25 +106,54 @@ def _foreground(pgid: int) -> Iterator[None]:
     old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # tcsetpgrp from the background
     try:
         os.tcsetpgrp(0, pgid)
+        os.killpg(pgid, signal.SIGCONT)  # it may have stopped itself waiting for the terminal
         yield
     finally:
         os.tcsetpgrp(0, ours)
         signal.signal(signal.SIGTTOU, old)
 
 
-def remote_script(workdir: str, stage: Stage, env: dict[str, str], path: str) -> str:
-    """What the remote `sh` sources: remove itself, cd, export the stage env, exec the shell."""
+async def _slurm(
+    pipeline: Pipeline, stage: Stage, env: dict[str, str], executor: Executor | None
+) -> int:
+    """A shell on the Slurm node: inside the stage's running job, else in a new allocation
+    (`engine.executors.slurm.shell_command`), from here or from the login node over SSH."""
+    from engine.executors.slurm import LocalCluster, SlurmExecutor, shell_command
+
+    own = executor if isinstance(executor, SlurmExecutor) else SlurmExecutor(pipeline, stage.host)
+    try:
+        try:
+            await own.cluster.push(stage)
+        except OSError as exc:
+            raise ShellError(f"host {stage.host}: workspace sync failed: {exc}") from None
+        argv = shell_command(stage, own.jobs.get(stage.id), own.cluster.root)
+        env = {**env, **own.options.env}  # srun exports it to the shell
+        if isinstance(own.cluster, LocalCluster):  # jobs start from our environment too
+            return await _interactive(argv, pipeline.workspace, {**os.environ, **env})
+        return await _remote(own.cluster._ssh, stage, env, shlex.join(argv))
+    finally:
+        if own is not executor:
+            await own.close()
+
+
+def remote_prelude(workdir: str, stage: Stage, env: Mapping[str, str]) -> list[str]:
+    """sh lines that enter the stage's remote directory and export its environment."""
     cwd = posixpath.normpath(posixpath.join(workdir, stage.cwd))
-    lines = [
-        f"rm -f -- {quote(path)}",
+    return [
         f"cd -- {quote(cwd)} || exit 1",
         *(f"export {k}={quote(v)}" for k, v in env.items() if k.isidentifier()),
-        'exec "${SHELL:-bash}"',
     ]
+
+
+def remote_script(workdir: str, stage: Stage, env: dict[str, str], path: str, command: str) -> str:
+    """What the remote `sh` sources: remove itself, cd, export the stage env, exec `command`."""
+    lines = [f"rm -f -- {quote(path)}", *remote_prelude(workdir, stage, env), f"exec {command}"]
     return "\n".join(lines) + "\n"
 
 
-async def _remote(executor: SshExecutor, stage: Stage, env: dict[str, str]) -> int:
+async def _remote(
+    executor: SshExecutor, stage: Stage, env: dict[str, str], command: str = '"${SHELL:-bash}"'
+) -> int:
     import asyncssh
 
     from engine.executors.ssh import PIDS_DIR, ConnectError
@@ -132,7 +167,7 @@ async def _remote(executor: SshExecutor, stage: Stage, env: dict[str, str]) -> i
     workdir = executor.host.workdir
     # the environment (secrets too) goes in a file only we can read, not on a command line
     path = f"{workdir}/{PIDS_DIR}/shell-{uuid.uuid4().hex}"
-    script = remote_script(workdir, stage, env, path)
+    script = remote_script(workdir, stage, env, path, command)
     make = f"umask 077 && mkdir -p -- {quote(posixpath.dirname(path))} && cat > {quote(path)}"
     try:
         await conn.run(make, input=script, check=True)
@@ -143,8 +178,8 @@ async def _remote(executor: SshExecutor, stage: Stage, env: dict[str, str]) -> i
     if terminal:
         size = os.get_terminal_size(0)
         pty = {"term_type": env.get("TERM", "xterm"), "term_size": (size.columns, size.lines)}
-    command = f"sh -c {quote('. ' + quote(path))}"
-    async with conn.create_process(command, encoding=None, **pty) as proc:  # type: ignore[call-overload]
+    source = f"sh -c {quote('. ' + quote(path))}"
+    async with conn.create_process(source, encoding=None, **pty) as proc:  # type: ignore[call-overload]
         with _raw(0) if terminal else contextlib.nullcontext():
             await _bridge(proc)
         result = await proc.wait()

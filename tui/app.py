@@ -62,6 +62,7 @@ def new_run(
     run = Run(
         pipeline, manual="wait", jobs=jobs, only=only, carry=carry, trigger=trigger, force=force
     )
+    run.services.keep_running = True  # services run until the run is cancelled or we quit
     track_run(run)
     return run
 

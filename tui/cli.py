@@ -344,6 +344,7 @@ async def _run_async(pipeline: Pipeline, args: argparse.Namespace) -> int:
             trigger=trigger,
             executors=executors,
         )
+        run.services.keep_running = args.watch  # SPEC §10: services outlive a watched run
         _reporter(args, run)
         track_run(run)
         return run

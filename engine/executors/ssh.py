@@ -40,6 +40,7 @@ import asyncssh
 from asyncssh import PIPE
 
 from engine.executors.base import REMOTE_STAGE_LIMIT, ExecResult, OutputSink
+from engine.ptyproc import REMOTE_PREFIX, REMOTE_RESTORE, TERMINALS, AfterMark, RemoteTerminal
 from engine.spec import Pipeline, Stage
 from engine.sshhosts import HostConfig, resolve_host
 from engine.sync import RemoteWorkspace
@@ -383,22 +384,36 @@ class SshExecutor:
         pidfile = f"{self.host.workdir}/{PIDS_DIR}/{token}"
         script = self._script(stage, env, token, pidfile).encode("utf-8", "surrogateescape")
         command = _BOOTSTRAP.format(size=len(script), end=_SCRIPT_END)
+        tty: dict[str, Any] = {}  # `tty: true`: a PTY, see engine/ptyproc.py
+        if stage.tty:
+            sink = AfterMark(sink)
+            command = REMOTE_PREFIX + command
+            tty = {"term_type": env.get("TERM", "xterm-256color"), "term_size": TERMINALS.size}
         session = _StageSession(sink)
         try:
-            chan, _ = await conn.create_session(lambda: session, command, encoding=None)
+            chan, _ = await conn.create_session(lambda: session, command, encoding=None, **tty)
         except (OSError, asyncssh.Error) as exc:
             return self._broken(conn, "starting the stage", exc)
         self._running[token] = pidfile
+        key = (env.get("PIPEDECK_RUN_ID", ""), stage.id)
         try:
+            if isinstance(sink, AfterMark):
+                await asyncio.wait_for(sink.seen.wait(), CONNECT_TIMEOUT)
+                TERMINALS.open[key] = RemoteTerminal(chan)
             chan.write(script)
-            chan.write_eof()
+            if not tty:
+                chan.write_eof()
             await session.finished(chan)
         except asyncio.CancelledError:
             await self._kill(conn, session, {token: pidfile}, stage.kill_grace)
             chan.close()
             raise
+        except TimeoutError:
+            chan.close()
+            return ExecResult(None, reason=f"host {self.host.name}: the terminal did not start")
         finally:
             self._running.pop(token, None)
+            TERMINALS.open.pop(key, None)
         if session.exit_code is not None:
             return ExecResult(session.exit_code)
         self._orphans[token] = pidfile
@@ -409,6 +424,7 @@ class SshExecutor:
         """The script the remote `sh` evaluates: cd, exports, then the wrapped stage command."""
         cwd = posixpath.normpath(posixpath.join(self.host.workdir, stage.cwd))
         lines = [
+            *([REMOTE_RESTORE] if stage.tty else []),
             f"mkdir -p -- {quote(posixpath.dirname(pidfile))} || exit 1",
             f"cd -- {quote(cwd)} || exit 1",
             *(f"export {k}={quote(v)}" for k, v in env.items() if _ENV_NAME.fullmatch(k)),

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import pipedeck_bin
+from tests.slurm.conftest import Cluster, cluster  # noqa: F401 (the cluster fixture)
 from tests.ssh.conftest import USER, Sshd, sshd  # noqa: F401 (the sshd fixture)
 
 PROBE = "pwd; echo $GREETING $LEVEL $MATRIX_PY $TOKEN $PIPEDECK_STAGE $PIPEDECK_ATTEMPT; exit 7\n"
@@ -98,3 +99,21 @@ def test_remote_shell_runs_in_the_synced_remote_workdir(sshd: Sshd, tmp_path: Pa
     ]
     leftovers = list((workdir / ".pipedeck-pids").glob("shell-*"))
     assert leftovers == []  # the file holding the environment removed itself
+
+
+@pytest.mark.slurm
+def test_slurm_shell_runs_on_the_node_in_a_new_allocation(
+    cluster: Cluster,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    hosts = (
+        "hosts:\n  hpc:\n    executor: slurm\n"
+        f"    slurm: {{partition: main, env: {{SLURM_CONF: '{cluster.conf}'}}}}\n"
+    )
+    (tmp_path / "sub").mkdir()
+    pipeline = write(tmp_path, STAGE.replace("    run:", "    host: hpc\n    run:"), hosts)
+    done = shell(pipeline, "test[py=3.12]", 'echo "job $SLURM_JOB_ID"; ' + PROBE, TOKEN="s3")
+    assert done.returncode == 7, done.stderr
+    lines = done.stdout.replace("\r", "").splitlines()
+    assert lines[0].startswith("job ") and lines[0] != "job "  # inside a Slurm allocation
+    assert lines[1:] == [str(tmp_path / "sub"), "hello 3 3.12 s3 test[py=3.12] 0"]

@@ -6,10 +6,13 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from engine.loader import load
 from engine.ptyproc import TERMINALS
 from engine.run import Run
 from tests.conftest import Recorder, marked_pids
+from tests.ssh.conftest import USER, Sshd, sshd  # noqa: F401 (the sshd fixture)
 
 Write = Callable[..., Path]
 
@@ -92,3 +95,43 @@ def test_keystrokes_reach_the_stage_and_ctrl_c_interrupts_it(
     assert recorder.lines("ask") == ["name? \r", "bob\r", "hello bob\r", "^Cinterrupted\r"]
     assert (recorder.final("ask").status, recorder.final("ask").exit_code) == ("failed", 5)
     assert marked_pids(run.run_id) == []
+
+
+@pytest.mark.ssh
+def test_remote_tty_stage_gets_a_pty_and_keystrokes(
+    sshd: Sshd,  # noqa: F811
+    tmp_path: Path,
+    recorder: Recorder,
+) -> None:
+    path = tmp_path / "pipedeck.yaml"
+    path.write_text(
+        f"version: 1\nsecrets: [TOKEN]\nhosts:\n  box:\n    address: 127.0.0.2\n"
+        f"    port: {sshd.port}\n    user: {USER}\n    identity_file: {sshd.client_key}\n"
+        f"    known_hosts: {sshd.known_hosts}\n    workdir: {sshd.root / 'tty' / 'box'}\n"
+        "stages:\n  ask:\n    host: box\n    tty: true\n    run: |\n"
+        "      test -t 0 && test -t 1 && echo a terminal\n"
+        "      stty size\n"
+        "      echo 'name?'\n"
+        "      read -r name\n"
+        '      echo "hello $name"\n'
+    )
+    TERMINALS.resize_all(100, 30)
+
+    async def go() -> int:
+        run = Run(load(path, environ={"TOKEN": "s3cret-value"}))
+        run.subscribe(recorder)
+        task = asyncio.create_task(run.execute())
+        try:
+            await until(lambda: "name?\r" in recorder.lines("ask"))
+            terminal = TERMINALS.find(run.run_id, "ask")
+            assert terminal is not None
+            terminal.write(b"bob\r")
+            return await asyncio.wait_for(task, 30)
+        finally:
+            await run.close()
+
+    try:
+        assert asyncio.run(go()) == 0
+    finally:
+        TERMINALS.resize_all(120, 40)
+    assert recorder.lines("ask") == ["a terminal\r", "30 100\r", "name?\r", "bob\r", "hello bob\r"]

@@ -154,6 +154,8 @@ class RunScreen(LogScreen):
             tooltip="the timeline: a bar per stage attempt, critical path marked",
         ),
         Binding("h", "history", "History", show=False, tooltip="show the run history"),
+        Binding("t", "shell", "Shell", show=False, tooltip="a shell in the stage's directory"),
+        Binding("i", "type_into", "Type", show=False, tooltip="type into a tty: true stage"),
         Binding(
             "H",
             "hosts",
@@ -601,6 +603,60 @@ class RunScreen(LogScreen):
         else:
             lines = (f"{host}: {state}" for host, state in self.host_states.items())
             self.notify(escape("\n".join(lines)), title="hosts", timeout=10)
+
+    # -- shells and terminals (SPEC §10) ---------------------------------------------------------
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._size_terminals)
+
+    def _size_terminals(self) -> None:
+        """`tty: true` stages get the log pane's size."""
+        from engine.ptyproc import TERMINALS
+
+        size = self.query_one("#log", LogView).size
+        TERMINALS.resize_all(size.width, size.height)
+
+    def _one_selected(self) -> str | None:
+        ids = self._selected()
+        if len(ids) > 1:
+            self.notify("select one instance of the matrix stage", severity="warning")
+        return ids[0] if len(ids) == 1 else None
+
+    async def action_shell(self) -> None:
+        """A shell in the selected stage's directory and environment, on its host; the TUI
+        suspends until it exits."""
+        from textual.app import SuspendNotSupported
+
+        from engine.shell import ShellError, open_shell
+
+        sid = self._one_selected()
+        if sid is None:
+            return
+        host = self.pipeline.stages[sid].host
+        executor = getattr(self.run, "_executors", {}).get(host)  # its pooled SSH connection
+        try:
+            with self.app.suspend():
+                print(f"pipedeck: a shell for {sid}; exit it to come back", flush=True)
+                await open_shell(self.pipeline, sid, run_id=self.run.run_id, executor=executor)
+        except (ShellError, SuspendNotSupported) as err:
+            self.notify(str(err), title="shell", severity="error")
+
+    def action_type_into(self) -> None:
+        """Send keystrokes to the selected `tty: true` stage until Esc."""
+        from engine.ptyproc import TERMINALS
+        from tui.screens.tty_input import TypeInto
+
+        sid = self._one_selected()
+        if sid is None:
+            return
+        if not self.pipeline.stages[sid].tty:
+            self.notify(f"{sid} is not a tty: true stage", severity="warning")
+            return
+        terminal = TERMINALS.find(self._log_run.get(sid, self.run.run_id), sid)
+        if terminal is None:
+            self.notify(f"{sid} is not running", severity="warning")
+            return
+        self.mount(TypeInto(sid, terminal))
 
     def action_help(self) -> None:
         """Show every key."""

@@ -10,10 +10,12 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from engine.events import BAD, FAILED, FINISHED, PENDING, RUNNING, STATUSES, WAITING
+from engine.events import BAD, FAILED, FINISHED, PENDING, READY, RUNNING, STATUSES, WAITING
 from engine.spec import LOCAL, Pipeline
 from tui.widgets.status import (
     ICONS,
+    LIVE,
+    SERVICE_STARTING,
     STATUS_COLOURS,
     StageView,
     format_attempt,
@@ -138,7 +140,7 @@ class StageTree(Tree[str]):
         """Advance the ticking durations of running stages."""
         self._clock_now = now
         for sid, view in self.views.items():
-            if view.status == "running":
+            if view.status in LIVE:
                 self.refresh_stage(sid)
 
     def _relabel(self, key: str) -> None:
@@ -172,6 +174,8 @@ class StageTree(Tree[str]):
             names = dict.fromkeys(self.pipeline.stages[n].name for n in waiting)
             parts.append((f"waits for {', '.join(names)}" if names else "", "dim"))
         parts.append((f"@{host}" if host != LOCAL else "", "dim"))
+        if stage.service:  # SPEC §10: its own icon while it starts, and its ready state
+            parts.append(({RUNNING: "starting", READY: "ready"}.get(view.status, "service"), "dim"))
         if status == "allowed":
             parts.append(("allowed to fail", "stage-tree--allowed"))
         return self._assemble(key, status, parts)
@@ -193,7 +197,10 @@ class StageTree(Tree[str]):
         room = self.scrollable_content_region.width - self._label_indent(key)
         if room > 0 and 2 + len(name) + essential > room:
             name = name[: max(1, room - 2 - essential - 1)] + "…"
-        text = Text.assemble((ICONS.get(status, ICONS[FAILED]) + " ", colour), name)
+        stage = self.pipeline.stages.get(key)
+        starting = stage is not None and stage.service and status == RUNNING
+        icon = SERVICE_STARTING if starting else ICONS.get(status, ICONS[FAILED])
+        text = Text.assemble((icon + " ", colour), name)
         if parts and parts[0][1] == "column":
             pad = self._name_width[key] - len(name)
             if room > 0:

@@ -11,6 +11,7 @@ from engine.events import (
     LOST,
     PENDING,
     QUEUED,
+    READY,
     RUNNING,
     SKIPPED,
     SUCCEEDED,
@@ -32,8 +33,11 @@ ICONS: dict[str, str] = {
     CACHED: "≡",
     LOST: "⚠",
     "allowed": "✗",  # failed, timed out or lost with allow_failure: not a failure of the run
+    READY: "◉",  # a service whose probe passed (SPEC §10)
 }
 """One cell-wide icon per status (SPEC §2)."""
+SERVICE_STARTING = "◌"  # a service that runs but is not ready yet
+LIVE = (RUNNING, READY)  # statuses whose duration ticks
 
 STATUS_COLOURS: dict[str, str] = {
     PENDING: "foreground-muted",
@@ -47,12 +51,14 @@ STATUS_COLOURS: dict[str, str] = {
     SKIPPED: "foreground-muted",
     CACHED: "success",
     LOST: "error",
+    READY: "success",
 }
 """The theme variable each status is drawn in."""
 
 # Most urgent first: the status a matrix parent shows for its instances.
 _URGENCY = (
     RUNNING,
+    READY,
     FAILED,
     TIMED_OUT,
     LOST,
@@ -88,12 +94,12 @@ class StageView:
         self.exit_code, self.reason = event.exit_code, event.reason
         if event.duration is not None:
             self.duration = event.duration
-        elif event.status != RUNNING and self.started is not None and self.duration is None:
+        elif event.status not in LIVE and self.started is not None and self.duration is None:
             self.duration = max(0.0, event.ts - self.started)
 
     def elapsed(self, now: float) -> float | None:
         """Seconds the current attempt has run (ticking while running)."""
-        if self.status == RUNNING and self.started is not None:
+        if self.status in LIVE and self.started is not None:
             return max(0.0, now - self.started)
         return self.duration
 
