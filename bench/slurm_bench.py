@@ -49,7 +49,7 @@ async def pipedeck_run(
     try:
         code = await run.execute()
         elapsed = time.perf_counter() - start
-        executor = run._executors["cluster"]
+        executor = run.hosts.executor("cluster")
         assert isinstance(executor, SlurmExecutor)
         commands, polls = executor.commands, executor.poller.commands
     finally:

@@ -11,35 +11,25 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
-PENDING = "pending"
-WAITING = "waiting"
-QUEUED = "queued"
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-TIMED_OUT = "timed_out"
-CANCELLED = "cancelled"
-SKIPPED = "skipped"
-CACHED = "cached"
-LOST = "lost"
-READY = "ready"  # a service whose readiness probe passed; still running (SPEC §10)
-
-STATUSES = (
-    PENDING,
-    WAITING,
-    QUEUED,
-    RUNNING,
-    SUCCEEDED,
-    FAILED,
-    TIMED_OUT,
-    CANCELLED,
-    SKIPPED,
+from engine.status import (  # noqa: F401  (re-exported: the statuses' historical home)
+    BAD,
     CACHED,
+    CANCELLED,
+    FAILED,
+    FINISHED,
     LOST,
+    PENDING,
+    QUEUED,
     READY,
+    RUNNING,
+    SKIPPED,
+    STATUSES,
+    SUCCEEDED,
+    SUPERSEDED,
+    TIMED_OUT,
+    WAITING,
+    Status,
 )
-FINISHED = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, SKIPPED, CACHED, LOST})
-BAD = frozenset({FAILED, TIMED_OUT, LOST})  # fail the run unless allow_failure
 
 
 def now() -> float:
@@ -60,7 +50,7 @@ class RunStarted:
 class StageStatus:
     run_id: str
     stage: str
-    status: str
+    status: Status
     attempt: int
     host: str
     exit_code: int | None = None
@@ -88,7 +78,7 @@ class LogLines:
 @dataclass(frozen=True)
 class RunFinished:
     run_id: str
-    status: str  # succeeded, failed, cancelled
+    status: Status  # succeeded, failed, cancelled (superseded: a watch run a change replaced)
     exit_code: int
     duration: float
     ts: float = field(default_factory=now)
@@ -97,12 +87,13 @@ class RunFinished:
 
 @dataclass(frozen=True)
 class HostStatus:
-    """An SSH host's connection state changed (an extension of SPEC §7): `connecting`,
-    `connected`, `syncing`, `lost: REASON`, `failed: REASON`..."""
+    """An SSH host's connection state changed (an extension of SPEC §7): `idle`, `connecting`,
+    `connected`, `syncing`, `lost`, `failed`; `reason` says why for the last two."""
 
     run_id: str
     host: str
     state: str
+    reason: str | None = None
     ts: float = field(default_factory=now)
     type: str = "host_status"
 

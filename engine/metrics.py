@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.errors import PipedeckError
 from engine.history import History
 from engine.mask import Masker
 from engine.spec import Stage
 
 
-class MetricsError(Exception):
+class MetricsError(PipedeckError):
     """The metrics file is missing or not a JSON object."""
 
 

@@ -35,9 +35,16 @@ if sys.platform.startswith("linux"):
         _prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded before any fork
 
 
+_subreaper = False
+
+
 def become_subreaper() -> bool:
     """Make orphaned descendants reparent to this process (Linux); False where unsupported."""
-    return _prctl is not None and _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    global _subreaper
+    _subreaper = _subreaper or (
+        _prctl is not None and _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    )
+    return _subreaper
 
 
 def _pids() -> list[int]:
@@ -72,28 +79,46 @@ def _children() -> list[int]:
         return _pids()
 
 
+def _carries(pid: int, needles: list[bytes]) -> bool:
+    try:
+        environ = _read(f"/proc/{pid}/environ")
+    except OSError:
+        return False
+    if needles[0] not in environ:
+        return False
+    entries = set(environ.split(b"\0"))
+    return all(n in entries for n in needles)
+
+
+def _needles(marker: Mapping[str, str]) -> list[bytes]:
+    if not marker:
+        raise ValueError("an empty marker would match every process")
+    return [f"{key}={value}".encode() for key, value in marker.items()]
+
+
+def left_behind(pgid: int, marker: Mapping[str, str]) -> bool:
+    """Whether an attempt whose main process `pgid` has exited may have left a process.
+
+    As subreaper, everything a stage leaves behind is reparented to us: its group is still
+    alive, or one of our children carries its marker. Checking those few children spares a
+    scan of every process on the machine for the usual attempt, which leaves nothing.
+    """
+    if _group_alive(pgid):
+        return True
+    if not _subreaper:
+        return bool(find_marked(marker))
+    needles = _needles(marker)
+    return any(_carries(pid, needles) for pid in _children() if pid not in _OWNED)
+
+
 def find_marked(marker: Mapping[str, str]) -> list[int]:
     """Live processes (not this one) whose environment holds every KEY=VALUE of `marker`.
 
     Zombies and processes we may not inspect have no readable environment and are not listed.
     """
-    if not marker:
-        raise ValueError("an empty marker would match every process")
-    needles = [f"{key}={value}".encode() for key, value in marker.items()]
+    needles = _needles(marker)
     me = os.getpid()
-    found = []
-    for pid in _pids():
-        if pid == me:
-            continue
-        try:
-            environ = _read(f"/proc/{pid}/environ")
-        except OSError:
-            continue
-        if needles[0] in environ:
-            entries = set(environ.split(b"\0"))
-            if all(n in entries for n in needles):
-                found.append(pid)
-    return found
+    return [pid for pid in _pids() if pid != me and _carries(pid, needles)]
 
 
 def _signal(pids: Iterable[int], sig: int) -> None:
@@ -196,13 +221,14 @@ async def kill_tree(pgid: int, marker: Mapping[str, str], grace: float) -> None:
     """SIGTERM the group and every marked process, wait up to `grace`, then SIGKILL the rest.
 
     `pgid` is the stage's main process (a session leader); it is signalled but not reaped.
-    Cancelling this coroutine skips the rest of the grace period: everything is SIGKILLed and
-    CancelledError propagates.
+    Cancelling this coroutine skips the rest of the grace period: everything found is SIGKILLed
+    once and CancelledError propagates (call again with no grace to wait for them to go).
+    Never blocks the event loop: every wait is an asyncio sleep.
     """
-    seen = set(find_marked(marker))
-    if not seen and not _group_alive(pgid):  # the usual end: nothing left behind
+    if not left_behind(pgid, marker):  # the usual end
         reap_orphans()
         return
+    seen = set(find_marked(marker))
     try:
         _signal_group(pgid, signal.SIGTERM)
         # Escapees get it too, once; processes started later (say, a TERM handler's) don't.
@@ -217,8 +243,7 @@ async def kill_tree(pgid: int, marker: Mapping[str, str], grace: float) -> None:
                 break
             await asyncio.sleep(POLL)
     except asyncio.CancelledError:  # no more waiting: kill everything before propagating
-        _signal_group(pgid, signal.SIGKILL)
-        sweep(marker)
+        _kill_now(pgid, marker, seen)
         raise
     deadline = time.monotonic() + KILL_WAIT
     while _kill_now(pgid, marker, seen) and time.monotonic() < deadline:
@@ -232,11 +257,18 @@ async def kill_tree(pgid: int, marker: Mapping[str, str], grace: float) -> None:
     reap_orphans()
 
 
+def kill_marked(marker: Mapping[str, str]) -> list[int]:
+    """SIGKILL every process carrying `marker` once, without waiting; return their pids."""
+    found = find_marked(marker)
+    _signal(found, signal.SIGKILL)
+    return found
+
+
 def sweep(marker: Mapping[str, str]) -> list[int]:
     """SIGKILL every process carrying `marker` until none is left; return their pids.
 
-    Blocking (for the next engine start, after a crash, and for killing at once on a second
-    cancel); gives up after `KILL_WAIT` seconds on processes that won't die (uninterruptible).
+    Blocking, so never on the event loop (the next engine start sweeps what a crashed one left,
+    from a thread); gives up after `KILL_WAIT` seconds on processes that won't die.
     """
     killed: set[int] = set()
     deadline = time.monotonic() + KILL_WAIT

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import rsh_bridge
+from engine.errors import PipedeckError
 from engine.rsh_bridge import CHUNK, EXIT, HEADER, STATUS, STDERR, STDOUT
 
 MIN_PROTOCOL = 31  # rsync 3.1: --delete-missing-args
@@ -63,7 +64,7 @@ async def local_rsync() -> str | None:
     return path if proc.returncode == 0 and _new_enough(out) else None
 
 
-class RemoteRsyncMissing(Exception):
+class RemoteRsyncMissing(PipedeckError):
     """The host has no rsync, or one older than 3.1 (the remote command exited 127)."""
 
 

@@ -1,101 +1,81 @@
-"""Run: the scheduler. Plans with `graph`, starts stages through executors, publishes events.
+"""Run: the scheduler's state machine. Decides what each stage does next and starts its attempts.
 
 A `Run` owns one run id. `execute()` drives stages until nothing more can start; the commands
-`cancel`, `cancel_all`, `rerun`, `rerun_failed` and `approve` change what it does next and are
-called from the same event loop (the TUI's key handlers, the CLI's signal handlers). After a
-command on a run whose `execute()` has returned, await `execute()` again: attempt numbers keep
-counting, so a rerun shows as a new attempt.
+`cancel`, `cancel_all`, `rerun`, `rerun_failed`, `approve` (and watch mode's `supersede`) change
+what it does next and are called from the same event loop (the TUI's key handlers, the CLI's
+signal handlers). After a command on a run whose `execute()` has returned, await `execute()`
+again: attempt numbers keep counting, so a rerun shows as a new attempt, and the run's duration
+counts from its first start.
+
+Roles are split: the stage statuses and their transition table are in `engine.status` (checked on
+every move), one attempt (environment, log, timeout) in `engine.attempt`, executors and slots in
+`engine.hosts`, the wiring of history, cache and reporters in `engine.session`.
+
+Commands and stage tasks: a stage has at most one task, and a task's bookkeeping runs in its
+done-callback, which runs even when the task is cancelled before it starts. A command that
+finds a task alive only records what is wanted next (`_next`: run again, or stay cancelled) and
+cancels the task; the task's executor kills the attempt's whole tree before the task ends, and
+only then does the stage move on. So commands on a stage are serialized by its task, whatever
+their order and speed, and at most one attempt of a stage is alive at any time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets as _random
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from engine import graph
-from engine.events import (
+from engine.attempt import run_attempt, stage_env
+from engine.events import Event, HostStatus, RunFinished, RunStarted, StageStatus, Subscriber
+from engine.executors.base import ExecResult, ReportsJobs
+from engine.fserrors import StateError
+from engine.gha.commands import JOB_SKIPPED, skip_reason
+from engine.hosts import Hosts
+from engine.logs import LogStore
+from engine.services import Services
+from engine.spec import LOCAL, Pipeline, Stage
+from engine.status import (
     BAD,
     CACHED,
     CANCELLED,
     FAILED,
     FINISHED,
-    LOST,
     PENDING,
     QUEUED,
     READY,
     RUNNING,
     SKIPPED,
     SUCCEEDED,
-    TIMED_OUT,
+    SUPERSEDED,
     WAITING,
-    Event,
-    HostStatus,
-    LogLines,
-    RunFinished,
-    RunStarted,
-    StageStatus,
-    Subscriber,
+    StageState,
+    Status,
 )
-from engine.executors.base import REMOTE_STAGE_LIMIT, ExecResult, Executor, ReportsJobs
-from engine.fserrors import StateError
-from engine.gha.commands import JOB_SKIPPED, skip_reason, step_events
-from engine.logs import LogStore
-from engine.services import Services
-from engine.spec import LOCAL, Pipeline, Stage
 
 if TYPE_CHECKING:
     from engine.cache import Decision
+    from engine.executors.base import Executor
 
+__all__ = ["Run", "StageCache", "StageState", "new_run_id", "stage_env"]
 
-@dataclass
-class StageState:
-    """What the run knows of one stage instance now."""
-
-    status: str = PENDING
-    attempt: int = 0
-    host: str = LOCAL
-    exit_code: int | None = None
-    started: float | None = None
-    ended: float | None = None
-    reason: str | None = None
-    fingerprint: str | None = None
-    job_id: str | None = None  # a Slurm attempt's job id and node (extension fields)
-    node: str | None = None
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds run so far (running) or in all (finished); None before it starts."""
-        if self.started is None:
-            return None
-        return (self.ended or time.time()) - self.started
+T = TypeVar("T")
+ALIVE = frozenset({QUEUED, RUNNING, READY})  # statuses of a stage whose task is at work
+ADVANCE_BATCH = 50  # stages decided per turn of the event loop
 
 
 class StageCache(Protocol):
-    """What the scheduler asks of the cache (engine/cache.py)."""
+    """What the scheduler asks of the cache (engine/cache.py); called from a worker thread."""
 
     def decide(self, stage: Stage, upstream: Mapping[str, str], no_cache: bool) -> Decision: ...
 
     def record_success(self, stage: Stage, fingerprint: str, run_id: str) -> None: ...
-
-
-def stage_env(pipeline: Pipeline, stage: Stage, run_id: str, attempt: int) -> dict[str, str]:
-    """A stage's environment: (this process's, for local stages) + stage + secrets + ids.
-    `pipedeck shell` uses it too, so a shell gets exactly what the stage gets."""
-    base = dict(os.environ) if stage.host == LOCAL else {}
-    return {
-        **base,
-        **stage.env,
-        **pipeline.secrets,
-        "PIPEDECK_RUN_ID": run_id,
-        "PIPEDECK_STAGE": stage.id,
-        "PIPEDECK_ATTEMPT": str(attempt),
-    }
 
 
 def new_run_id() -> str:
@@ -111,24 +91,29 @@ class Run:
         pipeline: Pipeline,
         *,
         jobs: int | None = None,
+        hosts: Hosts | None = None,
         targets: Iterable[str] = (),
         approve: Iterable[str] = (),
         manual: str = "skip",
         no_cache: bool = False,
         run_id: str | None = None,
         trigger: str = "manual",
-        executors: dict[str, Executor] | None = None,
         only: Iterable[str] | None = None,
         carry: Mapping[str, StageState] | None = None,
         cache: StageCache | None = None,
         force: Iterable[str] = (),
     ) -> None:
+        """`hosts` (shared by a session's runs) holds executors and slots; without it the run
+        makes its own, with `jobs` local slots. `only` runs just those stages, carrying the
+        others' states from `carry` (watch mode). `force`: run those whatever the cache says."""
         self.pipeline = pipeline
         self.run_id = run_id or new_run_id()
         self.trigger = trigger
         self.no_cache = no_cache
         self.manual = manual
         self.cache = cache
+        self.hosts = hosts if hosts is not None else Hosts(pipeline, jobs)
+        self._own_hosts = hosts is None
         self.logs = LogStore(pipeline.state_dir / "logs", pipeline.secrets.values())
         self.stage_ids = self._select(targets)
         self._order = {sid: i for i, sid in enumerate(self.stage_ids)}
@@ -136,27 +121,26 @@ class Run:
             sid: StageState(host=pipeline.stages[sid].host) for sid in self.stage_ids
         }
         if only is not None:
-            keep = set(self.stage_ids) - self._expand(only)
-            for sid in keep:
+            for sid in set(self.stage_ids) - self._expand(only):
                 if carry and sid in carry:
                     self.states[sid] = replace(carry[sid])
         # Pending stages in topological order: the loop looks at these only, not at every stage.
         self._pending = {sid: None for sid in self.stage_ids if self.states[sid].status == PENDING}
         self._approved = self._expand(approve)
-        self._forced = self._expand(force)  # run whatever the cache says (--force; reruns)
-        self._executors = executors if executors is not None else {}  # shared by watch reruns
-        self._local_slots = asyncio.Semaphore(jobs or os.cpu_count() or 1)
-        self._host_slots: dict[str, asyncio.Semaphore] = {}
+        self._forced = self._expand(force)  # --force, reruns: the cache may not skip them
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._requeue: set[str] = set()
+        self._next: dict[str, Status] = {}  # what a stage does once its task ends
+        self._superseded: set[str] = set()  # cancelled by watch mode for a newer run
         self._subscribers: list[Subscriber] = []
+        self._failing: set[int] = set()  # subscribers whose error was reported already
         self._wake = asyncio.Event()
         self._cancelled_run = False
         self._cancel_exit = 1
-        self._started: float | None = None
+        self._first_start: float | None = None
+        self._cache_thread: ThreadPoolExecutor | None = None  # the cache's work, in order
         self.running = False
-        self.status = PENDING
-        self.host_states: dict[str, str] = {}  # SSH host -> connection state, for the TUI
+        self.status: Status = PENDING
+        self.host_states: dict[str, str] = {}  # SSH host -> "state" or "state: reason" (TUI)
         self.services = Services(self)  # service stages (SPEC §10); keep_running in TUI/watch
 
     # -- selection ---------------------------------------------------------------------------
@@ -186,18 +170,32 @@ class Run:
         return lambda: self._subscribers.remove(fn)
 
     def _publish(self, event: Event) -> None:
+        """Give `event` to every subscriber; one that raises is reported (once) and skipped,
+        never the others."""
         for fn in list(self._subscribers):
-            fn(event)
+            try:
+                fn(event)
+            except Exception as exc:
+                if id(fn) not in self._failing:
+                    self._failing.add(id(fn))
+                    print(
+                        f"pipedeck: an event subscriber failed ({fn!r}), it gets no more "
+                        f"error reports: {type(exc).__name__}: {exc}",
+                        file=sys.stderr,
+                    )
 
-    def _set(self, sid: str, status: str, **changes: object) -> None:
-        state = self.states[sid]
-        state.status = status
+    def _move(self, sid: str, status: Status, reason: str | None = None) -> None:
+        """The one way a stage changes status (along engine.status.TRANSITIONS)."""
+        self.states[sid].move(status, reason)
         if status == PENDING:
             self._pending[sid] = None
         else:
             self._pending.pop(sid, None)
-        for key, value in changes.items():
-            setattr(state, key, value)
+        self._wake.set()
+        self._announce(sid)
+
+    def _announce(self, sid: str) -> None:
+        state, status = self.states[sid], self.states[sid].status
         self._publish(
             StageStatus(
                 run_id=self.run_id,
@@ -212,25 +210,29 @@ class Run:
                 node=state.node,
             )
         )
-        self._wake.set()
 
     # -- commands ----------------------------------------------------------------------------
 
-    def cancel(self, stage_id: str) -> None:
-        """Cancel one stage: kill it if running, or keep it from starting."""
-        state = self.states[stage_id]
+    def cancel(self, stage_id: str, reason: str = "by request") -> None:
+        """Cancel one stage: kill it if it runs (its whole tree), or keep it from starting."""
         if stage_id in self._tasks:
-            self._requeue.discard(stage_id)
+            self._next[stage_id] = CANCELLED
             self._tasks[stage_id].cancel()
-        elif state.status in (PENDING, WAITING):
-            self._set(stage_id, CANCELLED, reason="cancelled before it started")
+        elif self.states[stage_id].status in (PENDING, WAITING):
+            self._move(stage_id, CANCELLED, f"{reason}, before it started")
+
+    def supersede(self, stage_id: str) -> None:
+        """Cancel a stage because a newer run (watch mode) will run it again."""
+        if stage_id in self._tasks or self.states[stage_id].status in (PENDING, WAITING):
+            self._superseded.add(stage_id)
+            self.cancel(stage_id, "superseded by a change")
 
     def cancel_all(self, exit_code: int = 1) -> None:
         """Cancel the whole run in order; the run then finishes as `cancelled` with `exit_code`."""
         self._cancelled_run = True
         self._cancel_exit = exit_code
         for sid in self.stage_ids:
-            self.cancel(sid)
+            self.cancel(sid, "run cancelled")
 
     def rerun(self, stage_id: str, downstream: bool = True) -> None:
         """Run a stage again, and by default everything downstream of it."""
@@ -247,17 +249,18 @@ class Run:
         """Let a manual stage run."""
         self._approved.add(stage_id)
         if self.states[stage_id].status == WAITING:
-            self._set(stage_id, PENDING, reason=None)
+            self._move(stage_id, PENDING)
 
     def _restart(self, ids: Iterable[str]) -> None:
         self._cancelled_run = False
         for sid in ids:
             self._forced.add(sid)
+            self._superseded.discard(sid)
             if sid in self._tasks:
-                self._requeue.add(sid)
+                self._next[sid] = PENDING
                 self._tasks[sid].cancel()
-            else:
-                self._set(sid, PENDING, exit_code=None, started=None, ended=None, reason=None)
+            elif self.states[sid].status != PENDING:
+                self._move(sid, PENDING)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -267,28 +270,53 @@ class Run:
             raise RuntimeError("this run is already executing")
         self.running = True
         self.status = RUNNING
-        self._started = time.time()
+        if self._first_start is None:
+            self._first_start = time.time()
+        self.hosts.listener = self._host_state
         self._publish(RunStarted(self.run_id, self.pipeline.name, tuple(self.stage_ids)))
         try:
             while True:
                 self._wake.clear()
-                for sid in sorted(self._pending, key=self._order.__getitem__):
-                    if sid not in self._tasks:
+                for n, sid in enumerate(sorted(self._pending, key=self._order.__getitem__)):
+                    if n and not n % ADVANCE_BATCH:
+                        await asyncio.sleep(0)  # a thousand stages: let the loop breathe
+                    if sid in self._pending and sid not in self._tasks:
                         self._advance(sid)
                 self.services.stop_idle()
                 if not self._tasks and not self._startable():
                     break
                 await self._wake.wait()
         finally:
-            for task in self._tasks.values():
+            for sid, task in self._tasks.items():
+                self._next[sid] = CANCELLED
                 task.cancel()
-            if self._tasks:
-                await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            while self._tasks:  # each ends only when its attempt is killed
+                try:
+                    await asyncio.wait(list(self._tasks.values()))
+                except asyncio.CancelledError:  # cancelled again: kill at once, still wait
+                    for task in self._tasks.values():
+                        task.cancel()
             self.running = False
-        code = self._exit_code()
-        self.status = CANCELLED if self._cancelled_run else (FAILED if code else SUCCEEDED)
-        self._publish(RunFinished(self.run_id, self.status, code, time.time() - self._started))
+            if self._cache_thread is not None:
+                self._cache_thread.shutdown(wait=False)
+                self._cache_thread = None
+        self.status, code = self._verdict()
+        self._publish(RunFinished(self.run_id, self.status, code, time.time() - self._first_start))
         return code
+
+    def _verdict(self) -> tuple[Status, int]:
+        """The run's status and exit code (SPEC §2, §3)."""
+        if self._cancelled_run:
+            return CANCELLED, self._cancel_exit
+        cancelled = set()
+        for sid, state in self.states.items():
+            if state.status in BAD and not self.pipeline.stages[sid].allow_failure:
+                return FAILED, 1
+            if state.status == CANCELLED:
+                cancelled.add(sid)
+        if not cancelled:
+            return SUCCEEDED, 0
+        return (SUPERSEDED if cancelled <= self._superseded else CANCELLED), 1
 
     def _startable(self) -> bool:
         return any(self._needs_done(sid) for sid in self._pending)
@@ -296,18 +324,10 @@ class Run:
     def _needs_done(self, sid: str) -> bool:
         return all(
             self.states[n].status in FINISHED
-            or (self.states[n].status == READY and n not in self._requeue)  # a service
+            or (self.states[n].status == READY and self._next.get(n) != PENDING)  # a service
             for n in self.pipeline.stages[sid].needs
             if n in self.states
         )
-
-    def _exit_code(self) -> int:
-        if self._cancelled_run:
-            return self._cancel_exit
-        for sid, state in self.states.items():
-            if state.status in BAD and not self.pipeline.stages[sid].allow_failure:
-                return 1
-        return 0
 
     def _advance(self, sid: str) -> None:
         """Decide what a pending stage does once its needs are finished."""
@@ -315,191 +335,169 @@ class Run:
             return
         stage = self.pipeline.stages[sid]
         needs = [(n, self.states[n].status) for n in stage.needs if n in self.states]
-        broken = [
-            n
-            for n, status in needs
-            if (status in BAD and not self.pipeline.stages[n].allow_failure)
-            or status in (CANCELLED, SKIPPED)
-        ]
         failed = [n for n, st in needs if st in BAD and not self.pipeline.stages[n].allow_failure]
+        broken = failed + [n for n, st in needs if st in (CANCELLED, SKIPPED)]
         if self._cancelled_run:
-            self._set(sid, CANCELLED, reason="run cancelled")
+            self._move(sid, CANCELLED, "run cancelled, before it started")
         elif stage.when == "on_failure" and not failed:
-            self._set(sid, SKIPPED, reason="no upstream stage failed (when: on_failure)")
+            self._move(sid, SKIPPED, "no upstream stage failed (when: on_failure)")
         elif stage.when in ("on_success", "manual") and broken:
-            self._set(sid, SKIPPED, reason=f"upstream {broken[0]} {self.states[broken[0]].status}")
+            self._move(sid, SKIPPED, f"upstream {broken[0]} {self.states[broken[0]].status}")
         elif stage.when == "manual" and sid not in self._approved:
             if self.manual == "wait":
-                self._set(sid, WAITING, reason="manual stage: press a to approve")
+                self._move(sid, WAITING, "manual stage: press a to approve")
             else:
-                self._set(sid, SKIPPED, reason="manual stage not approved (--approve)")
+                self._move(sid, SKIPPED, "manual stage not approved (--approve)")
         else:
-            self._set(sid, QUEUED, exit_code=None, reason=None)
-            self._tasks[sid] = asyncio.create_task(self._run_stage(stage), name=sid)
+            task = asyncio.create_task(self._run_stage(stage), name=sid)
+            self._tasks[sid] = task  # first: a command reacting to `queued` finds the task
+            task.add_done_callback(self._task_done)
+            self._move(sid, QUEUED)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A stage's task ended (even cancelled before it began): settle the stage's status."""
+        sid = task.get_name()
+        del self._tasks[sid]
+        wanted = self._next.pop(sid, None)
+        state = self.states[sid]
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            if state.status in ALIVE:
+                self._move(sid, FAILED, _fault(error))
+        elif state.status in ALIVE:  # cancelled, or ended without a verdict
+            self._move(sid, CANCELLED, self._cancel_reason(sid, state, wanted))
+        if wanted == PENDING and state.status != PENDING:
+            self._move(sid, PENDING)
+        self._wake.set()
+
+    def _cancel_reason(self, sid: str, state: StageState, wanted: Status | None) -> str:
+        when = f"after {state.duration:.1f}s" if state.started else "before it started"
+        if self._cancelled_run:
+            return f"run cancelled, {when}"
+        if sid in self._superseded:
+            return f"superseded by a change, {when}"
+        return f"rerun, {when}" if wanted == PENDING else f"by request, {when}"
 
     async def _run_stage(self, stage: Stage) -> None:
+        """Ask the cache, wait for a slot, run the attempts: the body of a stage's task."""
         sid = stage.id
-        try:
-            if self._is_fresh(stage):
+        why = self._requested(stage)
+        if self.cache is not None and not stage.service:  # a service runs every time
+            decision = await self._decide(stage)
+            self.states[sid].fingerprint = decision.fingerprint
+            if decision.fresh:
+                self._move(sid, CACHED, decision.why)
                 return
-            service = stage.service and stage.host == LOCAL  # holds no --jobs slot for ever
-            async with contextlib.nullcontext() if service else self._slots(stage.host):
-                await self._attempts(stage)
-        except asyncio.CancelledError:
-            state = self.states[sid]
-            if state.status in (QUEUED, RUNNING, READY):
-                self._set(
-                    sid, CANCELLED, ended=time.time() if state.started else None, reason="cancelled"
-                )
-        except Exception as exc:  # a fault of ours (disk full, a bad log path): fail the stage
-            state = self.states[sid]
-            self._set(
-                sid,
-                FAILED,
-                ended=time.time() if state.started else None,
-                reason=str(exc)
-                if isinstance(exc, StateError)  # says the path and cause itself
-                else f"pipedeck error: {type(exc).__name__}: {exc}",
-            )
-        finally:
-            del self._tasks[sid]
-            if sid in self._requeue:
-                self._requeue.discard(sid)
-                self._set(sid, PENDING, exit_code=None, started=None, ended=None, reason=None)
-            self._wake.set()
+            why = why or decision.why
+        self._forced.discard(sid)
+        service = stage.service and stage.host == LOCAL  # holds no --jobs slot for ever
+        async with contextlib.nullcontext() if service else self.hosts.slots(stage.host):
+            await self._attempts(stage, why)
 
-    def _is_fresh(self, stage: Stage) -> bool:
-        """Ask the cache; mark the stage cached and return True when its last success holds."""
-        if self.cache is None or stage.service:
-            return False
+    def _requested(self, stage: Stage) -> str | None:
+        """Why a stage runs when a person asked for it (None: the cache says why)."""
+        if stage.when == "manual" and stage.id in self._approved:
+            return "approved"
+        if stage.id in self._forced and not self.no_cache:
+            return "rerun requested"
+        return None
+
+    async def _decide(self, stage: Stage) -> Decision:
+        """The cache's verdict (it hashes files and reads SQLite: off the loop)."""
+        assert self.cache is not None
         upstream = {n: self.states[n].fingerprint or "" for n in stage.needs if n in self.states}
         forced = self.no_cache or stage.id in self._forced
-        decision = self.cache.decide(stage, upstream, forced)
-        state = self.states[stage.id]
-        state.fingerprint = decision.fingerprint
-        state.reason = decision.why
-        if stage.id in self._forced and not self.no_cache:
-            state.reason = "rerun requested"
-        if decision.fresh:
-            self._set(stage.id, CACHED, reason=decision.why)
-        return decision.fresh
+        return await self._off_loop(self.cache.decide, stage, upstream, forced)
 
-    async def _attempts(self, stage: Stage) -> None:
+    def _off_loop(self, fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
+        """Run `fn(*args)` in the run's cache thread: one thread, so the cache's calls keep
+        the order they are made in (a success's bookkeeping before its downstream's verdict)."""
+        if self._cache_thread is None:
+            self._cache_thread = ThreadPoolExecutor(1, thread_name_prefix="pipedeck-cache")
+        return asyncio.get_running_loop().run_in_executor(self._cache_thread, fn, *args)
+
+    async def _attempts(self, stage: Stage, why: str | None) -> None:
         """Run attempts until one succeeds or the retries are used up."""
         sid = stage.id
-        self._forced.discard(sid)
-        why = self.states[sid].reason
+        state = self.states[sid]
         for left in range(self.services.retries(stage), -1, -1):
-            state = self.states[sid]
-            state.attempt += 1
-            self._set(
-                sid,
-                RUNNING,
-                started=time.time(),
-                ended=None,
-                exit_code=None,
-                reason=why,
-                job_id=None,
-                node=None,
+            state.start_attempt()
+            self._move(sid, RUNNING, why)
+            env = stage_env(self.pipeline, stage, self.run_id, state.attempt)
+            status, result = await run_attempt(
+                stage,
+                state.attempt,
+                self._executor(stage.host),
+                env,
+                self.logs,
+                self.run_id,
+                self._publish,
+                self.services.attempt if stage.service else None,
             )
-            status, result = await self._attempt(stage, state.attempt)
-            self._set(
-                sid, status, ended=time.time(), exit_code=result.exit_code, reason=result.reason
-            )
-            if status == SUCCEEDED:
-                if self.cache is not None and state.fingerprint:
-                    self.cache.record_success(stage, state.fingerprint, self.run_id)
+            if stage.steps and result.exit_code == JOB_SKIPPED:  # a GitHub Actions job skipped
+                reason = skip_reason(self.pipeline.state_dir, self.run_id, sid)
+                status, result = SKIPPED, ExecResult(result.exit_code, reason=reason)
+            state.exit_code = result.exit_code
+            if status == SUCCEEDED and self.cache is not None and state.fingerprint:
+                await self._record_success(stage, state.fingerprint)
+                return
+            self._move(sid, status, result.reason)
+            if status in (SUCCEEDED, SKIPPED):
                 return
             if left:
                 why = f"retry after {status} (attempt {state.attempt})"
 
-    async def _attempt(self, stage: Stage, attempt: int) -> tuple[str, ExecResult]:
-        writer = self.logs.writer(self.run_id, stage.id, attempt)
-
-        def sink(stream: str, data: bytes) -> None:
-            lines = writer.feed(stream, data)
-            if lines:
-                self._publish(LogLines(self.run_id, stage.id, attempt, stream, tuple(lines)))
-                if stage.steps:  # a GitHub Actions job: its step markers become events
-                    for event in step_events(self.run_id, stage.id, attempt, lines):
-                        self._publish(event)
-
-        try:
-            executor = self._executor(stage.host)
-            async with asyncio.timeout(stage.timeout):
-                running = executor.execute(stage, self._env(stage, attempt), sink)
-                if stage.service:
-                    return await self.services.attempt(stage, attempt, running)
-                result = await running
-        except TimeoutError:
-            result = ExecResult(None, reason=f"timed out after {stage.timeout:g}s")
-            return TIMED_OUT, result
-        finally:
-            by_stream: dict[str, list[str]] = {}
-            for stream, text in writer.finish():
-                by_stream.setdefault(stream, []).append(text)
-            for stream, texts in by_stream.items():
-                self._publish(LogLines(self.run_id, stage.id, attempt, stream, tuple(texts)))
-        if result.status is not None:
-            return result.status, result
-        if result.lost:
-            return LOST, result
-        if stage.steps and result.exit_code == JOB_SKIPPED:  # a GitHub Actions job it skipped
-            reason = skip_reason(self.pipeline.state_dir, self.run_id, stage.id)
-            return SKIPPED, ExecResult(result.exit_code, reason=reason)
-        if result.exit_code == 0:
-            return SUCCEEDED, result
-        if result.reason is None and result.exit_code is not None:
-            result = ExecResult(result.exit_code, reason=f"exit code {result.exit_code}")
-        return FAILED, result
-
-    def _env(self, stage: Stage, attempt: int) -> dict[str, str]:
-        return stage_env(self.pipeline, stage, self.run_id, attempt)
+    def _executor(self, host: str) -> Executor:
+        """The host's executor, reporting a queue of its own (Slurm) to this run."""
+        executor = self.hosts.executor(host)
+        if isinstance(executor, ReportsJobs):  # shared by watch reruns: to the current run
+            executor.on_job = self._job_state
+        return executor
 
     def _job_state(
         self, sid: str, status: str, reason: str | None, job_id: str | None, node: str | None
     ) -> None:
         """A Slurm attempt's job was queued (with Slurm's reason) or started on a node."""
-        if sid in self._tasks and self.states[sid].status in (QUEUED, RUNNING):
-            self._set(sid, status, reason=reason, job_id=job_id, node=node)
-
-    def _host_state(self, host: str, state: str) -> None:
-        self.host_states[host] = state
-        self._publish(HostStatus(self.run_id, host, state))
-
-    def _slots(self, host: str) -> asyncio.Semaphore:
-        """`--jobs` bounds local stages; each remote host's `slots` bounds its own."""
-        if host == LOCAL:
-            return self._local_slots
-        if host not in self._host_slots:
-            spec = self.pipeline.hosts.get(host)
-            slots = min(spec.slots if spec else 4, REMOTE_STAGE_LIMIT)
-            if spec is not None and spec.executor == "slurm":  # jobs hold no SSH channel
-                slots = spec.slots
-            self._host_slots[host] = asyncio.Semaphore(slots)
-        return self._host_slots[host]
-
-    def _executor(self, host: str) -> Executor:
-        if host not in self._executors:
-            if host == LOCAL:
-                from engine.executors.local import LocalExecutor
-
-                self._executors[host] = LocalExecutor(self.pipeline.workspace)
-            elif self.pipeline.hosts.get(host) and self.pipeline.hosts[host].executor == "slurm":
-                from engine.executors.slurm import SlurmExecutor
-
-                self._executors[host] = SlurmExecutor(self.pipeline, host, self._host_state)
+        state = self.states[sid]
+        if sid in self._tasks and state.status in (QUEUED, RUNNING):
+            state.job_id, state.node = job_id, node
+            if status == state.status:
+                state.reason = reason
+                self._announce(sid)
             else:
-                from engine.executors.ssh import SshExecutor
+                self._move(sid, Status(status), reason)
 
-                self._executors[host] = SshExecutor(self.pipeline, host, self._host_state)
-        executor = self._executors[host]
-        if isinstance(executor, ReportsJobs):  # executors shared by watch reruns: to this run
-            executor.on_job = self._job_state
-        return executor
+    async def _record_success(self, stage: Stage, fingerprint: str) -> None:
+        """Keep a success's fingerprint, artifacts and metrics, then mark it succeeded (failed
+        if that fails: a full disk). A cancel meanwhile waits for it: the attempt did succeed."""
+        assert self.cache is not None
+        recording = self._off_loop(self.cache.record_success, stage, fingerprint, self.run_id)
+        cancelled = None
+        while not recording.done():
+            try:
+                await asyncio.wait({recording})
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+        error = recording.exception()
+        if error is None:
+            self._move(stage.id, SUCCEEDED)
+        else:
+            self._move(stage.id, FAILED, _fault(error))
+        if cancelled is not None:
+            raise cancelled
+
+    def _host_state(self, host: str, state: str, reason: str | None = None) -> None:
+        self.host_states[host] = f"{state}: {reason}" if reason else state
+        self._publish(HostStatus(self.run_id, host, state, reason))
 
     async def close(self) -> None:
-        """Close every executor (SSH connections); call when done with the run."""
-        for executor in self._executors.values():
-            await executor.close()
-        self._executors.clear()
+        """Close the executors, if this run made its own (a session closes shared ones)."""
+        if self._own_hosts:
+            await self.hosts.close()
+
+
+def _fault(exc: BaseException) -> str:
+    """A stage's reason when pipedeck itself failed it (a full disk, a log it cannot write)."""
+    if isinstance(exc, StateError):  # says the path and the cause itself
+        return str(exc)
+    return f"pipedeck error: {type(exc).__name__}: {exc}"

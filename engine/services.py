@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from engine.attempt import stage_env
 from engine.events import FAILED, FINISHED, LOST, READY, SUCCEEDED, Event, LogLines
 from engine.executors.base import ExecResult
 from engine.probes import LogMatcher, wait_ready
@@ -88,7 +89,7 @@ class Services:
                 if error is not None:
                     await _cancel(running)
                     return FAILED, ExecResult(None, reason=f"not ready: {error}")
-                self.run._set(sid, READY, reason=_describe(stage))
+                self.run._move(sid, READY, _describe(stage))
                 stopping = asyncio.ensure_future(stop.wait())
                 waits.append(stopping)
                 await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -124,7 +125,8 @@ class Services:
         """Runs a `run` probe's command where the stage runs, with the stage's environment
         (less the attempt's marker variables: killing a probe must not touch the service)."""
         executor = self.run._executor(stage.host)
-        env = {k: v for k, v in self.run._env(stage, 0).items() if k not in MARKERS}
+        env = stage_env(self.run.pipeline, stage, self.run.run_id, 0)
+        env = {k: v for k, v in env.items() if k not in MARKERS}
         command = replace(stage, run="", tty=False, service=False, outputs=(), kill_grace=1.0)
 
         async def run(script: str) -> str | None:

@@ -67,6 +67,7 @@ from typing import Protocol, TypeVar
 from watchfiles import Change, watch
 
 from engine import graph
+from engine.errors import PipedeckError
 from engine.events import FINISHED, RUNNING, Event, RunFinished, StageStatus
 from engine.ignore import IgnoreRules
 from engine.run import Run, StageState
@@ -87,7 +88,7 @@ LIMIT_MESSAGE = (
 T = TypeVar("T")
 
 
-class WatchError(ValueError):
+class WatchError(PipedeckError, ValueError):
     """Watch mode cannot start (a `watch.paths` entry does not exist)."""
 
 
@@ -437,7 +438,7 @@ class WatchSession:
         if run is not None and run.running:
             for sid in hit:
                 if run.states[sid].status not in FINISHED:
-                    run.cancel(sid)
+                    run.supersede(sid)
         self._pending |= hit
         self._changed |= paths
         self._wake.set()

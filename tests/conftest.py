@@ -2,19 +2,103 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import shutil
 import sys
 import textwrap
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
+from pytest_asyncio import is_async_test
 
 from engine.events import Event, LogLines, StageStatus
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_pipelines"
+SLOW_CALLBACK = 0.02  # seconds a callback may hold the event loop (issue 10)
+STRICT_LOOP = ("tests/engine/",)  # where a slow engine callback fails the test, else it warns
+ENGINE = str(REPO / "engine") + os.sep
+
+
+class SlowCallbackWarning(UserWarning):
+    """A callback held the event loop longer than SLOW_CALLBACK."""
+
+
+class _SlowCallbacks(logging.Handler):
+    """Collects asyncio's debug-mode reports of callbacks that held the loop too long."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.reports: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Executing ") and " took " in message:
+            self.reports.append(message)
+
+
+class _DebugLoops(asyncio.DefaultEventLoopPolicy):
+    """Event loops in asyncio's debug mode, reporting callbacks slower than SLOW_CALLBACK."""
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        loop = super().new_event_loop()
+        _debug(loop)
+        return loop
+
+
+def _debug(loop: asyncio.AbstractEventLoop) -> None:
+    loop.set_debug(True)
+    loop.slow_callback_duration = SLOW_CALLBACK
+
+
+@pytest_asyncio.fixture
+async def _debug_test_loop() -> None:
+    """pytest-asyncio's loop for this test, in debug mode (its runner resets what the policy
+    set): given to every async test by `pytest_collection_modifyitems`."""
+    _debug(asyncio.get_running_loop())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if is_async_test(item):
+            item.fixturenames.append("_debug_test_loop")  # type: ignore[attr-defined]
+
+
+def _overloaded() -> bool:
+    """More runnable processes than CPUs: asyncio measures wall time, which then measures the
+    machine (a callback waiting for a CPU) rather than the code."""
+    return os.getloadavg()[0] > (os.cpu_count() or 1)
+
+
+@pytest.fixture(autouse=True)
+def no_slow_callbacks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Nothing slow on the event loop: every loop a test makes (pytest-asyncio's, asyncio.run's)
+    reports callbacks over SLOW_CALLBACK. In STRICT_LOOP folders a report of a task running
+    engine code fails the test, unless the machine is overloaded; any other report (a test's
+    own blocking code) is a SlowCallbackWarning."""
+    handler = _SlowCallbacks()
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(handler)
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(_DebugLoops())
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop_policy(previous)
+        logger.removeHandler(handler)
+    if not handler.reports:
+        return
+    text = "slow callbacks on the event loop:\n" + "\n".join(handler.reports)
+    where = Path(str(request.node.fspath)).relative_to(REPO).as_posix()
+    engine = [r for r in handler.reports if f"running at {ENGINE}" in r]  # not a test's own
+    if engine and where.startswith(STRICT_LOOP) and not _overloaded():
+        pytest.fail(text)
+    warnings.warn(SlowCallbackWarning(text), stacklevel=1)
 
 
 class Recorder:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
-from functools import partial
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
-from engine.run import Run, StageState
+from engine.session import Session
 from engine.spec import Pipeline
 from tui.screens.run import RunLike, RunScreen
 
@@ -29,8 +28,11 @@ class PipedeckApp(App[int]):
         watch: bool = False,
         clock: Callable[[], float] = time.time,
         make_run: Callable[..., RunLike] | None = None,
+        session: Session | None = None,
     ) -> None:
+        """`session` (which made `run`) is closed when the app ends: its SSH connections."""
         super().__init__()
+        self.session = session
         self.run_screen = RunScreen(run, start=start, watch=watch, clock=clock, make_run=make_run)
         self.title = f"pipedeck · {run.pipeline.name}"
 
@@ -42,29 +44,13 @@ class PipedeckApp(App[int]):
         if screen is self.run_screen:
             yield from self.run_screen.commands()
 
+    async def on_unmount(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
     async def action_quit(self) -> None:
         """ctrl+q and the palette's Quit go through the run screen's confirmation."""
         self.run_screen.action_quit()
-
-
-def new_run(
-    pipeline: Pipeline,
-    jobs: int | None,
-    *,
-    only: Iterable[str] | None = None,
-    carry: Mapping[str, StageState] | None = None,
-    trigger: str = "manual",
-    force: Iterable[str] = (),
-) -> Run:
-    """A run for the TUI: manual stages wait for `a`; cached, and recorded in the history."""
-    from engine.cache import track_run
-
-    run = Run(
-        pipeline, manual="wait", jobs=jobs, only=only, carry=carry, trigger=trigger, force=force
-    )
-    run.services.keep_running = True  # services run until the run is cancelled or we quit
-    track_run(run)
-    return run
 
 
 def run_tui(
@@ -73,11 +59,27 @@ def run_tui(
     watch: bool = False,
     start: bool = True,
     jobs: int | None = None,
+    stages: Iterable[str] = (),
+    no_cache: bool = False,
     force: Iterable[str] = (),
 ) -> int:
-    """Open the TUI on a new run of `pipeline`; returns the run's exit code, or 0."""
-    make_run = partial(new_run, pipeline, jobs, force=force)
-    app = PipedeckApp(make_run(), start=start, watch=watch, make_run=make_run)
+    """Open the TUI on a new run of `pipeline`; returns the run's exit code, or 0.
+
+    Manual stages wait for `a`; runs are cached and recorded in the history; watch reruns
+    share the session's executors (one SSH connection per host for the whole session).
+    """
+    session = Session(
+        pipeline,
+        jobs=jobs,
+        targets=stages,
+        no_cache=no_cache,
+        force=force,
+        manual="wait",
+        keep_services=True,  # services run until the run is cancelled or we quit
+    )
+    app = PipedeckApp(
+        session.new_run(), start=start, watch=watch, make_run=session.new_run, session=session
+    )
     result = app.run()
     if app.return_code not in (None, 0):
         return app.return_code

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -81,28 +82,36 @@ def _parser() -> argparse.ArgumentParser:
             help="run S whatever the cache says, without forcing what it needs (repeatable)",
         )
 
+    def stage_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--stage",
+            "-s",
+            action="append",
+            default=[],
+            metavar="S",
+            help="run S and everything it needs (repeatable)",
+        )
+
+    def no_cache_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--no-cache", action="store_true", help="run every stage, cached or not")
+
     ui = sub.add_parser("ui", help="open the terminal UI")
     pipeline_arg(ui)
     ui.add_argument("--watch", action="store_true", help="rerun what file changes affect")
     ui.add_argument("--no-start", action="store_true", help="open without starting a run")
+    stage_arg(ui)
     jobs_arg(ui)
     force_arg(ui)
+    no_cache_arg(ui)
 
     run = sub.add_parser("run", help="run headless")
     pipeline_arg(run)
-    run.add_argument(
-        "--stage",
-        "-s",
-        action="append",
-        default=[],
-        metavar="S",
-        help="run S and everything it needs (repeatable)",
-    )
+    stage_arg(run)
     jobs_arg(run)
     run.add_argument("--watch", action="store_true", help="keep running on file changes")
     run.add_argument("--format", choices=("plain", "json"), default="plain")
     run.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
-    run.add_argument("--no-cache", action="store_true", help="run every stage, cached or not")
+    no_cache_arg(run)
     force_arg(run)
     run.add_argument(
         "--approve",
@@ -257,9 +266,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "ui":
         from tui.app import run_tui
 
+        _check_stages(pipeline, args.stage, "--stage")
         _check_stages(pipeline, args.force, "--force")
         return run_tui(
-            pipeline, watch=args.watch, start=not args.no_start, jobs=args.jobs, force=args.force
+            pipeline,
+            watch=args.watch,
+            start=not args.no_start,
+            jobs=args.jobs,
+            stages=args.stage,
+            no_cache=args.no_cache,
+            force=args.force,
         )
     return _run(pipeline, args)
 
@@ -319,44 +335,27 @@ def _reporter(args: argparse.Namespace, run: Run) -> None:
 
 
 async def _run_async(pipeline: Pipeline, args: argparse.Namespace) -> int:
-    from engine.cache import track_run
-    from engine.executors.base import Executor
-    from engine.run import Run, StageState
+    from engine.session import Session
 
-    executors: dict[str, Executor] = {}
-
-    def make_run(
-        *,
-        only: Iterable[str] | None = None,
-        carry: Mapping[str, StageState] | None = None,
-        trigger: str = "manual",
-    ) -> Run:
-        run = Run(
-            pipeline,
-            jobs=args.jobs,
-            targets=args.stage,
-            approve=args.approve,
-            manual="skip",
-            no_cache=args.no_cache,
-            force=args.force,
-            only=only,
-            carry=carry,
-            trigger=trigger,
-            executors=executors,
-        )
-        run.services.keep_running = args.watch  # SPEC §10: services outlive a watched run
-        _reporter(args, run)
-        track_run(run)
-        return run
-
-    if args.watch:
-        return await _watch(pipeline, args, make_run)
-    run = make_run()
-    _install_signals(lambda code: run.cancel_all(code), lambda: run.run_id)
+    session = Session(
+        pipeline,
+        jobs=args.jobs,
+        targets=args.stage,
+        approve=args.approve,
+        no_cache=args.no_cache,
+        force=args.force,
+        keep_services=args.watch,  # SPEC §10: services outlive a watched run
+        on_run=lambda run: _reporter(args, run),
+        trigger="cli",
+    )
     try:
+        if args.watch:
+            return await _watch(pipeline, args, session.new_run)
+        run = session.new_run()
+        _install_signals(lambda code: run.cancel_all(code), lambda: run.run_id)
         return await run.execute()
     finally:
-        await run.close()
+        await session.close()
 
 
 async def _watch(pipeline: Pipeline, args: argparse.Namespace, make_run: Callable[..., Run]) -> int:
@@ -380,13 +379,8 @@ async def _watch(pipeline: Pipeline, args: argparse.Namespace, make_run: Callabl
         task.cancel()
 
     _install_signals(stop, lambda: session.current.run_id if session.current else "")
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await task
-    except asyncio.CancelledError:
-        pass
-    finally:
-        if session.current is not None:
-            await session.current.close()
     return session.interrupt_code
 
 
@@ -413,9 +407,9 @@ def _install_signals(cancel: Callable[[int], None], run_id: Callable[[], str]) -
 
 
 def _kill_now(run_id: str) -> None:
-    from engine.procs import sweep
+    from engine.procs import kill_marked
 
-    sweep({"PIPEDECK_RUN_ID": run_id})
+    kill_marked({"PIPEDECK_RUN_ID": run_id})
 
 
 def _logs(args: argparse.Namespace) -> int:

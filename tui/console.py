@@ -163,7 +163,8 @@ class PlainReporter:
                 self._last[event.stage] = event
             self._status(event)
         elif isinstance(event, HostStatus):
-            self.out.write(f"host {event.host}: {event.state}\n")
+            why = event.reason.removeprefix(f"host {event.host}: ") if event.reason else ""
+            self.out.write(f"host {event.host}: {event.state}{': ' + why if why else ''}\n")
         elif isinstance(event, RunStarted):
             self._order = event.stages
             self._last.clear()

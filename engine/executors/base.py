@@ -11,6 +11,14 @@ from engine.spec import Stage
 MAX_SESSIONS = 10  # OpenSSH's default MaxSessions: channels open at once on one connection
 AUX_CHANNELS = 3  # kept free of stages: SFTP, the sync transfer, short commands (kill...)
 REMOTE_STAGE_LIMIT = MAX_SESSIONS - AUX_CHANNELS  # stages at once on one host, whatever `slots`
+DEFAULT_SLOTS = 4  # a host's `slots` when the pipeline does not name the host
+
+
+def host_slots(slots: int | None) -> int:
+    """How many stages may run at once on a remote host: its `slots` (None: not in the
+    pipeline's hosts), within the channels one SSH connection offers."""
+    return min(DEFAULT_SLOTS if slots is None else slots, REMOTE_STAGE_LIMIT)
+
 
 OutputSink = Callable[[str, bytes], None]
 """Called with ("stdout" | "stderr", chunk) as output arrives; chunks are raw bytes."""

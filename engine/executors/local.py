@@ -1,8 +1,10 @@
 """Runs a stage attempt on this machine, as its own session, and kills its whole tree.
 
 The attempt's processes are marked by PIPEDECK_RUN_ID / PIPEDECK_STAGE / PIPEDECK_ATTEMPT in
-their environment (see `engine.procs`). Output is read in chunks of up to 256 KiB by asyncio's
-pipe transports and handed to the sink as it arrives, stdout and stderr each in order.
+their environment (see `engine.procs`). The process is started from a worker thread
+and its exit is seen through a pidfd (no fork on the loop, no watcher thread per child). Output
+is read in chunks of up to 256 KiB by asyncio's pipe transports and handed to the sink as it
+arrives, stdout and stderr each in order.
 When the main process exits, the pipes get `DRAIN` seconds to reach EOF (a background child may
 hold them open), then whatever the attempt left behind is killed (TERM, `kill_grace`, KILL),
 like GitHub Actions' orphan-process cleanup, and its last output is drained again.
@@ -14,12 +16,17 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
+from subprocess import DEVNULL, PIPE, Popen
 
 from engine.executors.base import ExecResult, OutputSink
+from engine.executors.direct import direct_exec
 from engine.procs import (
     KILL_WAIT,
     become_subreaper,
@@ -32,6 +39,7 @@ from engine.spec import Stage
 
 MARKER_KEYS = ("PIPEDECK_RUN_ID", "PIPEDECK_STAGE", "PIPEDECK_ATTEMPT")
 DRAIN = 0.5
+MAX_ARG = 100_000  # bytes of script passed as an argument; longer ones go through a file
 _STREAMS = {1: "stdout", 2: "stderr"}
 
 
@@ -43,17 +51,42 @@ def default_shell() -> tuple[str, ...]:
     return (shutil.which("sh") or "/bin/sh", "-e", "-c")
 
 
-class _Attempt(asyncio.SubprocessProtocol):
-    """Forwards output to the sink and tracks exit and end of output."""
+class _Child:
+    """A started stage process: its output read by the loop, its exit seen through a pidfd.
 
-    def __init__(self, sink: OutputSink, loop: asyncio.AbstractEventLoop) -> None:
+    The process is started in a worker thread (`start`): fork and exec take milliseconds
+    that the event loop, which also drives the TUI and every other stage, does not wait for.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], sink: OutputSink) -> None:
+        self.proc = proc
         self.sink = sink
-        self.exited: asyncio.Future[None] = loop.create_future()
-        self.eof: asyncio.Future[None] = loop.create_future()
+        self.loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[None] = self.loop.create_future()
+        self.eof: asyncio.Future[None] = self.loop.create_future()
         self.error: Exception | None = None
         self._open = {1, 2}
+        self._pipes: list[asyncio.BaseTransport] = []
+        self._pidfd = os.pidfd_open(proc.pid)
+        self.loop.add_reader(self._pidfd, self._reap)
+
+    @classmethod
+    async def start(
+        cls, argv: list[str], cwd: Path, env: dict[str, str], sink: OutputSink, tty: Pty | None
+    ) -> _Child:
+        """Start `argv` (a worker thread forks) in its own session, and read its output:
+        from two pipes, or, with `tty`, from the terminal (which `tty.read_into` connects)."""
+        proc = await asyncio.to_thread(_popen, argv, cwd, env, tty)
+        child = cls(proc, sink)
+        for fd, pipe in ((1, proc.stdout), (2, proc.stderr)):
+            if pipe is not None:
+                transport, _ = await child.loop.connect_read_pipe(partial(_Pipe, child, fd), pipe)
+                child._pipes.append(transport)
+        return child
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
+        """Output on fd 1 or 2 (asyncio.SubprocessProtocol's names: engine.ptyproc feeds a
+        terminal's output through them)."""
         if self.error is None:
             try:
                 self.sink(_STREAMS[fd], data)
@@ -65,9 +98,57 @@ class _Attempt(asyncio.SubprocessProtocol):
         if not self._open and not self.eof.done():
             self.eof.set_result(None)
 
-    def process_exited(self) -> None:
-        if not self.exited.done():
+    def _reap(self) -> None:
+        pid, status = os.waitpid(self.proc.pid, os.WNOHANG)
+        if pid:
+            self.proc.returncode = os.waitstatus_to_exitcode(status)
+            self.loop.remove_reader(self._pidfd)
             self.exited.set_result(None)
+
+    def close(self) -> None:
+        """Stop reading; the process must have exited (or be left to the sweep)."""
+        if not self.exited.done():
+            self.loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        for transport in self._pipes:
+            transport.close()
+
+
+def _popen(argv: list[str], cwd: Path, env: dict[str, str], tty: Pty | None) -> Popen[bytes]:
+    if tty:  # the terminal's side: setsid --ctty makes it the session's controlling terminal
+        return Popen(argv, cwd=cwd, env=env, stdin=tty.slave, stdout=tty.slave, stderr=tty.slave)
+    return Popen(
+        argv, cwd=cwd, env=env, stdin=DEVNULL, stdout=PIPE, stderr=PIPE, start_new_session=True
+    )
+
+
+class _Pipe(asyncio.Protocol):
+    """One of a child's output pipes."""
+
+    def __init__(self, child: _Child, fd: int) -> None:
+        self.child = child
+        self.fd = fd
+
+    def data_received(self, data: bytes) -> None:
+        self.child.pipe_data_received(self.fd, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.child.pipe_connection_lost(self.fd, exc)
+
+
+def _script_file(text: str) -> Path:
+    """A private temporary file holding a stage script too long for an argument."""
+    fd, name = tempfile.mkstemp(prefix="pipedeck-", suffix=".sh")
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    return Path(name)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 async def _within(fut: asyncio.Future[None], timeout: float) -> None:
@@ -82,6 +163,7 @@ class LocalExecutor:
     def __init__(self, workspace: Path) -> None:
         self.workspace = Path(workspace)
         self._shell = default_shell()
+        self._bash = Path(self._shell[0]).name == "bash"  # one-command scripts skip it
         # The stage's shell gets SIGKILL if the engine dies (PR_SET_PDEATHSIG), set by util-linux
         # setpriv rather than a preexec_fn: Python code in the child would forbid vfork and cost
         # each stage milliseconds. Without setpriv, the next start's sweep still finds them.
@@ -98,6 +180,16 @@ class LocalExecutor:
         shell = stage.shell or self._shell
         if not shutil.which(shell[0], path=env.get("PATH", os.defpath)):
             return ExecResult(127, reason=f"cannot start the stage: no such shell: {shell[0]}")
+        script = None
+        direct = self._bash and not stage.shell and direct_exec(stage.run, env, cwd)
+        if direct:
+            argv, env = [*self._pdeath, *direct[0]], direct[1]
+        elif len(stage.run.encode()) > MAX_ARG and not stage.shell:
+            # A single argument is limited to 128 KiB (MAX_ARG_STRLEN): give bash a file.
+            script = _script_file(stage.run)
+            argv = [*self._pdeath, *shell[:-1], str(script)]
+        else:
+            argv = [*self._pdeath, *shell, stage.run]
         env = dict(env)
         marker = {key: env[key] for key in MARKER_KEYS if key in env}
         if not marker:  # called without the scheduler's variables: mark the attempt ourselves
@@ -106,71 +198,68 @@ class LocalExecutor:
         tty = Pty(*TERMINALS.size) if stage.tty else None  # SPEC §10, engine/ptyproc.py
         if tty:
             env.setdefault("TERM", "xterm-256color")
-            stdio = {"stdin": tty.slave, "stdout": tty.slave, "stderr": tty.slave}
-        else:
-            stdio = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE}
-            stdio.update(stderr=subprocess.PIPE, start_new_session=True)
-        argv = [*self._pdeath, *(controlling_tty_prefix() if tty else ()), *shell, stage.run]
-        loop = asyncio.get_running_loop()
-        attempt = _Attempt(sink, loop)
+            argv[len(self._pdeath) : len(self._pdeath)] = controlling_tty_prefix()
         cancelled: asyncio.CancelledError | None = None
         try:
-            with spawning():
-                # Shielded: cancelled halfway, asyncio would SIGKILL only the shell and then
-                # wait for pipes that its orphans hold open. Let it start, then kill the tree.
-                spawn = asyncio.ensure_future(
-                    loop.subprocess_exec(
-                        lambda: attempt,
-                        *argv,
-                        cwd=cwd,
-                        env=env,
-                        **stdio,
-                    )
-                )
-                try:
-                    transport, _ = await asyncio.shield(spawn)
-                except asyncio.CancelledError as exc:
-                    cancelled = exc
-                    transport, _ = await spawn
-                own_child(transport.get_pid())
+            with spawning():  # until own_child: a quick child's zombie is not an orphan's
+                spawn = asyncio.ensure_future(_Child.start(argv, cwd, env, sink, tty))
+                while not spawn.done():  # cancelled meanwhile: let it start, then kill it all
+                    try:
+                        await asyncio.wait({spawn})
+                    except asyncio.CancelledError as exc:
+                        cancelled = exc
+                child = spawn.result()
+                own_child(child.proc.pid)
         except (OSError, subprocess.SubprocessError) as exc:
             if tty:
                 tty.close()
+            if script is not None:
+                script.unlink(missing_ok=True)
             if cancelled is not None:
                 raise cancelled from exc
             what = getattr(exc, "strerror", None) or str(exc)
             where = getattr(exc, "filename", None) or argv[0]
             return ExecResult(127, reason=f"cannot start the stage: {what}: {where}")
-        pgid = transport.get_pid()
+        pgid = child.proc.pid
+        again = False  # a second cancel: no more grace
         self._running[pgid] = marker
         key = (env.get("PIPEDECK_RUN_ID", ""), stage.id)
         try:
             try:
                 if tty:
                     TERMINALS.open[key] = tty
-                    await tty.read_into(attempt)
+                    await tty.read_into(child)  # type: ignore[arg-type]  # its two pipe methods
                 if cancelled is None:
-                    await asyncio.shield(attempt.exited)
-                    await _within(attempt.eof, DRAIN)
+                    await asyncio.shield(child.exited)
+                    await _within(child.eof, DRAIN)
             except asyncio.CancelledError as exc:
                 cancelled = exc
-            await kill_tree(pgid, marker, stage.kill_grace)
-            await _within(attempt.exited, KILL_WAIT)
-            await _within(attempt.eof, DRAIN)
+            while True:  # a cancel during the kill skips the grace: SIGKILL now, still wait
+                try:
+                    await kill_tree(pgid, marker, 0 if again else stage.kill_grace)
+                    await _within(child.exited, KILL_WAIT)
+                    await _within(child.eof, DRAIN)
+                    break
+                except asyncio.CancelledError as exc:
+                    cancelled, again = exc, True
             if cancelled is not None:
                 raise cancelled
-            if attempt.error is not None:
-                raise attempt.error
-            code = transport.get_returncode()
+            if child.error is not None:
+                raise child.error
+            code = child.proc.returncode
             assert code is not None  # `exited` is done
         finally:
             self._running.pop(pgid, None)
             if tty:
                 TERMINALS.open.pop(key, None)
                 tty.close()
-            transport.close()
+            child.close()
             own_child(pgid, owned=False)
-        return ExecResult(128 - code if code < 0 else code)
+            if script is not None:
+                script.unlink(missing_ok=True)
+        if code < 0:
+            return ExecResult(128 - code, reason=f"killed by {_signal_name(-code)}")
+        return ExecResult(code)
 
     async def close(self) -> None:
         """Kill every attempt still running, without grace."""

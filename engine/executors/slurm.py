@@ -72,7 +72,7 @@ KILL_MARGIN = 2.0  # after kill_grace: time for the job's own SIGKILL and sweep 
 STOP_WAIT = 60.0  # after the final scancel: how long to wait for the job to leave the queue
 JOBS_DIR = "slurm-jobs"  # under .pipedeck: one record per job that may still be queued
 
-StateCallback = Callable[[str, str], None]
+StateCallback = Callable[[str, str, str | None], None]  # (host, state, reason)
 
 
 class Cluster(Protocol):

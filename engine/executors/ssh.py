@@ -39,7 +39,8 @@ from typing import Any
 import asyncssh
 from asyncssh import PIPE
 
-from engine.executors.base import REMOTE_STAGE_LIMIT, ExecResult, OutputSink
+from engine.errors import PipedeckError
+from engine.executors.base import ExecResult, OutputSink, host_slots
 from engine.ptyproc import REMOTE_PREFIX, REMOTE_RESTORE, TERMINALS, AfterMark, RemoteTerminal
 from engine.spec import Pipeline, Stage
 from engine.sshhosts import HostConfig, resolve_host
@@ -66,10 +67,10 @@ _PICK_SHELL = (
     "else set -- sh -e -c; fi"
 )
 
-StateCallback = Callable[[str, str], None]
+StateCallback = Callable[[str, str, str | None], None]  # (host, state, reason)
 
 
-class ConnectError(Exception):
+class ConnectError(PipedeckError):
     """The host could not be reached or refused us; `str()` is the one-line reason."""
 
 
@@ -86,7 +87,7 @@ class SshExecutor:
         self.workspace = RemoteWorkspace(pipeline.workspace, self.host.workdir)
         self._conn: asyncssh.SSHClientConnection | None = None
         self._connect_lock = asyncio.Lock()
-        self._slots = asyncio.Semaphore(min(self.host.slots, REMOTE_STAGE_LIMIT))
+        self._slots = asyncio.Semaphore(host_slots(self.host.slots))  # callers without Hosts
         self._command_gate = asyncio.Semaphore(1)  # the one channel for short commands
         self._transfer_gate = asyncio.Semaphore(1)  # the one channel for sync transfers
         self._sftp: asyncssh.SFTPClient | None = None
@@ -97,10 +98,10 @@ class SshExecutor:
 
     # -- state -------------------------------------------------------------------------------
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: str, reason: str | None = None) -> None:
         self.connection_state = state
         if self.on_state_change is not None:
-            self.on_state_change(self.host.name, state)
+            self.on_state_change(self.host.name, state, reason)
 
     # -- the executor protocol ---------------------------------------------------------------
 
@@ -185,7 +186,7 @@ class SshExecutor:
             try:
                 conn = await self._open()
             except ConnectError as exc:
-                self._set_state(f"failed: {exc}")
+                self._set_state("failed", str(exc))
                 raise
             except asyncio.CancelledError:
                 self._set_state("idle")
@@ -296,7 +297,10 @@ class SshExecutor:
         self._conn = None
         self._orphans.update(self._running)
         self._running.clear()
-        self._set_state(f"lost: {exc}" if exc else "idle")
+        if exc:
+            self._set_state("lost", str(exc))
+        else:
+            self._set_state("idle")
 
     def _broken(self, conn: asyncssh.SSHClientConnection, what: str, exc: Exception) -> ExecResult:
         self._sftp = None  # reopened on next use, in case the SFTP session is what broke

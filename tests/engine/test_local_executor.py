@@ -110,11 +110,14 @@ async def test_secret_split_across_two_writes_is_masked(tmp_path: Path) -> None:
         ("false | true", 1),
         ("kill -TERM $$", 143),
         ("kill -KILL $$", 137),
+        ("exit 139", 139),
     ],
 )
 async def test_exit_codes(tmp_path: Path, script: str, code: int) -> None:
     result, sink = await run(tmp_path, script)
-    assert result == ExecResult(code)
+    assert result.exit_code == code
+    killed = {143: "killed by SIGTERM", 137: "killed by SIGKILL"}.get(code)
+    assert result.reason == killed  # a death by signal says so; `exit 139` does not
     assert b"not reached" not in sink.output("stdout")
 
 
@@ -192,3 +195,58 @@ async def test_sh_with_errexit_when_there_is_no_bash(
     )
     assert result.exit_code == 1
     assert sink.output("stdout") == f"{bin_dir / 'sh'}\n".encode()
+
+
+@pytest.mark.parametrize(
+    "env_change",
+    [{}, {"SHLVL": None}, {"SHLVL": "7"}, {"OLDPWD": "/nonexistent"}, {"PWD": None}, {"PWD": "/"}],
+)
+async def test_a_one_command_script_sees_what_it_would_see_through_bash(
+    tmp_path: Path, env_change: dict[str, str | None]
+) -> None:
+    """`env` is exec'd directly (no shell); `env # ...` goes through bash: same environment."""
+    env = {**stage_env(), "OLDPWD": "/tmp"}
+    for key, value in env_change.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    executor = LocalExecutor(tmp_path)
+    seen = []
+    for script in ("env", "env # through bash"):
+        sink = Recorder()
+        result = await executor.execute(make_stage(script), env, sink)
+        assert result.exit_code == 0
+        seen.append(sorted(sink.output("stdout").decode().splitlines()))
+    assert seen[0] == seen[1]
+
+
+def test_which_scripts_skip_the_shell(tmp_path: Path) -> None:
+    from engine.executors.direct import direct_exec
+
+    env = {"PATH": os.environ["PATH"]}
+    (tmp_path / "plain.sh").write_text("echo no shebang\n")
+    (tmp_path / "plain.sh").chmod(0o755)
+    (tmp_path / "tool.sh").write_text("#!/bin/sh\necho hi\n")
+    (tmp_path / "tool.sh").chmod(0o755)
+    direct = direct_exec("true", env, tmp_path)
+    assert direct is not None and direct[0] == [shutil.which("true")]
+    assert direct_exec("  sleep 0 ", env, tmp_path) == (
+        [shutil.which("sleep"), "0"],
+        {**env, "PWD": os.path.realpath(tmp_path), "SHLVL": "0", "_": shutil.which("sleep")},
+    )
+    assert direct_exec("./tool.sh --flag=1 a,b", env, tmp_path) is not None
+    for script in (
+        "echo hi",  # a builtin
+        "cd /",
+        "X=1 env",  # an assignment
+        "env $HOME",  # a variable
+        "ls *.py",  # a glob
+        "true && false",
+        "true\nfalse",  # two commands
+        "sleep 1 &",
+        "env 'quoted'",
+        "./plain.sh",  # bash would read it as a script
+        "no-such-program-here",  # bash says `command not found`
+    ):
+        assert direct_exec(script, env, tmp_path) is None, script

@@ -15,8 +15,10 @@ Write = Callable[..., Path]
 
 
 def _run(path: Path, recorder: Recorder, **options: object) -> tuple[Run, int]:
+    pipeline = load(path)
+
     async def go() -> tuple[Run, int]:
-        run = Run(load(path), **options)  # type: ignore[arg-type]
+        run = Run(pipeline, **options)  # type: ignore[arg-type]
         run.subscribe(recorder)
         return run, await run.execute()
 
@@ -208,11 +210,15 @@ def test_cancel_one_stage_and_downstream_skips(write_pipeline: Write, recorder: 
         while recorder.lines("long") != ["started"]:
             await asyncio.sleep(0.02)
         run.cancel("long")
-        assert await task == 0 or True
+        assert await task == 1  # a cancelled stage never makes the run succeed (SPEC §2)
         return run
 
     run = asyncio.run(go())
+    finished = recorder.events[-1]
+    assert isinstance(finished, RunFinished)
+    assert (finished.status, finished.exit_code) == ("cancelled", 1)
     assert recorder.final("long").status == "cancelled"
+    assert recorder.final("long").reason.startswith("by request, after ")
     assert recorder.final("after").status == "skipped"
     assert recorder.final("other").status == "succeeded"
     assert marked_pids(run.run_id) == []

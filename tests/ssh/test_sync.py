@@ -50,7 +50,9 @@ async def test_second_run_sends_only_the_changed_file(sshd: Sshd, workspace: Pat
     pipeline = make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage])
 
     states: list[str] = []
-    first = SshExecutor(pipeline, "a", on_state_change=lambda _host, state: states.append(state))
+    first = SshExecutor(
+        pipeline, "a", on_state_change=lambda _host, state, _why: states.append(state)
+    )
     out = Output()
     try:
         assert (await first.execute(stage, stage_env(stage), out)).exit_code == 0

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
 
 from engine.loader import load
-from tui.app import PipedeckApp, new_run
+from engine.session import Session
+from tui.app import PipedeckApp
 from tui.screens.run import RunScreen
 from tui.widgets.log_view import LogView
 from tui.widgets.stage_tree import StageTree
@@ -41,8 +41,10 @@ def make_app(write_pipeline: Callable[[str], Path]) -> Callable[..., PipedeckApp
     """An app over a new `Run` of the pipeline `text` (written to tmp_path)."""
 
     def make(text: str = BASIC, *, start: bool = True, watch: bool = False) -> PipedeckApp:
-        make_run = partial(new_run, load(write_pipeline(text)), None)
-        return PipedeckApp(make_run(), start=start, watch=watch, make_run=make_run)
+        session = Session(load(write_pipeline(text)), manual="wait")
+        return PipedeckApp(
+            session.new_run(), start=start, watch=watch, make_run=session.new_run, session=session
+        )
 
     return make
 

@@ -309,7 +309,8 @@ class RunScreen(LogScreen):
             self.exit_code = event.exit_code
             self._failure_first = event.status == FAILED
         elif isinstance(event, HostStatus):
-            self._record_hosts({event.host: event.state})
+            reason = f": {event.reason}" if event.reason else ""
+            self._record_hosts({event.host: event.state + reason})
         # any other event (a newer engine's) is ignored
 
     def _record_hosts(self, states: Mapping[str, str]) -> None:
