@@ -470,3 +470,20 @@ def test_pipedeck_run_caches_the_second_run_and_no_cache_runs_everything(tmp_pat
     assert statuses()["gen"] == ("running", "no earlier run")
     assert statuses()["gen"] == ("cached", "up to date")
     assert statuses("--no-cache")["gen"] == ("running", "--no-cache")
+
+
+def test_show_lists_peak_memory_and_cpu_time_when_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "pipedeck.yaml"
+    path.write_text("version: 1\nstages:\n  a:\n    run: echo hi\n")
+    assert pipedeck("run", str(path)).returncode == 0
+    plain = pipedeck("show", "-f", str(path))
+    assert "PEAK MEM" not in plain.stdout
+    history = History(tmp_path / ".pipedeck/history.db")
+    run_id = history.latest_run_id()
+    assert run_id is not None
+    history.record_resources(run_id, "a", 1, peak_rss=3 * 1024 * 1024, cpu_seconds=0.25)
+    history.close()
+    shown = pipedeck("show", "-f", str(path))
+    assert "PEAK MEM" in shown.stdout and "3.0 MiB" in shown.stdout and "0.2s" in shown.stdout
+    body = json.loads(pipedeck("show", "--json", "-f", str(path)).stdout)
+    assert body["attempts"][0]["peak_rss"] == 3 * 1024 * 1024
