@@ -466,17 +466,21 @@ class Tracked(Protocol):
     def subscribe(self, subscriber: Callable[[Event], Any]) -> Any: ...
 
 
-def track_run(run: Tracked, history: History | None = None) -> StageCache:
+def track_run(
+    run: Tracked, history: History | None = None, warn: Callable[[str], None] | None = None
+) -> StageCache:
     """Give `run` a stage cache and record it in the history: call before `run.execute()`.
 
     Marks runs left behind by a crashed pipedeck as interrupted (sweeping their processes),
     warns about secrets too short to mask gracefully, sets `run.cache`, and subscribes the
     history recorder with the run's trigger (its writes go to the history's writer thread).
     Each `execute()` (a watch-mode rerun too) starts with fresh listings. One history (one
-    connection, one writer thread) serves every run of a project.
+    connection, one writer thread) serves every run of a project. `warn` (default: stderr)
+    receives the store's one-line notices: a damaged history moved aside, a full disk, a short
+    secret, an unusable metrics file.
     """
     if history is None:
-        history = open_history(run.pipeline.state_dir)
+        history = open_history(run.pipeline.state_dir, warn)
     history.mark_interrupted()
     mask.warn_short(run.pipeline.secrets, history.warn)
     cache = StageCache(run.pipeline, history)

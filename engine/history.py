@@ -428,7 +428,7 @@ class History:
             self._unwritten = []
         except HistoryError as err:
             self._unwritten = jobs[-_UNWRITTEN_LIMIT:]
-            self._warn_once(str(err), f"{err}; the run goes on, recorded where there is room")
+            self._warn_once(str(err), f"{err}; the run goes on, not fully recorded")
         except Exception as err:  # a fault of ours must not kill the writer
             self._unwritten = []
             self._warn_once(repr(err), f"cannot record in the run history {self.path}: {err!r}")
