@@ -287,6 +287,7 @@ class StageCache:
         self.history = history
         self.warn = warn or history.warn
         self.masker = Masker(pipeline.secrets.values())
+        self.keep_runs = artifacts.keep_runs(warn=self.warn)  # a bad value is said at the start
         self._lock = threading.RLock()
         self.hasher = FileHasher(pipeline.workspace, history)
         self.fingerprints: dict[str, str] = {}  # stage id -> fingerprint of its last decision
@@ -436,8 +437,8 @@ class StageCache:
                 self._successes[stage.id] = success
         if manifest:
             artifacts.keep_outputs(self.pipeline.state_dir, run_id, stage.id,
-                                   self.pipeline.workspace, manifest,
-                                   masker=self.masker, warn=self.warn)  # fmt: skip
+                                   self.pipeline.workspace, manifest, self.keep_runs,
+                                   masker=self.masker)  # fmt: skip
         if stage.metrics:
             metrics.record(self.history, self.pipeline.workspace, run_id, stage,
                            masker=self.masker, warn=self.warn)  # fmt: skip

@@ -723,7 +723,7 @@ def open_history(state_dir: Path, warn: Callable[[str], None] | None = None) -> 
     with _shared_lock:
         history = _shared.get(db)
         if history is None:
-            history = _shared[db] = History(db, **({"warn": warn} if warn else {}))
+            history = _shared[db] = History(db, warn=warn or warn_stderr)
         elif warn is not None:
             history.warn = warn
     return history
