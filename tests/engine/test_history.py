@@ -359,10 +359,14 @@ def test_huge_limits_are_no_overflow(tmp_path: Path) -> None:
     (tmp_path / "m.json").write_text('{"x": 1}')
     assert pipedeck("run", str(path)).returncode == 0
     huge = "99999999999999999999999"
-    listed = pipedeck("history", "--limit", huge, "-f", str(path))
-    assert listed.returncode == 0 and "succeeded" in listed.stdout, listed.stderr
-    compared = pipedeck("metrics", "--runs", huge, "-f", str(path))
-    assert compared.returncode == 0 and "x" in compared.stdout, compared.stderr
+    for command, option in (("history", "--limit"), ("metrics", "--runs")):
+        done = pipedeck(command, option, huge, "-f", str(path))  # the CLI bounds counts
+        assert done.returncode == 2 and "expected a whole number" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    history = History(tmp_path / ".pipedeck/history.db")  # and the store clamps what it gets
+    assert len(history.runs(limit=10**30)) == 1
+    assert len(history.metrics("a", 10**30)) == 1
+    assert history.durations("a", 10**30)
 
 
 def damage_one_page(db: Path, page: int = 2) -> None:
