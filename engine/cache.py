@@ -472,7 +472,8 @@ def track_run(
 ) -> StageCache:
     """Give `run` a stage cache and record it in the history: call before `run.execute()`.
 
-    Marks runs left behind by a crashed pipedeck as interrupted (sweeping their processes),
+    Marks runs left behind by a crashed pipedeck as interrupted, sweeping their processes (in a
+    background thread, once per history: this never waits on SQLite or /proc),
     warns about secrets too short to mask gracefully, sets `run.cache`, and subscribes the
     history recorder with the run's trigger (its writes go to the history's writer thread).
     Each `execute()` (a watch-mode rerun too) starts with fresh listings. One history (one
@@ -482,7 +483,7 @@ def track_run(
     """
     if history is None:
         history = open_history(run.pipeline.state_dir, warn)
-    history.mark_interrupted()
+    history.mark_interrupted_soon()
     mask.warn_short(run.pipeline.secrets, history.warn)
     cache = StageCache(run.pipeline, history)
     run.cache = cache

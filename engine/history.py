@@ -207,6 +207,7 @@ class History:
         self._writer: threading.Thread | None = None
         self._unwritten: list[Job] = []  # jobs a full disk refused, tried again with the next
         self._warned: set[str] = set()
+        self._marking = False  # mark_interrupted_soon() started
         self._memory = str(path) == ":memory:"
         deadline = time.monotonic() + timeout
         while True:
@@ -479,6 +480,23 @@ class History:
             )
 
         self.submit(job)
+
+    def mark_interrupted_soon(self) -> None:
+        """`mark_interrupted()` in a background thread, once per history: never blocks the caller
+        (the event loop) on SQLite, /proc or the sweep of leftover processes."""
+        with self._idle:
+            if self._marking:
+                return
+            self._marking = True
+        threading.Thread(
+            target=self._mark_quietly, name="pipedeck-interrupted", daemon=True
+        ).start()
+
+    def _mark_quietly(self) -> None:
+        try:
+            self.mark_interrupted()
+        except HistoryError as err:
+            self._warn_once(str(err), str(err))
 
     def mark_interrupted(self) -> list[str]:
         """Mark runs left `running` by a dead process as `interrupted`; sweep their processes.

@@ -491,3 +491,35 @@ def test_show_lists_peak_memory_and_cpu_time_when_recorded(tmp_path: Path) -> No
     assert "PEAK MEM" in shown.stdout and "3.0 MiB" in shown.stdout and "0.2s" in shown.stdout
     body = json.loads(pipedeck("show", "--json", "-f", str(path)).stdout)
     assert body["attempts"][0]["peak_rss"] == 3 * 1024 * 1024
+
+
+def test_track_run_marks_interrupted_runs_without_waiting_for_the_database(tmp_path: Path):
+    """Issue 10: starting a run never waits on SQLite; the marking happens in a thread."""
+    from engine.cache import track_run
+    from engine.run import Run
+    from engine.spec import Pipeline, Stage
+
+    db = tmp_path / ".pipedeck/history.db"
+    history = History(db, timeout=30)
+    gone_pid = subprocess.Popen(["true"])
+    gone_pid.wait()
+    history.recorder("dead-run")(RunStarted("dead-run", "p", ()))
+    history.flush()
+    history.transaction(lambda db: db.execute("UPDATE runs SET pid=?", (gone_pid.pid,)))
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    stage = Stage(id="a", name="a", run="true")
+    run = Run(Pipeline(tmp_path / "pipedeck.yaml", "p", {"a": stage}, {"a": ("a",)}))
+    started = time.monotonic()
+    track_run(run, history)
+    assert time.monotonic() - started < 1.0
+    blocker.execute("ROLLBACK")
+
+    def stored() -> str:  # what the file says (reads show a dead run interrupted anyway)
+        return str(blocker.execute("SELECT status FROM runs WHERE run_id='dead-run'").fetchone()[0])
+
+    deadline = time.monotonic() + 30
+    while stored() == "running":
+        assert time.monotonic() < deadline, "the dead run was never marked"
+        time.sleep(0.05)
+    assert stored() == "interrupted"
