@@ -536,7 +536,13 @@ class History:
         rows = self._query(
             f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE run_id=? ORDER BY rowid", (run_id,)
         )
-        return [AttemptRow(*row) for row in rows]
+        attempts = [AttemptRow(*row) for row in rows]
+        if any(a.status in UNFINISHED for a in attempts):  # like its run, when that reads so
+            run = self.run(run_id)
+            if run is not None and run.status == INTERRUPTED:
+                return [dataclasses.replace(a, status=INTERRUPTED) if a.status in UNFINISHED
+                        else a for a in attempts]  # fmt: skip
+        return attempts
 
     def latest_run_id(self) -> str | None:
         """The id of the most recently started run, or None when there is none."""

@@ -523,3 +523,21 @@ def test_track_run_marks_interrupted_runs_without_waiting_for_the_database(tmp_p
         assert time.monotonic() < deadline, "the dead run was never marked"
         time.sleep(0.05)
     assert stored() == "interrupted"
+
+
+def test_a_dead_run_that_could_not_be_marked_reads_interrupted(tmp_path: Path) -> None:
+    """A full disk can keep `mark_interrupted` from writing: reads still tell the truth."""
+    history = History(tmp_path / "history.db")
+    rec = history.recorder("r1")
+    rec(RunStarted("r1", "p", ("a",), ts=1.0))
+    rec(StageStatus("r1", "a", "running", 1, "local", ts=2.0))
+    gone_pid = subprocess.Popen(["true"])
+    gone_pid.wait()
+    history.flush()
+    history.transaction(lambda db: db.execute("UPDATE runs SET pid=?", (gone_pid.pid,)))
+    run = history.run("r1")
+    assert run is not None and run.status == "interrupted"
+    assert [r.status for r in history.runs()] == ["interrupted"]
+    assert [a.status for a in history.attempts("r1")] == ["interrupted"]
+    raw = sqlite3.connect(tmp_path / "history.db").execute("SELECT status FROM runs").fetchone()
+    assert raw == ("running",)  # nothing was written: only read as it is
