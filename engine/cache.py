@@ -102,7 +102,7 @@ class _Walker:
         """Every file under `base` (workspace-relative, "" for the workspace), recursively."""
         if base not in self._listings:
             found: list[_Entry] = []
-            if not (self.workspace / base).is_symlink():
+            if not _escapes(base) and not (self.workspace / base).is_symlink():
                 self._scan(self.workspace / base if base else self.workspace, base, found)
             self._listings[base] = found
             self.new.append(base)
@@ -130,6 +130,8 @@ class _Walker:
         """The files one glob matches."""
         pattern = globs.normalize(pattern)
         if not globs.has_magic(pattern):
+            if _escapes(pattern):
+                return []
             target = self.workspace / pattern
             if target.is_dir() and not target.is_symlink():
                 return self.listing("" if pattern == "." else pattern)
@@ -143,6 +145,11 @@ class _Walker:
             return self.listing(base)
         regex = globs.regex(pattern)
         return [e for e in self.listing(base) if regex.fullmatch(e.rel)]
+
+
+def _escapes(rel: str) -> bool:
+    """True when a workspace-relative path leads out of the workspace (`../x`, `a/../../x`)."""
+    return os.path.normpath(rel).split(os.sep, 1)[0] == ".."
 
 
 def _overlap(a: str, b: str) -> bool:

@@ -170,6 +170,22 @@ def test_symlinked_inputs_count_as_links_never_read_outside_the_workspace(tmp_pa
     assert decide(p, stage).why == "src/escape.py changed"
 
 
+def test_globs_never_lead_out_of_the_workspace(tmp_path: Path) -> None:
+    """An output `../manifest.json` is no file of the workspace: never hashed, never kept."""
+    ws = tmp_path / "ws"
+    write(ws / "src/a.py", "a\n")
+    write(tmp_path / "manifest.json", "{}")
+    write(tmp_path / "x.txt", "x")
+    for patterns in [("../manifest.json",), ("src/../../x.txt",), ("../*.txt",), ("../**",)]:
+        assert glob_files(ws, patterns) == [], patterns
+    stage = replace(BUILD, outputs=("out/*.txt", "../manifest.json"))
+    p = pipeline(ws, stage)
+    run_stage(p, stage, "r1")
+    from engine.artifacts import list_artifacts
+
+    assert [a.path for a in list_artifacts(p.state_dir)] == ["out/a.txt"]
+
+
 def test_upstream_change_is_named(ws: Path) -> None:
     p = pipeline(ws, BUILD)
     run_stage(p, BUILD, "r1", upstream={"gen": "f1"})
