@@ -209,11 +209,23 @@ class History:
         self._warned: set[str] = set()
         self._marking = False  # mark_interrupted_soon() started
         self._memory = str(path) == ":memory:"
-        deadline = time.monotonic() + timeout
+        new = not self._memory and not self.path.exists()
+        try:
+            self._open_retrying(time.monotonic() + timeout)
+        except HistoryError:
+            if new:  # a full disk, say: leave no empty database behind
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(OSError):
+                        if os.path.getsize(f"{self.path}{suffix}") == 0:
+                            os.unlink(f"{self.path}{suffix}")
+            raise
+        self._keep_reserve()
+
+    def _open_retrying(self, deadline: float) -> None:
         while True:
             try:
                 self._open()
-                break
+                return
             except sqlite3.DatabaseError as err:
                 # Two processes creating the database at once: switching to WAL can answer
                 # "locked" at once, without the busy handler; try again until the timeout.
@@ -223,8 +235,7 @@ class History:
                 if _code(err) not in _CORRUPT:
                     raise HistoryError(self._explain(err)) from None
                 self._move_aside(err)
-                break
-        self._keep_reserve()
+                return
 
     def _open(self) -> None:
         if not self._memory:
