@@ -36,6 +36,7 @@ KEEP_RUNS_ENV = "PIPEDECK_KEEP_RUNS"
 MANIFEST = "manifest.json"
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int), share the source's blocks
 COPY_CHUNK = 1 << 20
+_reported: set[str] = set()  # bad PIPEDECK_KEEP_RUNS values already reported
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,14 @@ def keep_runs(
     environ: Mapping[str, str] | None = None, warn: Callable[[str], None] | None = None
 ) -> int:
     """How many runs' artifacts to keep: `PIPEDECK_KEEP_RUNS` when a whole number >= 1, else 20
-    (a set but unusable value is reported through `warn`)."""
+    (a set but unusable value is reported through `warn`, once per value and process)."""
     text = (os.environ if environ is None else environ).get(KEEP_RUNS_ENV)
     if text is None or text.strip() == "":
         return DEFAULT_KEEP_RUNS
     if text.strip().isdigit() and int(text) >= 1:
         return int(text)
-    if warn is not None:
+    if warn is not None and text not in _reported:
+        _reported.add(text)
         warn(f"{KEEP_RUNS_ENV}={text!r} is not a whole number >= 1; "
              f"keeping the artifacts of the last {DEFAULT_KEEP_RUNS} runs")  # fmt: skip
     return DEFAULT_KEEP_RUNS

@@ -102,7 +102,7 @@ class _Walker:
         """Every file under `base` (workspace-relative, "" for the workspace), recursively."""
         if base not in self._listings:
             found: list[_Entry] = []
-            if not (self.workspace / base).is_symlink():
+            if not _escapes(base) and not (self.workspace / base).is_symlink():
                 self._scan(self.workspace / base if base else self.workspace, base, found)
             self._listings[base] = found
             self.new.append(base)
@@ -130,6 +130,8 @@ class _Walker:
         """The files one glob matches."""
         pattern = globs.normalize(pattern)
         if not globs.has_magic(pattern):
+            if _escapes(pattern):
+                return []
             target = self.workspace / pattern
             if target.is_dir() and not target.is_symlink():
                 return self.listing("" if pattern == "." else pattern)
@@ -143,6 +145,11 @@ class _Walker:
             return self.listing(base)
         regex = globs.regex(pattern)
         return [e for e in self.listing(base) if regex.fullmatch(e.rel)]
+
+
+def _escapes(rel: str) -> bool:
+    """True when a workspace-relative path leads out of the workspace (`../x`, `a/../../x`)."""
+    return os.path.normpath(rel).split(os.sep, 1)[0] == ".."
 
 
 def _overlap(a: str, b: str) -> bool:
@@ -287,6 +294,7 @@ class StageCache:
         self.history = history
         self.warn = warn or history.warn
         self.masker = Masker(pipeline.secrets.values())
+        self.keep_runs = artifacts.keep_runs(warn=self.warn)  # a bad value is said at the start
         self._lock = threading.RLock()
         self.hasher = FileHasher(pipeline.workspace, history)
         self.fingerprints: dict[str, str] = {}  # stage id -> fingerprint of its last decision
@@ -436,8 +444,8 @@ class StageCache:
                 self._successes[stage.id] = success
         if manifest:
             artifacts.keep_outputs(self.pipeline.state_dir, run_id, stage.id,
-                                   self.pipeline.workspace, manifest,
-                                   masker=self.masker, warn=self.warn)  # fmt: skip
+                                   self.pipeline.workspace, manifest, self.keep_runs,
+                                   masker=self.masker)  # fmt: skip
         if stage.metrics:
             metrics.record(self.history, self.pipeline.workspace, run_id, stage,
                            masker=self.masker, warn=self.warn)  # fmt: skip
@@ -466,18 +474,23 @@ class Tracked(Protocol):
     def subscribe(self, subscriber: Callable[[Event], Any]) -> Any: ...
 
 
-def track_run(run: Tracked, history: History | None = None) -> StageCache:
+def track_run(
+    run: Tracked, history: History | None = None, warn: Callable[[str], None] | None = None
+) -> StageCache:
     """Give `run` a stage cache and record it in the history: call before `run.execute()`.
 
-    Marks runs left behind by a crashed pipedeck as interrupted (sweeping their processes),
+    Marks runs left behind by a crashed pipedeck as interrupted, sweeping their processes (in a
+    background thread, once per history: this never waits on SQLite or /proc),
     warns about secrets too short to mask gracefully, sets `run.cache`, and subscribes the
     history recorder with the run's trigger (its writes go to the history's writer thread).
     Each `execute()` (a watch-mode rerun too) starts with fresh listings. One history (one
-    connection, one writer thread) serves every run of a project.
+    connection, one writer thread) serves every run of a project. `warn` (default: stderr)
+    receives the store's one-line notices: a damaged history moved aside, a full disk, a short
+    secret, an unusable metrics file.
     """
     if history is None:
-        history = open_history(run.pipeline.state_dir)
-    history.mark_interrupted()
+        history = open_history(run.pipeline.state_dir, warn)
+    history.mark_interrupted_soon()
     mask.warn_short(run.pipeline.secrets, history.warn)
     cache = StageCache(run.pipeline, history)
     run.cache = cache

@@ -207,12 +207,25 @@ class History:
         self._writer: threading.Thread | None = None
         self._unwritten: list[Job] = []  # jobs a full disk refused, tried again with the next
         self._warned: set[str] = set()
+        self._marking = False  # mark_interrupted_soon() started
         self._memory = str(path) == ":memory:"
-        deadline = time.monotonic() + timeout
+        new = not self._memory and not self.path.exists()
+        try:
+            self._open_retrying(time.monotonic() + timeout)
+        except HistoryError:
+            if new:  # a full disk, say: leave no empty database behind
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(OSError):
+                        if os.path.getsize(f"{self.path}{suffix}") == 0:
+                            os.unlink(f"{self.path}{suffix}")
+            raise
+        self._keep_reserve()
+
+    def _open_retrying(self, deadline: float) -> None:
         while True:
             try:
                 self._open()
-                break
+                return
             except sqlite3.DatabaseError as err:
                 # Two processes creating the database at once: switching to WAL can answer
                 # "locked" at once, without the busy handler; try again until the timeout.
@@ -222,8 +235,7 @@ class History:
                 if _code(err) not in _CORRUPT:
                     raise HistoryError(self._explain(err)) from None
                 self._move_aside(err)
-                break
-        self._keep_reserve()
+                return
 
     def _open(self) -> None:
         if not self._memory:
@@ -428,7 +440,7 @@ class History:
             self._unwritten = []
         except HistoryError as err:
             self._unwritten = jobs[-_UNWRITTEN_LIMIT:]
-            self._warn_once(str(err), f"{err}; the run goes on, recorded where there is room")
+            self._warn_once(str(err), f"{err}; the run goes on, not fully recorded")
         except Exception as err:  # a fault of ours must not kill the writer
             self._unwritten = []
             self._warn_once(repr(err), f"cannot record in the run history {self.path}: {err!r}")
@@ -480,6 +492,23 @@ class History:
 
         self.submit(job)
 
+    def mark_interrupted_soon(self) -> None:
+        """`mark_interrupted()` in a background thread, once per history: never blocks the caller
+        (the event loop) on SQLite, /proc or the sweep of leftover processes."""
+        with self._idle:
+            if self._marking:
+                return
+            self._marking = True
+        threading.Thread(
+            target=self._mark_quietly, name="pipedeck-interrupted", daemon=True
+        ).start()
+
+    def _mark_quietly(self) -> None:
+        try:
+            self.mark_interrupted()
+        except HistoryError as err:
+            self._warn_once(str(err), str(err))
+
     def mark_interrupted(self) -> list[str]:
         """Mark runs left `running` by a dead process as `interrupted`; sweep their processes.
 
@@ -518,7 +547,13 @@ class History:
         rows = self._query(
             f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE run_id=? ORDER BY rowid", (run_id,)
         )
-        return [AttemptRow(*row) for row in rows]
+        attempts = [AttemptRow(*row) for row in rows]
+        if any(a.status in UNFINISHED for a in attempts):  # like its run, when that reads so
+            run = self.run(run_id)
+            if run is not None and run.status == INTERRUPTED:
+                return [dataclasses.replace(a, status=INTERRUPTED) if a.status in UNFINISHED
+                        else a for a in attempts]  # fmt: skip
+        return attempts
 
     def latest_run_id(self) -> str | None:
         """The id of the most recently started run, or None when there is none."""
@@ -723,7 +758,7 @@ def open_history(state_dir: Path, warn: Callable[[str], None] | None = None) -> 
     with _shared_lock:
         history = _shared.get(db)
         if history is None:
-            history = _shared[db] = History(db, **({"warn": warn} if warn else {}))
+            history = _shared[db] = History(db, warn=warn or warn_stderr)
         elif warn is not None:
             history.warn = warn
     return history

@@ -165,14 +165,20 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     print(f"run {run.run_id}  {run.status}  started {format_time(run.started)}  "
           f"duration {format_duration(run.duration)}  trigger {run.trigger or '-'}")  # fmt: skip
+    header = ["STAGE", "STATUS", "ATTEMPT", "DURATION", "HOST", "WHY"]
     rows = [
         [a.stage, a.status, str(a.attempt),
          format_duration(a.duration) if a.ran else "-", a.host or "-",
          "; ".join(filter(None, [a.why, a.reason])) or "-"]
         for a in attempts
     ]  # fmt: skip
+    if any(a.peak_rss is not None or a.cpu_seconds is not None for a in attempts):
+        header[4:4] = ["PEAK MEM", "CPU"]
+        for row, a in zip(rows, attempts, strict=True):
+            row[4:4] = [_size(a.peak_rss) if a.peak_rss is not None else "-",
+                        format_duration(a.cpu_seconds)]  # fmt: skip
     if rows:
-        print(_table(["STAGE", "STATUS", "ATTEMPT", "DURATION", "HOST", "WHY"], rows, "  "))
+        print(_table(header, rows, "  "))
     from engine.gha.commands import summaries
 
     for job, text in summaries(state_dir(args), run.run_id):  # GitHub Actions step summaries

@@ -359,10 +359,14 @@ def test_huge_limits_are_no_overflow(tmp_path: Path) -> None:
     (tmp_path / "m.json").write_text('{"x": 1}')
     assert pipedeck("run", str(path)).returncode == 0
     huge = "99999999999999999999999"
-    listed = pipedeck("history", "--limit", huge, "-f", str(path))
-    assert listed.returncode == 0 and "succeeded" in listed.stdout, listed.stderr
-    compared = pipedeck("metrics", "--runs", huge, "-f", str(path))
-    assert compared.returncode == 0 and "x" in compared.stdout, compared.stderr
+    for command, option in (("history", "--limit"), ("metrics", "--runs")):
+        done = pipedeck(command, option, huge, "-f", str(path))  # the CLI bounds counts
+        assert done.returncode == 2 and "expected a whole number" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    history = History(tmp_path / ".pipedeck/history.db")  # and the store clamps what it gets
+    assert len(history.runs(limit=10**30)) == 1
+    assert len(history.metrics("a", 10**30)) == 1
+    assert history.durations("a", 10**30)
 
 
 def damage_one_page(db: Path, page: int = 2) -> None:
@@ -470,3 +474,70 @@ def test_pipedeck_run_caches_the_second_run_and_no_cache_runs_everything(tmp_pat
     assert statuses()["gen"] == ("running", "no earlier run")
     assert statuses()["gen"] == ("cached", "up to date")
     assert statuses("--no-cache")["gen"] == ("running", "--no-cache")
+
+
+def test_show_lists_peak_memory_and_cpu_time_when_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "pipedeck.yaml"
+    path.write_text("version: 1\nstages:\n  a:\n    run: echo hi\n")
+    assert pipedeck("run", str(path)).returncode == 0
+    plain = pipedeck("show", "-f", str(path))
+    assert "PEAK MEM" not in plain.stdout
+    history = History(tmp_path / ".pipedeck/history.db")
+    run_id = history.latest_run_id()
+    assert run_id is not None
+    history.record_resources(run_id, "a", 1, peak_rss=3 * 1024 * 1024, cpu_seconds=0.25)
+    history.close()
+    shown = pipedeck("show", "-f", str(path))
+    assert "PEAK MEM" in shown.stdout and "3.0 MiB" in shown.stdout and "0.2s" in shown.stdout
+    body = json.loads(pipedeck("show", "--json", "-f", str(path)).stdout)
+    assert body["attempts"][0]["peak_rss"] == 3 * 1024 * 1024
+
+
+def test_track_run_marks_interrupted_runs_without_waiting_for_the_database(tmp_path: Path):
+    """Issue 10: starting a run never waits on SQLite; the marking happens in a thread."""
+    from engine.cache import track_run
+    from engine.run import Run
+    from engine.spec import Pipeline, Stage
+
+    db = tmp_path / ".pipedeck/history.db"
+    history = History(db, timeout=30)
+    gone_pid = subprocess.Popen(["true"])
+    gone_pid.wait()
+    history.recorder("dead-run")(RunStarted("dead-run", "p", ()))
+    history.flush()
+    history.transaction(lambda db: db.execute("UPDATE runs SET pid=?", (gone_pid.pid,)))
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    stage = Stage(id="a", name="a", run="true")
+    run = Run(Pipeline(tmp_path / "pipedeck.yaml", "p", {"a": stage}, {"a": ("a",)}))
+    started = time.monotonic()
+    track_run(run, history)
+    assert time.monotonic() - started < 1.0
+    blocker.execute("ROLLBACK")
+
+    def stored() -> str:  # what the file says (reads show a dead run interrupted anyway)
+        return str(blocker.execute("SELECT status FROM runs WHERE run_id='dead-run'").fetchone()[0])
+
+    deadline = time.monotonic() + 30
+    while stored() == "running":
+        assert time.monotonic() < deadline, "the dead run was never marked"
+        time.sleep(0.05)
+    assert stored() == "interrupted"
+
+
+def test_a_dead_run_that_could_not_be_marked_reads_interrupted(tmp_path: Path) -> None:
+    """A full disk can keep `mark_interrupted` from writing: reads still tell the truth."""
+    history = History(tmp_path / "history.db")
+    rec = history.recorder("r1")
+    rec(RunStarted("r1", "p", ("a",), ts=1.0))
+    rec(StageStatus("r1", "a", "running", 1, "local", ts=2.0))
+    gone_pid = subprocess.Popen(["true"])
+    gone_pid.wait()
+    history.flush()
+    history.transaction(lambda db: db.execute("UPDATE runs SET pid=?", (gone_pid.pid,)))
+    run = history.run("r1")
+    assert run is not None and run.status == "interrupted"
+    assert [r.status for r in history.runs()] == ["interrupted"]
+    assert [a.status for a in history.attempts("r1")] == ["interrupted"]
+    raw = sqlite3.connect(tmp_path / "history.db").execute("SELECT status FROM runs").fetchone()
+    assert raw == ("running",)  # nothing was written: only read as it is

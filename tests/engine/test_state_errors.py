@@ -84,3 +84,20 @@ def test_logs_dir_that_is_a_file_is_a_clear_message(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert f"{tmp_path / '.pipedeck/logs'} is a file, not a directory" in done.stdout
     assert "NotADirectoryError" not in done.stdout + done.stderr
+
+
+def test_a_state_dir_already_full_names_the_cause_and_leaves_no_empty_database(tmp_path: Path):
+    path = tmp_path / "pipedeck.yaml"
+    path.write_text("version: 1\nstages:\n  a:\n    run: echo hi\n")
+    with tmpfs(tmp_path / ".pipedeck") as state:
+        with open(state / "filler", "wb") as f, contextlib.suppress(OSError):
+            f.write(b"\0" * (2 << 20))  # fills the 1 MiB
+        done = pipedeck("run", str(path))
+        no_traceback(done)
+        assert done.returncode == 1
+        assert f"no space left on device: {state}" in done.stderr
+        assert "move it away" not in done.stderr
+        assert not (state / "history.db").exists()
+        listed = pipedeck("history", "-f", str(path))
+        no_traceback(listed)
+        assert listed.returncode == 0 and "no runs recorded" in listed.stdout
