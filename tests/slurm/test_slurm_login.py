@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from engine.run import Run
+from engine.spec import Host
 from tests.conftest import Recorder
 from tests.slurm.conftest import NODE, Cluster, make_pipeline, slurm_stage
 from tests.slurm.test_slurm_executor import eventually, execute
@@ -16,7 +18,7 @@ from tests.ssh.conftest import Sshd
 pytestmark = [pytest.mark.slurm, pytest.mark.ssh]
 
 
-def login_host(cluster: Cluster, sshd: Sshd, workdir: Path) -> object:
+def login_host(cluster: Cluster, sshd: Sshd, workdir: Path) -> Host:
     ssh = sshd.host("cluster", "127.0.0.2", workdir=str(workdir))
     return cluster.host(
         address=ssh.address,
@@ -41,7 +43,7 @@ async def test_jobs_go_through_the_login_node_with_the_workspace_synced(
         )
     ]
     host = login_host(cluster, sshd, workdir)
-    run = Run(make_pipeline(workspace, {"cluster": host}, stages))  # type: ignore[dict-item]
+    run = Run(make_pipeline(workspace, {"cluster": host}, stages))
     run.subscribe(recorder)
     assert await asyncio.wait_for(execute(run), 90) == 0
     final = recorder.final("train")
@@ -58,7 +60,7 @@ async def test_cancel_over_the_login_node_empties_the_queue(
 ) -> None:
     host = login_host(cluster, sshd, tmp_path / "remote")
     stages = [slurm_stage("spin", "echo ready; sleep 300")]
-    run = Run(make_pipeline(workspace, {"cluster": host}, stages))  # type: ignore[dict-item]
+    run = Run(make_pipeline(workspace, {"cluster": host}, stages))
     run.subscribe(recorder)
     task = asyncio.create_task(execute(run))
     await eventually(lambda: "ready" in recorder.lines("spin"), 60, "the job to start")
@@ -66,3 +68,16 @@ async def test_cancel_over_the_login_node_empties_the_queue(
     await asyncio.wait_for(task, 60)
     assert recorder.final("spin").status == "cancelled"
     assert cluster.queue() == []
+
+
+async def test_without_workdir_jobs_run_in_the_workspace_on_the_shared_file_system(
+    cluster: Cluster, sshd: Sshd, workspace: Path, recorder: Recorder
+) -> None:
+    host = login_host(cluster, sshd, workspace)
+    host = replace(host, workdir=None)
+    stages = [slurm_stage("here", "pwd; echo made > made.txt")]
+    run = Run(make_pipeline(workspace, {"cluster": host}, stages))
+    run.subscribe(recorder)
+    assert await asyncio.wait_for(execute(run), 90) == 0
+    assert recorder.lines("here", "stdout") == [str(workspace)]
+    assert (workspace / "made.txt").read_text() == "made\n"  # no sync: the job wrote it here
