@@ -255,7 +255,9 @@ async def test_the_next_start_cancels_jobs_a_crashed_pipedeck_left(
     crashed = subprocess.Popen(["python3", "-c", code], stdout=subprocess.PIPE)
     try:
         assert crashed.stdout is not None and crashed.stdout.readline() == b"1\n"
-        job_id = cluster.run("sbatch", "--parsable", "--wrap", "sleep 300").strip()
+        job_id = cluster.run(
+            "sbatch", "--parsable", "--output=/dev/null", "--wrap", "sleep 300"
+        ).strip()
         records = pipeline.state_dir / "slurm-jobs" / "cluster"
         records.mkdir(parents=True)
         import psutil
