@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -81,3 +83,29 @@ async def test_without_workdir_jobs_run_in_the_workspace_on_the_shared_file_syst
     assert await asyncio.wait_for(execute(run), 90) == 0
     assert recorder.lines("here", "stdout") == [str(workspace)]
     assert (workspace / "made.txt").read_text() == "made\n"  # no sync: the job wrote it here
+
+
+async def test_a_dropped_login_connection_does_not_lose_the_job(
+    cluster: Cluster, sshd: Sshd, workspace: Path, tmp_path: Path, recorder: Recorder
+) -> None:
+    gate = tmp_path / "gate"
+    host = login_host(cluster, sshd, tmp_path / "remote")
+    run_text = f"echo before; while [ ! -e {gate} ]; do sleep 0.1; done; echo after"
+    run = Run(make_pipeline(workspace, {"cluster": host}, [slurm_stage("train", run_text)]))
+    run.subscribe(recorder)
+    task = asyncio.create_task(execute(run))
+    try:
+        await eventually(lambda: "before" in recorder.lines("train"), 60, "the job to start")
+        dropped = sshd.connection_pids()
+        assert dropped
+        for pid in dropped:
+            os.kill(pid, signal.SIGKILL)  # the login connection drops mid-job
+        gate.touch()
+        assert await asyncio.wait_for(task, 90) == 0
+    finally:
+        gate.touch()
+        if not task.done():
+            run.cancel_all()
+            await asyncio.wait_for(task, 60)
+    assert recorder.final("train").status == "succeeded"
+    assert recorder.lines("train", "stdout") == ["before", "after"]
