@@ -53,6 +53,7 @@ from engine import graph
 from engine.executors.base import ExecResult, JobCallback, OutputSink
 from engine.executors.slurm_jobs import (
     PENDING_STATES,
+    UNREACHABLE,
     JobPoller,
     WatchedJob,
     batch_script,
@@ -269,7 +270,8 @@ class SlurmExecutor:
             self.jobs.pop(stage.id, None)
             with contextlib.suppress(OSError):
                 await self.cluster.remove(job_dir)  # the private script goes with it
-        await asyncio.to_thread(self._unrecord, job_id)
+        if job.info.state != UNREACHABLE:  # else the next start cancels it, if it still runs
+            await asyncio.to_thread(self._unrecord, job_id)
         if result.exit_code == 0 and result.status is None:
             try:
                 await self.cluster.fetch(stage)
