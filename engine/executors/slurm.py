@@ -53,6 +53,7 @@ from engine import graph
 from engine.executors.base import ExecResult, JobCallback, OutputSink
 from engine.executors.slurm_jobs import (
     PENDING_STATES,
+    UNREACHABLE,
     JobPoller,
     WatchedJob,
     batch_script,
@@ -157,6 +158,8 @@ class SshCluster:
         self._home: str | None = None
 
     async def command(self, argv: list[str], stdin: bytes = b"") -> tuple[int, str, str]:
+        import asyncssh
+
         from engine.executors.ssh import ConnectError
 
         prefix = f"env {self._env} " if self._env else ""
@@ -164,8 +167,8 @@ class SshCluster:
             if self._home is None:
                 await self._resolve_root()
             status, out, err = await self._ssh.command(prefix + shlex.join(argv), stdin)
-        except (ConnectError, OSError) as exc:
-            raise OSError(str(exc)) from exc
+        except (ConnectError, OSError, asyncssh.Error) as exc:
+            raise OSError(f"host {self._ssh.host.name}: {exc}") from exc
         return status, out.decode(errors="replace"), err.decode(errors="replace")
 
     async def _resolve_root(self) -> None:
@@ -185,6 +188,8 @@ class SshCluster:
                 return data.encode() if isinstance(data, str) else bytes(data)
         except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPFailure):
             return b""
+        except asyncssh.Error as exc:
+            raise OSError(f"host {self._ssh.host.name}: reading {path}: {exc}") from exc
 
     async def push(self, stage: Stage) -> None:
         if self._synced:
@@ -265,7 +270,8 @@ class SlurmExecutor:
             self.jobs.pop(stage.id, None)
             with contextlib.suppress(OSError):
                 await self.cluster.remove(job_dir)  # the private script goes with it
-        await asyncio.to_thread(self._unrecord, job_id)
+        if job.info.state != UNREACHABLE:  # else the next start cancels it, if it still runs
+            await asyncio.to_thread(self._unrecord, job_id)
         if result.exit_code == 0 and result.status is None:
             try:
                 await self.cluster.fetch(stage)
@@ -337,12 +343,15 @@ class SlurmExecutor:
         """Stream new bytes of `out` and `err` until cancelled; wake the poller at the end."""
         started = False
         while True:
-            got = await self._read_new(job_dir, offsets, sink)
-            if got and not started:
-                started = True
-                self.poller.wake()  # output: the job runs, say so without waiting for a poll
-            if await self.cluster.read(f"{job_dir}/exit", 0):
-                self.poller.wake()
+            try:
+                got = await self._read_new(job_dir, offsets, sink)
+                if got and not started:
+                    started = True
+                    self.poller.wake()  # output: the job runs, say so before the next poll
+                if await self.cluster.read(f"{job_dir}/exit", 0):
+                    self.poller.wake()
+            except OSError:
+                pass  # a dropped connection: the job runs on; read again when it is back
             await asyncio.sleep(TAIL_INTERVAL)
 
     async def _read_new(self, job_dir: str, offsets: dict[str, int], sink: OutputSink) -> bool:

@@ -25,6 +25,7 @@ POLL_GIVE_UP = 120.0  # consecutive failed polls for this long: the jobs are los
 PENDING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING"})
 ACTIVE_STATES = frozenset({"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING"})
 LOST_STATES = frozenset({"NODE_FAIL", "PREEMPTED", "BOOT_FAIL"})
+UNREACHABLE = "UNREACHABLE"  # ours: polls failed for POLL_GIVE_UP; the job may still run
 SQUEUE_FORMAT = "JobID:|,State:|,Reason:|,NodeList:|,exit_code:|"
 
 Command = Callable[[list[str]], Awaitable[tuple[int, str, str]]]
@@ -65,6 +66,8 @@ def job_result(job_id: str, info: JobInfo) -> ExecResult:
         return ExecResult(None, status="cancelled", reason=f"job {job_id} cancelled in Slurm")
     if state in LOST_STATES:
         return ExecResult(None, lost=True, reason=f"job {job_id}: {state} on {node}")
+    if state == UNREACHABLE:
+        return ExecResult(None, lost=True, reason=f"job {job_id}: Slurm unreachable: {info.reason}")
     if state == "VANISHED":
         return ExecResult(None, lost=True, reason=f"job {job_id} is no longer known to Slurm")
     if state == "OUT_OF_MEMORY":
@@ -188,7 +191,7 @@ class JobPoller:
                 now = time.monotonic()
                 failing_since = failing_since or now
                 if now - failing_since > POLL_GIVE_UP:
-                    found = {i: JobInfo("NODE_FAIL", f"Slurm unreachable: {exc}") for i in ids}
+                    found = {i: JobInfo(UNREACHABLE, str(exc)) for i in ids}
                 else:
                     interval = min(interval * 2, POLL_MAX)
                     continue

@@ -255,7 +255,9 @@ async def test_the_next_start_cancels_jobs_a_crashed_pipedeck_left(
     crashed = subprocess.Popen(["python3", "-c", code], stdout=subprocess.PIPE)
     try:
         assert crashed.stdout is not None and crashed.stdout.readline() == b"1\n"
-        job_id = cluster.run("sbatch", "--parsable", "--wrap", "sleep 300").strip()
+        job_id = cluster.run(
+            "sbatch", "--parsable", "--output=/dev/null", "--wrap", "sleep 300"
+        ).strip()
         records = pipeline.state_dir / "slurm-jobs" / "cluster"
         records.mkdir(parents=True)
         import psutil
@@ -320,3 +322,20 @@ async def test_one_poll_per_interval_for_all_jobs_of_a_host(
     assert executor.poller.commands <= elapsed / POLL_MIN + 2
     sbatches = len(stages)
     assert executor.commands - executor.poller.commands == sbatches  # no cancels, nothing else
+
+
+async def test_a_job_cancelled_outside_pipedeck_is_cancelled(
+    cluster: Cluster, workspace: Path, recorder: Recorder
+) -> None:
+    run = start(cluster, workspace, [slurm_stage("victim", "echo up; sleep 300")])
+    run.subscribe(recorder)
+    task = asyncio.create_task(execute(run))
+    await eventually(lambda: "up" in recorder.lines("victim"), 30, "the job to start")
+    job = job_of(recorder, "victim")
+    assert job is not None and job.job_id
+    cluster.run("scancel", job.job_id)  # an admin, or the user in another terminal
+    await asyncio.wait_for(task, 60)
+    final = recorder.final("victim")
+    assert final.status == "cancelled"
+    assert final.reason == f"job {job.job_id} cancelled in Slurm"
+    assert cluster.queue() == []

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from engine.run import Run
+from engine.spec import Host
 from tests.conftest import Recorder
 from tests.slurm.conftest import NODE, Cluster, make_pipeline, slurm_stage
 from tests.slurm.test_slurm_executor import eventually, execute
@@ -16,7 +20,7 @@ from tests.ssh.conftest import Sshd
 pytestmark = [pytest.mark.slurm, pytest.mark.ssh]
 
 
-def login_host(cluster: Cluster, sshd: Sshd, workdir: Path) -> object:
+def login_host(cluster: Cluster, sshd: Sshd, workdir: Path) -> Host:
     ssh = sshd.host("cluster", "127.0.0.2", workdir=str(workdir))
     return cluster.host(
         address=ssh.address,
@@ -41,7 +45,7 @@ async def test_jobs_go_through_the_login_node_with_the_workspace_synced(
         )
     ]
     host = login_host(cluster, sshd, workdir)
-    run = Run(make_pipeline(workspace, {"cluster": host}, stages))  # type: ignore[dict-item]
+    run = Run(make_pipeline(workspace, {"cluster": host}, stages))
     run.subscribe(recorder)
     assert await asyncio.wait_for(execute(run), 90) == 0
     final = recorder.final("train")
@@ -58,7 +62,7 @@ async def test_cancel_over_the_login_node_empties_the_queue(
 ) -> None:
     host = login_host(cluster, sshd, tmp_path / "remote")
     stages = [slurm_stage("spin", "echo ready; sleep 300")]
-    run = Run(make_pipeline(workspace, {"cluster": host}, stages))  # type: ignore[dict-item]
+    run = Run(make_pipeline(workspace, {"cluster": host}, stages))
     run.subscribe(recorder)
     task = asyncio.create_task(execute(run))
     await eventually(lambda: "ready" in recorder.lines("spin"), 60, "the job to start")
@@ -66,3 +70,42 @@ async def test_cancel_over_the_login_node_empties_the_queue(
     await asyncio.wait_for(task, 60)
     assert recorder.final("spin").status == "cancelled"
     assert cluster.queue() == []
+
+
+async def test_without_workdir_jobs_run_in_the_workspace_on_the_shared_file_system(
+    cluster: Cluster, sshd: Sshd, workspace: Path, recorder: Recorder
+) -> None:
+    host = login_host(cluster, sshd, workspace)
+    host = replace(host, workdir=None)
+    stages = [slurm_stage("here", "pwd; echo made > made.txt")]
+    run = Run(make_pipeline(workspace, {"cluster": host}, stages))
+    run.subscribe(recorder)
+    assert await asyncio.wait_for(execute(run), 90) == 0
+    assert recorder.lines("here", "stdout") == [str(workspace)]
+    assert (workspace / "made.txt").read_text() == "made\n"  # no sync: the job wrote it here
+
+
+async def test_a_dropped_login_connection_does_not_lose_the_job(
+    cluster: Cluster, sshd: Sshd, workspace: Path, tmp_path: Path, recorder: Recorder
+) -> None:
+    gate = tmp_path / "gate"
+    host = login_host(cluster, sshd, tmp_path / "remote")
+    run_text = f"echo before; while [ ! -e {gate} ]; do sleep 0.1; done; echo after"
+    run = Run(make_pipeline(workspace, {"cluster": host}, [slurm_stage("train", run_text)]))
+    run.subscribe(recorder)
+    task = asyncio.create_task(execute(run))
+    try:
+        await eventually(lambda: "before" in recorder.lines("train"), 60, "the job to start")
+        dropped = sshd.connection_pids()
+        assert dropped
+        for pid in dropped:
+            os.kill(pid, signal.SIGKILL)  # the login connection drops mid-job
+        gate.touch()
+        assert await asyncio.wait_for(task, 90) == 0
+    finally:
+        gate.touch()
+        if not task.done():
+            run.cancel_all()
+            await asyncio.wait_for(task, 60)
+    assert recorder.final("train").status == "succeeded"
+    assert recorder.lines("train", "stdout") == ["before", "after"]
