@@ -18,6 +18,7 @@ import subprocess
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from engine.executors.base import ExecResult, OutputSink
 from engine.procs import (
@@ -27,7 +28,7 @@ from engine.procs import (
     own_child,
     spawning,
 )
-from engine.ptyproc import TERMINALS, Pty, controlling_tty_prefix
+from engine.ptyproc import TERMINALS, Pty
 from engine.spec import Stage
 
 MARKER_KEYS = ("PIPEDECK_RUN_ID", "PIPEDECK_STAGE", "PIPEDECK_ATTEMPT")
@@ -104,13 +105,15 @@ class LocalExecutor:
             marker = {"PIPEDECK_EXEC_ID": uuid.uuid4().hex}
             env.update(marker)
         tty = Pty(*TERMINALS.size) if stage.tty else None  # SPEC §10, engine/ptyproc.py
+        prefix: list[str] = []
+        stdio: dict[str, Any]
         if tty:
             env.setdefault("TERM", "xterm-256color")
-            stdio = {"stdin": tty.slave, "stdout": tty.slave, "stderr": tty.slave}
+            prefix, stdio = tty.spawn_options()
         else:
             stdio = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE}
             stdio.update(stderr=subprocess.PIPE, start_new_session=True)
-        argv = [*self._pdeath, *(controlling_tty_prefix() if tty else ()), *shell, stage.run]
+        argv = [*self._pdeath, *prefix, *shell, stage.run]
         loop = asyncio.get_running_loop()
         attempt = _Attempt(sink, loop)
         cancelled: asyncio.CancelledError | None = None
