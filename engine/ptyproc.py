@@ -16,7 +16,7 @@ import shutil
 import struct
 import termios
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import asyncssh
@@ -53,12 +53,6 @@ class Terminals:
 TERMINALS = Terminals()
 
 
-def controlling_tty_prefix() -> list[str]:
-    """argv prefix making the stage a session leader with its stdin as controlling terminal."""
-    setsid = shutil.which("setsid")
-    return [setsid, "--ctty"] if setsid else []
-
-
 class Pty:
     """One pseudo-terminal pair; the master side stays with us."""
 
@@ -66,6 +60,15 @@ class Pty:
         self.master, self.slave = os.openpty()
         self.resize(columns, rows)
         self._transport: asyncio.ReadTransport | None = None
+
+    def spawn_options(self) -> tuple[list[str], dict[str, Any]]:
+        """An argv prefix and subprocess options: the slave as stdin, stdout and stderr, and
+        (with util-linux `setsid`) as the controlling terminal of a new session."""
+        fds: dict[str, Any] = {"stdin": self.slave, "stdout": self.slave, "stderr": self.slave}
+        setsid = shutil.which("setsid")
+        if setsid:
+            return [setsid, "--ctty"], fds
+        return [], {**fds, "start_new_session": True}  # a terminal, not its controlling one
 
     def resize(self, columns: int, rows: int) -> None:
         """Set the window size (the stage gets SIGWINCH)."""

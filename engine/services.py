@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.attempt import stage_env
 from engine.events import FAILED, FINISHED, LOST, READY, SUCCEEDED, Event, LogLines
@@ -79,7 +79,7 @@ class Services:
 
         unsubscribe = self.run.subscribe(feed) if matcher else None
         running = asyncio.ensure_future(execute)
-        waits: list[asyncio.Future[object]] = []
+        waits: list[asyncio.Future[Any]] = []
         try:
             probing = asyncio.ensure_future(self._probe(stage, attempt, matcher))
             waits.append(probing)

@@ -118,7 +118,7 @@ async def _slurm(
 ) -> int:
     """A shell on the Slurm node: inside the stage's running job, else in a new allocation
     (`engine.executors.slurm.shell_command`), from here or from the login node over SSH."""
-    from engine.executors.slurm import LocalCluster, SlurmExecutor, shell_command
+    from engine.executors.slurm import SlurmExecutor, SshCluster, shell_command
 
     own = executor if isinstance(executor, SlurmExecutor) else SlurmExecutor(pipeline, stage.host)
     try:
@@ -128,9 +128,9 @@ async def _slurm(
             raise ShellError(f"host {stage.host}: workspace sync failed: {exc}") from None
         argv = shell_command(stage, own.jobs.get(stage.id), own.cluster.root)
         env = {**env, **own.options.env}  # srun exports it to the shell
-        if isinstance(own.cluster, LocalCluster):  # jobs start from our environment too
-            return await _interactive(argv, pipeline.workspace, {**os.environ, **env})
-        return await _remote(own.cluster._ssh, stage, env, shlex.join(argv))
+        if isinstance(own.cluster, SshCluster):  # the login node
+            return await _remote(own.cluster._ssh, stage, env, shlex.join(argv))
+        return await _interactive(argv, pipeline.workspace, {**os.environ, **env})  # as jobs
     finally:
         if own is not executor:
             await own.close()

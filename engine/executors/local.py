@@ -34,7 +34,7 @@ from engine.procs import (
     own_child,
     spawning,
 )
-from engine.ptyproc import TERMINALS, Pty, controlling_tty_prefix
+from engine.ptyproc import TERMINALS, Pty
 from engine.spec import Stage
 
 MARKER_KEYS = ("PIPEDECK_RUN_ID", "PIPEDECK_STAGE", "PIPEDECK_ATTEMPT")
@@ -198,7 +198,7 @@ class LocalExecutor:
         tty = Pty(*TERMINALS.size) if stage.tty else None  # SPEC §10, engine/ptyproc.py
         if tty:
             env.setdefault("TERM", "xterm-256color")
-            argv[len(self._pdeath) : len(self._pdeath)] = controlling_tty_prefix()
+            argv[len(self._pdeath) : len(self._pdeath)] = tty.spawn_options()[0]
         cancelled: asyncio.CancelledError | None = None
         try:
             with spawning():  # until own_child: a quick child's zombie is not an orphan's
