@@ -253,6 +253,13 @@ class _Bounded(yaml.composer.Composer, yaml.resolver.Resolver):
                     )
                 self._spend(size, event.start_mark)
             return super().compose_node(parent, index)
+        if type(event) is yaml.ScalarEvent and event.anchor is None:  # most nodes: a fast path
+            self._spend(1, event.start_mark)
+            self.get_event()
+            tag = event.tag
+            if tag is None or tag == "!":
+                tag = self.resolve(ScalarNode, event.value, event.implicit)
+            return ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
         self.depth += 1
         if self.depth > MAX_DEPTH:
             raise _Refused(f"nesting deeper than {MAX_DEPTH} levels", event.start_mark)

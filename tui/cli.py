@@ -35,7 +35,7 @@ COMMANDS = (
     "shell",
 )
 EXIT_USAGE = 2
-MAX_COUNT = 1_000_000  # the largest number a count option (--jobs, --limit, ...) takes
+MAX_COUNT = 1_000_000  # a count option (--jobs, --limit, ...) above it means it
 
 
 class UsageError(PipedeckError):
@@ -159,16 +159,15 @@ def _add_history_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 def positive(text: str) -> int:
-    """An argparse type: a whole number from 1 to MAX_COUNT."""
+    """An argparse type: a whole number >= 1; above MAX_COUNT it means MAX_COUNT (`--limit
+    99999999999999999999999` is "all", never an overflow further down)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= MAX_COUNT:
-        raise argparse.ArgumentTypeError(
-            f"expected a whole number from 1 to {MAX_COUNT}, got {text[:30]}"
-        )
-    return value
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return min(value, MAX_COUNT)
 
 
 def _load(path: str, args: argparse.Namespace | None = None) -> Pipeline:

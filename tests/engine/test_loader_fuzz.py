@@ -123,7 +123,9 @@ def check(workdir: Path, data: bytes) -> None:
     except ConfigError as err:
         text = str(err)
         assert text, "a ConfigError must list at least one problem"
+        breaks = data.decode("utf-8", "replace")  # YAML also breaks lines at NEL, LS and PS
         lines = data.count(b"\n") + data.count(b"\r") + 2
+        lines += sum(breaks.count(char) for char in "\x85\u2028\u2029")
         for line in text.splitlines():
             match = LINE_RE.fullmatch(line)
             assert match, line
@@ -254,3 +256,7 @@ def test_random_dags_load_in_topological_order(workdir: Path, doc: dict[str, obj
         )
         seen.add(sid)
     assert sorted(seen) == sorted(sid for ids in pipeline.groups.values() for sid in ids)
+
+
+def test_problem_lines_count_yaml_line_breaks(workdir: Path) -> None:
+    check(workdir, "\x85\x850".encode())  # NEL breaks a line in YAML: the problem is on line 3
