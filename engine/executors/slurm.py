@@ -247,7 +247,12 @@ class SlurmExecutor:
             await self.cluster.push(stage)
             token = uuid.uuid4().hex
             job_dir = f"{self.cluster.root}/.pipedeck/slurm/{token}"
-            job_id = await self._submit(stage, env, job_dir, token)
+            submission = asyncio.create_task(self._submit(stage, env, job_dir, token))
+            try:
+                job_id = await asyncio.shield(submission)
+            except asyncio.CancelledError:
+                await self._abandon(submission)
+                raise
         except OSError as exc:
             return ExecResult(None, reason=f"host {self.host}: {exc}")
         self.jobs[stage.id] = job_id
@@ -309,6 +314,15 @@ class SlurmExecutor:
         job_id = out.strip().split(";")[0]
         await asyncio.to_thread(self._record, job_id, stage.id)
         return job_id
+
+    async def _abandon(self, submission: asyncio.Task[str]) -> None:
+        """Cancelled while sbatch ran: let it finish, then cancel the job it made."""
+        try:
+            job_id = await submission
+            await self._slurm(["scancel", job_id])
+        except OSError:
+            return  # no job, or Slurm unreachable (then its record stays for the next start)
+        await asyncio.to_thread(self._unrecord, job_id)
 
     def _report(
         self, stage: Stage, status: str, reason: str | None, job_id: str, node: str | None

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from engine.events import Event, LogLines, StageStatus
 from engine.executors.slurm import SlurmExecutor
 from engine.executors.slurm_jobs import POLL_MIN
 from engine.run import Run
-from engine.spec import Resources, Stage
+from engine.spec import Resources, SlurmOptions, Stage
 from tests.conftest import Recorder, marked_pids
 from tests.slurm.conftest import NODE, Cluster, make_pipeline, slurm_stage, until
 
@@ -339,3 +341,31 @@ async def test_a_job_cancelled_outside_pipedeck_is_cancelled(
     assert final.status == "cancelled"
     assert final.reason == f"job {job.job_id} cancelled in Slurm"
     assert cluster.queue() == []
+
+
+async def test_a_cancel_while_sbatch_runs_cancels_the_job_it_made(
+    cluster: Cluster, workspace: Path, tmp_path: Path, recorder: Recorder
+) -> None:
+    slow = tmp_path / "bin"
+    slow.mkdir()
+    started, finished = tmp_path / "sbatch-started", tmp_path / "sbatch-finished"
+    real = shutil.which("sbatch")
+    (slow / "sbatch").write_text(
+        f'#!/bin/sh\ntouch {started}\nsleep 1\n{real} "$@"\ns=$?\ntouch {finished}\nexit $s\n'
+    )
+    (slow / "sbatch").chmod(0o755)
+    options = replace(
+        cluster.host().slurm or SlurmOptions(),
+        env={"SLURM_CONF": str(cluster.conf), "PATH": f"{slow}:{os.environ['PATH']}"},
+    )
+    host = cluster.host(slurm=options)
+    run = Run(make_pipeline(workspace, {"cluster": host}, [slurm_stage("s", "sleep 300")]))
+    run.subscribe(recorder)
+    task = asyncio.create_task(execute(run))
+    await eventually(started.exists, 30, "sbatch to start")
+    run.cancel("s")
+    await asyncio.wait_for(task, 60)
+    assert recorder.final("s").status == "cancelled"
+    until(finished.exists, 30, "the slow sbatch to finish")
+    assert cluster.queue() == [], "the job sbatch made is cancelled"
+    assert not list((workspace / ".pipedeck" / "slurm-jobs" / "cluster").iterdir())
