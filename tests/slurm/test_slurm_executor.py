@@ -16,6 +16,7 @@ import pytest
 from engine.events import Event, LogLines, StageStatus
 from engine.executors.slurm import SlurmExecutor
 from engine.executors.slurm_jobs import POLL_MIN
+from engine.hosts import Hosts
 from engine.run import Run
 from engine.spec import Resources, SlurmOptions, Stage
 from tests.conftest import Recorder, marked_pids
@@ -310,14 +311,16 @@ async def test_a_local_workdir_gets_the_workspace_and_upstream_artifacts_and_out
 
 
 async def test_one_poll_per_interval_for_all_jobs_of_a_host(
-    cluster: Cluster, workspace: Path
+    cluster: Cluster, workspace: Path, recorder: Recorder
 ) -> None:
     stages = [slurm_stage(f"j{i}", "sleep 2") for i in range(8)]
     pipeline = make_pipeline(workspace, {"cluster": cluster.host()}, stages)
     executor = SlurmExecutor(pipeline, "cluster")
-    run = Run(pipeline, executors={"cluster": executor})
+    run = Run(pipeline, hosts=Hosts(pipeline, executors={"cluster": executor}))
+    run.subscribe(recorder)
     began = time.monotonic()
-    assert await asyncio.wait_for(execute(run), 60) == 0
+    code = await asyncio.wait_for(execute(run), 60)
+    assert code == 0, [(s.id, recorder.final(s.id).reason) for s in stages]
     elapsed = time.monotonic() - began
     # polls are spaced by at least POLL_MIN whatever the number of jobs (one job per poll
     # would be 8 per interval); the +2 are a first poll and the last one
