@@ -2,7 +2,8 @@
 
 The session-scoped `cluster` fixture writes a slurm.conf (and cgroup.conf) into a temp dir, starts
 munged with a key of its own, slurmctld and slurmd (as root, on free ports, state in the temp dir),
-waits until the node `pd1` is idle, and stops them all at the end. It tries
+waits until its node (named `pd<random>`: concurrent sessions' clusters share the job cgroups'
+names) is idle, and stops them all at the end. It tries
 `proctrack/cgroup` first (Slurm then kills double-forked processes of a job too) and falls back to
 `proctrack/linuxproc` when slurmd cannot use cgroups on this kernel; `Cluster.proctrack` says
 which. `linuxproc_cluster` is a second one that uses linuxproc in any case. Accounting is off (`sacct` fails, the executor copes). Without Slurm the tests fail when
@@ -28,7 +29,6 @@ from engine.spec import Host, Pipeline, Resources, SlurmOptions, Stage
 from tests.ssh.conftest import sshd  # noqa: F401  (the loopback sshd: a login node here)
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
-NODE = "pd1"
 CPUS = 8
 
 
@@ -39,6 +39,7 @@ class Cluster:
     root: Path
     conf: Path
     proctrack: str
+    node: str  # unique per cluster: Slurm names the job cgroups after it (`slurm_<node>`)
 
     @property
     def env(self) -> dict[str, str]:
@@ -59,7 +60,7 @@ class Cluster:
         until(lambda: not self.queue(), limit, f"the queue to empty: {self.queue()}")
 
     def node_state(self) -> str:
-        return self.run("sinfo", "--noheader", "-n", NODE, "-o", "%T").strip()
+        return self.run("sinfo", "--noheader", "-n", self.node, "-o", "%T").strip()
 
     def host(self, name: str = "cluster", **overrides: object) -> Host:
         """A `hosts:` entry for this cluster (Slurm commands here, SLURM_CONF in slurm.env)."""
@@ -94,7 +95,7 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _write_config(root: Path, proctrack: str) -> Path:
+def _write_config(root: Path, proctrack: str, node: str) -> Path:
     ctld_port, slurmd_port = _free_ports(2)
     me = socket.gethostname().split(".")[0]
     conf = root / "slurm.conf"
@@ -132,7 +133,7 @@ def _write_config(root: Path, proctrack: str) -> Path:
                 "JobCompType=jobcomp/none",
                 "KillWait=5",
                 "MinJobAge=300",
-                f"NodeName={NODE} NodeHostname=localhost NodeAddr=127.0.0.1 CPUs={CPUS}"
+                f"NodeName={node} NodeHostname=localhost NodeAddr=127.0.0.1 CPUs={CPUS}"
                 " RealMemory=4000 State=UNKNOWN",
                 "PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
             ]
@@ -170,8 +171,11 @@ def _start(stack: ExitStack, root: Path, proctrack: str) -> Cluster:
     for sub in ("state", "spool"):
         shutil.rmtree(root / sub, ignore_errors=True)
         (root / sub).mkdir()
-    conf = _write_config(root, proctrack)
-    cluster = Cluster(root, conf, proctrack)
+    # clusters of concurrent test sessions on this machine share /sys/fs/cgroup, where the
+    # job cgroups are slurm_<node>/uid_<uid>/job_<id>: a node name of its own keeps them apart
+    node = f"pd{os.urandom(3).hex()}"
+    conf = _write_config(root, proctrack, node)
+    cluster = Cluster(root, conf, proctrack, node)
     env = cluster.env
     _daemon(
         stack,
@@ -189,18 +193,18 @@ def _start(stack: ExitStack, root: Path, proctrack: str) -> Cluster:
     )
     until(lambda: (root / "munge.sock").exists(), 10, "munged's socket")
     ctld = _daemon(stack, ["slurmctld", "-D", "-i"], root / "slurmctld.out", env)
-    slurmd = _daemon(stack, ["slurmd", "-D", "-N", NODE], root / "slurmd.out", env)
+    slurmd = _daemon(stack, ["slurmd", "-D", "-N", node], root / "slurmd.out", env)
 
     def idle() -> bool:
         for proc, name in ((ctld, "slurmctld"), (slurmd, "slurmd")):
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited: {(root / f'{name}.out').read_text()[-2000:]}")
         done = subprocess.run(
-            ["sinfo", "--noheader", "-n", NODE, "-o", "%T"], env=env, capture_output=True
+            ["sinfo", "--noheader", "-n", node, "-o", "%T"], env=env, capture_output=True
         )
         return done.stdout.strip() == b"idle"
 
-    until(idle, 30, f"node {NODE} to be idle")
+    until(idle, 30, f"node {node} to be idle")
     return cluster
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SAMPLES, pipedeck_bin
-from tests.slurm.conftest import NODE, Cluster, until
+from tests.slurm.conftest import Cluster, until
 
 pytestmark = pytest.mark.slurm
 
@@ -45,7 +45,7 @@ def test_the_ml_sample_trains_on_slurm(cluster: Cluster, tmp_path: Path) -> None
     assert all(e["status"] == "succeeded" for e in finals.values())
     for lr in ("0.1", "0.5"):
         train = finals[f"train[lr={lr}]"]
-        assert train["host"] == "cluster" and train["node"] == NODE and train["job_id"]
+        assert train["host"] == "cluster" and train["node"] == cluster.node and train["job_id"]
         assert (tmp_path / "ml" / f"model-{lr}.json").exists()
     assert "job_id" not in finals["prepare"]
     assert any(e["type"] == "log" and e["stage"].startswith("train") for e in events)

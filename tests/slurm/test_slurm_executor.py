@@ -20,7 +20,7 @@ from engine.hosts import Hosts
 from engine.run import Run
 from engine.spec import Resources, SlurmOptions, Stage
 from tests.conftest import Recorder, marked_pids
-from tests.slurm.conftest import NODE, Cluster, make_pipeline, slurm_stage, until
+from tests.slurm.conftest import Cluster, make_pipeline, slurm_stage, until
 
 pytestmark = pytest.mark.slurm
 
@@ -81,14 +81,14 @@ async def test_output_streams_while_the_job_runs_and_exit_codes_map(
     assert code == 1
     final = recorder.final("talk")
     assert (final.status, final.exit_code) == ("failed", 3)
-    assert final.job_id and final.node == NODE
+    assert final.job_id and final.node == cluster.node
     assert recorder.lines("talk", "stdout") == ["first", "second"]
     assert recorder.lines("talk", "stderr") == ["warn"]
     assert recorder.final("fine").status == "succeeded"
     assert recorder.lines("fine") == ["ok"]
     assert "running" in recorder.statuses("talk")
     running = [e for e in recorder.events if isinstance(e, StageStatus) and e.status == "running"]
-    assert any(e.node == NODE and e.job_id for e in running)
+    assert any(e.node == cluster.node and e.job_id for e in running)
 
 
 async def test_a_job_waiting_for_a_full_node_is_queued_with_slurms_reason(
@@ -188,7 +188,9 @@ async def test_a_node_failure_makes_the_attempt_lost_and_retries_apply(
     task = asyncio.create_task(execute(run))
     try:
         await eventually(lambda: "up" in recorder.lines("doomed"), 30, "the job to start")
-        cluster.run("scontrol", "update", f"nodename={NODE}", "state=down", "reason=pipedeck-test")
+        cluster.run(
+            "scontrol", "update", f"nodename={cluster.node}", "state=down", "reason=pipedeck-test"
+        )
         await eventually(lambda: "lost" in recorder.statuses("doomed"), 30, "lost")
         lost = [e for e in recorder.events if isinstance(e, StageStatus) and e.status == "lost"]
         assert lost[0].attempt == 1
@@ -205,7 +207,7 @@ async def test_a_node_failure_makes_the_attempt_lost_and_retries_apply(
         run.cancel("doomed")
         await asyncio.wait_for(task, 60)
     finally:
-        cluster.run("scontrol", "update", f"nodename={NODE}", "state=resume", check=False)
+        cluster.run("scontrol", "update", f"nodename={cluster.node}", "state=resume", check=False)
         if not task.done():
             run.cancel_all()
             await asyncio.wait_for(task, 60)

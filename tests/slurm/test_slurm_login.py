@@ -13,7 +13,7 @@ import pytest
 from engine.run import Run
 from engine.spec import Host
 from tests.conftest import Recorder
-from tests.slurm.conftest import NODE, Cluster, make_pipeline, slurm_stage
+from tests.slurm.conftest import Cluster, make_pipeline, slurm_stage
 from tests.slurm.test_slurm_executor import eventually, execute
 from tests.ssh.conftest import Sshd
 
@@ -49,7 +49,7 @@ async def test_jobs_go_through_the_login_node_with_the_workspace_synced(
     run.subscribe(recorder)
     assert await asyncio.wait_for(execute(run), 90) == 0
     final = recorder.final("train")
-    assert final.status == "succeeded" and final.node == NODE and final.job_id
+    assert final.status == "succeeded" and final.node == cluster.node and final.job_id
     assert recorder.lines("train", "stdout") == ["from the workspace"]
     assert recorder.lines("train", "stderr") == ["oops"]
     assert (workdir / "data.txt").exists(), "the workspace was synced to workdir"
