@@ -1,13 +1,14 @@
 """A real single-node Slurm cluster for the tests, and pipelines with a Slurm host.
 
-The session-scoped `cluster` fixture writes a slurm.conf (and cgroup.conf) into a temp dir, starts
-munged with a key of its own, slurmctld and slurmd (as root, on free ports, state in the temp dir),
-waits until its node (named `pd<random>`: concurrent sessions' clusters share the job cgroups'
-names) is idle, and stops them all at the end. It tries
-`proctrack/cgroup` first (Slurm then kills double-forked processes of a job too) and falls back to
-`proctrack/linuxproc` when slurmd cannot use cgroups on this kernel; `Cluster.proctrack` says
-which. `linuxproc_cluster` is a second one that uses linuxproc in any case. Accounting is off (`sacct` fails, the executor copes). Without Slurm the tests fail when
-`CI` is set, else skip saying why.
+The session-scoped `cluster` fixture writes a slurm.conf (and cgroup.conf) into a temp dir,
+starts munged with a key of its own, slurmctld and slurmd (as root, on free ports, state in the
+temp dir), waits until its node is idle, and stops them all at the end. The node is named
+`pd<random>`: clusters of concurrent test sessions share /sys/fs/cgroup, where Slurm names job
+cgroups after the node. It tries `proctrack/cgroup` first (Slurm then kills double-forked
+processes of a job too) and falls back to `proctrack/linuxproc` when slurmd cannot use cgroups
+on this kernel; `Cluster.proctrack` says which. `linuxproc_cluster` is a second cluster that
+uses linuxproc in any case. Accounting is off (`sacct` fails, the executor copes). Without Slurm
+the tests fail when `CI` is set, else skip saying why.
 """
 
 from __future__ import annotations
