@@ -345,3 +345,15 @@ def test_cache_and_watch_mode_agree_on_what_inputs_match(tmp_path: Path) -> None
         hashed = glob_files(tmp_path, patterns)
         watched = [p for p in everything if globs.matcher(patterns)(p)]
         assert hashed == watched, patterns
+
+
+def test_the_stores_never_import_the_scheduler() -> None:
+    """Issue 10: the session wires cache and history to a Run; the stores do not import it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, engine.cache, engine.history, engine.artifacts, engine.metrics, "
+            "engine.logs; print(sorted(m for m in sys.modules if m in "
+            "('engine.run', 'engine.session', 'textual', 'rich')))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
