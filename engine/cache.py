@@ -49,8 +49,6 @@ from engine.spec import Host, Pipeline, Stage
 
 RACY_NS = 1_000_000_000
 SKIP_DIRS = frozenset({".git", ".pipedeck"})
-# Host fields that do not change where or how a stage runs (connection details and capacity).
-_HOST_FIELDS_IGNORED = frozenset({"name", "identity_file", "known_hosts", "slots"})
 
 __all__ = ["Decision", "FileHasher", "StageCache", "glob_files", "track_run"]
 
@@ -272,12 +270,12 @@ def _sha(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
-def host_identity(host: Host | None) -> dict[str, object]:
-    """What about a host decides where and how a stage runs (its address, workdir, executor...)."""
+def host_identity(host: Host | None) -> str:
+    """What about a host decides where and how a stage runs: its address, port, user, workdir,
+    executor and its settings (not its name, credentials files or slots)."""
     if host is None:
-        return {}
-    fields = dataclasses.asdict(host)
-    return {key: value for key, value in sorted(fields.items()) if key not in _HOST_FIELDS_IGNORED}
+        return ""
+    return repr(dataclasses.replace(host, name="", identity_file=None, known_hosts=None, slots=0))
 
 
 class StageCache:

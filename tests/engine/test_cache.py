@@ -11,7 +11,7 @@ import pytest
 
 from engine.cache import StageCache, glob_files
 from engine.history import History
-from engine.spec import Host, Pipeline, Stage
+from engine.spec import Host, Pipeline, SlurmOptions, Stage
 
 _clock = itertools.count(1_600_000_000 * 10**9, 10**9)  # 2020: outside the racy window
 
@@ -139,6 +139,12 @@ def test_moving_a_stage_to_another_host_is_not_cached(ws: Path) -> None:
     assert decide(replace(p, hosts={"box": replace(box, port=2222)}), remote).why == (
         "host changed"
     )
+    cluster = replace(box, executor="slurm", slurm=SlurmOptions(partition="gpu"))
+    assert decide(replace(p, hosts={"box": cluster}), remote).why == "host changed"
+    run_stage(replace(p, hosts={"box": cluster}), remote, "r2")
+    other_partition = replace(cluster, slurm=SlurmOptions(partition="cpu"))
+    assert decide(replace(p, hosts={"box": other_partition}), remote).why == "host changed"
+    assert decide(replace(p, hosts={"box": replace(cluster, identity_file="k")}), remote).fresh
     other = {"box": box, "box2": replace(box, name="box2")}
     assert decide(replace(p, hosts=other), replace(remote, host="box2")).why == "host changed"
     assert decide(p, BUILD).why == "host changed"  # back to local
@@ -345,3 +351,15 @@ def test_cache_and_watch_mode_agree_on_what_inputs_match(tmp_path: Path) -> None
         hashed = glob_files(tmp_path, patterns)
         watched = [p for p in everything if globs.matcher(patterns)(p)]
         assert hashed == watched, patterns
+
+
+def test_the_stores_never_import_the_scheduler() -> None:
+    """Issue 10: the session wires cache and history to a Run; the stores do not import it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, engine.cache, engine.history, engine.artifacts, engine.metrics, "
+            "engine.logs; print(sorted(m for m in sys.modules if m in "
+            "('engine.run', 'engine.session', 'textual', 'rich')))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
