@@ -88,9 +88,9 @@ async def measure(kind: str, folder: Path) -> dict[str, float]:
 
     from engine.events import LogLines, RunFinished, RunStarted
     from engine.loader import load
-    from tui.app import PipedeckApp, new_run
+    from tui.app import PipedeckApp, tui_session
 
-    run = new_run(load(folder / "pipedeck.yaml"), None)
+    run = tui_session(load(folder / "pipedeck.yaml")).new_run()
     marks: dict[str, float] = {}
 
     def on_event(event: object) -> None:

@@ -102,17 +102,19 @@ class Run:
         carry: Mapping[str, StageState] | None = None,
         cache: StageCache | None = None,
         force: Iterable[str] = (),
+        executors: Mapping[str, Executor] | None = None,
     ) -> None:
         """`hosts` (shared by a session's runs) holds executors and slots; without it the run
         makes its own, with `jobs` local slots. `only` runs just those stages, carrying the
-        others' states from `carry` (watch mode). `force`: run those whatever the cache says."""
+        others' states from `carry` (watch mode). `force`: run those whatever the cache says.
+        `executors` (tests, benchmarks) replaces the made executor of those hosts."""
         self.pipeline = pipeline
         self.run_id = run_id or new_run_id()
         self.trigger = trigger
         self.no_cache = no_cache
         self.manual = manual
         self.cache = cache
-        self.hosts = hosts if hosts is not None else Hosts(pipeline, jobs)
+        self.hosts = hosts if hosts is not None else Hosts(pipeline, jobs, executors)
         self._own_hosts = hosts is None
         self.logs = LogStore(pipeline.state_dir / "logs", pipeline.secrets.values())
         self.stage_ids = self._select(targets)

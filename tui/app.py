@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from textual.app import App, SystemCommand
 from textual.screen import Screen
@@ -53,30 +54,38 @@ class PipedeckApp(App[int]):
         self.run_screen.action_quit()
 
 
-def run_tui(
+def tui_session(
     pipeline: Pipeline,
     *,
-    watch: bool = False,
-    start: bool = True,
     jobs: int | None = None,
     stages: Iterable[str] = (),
     no_cache: bool = False,
     force: Iterable[str] = (),
-) -> int:
-    """Open the TUI on a new run of `pipeline`; returns the run's exit code, or 0.
-
-    Manual stages wait for `a`; runs are cached and recorded in the history; watch reruns
-    share the session's executors (one SSH connection per host for the whole session).
-    """
-    session = Session(
+) -> Session:
+    """The session of the TUI's runs: manual stages wait for `a`, services keep running until
+    the run is cancelled or we quit; runs are cached and recorded in the history, and watch
+    reruns share the session's executors (one SSH connection per host for the whole session)."""
+    return Session(
         pipeline,
         jobs=jobs,
         targets=stages,
         no_cache=no_cache,
         force=force,
         manual="wait",
-        keep_services=True,  # services run until the run is cancelled or we quit
+        keep_services=True,
     )
+
+
+def run_tui(
+    pipeline: Pipeline,
+    *,
+    watch: bool = False,
+    start: bool = True,
+    **options: Any,
+) -> int:
+    """Open the TUI on a new run of `pipeline` (`options`: those of `tui_session`); returns
+    the run's exit code, or 0."""
+    session = tui_session(pipeline, **options)
     app = PipedeckApp(
         session.new_run(), start=start, watch=watch, make_run=session.new_run, session=session
     )

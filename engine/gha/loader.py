@@ -141,6 +141,7 @@ RUNNER_MODULES = (  # what `engine.gha.runner` imports, shipped to SSH hosts
     "__init__.py",
     "events.py",
     "globs.py",
+    "status.py",
     "gha/__init__.py",
     "gha/actions.py",
     "gha/commands.py",
