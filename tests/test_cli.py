@@ -548,3 +548,11 @@ def test_ui_takes_force_and_checks_its_stages(write_pipeline: Write) -> None:
     assert (
         done.returncode == 2 and "--force tset: no such stage (did you mean 'test'?)" in done.stderr
     )
+
+
+def test_a_reason_that_repeats_the_status_is_not_printed() -> None:
+    out = io.StringIO()
+    reporter = PlainReporter(out)
+    reporter(StageStatus("r1", "a", "cancelled", 1, "local", duration=0.5, reason="cancelled"))
+    reporter(StageStatus("r1", "b", "cancelled", 1, "local", reason="run cancelled"))
+    assert out.getvalue() == "[a] cancelled in 0.5s\n[b] cancelled: run cancelled\n"

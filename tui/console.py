@@ -211,8 +211,8 @@ class PlainReporter:
         text = event.status + (" (allowed)" if self.allowed(event) else "")
         if event.duration is not None:
             text += f" in {event.duration:.1f}s"
-        if event.reason and event.status != "succeeded":
-            text += f": {event.reason}"
+        if event.reason and event.status != "succeeded" and event.reason != event.status:
+            text += f": {event.reason}"  # never `cancelled: cancelled`
         return text
 
     def _color_of(self, event: StageStatus) -> int:
