@@ -67,6 +67,7 @@ MAX_NODES = 300_000  # YAML nodes, counting each alias as the nodes it stands fo
 MAX_DEPTH = 64  # nesting of YAML collections
 MAX_MERGE_DEPTH = 16  # merge keys (<<) within merged mappings
 MAX_INSTANCES = 50_000  # stage instances in the whole pipeline, after matrix expansion
+MAX_EDGES = 1_000_000  # needs between stage instances, after matrix expansion
 
 _TAG = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
@@ -1068,22 +1069,41 @@ class _Checker:
                 f"stages: {total} stage instances (stages, with each matrix combination "
                 f"counted); at most {MAX_INSTANCES} are allowed",
             )
+        edges = sum(
+            len(stage.combos) * (len(raw[need].combos) if need in raw else 1)
+            for stage in raw.values()
+            for need in stage.needs
+        )
+        if edges > MAX_EDGES:
+            self.report(
+                next(iter(raw.values())).key,
+                f"stages: the needs make {edges} dependencies between stage instances (a matrix "
+                f"stage needing a matrix stage needs each of its instances); at most {MAX_EDGES} "
+                "are allowed: pair instances (needs: ['build[os=${{ matrix.os }}]'])",
+            )
         if self.problems:
             return {}, {}
         groups = {
             name: [_matrix_id(name, combo) if combo else name for combo in stage.combos]
             for name, stage in raw.items()
         }
+        ids = {sid for sids in groups.values() for sid in sids}
         instances: dict[str, Stage] = {}
         for name, stage in raw.items():
+            shared = None  # needs without ${{ matrix.X }} are the same for every instance
             for sid, combo in zip(groups[name], stage.combos, strict=True):
-                needs = self.instance_needs(stage, sid, combo, groups)
+                if shared is None:
+                    needs = self.instance_needs(stage, sid, combo, groups, ids)
+                else:
+                    needs = shared
+                if not any("${{" in need for need in stage.needs):
+                    shared = needs
                 instances[sid] = _instance(stage, sid, combo, needs, env, defaults)
         if self.problems:
             return {}, {}
-        ids = graph.topo_order({sid: s.needs for sid, s in instances.items()})
-        names = dict.fromkeys(instances[sid].name for sid in ids)  # in topological order
-        return {sid: instances[sid] for sid in ids}, {n: tuple(groups[n]) for n in names}
+        order = graph.topo_order({sid: s.needs for sid, s in instances.items()})
+        names = dict.fromkeys(instances[sid].name for sid in order)  # in topological order
+        return {sid: instances[sid] for sid in order}, {n: tuple(groups[n]) for n in names}
 
     def instance_needs(
         self,
@@ -1091,6 +1111,7 @@ class _Checker:
         sid: str,
         combo: Mapping[str, str],
         groups: Mapping[str, list[str]],
+        ids: set[str],
     ) -> tuple[str, ...]:
         """The instance ids one instance needs: every instance of a needed stage name, or the
         instance a need names (`setup[python=${{ matrix.python }}]`, values as in ids)."""
@@ -1101,7 +1122,7 @@ class _Checker:
                 needs.update(dict.fromkeys(groups[need]))
                 continue
             wanted = _MATRIX_EXPR_RE.sub(lambda m: _id_value(combo[m.group(1)]), need)
-            if wanted in groups.get(dep, ()):
+            if wanted in ids:
                 needs[wanted] = None
             elif dep in groups:
                 shown = f"{need!r}" + (f" ({wanted!r} for {sid})" if wanted != need else "")

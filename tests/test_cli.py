@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -15,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from engine.events import LogLines, RunFinished, RunStarted, StageStatus
+from engine.loader import load
 from engine.logs import LogStore
 from tests.conftest import SAMPLES, marked_pids, pipedeck_bin
-from tui.console import PlainReporter
+from tui.console import GithubReporter, PlainReporter
 
 Write = Callable[..., Path]
 
@@ -548,3 +550,43 @@ def test_ui_takes_force_and_checks_its_stages(write_pipeline: Write) -> None:
     assert (
         done.returncode == 2 and "--force tset: no such stage (did you mean 'test'?)" in done.stderr
     )
+
+
+def test_a_reason_that_repeats_the_status_is_not_printed() -> None:
+    out = io.StringIO()
+    reporter = PlainReporter(out)
+    reporter(StageStatus("r1", "a", "cancelled", 1, "local", duration=0.5, reason="cancelled"))
+    reporter(StageStatus("r1", "b", "cancelled", 1, "local", reason="run cancelled"))
+    assert out.getvalue() == "[a] cancelled in 0.5s\n[b] cancelled: run cancelled\n"
+
+
+def test_github_output_is_written_off_the_callers_thread(
+    write_pipeline: Write, tmp_path: Path
+) -> None:
+    logs = LogStore(tmp_path / "logs")
+    writer = logs.writer("r1", "a", 1)
+    writer.feed("stdout", b"one\ntwo\n")
+    writer.finish()
+    gate = threading.Event()
+
+    class Gated(io.StringIO):
+        def write(self, text: str) -> int:
+            assert gate.wait(30), "never released"
+            return super().write(text)
+
+    out = Gated()
+    pipeline = load(write_pipeline("version: 1\nstages:\n  a: {run: x}\n"), environ={})
+    reporter = GithubReporter(out, logs, pipeline)
+    reporter(RunStarted("r1", "p", ("a",)))
+    reporter(StageStatus("r1", "a", "running", 1, "local"))
+    reporter(StageStatus("r1", "a", "succeeded", 1, "local", exit_code=0, duration=0.1))
+    assert out.getvalue() == ""  # returned although stdout is stuck: nothing waits on it
+    gate.set()
+    reporter(RunFinished("r1", "succeeded", 0, 0.2))  # returns once everything is written
+    assert out.getvalue().splitlines()[1:] == [
+        "::group::[a] succeeded in 0.1s",
+        "one",
+        "two",
+        "::endgroup::",
+        "run r1 succeeded in 0.2s (exit 0)",
+    ]

@@ -4,9 +4,11 @@ Each is an event sink."""
 from __future__ import annotations
 
 import os
+import queue
 import re
 import shlex
 import sys
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,8 +213,8 @@ class PlainReporter:
         text = event.status + (" (allowed)" if self.allowed(event) else "")
         if event.duration is not None:
             text += f" in {event.duration:.1f}s"
-        if event.reason and event.status != "succeeded":
-            text += f": {event.reason}"
+        if event.reason and event.status != "succeeded" and event.reason != event.status:
+            text += f": {event.reason}"  # never `cancelled: cancelled`
         return text
 
     def _color_of(self, event: StageStatus) -> int:
@@ -245,7 +247,8 @@ class GithubReporter(PlainReporter):
     printed, read from the log store, as one `::group::` when the attempt ends (parallel stages
     would otherwise interleave inside each other's folds); failures get an `::error` annotation
     (allowed ones a `::warning`); at the end a Markdown summary of the run is appended to
-    `summary_path` ($GITHUB_STEP_SUMMARY)."""
+    `summary_path` ($GITHUB_STEP_SUMMARY). A thread of its own reads and writes, in event order,
+    so a long log never holds up the event loop; `RunFinished` waits until all is written."""
 
     def __init__(
         self,
@@ -258,10 +261,23 @@ class GithubReporter(PlainReporter):
         super().__init__(out, color=color, logs=logs, pipeline=pipeline)
         self.summary_path = summary_path
         self._ran: set[tuple[str, int]] = set()  # attempts that started
+        self._events: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._drain, name="github-output", daemon=True)
+        self._writer.start()
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, LogLines):
+            return  # read from the log store when the attempt ends
+        self._events.put(event)
+        if isinstance(event, RunFinished):
+            self._events.put(None)
+            self._writer.join()
+
+    def _drain(self) -> None:
+        while (event := self._events.get()) is not None:
+            super().__call__(event)
 
     def _write(self, event: Event) -> None:
-        if isinstance(event, LogLines):
-            return
         super()._write(event)
         if isinstance(event, RunFinished) and self.summary_path:
             self._step_summary(event)

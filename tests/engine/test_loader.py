@@ -919,6 +919,31 @@ def test_the_instance_limit_counts_stages_and_matrix_combinations(
     )
 
 
+def test_the_needs_between_instances_are_limited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loader, "MAX_EDGES", 100)
+    path = write(
+        tmp_path,
+        """\
+        version: 1
+        stages:
+          build: {run: x, matrix: {n: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}}
+          test: {run: x, needs: [build], matrix: {n: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}}
+          paired: {run: x, needs: ['build[n=${{ matrix.n }}]'], matrix: {n: [1, 2, 3]}}
+        """,
+    )
+    assert one_problem(path) == (
+        f"{path}:3:3: stages: the needs make 103 dependencies between stage instances (a matrix "
+        "stage needing a matrix stage needs each of its instances); at most 100 are allowed: "
+        "pair instances (needs: ['build[os=${{ matrix.os }}]'])"
+    )
+    monkeypatch.setattr(loader, "MAX_EDGES", 103)
+    p = load(path, environ={})
+    assert p.stages["test[n=2]"].needs == tuple(f"build[n={n}]" for n in range(1, 11))
+    assert p.stages["paired[n=2]"].needs == ("build[n=2]",)
+
+
 def test_a_monorepo_of_10000_stages_loads(tmp_path: Path) -> None:
     lines = ["version: 1", "stages:"]
     for i in range(10_000):
