@@ -99,9 +99,14 @@ def satisfies(version: tuple[int, ...], spec: str) -> bool:
     for part in spec.split():
         op = re.match(r"(>=|<=|>|<|==|=|\^|~)?(.*)", part)
         assert op is not None
-        operator, text = op.group(1) or "", op.group(2)
-        wanted = tuple(int(p) for p in text.split(".") if p.isdigit())
-        wildcard = text.endswith((".x", ".*")) or text in ("x", "*")
+        operator, text = op.group(1) or "", op.group(2).removesuffix("-dev")  # 3.15-dev: 3.15
+        fields = text.split(".")
+        wildcard = fields[-1] in ("x", "*")
+        if wildcard:
+            fields.pop()
+        if not all(f.isdigit() for f in fields) or not (fields or wildcard):
+            return False  # 3.14t (free-threaded), a typo: nothing here is known to satisfy it
+        wanted = tuple(int(f) for f in fields)
         head = version[: len(wanted)]
         if operator in ("", "=", "==") and head != wanted:
             return False
@@ -220,8 +225,9 @@ def setup_python(runner: JobRunner, with_: Mapping[str, str]) -> Result:
             runner.tool_cache / "versions.json",
         )
         if program is None:
+            kind = " (a free-threaded build: not searched here)" * one.endswith("t")
             return _fail(
-                f"actions/setup-python: no installed Python satisfies {one!r}; "
+                f"actions/setup-python: no installed Python satisfies {one!r}{kind}; "
                 f"installed: {', '.join(versions) or 'none'}"
             )
     assert program is not None

@@ -80,6 +80,30 @@ def step_events(
             )
 
 
+def step_line(step: int, name: str, status: str, duration: float | None, reason: str | None) -> str:
+    """How the plain output shows a finished step: `step 2 Run tests: failed in 3.1s`."""
+    took = f" in {duration:.1f}s" if duration is not None else ""
+    why = f": {reason}" if reason else ""
+    return f"step {step + 1} {name}: {status}{took}{why}"
+
+
+def readable(lines: Iterable[str]) -> Iterator[str]:
+    """A job's stored log lines with each finished step's marker as its step line (the
+    markers of starting steps left out)."""
+    for line in lines:
+        data = parse_step_marker(line) if line.startswith(STEP_MARKER) else None
+        if data is None:
+            yield line
+        elif data.get("status") != "running":
+            yield step_line(
+                data["step"],
+                str(data.get("name", "")),
+                str(data.get("status", "")),
+                data.get("duration"),
+                data.get("reason"),
+            )
+
+
 def _unescape(text: str, prop: bool = False) -> str:
     text = text.replace("%0D", "\r").replace("%0A", "\n")
     if prop:

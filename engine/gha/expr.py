@@ -751,6 +751,15 @@ def _uses_status(node: Node) -> bool:
     return any(_uses_status(child) for child in _children(node))
 
 
+def only_on_success(text: str | bool | None) -> bool:
+    """Whether an `if:` holds only while nothing failed (it uses no status function)."""
+    if text is None or isinstance(text, bool) or not text.strip():
+        return True
+    success = ("call", "success", (), 0)
+    tree = condition_tree(text)
+    return tree == success or (tree[0] == "and" and tree[1] == success)
+
+
 def condition(text: str | bool | None, ctx: Context) -> bool:
     """Whether an `if:` holds (None: no `if:`, which means `success()`)."""
     if text is None or text == "":

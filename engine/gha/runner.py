@@ -193,11 +193,13 @@ class JobRunner:
             return
         try:
             run = expr.condition(step.get("if"), ctx)
+            failed = self.failed and expr.only_on_success(step.get("if"))
+            reason = "an earlier step failed" if failed else f"if: {step.get('if')} is false"
         except expr.ExprError as err:
             print(f"##[error]{name}: if: {err}", flush=True)
-            run, self.failed = False, True
+            run, self.failed, reason = False, True, f"if: {err}"
         if not run:
-            self.mark(index, name, "skipped", reason="if: condition is false")
+            self.mark(index, name, "skipped", reason=reason)
             self.steps_ctx[step_id] = {"outputs": {}, "outcome": "skipped", "conclusion": "skipped"}
             return
         self.mark(index, name, "running")
@@ -528,7 +530,12 @@ def run_job(job: Mapping[str, Any]) -> int:
     if job.get("matrix_expr") is not None:
         from engine.gha.matrix import expand_matrix, instance_id
 
-        matrix = expr.interpolate_all(job["matrix_expr"], probe.contexts())
+        try:
+            matrix = expr.interpolate_all(job["matrix_expr"], probe.contexts())
+        except expr.ExprError as err:
+            print(f"##[error]strategy.matrix: {err}", flush=True)
+            write_result(state, job["job"], instance, "failure", {})
+            return 1
         combos = [(c, instance_id(job["job"], c)) for c in expand_matrix(matrix)]
         print(f"matrix from needs: {len(combos)} instance(s)", flush=True)
     strategy = job["strategy"]
