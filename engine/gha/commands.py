@@ -17,6 +17,7 @@ from engine.events import StepStatus
 
 STEP_MARKER = "##pipedeck[step] "
 JOB_SKIPPED = 78  # the job runner's exit status for a skipped job (`if:` false, cannot run here)
+JOB_CANCELLED = 79  # ... and for a job fail-fast cancelled (another instance of its matrix failed)
 _COMMAND_RE = re.compile(r"^::([A-Za-z-]+)(?: ([^:]*))?::(.*)$")
 _HEREDOC_RE = re.compile(r"^([^=<]+)<<(.+)$")
 
@@ -43,7 +44,7 @@ def safe_name(name: str) -> str:
 
 
 def skip_reason(state_dir: Path, run_id: str, instance: str) -> str:
-    """Why the job runner skipped a job instance (it records that with the job's result)."""
+    """Why the job runner skipped or cancelled a job instance (recorded with its result)."""
     path = state_dir / "gha" / run_id / "jobs" / f"{safe_name(instance)}.json"
     try:
         return str(json.loads(path.read_text()).get("reason") or "skipped")

@@ -4,7 +4,8 @@ loader) and runs its steps in order in the job's workspace, as a hosted Linux ru
 Each step's status goes to stdout as a step marker line (engine.gha.commands) that the engine
 turns into `step_status` events. Job results and outputs are files in
 `.pipedeck/gha/RUN_ID/jobs/`, read by the jobs that need this one (`needs.<job>.outputs`).
-Exit status: 0 when the job succeeded, 1 when it failed, JOB_SKIPPED (78) when it was skipped.
+Exit status: 0 when the job succeeded, 1 when it failed, JOB_SKIPPED (78) when it was skipped,
+JOB_CANCELLED (79) when fail-fast cancelled it (another instance of its matrix failed).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 from engine.gha import expr
 from engine.gha.commands import (
+    JOB_CANCELLED,
     JOB_SKIPPED,
     CommandFilter,
     read_env_file,
@@ -67,6 +69,7 @@ class JobRunner:
         self.path_add: list[str] = []
         self.steps_ctx: dict[str, Any] = {}
         self.failed = False
+        self.cancelled = ""  # why the job was cancelled while it ran (fail-fast)
         self.post: list[Any] = []  # callables run after the steps (actions/cache saves)
         self.summary: list[str] = []
         self.needs = read_needs(self.state, job["needs"])
@@ -90,7 +93,7 @@ class JobRunner:
             "matrix": self.combo,
             "needs": self.needs,
             "steps": self.steps_ctx,
-            "job": {"status": "failure" if self.failed else "success"},
+            "job": {"status": self.result()},
             "runner": {
                 "os": "Linux",
                 "arch": _arch(),
@@ -107,7 +110,8 @@ class JobRunner:
             },
             **(extra or {}),
         }
-        return expr.Context(values, expr.Status(failed=self.failed), self.workspace)
+        status = expr.Status(failed=self.failed, cancelled=bool(self.cancelled))
+        return expr.Context(values, status, self.workspace)
 
     def base_env(self) -> dict[str, str]:
         github = self.workflow["github"]
@@ -172,15 +176,25 @@ class JobRunner:
                 outputs[name] = expr.to_str(expr.interpolate(_text(value), self.contexts()))
             except expr.ExprError as err:
                 print(f"##[error]outputs.{name}: {err}", flush=True)
-        write_result(self.state, self.job["job"], self.instance, self.result(), outputs)
+        result = self.result()
+        write_result(self.state, self.job["job"], self.instance, result, outputs, self.cancelled)
         if self.summary:
             summary = self.state / "summary" / f"{safe_name(self.instance)}.md"
             summary.parent.mkdir(parents=True, exist_ok=True)
             summary.write_text("\n".join(self.summary))
-        return self.result()
+        return result
 
     def result(self) -> str:
+        if self.cancelled:
+            return "cancelled"
         return "failure" if self.failed else "success"
+
+    def cancel(self, reason: str) -> None:
+        """Cancel the job from another thread: the running step's processes end, and only the
+        steps that run when cancelled (`always()`, `cancelled()`) are left to run."""
+        self.cancelled = reason
+        if _current is not None:
+            _kill_group(_current)
 
     def step(self, index: int, step: Mapping[str, Any]) -> None:
         ctx = self.contexts()
@@ -193,8 +207,10 @@ class JobRunner:
             return
         try:
             run = expr.condition(step.get("if"), ctx)
-            failed = self.failed and expr.only_on_success(step.get("if"))
-            reason = "an earlier step failed" if failed else f"if: {step.get('if')} is false"
+            failed = (self.failed or self.cancelled) and expr.only_on_success(step.get("if"))
+            reason = f"if: {step.get('if')} is false"
+            if failed:
+                reason = self.cancelled or "an earlier step failed"
         except expr.ExprError as err:
             print(f"##[error]{name}: if: {err}", flush=True)
             run, self.failed, reason = False, True, f"if: {err}"
@@ -215,6 +231,8 @@ class JobRunner:
         if isinstance(continue_on_error, str):
             continue_on_error = expr.truthy(expr.interpolate(continue_on_error, ctx))
         status = {"success": "succeeded", "failure": "failed", "timed_out": "timed_out"}[outcome]
+        if self.cancelled and outcome != "success":
+            status = "cancelled"
         outcome = "success" if outcome == "success" else "failure"
         conclusion = "success" if continue_on_error else outcome
         if conclusion == "failure":
@@ -539,29 +557,61 @@ def run_job(job: Mapping[str, Any]) -> int:
         combos = [(c, instance_id(job["job"], c)) for c in expand_matrix(matrix)]
         print(f"matrix from needs: {len(combos)} instance(s)", flush=True)
     strategy = job["strategy"]
+    fail_fast = strategy["fail-fast"] is True
     failed = False
     for number, (combo, name) in enumerate(combos):
-        if strategy["fail-fast"] is True and _sibling_failed(state, job["job"]):
-            print("##[warning]cancelled: another instance of this matrix failed (fail-fast)")
-            write_result(state, job["job"], name, "cancelled", {})
-            return 1
         if len(combos) > 1:
             print(f"##[group]{name}", flush=True)
         limit = max(int(strategy.get("max-parallel") or 1), 1)
         with _slot(state, job["job"], limit, int(strategy.get("job-index", 0))):
+            if fail_fast and _sibling_failed(state, job["job"], name):
+                print(f"##[warning]{FAIL_FAST}", flush=True)
+                write_result(state, job["job"], name, "cancelled", {}, FAIL_FAST)
+                return JOB_CANCELLED
             one = job
             if job.get("matrix_expr") is not None:
                 one = {
                     **job,
                     "strategy": {**strategy, "job-index": number, "job-total": len(combos)},
                 }
-            result = JobRunner(one, combo, name, number * len(job["steps"])).run()
+            runner = JobRunner(one, combo, name, number * len(job["steps"]))
+            with _watch_siblings(runner, state) if fail_fast else contextlib.nullcontext():
+                result = runner.run()
+        if result == "cancelled":
+            return JOB_CANCELLED
         failed = failed or result == "failure"
     return 1 if failed else 0
 
 
-def _sibling_failed(state: Path, job: str) -> bool:
-    return any(data["result"] == "failure" for data in read_results(state, job))
+FAIL_FAST = "cancelled: another instance of this matrix failed (fail-fast)"
+
+
+def _sibling_failed(state: Path, job: str, instance: str) -> bool:
+    return any(
+        data["result"] == "failure" and data["instance"] != instance
+        for data in read_results(state, job)
+    )
+
+
+@contextlib.contextmanager
+def _watch_siblings(runner: JobRunner, state: Path, every: float = 0.25) -> Any:
+    """fail-fast while the job runs: when another instance of its matrix fails, cancel it."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(every):
+            if _sibling_failed(state, runner.job["job"], runner.instance):
+                print(f"##[warning]{FAIL_FAST}", flush=True)
+                runner.cancel(FAIL_FAST)
+                return
+
+    thread = threading.Thread(target=watch, name="fail-fast", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def main() -> int:

@@ -139,3 +139,57 @@ def test_the_failure_summary_shows_step_lines_not_markers(tmp_path: Path) -> Non
     assert "##pipedeck[step]" not in summary
     assert "   step 2 Run tests: failed in " in summary
     assert "   step 3 Run echo later: skipped: an earlier step failed" in summary
+
+
+async def test_setup_python_puts_its_console_scripts_on_path(tmp_path: Path) -> None:
+    """httpx's `scripts/check` runs `ruff` that its install step pip-installed into the
+    interpreter's bin directory: that directory is on PATH after setup-python."""
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          a:
+            runs-on: ubuntu-latest
+            steps:
+              - id: py
+                uses: actions/setup-python@v5
+                with: {python-version: "3.x"}
+              - run: |
+                  bin=$(dirname "${{ steps.py.outputs.python-path }}")
+                  case ":$PATH:" in *":$bin:"*) echo scripts on PATH;; esac
+                  python -c 'import sys; print(sys.executable)'
+        """,
+    )
+    recorder, code, _ = await run(path)
+    assert code == 0
+    assert "scripts on PATH" in recorder.lines("a")
+
+
+async def test_python_version_file_reads_pyproject_and_tool_versions(tmp_path: Path) -> None:
+    """flask's typing job: `python-version-file: pyproject.toml` means its requires-python."""
+    (tmp_path / "pyproject.toml").write_text('[project]\nrequires-python = ">=3.8,<4"\n')
+    (tmp_path / ".tool-versions").write_text("nodejs 20\npython 2.5\n")
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          pyproject:
+            runs-on: ubuntu-latest
+            steps:
+              - id: py
+                uses: actions/setup-python@v5
+                with: {python-version-file: pyproject.toml}
+              - run: echo "got ${{ steps.py.outputs.python-version }}"
+          tool-versions:
+            runs-on: ubuntu-latest
+            steps:
+              - uses: actions/setup-python@v5
+                with: {python-version-file: .tool-versions}
+        """,
+    )
+    recorder, _, _ = await run(path)
+    assert recorder.final("pyproject").status == "succeeded"
+    assert any(line.startswith("got 3.") for line in recorder.lines("pyproject"))
+    assert any("no installed Python satisfies '2.5'" in x for x in recorder.lines("tool-versions"))

@@ -331,7 +331,53 @@ async def test_fail_fast_cancels_queued_matrix_instances(tmp_path: Path, fail_fa
     await the_run.execute()
     await the_run.close()
     assert recorder.final("t[n=1]").status == "failed"
-    assert recorder.final("t[n=2]").status == ("failed" if fail_fast else "succeeded")
+    assert recorder.final("t[n=2]").status == ("cancelled" if fail_fast else "succeeded")
+
+
+async def test_fail_fast_cancels_running_matrix_instances(tmp_path: Path) -> None:
+    """n=2 is running (its pid on disk) when n=1 fails: its step's processes end, the rest of
+    its steps are skipped but for `always()`, and it ends cancelled, long before its sleep."""
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          t:
+            runs-on: ubuntu-latest
+            strategy:
+              matrix: {n: [1, 2]}
+            steps:
+              - if: matrix.n == 1
+                run: |
+                  for i in $(seq 300); do [ -s pid ] && exit 1; sleep 0.1; done
+              - if: matrix.n == 2
+                run: sleep 120 & echo $! > pid.tmp && mv pid.tmp pid && wait
+              - run: echo after
+              - if: always()
+                run: echo cleanup ${{ job.status }}
+        """,
+    )
+    the_run = Run(load_workflow(path).pipeline, jobs=2)
+    recorder = Recorder()
+    the_run.subscribe(recorder)
+    try:
+        await asyncio.wait_for(the_run.execute(), 60)
+    finally:
+        await the_run.close()
+    assert recorder.final("t[n=1]").status == "failed"
+    cancelled = recorder.final("t[n=2]")
+    assert cancelled.status == "cancelled"
+    assert cancelled.reason == "cancelled: another instance of this matrix failed (fail-fast)"
+    assert [s[2] for s in steps(recorder, "t[n=2]") if s[2] != "running"] == [
+        "skipped",
+        "cancelled",
+        "skipped",
+        "succeeded",
+    ]
+    assert "cleanup cancelled" in recorder.lines("t[n=2]")
+    sleeper = int((tmp_path / "pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(sleeper, 0)
 
 
 async def test_local_reusable_workflow_runs_its_jobs_with_inputs_and_outputs(
