@@ -11,9 +11,10 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.events import StepStatus
+if TYPE_CHECKING:  # the job runner imports this module; engine.events is the engine's
+    from engine.events import StepStatus
 
 STEP_MARKER = "##pipedeck[step] "
 JOB_SKIPPED = 78  # the job runner's exit status for a skipped job (`if:` false, cannot run here)
@@ -65,6 +66,8 @@ def step_events(
     run_id: str, stage: str, attempt: int, lines: Iterable[str]
 ) -> Iterator[StepStatus]:
     """The `step_status` events of the step markers among a job's log lines."""
+    from engine.events import StepStatus
+
     for line in lines:
         data = parse_step_marker(line) if line.startswith(STEP_MARKER) else None
         if data is not None:

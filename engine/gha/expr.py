@@ -9,7 +9,6 @@ case-insensitive. Every problem is an `ExprError` with the 0-based position in t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -599,6 +598,8 @@ def hash_files(root: Path, patterns: tuple[str, ...]) -> str:
             body = os.path.relpath(body, root)
         relative.append(("!" if negate else "") + body)
     match = matcher(tuple(relative))
+    import hashlib  # only hashFiles needs it: the job runner starts without it
+
     digest = hashlib.sha256()
     found = False
     for directory, dirs, files in os.walk(root):

@@ -202,7 +202,10 @@ def runner_command(job: Mapping[str, Any], remote: bool = False) -> str:
     data = json.dumps(job, ensure_ascii=True, separators=(",", ":"))
     job_doc = f"<<'PIPEDECK_GHA_JOB'\n{data}\nPIPEDECK_GHA_JOB\n"
     if not remote:
-        return f"'{sys.executable}' -m engine.gha.runner {job_doc}"
+        return (  # not `-m`: a main module is compiled on every start, an import uses its .pyc
+            f"exec '{sys.executable}' -c 'import sys; from engine.gha.runner import main; "
+            f"sys.exit(main())' {job_doc}"
+        )
     name, code = runner_zip()
     target = f".pipedeck/gha/{name}"
     return (

@@ -1,4 +1,4 @@
-"""The job runner: `python -m engine.gha.runner` reads one job (JSON on stdin, written by the
+"""The job runner: `engine.gha.runner.main()` reads one job (JSON on stdin, written by the
 loader) and runs its steps in order in the job's workspace, as a hosted Linux runner would.
 
 Each step's status goes to stdout as a step marker line (engine.gha.commands) that the engine
@@ -14,13 +14,11 @@ import contextlib
 import fcntl
 import json
 import os
-import platform
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -70,6 +68,7 @@ class JobRunner:
         self.steps_ctx: dict[str, Any] = {}
         self.failed = False
         self.cancelled = ""  # why the job was cancelled while it ran (fail-fast)
+        self.made = 0  # files made in self.temp
         self.post: list[Any] = []  # callables run after the steps (actions/cache saves)
         self.summary: list[str] = []
         self.needs = read_needs(self.state, job["needs"])
@@ -306,8 +305,8 @@ class JobRunner:
         program = template.split()[0]
         if program in ("pwsh",) and not shutil.which("pwsh"):
             raise ValueError("shell pwsh: PowerShell is not installed here")
-        fd, path = tempfile.mkstemp(suffix=suffix, dir=self.temp)
-        with os.fdopen(fd, "w") as handle:
+        path = self.temp_file("script" + suffix)
+        with open(path, "w") as handle:
             handle.write(script)
         argv = shlex.split(template.replace("{0}", path))
         cwd = self.workspace / workdir if workdir else self.workspace
@@ -323,8 +322,8 @@ class JobRunner:
         """Run a step's process with the GITHUB_* files; (outcome, outputs, exit code)."""
         files = {}
         for name in ("GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY"):
-            fd, path = tempfile.mkstemp(prefix=name.lower() + "_", dir=self.temp)
-            os.close(fd)
+            path = self.temp_file(name.lower())
+            open(path, "w").close()
             files[name] = path
         full = self.base_env()
         full.update(env)
@@ -343,6 +342,11 @@ class JobRunner:
         if code != 0:
             print(f"##[error]Process completed with exit code {code}.", flush=True)
         return ("success" if code == 0 else "failure"), outputs, code
+
+    def temp_file(self, name: str) -> str:
+        """A new file name in the job's temp directory (this process alone writes there)."""
+        self.made += 1
+        return str(self.temp / f"{self.made}_{name}")
 
     def collect(self, files: Mapping[str, str]) -> dict[str, str]:
         """Apply GITHUB_ENV and GITHUB_PATH, return GITHUB_OUTPUT, keep the summary."""
@@ -430,7 +434,7 @@ def _on_term(signum: int, frame: Any) -> None:
 
 
 def _arch() -> str:
-    machine = platform.machine().lower()
+    machine = os.uname().machine.lower()
     return {"x86_64": "X64", "amd64": "X64", "aarch64": "ARM64", "arm64": "ARM64"}.get(
         machine, machine.upper()
     )
@@ -557,7 +561,8 @@ def run_job(job: Mapping[str, Any]) -> int:
         combos = [(c, instance_id(job["job"], c)) for c in expand_matrix(matrix)]
         print(f"matrix from needs: {len(combos)} instance(s)", flush=True)
     strategy = job["strategy"]
-    fail_fast = strategy["fail-fast"] is True
+    siblings = len(combos) > 1 or int(strategy.get("job-total", 1)) > 1
+    fail_fast = strategy["fail-fast"] is True and siblings
     failed = False
     for number, (combo, name) in enumerate(combos):
         if len(combos) > 1:
