@@ -31,6 +31,7 @@ from engine import graph
 from engine.gha import expr
 from engine.gha.context import github_context
 from engine.gha.matrix import expand_matrix, instance_id
+from engine.gha.options import workflow_root
 from engine.loader import (
     BOOL,
     FLOAT,
@@ -344,7 +345,7 @@ class _WorkflowChecker(_Checker):
     def pipeline_of(
         self, root: Node, path: Path, environ: Mapping[str, str] | None
     ) -> Pipeline | None:
-        self.repo_root = _repo_root(path.parent)
+        self.repo_root = workflow_root(path.parent)
         top = self.section(root, TOP_KEYS, "", "the workflow")
         if top is None:
             return None
@@ -881,13 +882,3 @@ def _typed(kind: Any, value: Any) -> Any:
         number = expr.to_number(value)
         return None if number != number else number
     return "" if value is None else value
-
-
-def _repo_root(start: Path) -> Path:
-    """The repository root above a workflow (`.github/workflows/x.yml` -> the checkout)."""
-    for parent in [start, *start.parents]:
-        if (parent / ".git").exists():
-            return parent
-        if parent.name == ".github":
-            return parent.parent
-    return start

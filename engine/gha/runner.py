@@ -55,6 +55,8 @@ class JobRunner:
         self.job = job
         self.offset = offset  # step numbers of earlier instances run by the same stage
         self.workflow = job["workflow"]
+        # the workflow's env and defaults; a called workflow's jobs have their own, not the caller's
+        self.top = {"env": {}, "defaults": {}} if job.get("call") else self.workflow
         self.workspace = Path.cwd()  # the stage runs in the workspace, here or on an SSH host
         self.run_id = os.environ.get("PIPEDECK_RUN_ID", "local")
         self.state = self.workspace / ".pipedeck" / "gha" / self.run_id
@@ -160,7 +162,7 @@ class JobRunner:
     def run(self) -> str:
         """Run the steps; returns the job's result: success, failure or skipped."""
         self.temp.mkdir(parents=True, exist_ok=True)
-        for scope in (self.workflow["env"], self.job["env"]):
+        for scope in (self.top["env"], self.job["env"]):
             for key, value in (scope or {}).items():
                 self.env_ctx[key] = expr.to_str(expr.interpolate(_text(value), self.contexts()))
         if self.job.get("aggregate"):  # the caller of a reusable workflow: its jobs' verdict
@@ -269,7 +271,7 @@ class JobRunner:
         seconds = float(timeout) * 60 if isinstance(timeout, int | float) else None
         if "run" in step:
             script = expr.to_str(expr.interpolate(_text(step["run"]), ctx))
-            defaults = {**self.workflow["defaults"], **self.job["defaults"]}
+            defaults = {**self.top["defaults"], **self.job["defaults"]}
             shell = step.get("shell") or defaults.get("shell")
             workdir = step.get("working-directory") or defaults.get("working-directory")
             if workdir:

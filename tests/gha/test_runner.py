@@ -405,21 +405,25 @@ async def test_local_reusable_workflow_runs_its_jobs_with_inputs_and_outputs(
                 needs: greet
                 runs-on: ubuntu-latest
                 steps:
-                  - run: echo "after greet"
+                  - run: echo "after greet leak=[$LEAK] own=[$OWN] in $(basename $PWD)"
+            env: {OWN: called}
             """
         )
     )
+    (tmp_path / "sub").mkdir()
     path = workflow(
         tmp_path,
         """
         on: push
+        env: {LEAK: caller}
+        defaults: {run: {working-directory: sub}}
         jobs:
           first:
             runs-on: ubuntu-latest
             outputs: {name: "${{ steps.n.outputs.name }}"}
             steps:
               - id: n
-                run: echo "name=pipedeck" >> "$GITHUB_OUTPUT"
+                run: echo "name=pipedeck" >> "$GITHUB_OUTPUT" && echo "first leak=[$LEAK] $PWD"
           call:
             needs: first
             uses: ./.github/workflows/reuse.yml
@@ -437,6 +441,9 @@ async def test_local_reusable_workflow_runs_its_jobs_with_inputs_and_outputs(
     assert code == 0
     assert list(the_run.pipeline.stages) == ["first", "call/greet", "call/shout", "call", "last"]
     assert "said hello pipedeck x2 (success)" in recorder.lines("last")
+    assert f"first leak=[caller] {tmp_path / 'sub'}" in recorder.lines("first")
+    # GitHub gives a called workflow's jobs its own env and defaults, not the caller's
+    assert f"after greet leak=[] own=[called] in {tmp_path.name}" in recorder.lines("call/shout")
 
 
 async def test_event_file_inputs_and_matrix_expressions_in_job_keys(tmp_path: Path) -> None:
