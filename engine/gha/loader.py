@@ -20,7 +20,7 @@ import re
 import sys
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from engine import graph
 from engine.gha import expr
+from engine.gha.commands import safe_name
 from engine.gha.context import github_context
 from engine.gha.matrix import expand_matrix, instance_id
 from engine.gha.options import workflow_root
@@ -367,6 +368,7 @@ class _WorkflowChecker(_Checker):
         stages, groups, hosts = self.stages(_expand_calls(raw), workflow)
         if self.problems:
             return None
+        stages = _share_results(stages)
         secrets = self.secret_values(sorted(self.secret_names), environ)
         return Pipeline(
             path=path,
@@ -808,6 +810,20 @@ def _expand_calls(raw: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]
         job["aggregate"] = alias
         out[job_id] = job
     return out
+
+
+def _share_results(stages: Mapping[str, Stage]) -> dict[str, Stage]:
+    """Jobs on an SSH host, and the jobs they need, declare their result file (outputs and
+    result, `.pipedeck/gha/RUN/jobs/JOB.json`) as an output: the executor brings a remote
+    job's back for the local jobs that need it, and sends a needed job's to the host."""
+    shared = {sid for sid, stage in stages.items() if stage.is_remote}
+    shared |= {need for sid in shared for need in stages[sid].needs}
+    return {
+        sid: replace(stage, outputs=(f".pipedeck/gha/*/jobs/{safe_name(sid)}.json",))
+        if sid in shared
+        else stage
+        for sid, stage in stages.items()
+    }
 
 
 def _static(value: Any, ctx: expr.Context) -> Any:
