@@ -36,7 +36,7 @@ from engine.attempt import run_attempt, stage_env
 from engine.events import Event, HostStatus, RunFinished, RunStarted, StageStatus, Subscriber
 from engine.executors.base import ExecResult, ReportsJobs
 from engine.fserrors import StateError
-from engine.gha.commands import JOB_SKIPPED, skip_reason
+from engine.gha.commands import JOB_CANCELLED, JOB_SKIPPED, skip_reason
 from engine.hosts import Hosts
 from engine.logs import LogStore
 from engine.services import Services
@@ -436,9 +436,10 @@ class Run:
                 self._publish,
                 self.services.attempt if stage.service else None,
             )
-            if stage.steps and result.exit_code == JOB_SKIPPED:  # a GitHub Actions job skipped
+            if stage.steps and result.exit_code in (JOB_SKIPPED, JOB_CANCELLED):  # GitHub Actions
                 reason = skip_reason(self.pipeline.state_dir, self.run_id, sid)
-                status, result = SKIPPED, ExecResult(result.exit_code, reason=reason)
+                status = SKIPPED if result.exit_code == JOB_SKIPPED else CANCELLED
+                result = ExecResult(result.exit_code, reason=reason)
             state.exit_code = result.exit_code
             if status == SUCCEEDED and self.cache is not None and state.fingerprint:
                 await self._record_success(stage, state.fingerprint)

@@ -30,7 +30,7 @@ from engine.events import (
     StepStatus,
     to_json_lines,
 )
-from engine.gha.commands import STEP_MARKER
+from engine.gha.commands import STEP_MARKER, readable, step_line
 from engine.logs import LogStore
 from engine.spec import Pipeline
 
@@ -156,9 +156,7 @@ class PlainReporter:
             if lines:  # a GitHub Actions job's step markers show as step lines instead
                 self.out.write(pre + ("\n" + pre).join(lines) + "\n")
         elif isinstance(event, StepStatus) and event.status in FINISHED:
-            took = f" in {event.duration:.1f}s" if event.duration is not None else ""
-            why = f": {event.reason}" if event.reason else ""
-            text = f"step {event.step + 1} {event.name}: {event.status}{took}{why}"
+            text = step_line(event.step, event.name, event.status, event.duration, event.reason)
             self.out.write(self.prefix(event.stage) + self._paint(2, text) + "\n")
         elif isinstance(event, StageStatus):
             if event.status in FINISHED:
@@ -188,7 +186,7 @@ class PlainReporter:
             head = f"── {event.stage} {event.status}" + (f": {event.reason}" * bool(event.reason))
             self.out.write(self._paint(_STATUS_COLOR[event.status], head) + "\n")
             lines = _tail(self.logs, run_id, event.stage, event.attempt, SUMMARY_LINES)
-            self.out.writelines(f"   {_cut(line)}\n" for line in lines)
+            self.out.writelines(f"   {_cut(line)}\n" for line in readable(lines))
             self.out.write(f"   whole log: {logs_command(self.pipeline, run_id, event.stage)}\n")
         self.out.write("\n")
 

@@ -61,7 +61,13 @@ def _positive(text: str) -> int:
 def state_dir(args: argparse.Namespace) -> Path:
     """The `.pipedeck/` directory beside the pipeline file (or inside a given directory)."""
     path = Path(getattr(args, "pipeline", None) or DEFAULT_FILE)
-    return (path if path.is_dir() else path.resolve().parent) / ".pipedeck"
+    if path.is_dir():
+        return path / ".pipedeck"
+    from engine.gha.options import is_workflow, workflow_root
+
+    if is_workflow(str(path)):  # a workflow's runs are kept in its repository's root
+        return workflow_root(path.resolve().parent) / ".pipedeck"
+    return path.resolve().parent / ".pipedeck"
 
 
 def _open(args: argparse.Namespace) -> History | None:

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tarfile
 import time
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,12 +97,17 @@ def satisfies(version: tuple[int, ...], spec: str) -> bool:
     spec = spec.strip().lstrip("v")
     if not spec:
         return False
-    for part in spec.split():
-        op = re.match(r"(>=|<=|>|<|==|=|\^|~)?(.*)", part)
+    for part in spec.replace(",", " ").split():  # `>=3.9,<3.13` from requires-python too
+        op = re.match(r"(>=|<=|>|<|==|=|~=|!=|\^|~)?(.*)", part)
         assert op is not None
-        operator, text = op.group(1) or "", op.group(2)
-        wanted = tuple(int(p) for p in text.split(".") if p.isdigit())
-        wildcard = text.endswith((".x", ".*")) or text in ("x", "*")
+        operator, text = op.group(1) or "", op.group(2).removesuffix("-dev")  # 3.15-dev: 3.15
+        fields = text.split(".")
+        wildcard = fields[-1] in ("x", "*")
+        if wildcard:
+            fields.pop()
+        if not all(f.isdigit() for f in fields) or not (fields or wildcard):
+            return False  # 3.14t (free-threaded), a typo: nothing here is known to satisfy it
+        wanted = tuple(int(f) for f in fields)
         head = version[: len(wanted)]
         if operator in ("", "=", "==") and head != wanted:
             return False
@@ -118,6 +124,10 @@ def satisfies(version: tuple[int, ...], spec: str) -> bool:
         if operator == "^" and (version[:1] != wanted[:1] or version < wanted):
             return False
         if operator == "~" and (version[:2] != wanted[:2] or version < wanted):
+            return False
+        if operator == "~=" and (version[: len(wanted) - 1] != wanted[:-1] or version < wanted):
+            return False
+        if operator == "!=" and head == wanted:
             return False
     return True
 
@@ -193,6 +203,23 @@ def _shim(runner: JobRunner, kind: str, program: str, names: tuple[str, ...]) ->
     return folder
 
 
+def _version_in_file(path: Path) -> str:
+    """The Python version a `python-version-file` asks for: `.python-version`'s first word,
+    `pyproject.toml`'s `requires-python`, `.tool-versions`' `python` line."""
+    text = path.read_text(errors="replace")
+    if path.name == "pyproject.toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{path.name}: {err}") from None
+        poetry = data.get("tool", {}).get("poetry", {}).get("dependencies", {})
+        return str(data.get("project", {}).get("requires-python") or poetry.get("python") or "")
+    if path.name == ".tool-versions":
+        found = [line.split() for line in text.splitlines()]
+        return next((words[1] for words in found if words[:1] == ["python"] and words[1:]), "")
+    return next(iter(text.split()), "")
+
+
 def setup_python(runner: JobRunner, with_: Mapping[str, str]) -> Result:
     spec = with_.get("python-version", "")
     version_file = with_.get("python-version-file", "")
@@ -200,7 +227,7 @@ def setup_python(runner: JobRunner, with_: Mapping[str, str]) -> Result:
         path = runner.workspace / version_file
         if not path.is_file():
             return _fail(f"actions/setup-python: python-version-file {version_file} not found")
-        spec = path.read_text().split()[0] if path.read_text().split() else ""
+        spec = _version_in_file(path)
     if not spec:
         spec = "3"
     specs = [s.strip() for s in spec.splitlines() if s.strip()]
@@ -220,11 +247,13 @@ def setup_python(runner: JobRunner, with_: Mapping[str, str]) -> Result:
             runner.tool_cache / "versions.json",
         )
         if program is None:
+            kind = " (a free-threaded build: not searched here)" * one.endswith("t")
             return _fail(
-                f"actions/setup-python: no installed Python satisfies {one!r}; "
+                f"actions/setup-python: no installed Python satisfies {one!r}{kind}; "
                 f"installed: {', '.join(versions) or 'none'}"
             )
     assert program is not None
+    runner.path_add.append(str(Path(program).parent))  # where pip puts console scripts
     folder = _shim(runner, "python", program, ("python", "python3"))
     runner.path_add.append(str(folder))
     version = ".".join(map(str, _version_of(program)))

@@ -11,12 +11,14 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.events import StepStatus
+if TYPE_CHECKING:  # the job runner imports this module; engine.events is the engine's
+    from engine.events import StepStatus
 
 STEP_MARKER = "##pipedeck[step] "
 JOB_SKIPPED = 78  # the job runner's exit status for a skipped job (`if:` false, cannot run here)
+JOB_CANCELLED = 79  # ... and for a job fail-fast cancelled (another instance of its matrix failed)
 _COMMAND_RE = re.compile(r"^::([A-Za-z-]+)(?: ([^:]*))?::(.*)$")
 _HEREDOC_RE = re.compile(r"^([^=<]+)<<(.+)$")
 
@@ -43,7 +45,7 @@ def safe_name(name: str) -> str:
 
 
 def skip_reason(state_dir: Path, run_id: str, instance: str) -> str:
-    """Why the job runner skipped a job instance (it records that with the job's result)."""
+    """Why the job runner skipped or cancelled a job instance (recorded with its result)."""
     path = state_dir / "gha" / run_id / "jobs" / f"{safe_name(instance)}.json"
     try:
         return str(json.loads(path.read_text()).get("reason") or "skipped")
@@ -64,6 +66,8 @@ def step_events(
     run_id: str, stage: str, attempt: int, lines: Iterable[str]
 ) -> Iterator[StepStatus]:
     """The `step_status` events of the step markers among a job's log lines."""
+    from engine.events import StepStatus
+
     for line in lines:
         data = parse_step_marker(line) if line.startswith(STEP_MARKER) else None
         if data is not None:
@@ -76,6 +80,30 @@ def step_events(
                 str(data.get("status", "")),
                 data.get("duration"),
                 data.get("exit_code"),
+                data.get("reason"),
+            )
+
+
+def step_line(step: int, name: str, status: str, duration: float | None, reason: str | None) -> str:
+    """How the plain output shows a finished step: `step 2 Run tests: failed in 3.1s`."""
+    took = f" in {duration:.1f}s" if duration is not None else ""
+    why = f": {reason}" if reason else ""
+    return f"step {step + 1} {name}: {status}{took}{why}"
+
+
+def readable(lines: Iterable[str]) -> Iterator[str]:
+    """A job's stored log lines with each finished step's marker as its step line (the
+    markers of starting steps left out)."""
+    for line in lines:
+        data = parse_step_marker(line) if line.startswith(STEP_MARKER) else None
+        if data is None:
+            yield line
+        elif data.get("status") != "running":
+            yield step_line(
+                data["step"],
+                str(data.get("name", "")),
+                str(data.get("status", "")),
+                data.get("duration"),
                 data.get("reason"),
             )
 

@@ -9,7 +9,6 @@ case-insensitive. Every problem is an `ExprError` with the 0-based position in t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -599,6 +598,8 @@ def hash_files(root: Path, patterns: tuple[str, ...]) -> str:
             body = os.path.relpath(body, root)
         relative.append(("!" if negate else "") + body)
     match = matcher(tuple(relative))
+    import hashlib  # only hashFiles needs it: the job runner starts without it
+
     digest = hashlib.sha256()
     found = False
     for directory, dirs, files in os.walk(root):
@@ -749,6 +750,15 @@ def _uses_status(node: Node) -> bool:
     if node[0] == "call" and node[1] in STATUS_FUNCTIONS:
         return True
     return any(_uses_status(child) for child in _children(node))
+
+
+def only_on_success(text: str | bool | None) -> bool:
+    """Whether an `if:` holds only while nothing failed (it uses no status function)."""
+    if text is None or isinstance(text, bool) or not text.strip():
+        return True
+    success = ("call", "success", (), 0)
+    tree = condition_tree(text)
+    return tree == success or (tree[0] == "and" and tree[1] == success)
 
 
 def condition(text: str | bool | None, ctx: Context) -> bool:

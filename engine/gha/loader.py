@@ -20,7 +20,7 @@ import re
 import sys
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,10 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from engine import graph
 from engine.gha import expr
+from engine.gha.commands import safe_name
 from engine.gha.context import github_context
 from engine.gha.matrix import expand_matrix, instance_id
+from engine.gha.options import workflow_root
 from engine.loader import (
     BOOL,
     FLOAT,
@@ -203,7 +205,10 @@ def runner_command(job: Mapping[str, Any], remote: bool = False) -> str:
     data = json.dumps(job, ensure_ascii=True, separators=(",", ":"))
     job_doc = f"<<'PIPEDECK_GHA_JOB'\n{data}\nPIPEDECK_GHA_JOB\n"
     if not remote:
-        return f"'{sys.executable}' -m engine.gha.runner {job_doc}"
+        return (  # not `-m`: a main module is compiled on every start, an import uses its .pyc
+            f"exec '{sys.executable}' -c 'import sys; from engine.gha.runner import main; "
+            f"sys.exit(main())' {job_doc}"
+        )
     name, code = runner_zip()
     target = f".pipedeck/gha/{name}"
     return (
@@ -342,7 +347,7 @@ class _WorkflowChecker(_Checker):
     def pipeline_of(
         self, root: Node, path: Path, environ: Mapping[str, str] | None
     ) -> Pipeline | None:
-        self.repo_root = _repo_root(path.parent)
+        self.repo_root = workflow_root(path.parent)
         top = self.section(root, TOP_KEYS, "", "the workflow")
         if top is None:
             return None
@@ -364,6 +369,7 @@ class _WorkflowChecker(_Checker):
         stages, groups, hosts = self.stages(_expand_calls(raw), workflow)
         if self.problems:
             return None
+        stages = _share_results(stages)
         secrets = self.secret_values(sorted(self.secret_names), environ)
         return Pipeline(
             path=path,
@@ -807,6 +813,20 @@ def _expand_calls(raw: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]
     return out
 
 
+def _share_results(stages: Mapping[str, Stage]) -> dict[str, Stage]:
+    """Jobs on an SSH host, and the jobs they need, declare their result file (outputs and
+    result, `.pipedeck/gha/RUN/jobs/JOB.json`) as an output: the executor brings a remote
+    job's back for the local jobs that need it, and sends a needed job's to the host."""
+    shared = {sid for sid, stage in stages.items() if stage.is_remote}
+    shared |= {need for sid in shared for need in stages[sid].needs}
+    return {
+        sid: replace(stage, outputs=(f".pipedeck/gha/*/jobs/{safe_name(sid)}.json",))
+        if sid in shared
+        else stage
+        for sid, stage in stages.items()
+    }
+
+
 def _static(value: Any, ctx: expr.Context) -> Any:
     """A value whose expression can be known when the file is loaded (matrix, github, inputs);
     otherwise the text, for the runner to evaluate."""
@@ -879,13 +899,3 @@ def _typed(kind: Any, value: Any) -> Any:
         number = expr.to_number(value)
         return None if number != number else number
     return "" if value is None else value
-
-
-def _repo_root(start: Path) -> Path:
-    """The repository root above a workflow (`.github/workflows/x.yml` -> the checkout)."""
-    for parent in [start, *start.parents]:
-        if (parent / ".git").exists():
-            return parent
-        if parent.name == ".github":
-            return parent.parent
-    return start

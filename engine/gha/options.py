@@ -91,6 +91,16 @@ def is_workflow(path: str) -> bool:
     return bool(re.search(r"(?m)^jobs\s*:", head)) and not re.search(r"(?m)^version\s*:", head)
 
 
+def workflow_root(start: Path) -> Path:
+    """The repository root above a workflow (`.github/workflows/x.yml` -> the checkout)."""
+    for parent in [start, *start.parents]:
+        if (parent / ".git").exists():
+            return parent
+        if parent.name == ".github":
+            return parent.parent
+    return start
+
+
 def single_workflow(directory: Path) -> Path | None:
     """The one workflow in `.github/workflows`, if there is exactly one."""
     folder = directory / ".github" / "workflows"

@@ -1,10 +1,11 @@
-"""The job runner: `python -m engine.gha.runner` reads one job (JSON on stdin, written by the
+"""The job runner: `engine.gha.runner.main()` reads one job (JSON on stdin, written by the
 loader) and runs its steps in order in the job's workspace, as a hosted Linux runner would.
 
 Each step's status goes to stdout as a step marker line (engine.gha.commands) that the engine
 turns into `step_status` events. Job results and outputs are files in
 `.pipedeck/gha/RUN_ID/jobs/`, read by the jobs that need this one (`needs.<job>.outputs`).
-Exit status: 0 when the job succeeded, 1 when it failed, JOB_SKIPPED (78) when it was skipped.
+Exit status: 0 when the job succeeded, 1 when it failed, JOB_SKIPPED (78) when it was skipped,
+JOB_CANCELLED (79) when fail-fast cancelled it (another instance of its matrix failed).
 """
 
 from __future__ import annotations
@@ -13,13 +14,11 @@ import contextlib
 import fcntl
 import json
 import os
-import platform
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from typing import Any
 
 from engine.gha import expr
 from engine.gha.commands import (
+    JOB_CANCELLED,
     JOB_SKIPPED,
     CommandFilter,
     read_env_file,
@@ -55,6 +55,8 @@ class JobRunner:
         self.job = job
         self.offset = offset  # step numbers of earlier instances run by the same stage
         self.workflow = job["workflow"]
+        # the workflow's env and defaults; a called workflow's jobs have their own, not the caller's
+        self.top = {"env": {}, "defaults": {}} if job.get("call") else self.workflow
         self.workspace = Path.cwd()  # the stage runs in the workspace, here or on an SSH host
         self.run_id = os.environ.get("PIPEDECK_RUN_ID", "local")
         self.state = self.workspace / ".pipedeck" / "gha" / self.run_id
@@ -67,6 +69,8 @@ class JobRunner:
         self.path_add: list[str] = []
         self.steps_ctx: dict[str, Any] = {}
         self.failed = False
+        self.cancelled = ""  # why the job was cancelled while it ran (fail-fast)
+        self.made = 0  # files made in self.temp
         self.post: list[Any] = []  # callables run after the steps (actions/cache saves)
         self.summary: list[str] = []
         self.needs = read_needs(self.state, job["needs"])
@@ -90,7 +94,7 @@ class JobRunner:
             "matrix": self.combo,
             "needs": self.needs,
             "steps": self.steps_ctx,
-            "job": {"status": "failure" if self.failed else "success"},
+            "job": {"status": self.result()},
             "runner": {
                 "os": "Linux",
                 "arch": _arch(),
@@ -107,7 +111,8 @@ class JobRunner:
             },
             **(extra or {}),
         }
-        return expr.Context(values, expr.Status(failed=self.failed), self.workspace)
+        status = expr.Status(failed=self.failed, cancelled=bool(self.cancelled))
+        return expr.Context(values, status, self.workspace)
 
     def base_env(self) -> dict[str, str]:
         github = self.workflow["github"]
@@ -157,7 +162,7 @@ class JobRunner:
     def run(self) -> str:
         """Run the steps; returns the job's result: success, failure or skipped."""
         self.temp.mkdir(parents=True, exist_ok=True)
-        for scope in (self.workflow["env"], self.job["env"]):
+        for scope in (self.top["env"], self.job["env"]):
             for key, value in (scope or {}).items():
                 self.env_ctx[key] = expr.to_str(expr.interpolate(_text(value), self.contexts()))
         if self.job.get("aggregate"):  # the caller of a reusable workflow: its jobs' verdict
@@ -172,15 +177,25 @@ class JobRunner:
                 outputs[name] = expr.to_str(expr.interpolate(_text(value), self.contexts()))
             except expr.ExprError as err:
                 print(f"##[error]outputs.{name}: {err}", flush=True)
-        write_result(self.state, self.job["job"], self.instance, self.result(), outputs)
+        result = self.result()
+        write_result(self.state, self.job["job"], self.instance, result, outputs, self.cancelled)
         if self.summary:
             summary = self.state / "summary" / f"{safe_name(self.instance)}.md"
             summary.parent.mkdir(parents=True, exist_ok=True)
             summary.write_text("\n".join(self.summary))
-        return self.result()
+        return result
 
     def result(self) -> str:
+        if self.cancelled:
+            return "cancelled"
         return "failure" if self.failed else "success"
+
+    def cancel(self, reason: str) -> None:
+        """Cancel the job from another thread: the running step's processes end, and only the
+        steps that run when cancelled (`always()`, `cancelled()`) are left to run."""
+        self.cancelled = reason
+        if _current is not None:
+            _kill_group(_current)
 
     def step(self, index: int, step: Mapping[str, Any]) -> None:
         ctx = self.contexts()
@@ -193,11 +208,15 @@ class JobRunner:
             return
         try:
             run = expr.condition(step.get("if"), ctx)
+            failed = (self.failed or self.cancelled) and expr.only_on_success(step.get("if"))
+            reason = f"if: {step.get('if')} is false"
+            if failed:
+                reason = self.cancelled or "an earlier step failed"
         except expr.ExprError as err:
             print(f"##[error]{name}: if: {err}", flush=True)
-            run, self.failed = False, True
+            run, self.failed, reason = False, True, f"if: {err}"
         if not run:
-            self.mark(index, name, "skipped", reason="if: condition is false")
+            self.mark(index, name, "skipped", reason=reason)
             self.steps_ctx[step_id] = {"outputs": {}, "outcome": "skipped", "conclusion": "skipped"}
             return
         self.mark(index, name, "running")
@@ -213,6 +232,8 @@ class JobRunner:
         if isinstance(continue_on_error, str):
             continue_on_error = expr.truthy(expr.interpolate(continue_on_error, ctx))
         status = {"success": "succeeded", "failure": "failed", "timed_out": "timed_out"}[outcome]
+        if self.cancelled and outcome != "success":
+            status = "cancelled"
         outcome = "success" if outcome == "success" else "failure"
         conclusion = "success" if continue_on_error else outcome
         if conclusion == "failure":
@@ -250,7 +271,7 @@ class JobRunner:
         seconds = float(timeout) * 60 if isinstance(timeout, int | float) else None
         if "run" in step:
             script = expr.to_str(expr.interpolate(_text(step["run"]), ctx))
-            defaults = {**self.workflow["defaults"], **self.job["defaults"]}
+            defaults = {**self.top["defaults"], **self.job["defaults"]}
             shell = step.get("shell") or defaults.get("shell")
             workdir = step.get("working-directory") or defaults.get("working-directory")
             if workdir:
@@ -286,8 +307,8 @@ class JobRunner:
         program = template.split()[0]
         if program in ("pwsh",) and not shutil.which("pwsh"):
             raise ValueError("shell pwsh: PowerShell is not installed here")
-        fd, path = tempfile.mkstemp(suffix=suffix, dir=self.temp)
-        with os.fdopen(fd, "w") as handle:
+        path = self.temp_file("script" + suffix)
+        with open(path, "w") as handle:
             handle.write(script)
         argv = shlex.split(template.replace("{0}", path))
         cwd = self.workspace / workdir if workdir else self.workspace
@@ -303,8 +324,8 @@ class JobRunner:
         """Run a step's process with the GITHUB_* files; (outcome, outputs, exit code)."""
         files = {}
         for name in ("GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY"):
-            fd, path = tempfile.mkstemp(prefix=name.lower() + "_", dir=self.temp)
-            os.close(fd)
+            path = self.temp_file(name.lower())
+            open(path, "w").close()
             files[name] = path
         full = self.base_env()
         full.update(env)
@@ -323,6 +344,11 @@ class JobRunner:
         if code != 0:
             print(f"##[error]Process completed with exit code {code}.", flush=True)
         return ("success" if code == 0 else "failure"), outputs, code
+
+    def temp_file(self, name: str) -> str:
+        """A new file name in the job's temp directory (this process alone writes there)."""
+        self.made += 1
+        return str(self.temp / f"{self.made}_{name}")
 
     def collect(self, files: Mapping[str, str]) -> dict[str, str]:
         """Apply GITHUB_ENV and GITHUB_PATH, return GITHUB_OUTPUT, keep the summary."""
@@ -410,7 +436,7 @@ def _on_term(signum: int, frame: Any) -> None:
 
 
 def _arch() -> str:
-    machine = platform.machine().lower()
+    machine = os.uname().machine.lower()
     return {"x86_64": "X64", "amd64": "X64", "aarch64": "ARM64", "arm64": "ARM64"}.get(
         machine, machine.upper()
     )
@@ -528,33 +554,71 @@ def run_job(job: Mapping[str, Any]) -> int:
     if job.get("matrix_expr") is not None:
         from engine.gha.matrix import expand_matrix, instance_id
 
-        matrix = expr.interpolate_all(job["matrix_expr"], probe.contexts())
+        try:
+            matrix = expr.interpolate_all(job["matrix_expr"], probe.contexts())
+        except expr.ExprError as err:
+            print(f"##[error]strategy.matrix: {err}", flush=True)
+            write_result(state, job["job"], instance, "failure", {})
+            return 1
         combos = [(c, instance_id(job["job"], c)) for c in expand_matrix(matrix)]
         print(f"matrix from needs: {len(combos)} instance(s)", flush=True)
     strategy = job["strategy"]
+    siblings = len(combos) > 1 or int(strategy.get("job-total", 1)) > 1
+    fail_fast = strategy["fail-fast"] is True and siblings
     failed = False
     for number, (combo, name) in enumerate(combos):
-        if strategy["fail-fast"] is True and _sibling_failed(state, job["job"]):
-            print("##[warning]cancelled: another instance of this matrix failed (fail-fast)")
-            write_result(state, job["job"], name, "cancelled", {})
-            return 1
         if len(combos) > 1:
             print(f"##[group]{name}", flush=True)
         limit = max(int(strategy.get("max-parallel") or 1), 1)
         with _slot(state, job["job"], limit, int(strategy.get("job-index", 0))):
+            if fail_fast and _sibling_failed(state, job["job"], name):
+                print(f"##[warning]{FAIL_FAST}", flush=True)
+                write_result(state, job["job"], name, "cancelled", {}, FAIL_FAST)
+                return JOB_CANCELLED
             one = job
             if job.get("matrix_expr") is not None:
                 one = {
                     **job,
                     "strategy": {**strategy, "job-index": number, "job-total": len(combos)},
                 }
-            result = JobRunner(one, combo, name, number * len(job["steps"])).run()
+            runner = JobRunner(one, combo, name, number * len(job["steps"]))
+            with _watch_siblings(runner, state) if fail_fast else contextlib.nullcontext():
+                result = runner.run()
+        if result == "cancelled":
+            return JOB_CANCELLED
         failed = failed or result == "failure"
     return 1 if failed else 0
 
 
-def _sibling_failed(state: Path, job: str) -> bool:
-    return any(data["result"] == "failure" for data in read_results(state, job))
+FAIL_FAST = "cancelled: another instance of this matrix failed (fail-fast)"
+
+
+def _sibling_failed(state: Path, job: str, instance: str) -> bool:
+    return any(
+        data["result"] == "failure" and data["instance"] != instance
+        for data in read_results(state, job)
+    )
+
+
+@contextlib.contextmanager
+def _watch_siblings(runner: JobRunner, state: Path, every: float = 0.25) -> Any:
+    """fail-fast while the job runs: when another instance of its matrix fails, cancel it."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(every):
+            if _sibling_failed(state, runner.job["job"], runner.instance):
+                print(f"##[warning]{FAIL_FAST}", flush=True)
+                runner.cancel(FAIL_FAST)
+                return
+
+    thread = threading.Thread(target=watch, name="fail-fast", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def main() -> int:

@@ -331,7 +331,53 @@ async def test_fail_fast_cancels_queued_matrix_instances(tmp_path: Path, fail_fa
     await the_run.execute()
     await the_run.close()
     assert recorder.final("t[n=1]").status == "failed"
-    assert recorder.final("t[n=2]").status == ("failed" if fail_fast else "succeeded")
+    assert recorder.final("t[n=2]").status == ("cancelled" if fail_fast else "succeeded")
+
+
+async def test_fail_fast_cancels_running_matrix_instances(tmp_path: Path) -> None:
+    """n=2 is running (its pid on disk) when n=1 fails: its step's processes end, the rest of
+    its steps are skipped but for `always()`, and it ends cancelled, long before its sleep."""
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          t:
+            runs-on: ubuntu-latest
+            strategy:
+              matrix: {n: [1, 2]}
+            steps:
+              - if: matrix.n == 1
+                run: |
+                  for i in $(seq 300); do [ -s pid ] && exit 1; sleep 0.1; done
+              - if: matrix.n == 2
+                run: sleep 120 & echo $! > pid.tmp && mv pid.tmp pid && wait
+              - run: echo after
+              - if: always()
+                run: echo cleanup ${{ job.status }}
+        """,
+    )
+    the_run = Run(load_workflow(path).pipeline, jobs=2)
+    recorder = Recorder()
+    the_run.subscribe(recorder)
+    try:
+        await asyncio.wait_for(the_run.execute(), 60)
+    finally:
+        await the_run.close()
+    assert recorder.final("t[n=1]").status == "failed"
+    cancelled = recorder.final("t[n=2]")
+    assert cancelled.status == "cancelled"
+    assert cancelled.reason == "cancelled: another instance of this matrix failed (fail-fast)"
+    assert [s[2] for s in steps(recorder, "t[n=2]") if s[2] != "running"] == [
+        "skipped",
+        "cancelled",
+        "skipped",
+        "succeeded",
+    ]
+    assert "cleanup cancelled" in recorder.lines("t[n=2]")
+    sleeper = int((tmp_path / "pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(sleeper, 0)
 
 
 async def test_local_reusable_workflow_runs_its_jobs_with_inputs_and_outputs(
@@ -359,21 +405,25 @@ async def test_local_reusable_workflow_runs_its_jobs_with_inputs_and_outputs(
                 needs: greet
                 runs-on: ubuntu-latest
                 steps:
-                  - run: echo "after greet"
+                  - run: echo "after greet leak=[$LEAK] own=[$OWN] in $(basename $PWD)"
+            env: {OWN: called}
             """
         )
     )
+    (tmp_path / "sub").mkdir()
     path = workflow(
         tmp_path,
         """
         on: push
+        env: {LEAK: caller}
+        defaults: {run: {working-directory: sub}}
         jobs:
           first:
             runs-on: ubuntu-latest
             outputs: {name: "${{ steps.n.outputs.name }}"}
             steps:
               - id: n
-                run: echo "name=pipedeck" >> "$GITHUB_OUTPUT"
+                run: echo "name=pipedeck" >> "$GITHUB_OUTPUT" && echo "first leak=[$LEAK] $PWD"
           call:
             needs: first
             uses: ./.github/workflows/reuse.yml
@@ -391,6 +441,9 @@ async def test_local_reusable_workflow_runs_its_jobs_with_inputs_and_outputs(
     assert code == 0
     assert list(the_run.pipeline.stages) == ["first", "call/greet", "call/shout", "call", "last"]
     assert "said hello pipedeck x2 (success)" in recorder.lines("last")
+    assert f"first leak=[caller] {tmp_path / 'sub'}" in recorder.lines("first")
+    # GitHub gives a called workflow's jobs its own env and defaults, not the caller's
+    assert f"after greet leak=[] own=[called] in {tmp_path.name}" in recorder.lines("call/shout")
 
 
 async def test_event_file_inputs_and_matrix_expressions_in_job_keys(tmp_path: Path) -> None:

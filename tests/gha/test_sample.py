@@ -55,3 +55,7 @@ def test_show_prints_the_step_summary(tmp_path: Path) -> None:
     shown = subprocess.run([pipedeck_bin(), "show"], cwd=repo, capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
     assert "── summary of build ──\n### Built shop-0.1.0-py3-none-any.whl" in shown.stdout
+    elsewhere = [pipedeck_bin(), "show", "-f", "github/.github/workflows/ci.yml"]  # its repo's runs
+    shown_f = subprocess.run(elsewhere, cwd=tmp_path, capture_output=True, text=True)
+    assert shown_f.returncode == 0, shown_f.stderr
+    assert shown_f.stdout == shown.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ from tests.ssh.conftest import USER, Sshd, sshd  # noqa: F401  (the fixture)
 pytestmark = pytest.mark.ssh
 
 
-def test_runs_on_label_mapped_to_an_ssh_host(sshd: Sshd, tmp_path: Path) -> None:  # noqa: F811
+def _root_pipeline(sshd: Sshd, tmp_path: Path) -> Path:  # noqa: F811
+    """A pipedeck.yaml beside the workflow naming the SSH host `box`; its workdir."""
     workdir = sshd.root / "gha" / "box"
     (tmp_path / "pipedeck.yaml").write_text(
         "version: 1\nhosts:\n  box:\n    address: 127.0.0.2\n"
@@ -23,6 +25,11 @@ def test_runs_on_label_mapped_to_an_ssh_host(sshd: Sshd, tmp_path: Path) -> None
         f"    known_hosts: {sshd.known_hosts}\n    workdir: {workdir}\n"
         "stages:\n  unused: {run: 'true'}\n"
     )
+    return workdir
+
+
+def test_runs_on_label_mapped_to_an_ssh_host(sshd: Sshd, tmp_path: Path) -> None:  # noqa: F811
+    workdir = _root_pipeline(sshd, tmp_path)
     folder = tmp_path / ".github" / "workflows"
     folder.mkdir(parents=True)
     (tmp_path / "data.txt").write_text("synced\n")
@@ -47,3 +54,48 @@ def test_runs_on_label_mapped_to_an_ssh_host(sshd: Sshd, tmp_path: Path) -> None
     assert (final["stage"], final["status"], final["host"]) == ("remote", "succeeded", "box")
     steps = [e["status"] for e in events if e["type"] == "step_status" and e["status"] != "running"]
     assert steps == ["succeeded"] * 3
+
+
+def test_results_and_outputs_cross_between_local_and_remote_jobs(
+    sshd: Sshd,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """local -> remote -> local: each job reads the outputs and result of the one it needs."""
+    _root_pipeline(sshd, tmp_path)
+    folder = tmp_path / ".github" / "workflows"
+    folder.mkdir(parents=True)
+    (folder / "ci.yml").write_text(
+        textwrap.dedent(
+            """
+            on: push
+            jobs:
+              here:
+                runs-on: ubuntu-latest
+                outputs: {v: "${{ steps.o.outputs.v }}"}
+                steps:
+                  - {id: o, run: echo "v=from-here" >> "$GITHUB_OUTPUT"}
+              there:
+                needs: here
+                runs-on: [self-hosted, gpu]
+                outputs: {w: "${{ steps.o.outputs.w }}"}
+                steps:
+                  - id: o
+                    run: echo "w=${{ needs.here.outputs.v }}+there" >> "$GITHUB_OUTPUT"
+              back:
+                needs: there
+                runs-on: ubuntu-latest
+                steps:
+                  - run: echo "got ${{ needs.there.outputs.w }} ${{ needs.there.result }}"
+            """
+        )
+    )
+    done = subprocess.run(
+        [pipedeck_bin(), "run", str(folder / "ci.yml"), "--runner", "gpu=box", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    logs = [e["text"] for e in events if e["type"] == "log" and e["stage"] == "back"]
+    assert "got from-here+there success" in logs
