@@ -116,3 +116,28 @@ def test_after_a_crash_the_next_run_cancels_the_jobs_left_behind(
     assert done.returncode == 0, done.stdout + done.stderr
     assert left[0] not in cluster.queue()
     cluster.wait_queue_empty(30)
+
+
+def test_pipedeck_show_names_the_job_and_node_of_each_slurm_attempt(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    write_pipeline(cluster, tmp_path, "echo done")
+    done = subprocess.run(
+        [pipedeck_bin(), "run", "--format", "json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    (final,) = [e for e in events if e["type"] == "stage_status" and e["status"] == "succeeded"]
+    shown = subprocess.run(
+        [pipedeck_bin(), "show", "--json"], cwd=tmp_path, capture_output=True, text=True
+    )
+    (attempt,) = json.loads(shown.stdout)["attempts"]
+    assert (attempt["job_id"], attempt["node"]) == (final["job_id"], cluster.node)
+    table = subprocess.run([pipedeck_bin(), "show"], cwd=tmp_path, capture_output=True, text=True)
+    header, row = table.stdout.splitlines()[1:3]
+    assert header.split()[:7] == ["STAGE", "STATUS", "ATTEMPT", "DURATION", "HOST", "JOB", "NODE"]
+    assert row.split()[4:7] == ["cluster", final["job_id"], cluster.node]
