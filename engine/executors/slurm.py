@@ -22,7 +22,8 @@ Cancel and pipedeck's timeout: `scancel --full --signal=TERM`, `kill_grace` (plu
 the job's own kill and sweep), then `scancel --full --signal=KILL` and `scancel`; the attempt
 returns once the job left the queue.
 Every submitted job id is recorded under `.pipedeck/slurm-jobs/<host>/` until it ends: a
-pipedeck that crashed leaves records, and the next executor for that host cancels their jobs
+pipedeck that crashed leaves records, and the next start of pipedeck on the pipeline cancels
+their jobs (`cancel_leftovers_soon`, from the session), as does the next executor for that host
 (unless the process that submitted them still runs).
 
 With `ProctrackType=proctrack/cgroup` Slurm kills every process of a job, double-forked ones
@@ -41,6 +42,7 @@ import os
 import posixpath
 import shlex
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -72,6 +74,7 @@ POLL_WAIT = 5.0  # on cancel: how long to wait for a fresh poll of a job believe
 KILL_MARGIN = 2.0  # after kill_grace: time for the job's own SIGKILL and sweep (batch_script)
 STOP_WAIT = 60.0  # after the final scancel: how long to wait for the job to leave the queue
 JOBS_DIR = "slurm-jobs"  # under .pipedeck: one record per job that may still be queued
+GONE = ("Invalid job id", "already completing or completed")  # scancel of a job that ended
 
 StateCallback = Callable[[str, str, str | None], None]  # (host, state, reason)
 
@@ -441,11 +444,36 @@ class SlurmExecutor:
         left = await asyncio.to_thread(self._leftovers)
         if left:
             status, _, err = await self._slurm(["scancel", *left])
-            if status != 0 and "Invalid job id" not in err:
+            if status != 0 and not any(gone in err for gone in GONE):
                 raise OSError(f"cancelling jobs {', '.join(left)} an interrupted run left: {err}")
             for job_id in left:
                 await asyncio.to_thread(self._unrecord, job_id)
         return left
+
+
+def cancel_leftovers_soon(pipeline: Pipeline) -> threading.Thread:
+    """Cancel the jobs a crashed pipedeck left on the pipeline's Slurm hosts, whether or not
+    this run uses them: in a thread of its own (with its own event loop and SSH connections),
+    which pipedeck's exit waits for. Where Slurm cannot be reached the records stay, and the
+    host's executor tries again (and says why) when a stage runs there."""
+
+    async def cancel_all() -> None:
+        for host, spec in pipeline.hosts.items():
+            if spec.executor != "slurm" or not (pipeline.state_dir / JOBS_DIR / host).is_dir():
+                continue
+            executor = SlurmExecutor(pipeline, host)
+            try:
+                await executor.cancel_leftovers()
+            except OSError:
+                pass  # the records stay for the executor's own sweep
+            finally:
+                await executor.close()
+
+    thread = threading.Thread(
+        target=asyncio.run, args=(cancel_all(),), name="pipedeck-slurm-leftovers"
+    )
+    thread.start()
+    return thread
 
 
 def shell_command(stage: Stage, job_id: str | None, workdir: str) -> list[str]:
