@@ -63,8 +63,9 @@ from engine.executors.slurm_jobs import (
     job_script,
     sbatch_argv,
 )
+from engine.rsync import nul_join
 from engine.spec import Pipeline, SlurmOptions, Stage
-from engine.sync import artifact_files, workspace_files
+from engine.sync import MANIFEST, Signature, artifact_files, workspace_files
 
 if TYPE_CHECKING:
     from engine.executors.ssh import SshExecutor
@@ -507,21 +508,30 @@ def _read_from(path: str, offset: int) -> bytes:
 
 
 async def _local_sync(workspace: Path, workdir: Path, artifacts: list[str]) -> None:
-    """Copy the workspace (what SSH hosts get: no .git, .pipedeck or ignored files) and the
-    upstream `artifacts` to a local `workdir`, with rsync (only changed files are copied)."""
+    """Bring a local `workdir` in step with the workspace as SSH hosts are (engine.sync): what
+    they get (no .git, .pipedeck or ignored files) and the upstream `artifacts`, copied with
+    rsync (only changed files); files sent before and since removed here are deleted there
+    (the manifest `.pipedeck-sync.json` names what was sent; what jobs made is never touched)."""
     rsync = shutil.which("rsync")
     if rsync is None:
         raise OSError("rsync is needed to copy the workspace to workdir")
+    manifest = workdir / MANIFEST
 
-    def listing() -> bytes:
+    def listing() -> tuple[dict[str, Signature], list[str]]:
         workdir.mkdir(parents=True, exist_ok=True)
         files = {**workspace_files(workspace), **artifact_files(workspace, artifacts)}
-        return b"\0".join(rel.encode() for rel in sorted(files))
+        try:
+            sent = json.loads(manifest.read_text())["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            sent = {}
+        gone = [rel for rel in sent if rel not in files and not (workspace / rel).exists()]
+        return files, gone
 
-    names = await asyncio.to_thread(listing)
+    files, gone = await asyncio.to_thread(listing)
     proc = await asyncio.create_subprocess_exec(
         rsync,
         "-a",
+        "--delete-missing-args",
         "--from0",
         "--files-from=-",
         f"{workspace}/",
@@ -529,9 +539,11 @@ async def _local_sync(workspace: Path, workdir: Path, artifacts: list[str]) -> N
         stdin=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await proc.communicate(names)
+    _, err = await proc.communicate(nul_join(sorted([*files, *gone])))
     if proc.returncode:
         raise OSError(f"copying the workspace to {workdir} failed: {err.decode().strip()}")
+    record = json.dumps({"version": 1, "files": files}, separators=(",", ":"))
+    await asyncio.to_thread(manifest.write_text, record)
 
 
 def _copy_outputs(workdir: Path, workspace: Path, patterns: tuple[str, ...]) -> None:

@@ -312,6 +312,26 @@ async def test_a_local_workdir_gets_the_workspace_and_upstream_artifacts_and_out
     assert not list((workdir / ".pipedeck" / "slurm").iterdir()), "job dirs are removed"
 
 
+async def test_a_local_workdir_loses_files_removed_from_the_workspace(
+    cluster: Cluster, workspace: Path, tmp_path: Path, recorder: Recorder
+) -> None:
+    """As on SSH hosts: what was sent and is gone here goes there; what jobs made stays."""
+    (workspace / "keep.txt").write_text("kept\n")
+    (workspace / "old.txt").write_text("old\n")
+    workdir = tmp_path / "shared"
+    stage = slurm_stage("list", "ls *.txt; echo made > made.txt")
+    pipeline = make_pipeline(workspace, {"cluster": cluster.host(workdir=str(workdir))}, [stage])
+    first = Run(pipeline)
+    assert await asyncio.wait_for(execute(first), 60) == 0
+    assert (workdir / "old.txt").exists() and (workdir / "made.txt").exists()
+    (workspace / "old.txt").unlink()
+    again = Run(pipeline)
+    again.subscribe(recorder)
+    assert await asyncio.wait_for(execute(again), 60) == 0
+    assert recorder.lines("list", "stdout") == ["keep.txt", "made.txt"]
+    assert not (workdir / "old.txt").exists()
+
+
 async def test_one_poll_per_interval_for_all_jobs_of_a_host(
     cluster: Cluster, workspace: Path, recorder: Recorder
 ) -> None:
