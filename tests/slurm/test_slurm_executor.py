@@ -180,6 +180,24 @@ async def test_pipedeck_timeout_kills_a_job_ignoring_term_and_leaves_nothing(
     until(lambda: not marked_pids(run.run_id), 10, "every process of the job to be gone")
 
 
+async def test_slurm_time_limit_ends_the_attempt_timed_out(
+    cluster: Cluster, workspace: Path, recorder: Recorder
+) -> None:
+    """`resources.time: 1m`: Slurm itself ends the job (TIMEOUT), pipedeck says `timed_out`.
+    Slurm checks time limits every 30 s (slurmctld's PERIODIC_TIMEOUT, not configurable), so
+    this takes 60 to 90 s plus KillWait (5 s in the fixture)."""
+    limited = slurm_stage("slow", "echo begun; sleep 300", resources=Resources(cpus=1, time=60))
+    run = start(cluster, workspace, [limited])
+    run.subscribe(recorder)
+    began = time.monotonic()
+    assert await asyncio.wait_for(execute(run), 150) == 1
+    final = recorder.final("slow")
+    assert (final.status, final.reason) == ("timed_out", f"job {final.job_id}: Slurm TIMEOUT")
+    assert time.monotonic() - began >= 60
+    assert recorder.lines("slow", "stdout") == ["begun"]
+    assert cluster.queue() == []
+
+
 async def test_a_node_failure_makes_the_attempt_lost_and_retries_apply(
     cluster: Cluster, workspace: Path, recorder: Recorder
 ) -> None:
