@@ -65,7 +65,7 @@ CREATE INDEX IF NOT EXISTS runs_started ON runs (started);
 CREATE TABLE IF NOT EXISTS attempts (
     run_id TEXT NOT NULL, stage TEXT NOT NULL, attempt INTEGER NOT NULL, status TEXT NOT NULL,
     started REAL, ended REAL, exit_code INTEGER, host TEXT, fingerprint TEXT, why TEXT,
-    reason TEXT, peak_rss INTEGER, cpu_seconds REAL);
+    reason TEXT, peak_rss INTEGER, cpu_seconds REAL, job_id TEXT, node TEXT);
 CREATE INDEX IF NOT EXISTS attempts_run ON attempts (run_id, stage, attempt);
 CREATE INDEX IF NOT EXISTS attempts_stage ON attempts (stage, started);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -80,13 +80,19 @@ CREATE TABLE IF NOT EXISTS file_hashes (
     path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER, sha256 TEXT);
 """
 # Columns added after the first release: (table, column, type), added to older databases.
-_ADDED_COLUMNS = (("attempts", "peak_rss", "INTEGER"), ("attempts", "cpu_seconds", "REAL"))
+_ADDED_COLUMNS = (
+    ("attempts", "peak_rss", "INTEGER"),
+    ("attempts", "cpu_seconds", "REAL"),
+    ("attempts", "job_id", "TEXT"),
+    ("attempts", "node", "TEXT"),
+)
+_SCHEMA_VERSION = 2  # raised whenever _ADDED_COLUMNS grows
 _RUN_COLUMNS = (
     "run_id, pipeline, status, started, ended, duration, trigger, exit_code, pid, pid_start"
 )
 _ATTEMPT_COLUMNS = (
     "run_id, stage, attempt, status, started, ended, exit_code, host, fingerprint, why, reason, "
-    "peak_rss, cpu_seconds"
+    "peak_rss, cpu_seconds, job_id, node"
 )
 
 T = TypeVar("T")
@@ -138,6 +144,8 @@ class AttemptRow:
     reason: str | None
     peak_rss: int | None = None  # bytes, the most its process tree held at once
     cpu_seconds: float | None = None  # user + system CPU time of its process tree
+    job_id: str | None = None  # the Slurm job of a Slurm attempt
+    node: str | None = None  # the node that Slurm job ran on
 
     @property
     def ran(self) -> bool:
@@ -262,7 +270,7 @@ class History:
 
     @staticmethod
     def _create(db: sqlite3.Connection) -> None:
-        if db.execute("PRAGMA user_version").fetchone()[0] >= 1:
+        if db.execute("PRAGMA user_version").fetchone()[0] >= _SCHEMA_VERSION:
             return
         for statement in filter(str.strip, _SCHEMA.split(";")):
             db.execute(statement)
@@ -270,7 +278,7 @@ class History:
             have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
             if column not in have:
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-        db.execute("PRAGMA user_version = 1")
+        db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     def _explain(self, err: sqlite3.Error | OSError) -> str:
         """`cannot use the run history PATH: CAUSE`, with a cause a person can act on."""
@@ -716,15 +724,17 @@ def _stage_status(ev: StageStatus, fingerprint: str | None, db: sqlite3.Connecti
     if current is None:
         db.execute(
             "INSERT INTO attempts (run_id, stage, attempt, status, started, ended, "
-            "exit_code, host, fingerprint, why, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "exit_code, host, fingerprint, why, reason, job_id, node) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (ev.run_id, ev.stage, ev.attempt, ev.status, started or ended, ended,
-             ev.exit_code, ev.host, fingerprint, why, reason),
+             ev.exit_code, ev.host, fingerprint, why, reason, ev.job_id, ev.node),
         )  # fmt: skip
     else:
         db.execute(
             "UPDATE attempts SET status=?, ended=?, exit_code=?, host=?, "
-            "why=coalesce(?, why), reason=? WHERE rowid=?",
-            (ev.status, ended, ev.exit_code, ev.host, why, reason, current[0]),
+            "why=coalesce(?, why), reason=?, job_id=coalesce(?, job_id), "
+            "node=coalesce(?, node) WHERE rowid=?",
+            (ev.status, ended, ev.exit_code, ev.host, why, reason, ev.job_id, ev.node, current[0]),
         )
 
 

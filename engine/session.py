@@ -53,6 +53,10 @@ class Session:
         self.history = history
         self.on_run = on_run
         self.trigger = trigger
+        if any(spec.executor == "slurm" for spec in pipeline.hosts.values()):
+            from engine.executors.slurm import cancel_leftovers_soon
+
+            cancel_leftovers_soon(pipeline)  # the jobs a crashed pipedeck left (SPEC §12)
 
     def new_run(
         self,

@@ -183,6 +183,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         for row, a in zip(rows, attempts, strict=True):
             row[4:4] = [_size(a.peak_rss) if a.peak_rss is not None else "-",
                         format_duration(a.cpu_seconds)]  # fmt: skip
+    if any(a.job_id is not None for a in attempts):  # Slurm attempts: their job and node
+        at = header.index("HOST") + 1
+        header[at:at] = ["JOB", "NODE"]
+        for row, a in zip(rows, attempts, strict=True):
+            row[at:at] = [a.job_id or "-", a.node or "-"]
     if rows:
         print(_table(header, rows, "  "))
     from engine.gha.commands import summaries

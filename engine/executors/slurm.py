@@ -22,7 +22,8 @@ Cancel and pipedeck's timeout: `scancel --full --signal=TERM`, `kill_grace` (plu
 the job's own kill and sweep), then `scancel --full --signal=KILL` and `scancel`; the attempt
 returns once the job left the queue.
 Every submitted job id is recorded under `.pipedeck/slurm-jobs/<host>/` until it ends: a
-pipedeck that crashed leaves records, and the next executor for that host cancels their jobs
+pipedeck that crashed leaves records, and the next start of pipedeck on the pipeline cancels
+their jobs (`cancel_leftovers_soon`, from the session), as does the next executor for that host
 (unless the process that submitted them still runs).
 
 With `ProctrackType=proctrack/cgroup` Slurm kills every process of a job, double-forked ones
@@ -41,6 +42,7 @@ import os
 import posixpath
 import shlex
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -61,8 +63,9 @@ from engine.executors.slurm_jobs import (
     job_script,
     sbatch_argv,
 )
+from engine.rsync import nul_join
 from engine.spec import Pipeline, SlurmOptions, Stage
-from engine.sync import artifact_files, workspace_files
+from engine.sync import MANIFEST, Signature, artifact_files, workspace_files
 
 if TYPE_CHECKING:
     from engine.executors.ssh import SshExecutor
@@ -72,6 +75,7 @@ POLL_WAIT = 5.0  # on cancel: how long to wait for a fresh poll of a job believe
 KILL_MARGIN = 2.0  # after kill_grace: time for the job's own SIGKILL and sweep (batch_script)
 STOP_WAIT = 60.0  # after the final scancel: how long to wait for the job to leave the queue
 JOBS_DIR = "slurm-jobs"  # under .pipedeck: one record per job that may still be queued
+GONE = ("Invalid job id", "already completing or completed")  # scancel of a job that ended
 
 StateCallback = Callable[[str, str, str | None], None]  # (host, state, reason)
 
@@ -441,11 +445,36 @@ class SlurmExecutor:
         left = await asyncio.to_thread(self._leftovers)
         if left:
             status, _, err = await self._slurm(["scancel", *left])
-            if status != 0 and "Invalid job id" not in err:
+            if status != 0 and not any(gone in err for gone in GONE):
                 raise OSError(f"cancelling jobs {', '.join(left)} an interrupted run left: {err}")
             for job_id in left:
                 await asyncio.to_thread(self._unrecord, job_id)
         return left
+
+
+def cancel_leftovers_soon(pipeline: Pipeline) -> threading.Thread:
+    """Cancel the jobs a crashed pipedeck left on the pipeline's Slurm hosts, whether or not
+    this run uses them: in a thread of its own (with its own event loop and SSH connections),
+    which pipedeck's exit waits for. Where Slurm cannot be reached the records stay, and the
+    host's executor tries again (and says why) when a stage runs there."""
+
+    async def cancel_all() -> None:
+        for host, spec in pipeline.hosts.items():
+            if spec.executor != "slurm" or not (pipeline.state_dir / JOBS_DIR / host).is_dir():
+                continue
+            executor = SlurmExecutor(pipeline, host)
+            try:
+                await executor.cancel_leftovers()
+            except OSError:
+                pass  # the records stay for the executor's own sweep
+            finally:
+                await executor.close()
+
+    thread = threading.Thread(
+        target=asyncio.run, args=(cancel_all(),), name="pipedeck-slurm-leftovers"
+    )
+    thread.start()
+    return thread
 
 
 def shell_command(stage: Stage, job_id: str | None, workdir: str) -> list[str]:
@@ -479,21 +508,30 @@ def _read_from(path: str, offset: int) -> bytes:
 
 
 async def _local_sync(workspace: Path, workdir: Path, artifacts: list[str]) -> None:
-    """Copy the workspace (what SSH hosts get: no .git, .pipedeck or ignored files) and the
-    upstream `artifacts` to a local `workdir`, with rsync (only changed files are copied)."""
+    """Bring a local `workdir` in step with the workspace as SSH hosts are (engine.sync): what
+    they get (no .git, .pipedeck or ignored files) and the upstream `artifacts`, copied with
+    rsync (only changed files); files sent before and since removed here are deleted there
+    (the manifest `.pipedeck-sync.json` names what was sent; what jobs made is never touched)."""
     rsync = shutil.which("rsync")
     if rsync is None:
         raise OSError("rsync is needed to copy the workspace to workdir")
+    manifest = workdir / MANIFEST
 
-    def listing() -> bytes:
+    def listing() -> tuple[dict[str, Signature], list[str]]:
         workdir.mkdir(parents=True, exist_ok=True)
         files = {**workspace_files(workspace), **artifact_files(workspace, artifacts)}
-        return b"\0".join(rel.encode() for rel in sorted(files))
+        try:
+            sent = json.loads(manifest.read_text())["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            sent = {}
+        gone = [rel for rel in sent if rel not in files and not (workspace / rel).exists()]
+        return files, gone
 
-    names = await asyncio.to_thread(listing)
+    files, gone = await asyncio.to_thread(listing)
     proc = await asyncio.create_subprocess_exec(
         rsync,
         "-a",
+        "--delete-missing-args",
         "--from0",
         "--files-from=-",
         f"{workspace}/",
@@ -501,9 +539,11 @@ async def _local_sync(workspace: Path, workdir: Path, artifacts: list[str]) -> N
         stdin=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await proc.communicate(names)
+    _, err = await proc.communicate(nul_join(sorted([*files, *gone])))
     if proc.returncode:
         raise OSError(f"copying the workspace to {workdir} failed: {err.decode().strip()}")
+    record = json.dumps({"version": 1, "files": files}, separators=(",", ":"))
+    await asyncio.to_thread(manifest.write_text, record)
 
 
 def _copy_outputs(workdir: Path, workspace: Path, patterns: tuple[str, ...]) -> None:

@@ -541,3 +541,20 @@ def test_a_dead_run_that_could_not_be_marked_reads_interrupted(tmp_path: Path) -
     assert [a.status for a in history.attempts("r1")] == ["interrupted"]
     raw = sqlite3.connect(tmp_path / "history.db").execute("SELECT status FROM runs").fetchone()
     assert raw == ("running",)  # nothing was written: only read as it is
+
+
+def test_version_1_databases_gain_the_slurm_columns(tmp_path: Path) -> None:
+    """Issue 13: a history made before job ids (user_version 1) gains job_id and node."""
+    db = tmp_path / "history.db"
+    History(db).close()
+    old = sqlite3.connect(db)
+    old.executescript(
+        "ALTER TABLE attempts DROP COLUMN job_id; ALTER TABLE attempts DROP COLUMN node;"
+        "PRAGMA user_version = 1;"
+    )
+    old.close()
+    history = History(db)
+    record_run(history, "r1")
+    (first, *_) = history.attempts("r1")
+    assert (first.job_id, first.node) == (None, None)
+    history.close()

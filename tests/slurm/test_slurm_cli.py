@@ -116,3 +116,57 @@ def test_after_a_crash_the_next_run_cancels_the_jobs_left_behind(
     assert done.returncode == 0, done.stdout + done.stderr
     assert left[0] not in cluster.queue()
     cluster.wait_queue_empty(30)
+
+
+def test_after_a_crash_the_next_start_cancels_the_jobs_left_behind_without_the_host(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The next pipedeck on the pipeline cancels them even when it runs no stage on the host
+    (here a job pending until its begin time, which no sweep of processes would end)."""
+    pipeline = write_pipeline(cluster, tmp_path, "echo begun")
+    text = pipeline.read_text().replace("}}\n", "}, extra_args: [--begin=now+3600]}\n")
+    pipeline.write_text(text + "  here:\n    run: echo here\n")
+    records = tmp_path / ".pipedeck" / "slurm-jobs" / "cluster"
+    proc = subprocess.Popen([pipedeck_bin(), "run"], cwd=tmp_path, stdout=subprocess.DEVNULL)
+    try:
+        until(lambda: records.is_dir() and any(records.iterdir()), 60, "a job submitted")
+    finally:
+        proc.kill()  # a crash: no cleanup at all
+        proc.wait()
+    left = cluster.queue()
+    assert len(left) == 1, "the crashed run left its job queued"
+    done = subprocess.run(
+        [pipedeck_bin(), "run", "--stage", "here"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    cluster.wait_queue_empty(30)
+    assert not list(records.iterdir())
+
+
+def test_pipedeck_show_names_the_job_and_node_of_each_slurm_attempt(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    write_pipeline(cluster, tmp_path, "echo done")
+    done = subprocess.run(
+        [pipedeck_bin(), "run", "--format", "json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    (final,) = [e for e in events if e["type"] == "stage_status" and e["status"] == "succeeded"]
+    shown = subprocess.run(
+        [pipedeck_bin(), "show", "--json"], cwd=tmp_path, capture_output=True, text=True
+    )
+    (attempt,) = json.loads(shown.stdout)["attempts"]
+    assert (attempt["job_id"], attempt["node"]) == (final["job_id"], cluster.node)
+    table = subprocess.run([pipedeck_bin(), "show"], cwd=tmp_path, capture_output=True, text=True)
+    header, row = table.stdout.splitlines()[1:3]
+    assert header.split()[:7] == ["STAGE", "STATUS", "ATTEMPT", "DURATION", "HOST", "JOB", "NODE"]
+    assert row.split()[4:7] == ["cluster", final["job_id"], cluster.node]

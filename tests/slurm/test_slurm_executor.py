@@ -180,6 +180,24 @@ async def test_pipedeck_timeout_kills_a_job_ignoring_term_and_leaves_nothing(
     until(lambda: not marked_pids(run.run_id), 10, "every process of the job to be gone")
 
 
+async def test_slurm_time_limit_ends_the_attempt_timed_out(
+    cluster: Cluster, workspace: Path, recorder: Recorder
+) -> None:
+    """`resources.time: 1m`: Slurm itself ends the job (TIMEOUT), pipedeck says `timed_out`.
+    Slurm checks time limits every 30 s (slurmctld's PERIODIC_TIMEOUT, not configurable), so
+    this takes 60 to 90 s plus KillWait (5 s in the fixture)."""
+    limited = slurm_stage("slow", "echo begun; sleep 300", resources=Resources(cpus=1, time=60))
+    run = start(cluster, workspace, [limited])
+    run.subscribe(recorder)
+    began = time.monotonic()
+    assert await asyncio.wait_for(execute(run), 150) == 1
+    final = recorder.final("slow")
+    assert (final.status, final.reason) == ("timed_out", f"job {final.job_id}: Slurm TIMEOUT")
+    assert time.monotonic() - began >= 60
+    assert recorder.lines("slow", "stdout") == ["begun"]
+    assert cluster.queue() == []
+
+
 async def test_a_node_failure_makes_the_attempt_lost_and_retries_apply(
     cluster: Cluster, workspace: Path, recorder: Recorder
 ) -> None:
@@ -310,6 +328,26 @@ async def test_a_local_workdir_gets_the_workspace_and_upstream_artifacts_and_out
     assert recorder.lines("train", "stdout") == ["source", "built", "no-scratch"]
     assert (workspace / "out" / "model.txt").read_text() == "weights\n"
     assert not list((workdir / ".pipedeck" / "slurm").iterdir()), "job dirs are removed"
+
+
+async def test_a_local_workdir_loses_files_removed_from_the_workspace(
+    cluster: Cluster, workspace: Path, tmp_path: Path, recorder: Recorder
+) -> None:
+    """As on SSH hosts: what was sent and is gone here goes there; what jobs made stays."""
+    (workspace / "keep.txt").write_text("kept\n")
+    (workspace / "old.txt").write_text("old\n")
+    workdir = tmp_path / "shared"
+    stage = slurm_stage("list", "ls *.txt; echo made > made.txt")
+    pipeline = make_pipeline(workspace, {"cluster": cluster.host(workdir=str(workdir))}, [stage])
+    first = Run(pipeline)
+    assert await asyncio.wait_for(execute(first), 60) == 0
+    assert (workdir / "old.txt").exists() and (workdir / "made.txt").exists()
+    (workspace / "old.txt").unlink()
+    again = Run(pipeline)
+    again.subscribe(recorder)
+    assert await asyncio.wait_for(execute(again), 60) == 0
+    assert recorder.lines("list", "stdout") == ["keep.txt", "made.txt"]
+    assert not (workdir / "old.txt").exists()
 
 
 async def test_one_poll_per_interval_for_all_jobs_of_a_host(
