@@ -67,7 +67,7 @@ __all__ = ["Run", "StageCache", "StageState", "new_run_id", "stage_env"]
 
 T = TypeVar("T")
 ALIVE = frozenset({QUEUED, RUNNING, READY})  # statuses of a stage whose task is at work
-ADVANCE_BATCH = 50  # stages decided per turn of the event loop
+ADVANCE_BATCH = 20  # stages decided per turn of the event loop
 
 
 class StageCache(Protocol):

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from subprocess import DEVNULL, PIPE, Popen
@@ -72,16 +72,29 @@ class _Child:
 
     @classmethod
     async def start(
-        cls, argv: list[str], cwd: Path, env: dict[str, str], sink: OutputSink, tty: Pty | None
+        cls,
+        argv: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        sink: OutputSink,
+        tty: Pty | None,
+        started: Callable[[int], None],
     ) -> _Child:
         """Start `argv` (a worker thread forks) in its own session, and read its output:
-        from two pipes, or, with `tty`, from the terminal (which `tty.read_into` connects)."""
+        from two pipes, or, with `tty`, from the terminal (which `tty.read_into` connects).
+        `started(pid)` is called before any output can arrive."""
         proc = await asyncio.to_thread(_popen, argv, cwd, env, tty)
-        child = cls(proc, sink)
-        for fd, pipe in ((1, proc.stdout), (2, proc.stderr)):
-            if pipe is not None:
-                transport, _ = await child.loop.connect_read_pipe(partial(_Pipe, child, fd), pipe)
-                child._pipes.append(transport)
+        started(proc.pid)
+        try:
+            child = cls(proc, sink)
+            for fd, pipe in ((1, proc.stdout), (2, proc.stderr)):
+                if pipe is not None:
+                    reader = partial(_Pipe, child, fd)
+                    transport, _ = await child.loop.connect_read_pipe(reader, pipe)
+                    child._pipes.append(transport)
+        except BaseException:  # it runs, but we cannot follow it: kill it, the caller sweeps
+            proc.kill()
+            raise
         return child
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
@@ -202,15 +215,20 @@ class LocalExecutor:
         cancelled: asyncio.CancelledError | None = None
         try:
             with spawning():  # until own_child: a quick child's zombie is not an orphan's
-                spawn = asyncio.ensure_future(_Child.start(argv, cwd, env, sink, tty))
+                spawn = asyncio.ensure_future(
+                    _Child.start(argv, cwd, env, sink, tty, partial(self._started, marker))
+                )
                 while not spawn.done():  # cancelled meanwhile: let it start, then kill it all
                     try:
                         await asyncio.wait({spawn})
                     except asyncio.CancelledError as exc:
                         cancelled = exc
                 child = spawn.result()
-                own_child(child.proc.pid)
         except (OSError, subprocess.SubprocessError) as exc:
+            for pid in [pid for pid, mark in self._running.items() if mark is marker]:
+                await kill_tree(pid, marker, 0)
+                self._running.pop(pid)
+                own_child(pid, owned=False)
             if tty:
                 tty.close()
             if script is not None:
@@ -222,7 +240,6 @@ class LocalExecutor:
             return ExecResult(127, reason=f"cannot start the stage: {what}: {where}")
         pgid = child.proc.pid
         again = False  # a second cancel: no more grace
-        self._running[pgid] = marker
         key = (env.get("PIPEDECK_RUN_ID", ""), stage.id)
         try:
             try:
@@ -260,6 +277,11 @@ class LocalExecutor:
         if code < 0:
             return ExecResult(128 - code, reason=f"killed by {_signal_name(-code)}")
         return ExecResult(code)
+
+    def _started(self, marker: dict[str, str], pid: int) -> None:
+        """An attempt's process exists: ours to reap, and to kill on close()."""
+        own_child(pid)
+        self._running[pid] = marker
 
     async def close(self) -> None:
         """Kill every attempt still running, without grace."""

@@ -161,7 +161,7 @@ def sink(stream, data):
     sys.stdout.buffer.write(data)
     sys.stdout.flush()
 
-stage = Stage(id="s", name="s", run="echo $$; sleep 300 & wait")
+stage = Stage(id="s", name="s", run="sleep 300 & echo $$; wait")
 asyncio.run(LocalExecutor(Path.cwd()).execute(stage, json.loads(sys.argv[1]), sink))
 """
 
