@@ -208,9 +208,14 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _kill_now(pgid: int, marker: Mapping[str, str], seen: set[int]) -> list[int]:
+async def _scan(marker: Mapping[str, str]) -> list[int]:
+    """`find_marked` in a worker thread: it reads every process's environment."""
+    return await asyncio.to_thread(find_marked, marker)
+
+
+async def _kill_now(pgid: int, marker: Mapping[str, str], seen: set[int]) -> list[int]:
     """SIGKILL the group and every marked process; return the marked pids found."""
-    found = find_marked(marker)
+    found = await _scan(marker)
     seen.update(found)
     _signal_group(pgid, signal.SIGKILL)
     _signal(found, signal.SIGKILL)
@@ -228,25 +233,26 @@ async def kill_tree(pgid: int, marker: Mapping[str, str], grace: float) -> None:
     if not left_behind(pgid, marker):  # the usual end
         reap_orphans()
         return
-    seen = set(find_marked(marker))
+    seen = set(await _scan(marker))
     try:
         _signal_group(pgid, signal.SIGTERM)
         # Escapees get it too, once; processes started later (say, a TERM handler's) don't.
         _signal([pid for pid in seen if _pgid(pid) != pgid], signal.SIGTERM)
         deadline = time.monotonic() + grace
         while True:
-            alive = find_marked(marker)
+            alive = await _scan(marker)
             seen.update(alive)
             seen.discard(pgid)
             _reap(seen)
             if not alive or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(POLL)
-    except asyncio.CancelledError:  # no more waiting: kill everything before propagating
-        _kill_now(pgid, marker, seen)
+    except asyncio.CancelledError:  # no more waiting: kill what we know of before propagating
+        _signal_group(pgid, signal.SIGKILL)
+        _signal(seen, signal.SIGKILL)
         raise
     deadline = time.monotonic() + KILL_WAIT
-    while _kill_now(pgid, marker, seen) and time.monotonic() < deadline:
+    while await _kill_now(pgid, marker, seen) and time.monotonic() < deadline:
         await asyncio.sleep(POLL / 5)
     seen.discard(pgid)
     while True:  # killed orphans become our zombies a moment after their parent dies
