@@ -75,9 +75,10 @@ TTY_STAGE = """\
 
 def test_dev_sample_in_the_tui_restart_shell_and_typing(tmux: Tmux, tmp_path: Path) -> None:  # noqa: F811
     path, port, mark = dev_copy(tmp_path, TTY_STAGE)
-    command = f"{pipedeck_bin()} ui {path}; echo PIPEDECK-EXIT=$?; sleep 60"
-    tmux("new-session", "-d", "-s", tmux.session, "-x", "160", "-y", "48", "-c", str(tmp_path))
-    tmux.keys(command, "Enter")
+    # SHELL=/bin/sh: `t` opens it; no rc file of the machine's (a slow ~/.bashrc) gets in the way
+    command = f"SHELL=/bin/sh {pipedeck_bin()} ui {path}; echo PIPEDECK-EXIT=$?; sleep 60"
+    size = ("-x", "160", "-y", "48", "-c", str(tmp_path))
+    tmux("new-session", "-d", "-s", tmux.session, *size, command)
 
     def row(screen: str, stage: str) -> str:
         """The stage's row of the tree (the left pane)."""
