@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import SAMPLES, pipedeck_bin
 from tests.e2e.test_tui_tmux import Tmux, marked, tmux  # noqa: F401 (fixture)
+from tests.ssh.conftest import USER, Sshd, sshd  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -75,9 +76,10 @@ TTY_STAGE = """\
 
 def test_dev_sample_in_the_tui_restart_shell_and_typing(tmux: Tmux, tmp_path: Path) -> None:  # noqa: F811
     path, port, mark = dev_copy(tmp_path, TTY_STAGE)
-    command = f"{pipedeck_bin()} ui {path}; echo PIPEDECK-EXIT=$?; sleep 60"
-    tmux("new-session", "-d", "-s", tmux.session, "-x", "160", "-y", "48", "-c", str(tmp_path))
-    tmux.keys(command, "Enter")
+    # SHELL=/bin/sh: `t` opens it; no rc file of the machine's (a slow ~/.bashrc) gets in the way
+    command = f"SHELL=/bin/sh {pipedeck_bin()} ui {path}; echo PIPEDECK-EXIT=$?; sleep 60"
+    size = ("-x", "160", "-y", "48", "-c", str(tmp_path))
+    tmux("new-session", "-d", "-s", tmux.session, *size, command)
 
     def row(screen: str, stage: str) -> str:
         """The stage's row of the tree (the left pane)."""
@@ -122,3 +124,34 @@ def test_dev_sample_in_the_tui_restart_shell_and_typing(tmux: Tmux, tmp_path: Pa
     tmux.wait(lambda s: "PIPEDECK-EXIT=" in s, "pipedeck to exit")
     assert not listening(port)
     assert marked(mark) == []
+
+
+@pytest.mark.ssh
+def test_t_on_a_remote_stage_opens_a_shell_in_its_remote_workdir_with_a_pty(
+    tmux: Tmux,  # noqa: F811
+    sshd: Sshd,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    workdir = sshd.root / "e2e-shell" / "box"
+    path = tmp_path / "pipedeck.yaml"
+    path.write_text(
+        # SHELL=/bin/sh: the remote shell `t` opens, without the login's rc files
+        f"version: 1\nenv: {{GREETING: hello, SHELL: /bin/sh}}\nhosts:\n  box:\n"
+        "    address: 127.0.0.2\n"
+        f"    port: {sshd.port}\n    user: {USER}\n    identity_file: {sshd.client_key}\n"
+        f"    known_hosts: {sshd.known_hosts}\n    workdir: {workdir}\n"
+        "stages:\n  build:\n    host: box\n    run: echo built\n"
+    )
+    command = f"{pipedeck_bin()} ui {path}; echo PIPEDECK-EXIT=$?; sleep 60"
+    tmux("new-session", "-d", "-s", tmux.session, "-x", "160", "-y", "48", command)
+    tmux.wait(lambda s: "✔ build" in s, "the remote stage", timeout=400)
+    tmux.keys("t")
+    tmux.wait(lambda s: "a shell for build" in s, "the shell", timeout=60)
+    tmux.wait(lambda s: s.rstrip().endswith(("#", "$")), "the remote prompt", timeout=400)
+    # a PTY: `tty` names a terminal; the remote shell is in the workdir with the stage's env
+    tmux.keys('echo "$GREETING $PIPEDECK_STAGE in $(pwd) on $(tty)"', "Enter")
+    tmux.wait(lambda s: f"hello build in {workdir} on /dev/pts/" in s, "the echo", timeout=400)
+    tmux.keys("exit", "Enter")
+    tmux.wait(lambda s: "✔ build" in s and "a shell for" not in s, "the TUI back")
+    tmux.keys("q")
+    tmux.wait(lambda s: "PIPEDECK-EXIT=0" in s, "pipedeck to exit")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from engine.events import READY, RUNNING
+from engine.loader import load
 from engine.ptyproc import TERMINALS
+from engine.session import Session
 from tests.conftest import marked_pids
 from tests.tui.conftest import label, log_of, screen_of, shown, status, tree_of, until
+from tui.app import PipedeckApp
 from tui.screens.tty_input import TypeInto, key_bytes
 
 ASK = """\
@@ -72,8 +75,9 @@ async def test_i_types_into_a_tty_stage_sized_to_the_log_pane_until_escape(make_
         assert not app.screen.query(TypeInto)
 
 
-async def test_services_show_their_own_icon_and_ready_state_and_keep_running(make_app):
-    app = make_app(SERVICE)
+async def test_services_show_their_own_icon_and_ready_state_and_keep_running(write_pipeline):
+    session = Session(load(write_pipeline(SERVICE)), manual="wait", keep_services=True)
+    app = PipedeckApp(session.new_run(), make_run=session.new_run, session=session)  # as run_tui
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: status(app, "test") == "succeeded", "the test to pass")
         assert status(app, "api") == READY

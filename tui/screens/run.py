@@ -633,8 +633,9 @@ class RunScreen(LogScreen):
         sid = self._one_selected()
         if sid is None:
             return
-        host = self.pipeline.stages[sid].host
-        executor = getattr(self.run, "_executors", {}).get(host)  # its pooled SSH connection
+        stage = self.pipeline.stages[sid]
+        hosts = getattr(self.run, "hosts", None)  # the session's: pooled SSH, Slurm jobs
+        executor = hosts.executor(stage.host) if hosts is not None and stage.is_remote else None
         try:
             with self.app.suspend():
                 print(f"pipedeck: a shell for {sid}; exit it to come back", flush=True)
