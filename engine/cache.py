@@ -11,7 +11,8 @@ File hashes are kept in a stat cache in the history database: a file whose size,
 inode are unchanged is not read again. Entries for files modified in the last second are not
 trusted (a second write in the same clock tick could keep size and mtime).
 
-Globs mean what `engine.globs` says. `.git` and `.pipedeck` directories are never searched.
+Globs mean what `engine.globs` says; the walk is `engine.fileset`'s, which never searches `.git`
+and `.pipedeck` directories.
 Symlinks are never followed out of the workspace: a symlink counts as itself, its target path
 (plus, for a regular file inside the workspace, that file's contents); a symlinked directory is
 not descended into, and a dangling link is no error.
@@ -41,14 +42,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine import artifacts, globs, mask, metrics
+from engine import artifacts, fileset, globs, mask, metrics
 from engine.events import Event, RunStarted
 from engine.history import History, Success, open_history
 from engine.mask import Masker
 from engine.spec import Host, Pipeline, Stage
 
 RACY_NS = 1_000_000_000
-SKIP_DIRS = frozenset({".git", ".pipedeck"})
 
 __all__ = ["Decision", "FileHasher", "StageCache", "glob_files", "track_run"]
 
@@ -101,28 +101,16 @@ class _Walker:
         if base not in self._listings:
             found: list[_Entry] = []
             if not _escapes(base) and not (self.workspace / base).is_symlink():
-                self._scan(self.workspace / base if base else self.workspace, base, found)
+                for rel, entry in fileset.walk(self.workspace, base):
+                    try:
+                        file = _entry(rel, entry.path)
+                    except OSError:
+                        continue
+                    if file is not None:
+                        found.append(file)
             self._listings[base] = found
             self.new.append(base)
         return self._listings[base]
-
-    def _scan(self, path: Path | str, rel: str, found: list[_Entry]) -> None:
-        try:
-            entries = list(os.scandir(path))
-        except (NotADirectoryError, FileNotFoundError, PermissionError):
-            return
-        for entry in entries:
-            child = f"{rel}/{entry.name}" if rel else entry.name
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    if entry.name not in SKIP_DIRS:
-                        self._scan(entry.path, child, found)
-                    continue
-                file = _entry(child, entry.path)
-            except OSError:
-                continue
-            if file is not None:
-                found.append(file)
 
     def expand(self, pattern: str) -> list[_Entry]:
         """The files one glob matches."""

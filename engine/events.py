@@ -88,12 +88,15 @@ class RunFinished:
 @dataclass(frozen=True)
 class HostStatus:
     """An SSH host's connection state changed (an extension of SPEC §7): `idle`, `connecting`,
-    `connected`, `syncing`, `lost`, `failed`; `reason` says why for the last two."""
+    `connected`, `syncing`, `lost`, `failed`; `reason` says why for the last two. After a
+    workspace sync that changed something, `synced` says what it did: stage, files, bytes,
+    deleted, method, wire_bytes."""
 
     run_id: str
     host: str
     state: str
     reason: str | None = None
+    synced: dict[str, object] | None = None
     ts: float = field(default_factory=now)
     type: str = "host_status"
 

@@ -127,14 +127,17 @@ def affected(pipeline: Pipeline, changed: Iterable[str]) -> set[str]:
     """Stages a change to `changed` (paths relative to the workspace) makes stale.
 
     A stage is hit when one of its `inputs` globs matches a changed path (`engine.globs`: the
-    same rules as the cache's) or when it has no `inputs` at all; everything downstream of a hit
-    stage is affected too.
+    same rules as the cache's) or when it has no `inputs` at all (unless it is `when: manual`: it
+    runs when approved, not on every change); everything downstream of a hit stage is affected.
     """
     paths = [_normalise(p) for p in changed]
     hit = {
         sid
         for sid, stage in pipeline.stages.items()
-        if paths and (not stage.inputs or any(map(globs.matcher(stage.inputs), paths)))
+        if paths
+        and (
+            any(map(globs.matcher(stage.inputs), paths)) if stage.inputs else stage.when != "manual"
+        )
     }
     return downstream(pipeline, hit) if hit else set()
 

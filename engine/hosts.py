@@ -9,8 +9,9 @@ from collections.abc import Callable, Mapping
 from engine.executors.base import Executor, host_slots
 from engine.spec import LOCAL, Pipeline
 
-HostListener = Callable[[str, str, str | None], None]
-"""Called with (host, state, reason) when an SSH host's connection state changes."""
+HostListener = Callable[[str, str, str | None, dict[str, object] | None], None]
+"""Called with (host, state, reason, synced) when an SSH host's connection state changes
+(`synced`: what a workspace sync did, see `engine.events.HostStatus`)."""
 
 
 class Hosts:
@@ -65,9 +66,15 @@ class Hosts:
         spec = self.pipeline.hosts.get(host)
         return spec is not None and spec.executor == "slurm"
 
-    def _host_state(self, host: str, state: str, reason: str | None = None) -> None:
+    def _host_state(
+        self,
+        host: str,
+        state: str,
+        reason: str | None = None,
+        synced: dict[str, object] | None = None,
+    ) -> None:
         if self.listener is not None:
-            self.listener(host, state, reason)
+            self.listener(host, state, reason, synced)
 
     async def close(self) -> None:
         """Close every executor (kills what still runs, drops SSH connections)."""

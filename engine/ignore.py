@@ -3,10 +3,8 @@
 Always ignored: `.git/`, `.pipedeck/`, editor swap and backup files, every stage's `outputs`,
 the pipeline's `watch.ignore`, whatever `.gitignore` files ignore, and the files this process's
 stdout and stderr go to (`pipedeck run --watch > log.txt` must not trigger itself). `outputs`
-are globs (`engine.globs`, as for the cache); every other rule is a gitignore pattern matched by
-pathspec's `GitIgnoreSpec`; nested `.gitignore` files apply
-relative to their own directory, deeper files win, and a path inside an ignored directory stays
-ignored, as in git.
+are globs and `.gitignore` files apply as `engine.fileset` says (as for the cache and sync); the
+other rules are gitignore patterns matched by pathspec's `GitIgnoreSpec`.
 """
 
 from __future__ import annotations
@@ -17,19 +15,11 @@ from pathlib import Path
 from pathspec import GitIgnoreSpec
 from watchfiles import Change
 
-from engine import globs
+from engine import fileset, globs
 from engine.spec import Pipeline
 
-ALWAYS = (".git/", ".pipedeck/")
+ALWAYS = tuple(f"{name}/" for name in sorted(fileset.SKIP_DIRS))
 EDITOR_TEMPS = ("*.swp", "*.swx", "*~", ".#*")
-
-
-def repo_root(workspace: Path) -> Path:
-    """The nearest directory at or above `workspace` holding `.git`, else `workspace`."""
-    for folder in (workspace, *workspace.parents):
-        if (folder / ".git").exists():
-            return folder
-    return workspace
 
 
 class IgnoreRules:
@@ -40,8 +30,7 @@ class IgnoreRules:
         outputs = tuple(glob for stage in pipeline.stages.values() for glob in stage.outputs)
         self._output = globs.matcher(outputs)
         self._fixed = GitIgnoreSpec.from_lines([*ALWAYS, *EDITOR_TEMPS, *pipeline.watch.ignore])
-        self._base = repo_root(self.workspace)
-        self._gitignores: dict[Path, GitIgnoreSpec | None] = {}
+        self._gitignores = fileset.GitIgnores(self.workspace)
         self._own = own_output_files()
 
     def keep(self, change: Change, path: str) -> bool:
@@ -51,7 +40,7 @@ class IgnoreRules:
         entries report themselves.
         """
         if os.path.basename(path) == ".gitignore":
-            self._gitignores.pop(Path(path).parent, None)
+            self._gitignores.forget(Path(path).parent)
         if change == Change.modified and os.path.isdir(path):
             return False
         return not self.ignored(path)
@@ -67,37 +56,7 @@ class IgnoreRules:
             self._fixed.match_file(rel + ("/" if is_dir else "")) for is_dir in kinds
         ):
             return True
-        try:
-            parts = full.relative_to(self._base).parts
-        except ValueError:
-            return False
-        for depth in range(1, len(parts)):
-            if self._gitignored(parts[:depth], True):
-                return True
-        return any(self._gitignored(parts, is_dir) for is_dir in kinds)
-
-    def _gitignored(self, parts: tuple[str, ...], is_dir: bool) -> bool:
-        """The verdict of the `.gitignore` files above one entry: the deepest match wins."""
-        verdict: bool | None = None
-        for i in range(len(parts)):
-            spec = self._spec(self._base.joinpath(*parts[:i]))
-            if spec is None:
-                continue
-            include = spec.check_file("/".join(parts[i:]) + ("/" if is_dir else "")).include
-            if include is not None:
-                verdict = include
-        return bool(verdict)
-
-    def _spec(self, folder: Path) -> GitIgnoreSpec | None:
-        """The parsed `.gitignore` of `folder` (None when it has none), cached until it changes."""
-        if folder not in self._gitignores:
-            try:
-                lines = (folder / ".gitignore").read_text(errors="replace").splitlines()
-            except OSError:
-                self._gitignores[folder] = None
-            else:
-                self._gitignores[folder] = GitIgnoreSpec.from_lines(lines)
-        return self._gitignores[folder]
+        return any(self._gitignores.ignored(full, is_dir) for is_dir in kinds)
 
 
 def own_output_files() -> dict[str, str]:

@@ -734,6 +734,7 @@ class _Checker:
                 slots=f.get("slots", Host.slots),
                 executor=f.get("executor", Host.executor),
                 slurm=_slurm_options(f["slurm"]) if "slurm" in f else None,
+                sync_exclude=tuple(f.get("sync", {}).get("exclude", ())),
             )
         return hosts
 

@@ -239,6 +239,7 @@ async def kill_tree(pgid: int, marker: Mapping[str, str], grace: float) -> None:
         # Escapees get it too, once; processes started later (say, a TERM handler's) don't.
         _signal([pid for pid in seen if _pgid(pid) != pgid], signal.SIGTERM)
         deadline = time.monotonic() + grace
+        pause = POLL / 10  # most stages end at once on SIGTERM: look again soon, then less often
         while True:
             alive = await _scan(marker)
             seen.update(alive)
@@ -246,7 +247,8 @@ async def kill_tree(pgid: int, marker: Mapping[str, str], grace: float) -> None:
             _reap(seen)
             if not alive or time.monotonic() >= deadline:
                 break
-            await asyncio.sleep(POLL)
+            await asyncio.sleep(pause)
+            pause = min(POLL, pause * 2)
     except asyncio.CancelledError:  # no more waiting: kill what we know of before propagating
         _signal_group(pgid, signal.SIGKILL)
         _signal(seen, signal.SIGKILL)

@@ -94,7 +94,7 @@ class _Relay:
         if self.task is not None:  # only the one rsync we started talks to us
             writer.close()
             return
-        self.task = asyncio.current_task()  # type: ignore[assignment]
+        self.task = asyncio.current_task()
         try:
             size = STATUS.unpack(await reader.readexactly(STATUS.size))[0]
             command = (await reader.readexactly(size)).decode("utf-8", "surrogateescape")

@@ -489,9 +489,15 @@ class Run:
         if cancelled is not None:
             raise cancelled
 
-    def _host_state(self, host: str, state: str, reason: str | None = None) -> None:
+    def _host_state(
+        self,
+        host: str,
+        state: str,
+        reason: str | None = None,
+        synced: dict[str, object] | None = None,
+    ) -> None:
         self.host_states[host] = f"{state}: {reason}" if reason else state
-        self._publish(HostStatus(self.run_id, host, state, reason))
+        self._publish(HostStatus(self.run_id, host, state, reason, synced))
 
     async def close(self) -> None:
         """Close the executors, if this run made its own (a session closes shared ones)."""

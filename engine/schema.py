@@ -48,6 +48,10 @@ class Key:
     pattern: str | None = None  # kind "string": the whole value must match
 
 
+SYNC_KEYS: dict[str, Key] = {
+    "exclude": Key("strings", "Globs of workspace paths never sent to this host.", default=[]),
+}
+
 SLURM_KEYS: dict[str, Key] = {
     "partition": Key("string", "Slurm partition (sbatch --partition)."),
     "account": Key("string", "Slurm account (sbatch --account)."),
@@ -84,6 +88,7 @@ HOST_KEYS: dict[str, Key] = {
     "slots": Key("integer", "At most this many stages at once on this host.", minimum=1, default=4),
     "executor": Key("choice", "How stages run there.", choices=("ssh", "slurm"), default="ssh"),
     "slurm": Key("table", "Slurm options (executor: slurm).", keys=SLURM_KEYS),
+    "sync": Key("table", "What the workspace sync to this host leaves out.", keys=SYNC_KEYS),
 }
 
 WATCH_KEYS: dict[str, Key] = {

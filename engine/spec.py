@@ -59,6 +59,7 @@ class Host:
     slots: int = 4
     executor: str = "ssh"  # "ssh", or "slurm": stages become Slurm jobs (SPEC §12)
     slurm: SlurmOptions | None = None  # `slurm:`, for executor slurm
+    sync_exclude: tuple[str, ...] = ()  # `sync: {exclude: [...]}`
 
 
 @dataclass(frozen=True)

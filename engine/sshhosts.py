@@ -30,6 +30,7 @@ class HostConfig:
     accept_new: bool  # trust a host's first-seen key, like StrictHostKeyChecking=accept-new
     workdir: str  # the remote workspace; a relative path is relative to the remote home
     slots: int
+    sync_exclude: tuple[str, ...] = ()  # globs never sent to the host
 
     @property
     def display_port(self) -> int:
@@ -44,7 +45,7 @@ def default_workdir(pipeline: Pipeline) -> str:
 
 
 def remote_path(path: str) -> str:
-    """A remote path as both SFTP and the shell read it: `~/x` becomes `x` (home-relative)."""
+    """A remote path as the shell reads it: `~/x` becomes `x` (home-relative)."""
     if path in ("~", "~/"):
         return "."
     return path[2:] if path.startswith("~/") else path
@@ -65,4 +66,5 @@ def resolve_host(pipeline: Pipeline, name: str) -> HostConfig:
         accept_new=accept_new,
         workdir=remote_path(host.workdir or default_workdir(pipeline)).rstrip("/") or "/",
         slots=max(1, host.slots),
+        sync_exclude=host.sync_exclude,
     )

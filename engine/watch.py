@@ -1,4 +1,5 @@
-"""Watch mode (SPEC §5): file changes -> affected stages -> a new run of just those.
+"""Watch mode (SPEC §5, §10): file changes -> affected stages -> rerun at once (in the live run,
+or in a new run of just those).
 
 `changes(pipeline)` yields sets of changed paths (relative to the workspace, `/`-separated),
 ignoring what `engine.ignore.IgnoreRules` ignores; watchfiles runs in a thread, so setting up
@@ -18,7 +19,7 @@ it says so through `notice`, naming the sysctl to raise, and falls back to watch
     session = WatchSession(
         pipeline, make_run,
         on_run=attach,       # (Run) -> None: each new Run, before it executes (subscribe here)
-        on_change=sep,       # (set[str]) -> None: the changed paths, just before each rerun
+        on_change=sep,       # (set[str]) -> None: the triggering paths, just before each rerun
         on_notice=say,       # (str) -> None: loop pause, polling fallback (default: stderr)
     )
     # WatchSession() raises WatchError (a ValueError, with a message to print) when a
@@ -33,23 +34,32 @@ unless set, e.g. 143 for SIGTERM) and awaited; a second cancel kills it at once.
 `session.current` is the latest Run. Every callback is called on the event loop. A change to
 the pipeline file itself only brings a notice: the session keeps the pipeline it was given.
 
-After each run the session waits for a change set, computes `graph.affected`, limited to the
-stages the latest run covers (a `--stage` run stays within its targets), and starts a new Run
-(`trigger="watch"`, a new run id) of only those stages, carrying the others' last states.
-A change while affected stages run cancels exactly those (`Run.cancel`: the whole process
-tree); unaffected stages finish, then one new run covers the union of the affected sets.
+A change set names the paths that can trigger something (those an `inputs` glob of a stage of
+the latest run matches; every path when such a stage has no `inputs`, unless it is
+`when: manual`), and `graph.affected` gives the stages it hits, limited to the stages the latest
+run covers (a `--stage` run stays within its targets). It is acted on at once:
+
+- while the latest run executes (here, or elsewhere: the TUI), each hit stage is rerun in that
+  run (`Run.rerun(sid, downstream=False)`; the hit set holds the downstream already): a running
+  one is cancelled (its whole process tree) and started again, a finished one runs again, a
+  pending one just starts later. Stages the change does not hit keep running, untouched;
+- between runs, a new Run (`trigger="watch"`, a new run id) of only the hit stages starts,
+  carrying the others' last states.
 
 Loop guard: a change set is self-triggered when every changed file that still exists was
-modified while a stage it affects was running in the latest run. After `LOOP_LIMIT`
-self-triggered reruns in a row by the same stage (whatever files it wrote: a new name each
-time is caught too), the session pauses instead of rerunning and tells `on_notice` which stage
-and file. (A person saving files during that stage's runs three times in a row looks the same,
-and pauses too.) That pause ends by itself at the next change that no stage of the latest run
-made, or with `resume()`.
+modified while a stage it hits ran, in an attempt that then ended by itself (not cancelled). A
+stage's own writes are caught that way; a person's edit while the stage runs cancels that
+attempt, so it never counts (SPEC: a person's edits never pause watching). After `LOOP_LIMIT`
+self-triggered reruns in a row by the same stage (whatever files it wrote: a new name each time
+is caught too), the session pauses instead of rerunning and tells `on_notice` which stage and
+file. That pause ends by itself at the next change that no stage of the latest run made, or
+with `resume()`. (Not caught: a long stage that writes its own input early and is still
+running when the change arrives restarts each time, as a person's edit would make it.)
 
-`pause()` / `resume()` / `toggle()` are the TUI's `W`: paused by hand, every change is
-ignored until resumed. `banner` is the TUI's status text ("watching · last change: src/a.py",
-"watch paused · <why>"); `last_change` names the latest change that triggered a rerun.
+`pause()` / `resume()` / `toggle()` are the TUI's `W`: paused by hand, changes are held (the
+banner names them), and acted on when watching resumes. `banner` is the TUI's status text
+("watching · last change: src/a.py", "watch paused · <why>", "watch paused · held: src/a.py");
+`last_change` names the latest change that triggered a rerun.
 """
 
 from __future__ import annotations
@@ -59,16 +69,16 @@ import os
 import sys
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 from watchfiles import Change, watch
 
-from engine import graph
+from engine import globs, graph
 from engine.errors import PipedeckError
-from engine.events import FINISHED, RUNNING, Event, RunFinished, StageStatus
+from engine.events import CANCELLED, FINISHED, RUNNING, Event, RunFinished, StageStatus
 from engine.ignore import IgnoreRules
 from engine.run import Run, StageState
 from engine.spec import Pipeline
@@ -202,7 +212,7 @@ class _Pump:
             if batch:
                 first = first if gathered else now
                 gathered |= batch
-                last = now
+                last = now - STEP_MS / 1000  # watchfiles saw STEP_MS of quiet before returning
             if gathered and (now - last >= quiet or now - first >= MAX_BURST):
                 paths = _settle(gathered, self.workspace)
                 if paths:
@@ -274,7 +284,9 @@ class WatchSession:
         self.last_change: str | None = None
         self._pending: set[str] = set()
         self._changed: set[str] = set()
-        self._spans: dict[str, tuple[float, float | None]] = {}  # stage -> (started, ended)
+        self._held: set[str] = set()  # changes while paused by hand
+        self._starts: dict[str, float] = {}  # stage -> when its running attempt started
+        self._spans: dict[str, tuple[float, float]] = {}  # stage -> its last uncancelled attempt
         self._unfollow: Callable[[], None] | None = None
         self._streak: str | None = None  # the stage of the self-triggered reruns in a row
         self._streak_count = 0
@@ -288,8 +300,10 @@ class WatchSession:
     @property
     def banner(self) -> str:
         """Status text for the TUI header."""
+        if self.paused and self.pause_reason:
+            return f"watch paused · {self.pause_reason}"
         if self.paused:
-            return f"watch paused · {self.pause_reason}" if self.pause_reason else "watch paused"
+            return f"watch paused · held: {describe(self._held)}" if self._held else "watch paused"
         return f"watching · last change: {self.last_change}" if self.last_change else "watching"
 
     def pause(self, reason: str | None = None) -> None:
@@ -298,10 +312,13 @@ class WatchSession:
         self.pause_reason = reason
 
     def resume(self) -> None:
-        """React to changes again."""
+        """React to changes again, starting with those made while paused by hand."""
         self.paused = False
         self.pause_reason = None
         self._streak, self._streak_count = None, 0
+        held, self._held = self._held, set()
+        if held:
+            self._on_change(held)
         self._wake.set()
 
     def toggle(self) -> bool:
@@ -343,10 +360,12 @@ class WatchSession:
                 carry = {sid: st for sid, st in self.current.states.items() if sid not in only}
                 await self._execute(self.make_run(only=only, carry=carry, trigger="watch"))
         finally:
-            await self._stop_run()
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
-            await stream.aclose()
+            self._listener.cancel()  # first: no change may restart what is being cancelled
+            try:
+                await self._stop_run()
+            finally:
+                await asyncio.gather(self._listener, return_exceptions=True)
+                await stream.aclose()
 
     async def _until(self, aw: Awaitable[T]) -> T:
         """Await `aw` without cancelling it when we are cancelled; raise the listener's error if
@@ -384,16 +403,18 @@ class WatchSession:
         if self._unfollow is not None:
             self._unfollow()
         self.current = run
-        self._spans = {}
+        self._starts, self._spans = {}, {}
         self._unfollow = run.subscribe(self._track)
 
     def _track(self, event: Event) -> None:
         if not isinstance(event, StageStatus):
             return
         if event.status == RUNNING:
-            self._spans[event.stage] = (event.ts, None)
-        elif event.status in FINISHED and event.stage in self._spans:
-            self._spans[event.stage] = (self._spans[event.stage][0], event.ts)
+            self._starts[event.stage] = event.ts
+        elif event.status in FINISHED and event.stage in self._starts:
+            started = self._starts.pop(event.stage)
+            if event.status != CANCELLED:
+                self._spans[event.stage] = (started, event.ts)
 
     async def _stop_run(self) -> None:
         """Cancel our active run in order and wait for it; a second cancel kills it at once."""
@@ -415,17 +436,18 @@ class WatchSession:
             self._on_change(paths)
 
     def _on_change(self, paths: set[str]) -> None:
-        if self.paused and self.pause_reason is None:  # paused by hand (W)
-            return
         if self.pipeline.path.name in paths:
             self.on_notice(
                 f"watch: {self.pipeline.path.name} changed; restart pipedeck to use the new "
                 "version (this session keeps the one it started with)"
             )
         run = self.current
-        hit = graph.affected(self.pipeline, paths)
-        if run is not None:
-            hit &= run.states.keys()
+        covered = run.states.keys() if run is not None else self.pipeline.stages.keys()
+        paths = self._triggering(paths, covered)
+        if self.paused and self.pause_reason is None:  # paused by hand (W): held for resume
+            self._held |= paths
+            return
+        hit = graph.affected(self.pipeline, paths) & covered
         if not hit:
             return
         if self.paused:  # by the loop guard: a change no stage made resumes watching
@@ -435,13 +457,24 @@ class WatchSession:
         elif self._is_loop(paths, hit):
             return
         self.last_change = describe(paths)
-        if run is not None and run.running:
-            for sid in hit:
-                if run.states[sid].status not in FINISHED:
-                    run.supersede(sid)
+        if run is not None and run.running:  # rerun in place; the rest keeps running
+            if self.on_change is not None:
+                self.on_change(paths)
+            for sid in run.stage_ids:
+                if sid in hit:
+                    run.rerun(sid, downstream=False)
+            return
         self._pending |= hit
         self._changed |= paths
         self._wake.set()
+
+    def _triggering(self, paths: set[str], covered: Iterable[str]) -> set[str]:
+        """The paths that can trigger a stage of `covered` (see the module docstring)."""
+        stages = [self.pipeline.stages[sid] for sid in covered]
+        if any(not stage.inputs and stage.when != "manual" for stage in stages):
+            return paths
+        tests = [globs.matcher(stage.inputs) for stage in stages if stage.inputs]
+        return {path for path in paths if any(test(path) for test in tests)}
 
     def _is_loop(self, paths: set[str], hit: set[str]) -> bool:
         """Count self-triggered change sets; pause and return True past the limit."""
@@ -465,16 +498,14 @@ class WatchSession:
         return True
 
     def _self_trigger(self, paths: set[str], hit: set[str]) -> str | None:
-        """The stage of the latest run that wrote every existing changed file while it ran."""
+        """The hit stage whose last uncancelled attempt wrote every existing changed file."""
         mtimes = []
         for path in paths:
             with suppress(OSError):
                 mtimes.append((self.pipeline.workspace / path).stat().st_mtime)
         if not mtimes:
             return None
-        now = time.time()
         for sid, (started, ended) in self._spans.items():
-            end = now if ended is None else ended
-            if sid in hit and all(started - LOOP_SLACK <= m <= end + LOOP_SLACK for m in mtimes):
+            if sid in hit and all(started - LOOP_SLACK <= m <= ended + LOOP_SLACK for m in mtimes):
                 return sid
         return None

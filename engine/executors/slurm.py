@@ -10,13 +10,13 @@ with `--no-requeue` (a node failure is `lost`, and pipedeck's `retries` decide w
 
 Without `address` the Slurm commands run on this machine (with the environment of pipedeck,
 minus the pipeline's secrets, plus `slurm.env`); with `address` they run on that login node over
-the host's pooled SSH connection (`engine.executors.ssh`: the same pool, sync and SFTP session).
+the host's pooled SSH connection (`engine.executors.ssh`: the same pool and sync, no SFTP).
 With `workdir` the workspace is synced there before each job (over SSH; locally with rsync) and
 declared outputs come back after a success; without it jobs run in the workspace itself.
 
-Output streams into the log by tailing `out` and `err` (locally or over SFTP). State comes from one
-`JobPoller` per host (engine/executors/slurm_jobs.py). A pending job is reported `queued` with
-Slurm's reason, a running one `running` with its node, through the `on_job` callback.
+Output streams into the log by tailing `out` and `err` (locally, or `tail -c` over SSH). State
+comes from one `JobPoller` per host (engine/executors/slurm_jobs.py). A pending job is reported
+`queued` with Slurm's reason, a running one `running` with its node, through the `on_job` callback.
 
 Cancel and pipedeck's timeout: `scancel --full --signal=TERM`, `kill_grace` (plus a margin for
 the job's own kill and sweep), then `scancel --full --signal=KILL` and `scancel`; the attempt
@@ -185,13 +185,7 @@ class SshCluster:
         import asyncssh
 
         try:
-            sftp = await self._ssh.sftp()
-            async with sftp.open(path, "rb") as handle:
-                await handle.seek(offset)
-                data = await handle.read()
-                return data.encode() if isinstance(data, str) else bytes(data)
-        except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPFailure):
-            return b""
+            return await self._ssh.read(path, offset)
         except asyncssh.Error as exc:
             raise OSError(f"host {self._ssh.host.name}: reading {path}: {exc}") from exc
 

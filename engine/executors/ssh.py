@@ -44,7 +44,7 @@ from engine.executors.base import ExecResult, OutputSink, host_slots
 from engine.ptyproc import REMOTE_PREFIX, REMOTE_RESTORE, TERMINALS, AfterMark, RemoteTerminal
 from engine.spec import Pipeline, Stage
 from engine.sshhosts import HostConfig, resolve_host
-from engine.sync import RemoteWorkspace
+from engine.sync import RemoteWorkspace, Shell, SyncReport
 
 KEEPALIVE_INTERVAL = 10.0
 KEEPALIVE_COUNT_MAX = 3
@@ -67,7 +67,7 @@ _PICK_SHELL = (
     "else set -- sh -e -c; fi"
 )
 
-StateCallback = Callable[[str, str, str | None], None]  # (host, state, reason)
+StateCallback = Callable[..., None]  # (host, state, reason), plus `synced` after a sync
 
 
 class ConnectError(PipedeckError):
@@ -84,24 +84,31 @@ class SshExecutor:
         self.host: HostConfig = resolve_host(pipeline, host_name)
         self.connection_state = "idle"
         self.on_state_change = on_state_change
-        self.workspace = RemoteWorkspace(pipeline.workspace, self.host.workdir)
+        self.workspace = RemoteWorkspace(
+            pipeline.workspace,
+            self.host.workdir,
+            exclude=self.host.sync_exclude,
+            keep=[glob for stage in pipeline.stages.values() for glob in stage.outputs],
+        )
         self._conn: asyncssh.SSHClientConnection | None = None
         self._connect_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(host_slots(self.host.slots))  # callers without Hosts
         self._command_gate = asyncio.Semaphore(1)  # the one channel for short commands
         self._transfer_gate = asyncio.Semaphore(1)  # the one channel for sync transfers
-        self._sftp: asyncssh.SFTPClient | None = None
-        self._sftp_lock = asyncio.Lock()
-        self._sftp_conn: asyncssh.SSHClientConnection | None = None
         self._running: dict[str, str] = {}  # token -> pid file, for attempts on the connection
         self._orphans: dict[str, str] = {}  # attempts whose connection dropped: kill on reconnect
 
     # -- state -------------------------------------------------------------------------------
 
-    def _set_state(self, state: str, reason: str | None = None) -> None:
+    def _set_state(
+        self, state: str, reason: str | None = None, synced: dict[str, object] | None = None
+    ) -> None:
         self.connection_state = state
         if self.on_state_change is not None:
-            self.on_state_change(self.host.name, state, reason)
+            if synced is None:
+                self.on_state_change(self.host.name, state, reason)
+            else:
+                self.on_state_change(self.host.name, state, reason, synced)
 
     # -- the executor protocol ---------------------------------------------------------------
 
@@ -115,9 +122,11 @@ class SshExecutor:
             if self._orphans:
                 await self._sweep_orphans(conn)
             try:
-                await self._push(conn, stage)
+                report = await self._push(conn, stage)
             except (OSError, asyncssh.Error) as exc:
                 return self._broken(conn, "workspace sync", exc)
+            if report.warning:
+                sink("stderr", f"pipedeck: host {self.host.name}: {report.warning}\n".encode())
             result = await self._run(conn, stage, env, sink)
             if result.exit_code == 0 and stage.outputs:
                 try:
@@ -172,9 +181,11 @@ class SshExecutor:
         """Bring `stage`'s outputs back into the local workspace."""
         await self._fetch(await self._connect(), stage)
 
-    async def sftp(self) -> asyncssh.SFTPClient:
-        """The connection's SFTP session (reads of job output files)."""
-        return await self._sftp_client(await self._connect())
+    async def read(self, path: str, offset: int) -> bytes:
+        """The bytes of the remote file `path` from `offset` on (b"" while it does not exist),
+        over the short-command channel: no SFTP subsystem needed."""
+        _, out, _ = await self.command(f"tail -c +{offset + 1} -- {quote(path)} 2>/dev/null")
+        return out
 
     # -- connection --------------------------------------------------------------------------
 
@@ -303,7 +314,6 @@ class SshExecutor:
             self._set_state("idle")
 
     def _broken(self, conn: asyncssh.SSHClientConnection, what: str, exc: Exception) -> ExecResult:
-        self._sftp = None  # reopened on next use, in case the SFTP session is what broke
         if conn.is_closed():
             return ExecResult(None, lost=True, reason=f"connection to {self.host.name} lost: {exc}")
         return ExecResult(None, reason=f"host {self.host.name}: {what} failed: {exc}")
@@ -314,8 +324,10 @@ class SshExecutor:
         script: str,
         stdin: bytes | Path = b"",
         transfer: bool = False,
-    ) -> None:
-        """Run a POSIX sh script on an auxiliary channel (stdin: data, or a file to stream).
+        stdout: Path | None = None,
+    ) -> bytes:
+        """Run a POSIX sh script on an auxiliary channel (stdin: data, or a file to stream);
+        its stdout, or b"" when written into the file `stdout`.
 
         Sync transfers have their own channel, so that a kill never waits behind one.
         """
@@ -324,7 +336,9 @@ class SshExecutor:
         # leaving the block closes the channel (a cancel mid-transfer too): the remote stdin ends
         async with (
             self._transfer_gate if transfer else self._command_gate,
-            conn.create_process(command, encoding=None, stdin=source) as proc,
+            conn.create_process(
+                command, encoding=None, stdin=source, stdout=PIPE if stdout is None else str(stdout)
+            ) as proc,
         ):
             if not isinstance(stdin, Path):
                 proc.stdin.write(stdin)
@@ -335,15 +349,24 @@ class SshExecutor:
             text = err if isinstance(err, str) else err.decode(errors="replace")
             detail = "; ".join(line for line in text.splitlines() if line.strip())
             raise OSError(f"remote command failed ({result.exit_status}): {detail}")
+        out = result.stdout or b""
+        return out if isinstance(out, bytes) else out.encode()
 
     # -- workspace ---------------------------------------------------------------------------
 
-    async def _push(self, conn: asyncssh.SSHClientConnection, stage: Stage) -> None:
+    def _sync_shell(self, conn: asyncssh.SSHClientConnection) -> Shell:
+        """`engine.sync.Shell` on the connection's sync channel."""
+
+        async def shell(
+            command: str, stdin: bytes | Path = b"", stdout: Path | None = None
+        ) -> bytes:
+            return await self._shell(conn, command, stdin, True, stdout)
+
+        return shell
+
+    async def _push(self, conn: asyncssh.SSHClientConnection, stage: Stage) -> SyncReport:
         """Sync the workspace and upstream stages' outputs before `stage` starts."""
         patterns = [p for need in _upstream(self.pipeline, stage) for p in need.outputs]
-
-        async def run_shell(command: str, stdin: bytes | Path) -> None:
-            await self._shell(conn, command, stdin, transfer=True)
 
         @contextlib.asynccontextmanager
         async def open_process(command: str) -> AsyncIterator[asyncssh.SSHClientProcess[bytes]]:
@@ -353,27 +376,18 @@ class SshExecutor:
             ):
                 yield proc
 
-        sftp = await self._sftp_client(conn)
         report = await self.workspace.push(
-            sftp,
-            run_shell,
+            self._sync_shell(conn),
             patterns,
             before_transfer=lambda: self._set_state("syncing"),
             open_process=open_process,
         )
         if report.sent or report.deleted:
-            self._set_state("connected")
+            self._set_state("connected", synced=report.summary(stage.id))
+        return report
 
     async def _fetch(self, conn: asyncssh.SSHClientConnection, stage: Stage) -> None:
-        await self.workspace.fetch(await self._sftp_client(conn), stage.outputs)
-
-    async def _sftp_client(self, conn: asyncssh.SSHClientConnection) -> asyncssh.SFTPClient:
-        """The connection's one SFTP session, opened on first use (requests run concurrently)."""
-        async with self._sftp_lock:
-            if self._sftp is None or self._sftp_conn is not conn:
-                self._sftp = await conn.start_sftp_client()
-                self._sftp_conn = conn
-            return self._sftp
+        await self.workspace.fetch(self._sync_shell(conn), stage.outputs)
 
     # -- running a stage ---------------------------------------------------------------------
 

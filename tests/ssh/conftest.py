@@ -2,7 +2,7 @@
 
 The session-scoped `sshd` fixture generates a host key, a client key, authorized_keys and a
 known_hosts file, writes an sshd_config listening on 127.0.0.2 and 127.0.0.3 (same high port),
-and runs `/usr/sbin/sshd -D -e`. Without sshd the tests fail when `CI` is set, else skip.
+and runs `/usr/sbin/sshd -D -e`. It offers no SFTP subsystem: pipedeck does without one. Without sshd the tests fail when `CI` is set, else skip.
 """
 
 from __future__ import annotations
@@ -142,7 +142,6 @@ def running_sshd(root: Path) -> Iterator[Sshd]:
                 "StrictModes no",
                 "PrintMotd no",
                 "MaxStartups 100",
-                "Subsystem sftp internal-sftp",
                 "LogLevel INFO",
             ]
         )

@@ -37,7 +37,7 @@ async def test_empty_known_hosts_is_refused_with_how_to_trust(
     executor = SshExecutor(
         make_pipeline(workspace, {"box": host}, [stage]),
         "box",
-        on_state_change=lambda _h, s, _r: states.append(s),
+        on_state_change=lambda _h, s, *_: states.append(s),
     )
     result = await executor.execute(stage, stage_env(stage), Output())
     await executor.close()

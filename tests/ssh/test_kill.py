@@ -114,7 +114,7 @@ async def test_dropped_connection_is_lost_then_the_next_attempt_reconnects(
     executor = SshExecutor(
         make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]),
         "a",
-        on_state_change=lambda _h, s, _r: states.append(s),
+        on_state_change=lambda _h, s, *_: states.append(s),
     )
     out = Watch()
     try:

@@ -274,8 +274,9 @@ def test_bridge_joins_the_remote_command_like_ssh() -> None:
 
 
 def rsync_processes(remote: Path) -> list[int]:
-    """Local rsync processes this test process started, bridges, rsync servers in `remote`."""
-    found = []
+    """Local rsync processes this test process started, their bridges, rsync servers in
+    `remote` (never those of other test sessions on the machine)."""
+    procs = {}
     for pid in (int(e) for e in os.listdir("/proc") if e.isdigit()):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -283,14 +284,19 @@ def rsync_processes(remote: Path) -> list[int]:
             cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             continue
-        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
-        if (
-            (Path(argv[0].decode()).name == "rsync" and parent == os.getpid())
-            or any(arg.endswith(b"rsh_bridge.py") for arg in argv)
-            or (b"--server" in argv and cwd == str(remote))
-        ):
-            found.append(pid)
-    return found
+        procs[pid] = (argv, int(stat[stat.rindex(")") + 2 :].split()[1]), cwd)
+    ours = {
+        pid
+        for pid, (argv, parent, _) in procs.items()
+        if Path(argv[0].decode()).name == "rsync" and parent == os.getpid()
+    }
+    return sorted(
+        pid
+        for pid, (argv, parent, cwd) in procs.items()
+        if pid in ours
+        or (parent in ours and any(arg.endswith(b"rsh_bridge.py") for arg in argv))
+        or (b"--server" in argv and cwd == str(remote))
+    )
 
 
 def processes_under(root: int) -> list[int]:
@@ -320,9 +326,10 @@ async def start_big_sync(
     )
     executor = SshExecutor(pipeline, "a")
     task = asyncio.create_task(executor.execute(STAGE, stage_env(STAGE), Output()))
-    while not rsync_processes(remote):
-        assert not task.done(), task.result()
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(60):
+        while not rsync_processes(remote):
+            assert not task.done(), task.result()
+            await asyncio.sleep(0.01)
     return executor, task
 
 

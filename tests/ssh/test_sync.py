@@ -50,9 +50,15 @@ async def test_second_run_sends_only_the_changed_file(sshd: Sshd, workspace: Pat
     pipeline = make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage])
 
     states: list[str] = []
-    first = SshExecutor(
-        pipeline, "a", on_state_change=lambda _host, state, _why: states.append(state)
-    )
+    synced: list[dict[str, object]] = []
+
+    def on_state(
+        _host: str, state: str, _why: str | None, sync: dict[str, object] | None = None
+    ) -> None:
+        states.append(state)
+        synced.extend([sync] if sync else [])
+
+    first = SshExecutor(pipeline, "a", on_state_change=on_state)
     out = Output()
     try:
         assert (await first.execute(stage, stage_env(stage), out)).exit_code == 0
@@ -67,6 +73,16 @@ async def test_second_run_sends_only_the_changed_file(sshd: Sshd, workspace: Pat
         "pipedeck.yaml",
     ]
     assert b"ignored.txt" not in out.stdout
+    assert synced == [
+        {
+            "stage": "s",
+            "files": 5,
+            "bytes": sum((workspace / r).stat().st_size for r in first.workspace.reports[0].sent),
+            "deleted": 0,
+            "method": first.workspace.reports[0].method,
+            "wire_bytes": first.workspace.reports[0].wire_bytes,
+        }
+    ]
 
     (workspace / "b.txt").write_text("b.txt v2, longer\n")
     second = SshExecutor(pipeline, "a")  # a later run: a new executor, a new connection
