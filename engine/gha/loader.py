@@ -17,6 +17,7 @@ import io
 import json
 import os
 import re
+import shlex
 import sys
 import zipfile
 from collections.abc import Mapping
@@ -25,8 +26,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+import engine
 from engine import graph
 from engine.gha import expr
 from engine.gha.commands import safe_name
@@ -198,6 +201,21 @@ def load_workflow(
     return Workflow(pipeline, tuple(sorted(set(checker.warnings))))
 
 
+def _package_root(module: Any) -> str:
+    """The directory a package is imported from (its `sys.path` entry)."""
+    return str(Path(module.__file__).resolve().parent.parent)
+
+
+# The local job runner's start: `-S` skips `site` (a third of the interpreter's start-up, with
+# the .pth files of editable installs); its path is only pipedeck's and PyYAML's (composite
+# actions). Imported, not run with `-m`: a main module is compiled anew on every start.
+_RUNNER_PATH = sorted({_package_root(engine), _package_root(yaml)})
+_LOCAL_START = shlex.quote(
+    f"import sys; sys.path[:0] = {json.dumps(_RUNNER_PATH)}; "
+    "from engine.gha.runner import main; sys.exit(main())"
+)
+
+
 def runner_command(job: Mapping[str, Any], remote: bool = False) -> str:
     """The stage command: the job runner reading the job's description from a here-document.
     On an SSH host the runner's code travels with it (a zip of its modules, unpacked once into
@@ -205,10 +223,7 @@ def runner_command(job: Mapping[str, Any], remote: bool = False) -> str:
     data = json.dumps(job, ensure_ascii=True, separators=(",", ":"))
     job_doc = f"<<'PIPEDECK_GHA_JOB'\n{data}\nPIPEDECK_GHA_JOB\n"
     if not remote:
-        return (  # not `-m`: a main module is compiled on every start, an import uses its .pyc
-            f"exec '{sys.executable}' -c 'import sys; from engine.gha.runner import main; "
-            f"sys.exit(main())' {job_doc}"
-        )
+        return f"exec '{sys.executable}' -S -c {_LOCAL_START} {job_doc}"
     name, code = runner_zip()
     target = f".pipedeck/gha/{name}"
     return (

@@ -71,6 +71,7 @@ class JobRunner:
         self.failed = False
         self.cancelled = ""  # why the job was cancelled while it ran (fail-fast)
         self.made = 0  # files made in self.temp
+        self.step_files: dict[str, str] = {}
         self.post: list[Any] = []  # callables run after the steps (actions/cache saves)
         self.summary: list[str] = []
         self.needs = read_needs(self.state, job["needs"])
@@ -322,11 +323,7 @@ class JobRunner:
         timeout: float | None,
     ) -> tuple[str, dict[str, str], int | None]:
         """Run a step's process with the GITHUB_* files; (outcome, outputs, exit code)."""
-        files = {}
-        for name in ("GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY"):
-            path = self.temp_file(name.lower())
-            open(path, "w").close()
-            files[name] = path
+        files = self.files()
         full = self.base_env()
         full.update(env)
         full.update(files)
@@ -350,11 +347,28 @@ class JobRunner:
         self.made += 1
         return str(self.temp / f"{self.made}_{name}")
 
+    def files(self) -> dict[str, str]:
+        """The empty GITHUB_ENV, GITHUB_OUTPUT, GITHUB_PATH and GITHUB_STEP_SUMMARY files of the
+        next step: made once per job, emptied after each step has been read (`collect`)."""
+        for name in _FILES:
+            if name not in self.step_files or not os.path.exists(self.step_files[name]):
+                self.step_files[name] = self.temp_file(name.lower())
+                open(self.step_files[name], "w").close()
+        return dict(self.step_files)
+
     def collect(self, files: Mapping[str, str]) -> dict[str, str]:
         """Apply GITHUB_ENV and GITHUB_PATH, return GITHUB_OUTPUT, keep the summary."""
 
         def read(name: str) -> str:
-            return Path(files[name]).read_text(encoding="utf-8", errors="replace")
+            try:
+                if os.stat(files[name]).st_size == 0:
+                    return ""
+                with open(files[name], "r+", encoding="utf-8", errors="replace") as handle:
+                    text = handle.read()
+                    handle.truncate(0)  # the next step's file starts empty
+                return text
+            except FileNotFoundError:  # the step removed it
+                return ""
 
         self.env_ctx.update(read_env_file(read("GITHUB_ENV")))
         self.path_add.extend(
@@ -409,6 +423,9 @@ def stream(
             timer.cancel()
         _current = None
     return code, timed_out.is_set()
+
+
+_FILES = ("GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY")
 
 
 def _emit(lines: Any, commands: CommandFilter, out: Any) -> None:

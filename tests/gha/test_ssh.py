@@ -7,6 +7,7 @@ import json
 import subprocess
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,18 @@ def _root_pipeline(sshd: Sshd, tmp_path: Path) -> Path:  # noqa: F811
     return workdir
 
 
+def _run_on_box(workflow: Path) -> list[dict[str, Any]]:
+    """`pipedeck run WORKFLOW --runner gpu=box` (it must succeed): its JSON events."""
+    done = subprocess.run(
+        [pipedeck_bin(), "run", str(workflow), "--runner", "gpu=box", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
 def test_runs_on_label_mapped_to_an_ssh_host(sshd: Sshd, tmp_path: Path) -> None:  # noqa: F811
     workdir = _root_pipeline(sshd, tmp_path)
     folder = tmp_path / ".github" / "workflows"
@@ -39,14 +52,7 @@ def test_runs_on_label_mapped_to_an_ssh_host(sshd: Sshd, tmp_path: Path) -> None
         "      - id: o\n        run: echo 'v=1' >> \"$GITHUB_OUTPUT\"\n"
         '      - run: echo "out ${{ steps.o.outputs.v }}"\n'
     )
-    done = subprocess.run(
-        [pipedeck_bin(), "run", str(folder / "ci.yml"), "--runner", "gpu=box", "--format", "json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
-    events = [json.loads(line) for line in done.stdout.splitlines()]
+    events = _run_on_box(folder / "ci.yml")
     logs = [e["text"] for e in events if e["type"] == "log"]
     assert f"on {workdir} = synced Linux" in logs
     assert "out 1" in logs
@@ -89,13 +95,6 @@ def test_results_and_outputs_cross_between_local_and_remote_jobs(
             """
         )
     )
-    done = subprocess.run(
-        [pipedeck_bin(), "run", str(folder / "ci.yml"), "--runner", "gpu=box", "--format", "json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
-    events = [json.loads(line) for line in done.stdout.splitlines()]
+    events = _run_on_box(folder / "ci.yml")
     logs = [e["text"] for e in events if e["type"] == "log" and e["stage"] == "back"]
     assert "got from-here+there success" in logs
