@@ -16,6 +16,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy engine
 	$(VENV)/bin/pytest
 
 lint: $(STAMP)

@@ -37,16 +37,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.events import (
-    CACHED,
-    FINISHED,
-    RUNNING,
-    Event,
-    RunFinished,
-    RunStarted,
-    StageStatus,
-)
+from engine.events import Event, RunFinished, RunStarted, StageStatus
 from engine.fserrors import StateError, cause
+from engine.status import CACHED, FINISHED, RUNNING
 
 INTERRUPTED = "interrupted"
 UNFINISHED = ("pending", "waiting", "queued", "running")

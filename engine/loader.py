@@ -24,9 +24,10 @@ from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from glob import glob
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
+from yaml.error import Mark
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from engine import globs, graph
@@ -223,11 +224,11 @@ class _Bounded(yaml.composer.Composer, yaml.resolver.Resolver):
     def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
         """The resolver's tag, remembered per distinct scalar (a big file repeats many)."""
         if kind is not ScalarNode:
-            return super().resolve(kind, value, implicit)
+            return str(super().resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
         key = (kind, value, implicit)
         tag = self._resolved.get(key)
         if tag is None:
-            tag = self._resolved[key] = super().resolve(kind, value, implicit)
+            tag = self._resolved[key] = str(super().resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
         return tag
 
     def _spend(self, count: int, mark: Any) -> None:
@@ -256,11 +257,12 @@ class _Bounded(yaml.composer.Composer, yaml.resolver.Resolver):
             return super().compose_node(parent, index)
         if type(event) is yaml.ScalarEvent and event.anchor is None:  # most nodes: a fast path
             self._spend(1, event.start_mark)
-            self.get_event()
+            self.get_event()  # type: ignore[attr-defined]  # the Parser's, mixed in by the loader
             tag = event.tag
             if tag is None or tag == "!":
                 tag = self.resolve(ScalarNode, event.value, event.implicit)
-            return ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+            start, end = cast(Mark, event.start_mark), cast(Mark, event.end_mark)
+            return ScalarNode(tag, event.value, start, end, event.style)
         self.depth += 1
         if self.depth > MAX_DEPTH:
             raise _Refused(f"nesting deeper than {MAX_DEPTH} levels", event.start_mark)

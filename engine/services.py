@@ -26,10 +26,11 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from engine.attempt import stage_env
-from engine.events import FAILED, FINISHED, LOST, READY, SUCCEEDED, Event, LogLines
+from engine.events import Event, LogLines
 from engine.executors.base import ExecResult
 from engine.probes import LogMatcher, wait_ready
 from engine.spec import Stage
+from engine.status import FAILED, FINISHED, LOST, READY, SUCCEEDED
 
 if TYPE_CHECKING:
     from engine.run import Run

@@ -179,7 +179,7 @@ async def _remote(
         size = os.get_terminal_size(0)
         pty = {"term_type": env.get("TERM", "xterm"), "term_size": (size.columns, size.lines)}
     source = f"sh -c {quote('. ' + quote(path))}"
-    async with conn.create_process(source, encoding=None, **pty) as proc:  # type: ignore[call-overload]
+    async with conn.create_process(source, encoding=None, **pty) as proc:
         with _raw(0) if terminal else contextlib.nullcontext():
             await _bridge(proc)
         result = await proc.wait()

@@ -78,10 +78,11 @@ from watchfiles import Change, watch
 
 from engine import globs, graph
 from engine.errors import PipedeckError
-from engine.events import CANCELLED, FINISHED, RUNNING, Event, RunFinished, StageStatus
+from engine.events import Event, RunFinished, StageStatus
 from engine.ignore import IgnoreRules
 from engine.run import Run, StageState
 from engine.spec import Pipeline
+from engine.status import CANCELLED, FINISHED, RUNNING
 
 STEP_MS = 20  # watchfiles: a quiet gap this long ends a raw batch; it returns this often idle
 RAW_CAP_MS = 50  # watchfiles: longest raw batch (our own log writes must not hold it open)

@@ -321,7 +321,8 @@ def _cache_dir(runner: JobRunner) -> Path:
 
 def _cache_index(folder: Path) -> dict[str, Any]:
     try:
-        return json.loads((folder / "index.json").read_text())
+        index: dict[str, Any] = json.loads((folder / "index.json").read_text())
+        return index
     except (OSError, ValueError):
         return {}
 

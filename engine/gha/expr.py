@@ -341,7 +341,7 @@ def loose_equal(left: Any, right: Any) -> bool:
     kl, kr = _kind(left), _kind(right)
     if kl == kr:
         if kl == "string":
-            return left.casefold() == right.casefold()
+            return bool(left.casefold() == right.casefold())
         if kl == "object":
             return left is right
         if kl == "number":

@@ -642,7 +642,10 @@ class _WorkflowChecker(_Checker):
         job["combos"] = combos
 
     def check_needs_of(
-        self, raw: Mapping[str, dict[str, Any]], needs: Mapping[str, dict[str, Node]], known: set
+        self,
+        raw: Mapping[str, dict[str, Any]],
+        needs: Mapping[str, dict[str, Node]],
+        known: set[str],
     ) -> None:
         edges: dict[str, list[str]] = {}
         for job_id in raw:
