@@ -30,7 +30,7 @@ import os
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from hashlib import sha256
 from pathlib import Path
 from urllib.parse import quote
@@ -76,6 +76,7 @@ class LogStore:
     def __init__(self, root: Path, secrets: Iterable[str] = ()) -> None:
         self.root = Path(root)
         self.masker = Masker(secrets)
+        self._live: dict[tuple[str, str, int], LogWriter] = {}  # writers not finished yet
 
     def _dir(self, run_id: str, stage_id: str) -> Path:
         return self.root / safe_name(run_id) / safe_name(stage_id)
@@ -84,7 +85,17 @@ class LogStore:
         """A writer for a new attempt's log (an existing one is truncated)."""
         folder = self._dir(run_id, stage_id)
         make_dirs(folder, "stage logs")
-        return LogWriter(folder / f"{attempt}.log", folder / f"{attempt}.idx", self.masker)
+        writer = LogWriter(folder / f"{attempt}.log", folder / f"{attempt}.idx", self.masker)
+        key = (run_id, stage_id, attempt)
+        self._live[key] = writer
+        writer.on_finish = lambda: self._live.pop(key, None)
+        return writer
+
+    def partial(self, run_id: str, stage_id: str, attempt: int) -> tuple[str, str] | None:
+        """(stream, text) of the unterminated line an attempt is writing now (test dots, a
+        progress bar), masked; None when there is none. For live views: not stored yet."""
+        writer = self._live.get((run_id, stage_id, attempt))
+        return writer.partial() if writer is not None else None
 
     def reader(self, run_id: str, stage_id: str, attempt: int) -> LogReader:
         """A reader of an attempt's log; empty until the writer has created it."""
@@ -112,9 +123,12 @@ class LogWriter:
         self._size = 0
         self._lines = 0
         self._partial = {stream: bytearray() for stream in STREAMS}
+        self._latest = STREAMS[0]  # the stream fed last
+        self.on_finish: Callable[[], None] | None = None
 
     def feed(self, stream: str, data: bytes) -> list[str]:
         """Store the lines `data` completes; return them masked and decoded, without newlines."""
+        self._latest = stream
         partial = self._partial[stream]
         cut = data.rfind(b"\n") + 1
         lines: list[str] = []
@@ -145,7 +159,19 @@ class LogWriter:
             for file in (self._log, self._index):
                 with contextlib.suppress(OSError):  # flushed after each block: nothing is lost
                     file.close()
+            if self.on_finish is not None:
+                self.on_finish()
         return out
+
+    def partial(self) -> tuple[str, str] | None:
+        """(stream, text) of the unterminated line last fed, masked; its last (longest secret -
+        1) bytes, which could begin a secret, are held back. None when there is none."""
+        for stream in (self._latest, *STREAMS):
+            if self._partial[stream]:
+                masked = self._masker.mask(bytes(self._partial[stream]))
+                shown = masked[: len(masked) - self._keep] if self._keep else masked
+                return (stream, shown.decode("utf-8", "replace")) if shown else None
+        return None
 
     def _store_lines(self, stream: str, block: bytes) -> list[str]:
         """Store `block`, a run of newline-terminated lines."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from textual.app import App, ComposeResult
 
 from engine.logs import LogReader, LogStore
-from tests.tui.conftest import shown
+from tests.tui.conftest import log_of, shown, until
 from tui.widgets.log_view import LogSource, LogView
 
 LINES = 100_000
@@ -72,3 +72,34 @@ async def test_search_scans_the_whole_log_in_a_thread(tmp_path: Path) -> None:
             await pilot.pause(0.05)
         assert view.search.matches == [i - 1 for i in range(99990, 100000)]
         assert shown(view)[view.search.hit - view.scroll_offset.y] == "line 99990"
+
+
+async def test_an_unterminated_line_shows_live_and_then_completes(make_app):
+    app = make_app(
+        "version: 1\nname: dots\nstages:\n  dots:\n    run: |\n"
+        "      echo collected 3 items\n"
+        "      printf 'tests/test_a.py ..'\n"
+        "      until test -f go; do sleep 0.02; done\n"
+        "      printf '.  [100%%]\\n'\n"
+        "      echo done\n"
+    )
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = log_of(app)
+        await until(pilot, lambda: shown(view)[-1:] == ["tests/test_a.py .."], "the live dots")
+        assert view.line_count == 2 and shown(view)[0] == "collected 3 items"
+        (app.run_screen.run.pipeline.workspace / "go").write_text("")
+        await until(pilot, lambda: shown(view)[-2:] == ["tests/test_a.py ...  [100%]", "done"],
+                    "the completed line")  # fmt: skip
+        assert view.line_count == 3
+
+
+def test_the_unterminated_line_is_masked_and_holds_back_what_could_start_a_secret(tmp_path):
+    store = LogStore(tmp_path, secrets=["hunter22"])
+    writer = store.writer("run", "stage", 1)
+    writer.feed("stdout", b"done\npassword: hunter22 and hun")
+    # the last 7 bytes (the secret's length - 1: `and hun` could begin it) are held back
+    assert store.partial("run", "stage", 1) == ("stdout", "password: *** ")
+    writer.feed("stderr", b"progress 50%")
+    assert store.partial("run", "stage", 1) == ("stderr", "progr")
+    writer.finish()
+    assert store.partial("run", "stage", 1) is None

@@ -333,11 +333,11 @@ class RunScreen(LogScreen):
         main, pinned = self.query_one("#log", LogView), self.query_one("#pinned", LogView)
         if dirty.intersection(tree.selected_ids):
             self._show_selected()
-        elif main.stage_id in logs:
-            main.poll()
+        elif main.stage_id in logs or self._is_running(main.stage_id):
+            main.poll()  # a running stage's unterminated line changes without a log event
         if self._pinned in dirty:
             self._show(pinned, self._pinned)
-        elif self._pinned in logs:
+        elif self._pinned in logs or self._is_running(self._pinned):
             pinned.poll()
         self._update_header()
         if self._failure_first:
@@ -350,6 +350,9 @@ class RunScreen(LogScreen):
         if self._quitting and not self.run.running and not self._finishing:
             self._finishing = True
             self._finish()
+
+    def _is_running(self, sid: str | None) -> bool:
+        return sid is not None and self.views[sid].status == RUNNING
 
     def _open_first_failure(self) -> None:
         """Select the stage that failed first and open its log at its first error line."""
@@ -414,8 +417,13 @@ class RunScreen(LogScreen):
         source = None
         if view.has_log:
             run_id = self._log_run.get(sid, self.run.run_id)
+            logs = self.run.logs
             source = LogSource(
-                sid, view.attempt, partial(self.run.logs.reader, run_id, sid, view.attempt), run_id
+                sid,
+                view.attempt,
+                partial(logs.reader, run_id, sid, view.attempt),
+                run_id,
+                partial(logs.partial, run_id, sid, view.attempt),
             )
         title = sid if view.attempt <= 1 else f"{sid} · attempt {view.attempt}"
         state = (

@@ -47,6 +47,8 @@ class LogSource:
     attempt: int
     open: Callable[[], LineReader] = field(compare=False)
     run_id: str = ""
+    partial: Callable[[], tuple[str, str] | None] | None = field(default=None, compare=False)
+    """The unterminated line being written (shown live after the stored ones), if any."""
 
 
 def last_state(line: str) -> str:
@@ -131,7 +133,9 @@ class LogView(ScrollView, can_focus=True):
         self.placeholder = ""
         self.search: Search | None = None
         self._reader: LineReader | None = None
-        self._count = 0
+        self._count = 0  # lines shown: the stored ones and the unterminated one
+        self._stored = 0  # lines in the store
+        self._tail: tuple[str, str] | None = None  # the unterminated line, shown last
         self._max_width = 0
         self._gen = 0  # bumps when rendering inputs change (search, theme)
         self._lines: LRUCache[int, tuple[str, str]] = LRUCache(2048)
@@ -151,6 +155,7 @@ class LogView(ScrollView, can_focus=True):
         self.placeholder = placeholder
         if not same:
             self.source, self._reader, self._count, self._max_width = source, None, 0, 0
+            self._stored, self._tail = 0, None
             self.search = None
             self._lines.clear()
             self._invalidate()
@@ -167,10 +172,16 @@ class LogView(ScrollView, can_focus=True):
         try:
             if self._reader is None:
                 self._reader = self.source.open()
-            count = len(self._reader)
+            stored = len(self._reader)
         except OSError as error:  # not created yet, or unreadable: say so, try again later
             self.placeholder = f"log not readable: {error.strerror or error}"
             return
+        tail = self.source.partial() if self.source.partial is not None else None
+        if tail != self._tail or stored != self._stored:
+            if self._tail is not None:
+                self._forget(self._stored)  # the old unterminated line's row
+            self._stored, self._tail = stored, tail
+        count = stored + (tail is not None)
         if count != self._count:
             self._resize(count)
             if self.search is not None:
@@ -178,6 +189,15 @@ class LogView(ScrollView, can_focus=True):
             self._status_changed()
         if self.follow:
             self._scroll_end()
+
+    def _forget(self, index: int) -> None:
+        """Drop what the caches hold for one line (the unterminated one changed)."""
+        self._lines.discard(index)
+        self._texts.discard((index, self._gen))
+        self._strips.discard((index, self._gen))
+        self._wrapped.clear()
+        self._rows = None
+        self.refresh()
 
     @property
     def line_count(self) -> int:
@@ -223,12 +243,14 @@ class LogView(ScrollView, can_focus=True):
     # -- reading and rendering ----------------------------------------------------------------
 
     def _line(self, index: int) -> tuple[str, str]:
+        if self._tail is not None and index == self._stored:
+            return self._tail
         cached = self._lines.get(index)
         if cached is not None:
             return cached
         assert self._reader is not None
         start = index - index % _BLOCK
-        stop = min(self._count, start + _BLOCK)
+        stop = min(self._stored, start + _BLOCK)
         for offset, item in enumerate(self._reader.lines(start, stop)):
             self._lines[start + offset] = item
         return self._lines.get(index) or ("stdout", "")
@@ -443,8 +465,8 @@ class LogView(ScrollView, can_focus=True):
 
     def _scan(self) -> None:
         search, source = self.search, self.source
-        if search is not None and source is not None and search.scanned < self._count:
-            self._scan_worker(search, source, self._count)
+        if search is not None and source is not None and search.scanned < self._stored:
+            self._scan_worker(search, source, self._stored)
 
     @work(thread=True, exclusive=True, group="log-search", exit_on_error=False)
     def _scan_worker(self, search: Search, source: LogSource, stop: int) -> None:
@@ -469,7 +491,7 @@ class LogView(ScrollView, can_focus=True):
         search.scanned = upto
         if first:
             self.next_match()
-        elif search.from_start and not search.matches and upto >= self._count:
+        elif search.from_start and not search.matches and upto >= self._stored:
             self.action_follow_end()  # nothing matched: the end is where a failure shows
         else:
             self._invalidate()
@@ -503,6 +525,6 @@ class LogView(ScrollView, can_focus=True):
         if self.search is not None:
             s = self.search
             pos = f"{s.current + 1}/" if s.current is not None else ""
-            more = "+" if s.scanned < self._count else ""
+            more = "+" if s.scanned < self._stored else ""
             parts.append(f"{s.label or f'/{s.pattern.pattern}/'} {pos}{len(s.matches)}{more}")
         return " · ".join(parts)
