@@ -81,8 +81,10 @@ class Session:
         run.services.keep_running = self.keep_services
         if self.history:
             from engine.cache import track_run
+            from engine.resources import track_resources
 
-            track_run(run)
+            cache = track_run(run)
+            track_resources(run, cache.history)  # each attempt's CPU and memory (`u`, history)
         if self.on_run is not None:
             self.on_run(run)
         return run

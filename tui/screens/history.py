@@ -23,7 +23,7 @@ from engine.logs import LogStore
 from engine.spec import Pipeline
 from tui.history_cli import format_duration, format_time
 from tui.widgets.log_view import LogSource, LogView
-from tui.widgets.status import ICONS
+from tui.widgets.status import ICONS, format_bytes
 from tui.widgets.timeline import Span, Spans
 
 SPARK_RUNS = 30
@@ -40,6 +40,10 @@ def _label(row: AttemptRow, name: str) -> Text:
     parts = [ICONS.get(row.status, "!"), name, row.status]
     if row.ran and row.duration is not None:
         parts.append(format_duration(row.duration))
+    if row.peak_rss is not None:
+        parts.append(f"peak {format_bytes(row.peak_rss)}")
+    if row.cpu_seconds is not None:
+        parts.append(f"cpu {format_duration(row.cpu_seconds)}")
     note = row.why or row.reason
     return Text("  ".join(parts) + (f"  — {note}" if note else ""))
 

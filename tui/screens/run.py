@@ -40,6 +40,7 @@ from engine.events import (
     RunStarted,
     StageStatus,
 )
+from engine.resources import ResourceMonitor, Usage
 from tui.screens.help import ConfirmScreen, HelpScreen
 from tui.screens.log_screen import LogScreen, SearchBar
 from tui.widgets.estimates import run_estimate, stage_medians
@@ -142,6 +143,13 @@ class RunScreen(LogScreen):
             tooltip="copy the line of the current search match (OSC 52)",
         ),
         Binding("W", "watch", "Watch", show=False, tooltip="toggle watch mode"),
+        Binding(
+            "u",
+            "resources",
+            "Resources",
+            show=False,
+            tooltip="CPU% and memory of each running stage's process tree in the tree",
+        ),
         Binding("D", "dag", "DAG", show=False, tooltip="the stages as a graph, live"),
         Binding(
             "m", "merged", "Merged log", show=False, tooltip="every stage's output interleaved"
@@ -225,6 +233,7 @@ class RunScreen(LogScreen):
         self._failure_first = False  # the run ended failed: show the first failure (in sync)
         self._unsubscribe: Callable[[], None] | None = None
         self.estimate: float | None = None  # the run's usual length, from the history
+        self.resource_columns = False  # `u`: CPU and memory of running stages in the tree
         self.spans = Spans()  # every attempt's queued / running times, for the timeline
         self.arrivals = Arrivals()  # the order log lines arrived in, for the merged log
         self.needs = {sid: stage.needs for sid, stage in run.pipeline.stages.items()}
@@ -325,6 +334,8 @@ class RunScreen(LogScreen):
     def sync(self) -> None:
         """Apply recorded changes to the widgets (called at the frame rate)."""
         tree = self.query_one(StageTree)
+        if self.resource_columns:
+            tree.usage = self._usage()
         tree.tick(self.clock())
         dirty, self._dirty_status = self._dirty_status, set()
         for sid in dirty:
@@ -571,6 +582,19 @@ class RunScreen(LogScreen):
             self.notify("run history is not available in this build", severity="warning")
             return
         self.app.push_screen(HistoryScreen(self.pipeline))
+
+    def action_resources(self) -> None:
+        """Show or hide the CPU and memory columns of running stages."""
+        tree = self.query_one(StageTree)
+        self.resource_columns = not self.resource_columns
+        tree.usage = self._usage() if self.resource_columns else None
+        tree.refresh_all(self.clock())
+        if self.resource_columns and ResourceMonitor.of_run(self.run.run_id) is None:
+            self.notify("this run's stages are not sampled", severity="warning")
+
+    def _usage(self) -> Mapping[str, Usage]:
+        monitor = ResourceMonitor.of_run(self.run.run_id)
+        return monitor.usage if monitor is not None else {}
 
     def action_dag(self) -> None:
         """Open the DAG of the stages; choosing a box shows its log."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from rich.style import Style
@@ -11,6 +12,7 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from engine.events import BAD, FAILED, FINISHED, PENDING, READY, RUNNING, STATUSES, WAITING
+from engine.resources import Usage
 from engine.spec import LOCAL, Pipeline
 from tui.widgets.status import (
     ICONS,
@@ -19,6 +21,7 @@ from tui.widgets.status import (
     STATUS_COLOURS,
     StageView,
     format_attempt,
+    format_bytes,
     format_duration,
     summary_status,
 )
@@ -67,6 +70,7 @@ class StageTree(Tree[str]):
         self._name_width: dict[str, int] = {}  # node key -> name column width (aligns durations)
         self._clock_now = 0.0
         self.estimates: dict[str, float] = {}  # stage id -> its usual duration (history median)
+        self.usage: Mapping[str, Usage] | None = None  # CPU and memory columns (`u`): on when set
         self._add_nodes()
 
     def _add_nodes(self) -> None:
@@ -169,6 +173,9 @@ class StageTree(Tree[str]):
             (f"{dur:>6}" if dur else "", "column"),
             (format_attempt(view.attempt, stage.retries), f"stage-tree--{status}"),
         ]
+        usage = self.usage.get(key) if self.usage is not None else None
+        if usage is not None and view.status == RUNNING:
+            parts.append((f"{usage.cpu_percent:3.0f}% {format_bytes(usage.rss)}", "usage"))
         if view.status == PENDING:
             waiting = [n for n in stage.needs if self.views[n].status not in FINISHED]
             names = dict.fromkeys(self.pipeline.stages[n].name for n in waiting)
@@ -209,7 +216,7 @@ class StageTree(Tree[str]):
         for index, (part, component) in enumerate(parts):
             if index >= must and room > 0 and text.cell_len + 1 + len(part) > room:
                 break
-            dim = component in ("dim", "column")
+            dim = component in ("dim", "column", "usage")
             text.append(f" {part}", self._style("stage-tree--dim" if dim else component))
         return text
 

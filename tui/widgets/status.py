@@ -129,6 +129,17 @@ def format_duration(seconds: float | None) -> str:
     return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
+def format_bytes(size: int | None) -> str:
+    """`512K`, `140M`, `1.2G`; empty when unknown."""
+    if size is None:
+        return ""
+    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if size >= scale:
+            value = size / scale
+            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
+    return f"{size}B"
+
+
 def format_attempt(attempt: int, retries: int) -> str:
     """`2/3` while within the retries, `#4` for later reruns, empty for a first attempt."""
     if attempt <= 1:
