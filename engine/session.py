@@ -85,6 +85,9 @@ class Session:
 
             cache = track_run(run)
             track_resources(run, cache.history)  # each attempt's CPU and memory (`u`, history)
+        from engine.trace import subscribe_otel
+
+        subscribe_otel(run)  # one OTLP trace per run when OTEL_EXPORTER_OTLP_ENDPOINT is set
         if self.on_run is not None:
             self.on_run(run)
         return run

@@ -111,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--watch", action="store_true", help="keep running on file changes")
     run.add_argument("--format", choices=("plain", "json"), default="plain")
     run.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
+    run.add_argument(
+        "--trace", type=Path, metavar="FILE", help="write the run as Chrome Trace Event JSON"
+    )
     no_cache_arg(run)
     force_arg(run)
     run.add_argument(
@@ -310,6 +313,10 @@ def _run(pipeline: Pipeline, args: argparse.Namespace) -> int:
     _check_stages(pipeline, args.force, "--force")
     if args.junit:
         _check_writable_file(args.junit, "--junit")
+    if args.trace:
+        _check_writable_file(args.trace, "--trace")
+    if args.trace:
+        _check_writable_file(args.trace, "--trace")
     sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]
     import asyncio  # here, not at the top: it costs `pipedeck --help` a third of its time
 
@@ -331,6 +338,10 @@ def _reporter(args: argparse.Namespace, run: Run) -> None:
         run.subscribe(PlainReporter(sys.stdout, color=color, logs=run.logs, pipeline=run.pipeline))
     if args.junit:
         run.subscribe(JUnitWriter(args.junit, run.pipeline.name, run.logs))
+    if args.trace:
+        from engine.trace import ChromeTrace
+
+        run.subscribe(ChromeTrace(args.trace, run.pipeline.name))
 
 
 async def _run_async(pipeline: Pipeline, args: argparse.Namespace) -> int:
