@@ -1,4 +1,4 @@
-"""Regenerate the run-screen screenshots in this folder (SVG, and PNG when rsvg-convert exists).
+"""Regenerate the TUI screenshots in this folder (SVG, and PNG when rsvg-convert exists).
 
     .venv/bin/python docs/screenshots/generate.py
 
@@ -22,17 +22,30 @@ from tests.tui.replay import T0, scenario  # noqa: E402
 from tui.app import PipedeckApp  # noqa: E402
 from tui.widgets.stage_tree import StageTree  # noqa: E402
 
-SHOTS = [  # (file stem, scenario, clock offset, stage to select, search, theme, size)
-    ("run-dark", "mid_run", 9.0, "test[python=3.12]", "", "textual-dark", (160, 48)),
-    ("run-light", "mid_run", 9.0, "test[python=3.12]", "", "textual-light", (160, 48)),
-    ("run-80x24", "failed", 13.0, "test[python=3.12]", "", "textual-dark", (80, 24)),
-    ("search-80x24-light", "failed", 13.0, "lint", "error", "textual-light", (80, 24)),
-    ("manual-80x24", "manual_waiting", 19.6, "deploy", "", "textual-dark", (80, 24)),
+SHOTS = [  # (file stem, scenario, clock offset, stage to select, search, theme, size, view key)
+    ("run-dark", "mid_run", 9.0, "test[python=3.12]", "", "textual-dark", (160, 48), ""),
+    ("run-light", "mid_run", 9.0, "test[python=3.12]", "", "textual-light", (160, 48), ""),
+    ("run-80x24", "failed", 13.0, "test[python=3.12]", "", "textual-dark", (80, 24), ""),
+    ("search-80x24-light", "failed", 13.0, "lint", "error", "textual-light", (80, 24), ""),
+    ("manual-80x24", "manual_waiting", 19.6, "deploy", "", "textual-dark", (80, 24), ""),
+    ("timeline-dark", "mid_run", 9.0, "lint", "", "textual-dark", (160, 48), "T"),
+    ("timeline-80x24-light", "mid_run", 9.0, "lint", "", "textual-light", (80, 24), "T"),
+    ("dag-dark", "failed", 13.0, "test[python=3.12]", "", "textual-dark", (160, 48), "D"),
+    ("dag-80x24-light", "failed", 13.0, "lint", "", "textual-light", (80, 24), "D"),
+    ("merged-dark", "mid_run", 9.0, "lint", "", "textual-dark", (160, 48), "m"),
+    ("merged-80x24-light", "mid_run", 9.0, "lint", "", "textual-light", (80, 24), "m"),
 ]
 
 
 async def shoot(
-    stem: str, name: str, at: float, stage: str, search: str, theme: str, size: tuple[int, int]
+    stem: str,
+    name: str,
+    at: float,
+    stage: str,
+    search: str,
+    theme: str,
+    size: tuple[int, int],
+    key: str,
 ) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         app = PipedeckApp(scenario(Path(tmp), name), clock=lambda: T0 + at)  # type: ignore[arg-type]
@@ -48,6 +61,9 @@ async def shoot(
                 screen.query_one(StageTree).focus()
             screen.sync()
             await pilot.pause(0.2)
+            if key:  # a view: T, D or m
+                await pilot.press(key)
+                await pilot.pause(0.4)
             return Path(app.save_screenshot(f"{stem}.svg", str(HERE)))
 
 

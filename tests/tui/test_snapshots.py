@@ -81,3 +81,48 @@ def test_hosts_bar(snap_compare, tmp_path):
     """Two SSH hosts: one connected, one failed with its reason, in the bar under the header."""
     app = replay_app(tmp_path, "remote")
     assert snap_compare(app, terminal_size=(80, 24), run_before=select("build"))
+
+
+THEMES = [pytest.param("textual-dark", id="dark"), pytest.param("textual-light", id="light")]
+
+
+def open_view(key: str, theme: str, stage: str = "test[python=3.12]"):
+    """A `run_before` that applies the theme, waits for the replay and opens a view."""
+    ready = select(stage)
+
+    async def run_before(pilot: Pilot[int]) -> None:
+        pilot.app.theme = theme
+        await ready(pilot)
+        if key:
+            await pilot.press(key)
+            await pilot.pause(0.3)
+
+    return run_before
+
+
+@pytest.mark.parametrize("theme", THEMES)
+@pytest.mark.parametrize("size", SIZES)
+def test_run_screen_themes(snap_compare, tmp_path, size, theme):
+    app = replay_app(tmp_path, "mid_run")
+    assert snap_compare(app, terminal_size=size, run_before=open_view("", theme))
+
+
+@pytest.mark.parametrize("theme", THEMES)
+@pytest.mark.parametrize("size", SIZES)
+def test_timeline(snap_compare, tmp_path, size, theme):
+    app = replay_app(tmp_path, "mid_run")
+    assert snap_compare(app, terminal_size=size, run_before=open_view("T", theme))
+
+
+@pytest.mark.parametrize("theme", THEMES)
+@pytest.mark.parametrize("size", SIZES)
+def test_dag(snap_compare, tmp_path, size, theme):
+    app = replay_app(tmp_path, "failed")
+    assert snap_compare(app, terminal_size=size, run_before=open_view("D", theme))
+
+
+@pytest.mark.parametrize("theme", THEMES)
+@pytest.mark.parametrize("size", SIZES)
+def test_merged_log(snap_compare, tmp_path, size, theme):
+    app = replay_app(tmp_path, "mid_run")
+    assert snap_compare(app, terminal_size=size, run_before=open_view("m", theme))

@@ -52,8 +52,8 @@ class TimelineScreen(Screen[None]):
         yield Static(id="timeline-title")
         yield Timeline(self.spans, self.needs, self.clock(), id="timeline")
         yield Static(
-            f"{QUEUED_CELL} queued   {RUN_CELL} running / ran (status colour)   "
-            f"{CRITICAL} critical path   j/k scroll · esc back",
+            f"{QUEUED_CELL} queued  {RUN_CELL} ran (status colour)  {CRITICAL} critical path"
+            "  j/k scroll",
             id="timeline-legend",
         )
         yield Footer()
