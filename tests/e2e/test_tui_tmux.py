@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -169,3 +170,67 @@ def test_keys_typed_at_once_after_slash_are_the_search(tmux: Tmux, tmp_path: Pat
     assert "no search" not in screen
     tmux.keys("q")
     tmux.wait(lambda s: "PIPEDECK-EXIT=" in s, "pipedeck to exit")
+
+
+VIEWS = """\
+version: 1
+name: e2e-views
+stages:
+  setup:
+    run: echo ready
+  unit:
+    needs: [setup]
+    run: |
+      echo "collected 3 items"
+      echo "E   assert 1 == 2"
+      echo "FAILED tests/test_a.py::test_three - assert 1 == 2"
+      exit 1
+  busy:
+    needs: [setup]
+    run: |
+      python3 -c "
+      import pathlib
+      block = bytearray(48 * 1024 * 1024)
+      while not pathlib.Path('go').exists():
+          sum(range(20000))
+      "
+"""
+
+
+def test_views_resources_and_failure_first(tmux: Tmux, tmp_path: Path) -> None:
+    """T, D, m open and Esc closes them; u shows CPU and memory; the failed run opens its
+    first failure at the first error line."""
+    start_ui(tmux, tmp_path, VIEWS)
+    tmux.wait(lambda s: "▶ busy" in s and "✘ unit" in s, "busy to run and unit to fail")
+
+    tmux.keys("u")
+    screen = tmux.wait(lambda s: re.search(r"▶ busy .*\d+% \d+M", s) is not None, "u columns")
+    assert int(re.search(r"▶ busy .*?(\d+)M", screen)[1]) >= 48  # type: ignore[index]
+
+    tmux.keys("T")
+    screen = tmux.wait(lambda s: "critical path:" in s, "the timeline")
+    assert "█" in line_with(screen, "✘ unit") and "█" in line_with(screen, "▶ busy")
+    tmux.keys("Escape")
+    tmux.wait(lambda s: "critical path:" not in s and "▶ busy" in s, "back to the run")
+
+    tmux.keys("m")
+    screen = tmux.wait(lambda s: "merged log" in s, "the merged log")
+    assert "│ collected 3 items" in line_with(screen, "collected 3 items")
+    assert line_with(screen, "collected 3 items").lstrip("│ ").startswith("unit")
+    tmux.keys("Escape")
+    tmux.wait(lambda s: "merged log" not in s, "back from the merged log")
+
+    tmux.keys("D")
+    screen = tmux.wait(lambda s: "enter opens the log" in s, "the DAG")
+    assert "✔ setup" in screen and "✘ unit" in screen and "▶ busy" in screen and "╭" in screen
+    tmux.keys("Escape")
+    tmux.wait(lambda s: "enter opens the log" not in s, "back from the DAG")
+
+    (tmp_path / "go").write_text("")
+    screen = tmux.wait(lambda s: "errors 1/2" in s, "failure first")
+    assert "unit · failed" in screen
+    tmux.keys("e")
+    tmux.wait(lambda s: "errors 2/2" in s, "e: the next error")
+    tmux.keys("q")
+    screen = tmux.wait(lambda s: "PIPEDECK-EXIT=1" in s, "pipedeck to exit with 1")
+    assert "Traceback" not in screen
