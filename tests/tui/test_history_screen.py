@@ -135,6 +135,11 @@ async def test_j_k_move_T_shows_the_runs_timeline_and_one_run_has_no_chart(tmp_p
         runs = screen.query_one("#runs", DataTable)
         await until(pilot, lambda: runs.row_count == 2, "two runs listed")
         assert screen.run_id == second
+        # at 80x24 every column of the runs and metrics tables fits: no sideways scrolling
+        for table in (runs, screen.query_one("#metrics", DataTable)):
+            width = sum(col.get_render_width(table) for col in table.columns.values())
+            assert width <= table.scrollable_content_region.width, table.id
+        assert runs.get_row_at(0)[0] == second.rsplit("-", 1)[1]  # the short id
         await pilot.press("j")
         await until(pilot, lambda: screen.run_id == first, "j moved to the older run")
         await pilot.press("k")

@@ -27,6 +27,7 @@ from tui.widgets.status import ICONS, format_bytes
 from tui.widgets.timeline import Span, Spans
 
 SPARK_RUNS = 30
+NARROW = 120  # below this many columns the runs table shows short run ids and status icons
 StageKey = tuple[str, int]  # (stage id, attempt)
 
 
@@ -59,6 +60,7 @@ class HistoryScreen(Screen[None]):
 
     DEFAULT_CSS = """
     HistoryScreen #history-left { width: 52%; }
+    HistoryScreen.-narrow #history-left { width: 60%; }
     HistoryScreen #runs { height: 1fr; border: round $panel-lighten-2; }
     HistoryScreen #stages { height: 1fr; border: round $panel-lighten-2; }
     HistoryScreen #runs:focus, HistoryScreen #stages:focus { border: round $accent; }
@@ -107,8 +109,11 @@ class HistoryScreen(Screen[None]):
     def on_mount(self) -> None:
         runs = self.query_one("#runs", DataTable)
         runs.border_title = f"History of {self.pipeline.name}"
-        runs.add_columns("RUN", "STATUS", "STARTED", "DURATION", "TRIGGER")
-        self.query_one("#metrics", DataTable).add_columns("METRIC", "VALUE", "PREVIOUS", "CHANGE")
+        narrow = self.app.size.width < NARROW
+        wide = ("METRIC", "VALUE", "PREVIOUS", "CHANGE")
+        self.query_one("#metrics", DataTable).add_columns(
+            *(("METRIC", "NOW", "WAS", "Δ") if narrow else wide)
+        )
         tree = self.query_one("#stages", Tree)
         tree.show_root = False
         tree.border_title = "Stages"
@@ -125,11 +130,18 @@ class HistoryScreen(Screen[None]):
         self.history.mark_interrupted()
         table = self.query_one("#runs", DataTable)
         keep = self.run_id
-        table.clear()
+        narrow = self.app.size.width < NARROW  # short ids, icons, minutes: every column fits
+        self.set_class(narrow, "-narrow")
+        table.clear(columns=True)
+        table.add_columns(*(("RUN", "", "STARTED", "TOOK", "TRIGGER") if narrow else
+                            ("RUN", "STATUS", "STARTED", "DURATION", "TRIGGER")))  # fmt: skip
         for run in self.history.runs(limit=200):
-            table.add_row(run.run_id, f"{ICONS.get(run.status, '!')} {run.status}",
-                          format_time(run.started)[5:], format_duration(run.duration),
-                          run.trigger or "-", key=run.run_id)  # fmt: skip
+            icon = ICONS.get(run.status, "!")
+            table.add_row(run.run_id.rsplit("-", 1)[-1] if narrow else run.run_id,
+                          icon if narrow else f"{icon} {run.status}",
+                          format_time(run.started)[5:16 if narrow else None],
+                          format_duration(run.duration), run.trigger or "-",
+                          key=run.run_id)  # fmt: skip
         if not table.row_count:
             self.query_one("#log", LogView).show(None, self.problem)
             return
