@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 
 from textual.app import App, ComposeResult
+from textual.geometry import Offset
+from textual.selection import Selection
 
 from engine.logs import LogReader, LogStore
 from tests.tui.conftest import log_of, shown, until
@@ -103,3 +105,29 @@ def test_the_unterminated_line_is_masked_and_holds_back_what_could_start_a_secre
     assert store.partial("run", "stage", 1) == ("stderr", "progr")
     writer.finish()
     assert store.partial("run", "stage", 1) is None
+
+
+async def test_the_mouse_selects_log_text_and_M_lets_the_terminal_have_it(make_app):
+    app = make_app(
+        "version: 1\nname: sel\nstages:\n  talk:\n    run: |\n"
+        "      echo alpha one\n      echo beta two\n      echo gamma three\n"
+    )
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = log_of(app)
+        await until(pilot, lambda: view.line_count == 3, "three lines")
+        await pilot.pause(0.1)
+        # drag from `one` on the first line to `two` on the second (+1: the border)
+        await pilot.mouse_down(view, offset=(7, 1))
+        await pilot.hover(view, offset=(9, 2))
+        await pilot.mouse_up(view, offset=(9, 2))
+        await pilot.pause(0.1)
+        assert app.screen.get_selected_text() == "one\nbeta two"
+        chosen = view.render_line(1)
+        assert any(seg.style and seg.style.bgcolor for seg in chosen if "beta" in seg.text)
+        assert view.get_selection(Selection(Offset(0, 2), Offset(5, 2))) == ("gamma", "\n")
+        assert app.run_screen.mouse_captured
+        await pilot.press("M")
+        assert not app.run_screen.mouse_captured
+        assert any("mouse off" in n.message for n in app._notifications)
+        await pilot.press("M")
+        assert app.run_screen.mouse_captured

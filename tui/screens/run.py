@@ -150,6 +150,13 @@ class RunScreen(LogScreen):
             show=False,
             tooltip="CPU% and memory of each running stage's process tree in the tree",
         ),
+        Binding(
+            "M",
+            "mouse",
+            "Mouse",
+            show=False,
+            tooltip="give the mouse to the terminal (its selection and scroll), or take it back",
+        ),
         Binding("D", "dag", "DAG", show=False, tooltip="the stages as a graph, live"),
         Binding(
             "m", "merged", "Merged log", show=False, tooltip="every stage's output interleaved"
@@ -234,6 +241,7 @@ class RunScreen(LogScreen):
         self._unsubscribe: Callable[[], None] | None = None
         self.estimate: float | None = None  # the run's usual length, from the history
         self.resource_columns = False  # `u`: CPU and memory of running stages in the tree
+        self.mouse_captured = True  # `M` lets the terminal have the mouse
         self.spans = Spans()  # every attempt's queued / running times, for the timeline
         self.arrivals = Arrivals()  # the order log lines arrived in, for the merged log
         self.needs = {sid: stage.needs for sid, stage in run.pipeline.stages.items()}
@@ -582,6 +590,20 @@ class RunScreen(LogScreen):
             self.notify("run history is not available in this build", severity="warning")
             return
         self.app.push_screen(HistoryScreen(self.pipeline))
+
+    def action_mouse(self) -> None:
+        """Stop or restart capturing the mouse, so the terminal's own selection works."""
+        self.mouse_captured = not self.mouse_captured
+        driver = self.app._driver
+        name = "_enable_mouse_support" if self.mouse_captured else "_disable_mouse_support"
+        switch = getattr(driver, name, None)  # terminal drivers have it; headless ones don't
+        if switch is not None:
+            switch()
+        self.notify(
+            "mouse on: click selects, drag selects log text"
+            if self.mouse_captured
+            else "mouse off: the terminal selects and scrolls; M takes the mouse back"
+        )
 
     def action_resources(self) -> None:
         """Show or hide the CPU and memory columns of running stages."""

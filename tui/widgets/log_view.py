@@ -19,10 +19,11 @@ from rich.text import Text
 from textual import work
 from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
-from textual.geometry import Size
+from textual.geometry import Offset, Size
 from textual.markup import escape
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
+from textual.selection import Selection
 from textual.strip import Strip
 from textual.worker import get_current_worker
 
@@ -30,6 +31,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;:?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\
 _SPECIAL = re.compile(r"[\x00-\x1f\x7f]")  # escapes, \r, tabs: lines that need parsing
 _SCAN_CHUNK = 20_000  # lines per read while searching
 _BLOCK = 64  # lines per read while rendering
+SELECT_LIMIT = 100_000  # lines a mouse selection copies at most
 
 
 class LineReader(Protocol):
@@ -94,7 +96,10 @@ class Search:
 
 
 class LogView(ScrollView, can_focus=True):
-    """Shows one stage's log; follows new output; searches, wraps, copies."""
+    """Shows one stage's log; follows new output; searches, wraps, copies; the mouse selects
+    text (without wrap)."""
+
+    ALLOW_SELECT = True
 
     DEFAULT_CSS = """
     LogView {
@@ -370,7 +375,36 @@ class LogView(ScrollView, can_focus=True):
         if index >= self._count:
             return Strip.blank(width, style)
         x = self.scroll_offset.x
-        return self._strip(index).crop_extend(x, x + width, style)
+        strip = self._strip(index)
+        selection = self.text_selection
+        span = selection.get_span(index) if selection is not None else None
+        if span is not None:  # the mouse selection, in the screen's selection style
+            start, end = span
+            end = strip.cell_length if end == -1 else end
+            chosen = self.screen.get_component_rich_style("screen--selection")
+            strip = Strip.join([strip.crop(0, start), strip.crop(start, end).apply_style(chosen),
+                                strip.crop(end, strip.cell_length)])  # fmt: skip
+        return strip.crop_extend(x, x + width, style).apply_offsets(x, index)
+
+    # -- mouse selection ------------------------------------------------------------------------
+
+    def get_selection(self, selection: Selection) -> tuple[str, str] | None:
+        """The text under the mouse selection (lines read from the store, at most
+        `SELECT_LIMIT`)."""
+        if self._reader is None or self.wrap:
+            return None
+        first = selection.start.y if selection.start is not None else 0
+        last = selection.end.y if selection.end is not None else self._count - 1
+        last = min(last, first + SELECT_LIMIT - 1, self._count - 1)
+        lines = [plain(self._line(i)[1]) for i in range(first, last + 1)]
+        shifted = Selection(
+            None if selection.start is None else selection.start - Offset(0, first),
+            None if selection.end is None else selection.end - Offset(0, first),
+        )
+        return shifted.extract("\n".join(lines)), "\n"
+
+    def selection_updated(self, selection: Selection | None) -> None:
+        self.refresh()
 
     # -- follow, wrap, scrolling --------------------------------------------------------------
 
