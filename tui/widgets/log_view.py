@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 from rich.cells import cell_len
+from rich.color import Color
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -274,9 +275,21 @@ class LogView(ScrollView, can_focus=True):
             )
             if "\t" in line:
                 text.expand_tabs(8)
+            gutter = self._gutter(index)
+            if gutter is not None:
+                text.stylize(gutter[1], 0, gutter[0])
             self._highlight(index, text)
             self._texts[key] = text
         return text
+
+    def _gutter(self, index: int) -> tuple[int, Style] | None:
+        """(cells, style) of the line's prefix when the reader colours one (the merged log's
+        stage names): plain text in the store, coloured here without parsing escapes."""
+        gutter = getattr(self._reader, "gutter", 0)
+        if not gutter or index >= self._stored:
+            return None
+        colour = self._reader.gutter_colour(index)  # type: ignore[union-attr]
+        return gutter, Style(color=Color.from_ansi(colour))
 
     def _highlight(self, index: int, text: Text) -> None:
         search = self.search
@@ -314,7 +327,13 @@ class LogView(ScrollView, can_focus=True):
                     if stream == "stderr"
                     else (self._style())
                 )
-                strip = Strip([Segment(raw, style)], cell_len(raw))
+                gutter = self._gutter(index)
+                segments = (
+                    [Segment(raw[: gutter[0]], style + gutter[1]), Segment(raw[gutter[0] :], style)]
+                    if gutter is not None
+                    else [Segment(raw, style)]
+                )
+                strip = Strip(segments, cell_len(raw))
             else:
                 strip = self._render(self._text(index))
             self._strips[key] = strip

@@ -59,8 +59,8 @@ class Arrivals:
 class MergedReader:
     """A `LineReader` over the arrivals of the stages `keep` accepts (all when None).
 
-    Each line is prefixed with its stage in that stage's colour (an ANSI escape the log view
-    parses); search and copy see `stage │ text`.
+    Each line is prefixed with its stage (`stage │ text`: what search and copy see); the log
+    view colours the first `gutter` cells with `gutter_colour(line)`, the stage's colour.
     """
 
     def __init__(
@@ -76,6 +76,7 @@ class MergedReader:
         names = list(stages)
         longest = max((len(short_id(n)) for n in names), default=4)
         self.width = min(longest + 2, 20)  # 2: room for an attempt, `#2`
+        self.gutter = self.width + 3  # the prefix: the name, then ` │ `
         self._colour = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
         self._readers: dict[int, LineReader] = {}
         self._chunks = array("Q")  # the accepted chunks, by index into the arrivals
@@ -113,8 +114,14 @@ class MergedReader:
         if len(name) > self.width:  # keep both ends: the stage and the matrix values differ
             half = (self.width - 1) // 2
             name = f"{name[:half]}…{name[len(name) - (self.width - 1 - half) :]}"
-        colour = self._colour.get(stage, PALETTE[hash(stage) % len(PALETTE)])
-        return f"\x1b[38;5;{colour}m{name:<{self.width}}\x1b[0m │ "
+        return f"{name:<{self.width}} │ "
+
+    def gutter_colour(self, index: int) -> int:
+        """The 256-colour number of merged line `index`'s stage."""
+        self._sync()
+        chunk = self._chunks[bisect_right(self._totals, index)]
+        stage = self.arrivals.keys[self.arrivals.chunk_key[chunk]][1]
+        return self._colour.get(stage, PALETTE[sum(map(ord, stage)) % len(PALETTE)])
 
     def lines(self, start: int, stop: int) -> list[tuple[str, str]]:
         """Merged lines start..stop-1 (clamped) as (stream, prefixed text)."""
