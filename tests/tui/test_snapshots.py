@@ -86,12 +86,11 @@ def test_hosts_bar(snap_compare, tmp_path):
 THEMES = [pytest.param("textual-dark", id="dark"), pytest.param("textual-light", id="light")]
 
 
-def open_view(key: str, theme: str, stage: str = "test[python=3.12]"):
-    """A `run_before` that applies the theme, waits for the replay and opens a view."""
+def open_view(key: str, stage: str = "test[python=3.12]"):
+    """A `run_before` that waits for the replay and opens a view."""
     ready = select(stage)
 
     async def run_before(pilot: Pilot[int]) -> None:
-        pilot.app.theme = theme
         await ready(pilot)
         if key:
             await pilot.press(key)
@@ -104,25 +103,29 @@ def open_view(key: str, theme: str, stage: str = "test[python=3.12]"):
 @pytest.mark.parametrize("size", SIZES)
 def test_run_screen_themes(snap_compare, tmp_path, size, theme):
     app = replay_app(tmp_path, "mid_run")
-    assert snap_compare(app, terminal_size=size, run_before=open_view("", theme))
+    app.theme = theme  # before it runs: every widget draws in it from the start
+    assert snap_compare(app, terminal_size=size, run_before=open_view(""))
 
 
 @pytest.mark.parametrize("theme", THEMES)
 @pytest.mark.parametrize("size", SIZES)
 def test_timeline(snap_compare, tmp_path, size, theme):
     app = replay_app(tmp_path, "mid_run")
-    assert snap_compare(app, terminal_size=size, run_before=open_view("T", theme))
+    app.theme = theme
+    assert snap_compare(app, terminal_size=size, run_before=open_view("T"))
 
 
 @pytest.mark.parametrize("theme", THEMES)
 @pytest.mark.parametrize("size", SIZES)
 def test_dag(snap_compare, tmp_path, size, theme):
     app = replay_app(tmp_path, "failed")
-    assert snap_compare(app, terminal_size=size, run_before=open_view("D", theme))
+    app.theme = theme
+    assert snap_compare(app, terminal_size=size, run_before=open_view("D"))
 
 
 @pytest.mark.parametrize("theme", THEMES)
 @pytest.mark.parametrize("size", SIZES)
 def test_merged_log(snap_compare, tmp_path, size, theme):
     app = replay_app(tmp_path, "mid_run")
-    assert snap_compare(app, terminal_size=size, run_before=open_view("m", theme))
+    app.theme = theme
+    assert snap_compare(app, terminal_size=size, run_before=open_view("m"))
