@@ -172,19 +172,9 @@ def test_keys_typed_at_once_after_slash_are_the_search(tmux: Tmux, tmp_path: Pat
     tmux.wait(lambda s: "PIPEDECK-EXIT=" in s, "pipedeck to exit")
 
 
-VIEWS = """\
-version: 1
-name: e2e-views
-stages:
-  setup:
-    run: echo ready
-  unit:
-    needs: [setup]
-    run: |
-      echo "collected 3 items"
-      echo "E   assert 1 == 2"
-      echo "FAILED tests/test_a.py::test_three - assert 1 == 2"
-      exit 1
+VIEWS = (
+    FAILING.replace("e2e-fail", "e2e-views")
+    + """\
   busy:
     needs: [setup]
     run: |
@@ -195,6 +185,7 @@ stages:
           sum(range(20000))
       "
 """
+)
 
 
 def test_views_resources_and_failure_first(tmux: Tmux, tmp_path: Path) -> None:

@@ -99,33 +99,19 @@ def open_view(key: str, stage: str = "test[python=3.12]"):
     return run_before
 
 
+VIEWS = [  # (key, replay scenario)
+    pytest.param("", "mid_run", id="run"),
+    pytest.param("T", "mid_run", id="timeline"),
+    pytest.param("D", "failed", id="dag"),
+    pytest.param("m", "mid_run", id="merged"),
+]
+
+
 @pytest.mark.parametrize("theme", THEMES)
 @pytest.mark.parametrize("size", SIZES)
-def test_run_screen_themes(snap_compare, tmp_path, size, theme):
-    app = replay_app(tmp_path, "mid_run")
+@pytest.mark.parametrize(("key", "scenario"), VIEWS)
+def test_view(snap_compare, tmp_path, key, scenario, size, theme):
+    """The run screen, the timeline (T), the DAG (D) and the merged log (m) over a recorded run."""
+    app = replay_app(tmp_path, scenario)
     app.theme = theme  # before it runs: every widget draws in it from the start
-    assert snap_compare(app, terminal_size=size, run_before=open_view(""))
-
-
-@pytest.mark.parametrize("theme", THEMES)
-@pytest.mark.parametrize("size", SIZES)
-def test_timeline(snap_compare, tmp_path, size, theme):
-    app = replay_app(tmp_path, "mid_run")
-    app.theme = theme
-    assert snap_compare(app, terminal_size=size, run_before=open_view("T"))
-
-
-@pytest.mark.parametrize("theme", THEMES)
-@pytest.mark.parametrize("size", SIZES)
-def test_dag(snap_compare, tmp_path, size, theme):
-    app = replay_app(tmp_path, "failed")
-    app.theme = theme
-    assert snap_compare(app, terminal_size=size, run_before=open_view("D"))
-
-
-@pytest.mark.parametrize("theme", THEMES)
-@pytest.mark.parametrize("size", SIZES)
-def test_merged_log(snap_compare, tmp_path, size, theme):
-    app = replay_app(tmp_path, "mid_run")
-    app.theme = theme
-    assert snap_compare(app, terminal_size=size, run_before=open_view("m"))
+    assert snap_compare(app, terminal_size=size, run_before=open_view(key))
