@@ -88,8 +88,11 @@ class LogStore:
         writer = LogWriter(folder / f"{attempt}.log", folder / f"{attempt}.idx", self.masker)
         key = (run_id, stage_id, attempt)
         self._live[key] = writer
-        writer.on_finish = lambda: self._live.pop(key, None)
+        writer.on_finish = lambda: self._forget(key)
         return writer
+
+    def _forget(self, key: tuple[str, str, int]) -> None:
+        self._live.pop(key, None)
 
     def partial(self, run_id: str, stage_id: str, attempt: int) -> tuple[str, str] | None:
         """(stream, text) of the unterminated line an attempt is writing now (test dots, a
