@@ -19,14 +19,16 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar
 
-from engine.events import FINISHED, RUNNING, Event, StageStatus
+from engine.events import Event, StageStatus
+from engine.status import FINISHED, RUNNING
 
 if TYPE_CHECKING:
     import psutil
 
     from engine.history import History
+    from engine.run import Run
 
 INTERVAL = 1.0
 AttemptKey = tuple[str, int]  # (stage id, attempt)
@@ -41,14 +43,6 @@ class Usage:
     peak_rss: int  # the most it held at any sample
     cpu_seconds: float  # user + system time used so far
     processes: int
-
-
-class Observed(Protocol):
-    """What the monitor needs of a run."""
-
-    run_id: str
-
-    def subscribe(self, fn: object) -> object: ...
 
 
 class ResourceMonitor:
@@ -190,7 +184,7 @@ def _stage_processes(run_id: str, active: dict[str, int]) -> dict[str, list[psut
     return found
 
 
-def track_resources(run: Observed, history: History | None = None) -> ResourceMonitor:
+def track_resources(run: Run, history: History | None = None) -> ResourceMonitor:
     """Sample `run`'s stages while they run; record each attempt's totals in `history`."""
     monitor = ResourceMonitor(run.run_id, history)
     run.subscribe(monitor.on_event)

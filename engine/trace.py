@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.events import (
+from engine.events import Event, RunFinished, RunStarted, StageStatus
+from engine.status import (
     CACHED,
     CANCELLED,
     FAILED,
@@ -33,10 +34,6 @@ from engine.events import (
     SKIPPED,
     SUCCEEDED,
     TIMED_OUT,
-    Event,
-    RunFinished,
-    RunStarted,
-    StageStatus,
 )
 
 if TYPE_CHECKING:
@@ -113,7 +110,9 @@ class ChromeTrace:
             self._span(self._row(event.stage), event.stage, event.status, times["started"],
                        event.ts, {k: v for k, v in args.items() if v is not None})  # fmt: skip
 
-    def _span(self, tid: int, name: str, cat: str, start: float, end: float, args: dict) -> None:
+    def _span(
+        self, tid: int, name: str, cat: str, start: float, end: float, args: dict[str, Any]
+    ) -> None:
         self.events.append({"ph": "X", "name": name, "cat": cat, "pid": 1, "tid": tid,
                             "ts": _micros(start), "dur": max(0, _micros(end) - _micros(start)),
                             "args": args})  # fmt: skip
