@@ -3,12 +3,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean constraints
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml .ci/constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c .ci/constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+constraints: $(STAMP)  # pin what a fresh machine gets to what is installed here
+	{ head -n 2 .ci/constraints.txt; $(PY) -m pip freeze --exclude-editable; } > .ci/constraints.new
+	mv .ci/constraints.new .ci/constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache sample_pipelines/.pipedeck
