@@ -450,7 +450,8 @@ class RunScreen(LogScreen):
             if view.status not in FINISHED or not view.reason
             else (f"{view.status}: {view.reason}")
         )
-        log.border_title = escape(f"{title} · {state}")
+        job = f" · {view.host} {view.job}" if view.job else ""  # `cluster #1234 @node1`
+        log.border_title = escape(f"{title} · {state}{job}")
         log.show(source, _placeholder(sid, view))
 
     @property

@@ -180,7 +180,11 @@ class StageTree(Tree[str]):
             waiting = [n for n in stage.needs if self.views[n].status not in FINISHED]
             names = dict.fromkeys(self.pipeline.stages[n].name for n in waiting)
             parts.append((f"waits for {', '.join(names)}" if names else "", "dim"))
-        parts.append((f"@{host}" if host != LOCAL else "", "dim"))
+        if view.job_id is not None:  # a Slurm job is where it runs: `#1234`, `@node1` (log title
+            # has the host too); in an 80-column tree the node is the first to go
+            parts += [(f"#{view.job_id}", "dim"), (f"@{view.node}" if view.node else "", "dim")]
+        else:
+            parts.append((f"@{host}" if host != LOCAL else "", "dim"))
         if stage.service:  # SPEC §10: its own icon while it starts, and its ready state
             parts.append(({RUNNING: "starting", READY: "ready"}.get(view.status, "service"), "dim"))
         if status == "allowed":

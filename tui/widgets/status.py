@@ -83,6 +83,8 @@ class StageView:
     duration: float | None = None  # final duration of the current attempt
     exit_code: int | None = None
     reason: str | None = None
+    job_id: str | None = None  # a Slurm attempt's job and node (SPEC §12)
+    node: str | None = None
 
     def apply(self, event: StageStatus) -> None:
         """Update from a `stage_status` event."""
@@ -92,6 +94,7 @@ class StageView:
             self.started, self.duration = None, None
         self.status, self.attempt, self.host = event.status, event.attempt, event.host or "local"
         self.exit_code, self.reason = event.exit_code, event.reason
+        self.job_id, self.node = event.job_id, event.node
         if event.duration is not None:
             self.duration = event.duration
         elif event.status not in LIVE and self.started is not None and self.duration is None:
@@ -102,6 +105,13 @@ class StageView:
         if self.status in LIVE and self.started is not None:
             return max(0.0, now - self.started)
         return self.duration
+
+    @property
+    def job(self) -> str:
+        """A Slurm attempt's job and node, `#1234 @node1` (`#1234` while queued); else ""."""
+        if self.job_id is None:
+            return ""
+        return f"#{self.job_id} @{self.node}" if self.node else f"#{self.job_id}"
 
     @property
     def has_log(self) -> bool:
