@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from engine.events import QUEUED, RUNNING, SUCCEEDED, Event, RunStarted, StageStatus
 from engine.loader import load
 from engine.logs import LogStore
@@ -55,53 +57,52 @@ def title(app: PipedeckApp) -> str:
     return str(log_of(app).border_title)
 
 
-async def test_a_running_job_shows_its_id_and_node(tmp_path: Path):
-    app = replay(
-        tmp_path,
-        train(QUEUED, 1.1, reason="Resources", job_id="1234"),
-        train(RUNNING, 2.0, job_id="1234", node="node1"),
-    )
-    async with app.run_test(size=(120, 30)) as pilot:
-        await until(pilot, lambda: status(app, "train") == RUNNING, "the replay")
+JOB = {"job_id": "1234", "node": "node1"}
+CASES = [  # the Slurm stage's events, the terminal's width, how its row ends, the log title
+    pytest.param(
+        [train(QUEUED, 1.1, reason="Resources", job_id="1234"), train(RUNNING, 2.0, **JOB)],
+        120,
+        "7.0s #1234 @node1",
+        "train · running · cluster #1234 @node1",
+        id="running",
+    ),
+    pytest.param(
+        [train(RUNNING, 2.0, **JOB)],
+        80,
+        "7.0s #1234",  # an 80-column tree drops the node; the title still has it
+        "train · running · cluster #1234 @node1",
+        id="running-80-columns",
+    ),
+    pytest.param(
+        [train(QUEUED, 1.1, reason="Priority", job_id="77")],
+        120,
+        " #77",
+        "train · queued · cluster #77",
+        id="queued-no-node-yet",
+    ),
+    pytest.param(
+        [train(RUNNING, 2.0, **JOB), train(SUCCEEDED, 5.0, exit_code=0, duration=3.0, **JOB)],
+        120,
+        "3.0s #1234 @node1",
+        "train · succeeded · cluster #1234 @node1",
+        id="finished-keeps-them",
+    ),
+    pytest.param(
+        [train(RUNNING, 2.0)], 120, "7.0s @cluster", "train · running", id="no-job-only-the-host"
+    ),
+]
+
+
+@pytest.mark.parametrize(("events", "width", "row", "log_title"), CASES)
+async def test_the_row_and_log_title_show_the_job_and_node(
+    tmp_path: Path, events: list[StageStatus], width: int, row: str, log_title: str
+):
+    app = replay(tmp_path, *events)
+    async with app.run_test(size=(width, 30)) as pilot:
+        await until(pilot, lambda: status(app, "train") == events[-1].status, "the replay")
         await pilot.press("j")  # the cursor onto `train`
-        await until(pilot, lambda: "node1" in title(app), "the log title")
-        assert title(app) == "train · running · cluster #1234 @node1"
-        row = label(app, "train")
-        assert row.endswith("7.0s #1234 @node1"), row
-
-
-async def test_an_80_column_tree_keeps_the_job_id_and_drops_the_node(tmp_path: Path):
-    app = replay(tmp_path, train(RUNNING, 2.0, job_id="1234", node="node1"))
-    async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, lambda: status(app, "train") == RUNNING, "the replay")
-        await pilot.press("j")
-        await until(pilot, lambda: "node1" in title(app), "the log title")
-        assert label(app, "train").endswith("7.0s #1234")
-        assert title(app) == "train · running · cluster #1234 @node1"
-
-
-async def test_a_queued_job_has_no_node_yet(tmp_path: Path):
-    app = replay(tmp_path, train(QUEUED, 1.1, reason="Priority", job_id="77"))
-    async with app.run_test(size=(120, 30)) as pilot:
-        await until(pilot, lambda: status(app, "train") == QUEUED, "the replay")
-        await pilot.press("j")
-        await until(pilot, lambda: "#77" in title(app), "the log title")
-        assert label(app, "train").endswith(" #77")
-        assert title(app) == "train · queued · cluster #77"
-
-
-async def test_a_finished_job_keeps_its_id_and_node(tmp_path: Path):
-    app = replay(
-        tmp_path,
-        train(RUNNING, 2.0, job_id="1234", node="node1"),
-        train(SUCCEEDED, 5.0, exit_code=0, duration=3.0, job_id="1234", node="node1"),
-    )
-    async with app.run_test(size=(120, 30)) as pilot:
-        await until(pilot, lambda: status(app, "train") == SUCCEEDED, "the replay")
-        await pilot.press("j")
-        await until(pilot, lambda: "#1234" in title(app), "the log title")
-        assert label(app, "train").endswith("3.0s #1234 @node1")
-        assert title(app) == "train · succeeded · cluster #1234 @node1"
+        await until(pilot, lambda: title(app) == log_title, f"the log title {log_title!r}")
+        assert label(app, "train").endswith(row), label(app, "train")
 
 
 async def test_a_narrow_tree_drops_the_job_before_the_duration(tmp_path: Path):
@@ -110,13 +111,3 @@ async def test_a_narrow_tree_drops_the_job_before_the_duration(tmp_path: Path):
         await until(pilot, lambda: status(app, "train") == RUNNING, "the replay")
         await until(pilot, lambda: "7.0s" in label(app, "train"), "the row")
         assert label(app, "train").endswith("7.0s")
-
-
-async def test_a_stage_without_a_job_shows_only_its_host(tmp_path: Path):
-    app = replay(tmp_path, train(RUNNING, 2.0))
-    async with app.run_test(size=(120, 30)) as pilot:
-        await until(pilot, lambda: status(app, "train") == RUNNING, "the replay")
-        await pilot.press("j")
-        await until(pilot, lambda: "train" in title(app), "the log title")
-        assert label(app, "train").endswith("7.0s @cluster")
-        assert title(app) == "train · running"
