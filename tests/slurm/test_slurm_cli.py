@@ -70,6 +70,15 @@ def write_pipeline(cluster: Cluster, where: Path, run: str) -> Path:
     return path
 
 
+def pipedeck(where: Path, *args: str) -> list[str]:
+    """Run `pipedeck ARGS` in `where`, which must succeed; its output lines."""
+    done = subprocess.run(
+        [pipedeck_bin(), *args], cwd=where, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.splitlines()
+
+
 def start_until_begun(where: Path) -> subprocess.Popen[str]:
     """`pipedeck run` in `where`, once its stage printed `begun` (its job runs)."""
     proc = subprocess.Popen([pipedeck_bin(), "run"], cwd=where, stdout=subprocess.PIPE, text=True)
@@ -110,10 +119,7 @@ def test_after_a_crash_the_next_run_cancels_the_jobs_left_behind(
     left = cluster.queue()
     assert len(left) == 1, "the crashed run left its job queued"
     pipeline.write_text(pipeline.read_text().replace("echo begun; sleep 300", "echo next"))
-    done = subprocess.run(
-        [pipedeck_bin(), "run"], cwd=tmp_path, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    pipedeck(tmp_path, "run")
     assert left[0] not in cluster.queue()
     cluster.wait_queue_empty(30)
 
@@ -135,14 +141,7 @@ def test_after_a_crash_the_next_start_cancels_the_jobs_left_behind_without_the_h
         proc.wait()
     left = cluster.queue()
     assert len(left) == 1, "the crashed run left its job queued"
-    done = subprocess.run(
-        [pipedeck_bin(), "run", "--stage", "here"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    pipedeck(tmp_path, "run", "--stage", "here")
     cluster.wait_queue_empty(30)
     assert not list(records.iterdir())
 
@@ -151,22 +150,12 @@ def test_pipedeck_show_names_the_job_and_node_of_each_slurm_attempt(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     write_pipeline(cluster, tmp_path, "echo done")
-    done = subprocess.run(
-        [pipedeck_bin(), "run", "--format", "json"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    events = [json.loads(line) for line in done.stdout.splitlines()]
+    events = [json.loads(line) for line in pipedeck(tmp_path, "run", "--format", "json")]
     (final,) = [e for e in events if e["type"] == "stage_status" and e["status"] == "succeeded"]
-    shown = subprocess.run(
-        [pipedeck_bin(), "show", "--json"], cwd=tmp_path, capture_output=True, text=True
-    )
-    (attempt,) = json.loads(shown.stdout)["attempts"]
+    (attempt,) = json.loads("".join(pipedeck(tmp_path, "show", "--json")))["attempts"]
     assert (attempt["job_id"], attempt["node"]) == (final["job_id"], cluster.node)
-    table = subprocess.run([pipedeck_bin(), "show"], cwd=tmp_path, capture_output=True, text=True)
-    header, row = table.stdout.splitlines()[1:3]
-    assert header.split()[:7] == ["STAGE", "STATUS", "ATTEMPT", "DURATION", "HOST", "JOB", "NODE"]
-    assert row.split()[4:7] == ["cluster", final["job_id"], cluster.node]
+    header, row = pipedeck(tmp_path, "show")[1:3]
+    names, cells = header.split(), row.split()
+    at, host = names.index("HOST"), cells.index("cluster")
+    assert names[at : at + 3] == ["HOST", "JOB", "NODE"]
+    assert cells[host : host + 3] == ["cluster", final["job_id"], cluster.node]
