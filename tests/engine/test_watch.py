@@ -71,7 +71,10 @@ async def started(
 class Session:
     """A WatchSession over real Runs, recording every run, event, change and notice."""
 
-    def __init__(self, pipeline: Pipeline, targets: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, pipeline: Pipeline, targets: tuple[str, ...] = (), keep_services: bool = False
+    ) -> None:
+        self.keep_services = keep_services  # what the TUI and `--watch` do (SPEC §10)
         self.runs: list[Run] = []
         self.recorder = Recorder()
         self.changed: list[set[str]] = []
@@ -86,6 +89,7 @@ class Session:
         self.task: asyncio.Task[None] | None = None
 
     def _on_run(self, run: Run) -> None:
+        run.services.keep_running = self.keep_services
         self.runs.append(run)
         run.subscribe(self.recorder)
 
@@ -117,9 +121,12 @@ async def watching(tmp_path: Path) -> AsyncGenerator[Callable[..., Session], Non
     made: list[Session] = []
 
     def start(
-        pipeline: Pipeline, targets: tuple[str, ...] = (), previous: Run | None = None
+        pipeline: Pipeline,
+        targets: tuple[str, ...] = (),
+        previous: Run | None = None,
+        keep_services: bool = False,
     ) -> Session:
-        s = Session(pipeline, targets)
+        s = Session(pipeline, targets, keep_services)
         s.start(previous)
         made.append(s)
         return s
@@ -365,6 +372,62 @@ async def test_a_change_during_a_run_restarts_only_the_affected_stages_in_that_r
     assert s.recorder.statuses("other") == ["queued", "running"]
     assert s.changed == [{"src/a.py"}]
     assert run.states["after"].status == "pending"  # downstream follows the rerun
+
+
+def when(s: Session, stage: str, status: str) -> list[float]:
+    """When `stage` went `status`, each time."""
+    return [
+        e.ts
+        for e in s.recorder.events
+        if isinstance(e, StageStatus) and (e.stage, e.status) == (stage, status)
+    ]
+
+
+async def test_a_change_to_a_service_input_restarts_it_and_reruns_its_dependents_once_ready(
+    tmp_path: Path, watching: Callable[..., Session]
+) -> None:
+    """SPEC §10: the service restarts, what needs it reruns after it is ready again, and an
+    unrelated running stage keeps its very process."""
+    pipeline = make(
+        tmp_path,
+        """
+        stages:
+          api:
+            service: true
+            kill_grace: 1s
+            run: echo "pid $$"; echo "serving $PIPEDECK_ATTEMPT"; exec sleep 60
+            ready: {log: "serving"}
+            inputs: ["src/**"]
+          test:
+            needs: [api]
+            run: echo tested
+          other:
+            run: echo pid $$; exec sleep 60
+            inputs: ["docs/**"]
+    """,
+    )
+    s = watching(pipeline, keep_services=True)
+    await until(lambda: s.recorder.statuses("test")[-1:] == ["succeeded"])
+    await until(lambda: len(pids(s, "other")) == 1)
+    run = s.runs[0]
+    api, other = pids(s, "api")[0], pids(s, "other")[0]
+    other_started = start_time(other)
+    assert run.states["api"].status == "ready"  # kept up in watch mode
+    (tmp_path / "src" / "a.py").write_text("x")
+    await until(lambda: s.recorder.statuses("test").count("succeeded") == 2)
+    assert s.runs == [run] and run.running  # the same, live run
+    assert s.changed == [{"src/a.py"}]
+    assert [line for line in s.recorder.lines("api") if line.startswith("serving")] == [
+        "serving 1",
+        "serving 2",
+    ]
+    assert run.states["api"].status == "ready" and run.states["api"].attempt == 2
+    await until(lambda: not os.path.exists(f"/proc/{api}"))  # the old service's tree is gone
+    assert pids(s, "api")[1] != api
+    assert when(s, "test", "running")[1] >= when(s, "api", "ready")[1]  # after ready again
+    assert run.states["other"].status == "running" and run.states["other"].attempt == 1
+    assert start_time(other) == other_started  # untouched: the very same process
+    assert s.recorder.statuses("other") == ["queued", "running"]
 
 
 async def test_an_adopted_run_executing_elsewhere_is_rerun_in_place(
