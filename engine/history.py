@@ -37,7 +37,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.events import Event, RunFinished, RunStarted, StageStatus
+from engine.events import Event, HostStatus, RunFinished, RunStarted, StageStatus
 from engine.fserrors import StateError, cause
 from engine.status import CACHED, FINISHED, RUNNING
 
@@ -68,6 +68,10 @@ CREATE INDEX IF NOT EXISTS metrics_stage ON metrics (stage, ts);
 CREATE TABLE IF NOT EXISTS successes (
     pipeline TEXT NOT NULL, stage TEXT NOT NULL, fingerprint TEXT NOT NULL, run_id TEXT,
     parts TEXT NOT NULL, outputs TEXT NOT NULL, PRIMARY KEY (pipeline, stage));
+CREATE TABLE IF NOT EXISTS syncs (
+    run_id TEXT NOT NULL, host TEXT NOT NULL, stage TEXT, files INTEGER, bytes INTEGER,
+    deleted INTEGER, method TEXT);
+CREATE INDEX IF NOT EXISTS syncs_run ON syncs (run_id);
 CREATE TABLE IF NOT EXISTS input_sets (digest TEXT PRIMARY KEY, files TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS file_hashes (
     path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER, sha256 TEXT);
@@ -79,7 +83,7 @@ _ADDED_COLUMNS = (
     ("attempts", "job_id", "TEXT"),
     ("attempts", "node", "TEXT"),
 )
-_SCHEMA_VERSION = 2  # raised whenever _ADDED_COLUMNS grows
+_SCHEMA_VERSION = 3  # raised whenever _ADDED_COLUMNS or _SCHEMA grows (3: syncs)
 _RUN_COLUMNS = (
     "run_id, pipeline, status, started, ended, duration, trigger, exit_code, pid, pid_start"
 )
@@ -151,6 +155,19 @@ class AttemptRow:
         if self.started is None or self.ended is None:
             return None
         return self.ended - self.started
+
+
+@dataclass(frozen=True)
+class SyncRow:
+    """One workspace sync to an SSH host that changed something: for which stage, how many
+    files and bytes it sent, how many remote files it deleted, and how (rsync or tar)."""
+
+    host: str
+    stage: str | None
+    files: int
+    bytes: int
+    deleted: int
+    method: str
 
 
 @dataclass(frozen=True)
@@ -469,6 +486,8 @@ class History:
                     self.submit(partial(_stage_status, event, fps.get(event.stage)))
             elif isinstance(event, RunFinished):
                 self.submit(partial(_run_finished, run_id, event))
+            elif isinstance(event, HostStatus) and event.synced is not None:
+                self.submit(partial(_synced, event))
 
         return record
 
@@ -555,6 +574,15 @@ class History:
                 return [dataclasses.replace(a, status=INTERRUPTED) if a.status in UNFINISHED
                         else a for a in attempts]  # fmt: skip
         return attempts
+
+    def syncs(self, run_id: str) -> list[SyncRow]:
+        """The workspace syncs a run made to its hosts, in order."""
+        rows = self._query(
+            "SELECT host, stage, files, bytes, deleted, method FROM syncs WHERE run_id=? "
+            "ORDER BY rowid",
+            (run_id,),
+        )
+        return [SyncRow(*row) for row in rows]
 
     def latest_run_id(self) -> str | None:
         """The id of the most recently started run, or None when there is none."""
@@ -698,6 +726,16 @@ def _run_finished(run_id: str, event: RunFinished, db: sqlite3.Connection) -> No
     db.execute(
         "UPDATE runs SET status=?, ended=?, duration=?, exit_code=? WHERE run_id=?",
         (event.status, event.ts, event.duration, event.exit_code, run_id),
+    )
+
+
+def _synced(ev: HostStatus, db: sqlite3.Connection) -> None:
+    synced = ev.synced or {}
+    fields = ("stage", "files", "bytes", "deleted", "method")
+    db.execute(
+        "INSERT INTO syncs (run_id, host, stage, files, bytes, deleted, method) "
+        "VALUES (?,?,?,?,?,?,?)",
+        (ev.run_id, ev.host, *(synced.get(k) for k in fields)),
     )
 
 

@@ -164,9 +164,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     if isinstance(run, str):
         return _fail(run)
     attempts = history.attempts(run.run_id)
+    syncs = history.syncs(run.run_id)
     if args.json:
         body = {**_run_json(run), "attempts": [{**asdict(a), "duration": a.duration}
                                                for a in attempts]}  # fmt: skip
+        body["syncs"] = [asdict(s) for s in syncs]
         print(json.dumps(body, indent=2))
         return 0
     print(f"run {run.run_id}  {run.status}  started {format_time(run.started)}  "
@@ -190,6 +192,11 @@ def cmd_show(args: argparse.Namespace) -> int:
             row[at:at] = [a.job_id or "-", a.node or "-"]
     if rows:
         print(_table(header, rows, "  "))
+    if syncs:  # what each workspace sync to an SSH host sent
+        print("syncs:")
+        print(_table(["HOST", "STAGE", "FILES", "SIZE", "DELETED", "METHOD"],
+                     [[s.host, s.stage or "-", str(s.files), _size(s.bytes), str(s.deleted),
+                       s.method] for s in syncs], "  "))  # fmt: skip
     from engine.gha.commands import summaries
 
     for job, text in summaries(state_dir(args), run.run_id):  # GitHub Actions step summaries

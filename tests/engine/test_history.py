@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.events import LogLines, RunFinished, RunStarted, StageStatus
-from engine.history import History
+from engine.events import HostStatus, LogLines, RunFinished, RunStarted, StageStatus
+from engine.history import History, SyncRow
 
 
 def record_run(history: History, run_id: str, trigger: str = "manual") -> None:
@@ -557,4 +557,22 @@ def test_version_1_databases_gain_the_slurm_columns(tmp_path: Path) -> None:
     record_run(history, "r1")
     (first, *_) = history.attempts("r1")
     assert (first.job_id, first.node) == (None, None)
+    history.close()
+
+
+def test_syncs_are_recorded_and_version_2_databases_gain_their_table(tmp_path: Path) -> None:
+    """Issue 11: a HostStatus carrying `synced` is one row of `syncs`; others are not."""
+    db = tmp_path / "history.db"
+    History(db).close()
+    old = sqlite3.connect(db)
+    old.executescript("DROP TABLE syncs; PRAGMA user_version = 2;")
+    old.close()
+    history = History(db)
+    rec = history.recorder("r1")
+    rec(HostStatus("r1", "gpu", "syncing"))
+    synced = {"stage": "train", "files": 3, "bytes": 2048, "deleted": 1, "method": "rsync",
+              "wire_bytes": 900}  # fmt: skip
+    rec(HostStatus("r1", "gpu", "connected", synced=synced))
+    rec(HostStatus("r2", "gpu", "connected", synced={**synced, "stage": "other"}))
+    assert history.syncs("r1") == [SyncRow("gpu", "train", 3, 2048, 1, "rsync")]
     history.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -53,3 +54,44 @@ def test_artifact_travels_from_host_a_to_host_b_and_home(sshd: Sshd, tmp_path: P
     states = [(e["host"], e["state"]) for e in events if e["type"] == "host_status"]
     assert ("a", "connected") in states and ("b", "connected") in states
     assert states.index(("a", "connecting")) < states.index(("a", "connected"))
+
+
+def test_show_reports_what_each_sync_to_a_host_sent(sshd: Sshd, tmp_path: Path) -> None:
+    """Issue 11: `pipedeck show` lists each workspace sync: host, stage, files, size, deleted."""
+    (tmp_path / "pipedeck.yaml").write_text(
+        "version: 1\nhosts:\n" + host_block(sshd, "syncer", "127.0.0.2") + "stages:\n"
+        "  build:\n    host: syncer\n    run: cat src/*.txt\n"
+    )
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("a" * 2000)
+    (tmp_path / "src" / "b.txt").write_text("b")
+
+    def pipedeck(*args: str) -> str:
+        done = subprocess.run(
+            [pipedeck_bin(), *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    pipedeck("run")
+    first = pipedeck("show")
+    (tmp_path / "src" / "a.txt").write_text("c" * 3000)
+    (tmp_path / "src" / "b.txt").unlink()
+    pipedeck("run")
+    second = pipedeck("show")
+    size = len((tmp_path / "pipedeck.yaml").read_bytes()) + 2001
+    assert syncs(first) == [
+        ["HOST", "STAGE", "FILES", "SIZE", "DELETED", "METHOD"],
+        ["syncer", "build", "3", f"{size / 1024:.1f} KiB", "0", "rsync"],
+    ]
+    assert syncs(second)[1:] == [["syncer", "build", "1", "2.9 KiB", "1", "rsync"]]  # b.txt gone
+    assert json.loads(pipedeck("show", "--json"))["syncs"] == [
+        {"host": "syncer", "stage": "build", "files": 1, "bytes": 3000, "deleted": 1,
+         "method": "rsync"}
+    ]  # fmt: skip
+
+
+def syncs(shown: str) -> list[list[str]]:
+    """The rows of `pipedeck show`'s "syncs:" section, split into cells."""
+    lines = shown.splitlines()
+    return [re.split(r"\s{2,}", line.strip()) for line in lines[lines.index("syncs:") + 1 :]]
