@@ -128,7 +128,9 @@ class ResourceMonitor:
                 busy += cpu - seen.get(ident, 0.0)
                 seen[ident] = cpu
                 rss += mem
-            self._peak[key] = peak = max(self._peak.get(key, 0), rss)
+            if rss:  # an attempt no sample saw (it ended first, or runs elsewhere) records nothing
+                self._peak[key] = max(self._peak.get(key, 0), rss)
+            peak = self._peak.get(key, 0)
             usage[sid] = Usage(
                 cpu_percent=max(0.0, busy / wall * 100),
                 rss=rss,

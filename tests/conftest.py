@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shutil
 import sys
 import textwrap
@@ -20,7 +21,9 @@ from engine.events import Event, LogLines, StageStatus
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_pipelines"
-SLOW_CALLBACK = 0.02  # seconds a callback may hold the event loop (issue 10)
+SLOW_CALLBACK = 0.02  # seconds a callback may hold the event loop (issue 10): reported
+FAILING_CALLBACK = 0.1  # in STRICT_LOOP files, a report over this fails the test: past a garbage
+# collection or a busy disk on a shared 2-core machine, only a real fault of ours takes that long
 # Where a slow engine callback fails the test (the scheduler's own tests); elsewhere it warns:
 # remote executors (asyncssh key loading, Slurm commands) and the TUI still have some.
 STRICT_LOOP = tuple(
@@ -74,6 +77,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.fixturenames.append("_debug_test_loop")  # type: ignore[attr-defined]
 
 
+def _took(report: str) -> float:
+    """The seconds in asyncio's "... took 0.080 seconds" report."""
+    found = re.search(r"took ([0-9.]+) seconds", report)
+    return float(found.group(1)) if found else 0.0
+
+
 def _overloaded() -> bool:
     """More runnable processes than CPUs: asyncio measures wall time, which then measures the
     machine (a callback waiting for a CPU) rather than the code."""
@@ -84,8 +93,8 @@ def _overloaded() -> bool:
 def no_slow_callbacks(request: pytest.FixtureRequest) -> Iterator[None]:
     """Nothing slow on the event loop: every loop a test makes (pytest-asyncio's, asyncio.run's)
     reports callbacks over SLOW_CALLBACK. In STRICT_LOOP files a report of a task running
-    engine code fails the test, unless the machine is overloaded; any other report (a test's
-    own blocking code) is a SlowCallbackWarning."""
+    engine code for over FAILING_CALLBACK fails the test, unless the machine is overloaded; any
+    other report is a SlowCallbackWarning."""
     handler = _SlowCallbacks()
     logger = logging.getLogger("asyncio")
     logger.addHandler(handler)
@@ -100,7 +109,9 @@ def no_slow_callbacks(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     text = "slow callbacks on the event loop:\n" + "\n".join(handler.reports)
     where = Path(str(request.node.fspath)).relative_to(REPO).as_posix()
-    engine = [r for r in handler.reports if f"running at {ENGINE}" in r]  # not a test's own
+    engine = [  # not a test's own blocking code
+        r for r in handler.reports if f"running at {ENGINE}" in r and _took(r) > FAILING_CALLBACK
+    ]
     if engine and where.startswith(STRICT_LOOP) and not _overloaded():
         pytest.fail(text)
     warnings.warn(SlowCallbackWarning(text), stacklevel=1)
