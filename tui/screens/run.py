@@ -7,6 +7,7 @@ frame, never one message per line. Commands flow back as calls on the run.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import suppress
@@ -39,7 +40,9 @@ from engine.events import (
     RunFinished,
     RunStarted,
     StageStatus,
+    StepStatus,
 )
+from engine.gha.commands import STEP_MARKER
 from engine.resources import ResourceMonitor, Usage
 from tui.screens.help import ConfirmScreen, HelpScreen
 from tui.screens.log_screen import LogScreen, SearchBar
@@ -227,6 +230,7 @@ class RunScreen(LogScreen):
         self._host_rank = {host: rank for rank, host in enumerate(remote)}  # display order
         self._record_hosts(run.host_states)
         self._dirty_status: set[str] = set()
+        self._dirty_steps: list[StepStatus] = []
         self._dirty_logs: set[str] = set()
         self._run_status = "not started"
         self._run_started: float | None = None
@@ -325,6 +329,8 @@ class RunScreen(LogScreen):
             self._run_status, self._run_ended = event.status, event.ts
             self.exit_code = event.exit_code
             self._failure_first = event.status == FAILED
+        elif isinstance(event, StepStatus):
+            self._dirty_steps.append(event)
         elif isinstance(event, HostStatus):
             reason = f": {event.reason}" if event.reason else ""
             self._record_hosts({event.host: event.state + reason})
@@ -348,6 +354,9 @@ class RunScreen(LogScreen):
         dirty, self._dirty_status = self._dirty_status, set()
         for sid in dirty:
             tree.refresh_stage(sid)
+        steps, self._dirty_steps = self._dirty_steps, []
+        for step in steps:
+            tree.update_step(step)
         logs, self._dirty_logs = self._dirty_logs, set()
         main, pinned = self.query_one("#log", LogView), self.query_one("#pinned", LogView)
         if dirty.intersection(tree.selected_ids):
@@ -473,6 +482,12 @@ class RunScreen(LogScreen):
     @on(Tree.NodeHighlighted)
     def _selection_moved(self) -> None:
         self._show_selected()
+        step = self.query_one(StageTree).selected_step
+        if step is not None:  # a step row: its job's log, at the marker where the step starts
+            start = re.compile("^" + re.escape(f'{STEP_MARKER}{{"step": {step},'))
+            self.query_one("#log", LogView).start_search(
+                start, label=f"step {step + 1}", from_start=True
+            )
 
     # -- running --------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The stage tree: stages in topological order, matrix instances under their stage."""
+"""The stage tree: stages in topological order, matrix instances under their stage, a GitHub
+Actions job's steps under the job (SPEC §11)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,17 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from engine.events import BAD, FAILED, FINISHED, PENDING, READY, RUNNING, STATUSES, WAITING
+from engine.events import (
+    BAD,
+    FAILED,
+    FINISHED,
+    PENDING,
+    READY,
+    RUNNING,
+    STATUSES,
+    WAITING,
+    StepStatus,
+)
 from engine.resources import Usage
 from engine.spec import LOCAL, Pipeline
 from tui.widgets.status import (
@@ -68,6 +79,8 @@ class StageTree(Tree[str]):
         self._stage_nodes: dict[str, TreeNode[str]] = {}
         self._parent_of: dict[str, str] = {}
         self._name_width: dict[str, int] = {}  # node key -> name column width (aligns durations)
+        self._steps: dict[str, dict[int, tuple[TreeNode[str], StepStatus]]] = {}  # job -> steps
+        self._step_of: dict[int, int] = {}  # node id of a step row -> its step index
         self._clock_now = 0.0
         self.estimates: dict[str, float] = {}  # stage id -> its usual duration (history median)
         self.usage: Mapping[str, Usage] | None = None  # CPU and memory columns (`u`): on when set
@@ -82,7 +95,10 @@ class StageTree(Tree[str]):
             seen.add(stage.name)
             ids = self.pipeline.groups.get(stage.name, (stage.id,))
             if len(ids) == 1 and ids[0] == stage.name:
-                self._stage_nodes[stage.id] = self.root.add_leaf("", data=stage.id)
+                if stage.steps:  # a GitHub Actions job: its steps go under it
+                    self._stage_nodes[stage.id] = self.root.add("", data=stage.id, expand=True)
+                else:
+                    self._stage_nodes[stage.id] = self.root.add_leaf("", data=stage.id)
                 continue
             parent = self.root.add("", data=stage.name, expand=True)
             self._stage_nodes[stage.name] = parent
@@ -97,8 +113,10 @@ class StageTree(Tree[str]):
         self._name_width = {key: column - self._label_indent(key) for key in self._stage_nodes}
 
     def _label_indent(self, key: str) -> int:
-        """Cells before a node's label: the guides of an instance, the toggle of a matrix."""
-        return 0 if key in self.pipeline.stages and key not in self._parent_of else 2
+        """Cells before a node's label: the guides of an instance, the toggle of a matrix or
+        of a job with steps."""
+        stage = self.pipeline.stages.get(key)
+        return 0 if stage is not None and key not in self._parent_of and not stage.steps else 2
 
     def _display_name(self, key: str) -> str:
         """The name a node shows: an instance's matrix values under its stage, else the id."""
@@ -118,6 +136,52 @@ class StageTree(Tree[str]):
             return []
         key = node.data
         return [key] if key in self.pipeline.stages else list(self.pipeline.groups.get(key, ()))
+
+    @property
+    def selected_step(self) -> int | None:
+        """The step index under the cursor when it is on a step row."""
+        node = self.cursor_node
+        return None if node is None else self._step_of.get(node.id)
+
+    def step_node(self, stage_id: str, step: int) -> TreeNode[str]:
+        """The row of step `step` (0-based) of job `stage_id`."""
+        return self._steps[stage_id][step][0]
+
+    def update_step(self, event: StepStatus) -> None:
+        """Add or relabel the row of a step; a new attempt of the job starts its rows over."""
+        job = self._stage_nodes.get(event.stage)
+        if job is None:
+            return
+        steps = self._steps.setdefault(event.stage, {})
+        if steps and next(iter(steps.values()))[1].attempt != event.attempt:
+            for node, _ in steps.values():
+                self._step_of.pop(node.id, None)
+            steps.clear()
+            job.remove_children()
+        entry = steps.get(event.step)
+        node = entry[0] if entry else job.add_leaf("", data=event.stage)
+        self._step_of[node.id] = event.step
+        steps[event.step] = (node, event)
+        self._relabel_step(node, event)
+
+    def _relabel_step(self, node: TreeNode[str], event: StepStatus) -> None:
+        """Icon, name and duration of a step row (a running step's ticks from its start)."""
+        status = event.status if event.status in STATUSES else FAILED
+        took = event.duration
+        if took is None and status == RUNNING and self._clock_now:
+            took = max(0.0, self._clock_now - event.ts)
+        dur = format_duration(took)
+        room = self.scrollable_content_region.width - 4  # guides of a child row
+        name = event.name
+        if room > 0 and 3 + len(name) + len(dur) > room:
+            name = name[: max(1, room - 3 - len(dur) - 1)] + "…"
+        label = Text.assemble(
+            (ICONS.get(status, ICONS[FAILED]) + " ", self._style(f"stage-tree--{status}")), name
+        )
+        if dur:
+            label.append(f" {dur}", self._style("stage-tree--dim"))
+        if node.label != label:
+            node.set_label(label)
 
     def node_for(self, key: str) -> TreeNode[str]:
         """The node of a stage instance id or a matrix stage name."""
@@ -139,6 +203,9 @@ class StageTree(Tree[str]):
         self._clock_now = now
         for key in self._stage_nodes:
             self._relabel(key)
+        for steps in self._steps.values():
+            for node, event in steps.values():
+                self._relabel_step(node, event)
 
     def tick(self, now: float) -> None:
         """Advance the ticking durations of running stages."""
@@ -146,6 +213,10 @@ class StageTree(Tree[str]):
         for sid, view in self.views.items():
             if view.status in LIVE:
                 self.refresh_stage(sid)
+        for job, steps in self._steps.items():
+            for node, event in steps.values():
+                if event.status == RUNNING and self.views[job].status in LIVE:
+                    self._relabel_step(node, event)
 
     def _relabel(self, key: str) -> None:
         node = self._stage_nodes[key]
