@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from textual.widgets import Label, Markdown
+
 from engine.events import RUNNING, SUCCEEDED, Event, RunStarted, StepStatus
 from engine.gha.commands import step_marker
 from engine.loader import load
@@ -14,6 +16,7 @@ from tests.tui.conftest import label, log_of, shown, status, tree_of, until
 from tests.tui.replay import RUN_ID, T0, ReplayRun, write_log
 from tests.tui.replay import status as recorded
 from tui.app import PipedeckApp
+from tui.screens.summary import SummaryScreen
 
 PIPELINE = """\
 version: 1
@@ -21,6 +24,9 @@ name: ci
 stages:
   build:
     run: echo build
+  test:
+    matrix: {py: [a, b]}
+    run: echo test
 """
 
 
@@ -45,7 +51,8 @@ def replay(root: Path, *more: Event) -> PipedeckApp:
     path = root / "pipedeck.yaml"
     path.write_text(PIPELINE)
     pipeline = load(path)
-    pipeline.stages["build"] = dataclasses.replace(pipeline.stages["build"], steps=True)
+    for sid, stage in pipeline.stages.items():  # jobs, as a workflow's loader makes them
+        pipeline.stages[sid] = dataclasses.replace(stage, steps=True)
     store = LogStore(pipeline.state_dir / "logs")
     run = ReplayRun(
         pipeline,
@@ -112,3 +119,41 @@ async def test_selecting_a_step_shows_the_log_from_its_first_line(tmp_path: Path
             pilot, lambda: view.search is not None and view.search.hit == 0, "step 1's line"
         )
         assert view.scroll_y == 0
+
+
+async def test_a_matrix_instance_holds_its_own_steps(tmp_path: Path):
+    app = replay(tmp_path, StepStatus(RUN_ID, "test[py=b]", 1, 0, "Lint", SUCCEEDED, duration=0.3))
+    async with app.run_test(size=(100, 30)) as pilot:
+        instance = tree_of(app).node_for("test[py=b]")
+        await until(pilot, lambda: len(instance.children) == 1, "the instance's step row")
+        assert instance.is_expanded
+        assert str(instance.children[0].label) == "✔ Lint 0.3s"
+        assert not tree_of(app).node_for("test[py=a]").children
+
+
+async def test_S_shows_the_jobs_step_summary_as_markdown(tmp_path: Path):
+    app = replay(tmp_path)
+    text = "# Coverage\n\n| file | % |\n|---|---|\n| shop.py | 91 |\n"
+    folder = app.run_screen.pipeline.state_dir / "gha" / RUN_ID / "summary"
+    folder.mkdir(parents=True)
+    (folder / "build.md").write_text(text)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: status(app, "build") == RUNNING, "the replay")
+        await pilot.press("S")  # the cursor is on `build`
+        await until(pilot, lambda: isinstance(app.screen, SummaryScreen), "the summary screen")
+        markdown = app.screen.query_one(Markdown)
+        await until(pilot, lambda: markdown.source == text, "the summary's text")
+        await until(pilot, lambda: bool(markdown.query("MarkdownTable")), "its table")
+        assert str(app.screen.query_one("#summary-title", Label).content) == "step summary of build"
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.run_screen, "the run screen again")
+
+
+async def test_S_says_when_a_job_wrote_no_summary(tmp_path: Path):
+    app = replay(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: status(app, "build") == RUNNING, "the replay")
+        await pilot.press("S")
+        await until(pilot, lambda: isinstance(app.screen, SummaryScreen), "the summary screen")
+        markdown = app.screen.query_one(Markdown)
+        await until(pilot, lambda: "no step summary" in markdown.source, "the note")

@@ -42,10 +42,11 @@ from engine.events import (
     StageStatus,
     StepStatus,
 )
-from engine.gha.commands import STEP_MARKER
+from engine.gha.commands import STEP_MARKER, safe_name
 from engine.resources import ResourceMonitor, Usage
 from tui.screens.help import ConfirmScreen, HelpScreen
 from tui.screens.log_screen import LogScreen, SearchBar
+from tui.screens.summary import SummaryScreen
 from tui.widgets.estimates import run_estimate, stage_medians
 from tui.widgets.header import RunHeader
 from tui.widgets.hosts import HostsBar
@@ -172,6 +173,13 @@ class RunScreen(LogScreen):
             tooltip="the timeline: a bar per stage attempt, critical path marked",
         ),
         Binding("h", "history", "History", show=False, tooltip="show the run history"),
+        Binding(
+            "S",
+            "summary",
+            "Summary",
+            show=False,
+            tooltip="the selected GitHub Actions job's step summary, as Markdown",
+        ),
         Binding("t", "shell", "Shell", show=False, tooltip="a shell in the stage's directory"),
         Binding("i", "type_into", "Type", show=False, tooltip="type into a tty: true stage"),
         Binding(
@@ -606,6 +614,18 @@ class RunScreen(LogScreen):
             self.notify("run history is not available in this build", severity="warning")
             return
         self.app.push_screen(HistoryScreen(self.pipeline))
+
+    def action_summary(self) -> None:
+        """Show the step summary the selected GitHub Actions job wrote (SPEC §11)."""
+        sid = self._pick(self._selected())
+        if sid is None:
+            return
+        if not self.pipeline.stages[sid].steps:
+            self.notify("only a GitHub Actions job has a step summary", severity="warning")
+            return
+        run_id = self._log_run.get(sid, self.run.run_id)
+        folder = self.pipeline.state_dir / "gha" / run_id / "summary"
+        self.app.push_screen(SummaryScreen(sid, folder / f"{safe_name(sid)}.md"))
 
     def action_mouse(self) -> None:
         """Stop or restart capturing the mouse, so the terminal's own selection works."""

@@ -95,15 +95,12 @@ class StageTree(Tree[str]):
             seen.add(stage.name)
             ids = self.pipeline.groups.get(stage.name, (stage.id,))
             if len(ids) == 1 and ids[0] == stage.name:
-                if stage.steps:  # a GitHub Actions job: its steps go under it
-                    self._stage_nodes[stage.id] = self.root.add("", data=stage.id, expand=True)
-                else:
-                    self._stage_nodes[stage.id] = self.root.add_leaf("", data=stage.id)
+                self._stage_nodes[stage.id] = self._add_stage(self.root, stage.id)
                 continue
             parent = self.root.add("", data=stage.name, expand=True)
             self._stage_nodes[stage.name] = parent
             for sid in ids:
-                self._stage_nodes[sid] = parent.add_leaf("", data=sid)
+                self._stage_nodes[sid] = self._add_stage(parent, sid)
                 self._parent_of[sid] = stage.name
         # One duration column for every line: the name is padded to where the longest ends.
         column = max(
@@ -112,11 +109,19 @@ class StageTree(Tree[str]):
         )
         self._name_width = {key: column - self._label_indent(key) for key in self._stage_nodes}
 
+    def _add_stage(self, parent: TreeNode[str], sid: str) -> TreeNode[str]:
+        """A stage instance's node: a GitHub Actions job's can hold its steps (SPEC §11)."""
+        if self.pipeline.stages[sid].steps:
+            return parent.add("", data=sid, expand=True)
+        return parent.add_leaf("", data=sid)
+
     def _label_indent(self, key: str) -> int:
         """Cells before a node's label: the guides of an instance, the toggle of a matrix or
         of a job with steps."""
         stage = self.pipeline.stages.get(key)
-        return 0 if stage is not None and key not in self._parent_of and not stage.steps else 2
+        if stage is None:
+            return 2
+        return (2 if key in self._parent_of else 0) + (2 if stage.steps else 0)
 
     def _display_name(self, key: str) -> str:
         """The name a node shows: an instance's matrix values under its stage, else the id."""
@@ -171,7 +176,7 @@ class StageTree(Tree[str]):
         if took is None and status == RUNNING and self._clock_now:
             took = max(0.0, self._clock_now - event.ts)
         dur = format_duration(took)
-        room = self.scrollable_content_region.width - 4  # guides of a child row
+        room = self.scrollable_content_region.width - self._label_indent(node.data or "") - 2
         name = event.name
         if room > 0 and 3 + len(name) + len(dur) > room:
             name = name[: max(1, room - 3 - len(dur) - 1)] + "…"
