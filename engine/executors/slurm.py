@@ -61,6 +61,7 @@ from engine.executors.slurm_jobs import (
     batch_script,
     job_result,
     job_script,
+    resource_args,
     sbatch_argv,
 )
 from engine.rsync import nul_join
@@ -481,15 +482,7 @@ def shell_command(stage: Stage, job_id: str | None, workdir: str) -> list[str]:
     inner = ["sh", "-c", 'cd -- "$1" && exec "${SHELL:-bash}" -l', "sh", cwd]
     if job_id is not None:
         return ["srun", "--overlap", f"--jobid={job_id}", "--pty", *inner]
-    res = stage.resources
-    argv = ["srun", "--pty"]
-    if res.cpus:
-        argv.append(f"--cpus-per-task={res.cpus}")
-    if res.memory:
-        argv.append(f"--mem={res.memory}")
-    if res.gpus:
-        argv.append(f"--gpus={res.gpus}")
-    return [*argv, *inner]
+    return ["srun", "--pty", *resource_args(stage.resources), *inner]
 
 
 def _read_from(path: str, offset: int) -> bytes:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from shlex import quote
 
 from engine.executors.base import ExecResult
-from engine.spec import SlurmOptions, Stage
+from engine.spec import Resources, SlurmOptions, Stage
 
 POLL_MIN = 0.5  # seconds between polls while jobs change
 POLL_MAX = 5.0  # backoff limit while nothing changes
@@ -248,15 +248,7 @@ def sbatch_argv(stage: Stage, options: SlurmOptions, job_dir: str, name: str) ->
         f"--output={job_dir}/out",
         f"--error={job_dir}/err",
     ]
-    res = stage.resources
-    if res.cpus:
-        argv.append(f"--cpus-per-task={res.cpus}")
-    if res.memory:
-        argv.append(f"--mem={res.memory}")
-    if res.gpus:
-        argv.append(f"--gpus={res.gpus}")
-    if res.time:
-        argv.append(f"--time={_slurm_time(res.time)}")
+    argv += resource_args(stage.resources)
     for flag, value in (
         ("partition", options.partition),
         ("account", options.account),
@@ -265,6 +257,20 @@ def sbatch_argv(stage: Stage, options: SlurmOptions, job_dir: str, name: str) ->
         if value:
             argv.append(f"--{flag}={value}")
     return [*argv, *options.extra_args]
+
+
+def resource_args(res: Resources) -> list[str]:
+    """A stage's `resources` as sbatch/srun options."""
+    argv = []
+    if res.cpus:
+        argv.append(f"--cpus-per-task={res.cpus}")
+    if res.memory:
+        argv.append(f"--mem={res.memory}")
+    if res.gpus:
+        argv.append(f"--gpus={res.gpus}")
+    if res.time:
+        argv.append(f"--time={_slurm_time(res.time)}")
+    return argv
 
 
 def _slurm_time(seconds: float) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.spec import Host, Pipeline, Resources, SlurmOptions, Stage
+from engine.spec import Host, Resources, SlurmOptions, Stage
 from tests.ssh.conftest import sshd  # noqa: F401  (the loopback sshd: a login node here)
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
@@ -286,19 +286,3 @@ def slurm_stage(name: str, run: str, **fields: object) -> Stage:
     """A stage on the host `cluster`."""
     fields.setdefault("resources", Resources(cpus=1))
     return Stage(id=name, name=name, run=run, host="cluster", kill_grace=2.0, **fields)  # type: ignore[arg-type]
-
-
-def make_pipeline(
-    workspace: Path,
-    hosts: dict[str, Host],
-    stages: list[Stage],
-    secrets: dict[str, str] | None = None,
-) -> Pipeline:
-    return Pipeline(
-        path=workspace / "pipedeck.yaml",
-        name="slurmtest",
-        stages={s.id: s for s in stages},
-        groups={s.name: (s.id,) for s in stages},
-        secrets=secrets or {},
-        hosts=hosts,
-    )

@@ -20,7 +20,8 @@ from engine.hosts import Hosts
 from engine.run import Run
 from engine.spec import Resources, SlurmOptions, Stage
 from tests.conftest import Recorder, marked_pids
-from tests.slurm.conftest import Cluster, make_pipeline, slurm_stage, until
+from tests.slurm.conftest import Cluster, slurm_stage, until
+from tests.ssh.conftest import make_pipeline
 
 pytestmark = pytest.mark.slurm
 
