@@ -13,9 +13,9 @@ import pytest
 from engine.run import Run
 from engine.spec import Host
 from tests.conftest import Recorder
-from tests.slurm.conftest import Cluster, make_pipeline, slurm_stage
+from tests.slurm.conftest import Cluster, slurm_stage
 from tests.slurm.test_slurm_executor import eventually, execute
-from tests.ssh.conftest import Sshd
+from tests.ssh.conftest import Sshd, make_pipeline
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ssh]
 
