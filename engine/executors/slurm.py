@@ -315,12 +315,20 @@ class SlurmExecutor:
         return job_id
 
     async def _abandon(self, submission: asyncio.Task[str]) -> None:
-        """Cancelled while sbatch ran: let it finish, then cancel the job it made."""
+        """Cancelled while sbatch ran: let it finish, then cancel the job it made and return once
+        that job left the queue."""
         try:
             job_id = await submission
-            await self._slurm(["scancel", job_id])
         except OSError:
-            return  # no job, or Slurm unreachable (then its record stays for the next start)
+            return  # no job was made
+        job = self.poller.watch(job_id)
+        try:
+            await self._slurm(["scancel", job_id])
+            await self._until_finished(job, STOP_WAIT, gone=True)
+        except OSError:
+            return  # Slurm unreachable: the job's record stays for the next start
+        finally:
+            self.poller.forget(job_id)
         await asyncio.to_thread(self._unrecord, job_id)
 
     def _report(
