@@ -48,7 +48,8 @@ async def test_pending_rows_say_what_they_wait_for(make_app):
         assert label(app, "test").endswith("waits for build, lint")
         (app.run_screen.run.pipeline.workspace / "go").write_text("")
         await until(pilot, lambda: status(app, "test") == SUCCEEDED, "test to run")
-        assert "waits for" not in label(app, "test")
+        # rows are redrawn at the frame rate, after the status they show
+        await until(pilot, lambda: "waits for" not in label(app, "test"), "the row without it")
 
 
 async def test_running_rows_and_header_show_the_history_estimate(make_app, tmp_path):
