@@ -9,23 +9,24 @@ download-artifact (under the run's .pipedeck/gha/RUN_ID/artifacts).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
-import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
-import tarfile
 import time
-import tomllib
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from engine.gha import expr
+from engine.gha.commands import safe_name
 
+TYPE_CHECKING = False  # typing, tarfile, tomllib, hashlib: imported where used (a faster job start)
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
     from engine.gha.runner import JobRunner
 
 Result = tuple[str, dict[str, str], int | None]
@@ -48,12 +49,20 @@ def run_action(
         "actions/cache": cache,
         "actions/upload-artifact": upload_artifact,
         "actions/download-artifact": download_artifact,
+        "astral-sh/setup-uv": setup_uv,
     }.get(name)
     if native is not None:
         return native(runner, with_)
     if uses.startswith("./"):
         return local_action(runner, runner.workspace / uses, with_, env, timeout)
     raise ValueError(f"{uses}: not available here")
+
+
+def _digest(text: str, length: int) -> str:
+    """A short sha256 hex digest of `text` (a file name)."""
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def _ok(message: str, **outputs: str) -> Result:
@@ -171,6 +180,8 @@ def _probe(program: str) -> tuple[int, ...]:
         )
     except (OSError, subprocess.SubprocessError):
         return ()
+    if done.returncode != 0:  # a pyenv shim of a version not selected names versions, too
+        return ()
     return _parse(done.stdout + done.stderr)
 
 
@@ -180,7 +191,7 @@ def find_interpreter(
     """The newest interpreter satisfying `spec`, and every version found (for the message)."""
     found = [(v, p) for p in _candidates(names, extra) if (v := _version_of(p, cache))]
     found.sort(reverse=True)
-    versions = sorted({".".join(map(str, v)) for v, _ in found})
+    versions = [".".join(map(str, v)) for v in sorted({v for v, _ in found})]
     for version, path in found:
         if satisfies(version, spec):
             return path, versions
@@ -189,7 +200,7 @@ def find_interpreter(
 
 def _shim(runner: JobRunner, kind: str, program: str, names: tuple[str, ...]) -> Path:
     """A directory on PATH where each of `names` runs `program`."""
-    folder = runner.tool_cache / kind / hashlib.sha256(program.encode()).hexdigest()[:12] / "bin"
+    folder = runner.tool_cache / kind / _digest(program, 12) / "bin"
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
         link = folder / name
@@ -208,6 +219,8 @@ def _version_in_file(path: Path) -> str:
     `pyproject.toml`'s `requires-python`, `.tool-versions`' `python` line."""
     text = path.read_text(errors="replace")
     if path.name == "pyproject.toml":
+        import tomllib
+
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
@@ -218,6 +231,21 @@ def _version_in_file(path: Path) -> str:
         found = [line.split() for line in text.splitlines()]
         return next((words[1] for words in found if words[:1] == ["python"] and words[1:]), "")
     return next(iter(text.split()), "")
+
+
+def find_python(runner: JobRunner, spec: str) -> tuple[str | None, list[str]]:
+    """The newest installed CPython satisfying `spec` (PATH, pyenv, uv-managed, /opt), and
+    every version found."""
+    return find_interpreter(
+        spec,
+        ("python3", "python3.[0-9]", "python3.[0-9][0-9]"),
+        (
+            "~/.pyenv/versions/*/bin/python3",
+            "~/.local/share/uv/python/*/bin/python3",
+            "/opt/python*/bin/python3",
+        ),
+        runner.tool_cache / "interpreters.json",  # versions.json: with failed probes
+    )
 
 
 def setup_python(runner: JobRunner, with_: Mapping[str, str]) -> Result:
@@ -236,16 +264,7 @@ def setup_python(runner: JobRunner, with_: Mapping[str, str]) -> Result:
     program: str | None = None
     versions: list[str] = []
     for one in specs:
-        program, versions = find_interpreter(
-            one,
-            ("python3", "python3.[0-9]", "python3.[0-9][0-9]"),
-            (
-                "~/.pyenv/versions/*/bin/python3",
-                "~/.local/share/uv/python/*/bin/python3",
-                "/opt/python*/bin/python3",
-            ),
-            runner.tool_cache / "versions.json",
-        )
+        program, versions = find_python(runner, one)
         if program is None:
             kind = " (a free-threaded build: not searched here)" * one.endswith("t")
             return _fail(
@@ -253,15 +272,75 @@ def setup_python(runner: JobRunner, with_: Mapping[str, str]) -> Result:
                 f"installed: {', '.join(versions) or 'none'}"
             )
     assert program is not None
-    runner.path_add.append(str(Path(program).parent))  # where pip puts console scripts
-    folder = _shim(runner, "python", program, ("python", "python3"))
-    runner.path_add.append(str(folder))
     version = ".".join(map(str, _version_of(program)))
+    venv, why = job_venv(runner, program, version)
+    pip_version = with_.get("pip-version", "").strip()
+    if venv is not None:  # the job's pip installs go there, not into the user's Python
+        if pip_version and not _pip_install(venv, f"pip=={pip_version}"):
+            return _fail(
+                f"actions/setup-python: pip-version {pip_version}: pip could not install it"
+            )
+        runner.path_add.append(str(venv / "bin"))
+        runner.env_ctx["pythonLocation"] = str(venv)
+        return _ok(
+            f"actions/setup-python: using Python {version} at {program}, in the venv {venv}",
+            **{"python-version": version, "python-path": str(venv / "bin" / "python"),
+               "cache-hit": "false"},
+        )  # fmt: skip
+    print(f"##[warning]actions/setup-python: no venv ({why}): steps use {program} itself")
+    if pip_version:
+        print(f"##[warning]actions/setup-python: pip-version {pip_version}: not installed")
+    runner.path_add.append(str(Path(program).parent))  # where pip puts console scripts
+    runner.path_add.append(str(_shim(runner, "python", program, ("python", "python3"))))
     runner.env_ctx["pythonLocation"] = str(Path(program).parent.parent)
     return _ok(
         f"actions/setup-python: using Python {version} at {program}",
         **{"python-version": version, "python-path": program, "cache-hit": "false"},
     )
+
+
+def job_venv(runner: JobRunner, program: str, version: str) -> tuple[Path | None, str]:
+    """The job instance's venv of `program` in the workspace's tool cache, made on its first
+    run and reused by the runs after (one per job instance, as each job on GitHub has its own
+    machine: jobs running at once never pip install into the same one); (None, why) when the
+    interpreter cannot make one (no `venv` module, or no `ensurepip`: Debian's python3
+    without python3-venv)."""
+    key = _digest(program, 12)
+    venv = runner.tool_cache / "python" / safe_name(runner.instance) / f"{version}-{key}" / "venv"
+    made = venv / ".pipedeck-made"
+    if made.is_file():
+        return venv, ""
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if made.is_file():  # another job made it meanwhile
+            return venv, ""
+        shutil.rmtree(venv, ignore_errors=True)  # what an interrupted attempt left
+        print(f"actions/setup-python: making the venv {venv} (once)", flush=True)
+        done = subprocess.run(
+            [program, "-m", "venv", str(venv)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            shutil.rmtree(venv, ignore_errors=True)
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            return None, lines[-1] if lines else f"venv exited with {done.returncode}"
+        if not _pip_install(venv, "pip"):  # a hosted runner's Python has a recent pip
+            print("##[warning]actions/setup-python: could not upgrade the venv's pip", flush=True)
+        made.write_text(program + "\n")
+    return venv, ""
+
+
+def _pip_install(venv: Path, requirement: str) -> bool:
+    """`pip install --upgrade REQUIREMENT` in the venv, its output shown; whether it worked
+    (offline: it gives up after one short try)."""
+    argv = [str(venv / "bin" / "python"), "-m", "pip", "install", "--upgrade", "--quiet"]
+    argv += ["--disable-pip-version-check", "--retries", "0", "--timeout", "15", requirement]
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, check=False)
+    return done.returncode == 0
 
 
 def setup_node(runner: JobRunner, with_: Mapping[str, str]) -> Result:
@@ -276,7 +355,7 @@ def setup_node(runner: JobRunner, with_: Mapping[str, str]) -> Result:
         spec if spec != "*" else ">=0",
         ("node",),
         ("~/.nvm/versions/node/*/bin/node",),
-        runner.tool_cache / "versions.json",
+        runner.tool_cache / "interpreters.json",  # versions.json: with failed probes
     )
     if program is None:
         return _fail(
@@ -288,6 +367,53 @@ def setup_node(runner: JobRunner, with_: Mapping[str, str]) -> Result:
     return _ok(
         f"actions/setup-node: using Node.js {version} at {program}",
         **{"node-version": f"v{version}"},
+    )
+
+
+def setup_uv(runner: JobRunner, with_: Mapping[str, str]) -> Result:
+    """The installed uv, put on PATH; `python-version` as `UV_PYTHON` (the installed
+    interpreter that satisfies it, when there is one); `activate-environment` makes (or keeps)
+    `.venv` in the working directory and activates it, as on GitHub."""
+    found, _ = find_interpreter(
+        ">=0",
+        ("uv",),
+        ("~/.local/bin/uv", "~/.cargo/bin/uv"),
+        runner.tool_cache / "interpreters.json",
+    )
+    if found is None:
+        return _fail(
+            "astral-sh/setup-uv: uv is not installed here (`pipx install uv` or "
+            "`pip install --user uv` installs it)"
+        )
+    version = ".".join(map(str, _version_of(found)))
+    wanted = with_.get("version", "").strip()
+    if wanted and wanted != "latest" and not satisfies(_version_of(found), wanted):
+        print(f"##[warning]astral-sh/setup-uv: version {wanted} wanted, uv {version} used")
+    runner.path_add.append(str(Path(found).parent))
+    spec = with_.get("python-version", "").strip()
+    if spec:  # an installed interpreter, as setup-python finds them, rather than a download
+        python, versions = find_python(runner, spec)
+        if python is None:
+            installed = ", ".join(versions) or "none"
+            print(f"##[warning]astral-sh/setup-uv: no installed Python satisfies {spec!r} "
+                  f"(installed: {installed}): uv will look for one itself")  # fmt: skip
+        runner.env_ctx["UV_PYTHON"] = python or spec
+    if with_.get("activate-environment", "").lower() == "true":
+        venv = runner.workspace / with_.get("working-directory", "") / ".venv"
+        argv = [found, "venv", "--allow-existing", "--quiet", str(venv)]
+        argv += ["--python", runner.env_ctx["UV_PYTHON"]] if spec else []
+        if subprocess.run(argv, cwd=runner.workspace, stdin=subprocess.DEVNULL).returncode:
+            return _fail(f"astral-sh/setup-uv: `uv venv {venv}` failed")
+        runner.path_add.append(str(venv / "bin"))
+        runner.env_ctx["VIRTUAL_ENV"] = str(venv)
+    return _ok(
+        f"astral-sh/setup-uv: using uv {version} at {found}",
+        **{
+            "uv-version": version,
+            "uv-path": found,
+            "uvx-path": str(Path(found).with_name("uvx")),
+            "cache-hit": "false",
+        },
     )
 
 
@@ -342,6 +468,8 @@ def cache(runner: JobRunner, with_: Mapping[str, str]) -> Result:
                 matched = hits[-1][1]
                 break
     if matched is not None:
+        import tarfile
+
         with tarfile.open(folder / index[matched]["file"]) as archive:
             archive.extractall("/", filter="fully_trusted")
         print(f"actions/cache: restored from key {matched}", flush=True)
@@ -365,7 +493,9 @@ def _save_cache(runner: JobRunner, key: str, paths: str) -> None:
     if not found:
         print(f"actions/cache: nothing to save for key {key}", flush=True)
         return
-    name = hashlib.sha256(key.encode()).hexdigest()[:24] + ".tar"
+    name = _digest(key, 24) + ".tar"
+    import tarfile
+
     with tarfile.open(folder / name, "w") as archive:
         for path in found:
             archive.add(path, arcname=str(path.resolve()).lstrip("/"))
@@ -388,38 +518,102 @@ def upload_artifact(runner: JobRunner, with_: Mapping[str, str]) -> Result:
         return _ok(f"##[warning]actions/upload-artifact: no files for {with_.get('path')!r}")
     target = _artifacts(runner) / name
     root = Path(os.path.commonpath([p if p.is_dir() else p.parent for p in found]))
-    count = 0
+    kept: dict[str, dict[str, Any]] = {}
     for path in found:
         files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path]
         for file in files:
             dest = target / file.relative_to(root)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(file, dest)
-            count += 1
+            kept[dest.relative_to(target).as_posix()] = _kept(dest, runner.instance)
+    _record_upload(runner.state / UPLOADS, name, kept)
     return _ok(
-        f"actions/upload-artifact: {count} file(s) as {name!r}",
+        f"actions/upload-artifact: {len(kept)} file(s) as {name!r}",
         **{"artifact-id": name, "artifact-url": target.as_uri()},
     )
 
 
+UPLOADS = "uploads"  # in a run's state folder: a manifest per uploaded artifact (NAME.json)
+
+
+def _kept(file: Path, job: str) -> dict[str, Any]:
+    """What the manifest says of an uploaded file: its sha256, size and mtime, the job."""
+    import hashlib
+
+    with open(file, "rb") as data:
+        digest = hashlib.file_digest(data, "sha256").hexdigest()
+    st = file.stat()
+    return {"sha256": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "job": job}
+
+
+def _record_upload(folder: Path, name: str, files: Mapping[str, Any]) -> None:
+    """Add an upload's files to its artifact's manifest (jobs may upload to one name)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / f"{safe_name(name)}.json"
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            body = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            body = {"name": name, "files": {}}
+        body["files"].update(files)
+        tmp = manifest.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body, indent=1))
+        tmp.replace(manifest)
+
+
+def uploaded(state_dir: Path, run_id: str) -> list[tuple[Path, dict[str, Any]]]:
+    """The artifacts that `actions/upload-artifact` kept in a run: (its folder, its manifest:
+    `name` and `files`, each file's sha256, size, mtime_ns and job)."""
+    run = state_dir / "gha" / run_id
+    found = []
+    for manifest in sorted((run / UPLOADS).glob("*.json")):
+        try:
+            body = json.loads(manifest.read_text())
+            found.append((run / "artifacts" / body["name"], body))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # half-written: not an artifact
+    return found
+
+
 def download_artifact(runner: JobRunner, with_: Mapping[str, str]) -> Result:
-    names = [with_["name"]] if with_.get("name") else None
+    """By `name` into `path`; else every artifact (or those matching `pattern`) into
+    `path/NAME`, or all into `path` with `merge-multiple`."""
+    import fnmatch
+
     root = _artifacts(runner)
     available = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
-    wanted = names if names is not None else available
+    name, pattern = with_.get("name", ""), with_.get("pattern", "")
+    wanted = [name] if name else [a for a in available if fnmatch.fnmatchcase(a, pattern or "*")]
+    merge = bool(name) or with_.get("merge-multiple", "").lower() == "true"
     dest = runner.workspace / with_.get("path", "")
-    for name in wanted:
-        if name not in available:
+    for one in wanted:
+        if one not in available:
             return _fail(
-                f"actions/download-artifact: no artifact {name!r} in this run "
-                f"(uploaded: {', '.join(available) or 'none'})"
+                f"actions/download-artifact: no artifact {one!r} in this run "
+                f"(uploaded: {', '.join(available) or 'none'}){_not_run_here(runner)}"
             )
-        target = dest if names is not None else dest / name
-        shutil.copytree(root / name, target, dirs_exist_ok=True)
+        shutil.copytree(root / one, dest if merge else dest / one, dirs_exist_ok=True)
+    if pattern and not wanted:
+        print(f"##[warning]actions/download-artifact: no artifact matches {pattern!r}")
     return _ok(
         f"actions/download-artifact: {', '.join(wanted) or 'nothing'} to {dest}",
         **{"download-path": str(dest)},
     )
+
+
+def _not_run_here(runner: JobRunner) -> str:
+    """The steps of this run's jobs that were skipped as they cannot run here (one of them may
+    have made what is missing), as the end of a message."""
+    folder = runner.state / "jobs"
+    skipped = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(path.read_text())
+            skipped += [f"{data['instance']}: {step}" for step in data.get("unavailable", [])]
+    if not skipped:
+        return ""
+    return "; steps that could not run here, which may have made it: " + "; ".join(skipped)
 
 
 # -- local actions ---------------------------------------------------------------------------

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import time
 
-if TYPE_CHECKING:  # the job runner imports this module; engine.events is the engine's
+TYPE_CHECKING = False  # the job runner imports this module: no typing, pathlib, engine.events
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from pathlib import Path
+    from typing import Any
+
     from engine.events import StepStatus
 
 STEP_MARKER = "##pipedeck[step] "
@@ -62,26 +65,46 @@ def summaries(state_dir: Path, run_id: str) -> list[tuple[str, str]]:
     return [(path.stem, path.read_text(errors="replace")) for path in sorted(folder.glob("*.md"))]
 
 
-def step_events(
-    run_id: str, stage: str, attempt: int, lines: Iterable[str]
-) -> Iterator[StepStatus]:
-    """The `step_status` events of the step markers among a job's log lines."""
-    from engine.events import StepStatus
+class StepEvents:
+    """The `step_status` events of one job attempt's step markers, and the markers ending the
+    steps its runner did not end (it was killed): every step that started gets a final status."""
 
-    for line in lines:
-        data = parse_step_marker(line) if line.startswith(STEP_MARKER) else None
-        if data is not None:
+    def __init__(self, run_id: str, stage: str, attempt: int) -> None:
+        self.key = (run_id, stage, attempt)
+        self.running: dict[int, tuple[str, float]] = {}  # step -> (name, started, monotonic)
+
+    def events(self, lines: Iterable[str]) -> Iterator[StepStatus]:
+        """The events of the step markers among the attempt's log lines."""
+        from engine.events import StepStatus
+
+        for line in lines:
+            data = parse_step_marker(line) if line.startswith(STEP_MARKER) else None
+            if data is None:
+                continue
+            name, status = str(data.get("name", "")), str(data.get("status", ""))
+            if status == "running":
+                self.running[data["step"]] = (name, time.monotonic())
+            else:
+                self.running.pop(data["step"], None)
             yield StepStatus(
-                run_id,
-                stage,
-                attempt,
+                *self.key,
                 data["step"],
-                str(data.get("name", "")),
-                str(data.get("status", "")),
+                name,
+                status,
                 data.get("duration"),
                 data.get("exit_code"),
                 data.get("reason"),
             )
+
+    def unfinished(self, status: str) -> bytes:
+        """Marker lines ending the steps still running, as `status` (the attempt has ended)."""
+        now = time.monotonic()
+        reason = "the job's runner was killed while the step ran"
+        return "".join(
+            step_marker(step=step, name=name, status=status, duration=now - started, reason=reason)
+            + "\n"
+            for step, (name, started) in sorted(self.running.items())
+        ).encode()
 
 
 def step_line(step: int, name: str, status: str, duration: float | None, reason: str | None) -> str:
@@ -95,17 +118,24 @@ def readable(lines: Iterable[str]) -> Iterator[str]:
     """A job's stored log lines with each finished step's marker as its step line (the
     markers of starting steps left out)."""
     for line in lines:
-        data = parse_step_marker(line) if line.startswith(STEP_MARKER) else None
-        if data is None:
+        if not line.startswith(STEP_MARKER):
             yield line
-        elif data.get("status") != "running":
-            yield step_line(
-                data["step"],
-                str(data.get("name", "")),
-                str(data.get("status", "")),
-                data.get("duration"),
-                data.get("reason"),
-            )
+        elif (text := marker_step_line(line)) is not None:
+            yield text
+
+
+def marker_step_line(line: str) -> str | None:
+    """The step line of a finished step's marker line; None for a starting step's."""
+    data = parse_step_marker(line)
+    if data is None or data.get("status") == "running":
+        return None
+    return step_line(
+        data["step"],
+        str(data.get("name", "")),
+        str(data.get("status", "")),
+        data.get("duration"),
+        data.get("reason"),
+    )
 
 
 def _unescape(text: str, prop: bool = False) -> str:
@@ -123,15 +153,21 @@ class CommandFilter:
         self.stop_token: str | None = None
         self.outputs: dict[str, str] = {}  # the deprecated ::set-output::
         self.annotations: list[str] = []
+        self._sorted: list[str] = []  # the masks, longest first, as of `_count` masks
+        self._count = 0
 
     def mask(self, text: str) -> str:
-        for secret in sorted(self.masks, key=len, reverse=True):
-            if secret:
-                text = text.replace(secret, "***")
+        if len(self.masks) != self._count:
+            self._count = len(self.masks)
+            self._sorted = sorted(filter(None, self.masks), key=len, reverse=True)
+        for secret in self._sorted:
+            text = text.replace(secret, "***")
         return text
 
     def line(self, text: str) -> str | None:
         """The log line for one output line (None: the line is a command that prints nothing)."""
+        if "::" not in text:  # most lines: no command
+            return self.mask(text) if self.masks else text
         match = _COMMAND_RE.match(text.strip())
         if self.stop_token is not None:
             if match and match.group(1) == self.stop_token:

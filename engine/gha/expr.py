@@ -13,11 +13,16 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+
+from engine.errors import PipedeckError
+
+TYPE_CHECKING = False  # typing is not imported at run time: the job runner starts faster
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any
 
 MAX_DEPTH = 50  # nesting, as GitHub's limit
 MAX_LENGTH = 21_000  # characters of one expression, as GitHub's limit
@@ -51,7 +56,7 @@ _TOKEN_RE = re.compile(
 _KEYWORDS = {"true": True, "false": False, "null": None}
 
 
-class ExprError(Exception):
+class ExprError(PipedeckError):
     """A bad expression: `message` at 0-based character `pos` of the expression text."""
 
     def __init__(self, message: str, pos: int) -> None:
@@ -64,11 +69,13 @@ class Filtered(list):  # type: ignore[type-arg]
     """The array an object filter (`.*`) yields; indexing it maps over its items."""
 
 
-@dataclass(frozen=True)
 class Token:
-    kind: str  # string, number, ident, op, end
-    text: str
-    pos: int
+    """One token: its kind (string, number, ident, op, end), text and position."""
+
+    __slots__ = ("kind", "pos", "text")
+
+    def __init__(self, kind: str, text: str, pos: int) -> None:
+        self.kind, self.text, self.pos = kind, text, pos
 
 
 def tokenize(text: str, start: int = 0, stop_at_braces: bool = False) -> Iterator[Token]:
@@ -100,7 +107,8 @@ def tokenize(text: str, start: int = 0, stop_at_braces: bool = False) -> Iterato
 # ("not", x) ("cmp", op, left, right, pos) ("and", left, right) ("or", left, right)
 # ("call", name, args, pos)
 
-Node = tuple[Any, ...]
+if TYPE_CHECKING:
+    Node = tuple[Any, ...]
 
 
 class _Parser:
@@ -444,22 +452,30 @@ def _plain(value: Any) -> Any:
 # -- evaluation ------------------------------------------------------------------------------
 
 
-@dataclass
 class Status:
     """What `success()`, `failure()` and `cancelled()` report where an expression is evaluated."""
 
-    failed: bool = False
-    cancelled: bool = False
+    __slots__ = ("cancelled", "failed")
+
+    def __init__(self, failed: bool = False, cancelled: bool = False) -> None:
+        self.failed, self.cancelled = failed, cancelled
 
 
-@dataclass
 class Context:
     """What an expression sees: the context objects, the job status, and the workspace that
     `hashFiles` reads."""
 
-    values: Mapping[str, Any] = field(default_factory=dict)
-    status: Status = field(default_factory=Status)
-    workspace: Path | None = None
+    __slots__ = ("status", "values", "workspace")
+
+    def __init__(
+        self,
+        values: Mapping[str, Any] | None = None,
+        status: Status | None = None,
+        workspace: Path | None = None,
+    ) -> None:
+        self.values = {} if values is None else values
+        self.status = Status() if status is None else status
+        self.workspace = workspace
 
 
 def evaluate(node: Node | str, ctx: Context) -> Any:
@@ -504,9 +520,33 @@ def _eval(node: Node, ctx: Context) -> Any:
             return function(ctx, *[_eval(arg, ctx) for arg in node[2]])
         except ExprError as err:
             if err.pos < 0:
-                raise ExprError(err.message, node[3]) from None
+                raise ExprError(err.message + _skipped_sources(node[2], ctx), node[3]) from None
             raise
     raise ValueError(f"bad node {kind!r}")
+
+
+def _skipped_sources(args: list[Node], ctx: Context) -> str:
+    """Why a function's arguments may be empty: the outputs of skipped steps and jobs
+    (`steps.x.outputs.y` when step x was skipped, with the reason the runner recorded in the
+    hidden `skipped` value)."""
+    notes = []
+    for node in args:
+        path = []
+        while node[0] == "prop":
+            path.append(node[2])
+            node = node[1]
+        if node[0] != "ctx" or len(path) < 2:
+            continue
+        root, source = node[1].lower(), path[-1]
+        entry = get_property(get_property(ctx.values, root), source)
+        state = get_property(entry, {"steps": "outcome", "needs": "result"}.get(root, ""))
+        known = ctx.values.get("skipped", {})
+        if state == "skipped":
+            why = known.get(f"{root}.{source}")
+            notes.append(f"{root}.{source} was skipped" + (f" ({why})" if why else ""))
+        elif why := known.get(".".join([root, *reversed(path)])):  # a job output from one
+            notes.append(why)
+    return "; " + ", ".join(notes) + ", so its outputs are empty" if notes else ""
 
 
 def _fail(message: str) -> ExprError:
@@ -650,14 +690,13 @@ STATUS_FUNCTIONS = frozenset({"success", "always", "failure", "cancelled"})
 # -- ${{ }} in strings -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class Piece:
     """A part of a string: literal text, or an expression (`tree` set) at `start`..`end`."""
 
-    text: str
-    start: int
-    end: int
-    tree: Node | None = None
+    __slots__ = ("end", "start", "text", "tree")
+
+    def __init__(self, text: str, start: int, end: int, tree: Node | None = None) -> None:
+        self.text, self.start, self.end, self.tree = text, start, end, tree
 
 
 @lru_cache(maxsize=4096)

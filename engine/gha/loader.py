@@ -11,15 +11,11 @@ the source, so `on:` is the string "on", not YAML 1.1's `True`.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import io
 import json
 import os
 import re
 import shlex
 import sys
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -133,6 +129,9 @@ STEP_KINDS = {
     "continue-on-error": (_BOOL,),
     "timeout-minutes": (_NUM,),
 }
+# A job's grace between pipedeck's SIGTERM and SIGKILL: the runner gives the running step
+# STEP_GRACE (5 s) to end, then runs its always()/cancelled() steps in what is left.
+JOB_KILL_GRACE = 15.0
 NOTED_KEYS = ("concurrency", "permissions", "environment")
 NATIVE_ACTIONS = (
     "actions/checkout",
@@ -141,9 +140,11 @@ NATIVE_ACTIONS = (
     "actions/cache",
     "actions/upload-artifact",
     "actions/download-artifact",
+    "astral-sh/setup-uv",
 )
 RUNNER_MODULES = (  # what `engine.gha.runner` imports, shipped to SSH hosts
     "__init__.py",
+    "errors.py",
     "events.py",
     "globs.py",
     "status.py",
@@ -158,6 +159,7 @@ DEFAULT_TIMEOUT_MINUTES = 360
 MAX_MATRIX = 256  # GitHub's limit of jobs one matrix makes
 MAX_CALL_DEPTH = 4  # reusable workflows calling reusable workflows, as GitHub's limit
 _JOB_ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_LOST_ZERO_RE = re.compile(r"[0-9]+\.[0-9]*[1-9]0+")  # 3.10: read as 3.1
 _SKIP_LABELS = (("macos", "macOS"), ("windows", "Windows"))
 
 
@@ -170,6 +172,9 @@ class Options:
     inputs: Mapping[str, str] = field(default_factory=dict)
     runners: Mapping[str, str] = field(default_factory=dict)
     strict: bool = False
+    # where local jobs run: "copy" (of the repository, engine.gha.workspace) or "here" (in
+    # the working tree); None: a copy in a git checkout with a commit, else here
+    workspace: str | None = None
 
 
 @dataclass(frozen=True)
@@ -216,12 +221,15 @@ _LOCAL_START = shlex.quote(
 )
 
 
+_JOB_DOC = "<<'PIPEDECK_GHA_JOB'\n"
+
+
 def runner_command(job: Mapping[str, Any], remote: bool = False) -> str:
     """The stage command: the job runner reading the job's description from a here-document.
     On an SSH host the runner's code travels with it (a zip of its modules, unpacked once into
     the remote workspace's .pipedeck/), run by that host's `python3`."""
     data = json.dumps(job, ensure_ascii=True, separators=(",", ":"))
-    job_doc = f"<<'PIPEDECK_GHA_JOB'\n{data}\nPIPEDECK_GHA_JOB\n"
+    job_doc = f"{_JOB_DOC}{data}\nPIPEDECK_GHA_JOB\n"
     if not remote:
         return f"exec '{sys.executable}' -S -c {_LOCAL_START} {job_doc}"
     name, code = runner_zip()
@@ -235,9 +243,24 @@ def runner_command(job: Mapping[str, Any], remote: bool = False) -> str:
     )
 
 
+def job_description(command: str) -> dict[str, Any] | None:
+    """The job description in a stage command made by `runner_command`; None in any other
+    command (a stage of a pipedeck file that prints step markers itself)."""
+    _, found, tail = command.rpartition(_JOB_DOC)
+    if not found:
+        return None
+    job: dict[str, Any] = json.loads(tail.partition("\nPIPEDECK_GHA_JOB\n")[0])
+    return job
+
+
 @lru_cache(maxsize=1)
 def runner_zip() -> tuple[str, str]:
     """(file name, base64 text) of a zip of the modules the job runner imports."""
+    import base64  # only for SSH hosts: not on the local start's path
+    import hashlib
+    import io
+    import zipfile
+
     package = Path(__file__).resolve().parent.parent
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -255,6 +278,7 @@ class _WorkflowChecker(_Checker):
     def __init__(self, file: str, text: str, options: Options) -> None:
         super().__init__(file, text)
         self.options = options
+        self.workspace = options.workspace or "here"  # decided when the workflow is read
         self.warnings: list[Problem] = []
         self.secret_names: set[str] = set()
         self.repo_root = Path(file).parent
@@ -277,6 +301,13 @@ class _WorkflowChecker(_Checker):
         if isinstance(node, ScalarNode):
             if node.tag == NULL:
                 return None
+            if node.tag == FLOAT and _LOST_ZERO_RE.fullmatch(node.value):
+                self.warn(
+                    node,
+                    f"{node.value} is the number {float(node.value):g} (YAML reads it so, as GitHub"
+                    f" does): write '{node.value}' if the text is meant, a Python version say",
+                    note=True,  # not something that cannot run here: --strict leaves it be
+                )
             if node.tag in (BOOL, INT, FLOAT):
                 value = _scalar(node)
                 return float(value) if isinstance(value, int) and node.tag == INT else value
@@ -368,6 +399,8 @@ class _WorkflowChecker(_Checker):
             return None
         github = github_context(self.repo_root, self.options.event, self.options.event_file)
         github["workflow"] = self.plain(top["name"]) if "name" in top else path.name
+        committed = github["sha"] != "0" * 40  # a git checkout with a commit
+        self.workspace = self.options.workspace or ("copy" if committed else "here")
         inputs = _inputs(self.plain(top["on"]) if "on" in top else None, self.options.inputs)
         self.static = {"github": github, "inputs": inputs, "vars": {}, "env": {}}
         raw = self.read_jobs(root, top)
@@ -629,7 +662,11 @@ class _WorkflowChecker(_Checker):
                     f"{path}.strategy.matrix.{axis}: expected a non-empty list of values",
                 )
                 return
-        combos = expand_matrix(matrix)
+        try:
+            combos = expand_matrix(matrix)
+        except ValueError as err:
+            self.report(nodes["matrix"], f"{path}.strategy.matrix.{err}")
+            return
         if not combos:
             self.report(nodes["matrix"], f"{path}.strategy.matrix: no combination is left")
             return
@@ -780,10 +817,11 @@ class _WorkflowChecker(_Checker):
             "aggregate": job.get("aggregate"),
             "skip": skip,
             "runs-on": labels,
+            "workspace": self.workspace if host == LOCAL else "here",  # remote: a copy already
         }
-        uses_status = isinstance(job.get("if"), str) and expr._uses_status(
-            _safe_condition(job["if"])
-        )
+        # GitHub's `if:` means `success() && ...` (a need skipped or failed: skipped) unless it
+        # uses a status function: then the job starts whatever its needs ended as
+        uses_status = not _only_on_success(job.get("if"))
         return Stage(
             id=sid,
             name=job["id"],
@@ -791,7 +829,7 @@ class _WorkflowChecker(_Checker):
             needs=needs,
             env={},
             timeout=float(timeout) * 60 if isinstance(timeout, float) else None,
-            kill_grace=5.0,
+            kill_grace=JOB_KILL_GRACE,
             when="always" if uses_status or job.get("aggregate") else "on_success",
             allow_failure=continue_on_error is True,
             host=host,
@@ -857,11 +895,13 @@ def _static(value: Any, ctx: expr.Context) -> Any:
     return expr.to_number(value) if isinstance(value, str) and value.strip().isdigit() else value
 
 
-def _safe_condition(text: str) -> expr.Node:
+def _only_on_success(condition: Any) -> bool:
+    if not isinstance(condition, str):
+        return True
     try:
-        return expr.condition_tree(text)
+        return expr.only_on_success(condition)
     except expr.ExprError:
-        return ("lit", None)
+        return True  # reported where the file is checked
 
 
 def _mentions(value: Any, context: str) -> bool:

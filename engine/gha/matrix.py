@@ -17,6 +17,9 @@ def expand_matrix(matrix: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Matrix combinations by GitHub's rules: the product of the axes, minus `exclude`
     (partial matches), then each `include` entry extends every original combination it does
     not contradict on an original axis, or else is added as a combination of its own."""
+    for key in ("include", "exclude"):
+        if not isinstance(matrix.get(key) or [], list):
+            raise ValueError(f"{key}: expected a list of mappings, got {matrix[key]!r}"[:200])
     axes = {k: v for k, v in matrix.items() if k not in ("include", "exclude")}
     combos: list[dict[str, Any]] = [
         dict(zip(axes, values, strict=True))

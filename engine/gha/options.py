@@ -32,6 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--strict", action="store_true", help="what cannot run here is an error, not a warning"
     )
     group.add_argument(
+        "--workspace",
+        choices=("copy", "here"),
+        help="where local jobs run: in a copy of the repository under .pipedeck/workspace (its"
+        " HEAD plus your uncommitted changes; the default in a git checkout) or here, in your"
+        " working tree",
+    )
+    group.add_argument(
         "--watch-paths",
         action="append",
         default=[],
@@ -60,6 +67,7 @@ def options_of(args: argparse.Namespace) -> Options:
         inputs=_pairs(getattr(args, "input", []), "--input"),
         runners=_pairs(getattr(args, "runner", []), "--runner"),
         strict=getattr(args, "strict", False),
+        workspace=getattr(args, "workspace", None),
     )
 
 
@@ -101,8 +109,15 @@ def workflow_root(start: Path) -> Path:
     return start
 
 
-def single_workflow(directory: Path) -> Path | None:
-    """The one workflow in `.github/workflows`, if there is exactly one."""
+def single_workflow(directory: Path, command: str = "run") -> Path | None:
+    """The one workflow in `.github/workflows` (None if there is none); a ValueError listing
+    them and how to pass one if there are several."""
     folder = directory / ".github" / "workflows"
     found = sorted([*folder.glob("*.yml"), *folder.glob("*.yaml")]) if folder.is_dir() else []
-    return found[0] if len(found) == 1 else None
+    if len(found) > 1:
+        names = ", ".join(path.name for path in found)
+        raise ValueError(
+            f"no pipedeck.yaml here, and {len(found)} workflows in {folder}: {names}; "
+            f"pass one: pipedeck {command} {found[0]}"
+        )
+    return found[0] if found else None

@@ -5,25 +5,26 @@ Each step's status goes to stdout as a step marker line (engine.gha.commands) th
 turns into `step_status` events. Job results and outputs are files in
 `.pipedeck/gha/RUN_ID/jobs/`, read by the jobs that need this one (`needs.<job>.outputs`).
 Exit status: 0 when the job succeeded, 1 when it failed, JOB_SKIPPED (78) when it was skipped,
-JOB_CANCELLED (79) when fail-fast cancelled it (another instance of its matrix failed).
+JOB_CANCELLED (79) when it was cancelled: by fail-fast (another instance of its matrix failed),
+or by SIGTERM/SIGINT (pipedeck's cancel), after which the running step's processes get SIGTERM
+(SIGKILL `STEP_GRACE` seconds later), the step ends `cancelled`, and the `always()` and
+`cancelled()` steps still run; a second signal kills the running step at once and runs no more.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
+import re
+import select
 import shlex
-import shutil
 import signal
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from engine.gha import expr
 from engine.gha.commands import (
@@ -36,6 +37,11 @@ from engine.gha.commands import (
     step_marker,
 )
 
+TYPE_CHECKING = False  # not imported at run time: the job runner starts faster without typing
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
 SHELLS = {
     "bash": ("bash --noprofile --norc -eo pipefail {0}", ".sh"),
     "sh": ("sh -e {0}", ".sh"),
@@ -43,37 +49,57 @@ SHELLS = {
     "pwsh": ("pwsh -command \". '{0}'\"", ".ps1"),
     "powershell": ("pwsh -command \". '{0}'\"", ".ps1"),
 }
-_current: subprocess.Popen[bytes] | None = None
+_current: int | None = None  # the running step's process (group) id
+_job: JobRunner | None = None  # the running job instance, cancelled by SIGTERM/SIGINT
+STEP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL to a cancelled or timed-out step
+DRAIN = 0.5  # seconds a step's output may still come after its process exited
 
 
 class JobRunner:
     """Runs one job instance (one matrix combination) and records its result."""
 
     def __init__(
-        self, job: Mapping[str, Any], combo: Mapping[str, Any], instance: str, offset: int = 0
+        self,
+        job: Mapping[str, Any],
+        combo: Mapping[str, Any],
+        instance: str,
+        offset: int = 0,
+        workspace: Path | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
+        """`workspace` and `environ` are the job's (the current directory and environment
+        when the runner runs it; the engine names them to decide a skip before it starts)."""
         self.job = job
         self.offset = offset  # step numbers of earlier instances run by the same stage
         self.workflow = job["workflow"]
         # the workflow's env and defaults; a called workflow's jobs have their own, not the caller's
         self.top = {"env": {}, "defaults": {}} if job.get("call") else self.workflow
-        self.workspace = Path.cwd()  # the stage runs in the workspace, here or on an SSH host
-        self.run_id = os.environ.get("PIPEDECK_RUN_ID", "local")
+        # the stage runs in the workspace, here or on an SSH host
+        self.workspace = Path.cwd() if workspace is None else workspace
+        self.environ = os.environ if environ is None else environ
+        self.run_id = self.environ.get("PIPEDECK_RUN_ID", "local")
         self.state = self.workspace / ".pipedeck" / "gha" / self.run_id
         self.instance = instance
         self.combo = dict(combo)
         self.temp = self.state / "tmp" / safe_name(instance)
         self.tool_cache = self.workspace / ".pipedeck" / "gha" / "tool-cache"
-        self.masks: list[str] = [v for k, v in os.environ.items() if k in _secret_names(job)]
+        self.masks: list[str] = [v for k, v in self.environ.items() if k in _secret_names(job)]
         self.env_ctx: dict[str, str] = {}
         self.path_add: list[str] = []
         self.steps_ctx: dict[str, Any] = {}
+        # `steps.ID` -> why it was skipped, `needs.JOB.outputs.NAME` -> why it is empty
+        self.skipped: dict[str, str] = read_empty_outputs(self.state, job["needs"])
         self.failed = False
-        self.cancelled = ""  # why the job was cancelled while it ran (fail-fast)
+        self.cancelled = ""  # why the job was cancelled while it ran (fail-fast, a signal)
+        self.hard = False  # cancelled twice: no more steps
+        self.pending = False  # cancelled while no step process ran: stop the one starting now
         self.made = 0  # files made in self.temp
         self.step_files: dict[str, str] = {}
+        self.scripts: dict[str, str] = {}  # the job's script file of each suffix, reused
+        self._base_env: dict[str, str] | None = None
         self.post: list[Any] = []  # callables run after the steps (actions/cache saves)
         self.summary: list[str] = []
+        self.unavailable: list[str] = []  # steps skipped as they cannot run here
         self.needs = read_needs(self.state, job["needs"])
         self.inputs = self.workflow["inputs"]
         if job.get("call"):  # a job of a called reusable workflow: `with:` are its inputs
@@ -91,7 +117,7 @@ class JobRunner:
             "github": github,
             "env": {**self.env_ctx},
             "vars": {},
-            "secrets": {n: os.environ.get(n, "") for n in _secret_names(self.job)},
+            "secrets": {n: self.environ.get(n, "") for n in _secret_names(self.job)},
             "matrix": self.combo,
             "needs": self.needs,
             "steps": self.steps_ctx,
@@ -111,11 +137,18 @@ class JobRunner:
                 for short, full in (self.job.get("aggregate") or {}).items()
             },
             **(extra or {}),
+            "skipped": self.skipped,  # not a context: named by errors about empty outputs
         }
         status = expr.Status(failed=self.failed, cancelled=bool(self.cancelled))
         return expr.Context(values, status, self.workspace)
 
     def base_env(self) -> dict[str, str]:
+        """The runner's environment of every step (made once per job; a copy)."""
+        if self._base_env is None:
+            self._base_env = self._make_base_env()
+        return dict(self._base_env)
+
+    def _make_base_env(self) -> dict[str, str]:
         github = self.workflow["github"]
         env = dict(os.environ)
         env.update(
@@ -172,14 +205,21 @@ class JobRunner:
             self.step(index, step)
         for action in self.post:
             action()
-        outputs = {}
+        outputs, empty = {}, {}
         for name, value in (self.job["outputs"] or {}).items():
             try:
                 outputs[name] = expr.to_str(expr.interpolate(_text(value), self.contexts()))
             except expr.ExprError as err:
                 print(f"##[error]outputs.{name}: {err}", flush=True)
+            sources = [s for s in _STEP_REF.findall(_text(value)) if f"steps.{s}" in self.skipped]
+            if not outputs.get(name) and sources:
+                why = self.skipped[f"steps.{sources[0]}"]
+                empty[name] = f"{self.job['job']}'s step {sources[0]} was skipped ({why})"
         result = self.result()
-        write_result(self.state, self.job["job"], self.instance, result, outputs, self.cancelled)
+        write_result(
+            self.state, self.job["job"], self.instance, result, outputs, self.cancelled,
+            self.unavailable, empty,
+        )  # fmt: skip
         if self.summary:
             summary = self.state / "summary" / f"{safe_name(self.instance)}.md"
             summary.parent.mkdir(parents=True, exist_ok=True)
@@ -192,43 +232,46 @@ class JobRunner:
         return "failure" if self.failed else "success"
 
     def cancel(self, reason: str) -> None:
-        """Cancel the job from another thread: the running step's processes end, and only the
-        steps that run when cancelled (`always()`, `cancelled()`) are left to run."""
-        self.cancelled = reason
-        if _current is not None:
-            _kill_group(_current)
+        """Cancel the job (from a signal handler or another thread, so without blocking): the
+        running step's processes end, and only the steps that run when cancelled (`always()`,
+        `cancelled()`) are left to run. Cancelled again: the step is killed now, no more run."""
+        self.hard = bool(self.cancelled)
+        self.cancelled = self.cancelled or reason
+        if (pid := _current) is not None:  # read once: the step may end meanwhile
+            _stop_group(pid, 0.0 if self.hard else STEP_GRACE)
+        else:  # between steps (the next one's `if:` sees it) or while one is being started
+            self.pending = True
 
     def step(self, index: int, step: Mapping[str, Any]) -> None:
+        self.pending = False  # a cancel from now on is this step's
         ctx = self.contexts()
         name = self.step_name(step, ctx)
         step_id = str(step.get("id") or f"__step{index}")
-        if step.get("skip"):
-            print(f"##[warning]{name}: skipped: {step['skip']}", flush=True)
-            self.mark(index, name, "skipped", reason=step["skip"])
-            self.steps_ctx[step_id] = {"outputs": {}, "outcome": "skipped", "conclusion": "skipped"}
-            return
         try:
-            run = expr.condition(step.get("if"), ctx)
+            run = expr.condition(step.get("if"), ctx) and not self.hard
             failed = (self.failed or self.cancelled) and expr.only_on_success(step.get("if"))
             reason = f"if: {step.get('if')} is false"
-            if failed:
+            if failed or self.hard:
                 reason = self.cancelled or "an earlier step failed"
         except expr.ExprError as err:
             print(f"##[error]{name}: if: {err}", flush=True)
             run, self.failed, reason = False, True, f"if: {err}"
+        if run and step.get("skip"):  # it would run, but cannot here
+            print(f"##[warning]{name}: skipped: {step['skip']}", flush=True)
+            run, reason = False, step["skip"]
+            self.unavailable.append(name)
         if not run:
             self.mark(index, name, "skipped", reason=reason)
             self.steps_ctx[step_id] = {"outputs": {}, "outcome": "skipped", "conclusion": "skipped"}
+            self.skipped[f"steps.{step_id}"] = reason
             return
-        self.mark(index, name, "running")
+        self.mark(index, name, "running", then=f"##[group]{name}")
         started = time.monotonic()
-        print(f"##[group]{name}", flush=True)
         try:
             outcome, outputs, code = self.execute(step, ctx)
         except (expr.ExprError, ValueError, OSError) as err:
             print(f"##[error]{name}: {err}", flush=True)
             outcome, outputs, code = "failure", {}, None
-        print("##[endgroup]", flush=True)
         continue_on_error = step.get("continue-on-error", False)
         if isinstance(continue_on_error, str):
             continue_on_error = expr.truthy(expr.interpolate(continue_on_error, ctx))
@@ -240,7 +283,14 @@ class JobRunner:
         if conclusion == "failure":
             self.failed = True
         self.steps_ctx[step_id] = {"outputs": outputs, "outcome": outcome, "conclusion": conclusion}
-        self.mark(index, name, status, duration=time.monotonic() - started, exit_code=code)
+        self.mark(
+            index,
+            name,
+            status,
+            before="##[endgroup]",
+            duration=time.monotonic() - started,
+            exit_code=code,
+        )
 
     def step_name(self, step: Mapping[str, Any], ctx: expr.Context) -> str:
         if step.get("name") is not None:
@@ -256,8 +306,17 @@ class JobRunner:
             else "Run"
         )
 
-    def mark(self, index: int, name: str, status: str, **fields: Any) -> None:
-        print(step_marker(step=self.offset + index, name=name, status=status, **fields), flush=True)
+    def mark(
+        self, index: int, name: str, status: str, before: str = "", then: str = "", **fields: Any
+    ) -> None:
+        """Print a step's marker line (with the lines `before` and `then`). A starting step's
+        goes out at once; a finished one's waits in stdout's buffer for the next write (the
+        next step's start, a few hundred microseconds later): one pipe write per step less."""
+        marker = step_marker(step=self.offset + index, name=name, status=status, **fields)
+        lines = [line for line in (before, marker, then) if line]
+        sys.stdout.write("\n".join(lines) + "\n")
+        if status == "running" or self.cancelled:  # cancelled: a SIGKILL may come soon
+            sys.stdout.flush()
 
     def execute(
         self, step: Mapping[str, Any], ctx: expr.Context
@@ -296,24 +355,32 @@ class JobRunner:
     ) -> tuple[str, dict[str, str], int | None]:
         """Run a `run:` script with its shell as GitHub does (script in a temp file, `{0}`)."""
         if shell is None:
-            template, suffix = (
-                ("bash -e {0}", ".sh") if shutil.which("bash") else ("sh -e {0}", ".sh")
-            )
+            template, suffix = ("bash -e {0}", ".sh") if _has_bash() else ("sh -e {0}", ".sh")
         elif shell in SHELLS:
             template, suffix = SHELLS[shell]
         elif "{0}" in shell:
             template, suffix = shell, ""
         else:
             template, suffix = shell + " {0}", ""
-        program = template.split()[0]
-        if program in ("pwsh",) and not shutil.which("pwsh"):
-            raise ValueError("shell pwsh: PowerShell is not installed here")
-        path = self.temp_file("script" + suffix)
-        with open(path, "w") as handle:
-            handle.write(script)
-        argv = shlex.split(template.replace("{0}", path))
+        path = self.write_script(script, suffix)
+        argv = [word.replace("{0}", path) for word in _split(template)]
         cwd = self.workspace / workdir if workdir else self.workspace
         return self.process(argv, env, cwd, timeout)
+
+    def write_script(self, script: str, suffix: str) -> str:
+        """The script's file: one per job and suffix, rewritten in place for each step (a
+        new file, or a truncated one, costs ten times more on a journaling file system)."""
+        if suffix not in self.scripts:
+            self.scripts[suffix] = self.temp_file("script" + suffix)
+        path = self.scripts[suffix]
+        data = script.encode("utf-8", "surrogateescape")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, data)
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
+        return path
 
     def process(
         self,
@@ -330,15 +397,21 @@ class JobRunner:
         full["PATH"] = os.pathsep.join([*reversed(self.path_add), full.get("PATH", os.defpath)])
         if not cwd.is_dir():
             raise ValueError(f"working-directory {cwd} does not exist")
-        found = shutil.which(argv[0], path=full["PATH"])
-        if found is None:
-            raise ValueError(f"cannot run {argv[0]!r}: not found in PATH")
-        code, timed_out = stream([found, *argv[1:]], full, cwd, timeout, CommandFilter(self.masks))
+        try:  # the program is looked up in the step's PATH, as execvpe does
+            code, timed_out = stream(argv, full, cwd, timeout, CommandFilter(self.masks))
+        except FileNotFoundError:
+            if "/" in argv[0]:
+                raise ValueError(f"cannot run {argv[0]!r}: no such file") from None
+            raise ValueError(f"cannot run {argv[0]!r}: not found in PATH") from None
         outputs = self.collect(files)
         if timed_out:
             print(f"##[error]the step timed out after {timeout:g}s", flush=True)
             return "timed_out", outputs, code
-        if code != 0:
+        if code != 0 and self.cancelled:
+            print("##[error]The operation was canceled.", flush=True)  # GitHub's words
+        elif code == 127:  # the shell's own line above names the command
+            print(f"##[error]Process completed with exit code 127: {_NOT_FOUND}", flush=True)
+        elif code != 0:
             print(f"##[error]Process completed with exit code {code}.", flush=True)
         return ("success" if code == 0 else "failure"), outputs, code
 
@@ -351,7 +424,7 @@ class JobRunner:
         """The empty GITHUB_ENV, GITHUB_OUTPUT, GITHUB_PATH and GITHUB_STEP_SUMMARY files of the
         next step: made once per job, emptied after each step has been read (`collect`)."""
         for name in _FILES:
-            if name not in self.step_files or not os.path.exists(self.step_files[name]):
+            if name not in self.step_files:
                 self.step_files[name] = self.temp_file(name.lower())
                 open(self.step_files[name], "w").close()
         return dict(self.step_files)
@@ -367,7 +440,8 @@ class JobRunner:
                     text = handle.read()
                     handle.truncate(0)  # the next step's file starts empty
                 return text
-            except FileNotFoundError:  # the step removed it
+            except FileNotFoundError:  # the step removed it: made anew for the next step
+                del self.step_files[name]
                 return ""
 
         self.env_ctx.update(read_env_file(read("GITHUB_ENV")))
@@ -388,43 +462,113 @@ def stream(
     commands: CommandFilter,
 ) -> tuple[int, bool]:
     """Run a process (its own group, stderr merged into stdout), passing its output lines
-    through the workflow-command filter to our stdout; (exit code, timed out)."""
+    through the workflow-command filter to our stdout; (exit code, timed out).
+
+    Spawned with `os.posix_spawn` (vfork and exec, no `subprocess` to import): the program is
+    looked up in the step's PATH, the ignored SIGPIPE and SIGXFSZ are reset as `subprocess`
+    does, and the working directory is changed around the spawn (only this thread spawns)."""
     global _current
-    proc = subprocess.Popen(
-        argv,
-        env=dict(env),
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        process_group=0,
-    )
-    _current = proc
-    timed_out = threading.Event()
-
-    def expire() -> None:
-        timed_out.set()
-        _kill_group(proc)
-
-    timer = threading.Timer(timeout, expire) if timeout else None
-    if timer:
-        timer.start()
-    out = sys.stdout
-    buffer = bytearray()
-    assert proc.stdout is not None
+    program = _which(argv[0], env.get("PATH", os.defpath))
+    read, write = os.pipe()
+    stdin = os.open(os.devnull, os.O_RDONLY)
+    here = os.getcwd()
     try:
-        while chunk := proc.stdout.read1(1 << 16):  # type: ignore[attr-defined]
-            buffer.extend(chunk)
-            _emit(split_lines(buffer), commands, out)
-        _emit(split_lines(buffer, final=True), commands, out)
-        code = proc.wait()
+        os.chdir(cwd)
+        _current = os.posix_spawn(
+            program,
+            argv,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, stdin, 0),
+                (os.POSIX_SPAWN_DUP2, write, 1),
+                (os.POSIX_SPAWN_DUP2, write, 2),
+            ],
+            setpgroup=0,
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+        )
+    except BaseException:
+        os.close(read)
+        raise
     finally:
+        os.chdir(here)
+        os.close(write)
+        os.close(stdin)
+    pid = _current
+    if _job is not None and _job.pending:  # cancelled after its `if:`, before it started
+        _stop_group(pid, 0.0 if _job.hard else STEP_GRACE)
+    timer = None
+    expired: list[bool] = []
+    if timeout:
+        import threading  # only for a step with timeout-minutes
+
+        def expire() -> None:
+            expired.append(True)
+            _stop_group(pid, STEP_GRACE)
+
+        timer = threading.Timer(timeout, expire)
+        timer.start()
+    try:
+        _read_until_exit(pid, read, commands)
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    finally:
+        os.close(read)
         if timer:
             timer.cancel()
         _current = None
-    return code, timed_out.is_set()
+    return code, bool(expired)
 
 
+def _read_until_exit(pid: int, read: int, commands: CommandFilter) -> None:
+    """Pass a step's output on until its process has exited and its output has ended, or
+    stopped coming for `DRAIN` seconds: a background process it left (`cmd &`) may hold the
+    pipe open, and a step ends with its process, as on GitHub (what it left is killed when
+    the job ends)."""
+    out = sys.stdout
+    buffer = bytearray()
+    poller = select.poll()
+    poller.register(read, select.POLLIN)
+    try:
+        exited = os.pidfd_open(pid)
+    except OSError:  # no pidfd (Linux before 5.3): until the output ends
+        exited = -1
+    else:
+        poller.register(exited, select.POLLIN)
+    wait: float | None = None  # milliseconds, once the process has exited
+    try:
+        while True:
+            ready = dict(poller.poll(wait))
+            if not ready:  # exited, and nothing more for DRAIN seconds
+                break
+            if exited in ready:
+                poller.unregister(exited)
+                wait = DRAIN * 1000
+            if read in ready:
+                if not (chunk := os.read(read, 1 << 16)):
+                    break
+                buffer.extend(chunk)
+                _emit(split_lines(buffer), commands, out)
+        _emit(split_lines(buffer, final=True), commands, out)
+    finally:
+        if exited >= 0:
+            os.close(exited)
+
+
+def _which(name: str, path: str) -> str:
+    """The program `name` as exec would find it in `path`; FileNotFoundError if nowhere."""
+    if "/" in name:
+        return name
+    for folder in path.split(os.pathsep):
+        candidate = os.path.join(folder or ".", name)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    raise FileNotFoundError(name)
+
+
+_NOT_FOUND = (
+    "a command was not found (a tool that hosted runners have, like pipx or poetry, may not be "
+    "installed here)"
+)
+_STEP_REF = re.compile(r"\bsteps\.([A-Za-z_][\w-]*)")
 _FILES = ("GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY")
 
 
@@ -435,21 +579,57 @@ def _emit(lines: Any, commands: CommandFilter, out: Any) -> None:
         out.flush()
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
+def _stop_group(pid: int, grace: float) -> None:
+    """SIGTERM to a step's process group now, SIGKILL to what is left of it after `grace`
+    seconds (from a thread: the caller may be a signal handler). The thread reading the step
+    reaps its leader."""
+    import threading
+
+    def kill() -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGTERM if grace else signal.SIGKILL)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.02)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+    threading.Thread(target=kill, name="stop-step", daemon=True).start()
 
 
 def _on_term(signum: int, frame: Any) -> None:
-    """Cancel: the current step's group goes first, then this process."""
-    if _current is not None:
-        _kill_group(_current)
-    raise SystemExit(128 + signum)
+    """Cancel the running job (its `always()` steps still run); before it starts, exit. Why:
+    what pipedeck wrote before its SIGTERM ("run cancelled" after Ctrl-C...), else the signal."""
+    if _job is None:
+        raise SystemExit(128 + signum)
+    attempt = int(_job.environ.get("PIPEDECK_ATTEMPT") or 0)
+    try:
+        why = cancel_file(_job.state, _job.job["instance"], attempt).read_text()
+    except OSError:
+        why = f"cancelled ({signal.Signals(signum).name})"
+    _job.cancel(why)
+
+
+def cancel_file(state: Path, instance: str, attempt: int) -> Path:
+    """Where pipedeck says why it cancels an attempt of a job instance."""
+    return state / "cancel" / f"{safe_name(instance)}.{attempt}"
+
+
+@functools.cache
+def _split(template: str) -> list[str]:
+    """A shell template's words (`bash -e {0}`), split once per job."""
+    return shlex.split(template)
+
+
+@functools.cache
+def _has_bash() -> bool:
+    """Whether bash is installed (the default shell then, else sh), looked up once per job."""
+    path = os.environ.get("PATH", os.defpath).split(os.pathsep)
+    return any(os.access(os.path.join(d, "bash"), os.X_OK) for d in path if d)
 
 
 def _arch() -> str:
@@ -477,14 +657,21 @@ def write_result(
     result: str,
     outputs: Mapping[str, str],
     reason: str | None = None,
+    unavailable: list[str] | None = None,
+    empty: Mapping[str, str] | None = None,
 ) -> None:
-    """Record a job instance's result and outputs (and why it was skipped) for the jobs that
-    need it."""
+    """Record a job instance's result and outputs (and why it was skipped, which of its steps
+    could not run here, why outputs are empty) for the jobs that need it."""
     folder = state / "jobs"
     folder.mkdir(parents=True, exist_ok=True)
-    data = {"job": job, "instance": instance, "result": result, "outputs": dict(outputs)}
+    data: dict[str, Any] = {"job": job, "instance": instance, "result": result}
+    data["outputs"] = dict(outputs)
     if reason:
         data["reason"] = reason
+    if unavailable:
+        data["unavailable"] = unavailable
+    if empty:
+        data["empty"] = dict(empty)
     target = folder / f"{safe_name(instance)}.json"
     tmp = target.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
@@ -521,6 +708,16 @@ def read_needs(state: Path, needs: list[str]) -> dict[str, Any]:
     return context
 
 
+def read_empty_outputs(state: Path, needs: list[str]) -> dict[str, str]:
+    """Why outputs of the needed jobs are empty (`needs.JOB.outputs.NAME` -> a skipped step)."""
+    return {
+        f"needs.{name}.outputs.{output}": why
+        for name in needs
+        for data in read_results(state, name)
+        for output, why in data.get("empty", {}).items()
+    }
+
+
 @contextlib.contextmanager
 def _slot(state: Path, job: str, limit: int, index: int) -> Any:
     """At most `limit` instances of a job at once (`max-parallel`), by file locks."""
@@ -545,26 +742,49 @@ def _slot(state: Path, job: str, limit: int, index: int) -> Any:
 # -- the job, from its description -----------------------------------------------------------
 
 
+def ignore_state(folder: Path) -> None:
+    """A `.gitignore` of `*` in the workspace's `.pipedeck/`: a hosted runner's checkout has
+    no such folder, and steps checking `git status --porcelain` must not see it."""
+    ignore = folder / ".gitignore"
+    if not ignore.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        ignore.write_text("# pipedeck's state: not part of the repository\n*\n")
+
+
+def skipped_before_start(job: Mapping[str, Any], probe: JobRunner) -> str | None:
+    """Why a job instance is skipped before its first step: it cannot run here, or its `if:`
+    is false (seen with the needed jobs' results, as GitHub does); None when it runs. The job
+    runner asks it, and the engine too before it starts a job (engine.gha.gate).
+    ExprError: a bad `if:`."""
+    if job.get("skip"):
+        return str(job["skip"])
+    probe.failed = any(n["result"] in ("failure", "cancelled") for n in probe.needs.values())
+    if expr.condition(job.get("if"), probe.contexts()):
+        return None
+    return f"if: {job['if']} is false"
+
+
 def run_job(job: Mapping[str, Any]) -> int:
     """Run a job description (all matrix instances when the matrix is known only now)."""
+    global _job
     run_id = os.environ.get("PIPEDECK_RUN_ID", "local")
+    if job.get("workspace") == "copy":  # the job works in a copy of the repository
+        from engine.gha.workspace import copy_workspace
+
+        ignore_state(Path.cwd() / ".pipedeck")
+        os.chdir(copy_workspace(Path.cwd(), run_id))
     state = Path.cwd() / ".pipedeck" / "gha" / run_id
+    ignore_state(state.parent.parent)
     instance = job["instance"]
-    if job.get("skip"):
-        print(f"##[warning]job skipped: {job['skip']}", flush=True)
-        write_result(state, job["job"], instance, "skipped", {}, job["skip"])
-        return JOB_SKIPPED
     probe = JobRunner(job, job["matrix"], instance)
-    probe.failed = any(n["result"] in ("failure", "cancelled") for n in probe.needs.values())
     try:
-        wanted = expr.condition(job.get("if"), probe.contexts())
+        reason = skipped_before_start(job, probe)
     except expr.ExprError as err:
         print(f"##[error]if: {err}", flush=True)
         write_result(state, job["job"], instance, "failure", {})
         return 1
-    if not wanted:
-        reason = f"if: {job['if']} is false"
-        print(f"job skipped: {reason}", flush=True)
+    if reason is not None:
+        print(f"##[warning]job skipped: {reason}", flush=True)
         write_result(state, job["job"], instance, "skipped", {}, reason)
         return JOB_SKIPPED
     combos = [(job["matrix"], instance)]
@@ -573,11 +793,14 @@ def run_job(job: Mapping[str, Any]) -> int:
 
         try:
             matrix = expr.interpolate_all(job["matrix_expr"], probe.contexts())
-        except expr.ExprError as err:
+            if not isinstance(matrix, dict):
+                got = " ".join(expr.to_json(matrix).split())
+                raise ValueError(f"expected a mapping, got {got}"[:200])
+            combos = [(c, instance_id(job["job"], c)) for c in expand_matrix(matrix)]
+        except (expr.ExprError, ValueError) as err:
             print(f"##[error]strategy.matrix: {err}", flush=True)
             write_result(state, job["job"], instance, "failure", {})
             return 1
-        combos = [(c, instance_id(job["job"], c)) for c in expand_matrix(matrix)]
         print(f"matrix from needs: {len(combos)} instance(s)", flush=True)
     strategy = job["strategy"]
     siblings = len(combos) > 1 or int(strategy.get("job-total", 1)) > 1
@@ -598,7 +821,7 @@ def run_job(job: Mapping[str, Any]) -> int:
                     **job,
                     "strategy": {**strategy, "job-index": number, "job-total": len(combos)},
                 }
-            runner = JobRunner(one, combo, name, number * len(job["steps"]))
+            runner = _job = JobRunner(one, combo, name, number * len(job["steps"]))
             with _watch_siblings(runner, state) if fail_fast else contextlib.nullcontext():
                 result = runner.run()
         if result == "cancelled":
@@ -620,6 +843,8 @@ def _sibling_failed(state: Path, job: str, instance: str) -> bool:
 @contextlib.contextmanager
 def _watch_siblings(runner: JobRunner, state: Path, every: float = 0.25) -> Any:
     """fail-fast while the job runs: when another instance of its matrix fails, cancel it."""
+    import threading  # only for matrix jobs
+
     done = threading.Event()
 
     def watch() -> None:
@@ -640,6 +865,7 @@ def _watch_siblings(runner: JobRunner, state: Path, every: float = 0.25) -> Any:
 
 def main() -> int:
     signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, _on_term)
     sys.stdout.reconfigure(errors="replace", line_buffering=False)  # type: ignore[union-attr]
     job = json.load(sys.stdin)
     try:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.errors import PipedeckError
 from engine.gha.expr import (
     Context,
     ExprError,
@@ -50,6 +51,12 @@ def test_double_quotes_are_an_error_with_position() -> None:
     with pytest.raises(ExprError) as err:
         parse('"hello"')
     assert err.value.pos == 0 and "single quotes" in err.value.message
+
+
+def test_a_bad_expression_is_a_pipedeck_error() -> None:
+    """Callers that report pipedeck's errors as one line catch expression errors too."""
+    with pytest.raises(PipedeckError):
+        parse("1 +")
 
 
 @pytest.mark.parametrize(

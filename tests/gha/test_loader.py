@@ -198,6 +198,24 @@ def test_no_pipedeck_yaml_and_one_workflow_is_offered(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "using .github/workflows/ci.yml" in done.stderr
     assert "a" in done.stdout
+    done = subprocess.run(
+        [pipedeck_bin(), "validate"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.stdout == ".github/workflows/ci.yml: ok, 1 stage(s)\n"  # the file it checked
+
+
+def test_no_pipedeck_yaml_and_several_workflows_are_listed(tmp_path: Path) -> None:
+    text = "on: push\njobs:\n  a: {runs-on: ubuntu-latest, steps: [{run: echo}]}\n"
+    write(tmp_path, text)
+    (tmp_path / ".github" / "workflows" / "docs.yaml").write_text(text)
+    done = subprocess.run(
+        [pipedeck_bin(), "validate"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert done.stderr == (
+        "pipedeck: no pipedeck.yaml here, and 2 workflows in .github/workflows: ci.yml, docs.yaml;"
+        " pass one: pipedeck validate .github/workflows/ci.yml\n"
+    )
 
 
 def test_watch_paths_narrow_what_a_workflow_watches(tmp_path: Path) -> None:
@@ -225,3 +243,53 @@ def test_wrong_kinds_of_values_are_reported(tmp_path: Path) -> None:
     assert f"{path}:5:10: jobs.a.env: expected a mapping, got a list" in text
     assert f"{path}:6:22: jobs.a.timeout-minutes: expected a number, got the string 'soon'" in text
     assert f"{path}:9:15: jobs.a.steps[0].with: expected a mapping, got the integer 3" in text
+
+
+def test_a_version_written_as_a_number_losing_its_zero_is_noted(tmp_path: Path) -> None:
+    """`python-version: [3.9, 3.10]` gives 3.1 (on GitHub too): validate says so at the value,
+    and the instance is `3.1`, as GitHub makes it."""
+    path = write(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          a:
+            runs-on: ubuntu-latest
+            strategy:
+              matrix:
+                python-version: [3.9, 3.10, "3.10", 3.0]
+            steps:
+              - run: echo ${{ matrix.python-version }}
+        """,
+    )
+    workflow = load_workflow(path)
+    notes = [str(w) for w in workflow.warnings if "YAML reads it" in str(w)]
+    assert notes == [
+        f"{path}:8:31: note: 3.10 is the number 3.1 (YAML reads it so, as GitHub does): "
+        "write '3.10' if the text is meant, a Python version say"
+    ]
+    assert "a[python-version=3.1]" in workflow.pipeline.stages
+    load_workflow(path, Options(strict=True))  # a note: --strict does not refuse it
+
+
+def test_a_matrix_include_that_is_not_a_list_is_reported(tmp_path: Path) -> None:
+    """Found by the loader fuzz: `include: true` raised a TypeError."""
+    path = write(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          a:
+            runs-on: ubuntu-latest
+            strategy:
+              matrix:
+                include: true
+            steps: [{run: x}]
+        """,
+    )
+    with pytest.raises(ConfigError) as err:
+        load_workflow(path)
+    assert (
+        f"{path}:8:9: jobs.a.strategy.matrix.include: expected a list of mappings, got True"
+        in str(err.value)
+    )

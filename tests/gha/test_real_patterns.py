@@ -3,11 +3,14 @@ each reproduced by a small workflow run for real."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 from engine.gha.actions import satisfies
+from engine.gha.loader import load_workflow
 from tests.conftest import pipedeck_bin
+from tests.gha.conftest import FakeTool
 from tests.gha.test_runner import run, steps, workflow
 
 
@@ -193,3 +196,293 @@ async def test_python_version_file_reads_pyproject_and_tool_versions(tmp_path: P
     assert recorder.final("pyproject").status == "succeeded"
     assert any(line.startswith("got 3.") for line in recorder.lines("pyproject"))
     assert any("no installed Python satisfies '2.5'" in x for x in recorder.lines("tool-versions"))
+
+
+def test_plain_output_prints_each_step_line_where_the_step_ends(tmp_path: Path) -> None:
+    """Running black's CI, `step 2 ...: succeeded` came after step 3's `##[group]`: a step's
+    end and the next one's start arrive in one read, and the step line must keep its place."""
+    workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          a:
+            runs-on: ubuntu-latest
+            steps:
+              - {name: first, run: echo one}
+              - {name: second, run: "true"}
+              - {name: third, run: "true"}
+              - {name: fourth, run: echo four}
+        """,
+    )
+    done = subprocess.run(
+        [pipedeck_bin(), "run", ".github/workflows/ci.yml", "--format", "plain"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    wanted = ["▾ first", "] one", "step 1 first: succeeded", "▾ second"]
+    wanted += ["step 2 second: succeeded", "▾ third", "step 3 third: succeeded"]
+    wanted += ["▾ fourth", "] four", "step 4 fourth: succeeded"]
+    places = [done.stdout.find(text) for text in wanted]
+    assert -1 not in places and places == sorted(places), done.stdout
+
+
+async def test_a_step_that_would_not_run_is_skipped_for_that_reason(tmp_path: Path) -> None:
+    """black's coveralls step (a remote action) has `if: github.repository == 'psf/black'`:
+    after a failure or with its `if:` false it is skipped for that, not for the action."""
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          a:
+            runs-on: ubuntu-latest
+            steps:
+              - if: github.repository == 'nobody/nothing'
+                uses: someone/remote-action@v1
+              - run: exit 1
+              - uses: someone/remote-action@v1
+        """,
+    )
+    recorder, code, _ = await run(path)
+    assert code == 1
+    reasons = [e.reason for e in recorder.events if getattr(e, "status", "") == "skipped"]
+    assert reasons[:2] == [
+        "if: github.repository == 'nobody/nothing' is false",
+        "an earlier step failed",
+    ]
+    assert not any("remote action" in line for line in recorder.lines("a"))
+
+
+async def test_interpreters_that_fail_to_run_are_not_listed(
+    tmp_path: Path, fake_tool: FakeTool
+) -> None:
+    """A pyenv shim of a version not selected exits 127 naming `python3.12`: that is not an
+    installed 3.12 (it was listed as one)."""
+    fake_tool("python3.77", "echo 'pyenv: python3.77: command not found' >&2\nexit 127\n")
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          a:
+            runs-on: ubuntu-latest
+            steps:
+              - uses: actions/setup-python@v5
+                with: {python-version: "3.77"}
+        """,
+    )
+    recorder, code, _ = await run(path)
+    assert code == 1
+    (line,) = [x for x in recorder.lines("a") if "no installed Python satisfies" in x]
+    listed = line.split("installed: ")[1].split(", ")
+    assert "3.77" not in listed
+    numbers = [tuple(map(int, v.split("."))) for v in listed]
+    assert numbers == sorted(numbers)  # 3.9 before 3.10, as versions sort
+
+
+async def test_setup_python_pip_version_is_installed_in_the_venv(tmp_path: Path) -> None:
+    """black's test job asks for `pip-version: "26.1"` (for `pip install --group`): pip is
+    asked to install that version into the job's venv; one it cannot fails the step."""
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          a:
+            runs-on: ubuntu-latest
+            steps:
+              - uses: actions/setup-python@v5
+                with: {python-version: "3.x", pip-version: "0.0.0.0.1"}
+              - run: echo never
+        """,
+    )
+    recorder, code, _ = await run(path)
+    assert code == 1
+    lines = recorder.lines("a")
+    assert any("pip-version 0.0.0.0.1: pip could not install it" in x for x in lines)
+    assert "never" not in lines
+
+
+async def test_the_state_folder_leaves_git_status_clean(tmp_path: Path) -> None:
+    """pip's vendoring job ends with a check that the checkout is unchanged: pipedeck's own
+    `.pipedeck/` in the workspace must not show in `git status`."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          a:
+            runs-on: ubuntu-latest
+            steps:
+              - run: git status --porcelain --untracked-files=all -- .pipedeck
+              - run: test -z "$(git status --porcelain -- .pipedeck)" && echo clean
+        """,
+    )
+    recorder, code, _ = await run(path)
+    assert code == 0, recorder.lines("a")
+    assert "clean" in recorder.lines("a")
+
+
+async def test_a_command_not_found_says_what_exit_127_means(tmp_path: Path) -> None:
+    """textual's CI starts with `pipx install poetry`: hosted runners have pipx, this machine
+    may not; exit code 127 alone does not say that."""
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          a:
+            runs-on: ubuntu-latest
+            steps:
+              - run: no-such-tool-pipedeck install poetry
+        """,
+    )
+    recorder, code, _ = await run(path)
+    assert code == 1
+    lines = recorder.lines("a")
+    assert any("no-such-tool-pipedeck: command not found" in x for x in lines)
+    assert any(
+        x.startswith("##[error]Process completed with exit code 127: a command was not found")
+        for x in lines
+    )
+
+
+async def test_download_artifact_pattern_and_merge_multiple(tmp_path: Path) -> None:
+    """fastapi's coverage job downloads `pattern: coverage-*` with `merge-multiple: true`:
+    only the matching artifacts, all into one folder."""
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          test:
+            runs-on: ubuntu-latest
+            strategy:
+              matrix:
+                part: [a, b]
+            steps:
+              - run: mkdir -p out && echo ${{ matrix.part }} > out/.coverage.${{ matrix.part }}
+              - uses: actions/upload-artifact@v4
+                with: {name: "coverage-${{ matrix.part }}", path: out}
+          other:
+            runs-on: ubuntu-latest
+            steps:
+              - run: mkdir -p junk && echo x > junk/junk.txt
+              - uses: actions/upload-artifact@v4
+                with: {name: junk, path: junk}
+          combine:
+            needs: [test, other]
+            runs-on: ubuntu-latest
+            steps:
+              - uses: actions/download-artifact@v4
+                with: {pattern: coverage-*, path: merged, merge-multiple: true}
+              - uses: actions/download-artifact@v4
+                with: {pattern: coverage-*, path: apart}
+              - run: ls -A merged apart apart/coverage-a
+        """,
+    )
+    recorder, code, _ = await run(path)
+    assert code == 0, recorder.lines("combine")
+    assert sorted(os.listdir(tmp_path / "merged")) == [".coverage.a", ".coverage.b"]
+    assert sorted(os.listdir(tmp_path / "apart")) == ["coverage-a", "coverage-b"]
+
+
+async def test_a_missing_artifact_names_the_steps_that_could_not_run(tmp_path: Path) -> None:
+    """pytest's and attrs' build jobs make the `Packages` artifact with a remote action that
+    does not run here: the download's failure says so."""
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          package:
+            runs-on: ubuntu-latest
+            steps:
+              - name: Build and Check Package
+                uses: hynek/build-and-inspect-python-package@v2
+          build:
+            needs: package
+            runs-on: ubuntu-latest
+            steps:
+              - uses: actions/download-artifact@v4
+                with: {name: Packages, path: dist}
+        """,
+    )
+    recorder, code, _ = await run(path)
+    assert code == 1
+    assert any(
+        "no artifact 'Packages' in this run (uploaded: none); steps that could not run here, "
+        "which may have made it: package: Build and Check Package" in line
+        for line in recorder.lines("build")
+    )
+
+
+async def test_setup_uv_uses_the_installed_uv(tmp_path: Path, fake_tool: FakeTool) -> None:
+    """pydantic's, pytest's and attrs' CI set up uv with astral-sh/setup-uv: the installed uv
+    is put on PATH, `python-version` is UV_PYTHON (an installed interpreter: uv would try to
+    download one), `activate-environment` makes `.venv`."""
+    fake_tool(
+        "uv",
+        'case "$1" in\n'
+        '  --version) echo "uv 0.9.9";;\n'
+        '  venv) mkdir -p "$4/bin" && echo "venv $4";;\n'
+        '  *) echo "uv ran $*";;\n'
+        "esac\n",
+    )
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          a:
+            runs-on: ubuntu-latest
+            steps:
+              - id: uv
+                uses: astral-sh/setup-uv@v6
+                with: {python-version: "3.x", activate-environment: "true"}
+              - run: |
+                  echo "venv=$VIRTUAL_ENV v=${{ steps.uv.outputs.uv-version }}"
+                  "$UV_PYTHON" -c "import sys; print('python', sys.version_info[0])"
+                  uv run pytest
+        """,
+    )
+    assert not load_workflow(path).warnings  # done natively: not a remote action
+    recorder, code, _ = await run(path)
+    lines = recorder.lines("a")
+    assert code == 0, lines
+    assert f"venv={tmp_path / '.venv'} v=0.9.9" in lines
+    assert "python 3" in lines
+    assert "uv ran run pytest" in lines
+    assert (tmp_path / ".venv" / "bin").is_dir()
+
+
+async def test_a_matrix_from_needs_that_is_not_a_mapping_fails_with_a_line(tmp_path: Path) -> None:
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          plan:
+            runs-on: ubuntu-latest
+            outputs: {m: "${{ steps.p.outputs.m }}"}
+            steps:
+              - id: p
+                run: echo 'm=[1, 2]' >> "$GITHUB_OUTPUT"
+          run:
+            needs: plan
+            runs-on: ubuntu-latest
+            strategy:
+              matrix: ${{ fromJSON(needs.plan.outputs.m) }}
+            steps: [{run: echo never}]
+        """,
+    )
+    recorder, code, _ = await run(path)
+    assert code == 1
+    lines = recorder.lines("run")
+    assert "##[error]strategy.matrix: expected a mapping, got [ 1, 2 ]" in lines
+    assert not any("Traceback" in line for line in lines)

@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from engine.events import LogLines, StepStatus
 from engine.gha.loader import Options, load_workflow
 from engine.run import Run
 from tests.conftest import Recorder, marked_pids
+from tests.gha.conftest import FakeTool
 
 
 def workflow(tmp_path: Path, text: str) -> Path:
@@ -259,6 +261,10 @@ async def test_setup_python_finds_an_installed_interpreter_or_names_them(tmp_pat
               - uses: actions/setup-python@v5
                 with: {python-version: "3.x"}
               - run: python -c "import sys; print('py', sys.version_info[0])"
+              - run: |
+                  python -c "import sys; print('venv', sys.prefix != sys.base_prefix, sys.prefix)"
+                  pip --version
+                  pip install --user nothing-at-all 2>&1 || echo "user install refused"
           missing:
             runs-on: ubuntu-latest
             steps:
@@ -267,12 +273,59 @@ async def test_setup_python_finds_an_installed_interpreter_or_names_them(tmp_pat
         """,
     )
     recorder, _, _ = await run(path)
-    assert "py 3" in recorder.lines("ok")
+    lines = recorder.lines("ok")
+    assert "py 3" in lines
+    venvs = tmp_path / ".pipedeck" / "gha" / "tool-cache" / "python" / "ok"
+    (venv,) = venvs.glob("3.*/venv")
+    assert f"venv True {venv}" in lines  # pip installs go to a venv, not the user's Python
+    assert any(line.startswith("pip ") and str(venv) in line for line in lines)
+    assert any("User site-packages are not visible in this virtualenv" in x for x in lines)
+    assert "user install refused" in lines
+    assert any("making the venv" in line for line in lines)
     assert recorder.final("missing").status == "failed"
     assert any(
         "no installed Python satisfies '2.6'; installed: 3." in line
         for line in recorder.lines("missing")
     )
+    again, _, _ = await run(path)  # the venv is made once, and reused
+    assert f"venv True {venv}" in again.lines("ok")
+    assert not any("making the venv" in line for line in again.lines("ok"))
+
+
+async def test_setup_python_without_venv_support_uses_the_interpreter_itself(
+    tmp_path: Path, fake_tool: FakeTool
+) -> None:
+    """An interpreter that cannot make a venv (Debian's python3 without python3-venv) is used
+    as it is, with a warning saying why."""
+    fake = fake_tool(
+        "python3.99",
+        'case "$1 $2" in\n'
+        '  "--version "*) echo "Python 3.99.0";;\n'
+        '  "-m venv") echo "Error: ensurepip is not available" >&2; exit 1;;\n'
+        f'  *) exec "{sys.executable}" "$@";;\n'
+        "esac\n",
+    )
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          j:
+            runs-on: ubuntu-latest
+            steps:
+              - uses: actions/setup-python@v5
+                with: {python-version: "3.99"}
+              - run: python3 --version
+        """,
+    )
+    recorder, code, _ = await run(path)
+    lines = recorder.lines("j")
+    assert code == 0
+    assert any(
+        "no venv (Error: ensurepip is not available): steps use" in x and str(fake) in x
+        for x in lines
+    )
+    assert "Python 3.99.0" in lines
 
 
 async def test_skipped_jobs_and_github_context_from_git(tmp_path: Path) -> None:
@@ -549,3 +602,40 @@ async def test_cancel_leaves_no_step_process(tmp_path: Path) -> None:
     await the_run.close()
     assert recorder.final("long").status == "cancelled"
     assert marked_pids(the_run.run_id) == []
+
+
+async def test_each_step_runs_its_own_script_in_its_shell(tmp_path: Path) -> None:
+    """The script file is reused from step to step: a short script after a long one must not
+    run the long one's tail; a python step after bash ones; a shell not installed is named."""
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          s:
+            runs-on: ubuntu-latest
+            steps:
+              - run: |
+                  echo long one
+                  echo "long tail ran $((1 + 1))"
+              - run: echo short
+              - shell: python
+                run: print("py", 6 * 7)
+              - run: echo "after python"
+              - shell: no-such-shell-here {0}
+                run: echo never
+        """,
+    )
+    recorder, code, _ = await run(path)
+    lines = recorder.lines("s")
+    assert code == 1
+    assert lines.count("long tail ran 2") == 1
+    assert "short" in lines and "py 42" in lines and "after python" in lines
+    assert any("cannot run 'no-such-shell-here': not found in PATH" in line for line in lines)
+    assert [s[2] for s in steps(recorder, "s") if s[2] != "running"] == [
+        "succeeded",
+        "succeeded",
+        "succeeded",
+        "succeeded",
+        "failed",
+    ]

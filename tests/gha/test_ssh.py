@@ -29,15 +29,24 @@ def _root_pipeline(sshd: Sshd, tmp_path: Path) -> Path:  # noqa: F811
     return workdir
 
 
-def _run_on_box(workflow: Path) -> list[dict[str, Any]]:
-    """`pipedeck run WORKFLOW --runner gpu=box` (it must succeed): its JSON events."""
+def _workflow(sshd: Sshd, tmp_path: Path, text: str) -> Path:  # noqa: F811
+    """`.github/workflows/ci.yml` holding `text` (dedented), beside the root pipeline."""
+    _root_pipeline(sshd, tmp_path)
+    folder = tmp_path / ".github" / "workflows"
+    folder.mkdir(parents=True)
+    (folder / "ci.yml").write_text(textwrap.dedent(text))
+    return folder / "ci.yml"
+
+
+def _run_on_box(workflow: Path, exit_code: int = 0) -> list[dict[str, Any]]:
+    """`pipedeck run WORKFLOW --runner gpu=box` (it must exit `exit_code`): its JSON events."""
     done = subprocess.run(
         [pipedeck_bin(), "run", str(workflow), "--runner", "gpu=box", "--format", "json"],
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert done.returncode == exit_code, done.stdout[-3000:] + done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
@@ -67,34 +76,64 @@ def test_results_and_outputs_cross_between_local_and_remote_jobs(
     tmp_path: Path,
 ) -> None:
     """local -> remote -> local: each job reads the outputs and result of the one it needs."""
-    _root_pipeline(sshd, tmp_path)
-    folder = tmp_path / ".github" / "workflows"
-    folder.mkdir(parents=True)
-    (folder / "ci.yml").write_text(
-        textwrap.dedent(
-            """
-            on: push
-            jobs:
-              here:
-                runs-on: ubuntu-latest
-                outputs: {v: "${{ steps.o.outputs.v }}"}
-                steps:
-                  - {id: o, run: echo "v=from-here" >> "$GITHUB_OUTPUT"}
-              there:
-                needs: here
-                runs-on: [self-hosted, gpu]
-                outputs: {w: "${{ steps.o.outputs.w }}"}
-                steps:
-                  - id: o
-                    run: echo "w=${{ needs.here.outputs.v }}+there" >> "$GITHUB_OUTPUT"
-              back:
-                needs: there
-                runs-on: ubuntu-latest
-                steps:
-                  - run: echo "got ${{ needs.there.outputs.w }} ${{ needs.there.result }}"
-            """
-        )
+    workflow = _workflow(
+        sshd,
+        tmp_path,
+        """
+        on: push
+        jobs:
+          here:
+            runs-on: ubuntu-latest
+            outputs: {v: "${{ steps.o.outputs.v }}"}
+            steps:
+              - {id: o, run: echo "v=from-here" >> "$GITHUB_OUTPUT"}
+          there:
+            needs: here
+            runs-on: [self-hosted, gpu]
+            outputs: {w: "${{ steps.o.outputs.w }}"}
+            steps:
+              - id: o
+                run: echo "w=${{ needs.here.outputs.v }}+there" >> "$GITHUB_OUTPUT"
+          back:
+            needs: there
+            runs-on: ubuntu-latest
+            steps:
+              - run: echo "got ${{ needs.there.outputs.w }} ${{ needs.there.result }}"
+        """,
     )
-    events = _run_on_box(folder / "ci.yml")
+    events = _run_on_box(workflow)
     logs = [e["text"] for e in events if e["type"] == "log" and e["stage"] == "back"]
     assert "got from-here+there success" in logs
+
+
+def test_a_failed_remote_jobs_result_and_outputs_come_back(
+    sshd: Sshd,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A remote job that fails: the local job that runs on `failure()` sees its result and the
+    outputs its steps set before the failure."""
+    workflow = _workflow(
+        sshd,
+        tmp_path,
+        """
+        on: push
+        jobs:
+          remote:
+            runs-on: [self-hosted, gpu]
+            outputs: {w: "${{ steps.o.outputs.w }}"}
+            steps:
+              - {id: o, run: echo "w=set-before" >> "$GITHUB_OUTPUT"}
+              - run: exit 3
+          report:
+            needs: remote
+            if: failure()
+            runs-on: ubuntu-latest
+            steps:
+              - run: echo "saw ${{ needs.remote.result }} ${{ needs.remote.outputs.w }}"
+        """,
+    )
+    events = _run_on_box(workflow, exit_code=1)
+    final = {e["stage"]: e["status"] for e in events if e["type"] == "stage_status"}
+    assert final == {"remote": "failed", "report": "succeeded"}
+    logs = [e["text"] for e in events if e["type"] == "log" and e["stage"] == "report"]
+    assert "saw failure set-before" in logs

@@ -1,0 +1,159 @@
+"""`--workspace copy`: a run's jobs work in a copy of the repository, not in the user's tree.
+
+A copy is a git worktree (detached, its own index and HEAD), kept between runs: `.pipedeck/
+workspace`, and `.pipedeck/workspace-N` for runs at the same time as others. A run takes a copy
+at its first job: it is reset to the repository's HEAD and then given the working tree's
+uncommitted changes (modified and untracked files that are not ignored; deleted files deleted),
+as the job would see them in place. Ignored files it made itself (build output, virtual
+environments) are kept from run to run. Its `.pipedeck/gha` is a link to the repository's, so
+job results, caches, artifacts and summaries stay where pipedeck reads them.
+
+Two runs never share a copy at once. Each copy has a lock file and a claim (the run id that has
+it) in `.pipedeck/gha/workspaces/`: a job holds the lock shared while it runs (the lock is its
+process's; it ends with it), and a run takes a copy, claiming and syncing it, only with the lock
+exclusive, so never under another run's running job; one job at a time decides (`take.lock`),
+so the parallel first jobs of a run share one copy. The later jobs of a run use its copy
+unless another run took it between two of them (then they take one of their own, as each job
+on GitHub starts from a fresh checkout). A spare copy (`workspace-N`) no run took for
+`SPARE_DAYS` is removed when a run takes a copy.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import IO
+
+COPY = ".pipedeck/workspace"
+SPARE_DAYS = 1.0  # a spare copy unused for this long is removed
+_held: list[IO[str]] = []  # the lock of the copy this job runs in, held until the process ends
+
+
+def copy_workspace(root: Path, run_id: str) -> Path:
+    """The folder of the run's copy of the repository at `root` to run a job in, held for
+    this process's life (see the module docstring). ValueError when it cannot be made."""
+    # `root` may be a folder of the git checkout (a sample's): the same folder of the copy
+    prefix = _git(root, "rev-parse", "--show-prefix").strip()
+    locks = root / ".pipedeck" / "gha" / "workspaces"
+    locks.mkdir(parents=True, exist_ok=True)
+    while True:
+        with open(locks / "take.lock", "w") as taking:  # one job at a time decides
+            fcntl.flock(taking, fcntl.LOCK_EX)
+            own = [n for n in _slots(locks) if _claim(locks, n) == run_id]
+            if not own:
+                n, lock = _free(locks)
+                _write_claim(locks, n, run_id)  # the run's other jobs wait for the sync
+                _remove_spares(root, locks, keep=n)
+        if own:  # the run has a copy: share it (once a job of the run has synced it)
+            n = own[0]
+            lock = open(locks / f"{n}.lock", "w")  # noqa: SIM115 - held until the process ends
+            fcntl.flock(lock, fcntl.LOCK_SH)
+        else:
+            try:
+                _sync(root, _copy(root, n), _copy(root, n) / prefix)
+            except BaseException:
+                _write_claim(locks, n, "")
+                raise
+            fcntl.flock(lock, fcntl.LOCK_SH)  # not atomic: another run may take it meanwhile
+        if _claim(locks, n) == run_id:
+            _held.append(lock)
+            return _copy(root, n) / prefix
+        lock.close()
+
+
+def _free(locks: Path) -> tuple[int, IO[str]]:
+    """The first copy no job runs in, and its lock, held exclusively."""
+    n = 0
+    while True:
+        lock = open(locks / f"{n}.lock", "w")  # noqa: SIM115 - returned
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return n, lock
+        except BlockingIOError:
+            lock.close()
+            n += 1
+
+
+def _copy(root: Path, n: int) -> Path:
+    return root / (COPY if n == 0 else f"{COPY}-{n}")
+
+
+def _slots(locks: Path) -> list[int]:
+    return sorted(int(p.stem) for p in locks.glob("*.lock") if p.stem.isdigit())
+
+
+def _claim(locks: Path, n: int) -> str:
+    try:
+        return (locks / f"{n}.run").read_text()
+    except OSError:
+        return ""
+
+
+def _write_claim(locks: Path, n: int, run_id: str) -> None:
+    tmp = locks / f"{n}.run.tmp"
+    tmp.write_text(run_id)
+    tmp.replace(locks / f"{n}.run")
+
+
+def _remove_spares(root: Path, locks: Path, keep: int) -> None:
+    """Remove the spare copies (not the first) that no run took for SPARE_DAYS."""
+    old = time.time() - SPARE_DAYS * 86400
+    removed = False
+    for n in _slots(locks):
+        claim = locks / f"{n}.run"
+        if n == 0 or n == keep or not claim.exists() or claim.stat().st_mtime > old:
+            continue
+        with open(locks / f"{n}.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # in use after all
+            shutil.rmtree(_copy(root, n), ignore_errors=True)
+            claim.unlink(missing_ok=True)
+            (locks / f"{n}.lock").unlink(missing_ok=True)
+            removed = True
+    if removed:
+        _git(root, "worktree", "prune")
+
+
+def _git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, errors="surrogateescape"
+    )
+    if done.returncode != 0:
+        detail = done.stderr.strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
+        raise ValueError(f"--workspace copy: git {args[0]}: {detail[0]}")
+    return done.stdout
+
+
+def _sync(root: Path, copy: Path, here: Path) -> None:
+    head = _git(root, "rev-parse", "--verify", "HEAD").strip()
+    if not (copy / ".git").exists():
+        shutil.rmtree(copy, ignore_errors=True)
+        _git(root, "worktree", "prune")
+        _git(root, "worktree", "add", "--detach", "--force", str(copy), head)
+    else:
+        _git(copy, "checkout", "--detach", "--force", head)
+        _git(copy, "clean", "-ffd")  # untracked, not ignored: left by the last run
+    changed = _git(
+        root, "ls-files", "-z", "--modified", "--others", "--exclude-standard",
+        "--", ".", ":(exclude).pipedeck",
+    )  # fmt: skip
+    for name in filter(None, changed.split("\0")):
+        source, target = root / name, here / name
+        if source.is_symlink() or source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.unlink(missing_ok=True)
+            shutil.copy2(source, target, follow_symlinks=False)
+        elif not source.exists():  # deleted in the working tree
+            target.unlink(missing_ok=True)
+    state = here / ".pipedeck"
+    state.mkdir(parents=True, exist_ok=True)  # the job runner git-ignores it
+    link = state / "gha"
+    if not link.is_symlink():
+        shutil.rmtree(link, ignore_errors=True)
+        os.symlink(root / ".pipedeck" / "gha", link)
