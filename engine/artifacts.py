@@ -17,6 +17,7 @@ and the default used.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -24,9 +25,8 @@ import shutil
 import stat
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from engine.logs import safe_name
 from engine.mask import Masker
@@ -39,8 +39,7 @@ COPY_CHUNK = 1 << 20
 _reported: set[str] = set()  # bad PIPEDECK_KEEP_RUNS values already reported
 
 
-@dataclass(frozen=True)
-class Artifact:
+class Artifact(NamedTuple):
     """One kept output file (or symlink)."""
 
     run_id: str
@@ -146,9 +145,10 @@ def keep_outputs(
 def _run_dirs(state_dir: Path) -> list[Path]:
     """Run directories, oldest first (by modification time)."""
     root = Path(state_dir) / "artifacts"
-    if not root.is_dir():
-        return []
-    dirs = [p for p in root.iterdir() if p.is_dir()]
+    return _by_age([p for p in root.iterdir() if p.is_dir()] if root.is_dir() else [])
+
+
+def _by_age(dirs: list[Path]) -> list[Path]:
     return sorted(dirs, key=lambda p: (p.stat().st_mtime_ns, p.name))
 
 
@@ -172,10 +172,18 @@ def _intact(stored: Path, info: Mapping[str, object]) -> bool:
 
 
 def list_artifacts(state_dir: Path, run_id: str | None = None) -> list[Artifact]:
-    """Kept artifacts, oldest run first; only `run_id`'s when given."""
+    """Kept artifacts, oldest run first; only `run_id`'s when given. A workflow's
+    `actions/upload-artifact` files are there too: their path is `NAME/FILE`, under the
+    artifact's name, and their stage the job that uploaded them."""
+    from engine.gha.actions import UPLOADS  # a workflow run's uploads folder
+
+    uploads = [p.parent for p in Path(state_dir).glob(f"gha/*/{UPLOADS}") if p.is_dir()]
     found: list[Artifact] = []
-    for run_dir in _run_dirs(state_dir):
+    for run_dir in _by_age(_run_dirs(state_dir) + uploads):
         if run_id is not None and run_dir.name != safe_name(run_id):
+            continue
+        if run_dir.parent.name == "gha":
+            found += _uploaded(state_dir, run_dir.name)
             continue
         for manifest in sorted(run_dir.glob(f"*/{MANIFEST}")):
             try:
@@ -186,4 +194,18 @@ def list_artifacts(state_dir: Path, run_id: str | None = None) -> list[Artifact]
                                           info["size"], stored, _intact(stored, info)))  # fmt: skip
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue  # a half-written or foreign manifest: not an artifact
+    return found
+
+
+def _uploaded(state_dir: Path, run_id: str) -> list[Artifact]:
+    """The files a workflow run's `actions/upload-artifact` steps kept."""
+    from engine.gha.actions import uploaded
+
+    found = []
+    for folder, body in uploaded(state_dir, run_id):
+        for rel, info in body["files"].items():
+            with contextlib.suppress(KeyError, TypeError, AttributeError):
+                stored = folder / rel
+                found.append(Artifact(run_id, info["job"], f"{body['name']}/{rel}", info["sha256"],
+                                      info["size"], stored, _intact(stored, info)))  # fmt: skip
     return found

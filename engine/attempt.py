@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from engine.events import Event, LogLines
 from engine.executors.base import ExecResult, Executor
-from engine.gha.commands import step_events
+from engine.gha.commands import StepEvents
 from engine.logs import LogStore
 from engine.spec import LOCAL, Pipeline, Stage
 from engine.status import FAILED, LOST, SUCCEEDED, TIMED_OUT, Status
@@ -28,9 +28,16 @@ T = TypeVar("T")
 Service = Callable[[Stage, int, Awaitable[ExecResult]], Awaitable[tuple[str, ExecResult]]]
 
 
-def stage_env(pipeline: Pipeline, stage: Stage, run_id: str, attempt: int) -> dict[str, str]:
-    """An attempt's environment: (this process's, for local stages) + stage + secrets + ids."""
-    base = dict(os.environ) if stage.host == LOCAL else {}
+def stage_env(
+    pipeline: Pipeline,
+    stage: Stage,
+    run_id: str,
+    attempt: int,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """An attempt's environment: (this process's, for local stages) + stage + secrets + ids.
+    `environ`: this process's, when the caller has it already (a run, once per execution)."""
+    base = (os.environ if environ is None else environ) if stage.host == LOCAL else {}
     return {
         **base,
         **stage.env,
@@ -55,13 +62,15 @@ async def run_attempt(
 
     `service` (engine.services) runs a service's attempt beside its readiness probe."""
     writer = logs.writer(run_id, stage.id, attempt)
+    steps = StepEvents(run_id, stage.id, attempt) if stage.steps else None
+    result: ExecResult | None = None
 
     def sink(stream: str, data: bytes) -> None:
         lines = writer.feed(stream, data)
         if lines:
             publish(LogLines(run_id, stage.id, attempt, stream, tuple(lines)))
-            if stage.steps:  # a GitHub Actions job: its step markers become events
-                for event in step_events(run_id, stage.id, attempt, lines):
+            if steps is not None:  # a GitHub Actions job: its step markers become events
+                for event in steps.events(lines):
                     publish(event)
 
     try:
@@ -71,6 +80,8 @@ async def run_attempt(
             return (Status(outcome[0]), outcome[1]) if outcome else _timed_out(stage)
         result = await _within_timeout(running, stage.timeout)
     finally:
+        if steps is not None and steps.running:  # its runner was killed: cancel or timeout
+            sink("stdout", steps.unfinished("cancelled" if result is None else "lost"))
         by_stream: dict[str, list[str]] = {}
         for stream, text in writer.finish():
             by_stream.setdefault(stream, []).append(text)

@@ -23,7 +23,8 @@ listings its declared `outputs` could touch: files one stage writes and another 
 declared as the writer's `outputs` (as with make or go-task).
 
 `decide` and `record_success` are thread-safe (one lock per cache) and do file and database work:
-the scheduler calls them in a worker thread, never on the event loop.
+the scheduler calls them in a worker thread, never on the event loop; `decide_now` gives the
+verdict of a stage without inputs, which needs neither, at once.
 """
 
 from __future__ import annotations
@@ -38,23 +39,22 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from engine import artifacts, fileset, globs, mask, metrics
+from engine import artifacts, fileset, globs, mask
 from engine.events import Event, RunStarted
-from engine.history import History, Success, open_history
+from engine.history import History, Success, open_history, pipeline_file
 from engine.mask import Masker
 from engine.spec import Host, Pipeline, Stage
+from engine.status import not_cacheable
 
 RACY_NS = 1_000_000_000
 
 __all__ = ["Decision", "FileHasher", "StageCache", "glob_files", "track_run"]
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """A cache verdict: the stage's fingerprint, whether its last success still holds, and why."""
 
     fingerprint: str
@@ -62,8 +62,7 @@ class Decision:
     why: str
 
 
-@dataclass(frozen=True)
-class _Entry:
+class _Entry(NamedTuple):
     """A file (or symlink) found by a walk: its workspace-relative path and stat identity."""
 
     rel: str
@@ -278,6 +277,7 @@ class StageCache:
     ) -> None:
         self.pipeline = pipeline
         self.history = history
+        self.file = pipeline_file(pipeline.path, pipeline.state_dir)  # whose successes
         self.warn = warn or history.warn
         self.masker = Masker(pipeline.secrets.values())
         self.keep_runs = artifacts.keep_runs(warn=self.warn)  # a bad value is said at the start
@@ -344,6 +344,19 @@ class StageCache:
         with self._lock:
             return self._decide(stage, upstream, no_cache)
 
+    def decide_now(
+        self, stage: Stage, upstream: Mapping[str, str], no_cache: bool = False
+    ) -> Decision | None:
+        """`decide`, for a stage without `inputs` while no other call is at work: then it
+        reads no file and no database (no inputs to hash; such a stage is never fresh), and
+        the event loop may call it. None otherwise: ask `decide` in a worker thread."""
+        if stage.inputs or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            return self._decide(stage, upstream, no_cache)
+        finally:
+            self._lock.release()
+
     def _decide(self, stage: Stage, upstream: Mapping[str, str], no_cache: bool) -> Decision:
         self._refresh()
         parts, files = self._parts(stage, upstream)
@@ -368,9 +381,9 @@ class StageCache:
         if no_cache:
             return "--no-cache"
         if not (stage.inputs and stage.outputs):
-            return "no inputs/outputs declared"
+            return not_cacheable(bool(stage.inputs), bool(stage.outputs))
         if self._successes is None:
-            self._successes = self.history.successes(self.pipeline.name)
+            self._successes = self.history.successes(self.file)
         last = self._successes.get(stage.id)
         if last is None:
             return "no earlier run"
@@ -403,6 +416,11 @@ class StageCache:
                 return f"upstream {name} changed"
         return "declared outputs changed"
 
+    def keeps(self, stage: Stage) -> bool:
+        """Whether `record_success` has anything to keep of `stage` (a success to reuse,
+        artifacts, metrics); the scheduler skips the call (a thread hop) when it has not."""
+        return bool(stage.outputs or stage.metrics)
+
     def record_success(self, stage: Stage, fingerprint: str, run_id: str) -> None:
         """After a stage succeeded: remember its fingerprint and outputs, keep its artifacts
         (pruning old runs), and record its metrics. Call for every succeeded stage, in a worker
@@ -424,7 +442,7 @@ class StageCache:
             success = Success(fingerprint, run_id, pending[0], manifest)
             digest = str(pending[0]["inputs"])
             files = None if digest in self._stored_sets else pending[1]
-            self.history.record_success(self.pipeline.name, stage.id, success, files)
+            self.history.record_success(self.file, stage.id, success, files)
             self._stored_sets.add(digest)
             if self._successes is not None:
                 self._successes[stage.id] = success
@@ -433,6 +451,8 @@ class StageCache:
                                    self.pipeline.workspace, manifest, self.keep_runs,
                                    masker=self.masker)  # fmt: skip
         if stage.metrics:
+            from engine import metrics  # only for stages that name a metrics file
+
             metrics.record(self.history, self.pipeline.workspace, run_id, stage,
                            masker=self.masker, warn=self.warn)  # fmt: skip
 
@@ -481,5 +501,5 @@ def track_run(
     cache = StageCache(run.pipeline, history)
     run.cache = cache
     run.subscribe(lambda event: cache.forget() if isinstance(event, RunStarted) else None)
-    run.subscribe(history.recorder(run.run_id, run.trigger, cache.fingerprints))
+    run.subscribe(history.recorder(run.run_id, run.trigger, cache.fingerprints, cache.file))
     return cache

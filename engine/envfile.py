@@ -13,10 +13,12 @@ import io
 import os
 import re
 import stat
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.schema import ENV_NAME_PATTERN
+from engine.spec import MAX_FILE_BYTES
 
 _NAME = re.compile(ENV_NAME_PATTERN)
 _QUOTED = re.compile(rf"(?:export\s+)?{ENV_NAME_PATTERN}\s*=\s*(['\"])")
@@ -64,6 +66,17 @@ def read(path: Path, max_bytes: int) -> tuple[dict[str, str], list[EnvProblem]]:
         line, col = _where(text, text.index("\0"))
         return {}, [EnvProblem(line, col, "contains a NUL byte")]
     return parse(text)
+
+
+def secret_values(
+    names: Iterable[str], environ: Mapping[str, str], env_file: Path
+) -> tuple[dict[str, str], list[EnvProblem]]:
+    """Each secret's value: from `environ`, else from the `.env` file `env_file` (read only
+    when a name is missing from `environ`), else empty; and the problems of that `.env`."""
+    names = list(names)
+    missing = any(name not in environ for name in names)
+    found, problems = read(env_file, MAX_FILE_BYTES) if missing else ({}, [])
+    return {name: environ.get(name, found.get(name, "")) for name in names}, problems
 
 
 def _error(rest: str) -> str:

@@ -39,6 +39,8 @@ def now() -> float:
 
 @dataclass(frozen=True)
 class RunStarted:
+    """A run began; `stages` are the instance ids it covers, in order."""
+
     run_id: str
     pipeline: str
     stages: tuple[str, ...]
@@ -48,6 +50,8 @@ class RunStarted:
 
 @dataclass(frozen=True)
 class StageStatus:
+    """A stage instance's attempt moved to `status` (SPEC §2)."""
+
     run_id: str
     stage: str
     status: Status
@@ -77,12 +81,26 @@ class LogLines:
 
 @dataclass(frozen=True)
 class RunFinished:
+    """A run ended with `status` and the exit code pipedeck exits with."""
+
     run_id: str
     status: Status  # succeeded, failed, cancelled (superseded: a watch run a change replaced)
     exit_code: int
     duration: float
     ts: float = field(default_factory=now)
     type: str = "run_finished"
+
+
+@dataclass(frozen=True)
+class HostState:
+    """An SSH host's connection state and, when `lost` or `failed`, why (`Run.host_states`)."""
+
+    state: str
+    reason: str | None = None
+
+    def __str__(self) -> str:
+        """`state`, or `state: reason`."""
+        return f"{self.state}: {self.reason}" if self.reason else self.state
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from functools import lru_cache
 
 _MAGIC = re.compile(r"[*?\[]")
+_CLASS_SPECIAL = re.compile(r"[\\\[&~|]")  # a backslash, a nested set, set operations
 
 
 def has_magic(pattern: str) -> bool:
@@ -63,7 +64,7 @@ def regex(pattern: str) -> re.Pattern[str]:
                 segment += "[^/]"
             elif char == "[" and "]" in part[j + 2 :]:
                 end = part.index("]", j + 2)
-                body = part[j + 1 : end].replace("\\", "\\\\")
+                body = _CLASS_SPECIAL.sub(r"\\\g<0>", part[j + 1 : end])  # literal in a class
                 if body.startswith("!"):
                     body = "^" + body[1:]
                 segment += f"[{body}]"

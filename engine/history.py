@@ -5,8 +5,12 @@ several pipedeck processes can record into one project at once. The same file ho
 stage cache needs (last successful fingerprints, the file-hash stat cache) and recorded metrics.
 
 The run recorder never touches SQLite on the caller's thread: its writes go to one writer thread
-per history, which applies what has queued up in one transaction. Reads first wait for the queued
-writes (`flush`), so a reader sees every event recorded before it asked.
+per history, which applies what has queued up in one transaction. The writer waits up to
+`BATCH_WAIT` after a write arrives for more to join it (a thousand quick stages: a few dozen
+transactions, not two thousand), unless a reader is waiting or the write begins or ends a run;
+so a crash (SIGKILL) can lose the last `BATCH_WAIT` of a run's events, never the run itself.
+Reads first wait for the queued writes (`flush`) of every history of the same database in this
+process, so a reader sees every event recorded before it asked, whichever connection recorded it.
 
 Failures are contained:
 - a damaged database (SQLite says it is malformed or not a database) is moved aside as
@@ -44,11 +48,15 @@ from engine.status import CACHED, FINISHED, RUNNING
 INTERRUPTED = "interrupted"
 UNFINISHED = ("pending", "waiting", "queued", "running")
 RAN = ("succeeded", "failed", "timed_out", "cancelled", "lost", INTERRUPTED)
+# Attempts that ran to their own end: the durations that estimates and sparklines are made of
+# (a cancelled, lost, timed-out or interrupted attempt was cut short: no usual length).
+WHOLE = ("succeeded", "failed")
 RESERVE_BYTES = 128 * 1024
 MAX_LIMIT = 1 << 62  # SQLite's LIMIT is a signed 64-bit integer; larger means "all"
 _CORRUPT = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
 _FULL = 13  # SQLITE_FULL
 _UNWRITTEN_LIMIT = 100_000  # queued writes kept for a retry while the disk is full
+BATCH_WAIT = 0.02  # seconds a queued write may wait for others to share its transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -82,10 +90,11 @@ _ADDED_COLUMNS = (
     ("attempts", "cpu_seconds", "REAL"),
     ("attempts", "job_id", "TEXT"),
     ("attempts", "node", "TEXT"),
+    ("runs", "file", "TEXT"),  # the pipeline file (see `pipeline_file`): what a query is of
 )
-_SCHEMA_VERSION = 3  # raised whenever _ADDED_COLUMNS or _SCHEMA grows (3: syncs)
+_SCHEMA_VERSION = 4  # raised whenever _ADDED_COLUMNS or _SCHEMA grows (3: syncs, 4: runs.file)
 _RUN_COLUMNS = (
-    "run_id, pipeline, status, started, ended, duration, trigger, exit_code, pid, pid_start"
+    "run_id, pipeline, status, started, ended, duration, trigger, exit_code, pid, file, pid_start"
 )
 _ATTEMPT_COLUMNS = (
     "run_id, stage, attempt, status, started, ended, exit_code, host, fingerprint, why, reason, "
@@ -122,6 +131,7 @@ class RunRow:
     trigger: str | None
     exit_code: int | None
     pid: int | None
+    file: str | None = None  # the pipeline file, relative to the project (`pipeline_file`)
 
 
 @dataclass(frozen=True)
@@ -180,6 +190,20 @@ class Success:
     outputs: dict[str, list[Any]]  # path -> [sha256, size]
 
 
+def _of_file(table: str) -> str:
+    """SQL: the row of `table` is of a run of the pipeline file given twice as parameters
+    (None: of any pipeline). A lookup per row, so `ORDER BY ... LIMIT` stops early."""
+    return f"? IS NULL OR (SELECT file FROM runs WHERE runs.run_id = {table}.run_id) = ?"
+
+
+def pipeline_file(path: Path, state_dir: Path) -> str:
+    """What a pipeline's history is kept under: its file, relative to the directory holding
+    `state_dir` (`ci.yaml`, `.github/workflows/ci.yml`). Several pipeline files share one
+    `.pipedeck/`; their names may collide, their files cannot."""
+    path, root = path.resolve(), state_dir.resolve().parent
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
 def process_start(pid: int) -> int | None:
     """The kernel start time of `pid` (clock ticks since boot), to tell a reused pid apart."""
     try:
@@ -222,6 +246,7 @@ class History:
         self._jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._pending = 0  # queued jobs not yet applied
         self._idle = threading.Condition()
+        self._hurry = threading.Event()  # a reader waits, or a run starts or ends: write now
         self._writer: threading.Thread | None = None
         self._unwritten: list[Job] = []  # jobs a full disk refused, tried again with the next
         self._warned: set[str] = set()
@@ -403,6 +428,9 @@ class History:
         raise AssertionError("unreachable")
 
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        for history in list(_open_histories):  # whichever connection of ours recorded it
+            if history is not self and history.path.absolute() == self.path.absolute():
+                history.flush()
         self.flush()
         with self._lock:
             try:
@@ -415,11 +443,14 @@ class History:
 
     # -- the writer thread ----------------------------------------------------------------
 
-    def submit(self, job: Job) -> None:
-        """Queue `job(db)` for the writer thread, which applies queued jobs in one transaction.
-        Never blocks; errors are reported through `warn`."""
+    def submit(self, job: Job, hurry: bool = False) -> None:
+        """Queue `job(db)` for the writer thread, which applies queued jobs in one transaction
+        (`hurry`: without waiting `BATCH_WAIT` for more). Never blocks; errors are reported
+        through `warn`."""
         with self._idle:
             self._pending += 1
+            if hurry:
+                self._hurry.set()
             if self._writer is None:
                 self._writer = threading.Thread(
                     target=self._write_loop, name=f"history-writer {self.path}", daemon=True
@@ -433,17 +464,22 @@ class History:
         if threading.current_thread() is self._writer:
             return True
         with self._idle:
+            if self._pending:
+                self._hurry.set()
             return self._idle.wait_for(lambda: self._pending == 0, timeout)
 
     def _write_loop(self) -> None:
         while True:
             batch = [self._jobs.get()]
+            self._hurry.wait(BATCH_WAIT)
             with contextlib.suppress(queue.Empty):
                 while len(batch) < 10_000:
                     batch.append(self._jobs.get_nowait())
             self._apply(batch)
             with self._idle:
                 self._pending -= len(batch)
+                if not self._pending:
+                    self._hurry.clear()
                 self._idle.notify_all()
 
     def _apply(self, batch: list[Job]) -> None:
@@ -466,12 +502,17 @@ class History:
     # -- recording ------------------------------------------------------------------------
 
     def recorder(
-        self, run_id: str, trigger: str = "manual", fingerprints: Mapping[str, str] | None = None
+        self,
+        run_id: str,
+        trigger: str = "manual",
+        fingerprints: Mapping[str, str] | None = None,
+        file: str | None = None,
     ) -> Callable[[Event], None]:
         """A `Run` subscriber that records the run and its attempts through the writer thread.
 
         The `reason` of a `running` (or `cached`) StageStatus is stored as the attempt's `why`;
-        `fingerprints` (e.g. `StageCache.fingerprints`) supplies each stage's fingerprint.
+        `fingerprints` (e.g. `StageCache.fingerprints`) supplies each stage's fingerprint;
+        `file` is the run's pipeline file (`pipeline_file`), which scopes the queries.
         """
         fps = fingerprints if fingerprints is not None else {}
         pid = os.getpid()
@@ -479,13 +520,13 @@ class History:
 
         def record(event: Event) -> None:
             if isinstance(event, RunStarted):
-                self.submit(partial(_run_started, run_id, event.pipeline, trigger, event.ts,
-                                    pid, pid_start))  # fmt: skip
+                self.submit(partial(_run_started, run_id, event.pipeline, file, trigger,
+                                    event.ts, pid, pid_start), hurry=True)  # fmt: skip
             elif isinstance(event, StageStatus):
                 if event.status in FINISHED or event.status == RUNNING:
                     self.submit(partial(_stage_status, event, fps.get(event.stage)))
             elif isinstance(event, RunFinished):
-                self.submit(partial(_run_finished, run_id, event))
+                self.submit(partial(_run_finished, run_id, event), hurry=True)
             elif isinstance(event, HostStatus) and event.synced is not None:
                 self.submit(partial(_synced, event))
 
@@ -504,10 +545,10 @@ class History:
 
         def job(db: sqlite3.Connection) -> None:
             db.execute(
-                "UPDATE attempts SET peak_rss=max(coalesce(peak_rss, 0), coalesce(?, 0)), "
+                "UPDATE attempts SET peak_rss=coalesce(max(peak_rss, ?), ?, peak_rss), "
                 "cpu_seconds=max(coalesce(cpu_seconds, 0), coalesce(?, 0)) WHERE rowid="
                 "(SELECT max(rowid) FROM attempts WHERE run_id=? AND stage=? AND attempt=?)",
-                (peak_rss, cpu_seconds, run_id, stage, attempt),
+                (peak_rss, peak_rss, cpu_seconds, run_id, stage, attempt),  # unknown stays NULL
             )
 
         self.submit(job)
@@ -549,11 +590,12 @@ class History:
 
     # -- reading --------------------------------------------------------------------------
 
-    def runs(self, limit: int | None = 20) -> list[RunRow]:
-        """The most recent runs, newest first."""
+    def runs(self, limit: int | None = 20, file: str | None = None) -> list[RunRow]:
+        """The most recent runs (of the pipeline `file`; None: of every pipeline), newest first."""
         rows = self._query(
-            f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY started DESC, rowid DESC LIMIT ?",
-            (-1 if limit is None else min(limit, MAX_LIMIT),),
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE ? IS NULL OR file=? "
+            "ORDER BY started DESC, rowid DESC LIMIT ?",
+            (file, file, -1 if limit is None else min(limit, MAX_LIMIT)),
         )
         return [_run_row(row) for row in rows]
 
@@ -584,18 +626,19 @@ class History:
         )
         return [SyncRow(*row) for row in rows]
 
-    def latest_run_id(self) -> str | None:
-        """The id of the most recently started run, or None when there is none."""
-        rows = self._query("SELECT run_id FROM runs ORDER BY started DESC, rowid DESC LIMIT 1")
-        return rows[0][0] if rows else None
+    def latest_run_id(self, file: str | None = None) -> str | None:
+        """The id of the most recently started run (of the pipeline `file`), or None."""
+        rows = self.runs(1, file)
+        return rows[0].run_id if rows else None
 
-    def durations(self, stage: str, limit: int = 20) -> list[float]:
-        """Durations of the stage's last attempts that really ran, oldest first (sparklines)."""
-        ran = ",".join(f"'{s}'" for s in RAN)
+    def durations(self, stage: str, limit: int = 20, file: str | None = None) -> list[float]:
+        """Durations of the stage's last attempts (in runs of the pipeline `file`) that ran to
+        their own end (`WHOLE`), oldest first: what estimates and sparklines show."""
+        whole = ",".join(f"'{s}'" for s in WHOLE)
         rows = self._query(
-            f"SELECT ended - started FROM attempts WHERE stage=? AND status IN ({ran}) "
-            "AND ended > started ORDER BY started DESC LIMIT ?",
-            (stage, min(limit, MAX_LIMIT)),
+            f"SELECT ended - started FROM attempts WHERE stage=? AND ({_of_file('attempts')}) "
+            f"AND status IN ({whole}) AND ended > started ORDER BY started DESC LIMIT ?",
+            (stage, file, file, min(limit, MAX_LIMIT)),
         )
         return [max(0.0, row[0]) for row in reversed(rows)]
 
@@ -615,16 +658,23 @@ class History:
 
         self.transaction(store)
 
-    def metric_stages(self) -> list[str]:
-        """Every stage id that has recorded metrics."""
-        return [row[0] for row in self._query("SELECT DISTINCT stage FROM metrics ORDER BY stage")]
+    def metric_stages(self, file: str | None = None) -> list[str]:
+        """Every stage id that has recorded metrics (in runs of the pipeline `file`)."""
+        rows = self._query(
+            f"SELECT DISTINCT stage FROM metrics WHERE {_of_file('metrics')} ORDER BY stage",
+            (file, file),
+        )
+        return [row[0] for row in rows]
 
-    def metrics(self, stage: str, runs: int) -> list[tuple[str, dict[str, float]]]:
-        """The stage's metrics in its last `runs` recorded runs, oldest first."""
+    def metrics(
+        self, stage: str, runs: int, file: str | None = None
+    ) -> list[tuple[str, dict[str, float]]]:
+        """The stage's metrics in its last `runs` recorded runs (of the pipeline `file`), oldest
+        first."""
         recent = self._query(
-            "SELECT run_id, max(ts) AS t FROM metrics WHERE stage=? GROUP BY run_id "
-            "ORDER BY t DESC LIMIT ?",
-            (stage, min(runs, MAX_LIMIT)),
+            f"SELECT run_id, max(ts) AS t FROM metrics WHERE stage=? AND ({_of_file('metrics')}) "
+            "GROUP BY run_id ORDER BY t DESC LIMIT ?",
+            (stage, file, file, min(runs, MAX_LIMIT)),
         )
         result = []
         for run_id, _ in reversed(recent):
@@ -638,7 +688,7 @@ class History:
     # -- cache storage --------------------------------------------------------------------
 
     def successes(self, pipeline: str) -> dict[str, Success]:
-        """The last success of every stage of a pipeline, by stage id."""
+        """The last success of every stage of a pipeline (its `pipeline_file`), by stage id."""
         rows = self._query(
             "SELECT stage, fingerprint, run_id, parts, outputs FROM successes WHERE pipeline=?",
             (pipeline,),
@@ -710,15 +760,15 @@ def _run_row(row: tuple[Any, ...]) -> RunRow:
 
 
 def _run_started(
-    run_id: str, pipeline: str, trigger: str, ts: float, pid: int, pid_start: int | None,
-    db: sqlite3.Connection,
+    run_id: str, pipeline: str, file: str | None, trigger: str, ts: float, pid: int,
+    pid_start: int | None, db: sqlite3.Connection,
 ) -> None:  # fmt: skip
     db.execute(
-        "INSERT INTO runs (run_id, pipeline, status, started, trigger, pid, pid_start) "
-        "VALUES (?, ?, 'running', ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
+        "INSERT INTO runs (run_id, pipeline, file, status, started, trigger, pid, pid_start) "
+        "VALUES (?, ?, ?, 'running', ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
         "status='running', ended=NULL, duration=NULL, exit_code=NULL, pid=excluded.pid, "
         "pid_start=excluded.pid_start",
-        (run_id, pipeline, ts, trigger, pid, pid_start),
+        (run_id, pipeline, file, ts, trigger, pid, pid_start),
     )
 
 

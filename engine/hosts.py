@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 from collections.abc import Callable, Mapping
 
@@ -61,6 +62,17 @@ class Hosts:
 
                 self._executors[host] = SshExecutor(self.pipeline, host, self._host_state)
         return self._executors[host]
+
+    async def load(self, host: str) -> None:
+        """Import a remote host's executor module in a worker thread, not on the event loop
+        (asyncssh alone takes ~150 ms): call before the first `executor(host)`."""
+        if host not in self._executors and host != LOCAL:
+            spec = self.pipeline.hosts.get(host)
+            slurm = self._slurm(host)
+            modules = ["engine.executors.slurm"] if slurm else []
+            if not slurm or (spec is not None and spec.address):  # SSH (a login node too)
+                modules.append("engine.executors.ssh")
+            await asyncio.to_thread(lambda: [importlib.import_module(m) for m in modules])
 
     def _slurm(self, host: str) -> bool:
         spec = self.pipeline.hosts.get(host)

@@ -9,7 +9,6 @@ deep nesting and oversized files are refused in bounded time and memory.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import gc
 import itertools
 import json
@@ -20,11 +19,10 @@ import shlex
 import stat
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from glob import glob
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import yaml
 from yaml.error import Mark
@@ -53,6 +51,7 @@ from engine.schema import (
 from engine.spec import (
     COLOR_ENV,
     LOCAL,
+    MAX_FILE_BYTES,
     PROBE_KINDS,
     Host,
     Pipeline,
@@ -63,7 +62,9 @@ from engine.spec import (
     WatchConfig,
 )
 
-MAX_FILE_BYTES = 5 * 1024 * 1024
+if TYPE_CHECKING:
+    from engine.envfile import EnvProblem
+
 MAX_NODES = 300_000  # YAML nodes, counting each alias as the nodes it stands for
 MAX_DEPTH = 64  # nesting of YAML collections
 MAX_MERGE_DEPTH = 16  # merge keys (<<) within merged mappings
@@ -86,13 +87,13 @@ _PLAIN_VALUE_RE = re.compile(r'[^,=\[\]"\\]*')  # matrix values an id shows unqu
 _SCALARS = yaml.constructor.SafeConstructor()  # parses int, float and bool scalar nodes
 _START = yaml.Mark("", 0, 0, 0, "", 0)  # where problems of the whole file are reported
 _NON_PRINTABLE_RE = yaml.reader.Reader.NON_PRINTABLE
-_LINE_BREAK_RE = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # what PyYAML counts as a new line
-_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Patterns compiled on first use (re's cache), not at import: only problems and matrices need them
+_LINE_BREAK = "\r\n|[\n\r\x85\u2028\u2029]"  # what PyYAML counts as a new line
+_CONTROL = "[\x00-\x1f\x7f-\x9f\u2028\u2029]"
 
 
-@dataclass(frozen=True, order=True)
-class Problem:
-    """One problem in a file, at a 1-based line and column."""
+class Problem(NamedTuple):
+    """One problem in a file, at a 1-based line and column (ordered by file, line, column)."""
 
     file: str
     line: int
@@ -126,20 +127,21 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Pipeline:
+def load(
+    path: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    data: bytes | None = None,
+) -> Pipeline:
     """Load and check the pipeline file at `path`, or raise `ConfigError` with every problem.
 
     Secret values come from `environ` (default: `os.environ`), then from a `.env` file beside
-    the pipeline file; a secret found in neither is the empty string.
+    the pipeline file; a secret found in neither is the empty string. `data`: the file's bytes,
+    already read (engine.loadcache: what it keys the result by is what was parsed).
     """
     file = os.fspath(path)
-    text = _read(file)
-    checker = _Checker(file, text)
+    checker = _Checker(file, _read(file) if data is None else _decode(file, data))
     with _gc_paused():
-        root = checker.compose()
-        pipeline = None
-        if root is not None:
-            pipeline = checker.pipeline(root, Path(os.path.abspath(file)), environ)
+        pipeline = checker.check(Path(os.path.abspath(file)), environ)
     if checker.problems or pipeline is None:
         raise ConfigError(checker.problems)
     return pipeline
@@ -148,7 +150,9 @@ def load(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None)
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
     """No cyclic garbage collection meanwhile: the node tree has no cycles (recursive aliases are
-    refused), and collecting while it grows costs a 10,000-stage file 40% of its load time."""
+    refused), and collecting while it grows costs a 10,000-stage file 40% of its load time.
+    Drop the node tree inside the block: the first collection after it scans every object made
+    meanwhile that is still alive (~10% of the load time of a 10,000-stage file if the tree is)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -158,22 +162,30 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _fail(file: str, message: str, line: int = 1, col: int = 1) -> ConfigError:
+    """A ConfigError of one problem of the file."""
+    return ConfigError([Problem(file, line, col, message)])
+
+
 def _read(file: str) -> str:
     """The decoded text of the file, refusing what is not a regular file of at most 5 MB."""
-
-    def fail(message: str, line: int = 1, col: int = 1) -> ConfigError:
-        return ConfigError([Problem(file, line, col, message)])
-
     try:
         if not stat.S_ISREG(os.stat(file).st_mode):  # a FIFO would block, a device never end
-            raise fail("not a regular file")
+            raise _fail(file, "not a regular file")
         with open(file, "rb") as handle:
             data = handle.read(MAX_FILE_BYTES + 1)
     except (OSError, ValueError) as err:  # ValueError: a NUL in the path
         message = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise fail(f"cannot read the pipeline file: {message}") from None
+        raise _fail(file, f"cannot read the pipeline file: {message}") from None
+    return _decode(file, data)
+
+
+def _decode(file: str, data: bytes) -> str:
+    """The text of the file's bytes, refusing more than 5 MB and what is not UTF-8/16."""
     if len(data) > MAX_FILE_BYTES:
-        raise fail(f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; refusing to load it")
+        raise _fail(
+            file, f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; refusing to load it"
+        )
     try:
         if data.startswith((b"\xff\xfe", b"\xfe\xff")):
             return data.decode("utf-16")
@@ -181,8 +193,8 @@ def _read(file: str) -> str:
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         col = err.start - data.rfind(b"\n", 0, err.start)
-        raise fail(
-            f"not UTF-8 text: byte 0x{data[err.start]:02x} cannot be decoded", line, col
+        raise _fail(
+            file, f"not UTF-8 text: byte 0x{data[err.start]:02x} cannot be decoded", line, col
         ) from None
 
 
@@ -333,6 +345,8 @@ def _scalar(node: Node) -> Any:
 
 def _closest(word: str, options: Iterable[str]) -> str | None:
     """The option most like `word`, if one is close enough."""
+    import difflib  # only for a mistake: a valid file does not pay for it
+
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return close[0] if close else None
 
@@ -359,8 +373,7 @@ def _matrix_env_name(axis: str) -> str:
     return "MATRIX_" + axis.upper().replace("-", "_")
 
 
-@dataclass
-class _RawStage:
+class _RawStage(NamedTuple):
     """A stage's checked fields before matrix expansion."""
 
     name: str
@@ -395,7 +408,7 @@ class _Checker:
     def report_index(self, index: int, message: str) -> None:
         """Record a problem at a character index of the text."""
         if self._line_starts is None:
-            self._line_starts = [0] + [m.end() for m in _LINE_BREAK_RE.finditer(self.text)]
+            self._line_starts = [0] + [m.end() for m in re.finditer(_LINE_BREAK, self.text)]
         line = bisect_right(self._line_starts, index)
         col = index - self._line_starts[line - 1] + 1
         self.problems.append(Problem(self.file, line, col, message))
@@ -666,6 +679,11 @@ class _Checker:
 
     # -- the pipeline
 
+    def check(self, path: Path, environ: Mapping[str, str] | None) -> Pipeline | None:
+        """Compose the text and build the pipeline; the node tree is garbage on return."""
+        root = self.compose()
+        return None if root is None else self.pipeline(root, path, environ)
+
     def pipeline(
         self, root: Node, path: Path, environ: Mapping[str, str] | None
     ) -> Pipeline | None:
@@ -760,18 +778,25 @@ class _Checker:
         for name, item in zip(names, items, strict=False):
             if not _ENV_NAME_RE.fullmatch(name):
                 self.report(item, f"secrets: {name!r} is not a valid environment variable name")
+        from engine import envfile
+
+        env_file = Path(self.file).parent / ".env"
         environ = os.environ if environ is None else environ
-        missing = [name for name in names if name not in environ]
-        dotenv = self.dotenv(Path(self.file).parent / ".env") if missing else {}
-        return {name: environ.get(name, dotenv.get(name, "")) for name in names}
+        values, problems = envfile.secret_values(names, environ, env_file)
+        self.env_problems(env_file, problems)
+        return values
 
     def dotenv(self, env_file: Path) -> dict[str, str]:
         """The values of a .env file (engine.envfile); its problems are reported."""
         from engine import envfile
 
         values, problems = envfile.read(env_file, MAX_FILE_BYTES)
-        self.problems += [Problem(str(env_file), p.line, p.col, p.message) for p in problems]
+        self.env_problems(env_file, problems)
         return values
+
+    def env_problems(self, env_file: Path, problems: Iterable[EnvProblem]) -> None:
+        """Report the problems of a .env file."""
+        self.problems += [Problem(str(env_file), p.line, p.col, p.message) for p in problems]
 
     def raw_stages(self, node: Node | None) -> dict[str, _RawStage] | None:
         """Each stage's checked fields, before needs, hosts and matrices are resolved."""
@@ -869,12 +894,8 @@ class _Checker:
             except re.error as err:
                 self.report(nodes[kind], f"{path}.log: not a valid regular expression: {err}")
                 return
-        fields["ready"] = Probe(
-            kind,
-            target,
-            interval=f.get("interval", Probe.interval),
-            timeout=f.get("timeout", Probe.timeout),
-        )
+        timing = {k: f[k] for k in ("interval", "timeout") if k in f}  # else Probe's defaults
+        fields["ready"] = Probe(kind, target, **timing)
 
     def matrix(
         self, node: Node, path: str
@@ -916,7 +937,7 @@ class _Checker:
                     continue
                 if text in values:
                     self.report(item, f"{path}.{axis}[{i}]: duplicate value {text!r}")
-                elif _CONTROL_RE.search(text):
+                elif re.search(_CONTROL, text):
                     self.report(
                         item,
                         f"{path}.{axis}[{i}]: a matrix value must be one line of printable text",
@@ -1206,7 +1227,7 @@ def _instance(
         metrics=_substitute(f["metrics"], combo) if "metrics" in f else None,
         resources=Resources(**f.get("resources", {})),
         service=f.get("service", False),
-        ready=replace(f["ready"], target=_substitute(f["ready"].target, combo))
+        ready=f["ready"]._replace(target=_substitute(f["ready"].target, combo))
         if "ready" in f
         else None,
         restart=f.get("restart", Stage.restart),

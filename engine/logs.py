@@ -1,7 +1,11 @@
 """Append-only stage logs on disk, with a line index and masking on the way in.
 
 Layout: `<root>/<run_id>/<stage id>/<attempt>.log` and `<attempt>.idx` (names percent-encoded
-where a character is unsafe in a path). The `.log` file holds each stream's complete lines,
+where a character is unsafe in a path), made on the attempt's first output. An attempt that
+prints nothing is only listed, as a line `<stage id> TAB <attempt>`, in its run's
+`<root>/<run_id>/.silent` (one appended line instead of a folder and two files; a stage id never
+starts with a dot): either way it is one of the stage's `attempts()` and its log reads empty.
+The `.log` file holds each stream's complete lines,
 masked, in the order they completed, byte for byte (newlines kept). They are stored in *blocks*:
 the lines one read completed on one stream, or one unterminated piece. The `.idx` file has one
 record per block, two native u64: the block's END offset in the `.log` file (top bit set for
@@ -18,7 +22,8 @@ end in a newline); the rest of the line continues as the next line. A secret str
 still masked: whatever starts before the kept tail fits entirely in the masked buffer.
 
 A log directory that cannot be made (`.pipedeck/logs` is a file, a read-only disk) is a
-StateError naming the path and the cause; a full disk is a NoSpaceError (`no space left on
+StateError naming the path and the cause (from the first `feed` that stores a line, or from
+`finish`); a full disk is a NoSpaceError (`no space left on
 device: <path>`), after which the writer stores nothing more and `finish` only closes its files.
 """
 
@@ -33,7 +38,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from hashlib import sha256
 from pathlib import Path
-from urllib.parse import quote
+from typing import BinaryIO
+from urllib.parse import quote, unquote
 
 from engine.fserrors import NoSpaceError, StateError, cause, make_dirs
 from engine.mask import Masker
@@ -45,6 +51,8 @@ _OFFSET = _STDERR - 1
 _RECORD = 16  # bytes per index record: end offset (+ stderr bit), lines so far
 _CACHED_BLOCKS = 8
 _TAG = {"stdout": 0, "stderr": _STDERR}
+SILENT = ".silent"  # in a run's folder: the attempts that printed nothing
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 
 
 def safe_name(name: str) -> str:
@@ -82,17 +90,46 @@ class LogStore:
         return self.root / safe_name(run_id) / safe_name(stage_id)
 
     def writer(self, run_id: str, stage_id: str, attempt: int) -> LogWriter:
-        """A writer for a new attempt's log (an existing one is truncated)."""
+        """A writer for a new attempt's log (an existing one is truncated at its first output)."""
         folder = self._dir(run_id, stage_id)
-        make_dirs(folder, "stage logs")
         writer = LogWriter(folder / f"{attempt}.log", folder / f"{attempt}.idx", self.masker)
         key = (run_id, stage_id, attempt)
         self._live[key] = writer
-        writer.on_finish = lambda: self._forget(key)
+        writer.on_finish = lambda: self._finished(key, writer)
         return writer
 
-    def _forget(self, key: tuple[str, str, int]) -> None:
+    def _finished(self, key: tuple[str, str, int], writer: LogWriter) -> None:
+        """A writer is done: forget it; list its attempt as silent when it stored nothing."""
         self._live.pop(key, None)
+        if writer.silent:
+            run_id, stage_id, attempt = key
+            path = self.root / safe_name(run_id) / SILENT
+            line = f"{safe_name(stage_id)}\t{attempt}\n".encode()
+            try:
+                try:
+                    fd = os.open(path, _APPEND)
+                except FileNotFoundError:  # the run's first silent attempt, no log yet
+                    make_dirs(path.parent, "stage logs")
+                    fd = os.open(path, _APPEND)
+                try:
+                    os.write(fd, line)  # one short O_APPEND write: never torn
+                finally:
+                    os.close(fd)
+            except OSError as err:
+                raise _state_error(err, path) from None
+
+    def _silent(self, run_id: str) -> dict[str, set[int]]:
+        """Stage folder name -> the attempts of a run that printed nothing."""
+        try:
+            data = (self.root / safe_name(run_id) / SILENT).read_bytes()
+        except OSError:
+            return {}
+        silent: dict[str, set[int]] = {}
+        for line in data.decode("utf-8", "replace").split("\n")[:-1]:
+            name, _, attempt = line.rpartition("\t")
+            if attempt.isdigit():
+                silent.setdefault(name, set()).add(int(attempt))
+        return silent
 
     def partial(self, run_id: str, stage_id: str, attempt: int) -> tuple[str, str] | None:
         """(stream, text) of the unterminated line an attempt is writing now (test dots, a
@@ -106,20 +143,27 @@ class LogStore:
         return LogReader(folder / f"{attempt}.log", folder / f"{attempt}.idx")
 
     def attempts(self, run_id: str, stage_id: str) -> list[int]:
-        """The attempt numbers with a stored log, ascending."""
+        """The attempt numbers with a stored log (a silent one's reads empty), ascending."""
         folder = self._dir(run_id, stage_id)
-        return sorted(int(p.stem) for p in folder.glob("*.log") if p.stem.isdigit())
+        found = {int(p.stem) for p in folder.glob("*.log") if p.stem.isdigit()}
+        found.update(self._silent(run_id).get(folder.name, ()))
+        return sorted(found)
+
+    def stage_ids(self, run_id: str) -> list[str]:
+        """The stage ids with a stored log (or a silent attempt) in a run, sorted."""
+        run_dir = self.root / safe_name(run_id)
+        names = set(self._silent(run_id))
+        with contextlib.suppress(OSError):
+            names.update(entry.name for entry in run_dir.iterdir() if entry.is_dir())
+        return sorted(unquote(name) for name in names)
 
 
 class LogWriter:
     """Appends one attempt's output; see the module docstring for the format."""
 
     def __init__(self, log_path: Path, index_path: Path, masker: Masker) -> None:
-        try:
-            self._log = open(log_path, "wb")  # noqa: SIM115 - closed by finish()
-            self._index = open(index_path, "wb")  # noqa: SIM115
-        except OSError as err:
-            raise _state_error(err, log_path) from None
+        self._paths = (log_path, index_path)
+        self._files: tuple[BinaryIO, BinaryIO] | None = None  # made by the first block
         self._failed: StateError | None = None
         self._masker = masker
         self._keep = max(masker.longest - 1, 0)
@@ -159,7 +203,7 @@ class LogWriter:
                     self._append(stream, masked, 1)
                     out.append((stream, masked.decode("utf-8", "replace")))
         finally:
-            for file in (self._log, self._index):
+            for file in self._files or ():
                 with contextlib.suppress(OSError):  # flushed after each block: nothing is lost
                     file.close()
             if self.on_finish is not None:
@@ -175,6 +219,27 @@ class LogWriter:
                 shown = masked[: len(masked) - self._keep] if self._keep else masked
                 return (stream, shown.decode("utf-8", "replace")) if shown else None
         return None
+
+    @property
+    def silent(self) -> bool:
+        """True while no block was stored (nor failed to be): the log's files don't exist."""
+        return self._files is None and self._failed is None
+
+    def _open(self) -> tuple[BinaryIO, BinaryIO]:
+        """The log and index files, made (with their folder) on the first block."""
+        log_path, index_path = self._paths
+        make_dirs(log_path.parent, "stage logs")
+        try:
+            log = open(log_path, "wb")  # noqa: SIM115 - closed by finish()
+        except OSError as err:
+            raise _state_error(err, log_path) from None
+        try:
+            index = open(index_path, "wb")  # noqa: SIM115
+        except OSError as err:
+            log.close()
+            raise _state_error(err, index_path) from None
+        self._files = (log, index)
+        return self._files
 
     def _store_lines(self, stream: str, block: bytes) -> list[str]:
         """Store `block`, a run of newline-terminated lines."""
@@ -203,14 +268,19 @@ class LogWriter:
         if self._failed is not None:
             raise self._failed
         try:
-            self._log.write(data)
-            self._log.flush()  # bytes first: a record never points past the data
+            log, index = self._files or self._open()
+        except StateError as err:
+            self._failed = err
+            raise
+        try:
+            log.write(data)
+            log.flush()  # bytes first: a record never points past the data
             self._size += len(data)
             self._lines += lines
-            array("Q", (self._size | _TAG[stream], self._lines)).tofile(self._index)
-            self._index.flush()
+            array("Q", (self._size | _TAG[stream], self._lines)).tofile(index)
+            index.flush()
         except OSError as err:
-            self._failed = _state_error(err, Path(self._log.name))
+            self._failed = _state_error(err, self._paths[0])
             raise self._failed from None
 
 

@@ -99,9 +99,10 @@ def record(
     return values
 
 
-def compare(history: History, stage: str, runs: int = 5) -> Comparison:
-    """The stage's metrics in its last `runs` runs side by side, with each metric's last delta."""
-    recorded = history.metrics(stage, runs)
+def compare(history: History, stage: str, runs: int = 5, file: str | None = None) -> Comparison:
+    """The stage's metrics in its last `runs` runs (of the pipeline `file`, see
+    `engine.history.pipeline_file`) side by side, with each metric's last delta."""
+    recorded = history.metrics(stage, runs, file)
     names = sorted({name for _, values in recorded for name in values})
     rows = tuple(
         MetricRow(name, tuple(values.get(name) for _, values in recorded)) for name in names

@@ -96,19 +96,21 @@ def _needles(marker: Mapping[str, str]) -> list[bytes]:
     return [f"{key}={value}".encode() for key, value in marker.items()]
 
 
-def left_behind(pgid: int, marker: Mapping[str, str]) -> bool:
+def left_behind(pgid: int, marker: Mapping[str, str], children: list[int] | None = None) -> bool:
     """Whether an attempt whose main process `pgid` has exited may have left a process.
 
     As subreaper, everything a stage leaves behind is reparented to us: its group is still
     alive, or one of our children carries its marker. Checking those few children spares a
     scan of every process on the machine for the usual attempt, which leaves nothing.
+    `children`: our child pids, when just read.
     """
     if _group_alive(pgid):
         return True
     if not _subreaper:
         return bool(find_marked(marker))
     needles = _needles(marker)
-    return any(_carries(pid, needles) for pid in _children() if pid not in _OWNED)
+    pids = _children() if children is None else children
+    return any(_carries(pid, needles) for pid in pids if pid not in _OWNED)
 
 
 def find_marked(marker: Mapping[str, str]) -> list[int]:
@@ -174,18 +176,20 @@ def spawning() -> Iterator[None]:
         _spawning -= 1
 
 
-def reap_orphans() -> list[int]:
+def reap_orphans(children: list[int] | None = None) -> list[int]:
     """Reap our zombie children from other sessions, unless protected; return their pids.
 
     These are stage processes that were orphaned to us (subreaper) and exited on their own.
+    `children`: our child pids, when just read.
     """
     if _spawning:
         return []  # the next call reaps them
+    strays = [pid for pid in (_children() if children is None else children) if pid not in _OWNED]
+    if not strays:
+        return []
     me, session = os.getpid(), os.getsid(0)
     reaped = []
-    for pid in _children():
-        if pid in _OWNED:
-            continue
+    for pid in strays:
         try:
             fields = _read(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()
         except (OSError, IndexError):
@@ -230,8 +234,9 @@ async def kill_tree(pgid: int, marker: Mapping[str, str], grace: float) -> None:
     once and CancelledError propagates (call again with no grace to wait for them to go).
     Never blocks the event loop: every wait is an asyncio sleep.
     """
-    if not left_behind(pgid, marker):  # the usual end
-        reap_orphans()
+    children = _children()  # one look for both questions
+    if not left_behind(pgid, marker, children):  # the usual end
+        reap_orphans(children)
         return
     seen = set(await _scan(marker))
     try:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets as _random
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -33,7 +33,15 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from engine import graph
 from engine.attempt import run_attempt, stage_env
-from engine.events import Event, HostStatus, RunFinished, RunStarted, StageStatus, Subscriber
+from engine.events import (
+    Event,
+    HostState,
+    HostStatus,
+    RunFinished,
+    RunStarted,
+    StageStatus,
+    Subscriber,
+)
 from engine.executors.base import ExecResult, ReportsJobs
 from engine.fserrors import StateError
 from engine.gha.commands import JOB_CANCELLED, JOB_SKIPPED, skip_reason
@@ -68,19 +76,30 @@ __all__ = ["Run", "StageCache", "StageState", "new_run_id", "stage_env"]
 T = TypeVar("T")
 ALIVE = frozenset({QUEUED, RUNNING, READY})  # statuses of a stage whose task is at work
 ADVANCE_BATCH = 20  # stages decided per turn of the event loop
+RERUN = "rerun requested"  # the why of a rerun a person asked for
+# The exit code of a run a person cancelled (a stage or all): interrupted, as by Ctrl-C (SPEC
+# §3 keeps 1 for a stage that failed, timed out or was lost); SIGTERM's is 143.
+EXIT_CANCELLED = 130
 
 
 class StageCache(Protocol):
-    """What the scheduler asks of the cache (engine/cache.py); called from a worker thread."""
+    """What the scheduler asks of the cache (engine/cache.py); called from a worker thread,
+    but for `decide_now` (None: ask `decide`)."""
 
     def decide(self, stage: Stage, upstream: Mapping[str, str], no_cache: bool) -> Decision: ...
+
+    def decide_now(
+        self, stage: Stage, upstream: Mapping[str, str], no_cache: bool
+    ) -> Decision | None: ...
+
+    def keeps(self, stage: Stage) -> bool: ...
 
     def record_success(self, stage: Stage, fingerprint: str, run_id: str) -> None: ...
 
 
 def new_run_id() -> str:
-    """A sortable, unique run id: UTC time plus random hex."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + _random.token_hex(3)
+    """A sortable, unique run id: UTC time plus random hex (os.urandom, as `secrets` uses)."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()
 
 
 class Run:
@@ -128,21 +147,29 @@ class Run:
                     self.states[sid] = replace(carry[sid])
         # Pending stages in topological order: the loop looks at these only, not at every stage.
         self._pending = {sid: None for sid in self.stage_ids if self.states[sid].status == PENDING}
-        self._approved = self._expand(approve)
-        self._forced = self._expand(force)  # --force, reruns: the cache may not skip them
+        # Approvals: `approve` (--approve) holds for every start of those stages in this run;
+        # `approve()` lets the stage start once: a rerun or a change waits for a new approval.
+        self._standing = self._expand(approve)
+        self._approved: set[str] = set()
+        self._cli_forced = self._expand(force)  # --force: the cache may not skip them
+        self._forced: dict[str, str] = {}  # reruns of stages that had started: their why
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._next: dict[str, Status] = {}  # what a stage does once its task ends
         self._superseded: set[str] = set()  # cancelled by watch mode for a newer run
         self._subscribers: list[Subscriber] = []
+        # more variables for an attempt that is starting, by stage and attempt (TRACEPARENT)
+        self.env_hooks: list[Callable[[str, int], Mapping[str, str]]] = []
         self._failing: set[int] = set()  # subscribers whose error was reported already
         self._wake = asyncio.Event()
         self._cancelled_run = False
-        self._cancel_exit = 1
+        self._cancel_exit = EXIT_CANCELLED
         self._first_start: float | None = None
         self._cache_thread: ThreadPoolExecutor | None = None  # the cache's work, in order
+        self._environ: dict[str, str] = {}  # this process's, as each execution starts
+        self._plain_hosts: set[str] = set()  # hosts whose executor reports no jobs of its own
         self.running = False
         self.status: Status = PENDING
-        self.host_states: dict[str, str] = {}  # SSH host -> "state" or "state: reason" (TUI)
+        self.host_states: dict[str, HostState] = {}  # SSH host -> its connection state (TUI)
         self.services = Services(self)  # service stages (SPEC §10); keep_running in TUI/watch
 
     # -- selection ---------------------------------------------------------------------------
@@ -219,7 +246,7 @@ class Run:
         """Cancel one stage: kill it if it runs (its whole tree), or keep it from starting."""
         if stage_id in self._tasks:
             self._next[stage_id] = CANCELLED
-            self._tasks[stage_id].cancel()
+            self._stop(stage_id, f"cancelled {reason}" if reason.startswith("by ") else reason)
         elif self.states[stage_id].status in (PENDING, WAITING):
             self._move(stage_id, CANCELLED, f"{reason}, before it started")
 
@@ -229,17 +256,18 @@ class Run:
             self._superseded.add(stage_id)
             self.cancel(stage_id, "superseded by a change")
 
-    def cancel_all(self, exit_code: int = 1) -> None:
+    def cancel_all(self, exit_code: int = EXIT_CANCELLED) -> None:
         """Cancel the whole run in order; the run then finishes as `cancelled` with `exit_code`."""
         self._cancelled_run = True
         self._cancel_exit = exit_code
         for sid in self.stage_ids:
             self.cancel(sid, "run cancelled")
 
-    def rerun(self, stage_id: str, downstream: bool = True) -> None:
-        """Run a stage again, and by default everything downstream of it."""
+    def rerun(self, stage_id: str, downstream: bool = True, why: str = RERUN) -> None:
+        """Run a stage again, and by default everything downstream of it; `why` is its
+        attempt's reason (watch mode: the change)."""
         ids = graph.downstream(self.pipeline, {stage_id}) if downstream else {stage_id}
-        self._restart(sid for sid in self.stage_ids if sid in ids)
+        self._restart((sid for sid in self.stage_ids if sid in ids), why)
 
     def rerun_failed(self) -> None:
         """Run every failed, timed-out, lost or cancelled stage again, with its downstream."""
@@ -248,20 +276,30 @@ class Run:
         self._restart(sid for sid in self.stage_ids if sid in ids)
 
     def approve(self, stage_id: str) -> None:
-        """Let a manual stage run."""
+        """Let a manual stage run once (its next start; a later rerun waits for approval)."""
         self._approved.add(stage_id)
         if self.states[stage_id].status == WAITING:
             self._move(stage_id, PENDING)
 
-    def _restart(self, ids: Iterable[str]) -> None:
+    def _stop(self, sid: str, why: str) -> None:
+        """Cancel a stage's task (its executor kills the attempt). A GitHub Actions job's
+        runner is told why first: its steps say so, not just which signal ended them."""
+        if self.pipeline.stages[sid].steps:
+            from engine.gha.gate import tell_cancel  # workflows only
+
+            tell_cancel(self.pipeline, self.run_id, sid, self.states[sid].attempt, why)
+        self._tasks[sid].cancel()
+
+    def _restart(self, ids: Iterable[str], why: str = RERUN) -> None:
         self._cancelled_run = False
         for sid in ids:
-            self._forced.add(sid)
             self._superseded.discard(sid)
             if sid in self._tasks:
+                self._forced[sid] = why
                 self._next[sid] = PENDING
-                self._tasks[sid].cancel()
-            elif self.states[sid].status != PENDING:
+                self._stop(sid, f"restarted ({why})")
+            elif self.states[sid].status != PENDING:  # a pending stage has not run: no rerun
+                self._forced[sid] = why
                 self._move(sid, PENDING)
 
     # -- the loop ----------------------------------------------------------------------------
@@ -274,6 +312,7 @@ class Run:
         self.status = RUNNING
         if self._first_start is None:
             self._first_start = time.time()
+        self._environ = dict(os.environ)  # not copied again for each of a thousand stages
         self.hosts.listener = self._host_state
         self._publish(RunStarted(self.run_id, self.pipeline.name, tuple(self.stage_ids)))
         try:
@@ -318,7 +357,9 @@ class Run:
                 cancelled.add(sid)
         if not cancelled:
             return SUCCEEDED, 0
-        return (SUPERSEDED if cancelled <= self._superseded else CANCELLED), 1
+        if cancelled <= self._superseded:
+            return SUPERSEDED, 1
+        return CANCELLED, EXIT_CANCELLED
 
     def _startable(self) -> bool:
         return any(self._needs_done(sid) for sid in self._pending)
@@ -345,13 +386,17 @@ class Run:
             self._move(sid, SKIPPED, "no upstream stage failed (when: on_failure)")
         elif stage.when in ("on_success", "manual") and broken:
             self._move(sid, SKIPPED, f"upstream {broken[0]} {self.states[broken[0]].status}")
-        elif stage.when == "manual" and sid not in self._approved:
+        elif stage.when == "manual" and sid not in self._approved | self._standing:
             if self.manual == "wait":
                 self._move(sid, WAITING, "manual stage: press a to approve")
             else:
                 self._move(sid, SKIPPED, "manual stage not approved (--approve)")
+        elif stage.steps and (why := _skipped_job(self, stage, dict(needs))) is not None:
+            self._move(sid, SKIPPED, why)  # a GitHub Actions job: never `running`
         else:
-            task = asyncio.create_task(self._run_stage(stage), name=sid)
+            approved = stage.when == "manual"
+            self._approved.discard(sid)  # used: a rerun of it waits for a new approval
+            task = asyncio.create_task(self._run_stage(stage, approved), name=sid)
             self._tasks[sid] = task  # first: a command reacting to `queued` finds the task
             task.add_done_callback(self._task_done)
             self._move(sid, QUEUED)
@@ -378,12 +423,14 @@ class Run:
             return f"run cancelled, {when}"
         if sid in self._superseded:
             return f"superseded by a change, {when}"
-        return f"rerun, {when}" if wanted == PENDING else f"by request, {when}"
+        if wanted == PENDING:
+            return f"restarted ({self._forced.get(sid, RERUN)}), {when}"
+        return f"by request, {when}"
 
-    async def _run_stage(self, stage: Stage) -> None:
+    async def _run_stage(self, stage: Stage, approved: bool) -> None:
         """Ask the cache, wait for a slot, run the attempts: the body of a stage's task."""
         sid = stage.id
-        why = self._requested(stage)
+        why = self._requested(stage, approved)
         if self.cache is not None and not stage.service:  # a service runs every time
             decision = await self._decide(stage)
             self.states[sid].fingerprint = decision.fingerprint
@@ -391,24 +438,32 @@ class Run:
                 self._move(sid, CACHED, decision.why)
                 return
             why = why or decision.why
-        self._forced.discard(sid)
+        self._forced.pop(sid, None)
         service = stage.service and stage.host == LOCAL  # holds no --jobs slot for ever
         async with contextlib.nullcontext() if service else self.hosts.slots(stage.host):
             await self._attempts(stage, why)
 
-    def _requested(self, stage: Stage) -> str | None:
+    def _requested(self, stage: Stage, approved: bool) -> str | None:
         """Why a stage runs when a person asked for it (None: the cache says why)."""
-        if stage.when == "manual" and stage.id in self._approved:
+        if approved:
             return "approved"
-        if stage.id in self._forced and not self.no_cache:
-            return "rerun requested"
+        if self.no_cache:
+            return None
+        if stage.id in self._forced:
+            return self._forced[stage.id]
+        if stage.id in self._cli_forced:
+            return "forced (--force)"
         return None
 
     async def _decide(self, stage: Stage) -> Decision:
-        """The cache's verdict (it hashes files and reads SQLite: off the loop)."""
+        """The cache's verdict (it hashes files and reads SQLite: off the loop, unless it can
+        say at once)."""
         assert self.cache is not None
         upstream = {n: self.states[n].fingerprint or "" for n in stage.needs if n in self.states}
-        forced = self.no_cache or stage.id in self._forced
+        forced = self.no_cache or stage.id in self._forced or stage.id in self._cli_forced
+        decision = self.cache.decide_now(stage, upstream, forced)
+        if decision is not None:
+            return decision
         return await self._off_loop(self.cache.decide, stage, upstream, forced)
 
     def _off_loop(self, fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
@@ -422,10 +477,13 @@ class Run:
         """Run attempts until one succeeds or the retries are used up."""
         sid = stage.id
         state = self.states[sid]
+        await self.hosts.load(stage.host)
         for left in range(self.services.retries(stage), -1, -1):
             state.start_attempt()
             self._move(sid, RUNNING, why)
-            env = stage_env(self.pipeline, stage, self.run_id, state.attempt)
+            env = stage_env(self.pipeline, stage, self.run_id, state.attempt, self._environ)
+            for hook in self.env_hooks:
+                env.update(hook(sid, state.attempt))
             status, result = await run_attempt(
                 stage,
                 state.attempt,
@@ -441,7 +499,12 @@ class Run:
                 status = SKIPPED if result.exit_code == JOB_SKIPPED else CANCELLED
                 result = ExecResult(result.exit_code, reason=reason)
             state.exit_code = result.exit_code
-            if status == SUCCEEDED and self.cache is not None and state.fingerprint:
+            if (
+                status == SUCCEEDED
+                and self.cache is not None
+                and state.fingerprint
+                and self.cache.keeps(stage)
+            ):
                 await self._record_success(stage, state.fingerprint)
                 return
             self._move(sid, status, result.reason)
@@ -453,8 +516,12 @@ class Run:
     def _executor(self, host: str) -> Executor:
         """The host's executor, reporting a queue of its own (Slurm) to this run."""
         executor = self.hosts.executor(host)
+        if host in self._plain_hosts:  # known: no slow runtime-protocol check per attempt
+            return executor
         if isinstance(executor, ReportsJobs):  # shared by watch reruns: to the current run
             executor.on_job = self._job_state
+        else:
+            self._plain_hosts.add(host)
         return executor
 
     def _job_state(
@@ -496,13 +563,20 @@ class Run:
         reason: str | None = None,
         synced: dict[str, object] | None = None,
     ) -> None:
-        self.host_states[host] = f"{state}: {reason}" if reason else state
+        self.host_states[host] = HostState(state, reason)
         self._publish(HostStatus(self.run_id, host, state, reason, synced))
 
     async def close(self) -> None:
         """Close the executors, if this run made its own (a session closes shared ones)."""
         if self._own_hosts:
             await self.hosts.close()
+
+
+def _skipped_job(run: Run, stage: Stage, needs: Mapping[str, Status]) -> str | None:
+    """Why a GitHub Actions job is skipped before it starts (None: it starts)."""
+    from engine.gha.gate import skip_before_start  # workflows only: not on a pipeline's path
+
+    return skip_before_start(run.pipeline, stage, run.run_id, needs)
 
 
 def _fault(exc: BaseException) -> str:

@@ -8,8 +8,7 @@ editors; `pipedeck schema` prints it) is generated from them, so the two never d
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine.spec import PROBE_KINDS, RESTART_VALUES, WHEN_VALUES
 
@@ -27,8 +26,7 @@ PATH_KEYS = ("cwd", "metrics", *GLOB_KEYS)  # stage paths, inside the workspace
 SECTION_KINDS = frozenset({"defaults", "hosts", "watch", "stages", "matrix", "ready"})
 
 
-@dataclass(frozen=True)
-class Key:
+class Key(NamedTuple):
     """One key of a section: its kind (how it is checked), its doc, and its constraints.
 
     Kinds: version, string, integer, boolean, duration, strings (a list of strings, or one

@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 from engine.attempt import stage_env
 from engine.events import Event, LogLines
 from engine.executors.base import ExecResult
-from engine.probes import LogMatcher, wait_ready
 from engine.spec import Stage
 from engine.status import FAILED, FINISHED, LOST, READY, SUCCEEDED
 
 if TYPE_CHECKING:
+    from engine.probes import LogMatcher
     from engine.run import Run
 
 MARKERS = ("PIPEDECK_RUN_ID", "PIPEDECK_STAGE", "PIPEDECK_ATTEMPT")  # the attempt's, not a probe's
@@ -71,6 +71,8 @@ class Services:
         sid = stage.id
         stop = self._stop[sid] = asyncio.Event()
         probe = stage.ready
+        from engine.probes import LogMatcher  # http.client & co: only a pipeline with services
+
         matcher = LogMatcher(probe.target) if probe and probe.kind == "log" else None
 
         def feed(event: Event) -> None:
@@ -120,6 +122,8 @@ class Services:
         host = self.run.pipeline.hosts.get(stage.host)
         address = host.address if host is not None else "127.0.0.1"
         run = self._runner(stage) if probe.kind == "run" else None
+        from engine.probes import wait_ready
+
         return await wait_ready(probe, address=address, log=matcher, run=run)
 
     def _runner(self, stage: Stage) -> Callable[[str], Awaitable[str | None]]:

@@ -17,7 +17,6 @@ import posixpath
 import shlex
 import shutil
 import signal
-import sys
 import termios
 import tty
 import uuid
@@ -26,6 +25,7 @@ from pathlib import Path
 from shlex import quote
 from typing import TYPE_CHECKING
 
+from engine.errors import PipedeckError
 from engine.run import new_run_id, stage_env
 from engine.spec import Pipeline, Stage
 
@@ -38,8 +38,10 @@ if TYPE_CHECKING:
 SHELL_ATTEMPT = 0  # PIPEDECK_ATTEMPT in a shell: not an attempt of the stage
 
 
-class ShellError(Exception):
-    """The shell could not start; `str()` is the one-line reason."""
+class ShellError(PipedeckError):
+    """The shell could not start; `str()` is the one-line reason (exit code 2)."""
+
+    exit_code = 2
 
 
 def shell_program(env: dict[str, str]) -> str:
@@ -248,9 +250,5 @@ def resolve(pipeline: Pipeline, name: str) -> str:
 
 
 def run_shell(pipeline: Pipeline, name: str) -> int:
-    """`pipedeck shell NAME`: the shell's exit code, or 2 with a one-line error."""
-    try:
-        return asyncio.run(open_shell(pipeline, resolve(pipeline, name)))
-    except ShellError as err:
-        print(f"pipedeck: {err}", file=sys.stderr)
-        return 2
+    """`pipedeck shell NAME`: the shell's exit code; ShellError when it cannot start."""
+    return asyncio.run(open_shell(pipeline, resolve(pipeline, name)))

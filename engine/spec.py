@@ -1,12 +1,15 @@
-"""The pipeline model: frozen dataclasses made by the loader and read by everything else."""
+"""The pipeline model: frozen dataclasses (named tuples for the small values: cheaper to
+define) made by the loader and read by everything else."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 LOCAL = "local"
+MAX_FILE_BYTES = 5 * 1024 * 1024  # a pipeline file or a `.env` above it is refused
 
 WHEN_VALUES = ("on_success", "on_failure", "always", "manual")
 PROBE_KINDS = ("http", "tcp", "log", "run")  # a service's readiness probe (SPEC §10)
@@ -35,8 +38,7 @@ class SlurmOptions:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Resources:
+class Resources(NamedTuple):
     """A stage's `resources:`: what its Slurm job asks for (SPEC §12)."""
 
     cpus: int | None = None
@@ -71,8 +73,7 @@ class WatchConfig:
     debounce: float = 0.1
 
 
-@dataclass(frozen=True)
-class Probe:
+class Probe(NamedTuple):
     """A service's readiness probe (`ready:`): `kind` is one of PROBE_KINDS, `target` its
     URL, `HOST:PORT`, regex or command; tried every `interval` seconds for up to `timeout`."""
 

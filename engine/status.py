@@ -48,6 +48,21 @@ STATUSES = (
     LOST,
     READY,
 )  # a stage's statuses
+
+
+def not_cacheable(inputs: bool, outputs: bool) -> str:
+    """Why the cache cannot judge a stage: which of inputs and outputs it does not declare."""
+    missing = [name for name, have in (("inputs", inputs), ("outputs", outputs)) if not have]
+    return f"no {'/'.join(missing)} declared"
+
+
+# every `reason` of a RUNNING stage the cache cannot judge: kept in history, not worth a line
+# in plain output
+NOT_CACHEABLE = frozenset(
+    not_cacheable(i, o) for i, o in ((False, False), (False, True), (True, False))
+)
+
+
 FINISHED = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, SKIPPED, CACHED, LOST})
 BAD = frozenset({FAILED, TIMED_OUT, LOST})  # fail the run unless allow_failure
 

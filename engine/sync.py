@@ -35,7 +35,9 @@ from shlex import quote
 from typing import Protocol
 
 from engine import fileset, globs
+from engine.executors.base import ExecResult
 from engine.rsync import OpenProcess, RemoteRsyncMissing, local_rsync, nul_join, rsync_push
+from engine.spec import Stage
 
 MANIFEST = ".pipedeck-sync.json"
 BIG_FIRST_SYNC = 100 * 1000 * 1000  # bytes: a first sync larger than this names its biggest folders
@@ -51,6 +53,15 @@ class Shell(Protocol):
     async def __call__(
         self, command: str, stdin: bytes | Path = b"", stdout: Path | None = None
     ) -> bytes: ...
+
+
+def brings_back(stage: Stage, result: ExecResult) -> bool:
+    """Whether a remote attempt's declared outputs come back: after a success; a GitHub Actions
+    job's (its result file, SPEC §11) after any exit too, so that the jobs needing it see its
+    result and outputs."""
+    if result.status is not None or result.exit_code is None:
+        return False
+    return result.exit_code == 0 or stage.steps
 
 
 def _signature(st: os.stat_result) -> Signature:

@@ -1,15 +1,16 @@
 """Traces of a run: Chrome Trace Event JSON (`--trace FILE`) and OpenTelemetry (OTLP).
 
 Both are run subscribers. `ChromeTrace` writes the file when the run finishes: one process per
-run, one thread row per stage, each attempt's queued and running time as complete ("X") events;
-it opens in Perfetto or chrome://tracing.
+run, one thread row per stage, each attempt's queued and running time as complete ("X") events,
+a GitHub Actions job's steps nested in its attempt; it opens in Perfetto or chrome://tracing.
 
 `OtelTrace` exports one trace per run through the OpenTelemetry SDK (OTLP/HTTP, configured by
 the standard OTEL_EXPORTER_OTLP_* variables), with the CI/CD semantic conventions: a root span
 for the pipeline run (`cicd.pipeline.name`, `cicd.pipeline.run.id`, `cicd.pipeline.result`) and
 a child span per stage attempt (`cicd.pipeline.task.name`, `cicd.pipeline.task.run.id`,
-`cicd.pipeline.task.run.result`). A local stage gets `TRACEPARENT` pointing at its span, so the
-spans it exports itself join the trace. The SDK is imported only when a run is traced.
+`cicd.pipeline.task.run.result`), and a grandchild span per GitHub Actions step. Every stage,
+local or remote, gets `TRACEPARENT` pointing at its span in its environment (`Run.env_hooks`),
+so the spans it exports itself join the trace. The SDK is imported only when a run is traced.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.events import Event, RunFinished, RunStarted, StageStatus
+from engine.events import Event, RunFinished, RunStarted, StageStatus, StepStatus
 from engine.status import (
     CACHED,
     CANCELLED,
@@ -54,6 +55,25 @@ RUN_RESULTS = {"succeeded": "success", "failed": "failure", "cancelled": "cancel
 _warned: list[str] = []  # the missing-SDK notice is given once per process
 
 
+class _StepTimes:
+    """When each step of a job's attempt started, as its `running` event arrived: a finished
+    step's span runs from there (or its end less its duration) to its finished event."""
+
+    def __init__(self) -> None:
+        self._started: dict[tuple[str, int, int], float] = {}
+
+    def span(self, event: StepStatus) -> tuple[float, float] | None:
+        """The finished step's (start, end); None for a starting step (its start is kept)."""
+        key = (event.stage, event.attempt, event.step)
+        if event.status == RUNNING:
+            self._started[key] = event.ts
+            return None
+        started = self._started.pop(key, None)
+        if started is None and event.duration is None:
+            return None  # never ran (skipped)
+        return (started if started is not None else event.ts - (event.duration or 0), event.ts)
+
+
 def _micros(ts: float) -> int:
     return int(ts * 1_000_000)
 
@@ -68,6 +88,7 @@ class ChromeTrace:
         self._rows: dict[str, int] = {}  # stage -> its thread id
         self._open: dict[tuple[str, int], dict[str, float]] = {}  # attempt -> queued/started
         self._started: float | None = None
+        self._steps = _StepTimes()
 
     def _row(self, stage: str) -> int:
         if stage not in self._rows:
@@ -85,6 +106,9 @@ class ChromeTrace:
                                     "args": {"name": name}})  # fmt: skip
         elif isinstance(event, StageStatus):
             self._stage(event)
+        elif isinstance(event, StepStatus) and (span := self._steps.span(event)):
+            self._span(self._row(event.stage), event.name or f"step {event.step + 1}", "step",
+                       *span, {"step": event.step + 1, "status": event.status})  # fmt: skip
         elif isinstance(event, RunFinished):
             start = self._started if self._started is not None else event.ts - event.duration
             self._span(0, f"run {event.run_id}", "run", start, event.ts,
@@ -140,7 +164,7 @@ class OtelTrace:
         self.tracer = self.provider.get_tracer("pipedeck")
         self._run: Span | None = None
         self._stages: dict[tuple[str, int], Span] = {}
-        self._saved = os.environ.get("TRACEPARENT")
+        self._steps = _StepTimes()
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, RunStarted) and self._run is None:
@@ -154,6 +178,8 @@ class OtelTrace:
             )
         elif isinstance(event, StageStatus) and self._run is not None:
             self._stage(event)
+        elif isinstance(event, StepStatus) and (span := self._steps.span(event)):
+            self._step(event, *span)
         elif isinstance(event, RunFinished) and self._run is not None:
             self._finish(event)
 
@@ -174,14 +200,34 @@ class OtelTrace:
                 },
             )
             self._stages[key] = span
-            # the engine builds a local stage's environment right after this event
-            os.environ["TRACEPARENT"] = _traceparent(span)
         elif event.status in FINISHED and key in self._stages:
             span = self._stages.pop(key)
             span.set_attribute("cicd.pipeline.task.run.result", RESULTS.get(event.status, "error"))
             if event.status not in (SUCCEEDED, CACHED, SKIPPED):
                 span.set_status(trace.Status(trace.StatusCode.ERROR, event.reason or event.status))
             span.end(end_time=int(event.ts * 1e9))
+
+    def _step(self, event: StepStatus, start: float, end: float) -> None:
+        """A finished step of a GitHub Actions job: a span under its attempt's."""
+        from opentelemetry import trace
+
+        job = self._stages.get((event.stage, event.attempt))
+        if job is None:
+            return
+        span = self.tracer.start_span(
+            event.name or f"step {event.step + 1}",
+            context=trace.set_span_in_context(job),
+            start_time=int(start * 1e9),
+            attributes={"pipedeck.step": event.step + 1, "pipedeck.step.status": event.status},
+        )
+        if event.status == FAILED:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, event.reason or event.status))
+        span.end(end_time=int(end * 1e9))
+
+    def env(self, stage: str, attempt: int) -> dict[str, str]:
+        """The `TRACEPARENT` of an attempt that is starting (its RUNNING event came first)."""
+        span = self._stages.get((stage, attempt))
+        return {"TRACEPARENT": _traceparent(span)} if span is not None else {}
 
     def _finish(self, event: RunFinished) -> None:
         from opentelemetry import trace
@@ -195,10 +241,6 @@ class OtelTrace:
         if event.status != "succeeded":
             run.set_status(trace.Status(trace.StatusCode.ERROR, event.status))
         run.end(end_time=int(event.ts * 1e9))
-        if self._saved is None:
-            os.environ.pop("TRACEPARENT", None)
-        else:
-            os.environ["TRACEPARENT"] = self._saved
         # export off the event loop; a non-daemon thread finishes before the process exits
         threading.Thread(target=self.provider.force_flush, args=(10_000,), name="otlp").start()
 
@@ -224,3 +266,4 @@ def subscribe_otel(run: Any, warn: Callable[[str], None] | None = None) -> None:
                 "installed; install pipedeck[otel] to export traces")  # fmt: skip
         return
     run.subscribe(tracer)
+    run.env_hooks.append(tracer.env)

@@ -461,9 +461,10 @@ class WatchSession:
         if run is not None and run.running:  # rerun in place; the rest keeps running
             if self.on_change is not None:
                 self.on_change(paths)
+            why = f"a change to {self.last_change}"
             for sid in run.stage_ids:
                 if sid in hit:
-                    run.rerun(sid, downstream=False)
+                    run.rerun(sid, downstream=False, why=why)
             return
         self._pending |= hit
         self._changed |= paths

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -116,6 +117,40 @@ def test_junit_report(write_pipeline: Write, tmp_path: Path) -> None:
     assert cases["good"].find("failure") is None
 
 
+def test_junit_allowed_failure_is_no_failure(write_pipeline: Write, tmp_path: Path) -> None:
+    """A CI system reads `<failure>` as red: an allowed failure, which passes the run, is a
+    skipped testcase saying it failed, with its log."""
+    path = write_pipeline("""
+        version: 1
+        stages:
+          ok: {run: echo fine}
+          opt: {allow_failure: true, run: 'echo nope; exit 3'}
+    """)
+    report = tmp_path / "junit.xml"
+    assert pipedeck("run", str(path), "--junit", str(report)).returncode == 0
+    suite = ET.parse(report).getroot()
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("2", "0", "0")
+    assert suite.get("skipped") == "1"
+    opt = next(c for c in suite.iter("testcase") if c.get("name") == "opt")
+    skipped = opt.find("skipped")
+    assert opt.find("failure") is None and skipped is not None
+    assert (skipped.get("message") or "").startswith("allowed to fail: ")
+    assert "nope" in (opt.findtext("system-out") or "")
+
+
+def test_plain_output_hides_every_not_cacheable_why(write_pipeline: Write) -> None:
+    path = write_pipeline("""
+        version: 1
+        stages:
+          neither: {run: echo a}
+          inputs_only: {inputs: ["*.yaml"], run: echo b}
+          outputs_only: {outputs: ["out.txt"], run: echo c > out.txt}
+    """)
+    done = pipedeck("run", str(path))
+    running = [line for line in done.stdout.splitlines() if "▶ running" in line]
+    assert len(running) == 3 and all(line.endswith("(attempt 1)") for line in running), running
+
+
 def _start(path: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [pipedeck_bin(), "run", str(path), "--format", "json"],
@@ -149,8 +184,10 @@ def test_signals_cancel_in_order(write_pipeline: Write, signum: int, code: int) 
     proc = _start(path)
     run_id = _wait_for_output(proc, "ready")
     proc.send_signal(signum)
-    out, _ = proc.communicate(timeout=30)
+    out, err = proc.communicate(timeout=30)
     assert proc.returncode == code
+    # only a second Ctrl-C kills at once: SIGTERM's notice does not promise it
+    assert ("Ctrl-C again" in err) == (signum == signal.SIGINT)
     events = [json.loads(line) for line in out.splitlines()]
     assert any(e.get("text") == "cleaning up" for e in events)
     assert events[-1]["type"] == "run_finished" and events[-1]["status"] == "cancelled"
@@ -407,6 +444,28 @@ def test_logs_of_a_matrix_stage_shows_each_instance(write_pipeline: Write, tmp_p
     assert from_elsewhere.stdout.splitlines()[0] == "line 1 of 3.12"
 
 
+def test_logs_of_stages_that_printed_nothing_are_empty_not_missing(
+    write_pipeline: Write, tmp_path: Path
+) -> None:
+    """A silent attempt stores no log files (engine.logs), yet `pipedeck logs` still has it."""
+    path = write_pipeline("""
+        version: 1
+        stages:
+          quiet: {run: "true"}
+          each: {matrix: {n: ["1", "2"]}, run: 'test ${{ matrix.n }} = 1 || echo two'}
+    """)
+    assert pipedeck("run", str(path)).returncode == 0
+    quiet = pipedeck("logs", "quiet", cwd=tmp_path)
+    assert quiet.returncode == 0 and quiet.stdout == "", quiet.stderr
+    assert pipedeck("logs", "quiet", "--attempt", "2", cwd=tmp_path).returncode == 2
+    heads = [line for line in pipedeck("logs", "each", cwd=tmp_path).stdout.splitlines()]
+    assert [h.split(" (")[0] for h in heads if h.startswith("==> ")] == [
+        "==> each[n=1]",
+        "==> each[n=2]",
+    ]
+    assert heads[-1] == "two"
+
+
 def test_the_summary_names_the_workspace_when_run_from_elsewhere(
     write_pipeline: Write, tmp_path: Path
 ) -> None:
@@ -589,4 +648,107 @@ def test_github_output_is_written_off_the_callers_thread(
         "two",
         "::endgroup::",
         "run r1 succeeded in 0.2s (exit 0)",
+    ]
+
+
+async def test_ui_runs_with_the_run_options(write_pipeline: Write) -> None:
+    """`pipedeck ui --stage S --no-cache --jobs N` runs what `run` would: S and what it needs
+    (nothing else), cached stages again, at most N local stages at once."""
+    from tests.tui.conftest import until
+    from tui.app import PipedeckApp, tui_session
+    from tui.cli import _parser, ui_options
+
+    path = write_pipeline("""
+        version: 1
+        stages:
+          gen: {run: 'cp gen.in gen.out', inputs: [gen.in], outputs: [gen.out]}
+          b: {needs: [gen], run: 'sleep 0.3'}
+          c: {needs: [gen], run: 'sleep 0.3'}
+          other: {run: 'true'}
+    """)
+    (path.parent / "gen.in").write_text("x\n")
+    assert pipedeck("run", str(path)).returncode == 0
+    assert "[gen] cached" in pipedeck("run", str(path)).stdout  # fresh: only --no-cache runs it
+    argv = ["ui", str(path), "--stage", "b", "--stage", "c", "--no-cache", "--jobs", "1"]
+    session = tui_session(load(path), **ui_options(_parser("ui").parse_args(argv)))
+    run = session.new_run()
+    app = PipedeckApp(run, make_run=session.new_run, session=session)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: not run.running and run.states["c"].ended, "the run")
+    states = run.states
+    assert sorted(run.stage_ids) == ["b", "c", "gen"]
+    assert states["gen"].status == "succeeded"  # not "cached"
+    first, second = sorted((states[s].started, states[s].ended) for s in "bc")
+    assert first[1] is not None and second[0] is not None and first[1] <= second[0]
+
+
+def test_plain_output_prefixes_every_line_and_hides_step_markers() -> None:
+    """A GitHub Actions job's step markers become step lines, never output lines; the search for
+    them is one substring test per chunk, not one per line (5,000,000 lines: issue 10)."""
+    from engine.gha.commands import STEP_MARKER
+
+    out = io.StringIO()
+    reporter = PlainReporter(out)
+    reporter(LogLines("r", "a", 1, "stdout", ("one", "two")))
+    reporter(LogLines("r", "job", 1, "stdout", ("x", f"{STEP_MARKER}start 0", "y")))
+    reporter(LogLines("r", "job", 1, "stdout", (f"{STEP_MARKER}end 0",)))
+    reporter(LogLines("r", "b", 1, "stdout", (f"not a marker: {STEP_MARKER}",)))
+    assert out.getvalue().splitlines() == [
+        "[a] one",
+        "[a] two",
+        "[job] x",
+        "[job] y",
+        f"[b] not a marker: {STEP_MARKER}",
+    ]
+
+
+def test_the_running_line_gives_a_reason_only_where_the_cache_had_one(
+    write_pipeline: Write,
+) -> None:
+    """A stage without inputs and outputs always runs: its plain running line says no more
+    than that (history keeps the why); a cacheable stage's line says why it runs."""
+    path = write_pipeline("""
+        version: 1
+        stages:
+          plain: {run: 'true'}
+          made: {run: 'echo x > out.txt', inputs: [pipedeck.yaml], outputs: [out.txt]}
+    """)
+    lines = pipedeck("run", str(path)).stdout.splitlines()
+    assert "[plain] ▶ running (attempt 1)" in lines
+    assert "[made] ▶ running (attempt 1): no earlier run" in lines
+
+
+def test_collection_resumes_once_started_and_after_any_command(tmp_path: Path) -> None:
+    """Start-up runs without the cyclic collector; a run resumes it with what start-up made
+    frozen, and a command that never starts anything turns it back on as it returns."""
+    (tmp_path / "p.yaml").write_text(SIMPLE)
+    script = (
+        "import gc, sys\n"
+        "from tui.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(gc.isenabled(), gc.get_freeze_count() > 0)\n"
+    )
+    for argv, frozen in ((["run", "p.yaml"], True), (["validate", "p.yaml"], False)):
+        done = subprocess.run(
+            [sys.executable, "-c", script, *argv],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.stdout.splitlines()[-1] == f"True {frozen}", (argv, done.stderr)
+
+
+def test_plain_output_draws_a_jobs_workflow_commands() -> None:
+    """Issue 12: groups, errors and warnings read in the plain output as in the log view; a
+    group's end and GitHub's raw `##[...]` syntax never show; other `##` lines are output."""
+    out = io.StringIO()
+    reporter = PlainReporter(out)
+    lines = ("##[group]Install", "inside", "##[endgroup]", "##[error]a.py:3: bad", "## title")
+    reporter(LogLines("r", "job", 1, "stdout", lines))
+    assert out.getvalue().splitlines() == [
+        "[job] ▾ Install",
+        "[job] inside",
+        "[job] ✖ Error: a.py:3: bad",
+        "[job] ## title",
     ]

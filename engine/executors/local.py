@@ -1,7 +1,8 @@
 """Runs a stage attempt on this machine, as its own session, and kills its whole tree.
 
 The attempt's processes are marked by PIPEDECK_RUN_ID / PIPEDECK_STAGE / PIPEDECK_ATTEMPT in
-their environment (see `engine.procs`). The process is started from a worker thread
+their environment (see `engine.procs`); `engine.watchdog` kills their group if the engine dies.
+The process is started from a worker thread
 and its exit is seen through a pidfd (no fork on the loop, no watcher thread per child). Output
 is read in chunks of up to 256 KiB by asyncio's pipe transports and handed to the sink as it
 arrives, stdout and stderr each in order.
@@ -15,16 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import subprocess
-import tempfile
-import uuid
-from collections.abc import Callable, Mapping
-from functools import partial
+from collections.abc import Mapping
 from pathlib import Path
 from subprocess import DEVNULL, PIPE, Popen
 
+from engine import watchdog
 from engine.executors.base import ExecResult, OutputSink
 from engine.executors.direct import direct_exec
 from engine.procs import (
@@ -35,10 +35,12 @@ from engine.procs import (
     spawning,
 )
 from engine.ptyproc import TERMINALS, Pty
+from engine.resources import attempt_exited
 from engine.spec import Stage
 
 MARKER_KEYS = ("PIPEDECK_RUN_ID", "PIPEDECK_STAGE", "PIPEDECK_ATTEMPT")
 DRAIN = 0.5
+CHUNK = 256 * 1024  # bytes read from a pipe at once
 MAX_ARG = 100_000  # bytes of script passed as an argument; longer ones go through a file
 _STREAMS = {1: "stdout", 2: "stderr"}
 
@@ -54,8 +56,12 @@ def default_shell() -> tuple[str, ...]:
 class _Child:
     """A started stage process: its output read by the loop, its exit seen through a pidfd.
 
-    The process is started in a worker thread (`start`): fork and exec take milliseconds
-    that the event loop, which also drives the TUI and every other stage, does not wait for.
+    The process is started in a worker thread (`_popen`): `subprocess` uses vfork, and the
+    parent waits until the child has exec'd, which is a fraction of a millisecond on a quiet
+    machine but tens of milliseconds on a loaded one (the child waits for a CPU); the event
+    loop, which also drives the TUI and every other stage, does not wait for it. Each pipe is
+    read with `os.read` when the loop says it is readable, in chunks of up to `CHUNK` bytes,
+    until EOF (no transport or protocol objects per pipe).
     """
 
     def __init__(self, proc: subprocess.Popen[bytes], sink: OutputSink) -> None:
@@ -65,37 +71,40 @@ class _Child:
         self.exited: asyncio.Future[None] = self.loop.create_future()
         self.eof: asyncio.Future[None] = self.loop.create_future()
         self.error: Exception | None = None
+        self.rusage: resource.struct_rusage | None = None  # once reaped
         self._open = {1, 2}
-        self._pipes: list[asyncio.BaseTransport] = []
+        self._pipes: dict[int, int] = {}  # 1 / 2 -> the pipe's fd, while it is read
         self._pidfd = os.pidfd_open(proc.pid)
         self.loop.add_reader(self._pidfd, self._reap)
 
     @classmethod
-    async def start(
-        cls,
-        argv: list[str],
-        cwd: Path,
-        env: dict[str, str],
-        sink: OutputSink,
-        tty: Pty | None,
-        started: Callable[[int], None],
-    ) -> _Child:
-        """Start `argv` (a worker thread forks) in its own session, and read its output:
-        from two pipes, or, with `tty`, from the terminal (which `tty.read_into` connects).
-        `started(pid)` is called before any output can arrive."""
-        proc = await asyncio.to_thread(_popen, argv, cwd, env, tty)
-        started(proc.pid)
+    def follow(cls, proc: subprocess.Popen[bytes], sink: OutputSink) -> _Child:
+        """Read a started process's output: from its two pipes, or, for a terminal, from what
+        `tty.read_into` connects later. Before the loop runs again: no output is missed."""
         try:
             child = cls(proc, sink)
             for fd, pipe in ((1, proc.stdout), (2, proc.stderr)):
                 if pipe is not None:
-                    reader = partial(_Pipe, child, fd)
-                    transport, _ = await child.loop.connect_read_pipe(reader, pipe)
-                    child._pipes.append(transport)
+                    os.set_blocking(pipe.fileno(), False)
+                    child.loop.add_reader(pipe.fileno(), child._read, fd)
+                    child._pipes[fd] = pipe.fileno()
         except BaseException:  # it runs, but we cannot follow it: kill it, the caller sweeps
             proc.kill()
             raise
         return child
+
+    def _read(self, fd: int) -> None:
+        try:
+            data = os.read(self._pipes[fd], CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:  # EIO and the like: the pipe is as good as closed
+            data = b""
+        if data:
+            self.pipe_data_received(fd, data)
+        else:
+            self.loop.remove_reader(self._pipes.pop(fd))
+            self.pipe_connection_lost(fd, None)
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         """Output on fd 1 or 2 (asyncio.SubprocessProtocol's names: engine.ptyproc feeds a
@@ -112,9 +121,10 @@ class _Child:
             self.eof.set_result(None)
 
     def _reap(self) -> None:
-        pid, status = os.waitpid(self.proc.pid, os.WNOHANG)
+        pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
         if pid:
             self.proc.returncode = os.waitstatus_to_exitcode(status)
+            self.rusage = usage  # with its waited descendants
             self.loop.remove_reader(self._pidfd)
             self.exited.set_result(None)
 
@@ -123,34 +133,30 @@ class _Child:
         if not self.exited.done():
             self.loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
-        for transport in self._pipes:
-            transport.close()
+        for fd in self._pipes.values():
+            self.loop.remove_reader(fd)
+        self._pipes.clear()
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def _popen(argv: list[str], cwd: Path, env: dict[str, str], tty: Pty | None) -> Popen[bytes]:
+    """Start the attempt in its own session (its pid is its group), killed if we die."""
     if tty:  # the terminal's side: setsid --ctty makes it the session's controlling terminal
-        return Popen(argv, cwd=cwd, env=env, stdin=tty.slave, stdout=tty.slave, stderr=tty.slave)
-    return Popen(
-        argv, cwd=cwd, env=env, stdin=DEVNULL, stdout=PIPE, stderr=PIPE, start_new_session=True
-    )
-
-
-class _Pipe(asyncio.Protocol):
-    """One of a child's output pipes."""
-
-    def __init__(self, child: _Child, fd: int) -> None:
-        self.child = child
-        self.fd = fd
-
-    def data_received(self, data: bytes) -> None:
-        self.child.pipe_data_received(self.fd, data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.child.pipe_connection_lost(self.fd, exc)
+        proc = Popen(argv, cwd=cwd, env=env, stdin=tty.slave, stdout=tty.slave, stderr=tty.slave)
+    else:
+        proc = Popen(
+            argv, cwd=cwd, env=env, stdin=DEVNULL, stdout=PIPE, stderr=PIPE, start_new_session=True
+        )
+    watchdog.watch(proc.pid)
+    return proc
 
 
 def _script_file(text: str) -> Path:
     """A private temporary file holding a stage script too long for an argument."""
+    import tempfile  # rare: not loaded for every run
+
     fd, name = tempfile.mkstemp(prefix="pipedeck-", suffix=".sh")
     with os.fdopen(fd, "w") as file:
         file.write(text)
@@ -166,6 +172,8 @@ def _signal_name(number: int) -> str:
 
 async def _within(fut: asyncio.Future[None], timeout: float) -> None:
     """Wait for `fut` at most `timeout` seconds, without cancelling it."""
+    if fut.done():
+        return
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(fut), timeout)
 
@@ -177,11 +185,6 @@ class LocalExecutor:
         self.workspace = Path(workspace)
         self._shell = default_shell()
         self._bash = Path(self._shell[0]).name == "bash"  # one-command scripts skip it
-        # The stage's shell gets SIGKILL if the engine dies (PR_SET_PDEATHSIG), set by util-linux
-        # setpriv rather than a preexec_fn: Python code in the child would forbid vfork and cost
-        # each stage milliseconds. Without setpriv, the next start's sweep still finds them.
-        setpriv = shutil.which("setpriv")
-        self._pdeath = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
         self._running: dict[int, dict[str, str]] = {}  # pgid -> marker
         become_subreaper()
 
@@ -190,45 +193,51 @@ class LocalExecutor:
         cwd = self.workspace / stage.cwd
         if not cwd.is_dir():
             return ExecResult(127, reason=f"working directory not found: {cwd}")
-        shell = stage.shell or self._shell
-        if not shutil.which(shell[0], path=env.get("PATH", os.defpath)):
-            return ExecResult(127, reason=f"cannot start the stage: no such shell: {shell[0]}")
         script = None
         direct = self._bash and not stage.shell and direct_exec(stage.run, env, cwd)
         if direct:
-            argv, env = [*self._pdeath, *direct[0]], direct[1]
-        elif len(stage.run.encode()) > MAX_ARG and not stage.shell:
-            # A single argument is limited to 128 KiB (MAX_ARG_STRLEN): give bash a file.
-            script = _script_file(stage.run)
-            argv = [*self._pdeath, *shell[:-1], str(script)]
+            argv, env = direct
         else:
-            argv = [*self._pdeath, *shell, stage.run]
+            shell = stage.shell or self._shell
+            if not shutil.which(shell[0], path=env.get("PATH", os.defpath)):
+                reason = f"cannot start the stage: no such shell: {shell[0]}"
+                return ExecResult(127, reason=reason)
+            if len(stage.run.encode()) > MAX_ARG and not stage.shell:
+                # A single argument is limited to 128 KiB (MAX_ARG_STRLEN): give bash a file.
+                script = _script_file(stage.run)
+                argv = [*shell[:-1], str(script)]
+            else:
+                argv = [*shell, stage.run]
         env = dict(env)
         marker = {key: env[key] for key in MARKER_KEYS if key in env}
         if not marker:  # called without the scheduler's variables: mark the attempt ourselves
+            import uuid  # with platform, 2 ms: not for runs
+
             marker = {"PIPEDECK_EXEC_ID": uuid.uuid4().hex}
             env.update(marker)
         tty = Pty(*TERMINALS.size) if stage.tty else None  # SPEC §10, engine/ptyproc.py
         if tty:
             env.setdefault("TERM", "xterm-256color")
-            argv[len(self._pdeath) : len(self._pdeath)] = tty.spawn_options()[0]
+            argv[0:0] = tty.spawn_options()[0]
         cancelled: asyncio.CancelledError | None = None
         try:
             with spawning():  # until own_child: a quick child's zombie is not an orphan's
-                spawn = asyncio.ensure_future(
-                    _Child.start(argv, cwd, env, sink, tty, partial(self._started, marker))
-                )
+                loop = asyncio.get_running_loop()
+                spawn = loop.run_in_executor(None, _popen, argv, cwd, env, tty)
                 while not spawn.done():  # cancelled meanwhile: let it start, then kill it all
                     try:
                         await asyncio.wait({spawn})
                     except asyncio.CancelledError as exc:
                         cancelled = exc
-                child = spawn.result()
+                proc = spawn.result()
+                self._started(marker, proc.pid)
+            child = _Child.follow(proc, sink)
         except (OSError, subprocess.SubprocessError) as exc:
             for pid in [pid for pid, mark in self._running.items() if mark is marker]:
-                await kill_tree(pid, marker, 0)
+                await kill_tree(pid, marker, 0)  # it started, but could not be followed
                 self._running.pop(pid)
                 own_child(pid, owned=False)
+                watchdog.forget(pid)
             if tty:
                 tty.close()
             if script is not None:
@@ -267,11 +276,14 @@ class LocalExecutor:
             assert code is not None  # `exited` is done
         finally:
             self._running.pop(pgid, None)
+            if child.rusage is not None:
+                attempt_exited(marker, pgid, child.rusage)  # exact CPU time (`u`, history)
             if tty:
                 TERMINALS.open.pop(key, None)
                 tty.close()
             child.close()
             own_child(pgid, owned=False)
+            watchdog.forget(pgid)
             if script is not None:
                 script.unlink(missing_ok=True)
         if code < 0:

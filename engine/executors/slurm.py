@@ -61,12 +61,15 @@ from engine.executors.slurm_jobs import (
     batch_script,
     job_result,
     job_script,
+    parse_sstat,
     resource_args,
     sbatch_argv,
+    sstat_argv,
 )
+from engine.resources import Proc
 from engine.rsync import nul_join
 from engine.spec import Pipeline, SlurmOptions, Stage
-from engine.sync import MANIFEST, Signature, artifact_files, workspace_files
+from engine.sync import MANIFEST, Signature, artifact_files, brings_back, workspace_files
 
 if TYPE_CHECKING:
     from engine.executors.ssh import SshExecutor
@@ -228,6 +231,9 @@ class SlurmExecutor:
         self.poller = JobPoller(self._slurm)
         self.jobs: dict[str, str] = {}  # stage id -> job id, while the job is queued or running
         self.commands = 0  # Slurm commands issued (submissions, polls, cancels): for bench/
+        self.sstats = 0  # sstat calls measuring running jobs (`processes`)
+        self.no_usage: str | None = None  # why sstat gives no figures here, once known
+        self._sinks: dict[str, OutputSink] = {}  # stage id -> its log, while its job runs
         self._records = pipeline.state_dir / JOBS_DIR / host
         self._swept = False
 
@@ -255,6 +261,7 @@ class SlurmExecutor:
         except OSError as exc:
             return ExecResult(None, reason=f"host {self.host}: {exc}")
         self.jobs[stage.id] = job_id
+        self._sinks[stage.id] = sink
         job = self.poller.watch(job_id)
         self._report(stage, "queued", f"submitted as job {job_id}", job_id, None)
         offsets = {"stdout": 0, "stderr": 0}
@@ -272,16 +279,40 @@ class SlurmExecutor:
                 await self._read_new(job_dir, offsets, sink)  # what the job wrote last
             self.poller.forget(job_id)
             self.jobs.pop(stage.id, None)
+            self._sinks.pop(stage.id, None)
             with contextlib.suppress(OSError):
                 await self.cluster.remove(job_dir)  # the private script goes with it
         if job.info.state != UNREACHABLE:  # else the next start cancels it, if it still runs
             await asyncio.to_thread(self._unrecord, job_id)
-        if result.exit_code == 0 and result.status is None:
+        if brings_back(stage, result):
             try:
                 await self.cluster.fetch(stage)
             except OSError as exc:
+                if result.exit_code:
+                    return result
                 return ExecResult(None, reason=f"host {self.host}: fetching outputs failed: {exc}")
         return result
+
+    async def processes(self, run_id: str, stages: Mapping[str, int]) -> dict[str, list[Proc]]:
+        """What the jobs of `stages` use now: one `sstat` for all of them, a `Proc` per job step.
+        Where sstat has no figures (no job accounting gathered, or no sstat) the log of one
+        running stage says so, once, and sstat is not asked again."""
+        jobs = {job_id: sid for sid, job_id in self.jobs.items() if sid in stages}
+        if not jobs or self.no_usage is not None:
+            return {}
+        self.sstats += 1
+        status, out, err = await self.cluster.command(sstat_argv(jobs))
+        found = parse_sstat(out) if status == 0 else {}
+        if found is None or status == 127:  # steps without figures, or no sstat at all
+            why = err.strip().rpartition("\n")[2] if status else "no job accounting gathered"
+            self.no_usage = f"no CPU or memory figures for its jobs: sstat: {why}"
+            sid = next(iter(jobs.values()))
+            if sid in self._sinks:
+                self._sinks[sid](
+                    "stderr", f"pipedeck: host {self.host}: {self.no_usage}\n".encode()
+                )
+            return {}
+        return {jobs[job_id]: steps for job_id, steps in found.items() if job_id in jobs}
 
     async def close(self) -> None:
         """Cancel every job still queued or running, stop polling, disconnect."""

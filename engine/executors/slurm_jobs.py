@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from shlex import quote
 
 from engine.executors.base import ExecResult
+from engine.resources import Proc
 from engine.spec import Resources, SlurmOptions, Stage
 
 POLL_MIN = 0.5  # seconds between polls while jobs change
@@ -135,6 +136,49 @@ def parse_scontrol(text: str) -> JobInfo | None:
         node=fields.get("NodeList") if fields.get("NodeList") not in (None, "(null)") else None,
         exit_code=_exit_pair(fields.get("ExitCode", "")),
     )
+
+
+SSTAT_FORMAT = "JobID,TRESUsageInTot"
+_SIZES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+
+
+def sstat_argv(job_ids: Iterable[str]) -> list[str]:
+    """One `sstat` for every step of the jobs: CPU time and memory each one uses now."""
+    return ["sstat", "--noheader", "--parsable2", "--allsteps",
+            f"--jobs={','.join(job_ids)}", f"--format={SSTAT_FORMAT}"]  # fmt: skip
+
+
+def parse_sstat(text: str) -> dict[str, list[Proc]] | None:
+    """`sstat_argv`'s lines -> job id -> one `Proc` per step (CPU seconds, memory now); None
+    when Slurm lists steps without figures (the cluster gathers no job accounting)."""
+    jobs: dict[str, list[Proc]] = {}
+    empty = False
+    for line in text.splitlines():
+        step, _, tres = line.strip().partition("|")
+        if not step:
+            continue
+        usage = dict(item.partition("=")[::2] for item in tres.split(",") if "=" in item)
+        if "cpu" not in usage:
+            empty = True
+            continue
+        cpu, rss = _duration(usage["cpu"]), _size(usage.get("mem", "0"))
+        jobs.setdefault(step.split(".")[0], []).append(Proc(step, cpu, rss))
+    return None if empty and not jobs else jobs
+
+
+def _duration(text: str) -> float:
+    """Slurm's `[DD-][HH:]MM:SS[.mmm]` -> seconds."""
+    days, _, clock = text.rpartition("-")
+    seconds = 0.0
+    for part in clock.split(":"):
+        seconds = seconds * 60 + float(part or 0)
+    return seconds + int(days or 0) * 86400
+
+
+def _size(text: str) -> int:
+    """Slurm's `63792K` -> bytes."""
+    match = re.fullmatch(r"([\d.]+)([KMGTP]?)", text.strip())
+    return int(float(match[1]) * _SIZES[match[2]]) if match else 0
 
 
 class JobPoller:

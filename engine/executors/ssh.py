@@ -40,19 +40,24 @@ import asyncssh
 from asyncssh import PIPE
 
 from engine.errors import PipedeckError
-from engine.executors.base import ExecResult, OutputSink, host_slots
+from engine.executors.base import ExecResult, OutputSink
+from engine.procstat import TOKEN_VAR, Units, attribute, probe_script
 from engine.ptyproc import REMOTE_PREFIX, REMOTE_RESTORE, TERMINALS, AfterMark, RemoteTerminal
+from engine.resources import Proc
 from engine.spec import Pipeline, Stage
 from engine.sshhosts import HostConfig, resolve_host
-from engine.sync import RemoteWorkspace, Shell, SyncReport
+from engine.sync import RemoteWorkspace, Shell, SyncReport, brings_back
 
 KEEPALIVE_INTERVAL = 10.0
 KEEPALIVE_COUNT_MAX = 3
 CONNECT_TIMEOUT = 15.0
 ORPHAN_REACH = 5.0  # on close: how long to try reconnecting to kill what lost attempts left
+# AES-GCM first: one cryptography call per packet (AES-NI), where asyncssh's ChaCha20-Poly1305
+# makes three; the rest of asyncssh's defaults follow, in their order
+ENCRYPTION = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
+              "aes256-ctr", "aes192-ctr", "aes128-ctr")  # fmt: skip
 DRAIN_IDLE = 1.0  # after the exit status: close once the output has been quiet this long
 PIDS_DIR = ".pipedeck-pids"
-TOKEN_VAR = "PIPEDECK_SSH_TASK"
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INNER = 'echo $$ > "$0"; "$@"; s=$?; rm -f -- "$0"; exit $s'
@@ -92,10 +97,13 @@ class SshExecutor:
         )
         self._conn: asyncssh.SSHClientConnection | None = None
         self._connect_lock = asyncio.Lock()
-        self._slots = asyncio.Semaphore(host_slots(self.host.slots))  # callers without Hosts
         self._command_gate = asyncio.Semaphore(1)  # the one channel for short commands
         self._transfer_gate = asyncio.Semaphore(1)  # the one channel for sync transfers
         self._running: dict[str, str] = {}  # token -> pid file, for attempts on the connection
+        self._attempts: dict[tuple[str, str, int], str] = {}  # (run, stage, attempt) -> token
+        self._groups: dict[str, int] = {}  # token -> the attempt's process group, once known
+        self._units = Units()  # the host's clock ticks and page size, once known
+        self.probes = 0  # measurements taken (`processes`): for tests
         self._orphans: dict[str, str] = {}  # attempts whose connection dropped: kill on reconnect
 
     # -- state -------------------------------------------------------------------------------
@@ -113,27 +121,29 @@ class SshExecutor:
     # -- the executor protocol ---------------------------------------------------------------
 
     async def execute(self, stage: Stage, env: Mapping[str, str], sink: OutputSink) -> ExecResult:
-        """Sync, run `stage.run` remotely with exactly `env` exported, fetch outputs on success."""
-        async with self._slots:
+        """Sync, run `stage.run` remotely with exactly `env` exported, fetch outputs on success.
+
+        The caller holds one of the host's slots (`engine.hosts.Hosts.slots`): the executor
+        itself does not bound how many stages run at once."""
+        try:
+            conn = await self._connect()
+        except ConnectError as exc:
+            return ExecResult(None, reason=str(exc))
+        if self._orphans:
+            await self._sweep_orphans(conn)
+        try:
+            report = await self._push(conn, stage)
+        except (OSError, asyncssh.Error) as exc:
+            return self._broken(conn, "workspace sync", exc)
+        if report.warning:
+            sink("stderr", f"pipedeck: host {self.host.name}: {report.warning}\n".encode())
+        result = await self._run(conn, stage, env, sink)
+        if stage.outputs and brings_back(stage, result):
             try:
-                conn = await self._connect()
-            except ConnectError as exc:
-                return ExecResult(None, reason=str(exc))
-            if self._orphans:
-                await self._sweep_orphans(conn)
-            try:
-                report = await self._push(conn, stage)
+                await self._fetch(conn, stage)
             except (OSError, asyncssh.Error) as exc:
-                return self._broken(conn, "workspace sync", exc)
-            if report.warning:
-                sink("stderr", f"pipedeck: host {self.host.name}: {report.warning}\n".encode())
-            result = await self._run(conn, stage, env, sink)
-            if result.exit_code == 0 and stage.outputs:
-                try:
-                    await self._fetch(conn, stage)
-                except (OSError, asyncssh.Error) as exc:
-                    return self._broken(conn, "fetching outputs", exc)
-            return result
+                return result if result.exit_code else self._broken(conn, "fetching outputs", exc)
+        return result
 
     async def prepare(self, stage: Stage) -> asyncssh.SSHClientConnection:
         """Connect and sync the workspace for `stage`; the pooled connection, for commands of
@@ -176,6 +186,29 @@ class SshExecutor:
         out, err = result.stdout or b"", result.stderr or b""
         status = 255 if result.exit_status is None else result.exit_status
         return status, _as_bytes(out), _as_bytes(err)
+
+    async def processes(self, run_id: str, stages: Mapping[str, int]) -> dict[str, list[Proc]]:
+        """The processes of `stages` (stage id -> attempt) of `run_id` running here, read with one
+        command on the short-command channel of the open connection (none: {}); see
+        `engine.procstat`."""
+        tokens = {
+            token: sid
+            for (run, sid, attempt), token in self._attempts.items()
+            if run == run_id and stages.get(sid) == attempt
+        }
+        conn = self._conn
+        if not tokens or conn is None or conn.is_closed():
+            return {}
+        unknown = {
+            t: self._running[t] for t in tokens if t not in self._groups and t in self._running
+        }
+        self.probes += 1
+        try:
+            out = await self._shell(conn, probe_script(unknown, self._units))
+        except (OSError, asyncssh.Error):
+            return {}
+        found = attribute(out, tokens, self._groups, self._units)
+        return {tokens[token]: procs for token, procs in found.items()}
 
     async def fetch(self, stage: Stage) -> None:
         """Bring `stage`'s outputs back into the local workspace."""
@@ -231,6 +264,7 @@ class SshExecutor:
             "keepalive_interval": KEEPALIVE_INTERVAL,
             "keepalive_count_max": KEEPALIVE_COUNT_MAX,
             "connect_timeout": CONNECT_TIMEOUT,
+            "encryption_algs": ENCRYPTION,
         }
         if host.port:
             options["port"] = host.port
@@ -414,6 +448,8 @@ class SshExecutor:
             return self._broken(conn, "starting the stage", exc)
         self._running[token] = pidfile
         key = (env.get("PIPEDECK_RUN_ID", ""), stage.id)
+        attempt = (*key, int(env.get("PIPEDECK_ATTEMPT", "1")))
+        self._attempts[attempt] = token
         try:
             if isinstance(sink, AfterMark):
                 await asyncio.wait_for(sink.seen.wait(), CONNECT_TIMEOUT)
@@ -430,8 +466,13 @@ class SshExecutor:
             chan.close()
             return ExecResult(None, reason=f"host {self.host.name}: the terminal did not start")
         finally:
+            session.flush()  # a close before the loop came round to it
             self._running.pop(token, None)
+            self._attempts.pop(attempt, None)
+            self._groups.pop(token, None)
             TERMINALS.open.pop(key, None)
+        if session.sink_error is not None:
+            raise session.sink_error
         if session.exit_code is not None:
             return ExecResult(session.exit_code)
         self._orphans[token] = pidfile
@@ -507,27 +548,54 @@ class _Client(asyncssh.SSHClient):
 
 
 class _StageSession(asyncssh.SSHClientSession[bytes]):
-    """Feeds a stage's output to the sink as it arrives; records how it ended."""
+    """Feeds a stage's output to the sink as it arrives; records how it ended.
+
+    The packets (16 KiB from OpenSSH) that one read of the socket brings are handed to the sink
+    as one chunk per stream, once the loop is done with that read: a flood costs the sink (the
+    LogStore, the run's log events) a call per read, not one per packet."""
 
     def __init__(self, sink: OutputSink) -> None:
         self._sink = sink
         self.exit_code: int | None = None
         self.error: Exception | None = None
+        self.sink_error: Exception | None = None  # raised by the sink: the attempt raises it
         self.exited = asyncio.Event()
         self.closed = asyncio.Event()
         self._last_data = time.monotonic()
+        self._stream = "stdout"
+        self._pending: list[bytes] = []  # of `_stream`, not yet given to the sink
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         self._last_data = time.monotonic()
-        self._sink("stderr" if datatype == asyncssh.EXTENDED_DATA_STDERR else "stdout", data)
+        stream = "stderr" if datatype == asyncssh.EXTENDED_DATA_STDERR else "stdout"
+        if stream != self._stream:
+            self.flush()
+            self._stream = stream
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        """Give the sink what arrived since the last call."""
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        if self.sink_error is None:
+            try:
+                self._sink(self._stream, data)
+            except Exception as exc:  # raised from the attempt once it is over
+                self.sink_error = exc
 
     def exit_status_received(self, status: int) -> None:
+        self.flush()
         self.exit_code = status
         self.exited.set()
 
     def exit_signal_received(
         self, signal_name: str, core_dumped: bool, msg: str, lang: str
     ) -> None:
+        self.flush()
         try:
             self.exit_code = 128 + signal.Signals[f"SIG{signal_name}"].value
         except KeyError:
@@ -535,6 +603,7 @@ class _StageSession(asyncssh.SSHClientSession[bytes]):
         self.exited.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.flush()
         self.error = exc
         self.exited.set()
         self.closed.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from engine.cache import StageCache, glob_files
 from engine.history import History
 from engine.spec import Host, Pipeline, SlurmOptions, Stage
+from engine.status import NOT_CACHEABLE
 
 _clock = itertools.count(1_600_000_000 * 10**9, 10**9)  # 2020: outside the racy window
 
@@ -208,13 +210,55 @@ def test_missing_or_changed_outputs_rerun(ws: Path) -> None:
     assert decide(p, BUILD).why == "outputs missing"
 
 
-def test_stage_without_inputs_and_outputs_always_runs(ws: Path) -> None:
-    only_inputs = replace(BUILD, outputs=())
-    p = pipeline(ws, only_inputs)
-    run_stage(p, only_inputs, "r1")
-    decision = decide(p, only_inputs)
-    assert (decision.fresh, decision.why) == (False, "no inputs/outputs declared")
+@pytest.mark.parametrize(
+    ("inputs", "outputs", "why"),
+    [
+        (True, False, "no outputs declared"),
+        (False, True, "no inputs declared"),
+        (False, False, "no inputs/outputs declared"),
+    ],
+)
+def test_stage_without_inputs_or_outputs_always_runs_saying_what_is_missing(
+    ws: Path, inputs: bool, outputs: bool, why: str
+) -> None:
+    stage = replace(BUILD, inputs=BUILD.inputs if inputs else (),
+                    outputs=BUILD.outputs if outputs else ())  # fmt: skip
+    p = pipeline(ws, stage)
+    run_stage(p, stage, "r1")
+    decision = decide(p, stage)
+    assert (decision.fresh, decision.why) == (False, why)
+    assert why in NOT_CACHEABLE  # plain output leaves it out
     assert decision.fingerprint  # still given, for downstream stages
+
+
+def test_decide_now_answers_for_a_stage_without_inputs_as_decide_does(ws: Path) -> None:
+    """The event loop's verdict, without a thread hop: the same fingerprint and reason as
+    `decide`, only for a stage without inputs (nothing to hash), only while no other call holds
+    the cache."""
+    bare = replace(BUILD, id="bare", inputs=())
+    p = pipeline(ws, BUILD, bare)
+    cache = StageCache(p, History.for_state_dir(p.state_dir))
+    up = {"build": "f" * 64}
+    now = cache.decide_now(bare, up, False)
+    assert now is not None and now == decide(p, bare, up)
+    assert cache.decide_now(bare, up, True) == decide(p, bare, up, no_cache=True)
+    assert cache.decide_now(BUILD, {}, False) is None  # it has files to hash
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with cache._lock:
+            held.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        held.wait(5)
+        assert cache.decide_now(bare, up, False) is None  # busy: never waits on the loop
+    finally:
+        release.set()
+        holder.join()
 
 
 def test_outputs_inside_the_input_globs_are_not_inputs(ws: Path) -> None:

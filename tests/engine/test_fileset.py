@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,26 @@ def test_sync_and_watch_read_nested_gitignores_the_same_way(tmp_path: Path) -> N
             "sub/deeper/c.tmp",
         }
     )
+
+
+@pytest.mark.parametrize(
+    ("glob", "path", "selected"),
+    [
+        ("[[]odd].txt", "[odd].txt", True),
+        ("[a&&b].txt", "&.txt", True),
+        ("[~|].txt", "|.txt", True),
+        ("[!a].txt", "a.txt", False),
+        ("[!a].txt", "b.txt", True),
+        ("[a-c].txt", "b.txt", True),
+    ],
+)
+def test_a_class_means_its_characters_and_python_warns_of_nothing(
+    glob: str, path: str, selected: bool
+) -> None:
+    """`[`, `&&`, `~~` and `||` inside a class are literal characters, as in a shell; Python's
+    regex engine would read them as (future) set syntax and warn "Possible nested set"."""
+    from engine.globs import matcher
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert matcher.__wrapped__((glob,))(path) is selected

@@ -6,7 +6,10 @@ import random
 import threading
 from pathlib import Path
 
-from engine.logs import PARTIAL_LIMIT, LogStore
+import pytest
+
+from engine.fserrors import StateError
+from engine.logs import PARTIAL_LIMIT, LogStore, safe_name
 
 
 def test_feed_returns_completed_lines_and_finish_the_rest(tmp_path: Path) -> None:
@@ -161,3 +164,42 @@ def test_ranges_spanning_many_blocks_of_both_streams(tmp_path: Path) -> None:
         b = a + rng.randint(0, 40)
         assert reader.lines(a, b) == expected[a:b]
         assert reader.line(a) == (expected[a][0], expected[a][1].encode())
+
+
+def test_an_attempt_that_prints_nothing_makes_no_files_yet_is_listed_and_reads_empty(
+    tmp_path: Path,
+) -> None:
+    store = LogStore(tmp_path)
+    stage = "quiet[py=3.11]"
+    writer = store.writer("run", stage, 1)
+    assert writer.finish() == []
+    assert not (tmp_path / "run" / safe_name(stage)).exists()  # no folder, no .log, no .idx
+    loud = store.writer("run", stage, 2)
+    loud.feed("stdout", b"hi\n")
+    loud.finish()
+    store.writer("run", stage, 3).finish()
+    assert store.attempts("run", stage) == [1, 2, 3]
+    assert store.stage_ids("run") == [stage]
+    reader = store.reader("run", stage, 3)
+    assert len(reader) == 0 and reader.read_bytes() == b""
+    assert store.attempts("run", "other") == [] and store.stage_ids("none") == []
+
+
+def test_the_lazily_made_log_keeps_every_first_byte(tmp_path: Path) -> None:
+    store = LogStore(tmp_path)
+    writer = store.writer("run", "a", 1)
+    writer.feed("stdout", b"par")  # buffered: nothing stored, no file yet
+    assert not (tmp_path / "run").exists()
+    assert store.partial("run", "a", 1) == ("stdout", "par")
+    writer.feed("stderr", b"e\n")
+    writer.feed("stdout", b"tial\nend")
+    writer.finish()
+    assert store.reader("run", "a", 1).read_bytes() == b"e\npartial\nend"
+    assert store.attempts("run", "a") == [1]
+
+
+def test_a_silent_attempt_under_an_unusable_log_folder_is_a_state_error(tmp_path: Path) -> None:
+    (tmp_path / "logs").write_text("a file where the log folder belongs")
+    writer = LogStore(tmp_path / "logs").writer("run", "a", 1)
+    with pytest.raises(StateError, match="is a file, not a directory"):
+        writer.finish()

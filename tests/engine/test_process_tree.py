@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import pytest
 from engine.executors.local import LocalExecutor
 from engine.procs import find_marked, sweep
 from engine.spec import Stage
+from tests.waiting import until
 
 # Every line "pid N" names a process that must be gone afterwards.
 TREE = """
@@ -78,7 +80,9 @@ def assert_nothing_left(sink: ReadySink, env: dict[str, str]) -> None:
 
 async def test_cancel_kills_term_ignorers_setsid_escapees_and_double_forks() -> None:
     task, sink, env = await start(TREE, pids=4)
-    assert set(sink.pids()) <= set(find_marked({"PIPEDECK_RUN_ID": env["PIPEDECK_RUN_ID"]}))
+    marker = {"PIPEDECK_RUN_ID": env["PIPEDECK_RUN_ID"]}
+    # a pid printed right after its fork may be mid-exec for a moment: /proc shows it soon
+    await until(lambda: set(sink.pids()) <= set(find_marked(marker)), "every printed pid marked")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -161,7 +165,11 @@ def sink(stream, data):
     sys.stdout.buffer.write(data)
     sys.stdout.flush()
 
-stage = Stage(id="s", name="s", run="sleep 300 & echo $$; wait")
+# a stays in the group; the setsid one has left it (touched $ESCAPED) before the pids are told
+stage = Stage(id="s", name="s", run='''sleep 300 & a=$!
+setsid sh -c 'touch "$ESCAPED"; exec sleep 300' &
+while [ ! -e "$ESCAPED" ]; do sleep 0.01; done
+echo $$ $a; wait''')
 asyncio.run(LocalExecutor(Path.cwd()).execute(stage, json.loads(sys.argv[1]), sink))
 """
 
@@ -174,22 +182,22 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-async def test_killed_engine_takes_its_direct_child_and_sweep_finds_the_rest() -> None:
-    env = make_env()
+async def test_killed_engine_takes_its_stages_group_and_sweep_finds_the_rest(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL of the engine: engine.watchdog kills each running stage's whole group; what left
+    the group (setsid) survives until the next start's sweep."""
+    env = {**make_env(), "ESCAPED": str(tmp_path / "escaped")}
     engine = subprocess.Popen(
         [sys.executable, "-c", ENGINE, json.dumps(env)], stdout=subprocess.PIPE
     )
     assert engine.stdout is not None
-    main = int(engine.stdout.readline())
+    main, member = map(int, (await asyncio.to_thread(engine.stdout.readline)).split())
     engine.kill()
     engine.wait()
-    for _ in range(200):
-        if not alive(main):
-            break
-        await asyncio.sleep(0.05)
-    assert not alive(main)
+    await until(lambda: not alive(main) and not alive(member), "the engine's stages to die", 10)
     marker = {"PIPEDECK_RUN_ID": env["PIPEDECK_RUN_ID"]}
-    assert find_marked(marker)  # the grandchild survived the engine
+    assert find_marked(marker)  # the escaped grandchild survived the engine
     assert sweep(marker)
     assert find_marked(marker) == []
 
@@ -223,3 +231,33 @@ async def test_cancel_while_the_stage_is_still_starting_kills_the_tree() -> None
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, 10)
         assert find_marked({"PIPEDECK_RUN_ID": env["PIPEDECK_RUN_ID"]}) == [], yields
+
+
+WATCHING = """
+import os, subprocess, sys
+from engine import watchdog
+
+kept, killed = (subprocess.Popen(["sleep", "300"], start_new_session=True) for _ in range(2))
+watchdog.watch(kept.pid)
+watchdog.watch(killed.pid)
+watchdog.forget(kept.pid)
+print(kept.pid, killed.pid, flush=True)
+sys.stdin.read()  # until the test kills us
+"""
+
+
+async def test_the_watchdog_kills_the_groups_still_watched_when_the_engine_dies() -> None:
+    engine = subprocess.Popen(
+        [sys.executable, "-c", WATCHING], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert engine.stdout is not None
+    kept, killed = map(int, (await asyncio.to_thread(engine.stdout.readline)).split())
+    try:
+        engine.kill()
+        engine.wait()
+        await until(lambda: not alive(killed), "the watched group to die", 10)
+        assert alive(kept)  # forgotten: no longer the engine's to kill
+    finally:
+        for pid in (kept, killed):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.events import LogLines, RunFinished, RunStarted, StageStatus
+from engine.events import HostState, HostStatus, LogLines, RunFinished, RunStarted, StageStatus
 from engine.loader import load
 from engine.run import Run
 from tests.conftest import Recorder, marked_pids
+from tests.waiting import until
 
 Write = Callable[..., Path]
 
@@ -210,13 +211,13 @@ def test_cancel_one_stage_and_downstream_skips(write_pipeline: Write, recorder: 
         while recorder.lines("long") != ["started"]:
             await asyncio.sleep(0.02)
         run.cancel("long")
-        assert await task == 1  # a cancelled stage never makes the run succeed (SPEC §2)
+        assert await task == 130  # never succeeded (SPEC §2), nor failed: interrupted (§3)
         return run
 
     run = asyncio.run(go())
     finished = recorder.events[-1]
     assert isinstance(finished, RunFinished)
-    assert (finished.status, finished.exit_code) == ("cancelled", 1)
+    assert (finished.status, finished.exit_code) == ("cancelled", 130)
     assert recorder.final("long").status == "cancelled"
     assert recorder.final("long").reason.startswith("by request, after ")
     assert recorder.final("after").status == "skipped"
@@ -376,3 +377,113 @@ def test_an_engine_fault_fails_the_stage_with_its_reason(
     final = recorder.final("a")
     assert final.status == "failed" and "logs is a file, not a directory" in (final.reason or "")
     assert recorder.final("b").status == "skipped"
+
+
+def test_host_states_keep_state_and_reason_apart(write_pipeline: Write, recorder: Recorder) -> None:
+    """What the hosts report (engine.hosts calls the run's listener) is kept typed, not as
+    `state: reason` text for the TUI to parse back."""
+    run, _ = _run(write_pipeline("version: 1\nstages:\n  a: {run: 'true'}\n"), recorder)
+    assert run.hosts.listener is not None
+    run.hosts.listener("lab", "connected")
+    run.hosts.listener("gpu", "lost", "connection reset by peer")
+    assert run.host_states == {
+        "lab": HostState("connected"),
+        "gpu": HostState("lost", "connection reset by peer"),
+    }
+    assert str(run.host_states["gpu"]) == "lost: connection reset by peer"
+    assert str(run.host_states["lab"]) == "connected"
+    lost = [e for e in recorder.events if isinstance(e, HostStatus) and e.host == "gpu"]
+    assert [(e.state, e.reason) for e in lost] == [("lost", "connection reset by peer")]
+
+
+def test_an_approval_lets_a_manual_stage_run_once(
+    write_pipeline: Write, recorder: Recorder
+) -> None:
+    """A rerun of what a manual stage needs (the `r` key, watch mode's in-place rerun) makes it
+    wait for a new approval; it never runs again on the first one."""
+    path = write_pipeline("""
+        version: 1
+        stages:
+          keepalive: {kill_grace: 0.2s, run: sleep 60}
+          build: {run: echo built}
+          deploy: {needs: [build], when: manual, run: echo deployed >> deploys.log}
+    """)
+    deploys = path.parent / "deploys.log"
+
+    async def go() -> None:
+        run = Run(load(path), manual="wait")
+        run.subscribe(recorder)
+        task = asyncio.create_task(run.execute())
+        await until(lambda: run.states["deploy"].status == "waiting", "deploy waiting")
+        run.approve("deploy")
+        await until(lambda: run.states["deploy"].status == "succeeded", "deploy succeeded")
+        run.rerun("build")  # the run is still going (keepalive): rerun in place
+        await until(lambda: recorder.statuses("deploy")[-1:] == ["waiting"], "deploy waiting again")
+        run.rerun("deploy", downstream=False)  # what watch mode does for a changed input
+        await until(lambda: recorder.statuses("deploy")[-2:] == ["pending", "waiting"], "waits")
+        run.cancel("keepalive")
+        await task
+        assert run.states["deploy"].status == "waiting"
+        run.approve("deploy")
+        await run.execute()
+
+    asyncio.run(go())
+    assert deploys.read_text().splitlines() == ["deployed", "deployed"]
+    ran = [e for e in recorder.events if isinstance(e, StageStatus) and e.status == "running"]
+    assert [e.reason for e in ran if e.stage == "deploy"] == ["approved", "approved"]
+
+
+def test_standing_approval_holds_for_reruns(write_pipeline: Write, recorder: Recorder) -> None:
+    """`--approve deploy` approves every start of deploy in the run."""
+    path = write_pipeline("""
+        version: 1
+        stages:
+          build: {run: echo built}
+          deploy: {needs: [build], when: manual, run: echo deployed}
+    """)
+
+    async def go() -> None:
+        run = Run(load(path), approve=["deploy"])
+        run.subscribe(recorder)
+        await run.execute()
+        run.rerun("build")
+        assert await run.execute() == 0
+
+    asyncio.run(go())
+    assert recorder.statuses("deploy").count("succeeded") == 2
+
+
+def test_first_attempts_never_say_rerun(write_pipeline: Write, recorder: Recorder) -> None:
+    """A rerun of an upstream stage before its downstream ran is no rerun of the downstream;
+    --force says so; a real rerun says `rerun requested`."""
+    path = write_pipeline("""
+        version: 1
+        stages:
+          slow: {kill_grace: 0.2s, run: 'echo started; [ -e again ] || { touch again; sleep 30; }'}
+          down: {needs: [slow], run: echo down}
+          forced: {run: echo forced}
+    """)
+
+    async def go() -> None:
+        run = Run(load(path), force=["forced"])
+        run.subscribe(recorder)
+        task = asyncio.create_task(run.execute())
+        await until(lambda: recorder.lines("slow") == ["started"], "slow started")
+        run.rerun("slow")
+        await task
+        run.rerun("forced")
+        await run.execute()
+
+    asyncio.run(go())
+    reasons = [
+        (e.stage, e.attempt, e.reason)
+        for e in recorder.events
+        if isinstance(e, StageStatus) and e.status == "running"
+    ]
+    assert ("slow", 2, "rerun requested") in reasons
+    cancelled = [e for e in recorder.events if getattr(e, "status", None) == "cancelled"]
+    assert cancelled[0].reason.startswith("restarted (rerun requested), after ")
+    assert ("down", 1, None) in reasons  # the cache (none here) says why, not "rerun"
+    assert ("forced", 1, "forced (--force)") in reasons
+    assert ("forced", 2, "rerun requested") in reasons
+    assert all(why != "rerun requested" for _, attempt, why in reasons if attempt == 1)

@@ -23,6 +23,7 @@ from engine.run import Run
 from engine.spec import Stage
 from engine.status import PENDING, RUNNING, TRANSITIONS, StageState, TransitionError
 from tests.conftest import Recorder
+from tests.waiting import until
 
 Write = Callable[..., Path]
 A_THEN_B = """
@@ -83,14 +84,6 @@ def fake_run(path: Path, fake: FakeExecutor, recorder: Recorder, **options: obje
     return run
 
 
-async def until(check: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
 async def test_cancel_while_queued_before_the_task_ever_ran(
     write_pipeline: Write, recorder: Recorder
 ) -> None:
@@ -105,7 +98,7 @@ async def test_cancel_while_queued_before_the_task_ever_ran(
             run.cancel("a")  # from inside the move to queued: the task has not started
 
     run.subscribe(cancel_on_queue)
-    assert await asyncio.wait_for(run.execute(), 5) == 1
+    assert await asyncio.wait_for(run.execute(), 5) == 130  # cancelled by request: interrupted
     assert recorder.statuses("a") == ["queued", "cancelled"]
     assert recorder.final("a").reason == "by request, before it started"
     assert recorder.final("b").status == "skipped"
@@ -134,7 +127,7 @@ async def test_cancel_while_waiting_for_a_slot(write_pipeline: Write, recorder: 
     run.cancel("b")
     await until(lambda: recorder.final("b").status == "cancelled", "b cancelled")
     release.set()
-    assert await asyncio.wait_for(task, 5) == 1
+    assert await asyncio.wait_for(task, 5) == 130
     assert fake.log == ["a#1 start", "a#1 end"]  # b never started
 
 
@@ -230,7 +223,7 @@ async def test_cancel_during_a_kill_for_a_rerun_stays_cancelled(
     await until(lambda: fake.log == ["a#1 start"], "a running")
     run.rerun("a")
     run.cancel("a")
-    assert await asyncio.wait_for(task, 5) == 1
+    assert await asyncio.wait_for(task, 5) == 130
     assert fake.log == ["a#1 start", "a#1 killed"]
     assert recorder.statuses("a") == ["queued", "running", "cancelled"]
     finished = recorder.events[-1]

@@ -15,6 +15,7 @@ from engine.loader import load
 from engine.run import Run
 from tests.conftest import Recorder, marked_pids
 from tests.ssh.conftest import USER, Sshd, sshd  # noqa: F401 (the sshd fixture)
+from tests.waiting import until
 
 Write = Callable[..., Path]
 PY = sys.executable
@@ -24,13 +25,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-async def until(condition: Callable[[], object], timeout: float = 20) -> None:
-    """Wait until `condition()` holds, at most `timeout` seconds."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 def execute(path: Path, recorder: Recorder, **options: object) -> tuple[Run, int]:
@@ -244,7 +238,7 @@ def test_kept_services_restart_on_rerun_and_their_dependents_follow_once_ready(
         return run, await asyncio.wait_for(task, 20)
 
     run, code = asyncio.run(go())
-    assert code == 1 and run.status == "cancelled"
+    assert code == 130 and run.status == "cancelled"  # cancelled by a person
     assert recorder.lines("api") == ["serving 1", "serving 2"]
     second_ready = [
         e.ts for e in recorder.events if isinstance(e, StageStatus) and e.status == "ready"

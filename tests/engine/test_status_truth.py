@@ -67,9 +67,9 @@ def test_a_cancelled_stage_rerun_to_success_makes_the_run_succeed(
         run.rerun("a")
         return first, await run.execute()
 
-    assert asyncio.run(go()) == (1, 0)
+    assert asyncio.run(go()) == (130, 0)  # cancelled by a person: interrupted (SPEC §3)
     assert [(f.status, f.exit_code) for f in finished(recorder)] == [
-        ("cancelled", 1),
+        ("cancelled", 130),
         ("succeeded", 0),
     ]
 

@@ -13,15 +13,9 @@ from engine.ptyproc import TERMINALS
 from engine.run import Run
 from tests.conftest import Recorder, marked_pids
 from tests.ssh.conftest import USER, Sshd, sshd  # noqa: F401 (the sshd fixture)
+from tests.waiting import until
 
 Write = Callable[..., Path]
-
-
-async def until(condition: Callable[[], object], timeout: float = 15) -> None:
-    """Wait until `condition()` holds, at most `timeout` seconds."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 def test_tty_stage_sees_a_terminal_of_the_set_size_and_its_log_keeps_the_bytes(

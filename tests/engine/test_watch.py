@@ -21,6 +21,7 @@ from engine.run import Run
 from engine.spec import Pipeline
 from engine.watch import LOOP_LIMIT, SYSCTL, WatchError, WatchSession, changes
 from tests.conftest import REPO, Recorder, marked_pids, pipedeck_bin
+from tests.waiting import until
 
 PIPELINE = """
     version: 1
@@ -48,13 +49,6 @@ def make(tmp_path: Path, text: str = PIPELINE) -> Pipeline:
     for folder in ("src", "docs", "dist", "sub/gen", ".git", ".pipedeck"):
         (tmp_path / folder).mkdir(parents=True, exist_ok=True)
     return load(tmp_path / "pipedeck.yaml")
-
-
-async def until(cond: Callable[[], bool], timeout: float = 30) -> None:
-    """Wait for `cond` to hold (polling), failing after `timeout` seconds."""
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.02)
 
 
 async def started(
@@ -97,8 +91,12 @@ class Session:
         self.task = asyncio.create_task(self.session.run(previous))
 
     def finished(self, n: int) -> bool:
-        """True once the first `n` runs have finished."""
-        return len(self.runs) >= n and all(not r.running for r in self.runs[:n])
+        """True once the first `n` runs have finished (a run made but not yet started is not
+        running either: its `run_finished` event says it ran and ended)."""
+        ended = {e.run_id for e in self.recorder.events if isinstance(e, RunFinished)}
+        return len(self.runs) >= n and all(
+            r.run_id in ended and not r.running for r in self.runs[:n]
+        )
 
     def ran(self, run: Run) -> set[str]:
         """Stages that went `running` in `run`."""
@@ -208,11 +206,17 @@ async def test_rename_save_is_one_change_of_the_target(tmp_path: Path) -> None:
     await stream.aclose()
 
 
+def write_burst(root: Path) -> None:
+    """1000 new files in src/, written as fast as a checkout would (from another thread, as
+    an editor or git writes from another process, not from the event loop)."""
+    for i in range(1000):
+        (root / "src" / f"f{i}.py").write_text(str(i))
+
+
 async def test_a_burst_of_1000_files_is_one_change_set(tmp_path: Path) -> None:
     pipeline = make(tmp_path)
     stream, first = await started(pipeline)
-    for i in range(1000):
-        (tmp_path / "src" / f"f{i}.py").write_text(str(i))
+    await asyncio.to_thread(write_burst, tmp_path)
     batch = await asyncio.wait_for(first, 20)
     assert batch == {f"src/f{i}.py" for i in range(1000)}
     await stream.aclose()
@@ -506,8 +510,7 @@ async def test_a_burst_of_1000_files_is_one_rerun(
 ) -> None:
     s = watching(make(tmp_path))
     await until(lambda: s.finished(1))
-    for i in range(1000):
-        (tmp_path / "src" / f"f{i}.py").write_text(str(i))
+    await asyncio.to_thread(write_burst, tmp_path)
     await until(lambda: s.finished(2))
     await later_change(tmp_path, s)
     assert [len(paths) for paths in s.changed] == [1000, 1]  # one set, then the later one

@@ -7,7 +7,8 @@ temp dir), waits until its node is idle, and stops them all at the end. The node
 cgroups after the node. It tries `proctrack/cgroup` first (Slurm then kills double-forked
 processes of a job too) and falls back to `proctrack/linuxproc` when slurmd cannot use cgroups
 on this kernel; `Cluster.proctrack` says which. `linuxproc_cluster` is a second cluster that
-uses linuxproc in any case. Accounting is off (`sacct` fails, the executor copes). Without Slurm
+uses linuxproc in any case. Accounting is off (`sacct` fails, the executor copes); `cluster`
+gathers job accounting (`sstat` has figures), `linuxproc_cluster` does not. Without Slurm
 the tests fail when `CI` is set, else skip saying why.
 """
 
@@ -18,7 +19,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -28,6 +28,7 @@ import pytest
 
 from engine.spec import Host, Resources, SlurmOptions, Stage
 from tests.ssh.conftest import sshd  # noqa: F401  (the loopback sshd: a login node here)
+from tests.waiting import until_blocking
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CPUS = 8
@@ -58,7 +59,7 @@ class Cluster:
         return self.run("squeue", "--noheader", "-o", "%i").split()
 
     def wait_queue_empty(self, limit: float = 60) -> None:
-        until(lambda: not self.queue(), limit, f"the queue to empty: {self.queue()}")
+        until_blocking(lambda: not self.queue(), f"the queue to empty: {self.queue()}", limit)
 
     def node_state(self) -> str:
         return self.run("sinfo", "--noheader", "-n", self.node, "-o", "%T").strip()
@@ -76,15 +77,6 @@ class Cluster:
         return Host(**fields)  # type: ignore[arg-type]
 
 
-def until(condition: object, limit: float, what: str) -> None:
-    """Wait for `condition()` to be true, checking every 50 ms, at most `limit` seconds."""
-    deadline = time.monotonic() + limit
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit:g}s waiting for {what}")
-        time.sleep(0.05)
-
-
 def _free_ports(count: int) -> list[int]:
     socks = [socket.socket() for _ in range(count)]
     try:
@@ -96,7 +88,7 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _write_config(root: Path, proctrack: str, node: str) -> Path:
+def _write_config(root: Path, proctrack: str, node: str, gather: str) -> Path:
     ctld_port, slurmd_port = _free_ports(2)
     me = socket.gethostname().split(".")[0]
     conf = root / "slurm.conf"
@@ -129,7 +121,7 @@ def _write_config(root: Path, proctrack: str, node: str) -> Path:
                 "SlurmdParameters=config_overrides",  # 8 CPUs declared, whatever the machine has
                 "ReturnToService=1",  # a node set DOWN by hand stays down until resumed
                 "MpiDefault=none",
-                "JobAcctGatherType=jobacct_gather/none",
+                f"JobAcctGatherType={gather}",
                 "AccountingStorageType=accounting_storage/none",
                 "JobCompType=jobcomp/none",
                 "KillWait=5",
@@ -167,7 +159,7 @@ def _stop(proc: subprocess.Popen, out: object) -> None:
     out.close()  # type: ignore[attr-defined]
 
 
-def _start(stack: ExitStack, root: Path, proctrack: str) -> Cluster:
+def _start(stack: ExitStack, root: Path, proctrack: str, gather: str) -> Cluster:
     """munged, slurmctld and slurmd on a fresh config; the cluster once its node is idle."""
     for sub in ("state", "spool"):
         shutil.rmtree(root / sub, ignore_errors=True)
@@ -175,7 +167,7 @@ def _start(stack: ExitStack, root: Path, proctrack: str) -> Cluster:
     # clusters of concurrent test sessions on this machine share /sys/fs/cgroup, where the
     # job cgroups are slurm_<node>/uid_<uid>/job_<id>: a node name of its own keeps them apart
     node = f"pd{os.urandom(3).hex()}"
-    conf = _write_config(root, proctrack, node)
+    conf = _write_config(root, proctrack, node, gather)
     cluster = Cluster(root, conf, proctrack, node)
     env = cluster.env
     _daemon(
@@ -192,7 +184,7 @@ def _start(stack: ExitStack, root: Path, proctrack: str) -> Cluster:
         root / "munged.out",
         env,
     )
-    until(lambda: (root / "munge.sock").exists(), 10, "munged's socket")
+    until_blocking(lambda: (root / "munge.sock").exists(), "munged's socket", 10)
     ctld = _daemon(stack, ["slurmctld", "-D", "-i"], root / "slurmctld.out", env)
     slurmd = _daemon(stack, ["slurmd", "-D", "-N", node], root / "slurmd.out", env)
 
@@ -205,16 +197,19 @@ def _start(stack: ExitStack, root: Path, proctrack: str) -> Cluster:
         )
         return done.stdout.strip() == b"idle"
 
-    until(idle, 30, f"node {node} to be idle")
+    until_blocking(idle, f"node {node} to be idle", 30)
     return cluster
 
 
 @contextmanager
 def running_cluster(
-    root: Path, proctracks: tuple[str, ...] = ("proctrack/cgroup", "proctrack/linuxproc")
+    root: Path,
+    proctracks: tuple[str, ...] = ("proctrack/cgroup", "proctrack/linuxproc"),
+    gather: str = "jobacct_gather/linux",
 ) -> Iterator[Cluster]:
     """A single-node cluster under `root` until the block ends (tests and bench/), with the
-    first of `proctracks` that works here."""
+    first of `proctracks` that works here; `gather` is its JobAcctGatherType (what `sstat`
+    reports on)."""
     root.chmod(0o755)  # munged wants its socket's directories searchable
     key = root / "munge.key"
     key.write_bytes(os.urandom(1024))
@@ -222,7 +217,7 @@ def running_cluster(
     for proctrack in proctracks:
         stack = ExitStack()
         try:
-            cluster = _start(stack, root, proctrack)
+            cluster = _start(stack, root, proctrack, gather)
         except (RuntimeError, AssertionError):
             stack.close()
             if proctrack == proctracks[-1]:
@@ -267,10 +262,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def linuxproc_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A second cluster that tracks a job's processes by parentage only (proctrack/linuxproc)."""
+    """A second cluster that tracks a job's processes by parentage only (proctrack/linuxproc)
+    and gathers no job accounting (`sstat` has no figures)."""
     _need_slurm()
     root = tmp_path_factory.mktemp("slurm-linuxproc")
-    with running_cluster(root, ("proctrack/linuxproc",)) as running:
+    with running_cluster(root, ("proctrack/linuxproc",), "jobacct_gather/none") as running:
         yield running
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SAMPLES, pipedeck_bin
-from tests.slurm.conftest import Cluster, until
+from tests.slurm.conftest import Cluster
+from tests.waiting import until_blocking
 
 pytestmark = pytest.mark.slurm
 
@@ -106,7 +107,7 @@ def test_sigterm_or_ctrl_c_cancels_the_job_and_leaves_an_empty_queue(
             proc.wait()
     assert cluster.queue() == []
     assert not list((tmp_path / ".pipedeck" / "slurm-jobs" / "cluster").iterdir())
-    until(lambda: cluster.node_state() == "idle", 30, "the node to be idle")
+    until_blocking(lambda: cluster.node_state() == "idle", "the node to be idle", 30)
 
 
 def test_after_a_crash_the_next_run_cancels_the_jobs_left_behind(
@@ -135,7 +136,7 @@ def test_after_a_crash_the_next_start_cancels_the_jobs_left_behind_without_the_h
     records = tmp_path / ".pipedeck" / "slurm-jobs" / "cluster"
     proc = subprocess.Popen([pipedeck_bin(), "run"], cwd=tmp_path, stdout=subprocess.DEVNULL)
     try:
-        until(lambda: records.is_dir() and any(records.iterdir()), 60, "a job submitted")
+        until_blocking(lambda: records.is_dir() and any(records.iterdir()), "a job submitted", 60)
     finally:
         proc.kill()  # a crash: no cleanup at all
         proc.wait()

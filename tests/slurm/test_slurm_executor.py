@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,19 +19,11 @@ from engine.hosts import Hosts
 from engine.run import Run
 from engine.spec import Resources, SlurmOptions, Stage
 from tests.conftest import Recorder, marked_pids
-from tests.slurm.conftest import Cluster, slurm_stage, until
+from tests.slurm.conftest import Cluster, slurm_stage
 from tests.ssh.conftest import make_pipeline
+from tests.waiting import until
 
 pytestmark = pytest.mark.slurm
-
-
-async def eventually(condition: Callable[[], bool], limit: float, what: str) -> None:
-    """Wait (without blocking the loop) until `condition()` holds, at most `limit` seconds."""
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit:g}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def start(cluster: Cluster, workspace: Path, stages: list[Stage], **kw: object) -> Run:
@@ -113,7 +104,7 @@ async def test_a_job_waiting_for_a_full_node_is_queued_with_slurms_reason(
     big_task = asyncio.create_task(execute(big))
     small_task: asyncio.Task[int] | None = None
     try:
-        await eventually(lambda: "started" in recorder.lines("big"), 30, "big to fill the node")
+        await until(lambda: "started" in recorder.lines("big"), "big to fill the node", 30)
         small_task = asyncio.create_task(execute(small))
 
         def small_waits() -> bool:
@@ -125,7 +116,7 @@ async def test_a_job_waiting_for_a_full_node_is_queued_with_slurms_reason(
                 for e in recorder.events
             )
 
-        await eventually(small_waits, 30, "small to be queued with Slurm's reason")
+        await until(small_waits, "small to be queued with Slurm's reason", 30)
         assert small.states["small"].status == "queued"
         assert "small ran" not in recorder.lines("small")
     finally:
@@ -155,7 +146,7 @@ async def test_cancel_scancels_the_job_and_leaves_no_process_and_an_empty_queue(
     )
     run.subscribe(recorder)
     task = asyncio.create_task(execute(run))
-    await eventually(lambda: "ready" in recorder.lines("spin"), 30, "the job to start")
+    await until(lambda: "ready" in recorder.lines("spin"), "the job to start", 30)
     assert marked_pids(run.run_id), "the job's processes carry the run marker"
     run.cancel("spin")
     await asyncio.wait_for(task, 60)
@@ -163,7 +154,7 @@ async def test_cancel_scancels_the_job_and_leaves_no_process_and_an_empty_queue(
     assert "got TERM" in recorder.lines("spin")  # TERM first, with kill_grace to act on it
     assert cluster.queue() == []
     # cgroup: Slurm kills it; linuxproc: the job's own sweep by its mark does
-    until(lambda: not marked_pids(run.run_id), 10, "the double-forked sleeper to die")
+    await until(lambda: not marked_pids(run.run_id), "the double-forked sleeper to die", 10)
 
 
 @pytest.mark.parametrize("tracking", ["cluster", "linuxproc_cluster"])
@@ -178,7 +169,7 @@ async def test_pipedeck_timeout_kills_a_job_ignoring_term_and_leaves_nothing(
     assert recorder.final("slow").status == "timed_out"
     assert recorder.lines("slow", "stdout") == ["begun"]
     assert cluster.queue() == []
-    until(lambda: not marked_pids(run.run_id), 10, "every process of the job to be gone")
+    await until(lambda: not marked_pids(run.run_id), "every process of the job to be gone", 10)
 
 
 async def test_slurm_time_limit_ends_the_attempt_timed_out(
@@ -206,22 +197,22 @@ async def test_a_node_failure_makes_the_attempt_lost_and_retries_apply(
     run.subscribe(recorder)
     task = asyncio.create_task(execute(run))
     try:
-        await eventually(lambda: "up" in recorder.lines("doomed"), 30, "the job to start")
+        await until(lambda: "up" in recorder.lines("doomed"), "the job to start", 30)
         cluster.run(
             "scontrol", "update", f"nodename={cluster.node}", "state=down", "reason=pipedeck-test"
         )
-        await eventually(lambda: "lost" in recorder.statuses("doomed"), 30, "lost")
+        await until(lambda: "lost" in recorder.statuses("doomed"), "lost", 30)
         lost = [e for e in recorder.events if isinstance(e, StageStatus) and e.status == "lost"]
         assert lost[0].attempt == 1
         assert "NODE_FAIL" in (lost[0].reason or "")
-        await eventually(
+        await until(
             lambda: (
                 run.states["doomed"].attempt == 2
                 and run.states["doomed"].status == "queued"
                 and (run.states["doomed"].reason or "").startswith("Slurm:")
             ),
-            30,
             "the retry to wait for the downed node",
+            30,
         )
         run.cancel("doomed")
         await asyncio.wait_for(task, 60)
@@ -230,7 +221,7 @@ async def test_a_node_failure_makes_the_attempt_lost_and_retries_apply(
         if not task.done():
             run.cancel_all()
             await asyncio.wait_for(task, 60)
-        until(lambda: cluster.node_state() == "idle", 30, "the node to be idle again")
+        await until(lambda: cluster.node_state() == "idle", "the node to be idle again", 30)
     assert cluster.queue() == []
 
 
@@ -254,7 +245,7 @@ async def test_secrets_reach_the_job_but_no_command_line_nor_scontrol(
     run.subscribe(recorder)
     task = asyncio.create_task(execute(run))
     try:
-        await eventually(lambda: "match" in recorder.lines("deploy"), 30, "the job to run")
+        await until(lambda: "match" in recorder.lines("deploy"), "the job to run", 30)
         job = job_of(recorder, "deploy")
         assert job is not None and job.job_id
         shown = cluster.run("scontrol", "show", "job", "-dd", job.job_id)
@@ -331,6 +322,26 @@ async def test_a_local_workdir_gets_the_workspace_and_upstream_artifacts_and_out
     assert not list((workdir / ".pipedeck" / "slurm").iterdir()), "job dirs are removed"
 
 
+async def test_a_failed_github_actions_jobs_result_comes_back_a_failed_stages_outputs_stay(
+    cluster: Cluster, workspace: Path, tmp_path: Path, recorder: Recorder
+) -> None:
+    """A job's result file (its declared output, SPEC §11) is fetched whatever its exit; other
+    stages' outputs only after a success, as on SSH hosts."""
+    workdir = tmp_path / "shared"
+    made = "mkdir -p out && echo '{}' > out/$PIPEDECK_STAGE.json; exit 3"
+    stages = [
+        slurm_stage("job", made, outputs=("out/job.json",), steps=True),
+        slurm_stage("plain", made, outputs=("out/plain.json",)),
+    ]
+    run = Run(make_pipeline(workspace, {"cluster": cluster.host(workdir=str(workdir))}, stages))
+    run.subscribe(recorder)
+    assert await asyncio.wait_for(execute(run), 60) == 1
+    assert [recorder.final(s.id).exit_code for s in stages] == [3, 3]
+    assert (workspace / "out" / "job.json").read_text() == "{}\n"
+    assert not (workspace / "out" / "plain.json").exists()
+    assert (workdir / "out" / "plain.json").exists()
+
+
 async def test_a_local_workdir_loses_files_removed_from_the_workspace(
     cluster: Cluster, workspace: Path, tmp_path: Path, recorder: Recorder
 ) -> None:
@@ -376,7 +387,7 @@ async def test_a_job_cancelled_outside_pipedeck_is_cancelled(
     run = start(cluster, workspace, [slurm_stage("victim", "echo up; sleep 300")])
     run.subscribe(recorder)
     task = asyncio.create_task(execute(run))
-    await eventually(lambda: "up" in recorder.lines("victim"), 30, "the job to start")
+    await until(lambda: "up" in recorder.lines("victim"), "the job to start", 30)
     job = job_of(recorder, "victim")
     assert job is not None and job.job_id
     cluster.run("scancel", job.job_id)  # an admin, or the user in another terminal
@@ -406,10 +417,10 @@ async def test_a_cancel_while_sbatch_runs_cancels_the_job_it_made(
     run = Run(make_pipeline(workspace, {"cluster": host}, [slurm_stage("s", "sleep 300")]))
     run.subscribe(recorder)
     task = asyncio.create_task(execute(run))
-    await eventually(started.exists, 30, "sbatch to start")
+    await until(started.exists, "sbatch to start", 30)
     run.cancel("s")
     await asyncio.wait_for(task, 60)
     assert recorder.final("s").status == "cancelled"
-    until(finished.exists, 30, "the slow sbatch to finish")
+    await until(finished.exists, "the slow sbatch to finish", 30)
     assert cluster.queue() == [], "the job sbatch made is cancelled"
     assert not list((workspace / ".pipedeck" / "slurm-jobs" / "cluster").iterdir())

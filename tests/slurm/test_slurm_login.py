@@ -14,8 +14,9 @@ from engine.run import Run
 from engine.spec import Host
 from tests.conftest import Recorder
 from tests.slurm.conftest import Cluster, slurm_stage
-from tests.slurm.test_slurm_executor import eventually, execute
+from tests.slurm.test_slurm_executor import execute
 from tests.ssh.conftest import Sshd, make_pipeline
+from tests.waiting import until
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ssh]
 
@@ -65,7 +66,7 @@ async def test_cancel_over_the_login_node_empties_the_queue(
     run = Run(make_pipeline(workspace, {"cluster": host}, stages))
     run.subscribe(recorder)
     task = asyncio.create_task(execute(run))
-    await eventually(lambda: "ready" in recorder.lines("spin"), 60, "the job to start")
+    await until(lambda: "ready" in recorder.lines("spin"), "the job to start", 60)
     run.cancel_all()
     await asyncio.wait_for(task, 60)
     assert recorder.final("spin").status == "cancelled"
@@ -95,7 +96,7 @@ async def test_a_dropped_login_connection_does_not_lose_the_job(
     run.subscribe(recorder)
     task = asyncio.create_task(execute(run))
     try:
-        await eventually(lambda: "before" in recorder.lines("train"), 60, "the job to start")
+        await until(lambda: "before" in recorder.lines("train"), "the job to start", 60)
         dropped = sshd.connection_pids()
         assert dropped
         for pid in dropped:

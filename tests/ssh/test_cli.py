@@ -95,3 +95,50 @@ def syncs(shown: str) -> list[list[str]]:
     """The rows of `pipedeck show`'s "syncs:" section, split into cells."""
     lines = shown.splitlines()
     return [re.split(r"\s{2,}", line.strip()) for line in lines[lines.index("syncs:") + 1 :]]
+
+
+def test_a_remote_stage_gets_traceparent_naming_its_span(sshd: Sshd, tmp_path: Path) -> None:
+    """Issue 14: stages on SSH hosts join the run's OTLP trace like local ones."""
+    from tests.otlp import collecting, spans, traceparent
+
+    (tmp_path / "pipedeck.yaml").write_text(
+        "version: 1\nhosts:\n" + host_block(sshd, "tracer", "127.0.0.2") + "stages:\n"
+        '  remote:\n    host: tracer\n    run: echo "parent=$TRACEPARENT"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRACEPARENT"}
+    with collecting() as endpoint:
+        done = subprocess.run(
+            [pipedeck_bin(), "run", "--format", "json"],
+            cwd=tmp_path,
+            env={**env, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        span = next(span for span in spans() if span.name == "remote")
+    logs = [json.loads(line) for line in done.stdout.splitlines()]
+    texts = [e["text"] for e in logs if e["type"] == "log" and e["stage"] == "remote"]
+    assert texts == [f"parent={traceparent(span)}"]
+
+
+def test_connecting_to_a_host_holds_the_event_loop_for_no_callback_over_100ms(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    """Issue 10: asyncssh (~150 ms to import) is imported in a worker thread, not on the loop
+    that also drives the TUI; asyncio's debug mode reports any callback over 100 ms."""
+    (tmp_path / "pipedeck.yaml").write_text(
+        "version: 1\nhosts:\n" + host_block(sshd, "slowpoke", "127.0.0.2") + "stages:\n"
+        "  remote:\n    host: slowpoke\n    run: echo hi\n"
+    )
+    done = subprocess.run(
+        [pipedeck_bin(), "run", "--format", "plain"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONASYNCIODEBUG": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[remote] hi" in done.stdout
+    assert " took " not in done.stderr, done.stderr

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.executors.base import ExecResult
 from engine.executors.ssh import SshExecutor
+from engine.hosts import Hosts
 from engine.logs import LogStore
 from engine.spec import Stage
 from tests.ssh.conftest import Output, Sshd, make_pipeline, stage_env
@@ -87,6 +89,12 @@ async def test_secret_reaches_the_stage_and_is_masked_in_the_log(
     assert secret.encode() not in logged
 
 
+async def _in_slot(hosts: Hosts, stage: Stage, out: Output) -> ExecResult:
+    """Run `stage` as the scheduler does: holding one of its host's slots."""
+    async with hosts.slots(stage.host):
+        return await hosts.executor(stage.host).execute(stage, stage_env(stage), out)
+
+
 async def test_one_host_never_runs_more_than_its_slots(sshd: Sshd, workspace: Path) -> None:
     slots = 2
     stages = [
@@ -102,14 +110,14 @@ async def test_one_host_never_runs_more_than_its_slots(sshd: Sshd, workspace: Pa
     host = sshd.host(
         "a", "127.0.0.2", slots=slots, workdir=str(sshd.root / "slots-test" / "work" / "ws")
     )
-    executor = SshExecutor(make_pipeline(workspace, {"a": host}, stages), "a")
+    hosts = Hosts(make_pipeline(workspace, {"a": host}, stages))
     outputs = [Output() for _ in stages]
     try:
         results = await asyncio.gather(
-            *(executor.execute(s, stage_env(s), o) for s, o in zip(stages, outputs, strict=True))
+            *(_in_slot(hosts, s, o) for s, o in zip(stages, outputs, strict=True))
         )
     finally:
-        await executor.close()
+        await hosts.close()
     assert [r.exit_code for r in results] == [0] * len(stages)
     seen = [int(o.stdout.strip()) for o in outputs]
     assert max(seen) <= slots
@@ -118,13 +126,11 @@ async def test_one_host_never_runs_more_than_its_slots(sshd: Sshd, workspace: Pa
 async def test_never_more_channels_than_max_sessions(sshd: Sshd, workspace: Path) -> None:
     stages = [Stage(id=f"s{i}", name=f"s{i}", host="a", run="sleep 1") for i in range(12)]
     host = sshd.host("a", "127.0.0.2", slots=20)  # more than OpenSSH's MaxSessions (10)
-    executor = SshExecutor(make_pipeline(workspace, {"a": host}, stages), "a")
+    hosts = Hosts(make_pipeline(workspace, {"a": host}, stages))
     try:
-        results = await asyncio.gather(
-            *(executor.execute(s, stage_env(s), Output()) for s in stages)
-        )
+        results = await asyncio.gather(*(_in_slot(hosts, s, Output()) for s in stages))
     finally:
-        await executor.close()
+        await hosts.close()
     assert [(r.exit_code, r.reason) for r in results] == [(0, None)] * len(stages)
 
 
@@ -173,3 +179,29 @@ async def test_a_stage_killed_by_a_signal_exits_128_plus_its_number(
     finally:
         await executor.close()
     assert result.exit_code == 128 + 9
+
+
+async def test_a_sink_that_fails_fails_the_attempt_once_it_ended(
+    sshd: Sshd, workspace: Path
+) -> None:
+    """A log that cannot be written (a full disk) is raised from execute(), as locally, after
+    the stage ended; the connection stays usable."""
+    stage = Stage(id="s", name="s", host="a", run="seq 1 100000")
+    executor = SshExecutor(
+        make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]), "a"
+    )
+    calls = []
+
+    def full(stream: str, data: bytes) -> None:
+        calls.append(stream)
+        raise OSError(28, "No space left on device")
+
+    try:
+        with pytest.raises(OSError, match="No space left"):
+            await executor.execute(stage, stage_env(stage), full)
+        assert calls == ["stdout"], "the sink is not called again once it failed"
+        again = Output()
+        assert (await executor.execute(stage, stage_env(stage), again)).exit_code == 0
+    finally:
+        await executor.close()
+    assert again.stdout.endswith(b"100000\n")

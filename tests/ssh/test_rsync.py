@@ -19,6 +19,7 @@ from engine.executors.ssh import SshExecutor
 from engine.spec import Stage
 from engine.sync import MANIFEST, SyncReport
 from tests.ssh.conftest import Output, Sshd, make_pipeline, stage_env
+from tests.waiting import until
 
 pytestmark = pytest.mark.ssh
 
@@ -105,8 +106,8 @@ async def test_rsync_carries_the_workspace_when_both_ends_have_it(
 async def test_second_sync_sends_only_the_delta_of_the_changed_file(
     sshd: Sshd, workspace: Path, remote: Path
 ) -> None:
-    big = bytearray(os.urandom(4 << 20))
-    write(workspace, {"big.bin": bytes(big), "a.txt": "a", "b.txt": "b"})
+    big = bytearray(await asyncio.to_thread(os.urandom, 4 << 20))  # off the event loop
+    await asyncio.to_thread(write, workspace, {"big.bin": bytes(big), "a.txt": "a", "b.txt": "b"})
     first, _ = await sync(sshd, workspace, remote)
     assert first is not None and first.wire_bytes > 4 << 20
 
@@ -139,7 +140,7 @@ async def test_deletions_propagate_and_files_made_remotely_stay(
 async def test_a_lost_manifest_does_not_resend_what_is_in_place(
     sshd: Sshd, workspace: Path, remote: Path
 ) -> None:
-    write(workspace, {"big.bin": os.urandom(4 << 20)})
+    await asyncio.to_thread(lambda: write(workspace, {"big.bin": os.urandom(4 << 20)}))
     await sync(sshd, workspace, remote)
     (remote / MANIFEST).unlink()
     report, _ = await sync(sshd, workspace, remote)
@@ -320,7 +321,7 @@ async def start_big_sync(
     sshd: Sshd, workspace: Path, remote: Path
 ) -> tuple[SshExecutor, asyncio.Task[ExecResult]]:
     """An executor syncing a 48 MiB file, returned once rsync runs."""
-    write(workspace, {"big.bin": os.urandom(48 << 20)})
+    await asyncio.to_thread(lambda: write(workspace, {"big.bin": os.urandom(48 << 20)}))
     pipeline = make_pipeline(
         workspace, {"a": sshd.host("a", "127.0.0.2", workdir=str(remote))}, [STAGE]
     )
@@ -333,6 +334,10 @@ async def start_big_sync(
     return executor, task
 
 
+def same_bytes(one: Path, other: Path) -> bool:
+    return one.read_bytes() == other.read_bytes()
+
+
 async def finish_sync(executor: SshExecutor, workspace: Path, remote: Path) -> None:
     """Sync again on the same executor; the file arrives whole, by rsync."""
     try:
@@ -341,7 +346,7 @@ async def finish_sync(executor: SshExecutor, workspace: Path, remote: Path) -> N
         await executor.close()
     assert result.exit_code == 0, result
     assert executor.workspace.reports[-1].method == "rsync"
-    assert (remote / "big.bin").read_bytes() == (workspace / "big.bin").read_bytes()
+    assert await asyncio.to_thread(same_bytes, remote / "big.bin", workspace / "big.bin")
 
 
 async def test_cancel_mid_transfer_leaves_nothing_and_the_next_sync_completes(
@@ -351,11 +356,7 @@ async def test_cancel_mid_transfer_leaves_nothing_and_the_next_sync_completes(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    for _ in range(500):
-        if not rsync_processes(remote):
-            break
-        await asyncio.sleep(0.01)
-    assert rsync_processes(remote) == []
+    await until(lambda: not rsync_processes(remote), "rsync to be gone", 5)
     await finish_sync(executor, workspace, remote)
 
 
