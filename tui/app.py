@@ -13,9 +13,10 @@ from textual.screen import Screen
 from engine.session import Session
 from engine.spec import Pipeline
 from tui.screens.run import RunLike, RunScreen
+from tui.widgets.pump import Yielding
 
 
-class PipedeckApp(App[int]):
+class PipedeckApp(Yielding, App[int]):
     """Shows a run; its result is the run's exit code (0 when it never ran)."""
 
     CSS_PATH = Path(__file__).with_name("app.tcss")

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import gc
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from engine import __version__
 from engine.errors import PipedeckError
+from tui import history_cli
 
 if TYPE_CHECKING:
     from engine.logs import LogStore
@@ -21,19 +22,6 @@ if TYPE_CHECKING:
     from engine.spec import Pipeline
 
 DEFAULT_FILE = "pipedeck.yaml"
-COMMANDS = (
-    "ui",
-    "run",
-    "validate",
-    "graph",
-    "history",
-    "logs",
-    "schema",
-    "show",
-    "artifacts",
-    "metrics",
-    "shell",
-)
 EXIT_USAGE = 2
 MAX_COUNT = 1_000_000  # a count option (--jobs, --limit, ...) above it means it
 
@@ -44,99 +32,80 @@ class UsageError(PipedeckError):
     exit_code = EXIT_USAGE
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pipedeck",
-        description="Run YAML pipelines locally or over SSH, in a live terminal UI or headless.",
-        epilog="`pipedeck [PIPELINE]` opens the TUI (or runs headless when stdout is no terminal).",
+def _pipeline_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "pipeline",
+        nargs="?",
+        default=DEFAULT_FILE,
+        help=f"the pipeline file (default: {DEFAULT_FILE})",
     )
-    parser.add_argument("--version", action="version", version=f"pipedeck {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from engine.gha.options import add_arguments
 
-    def pipeline_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "pipeline",
-            nargs="?",
-            default=DEFAULT_FILE,
-            help=f"the pipeline file (default: {DEFAULT_FILE})",
-        )
-        from engine.gha.options import add_arguments
+    add_arguments(p)  # options of GitHub Actions workflows (SPEC §11)
 
-        add_arguments(p)  # options of GitHub Actions workflows (SPEC §11)
 
-    def jobs_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--jobs",
-            "-j",
-            type=positive,
-            default=None,
-            help="at most N local stages at once (default: number of CPUs)",
-        )
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """The options `run` and `ui` share: which stages, how many at once, the cache."""
+    _pipeline_arg(p)
+    p.add_argument(
+        "--stage",
+        "-s",
+        action="append",
+        default=[],
+        metavar="S",
+        help="run S and everything it needs (repeatable)",
+    )
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=positive,
+        default=None,
+        help="at most N local stages at once (default: number of CPUs)",
+    )
+    p.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="S",
+        help="run S whatever the cache says, without forcing what it needs (repeatable)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="run every stage, cached or not")
 
-    def force_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--force",
-            action="append",
-            default=[],
-            metavar="S",
-            help="run S whatever the cache says, without forcing what it needs (repeatable)",
-        )
 
-    def stage_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--stage",
-            "-s",
-            action="append",
-            default=[],
-            metavar="S",
-            help="run S and everything it needs (repeatable)",
-        )
+def _ui_args(p: argparse.ArgumentParser) -> None:
+    _run_options(p)  # the TUI's runs take the same options as `run` (SPEC §3)
+    p.add_argument("--watch", action="store_true", help="rerun what file changes affect")
+    p.add_argument("--no-start", action="store_true", help="open without starting a run")
 
-    def no_cache_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--no-cache", action="store_true", help="run every stage, cached or not")
 
-    ui = sub.add_parser("ui", help="open the terminal UI")
-    pipeline_arg(ui)
-    ui.add_argument("--watch", action="store_true", help="rerun what file changes affect")
-    ui.add_argument("--no-start", action="store_true", help="open without starting a run")
-    stage_arg(ui)
-    jobs_arg(ui)
-    force_arg(ui)
-    no_cache_arg(ui)
-
-    run = sub.add_parser("run", help="run headless")
-    pipeline_arg(run)
-    stage_arg(run)
-    jobs_arg(run)
-    run.add_argument("--watch", action="store_true", help="keep running on file changes")
-    run.add_argument("--format", choices=("plain", "json"), default="plain")
-    run.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
-    run.add_argument(
+def _run_args(p: argparse.ArgumentParser) -> None:
+    _run_options(p)
+    p.add_argument("--watch", action="store_true", help="keep running on file changes")
+    p.add_argument("--format", choices=("plain", "json"), default="plain")
+    p.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
+    p.add_argument(
         "--trace", type=Path, metavar="FILE", help="write the run as Chrome Trace Event JSON"
     )
-    no_cache_arg(run)
-    force_arg(run)
-    run.add_argument(
+    p.add_argument(
         "--approve",
         action="append",
         default=[],
         metavar="S",
         help="run the manual stage S (repeatable)",
     )
-    run.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
 
-    validate = sub.add_parser("validate", help="check a pipeline file")
-    pipeline_arg(validate)
 
-    graph = sub.add_parser("graph", help="print the stage graph")
-    pipeline_arg(graph)
-    graph.add_argument("--format", choices=("text", "dot", "mermaid"), default="text")
+def _graph_args(p: argparse.ArgumentParser) -> None:
+    _pipeline_arg(p)
+    p.add_argument("--format", choices=("text", "dot", "mermaid"), default="text")
 
-    logs = sub.add_parser("logs", help="print a stage's stored log")
-    logs.add_argument("stage")
-    logs.add_argument("--run", metavar="RUN_ID", help="default: the latest run of the stage")
-    logs.add_argument("--attempt", type=positive, help="default: the last attempt")
-    logs.add_argument(
+
+def _logs_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("stage")
+    p.add_argument("--run", metavar="RUN_ID", help="default: the latest run of the stage")
+    p.add_argument("--attempt", type=positive, help="default: the last attempt")
+    p.add_argument(
         "--file",
         "-f",
         dest="pipeline",
@@ -144,21 +113,45 @@ def _parser() -> argparse.ArgumentParser:
         help=f"the pipeline file or its directory (default: {DEFAULT_FILE})",
     )
 
-    shell = sub.add_parser("shell", help="a shell in a stage's directory and environment")
-    shell.add_argument("stage")
-    shell.add_argument("--file", "-f", dest="pipeline", default=DEFAULT_FILE)
 
-    sub.add_parser("schema", help="print the JSON Schema of the pipeline file")
-    _add_history_commands(sub)
+def _shell_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("stage")
+    p.add_argument("--file", "-f", dest="pipeline", default=DEFAULT_FILE)
+
+
+def _no_args(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "ui": ("open the terminal UI", _ui_args),
+    "run": ("run headless", _run_args),
+    "validate": ("check a pipeline file", _pipeline_arg),
+    "graph": ("print the stage graph", _graph_args),
+    "logs": ("print a stage's stored log", _logs_args),
+    "shell": ("a shell in a stage's directory and environment", _shell_args),
+    "schema": ("print the JSON Schema of the pipeline file", _no_args),
+    **history_cli.COMMANDS,
+}
+"""Each command's help line and what adds its arguments."""
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line for `command`: its subparser alone when it is one of COMMANDS, else
+    every command by name (for `--help` and the error naming the choices) without arguments."""
+    parser = argparse.ArgumentParser(
+        prog="pipedeck",
+        description="Run YAML pipelines locally or over SSH, in a live terminal UI or headless.",
+        epilog="`pipedeck [PIPELINE]` opens the TUI (or runs headless when stdout is no terminal).",
+    )
+    parser.add_argument("--version", action="version", version=f"pipedeck {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (text, add_arguments) in COMMANDS.items():
+        if command not in COMMANDS:
+            sub.add_parser(name, help=text)
+        elif name == command:
+            add_arguments(sub.add_parser(name, help=text))
     return parser
-
-
-def _add_history_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    try:
-        from tui import history_cli
-    except ImportError:
-        return
-    history_cli.add_parsers(sub)
 
 
 def positive(text: str) -> int:
@@ -175,31 +168,55 @@ def positive(text: str) -> int:
 
 def _load(path: str, args: argparse.Namespace | None = None) -> Pipeline:
     from engine.gha import options as gha
-    from engine.loader import ConfigError, load
+    from engine.loadcache import load
 
-    if path == DEFAULT_FILE and not os.path.exists(path):
-        found = gha.single_workflow(Path("."))
-        if found is not None:  # no pipedeck.yaml, but one GitHub Actions workflow
-            print(f"pipedeck: no {DEFAULT_FILE}; using {found}", file=sys.stderr)
-            path = str(found)
     try:
+        if path == DEFAULT_FILE and not os.path.exists(path):
+            found = gha.single_workflow(Path("."), getattr(args, "command", None) or "run")
+            if found is not None:  # no pipedeck.yaml, but one GitHub Actions workflow
+                print(f"pipedeck: no {DEFAULT_FILE}; using {found}", file=sys.stderr)
+                path = str(found)
+                if args is not None:  # `validate` names the file it checked
+                    args.pipeline = path
         if gha.is_workflow(path):
             return gha.load(path, args or argparse.Namespace()).pipeline
         return load(path)
     except ValueError as err:  # a malformed --input/--runner
         raise UsageError(str(err)) from None
-    except ConfigError as err:
+    except PipedeckError as err:
+        from engine.loader import ConfigError  # already imported: the loader raised `err`
+
+        if not isinstance(err, ConfigError):
+            raise
         print(err, file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the `pipedeck` script."""
+    collecting = gc.isenabled()
+    gc.disable()  # start-up makes many objects and frees few: no collections until it is over
+    try:
+        _main(argv)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def started() -> None:
+    """Start-up is over (the run or the TUI is about to start): what it made stays, so the
+    collector need not scan it again; collections resume."""
+    gc.freeze()
+    gc.enable()
+
+
+def _main(argv: Sequence[str] | None) -> NoReturn:
     _reopen_closed_std_streams()
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or (args[0] not in COMMANDS and not args[0].startswith("-")):
         args.insert(0, "ui" if sys.stdout.isatty() else "run")
-    parsed = _parser().parse_args(args)
+    command = next((arg for arg in args if not arg.startswith("-")), None)
+    parsed = _parser(command).parse_args(args)
     try:
         code = _dispatch(parsed)
         sys.stdout.flush()
@@ -243,6 +260,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         _parser().print_help()
         return 0
     if command == "schema":
+        import json
+
         from engine.schema import SCHEMA
 
         print(json.dumps(SCHEMA, indent=2))
@@ -264,30 +283,30 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "shell":
         from engine.shell import run_shell
 
+        started()
         return run_shell(pipeline, args.stage)
     if command == "ui":
         from tui.app import run_tui
 
         _check_stages(pipeline, args.stage, "--stage")
         _check_stages(pipeline, args.force, "--force")
-        return run_tui(
-            pipeline,
-            watch=args.watch,
-            start=not args.no_start,
-            jobs=args.jobs,
-            stages=args.stage,
-            no_cache=args.no_cache,
-            force=args.force,
-        )
+        started()
+        return run_tui(pipeline, watch=args.watch, start=not args.no_start, **ui_options(args))
     return _run(pipeline, args)
 
 
-def _check_stages(pipeline: Pipeline, names: Sequence[str], option: str) -> None:
-    from difflib import get_close_matches
+def ui_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of `tui.app.tui_session` from `ui`'s options: the run options it
+    shares with `run` (--stage, --jobs, --force, --no-cache)."""
+    return {"jobs": args.jobs, "stages": args.stage, "no_cache": args.no_cache, "force": args.force}
 
+
+def _check_stages(pipeline: Pipeline, names: Sequence[str], option: str) -> None:
     known = [*pipeline.groups, *pipeline.stages]
     for name in names:
         if name not in known:
+            from difflib import get_close_matches
+
             hint = get_close_matches(name, known, n=1)
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise UsageError(f"{option} {name}: no such stage{extra}")
@@ -315,8 +334,6 @@ def _run(pipeline: Pipeline, args: argparse.Namespace) -> int:
         _check_writable_file(args.junit, "--junit")
     if args.trace:
         _check_writable_file(args.trace, "--trace")
-    if args.trace:
-        _check_writable_file(args.trace, "--trace")
     sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]
     import asyncio  # here, not at the top: it costs `pipedeck --help` a third of its time
 
@@ -337,7 +354,7 @@ def _reporter(args: argparse.Namespace, run: Run) -> None:
     else:
         run.subscribe(PlainReporter(sys.stdout, color=color, logs=run.logs, pipeline=run.pipeline))
     if args.junit:
-        run.subscribe(JUnitWriter(args.junit, run.pipeline.name, run.logs))
+        run.subscribe(JUnitWriter(args.junit, run.pipeline, run.logs))
     if args.trace:
         from engine.trace import ChromeTrace
 
@@ -360,9 +377,11 @@ async def _run_async(pipeline: Pipeline, args: argparse.Namespace) -> int:
     )
     try:
         if args.watch:
+            started()
             return await _watch(pipeline, args, session.new_run)
         run = session.new_run()
         _install_signals(lambda code: run.cancel_all(code), lambda: run.run_id)
+        started()
         return await run.execute()
     finally:
         await session.close()
@@ -409,7 +428,10 @@ def _install_signals(cancel: Callable[[int], None], run_id: Callable[[], str]) -
             print("pipedeck: killing every stage now", file=sys.stderr)
             _kill_now(run_id())
             return
-        print("pipedeck: cancelling the run (Ctrl-C again to kill at once)", file=sys.stderr)
+        if signum == signal.SIGINT:
+            print("pipedeck: cancelling the run (Ctrl-C again to kill at once)", file=sys.stderr)
+        else:
+            print("pipedeck: SIGTERM: cancelling the run in order", file=sys.stderr)
         cancel(130 if signum == signal.SIGINT else 143)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -424,16 +446,15 @@ def _kill_now(run_id: str) -> None:
 
 def _logs(args: argparse.Namespace) -> int:
     from engine.logs import LogStore
-    from tui.history_cli import state_dir
+    from tui.history_cli import pipeline_key, run_ids, state_dir
 
-    state = state_dir(args)
-    store = LogStore(state / "logs")
-    runs = [args.run] if args.run else _runs_newest_first(state / "logs")
+    store = LogStore(state_dir(args) / "logs")
+    runs = [args.run] if args.run else run_ids(args)  # this pipeline's, not its neighbours
     for run_id in runs:
         if store.attempts(run_id, args.stage):
             _print_log(store, run_id, args.stage, args.attempt)
             return 0
-        instances = _instances(state / "logs" / run_id, args.stage)
+        instances = _instances(store, run_id, args.stage)
         for sid in instances:  # a matrix stage: each instance's log under a header
             attempt = args.attempt or store.attempts(run_id, sid)[-1]
             sys.stdout.write(f"==> {sid} (run {run_id}, attempt {attempt}) <==\n")
@@ -441,12 +462,14 @@ def _logs(args: argparse.Namespace) -> int:
             _print_log(store, run_id, sid, attempt)
         if instances:
             return 0
-    where = f"run {args.run}" if args.run else "any recorded run"
+    where = f"run {args.run}" if args.run else f"any recorded run of {pipeline_key(args)}"
     raise UsageError(f"no log of stage {args.stage!r} in {where}")
 
 
 def _print_log(store: LogStore, run_id: str, sid: str, attempt: int | None) -> None:
     """Write an attempt's stored log (default: the last) to stdout."""
+    from engine.gha.commands import STEP_MARKER, readable
+
     attempts = store.attempts(run_id, sid)
     attempt = attempt or attempts[-1]
     if attempt not in attempts:
@@ -454,22 +477,15 @@ def _print_log(store: LogStore, run_id: str, sid: str, attempt: int | None) -> N
             f"{sid}: run {run_id} has no attempt {attempt} "
             f"(attempts: {', '.join(map(str, attempts))})"
         )
-    sys.stdout.buffer.write(store.reader(run_id, sid, attempt).read_bytes())
+    data = store.reader(run_id, sid, attempt).read_bytes()
+    if STEP_MARKER.encode() in data:  # a workflow job's: step markers as the console's step lines
+        text = data.decode("utf-8", "replace")
+        body, end = (text[:-1], "\n") if text.endswith("\n") else (text, "")
+        data = ("\n".join(readable(body.split("\n"))) + end).encode()
+    sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
 
 
-def _instances(run_dir: Path, name: str) -> list[str]:
-    """The matrix instances of stage `name` with a log in a run's log folder (one folder per
-    stage id, percent-encoded: engine.logs)."""
-    from urllib.parse import unquote
-
-    if not run_dir.is_dir():
-        return []
-    ids = (unquote(entry.name) for entry in run_dir.iterdir() if entry.is_dir())
-    return sorted(sid for sid in ids if sid.startswith(f"{name}["))
-
-
-def _runs_newest_first(root: Path) -> list[str]:
-    if not root.is_dir():
-        return []
-    return sorted((p.name for p in root.iterdir() if p.is_dir()), reverse=True)
+def _instances(store: LogStore, run_id: str, name: str) -> list[str]:
+    """The matrix instances of stage `name` with a log in a run (a silent one's included)."""
+    return [sid for sid in store.stage_ids(run_id) if sid.startswith(f"{name}[")]

@@ -9,7 +9,6 @@ import re
 import shlex
 import sys
 import threading
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
@@ -27,12 +26,13 @@ from engine.events import (
     RunFinished,
     RunStarted,
     StageStatus,
-    StepStatus,
     to_json_lines,
 )
-from engine.gha.commands import STEP_MARKER, readable, step_line
+from engine.gha.commands import STEP_MARKER, marker_step_line, readable
 from engine.logs import LogStore
 from engine.spec import Pipeline
+from engine.status import NOT_CACHEABLE
+from tui.widgets.groups import ENDGROUP, marked
 
 _COLORS = (36, 35, 33, 34, 32, 96, 95, 93, 94, 92)
 _STATUS_COLOR = {
@@ -51,6 +51,13 @@ JUNIT_LOG_LINES = 5000  # the last lines of a failed stage's log kept in the rep
 SUMMARY_LINES = 10  # the last lines of each failed stage shown when a run ends
 _LINE_CHARS = 500  # a summary line is cut at this many characters
 _CHUNK = 1000  # log lines read from the store at once
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def allowed_failure(pipeline: Pipeline | None, event: StageStatus) -> bool:
+    """True for a failure that the stage's `allow_failure` lets pass."""
+    stage = pipeline.stages.get(event.stage) if pipeline else None
+    return event.status in BAD and stage is not None and stage.allow_failure
 
 
 def silence_stdout() -> None:
@@ -135,8 +142,7 @@ class PlainReporter:
 
     def allowed(self, event: StageStatus) -> bool:
         """True for a failure that the stage's `allow_failure` lets pass."""
-        stage = self.pipeline.stages.get(event.stage) if self.pipeline else None
-        return event.status in BAD and stage is not None and stage.allow_failure
+        return allowed_failure(self.pipeline, event)
 
     def failures(self) -> list[StageStatus]:
         """The stages whose failure fails the run, in topological order."""
@@ -152,12 +158,15 @@ class PlainReporter:
     def _write(self, event: Event) -> None:
         if isinstance(event, LogLines):
             pre = self.prefix(event.stage)
-            lines = [line for line in event.lines if not line.startswith(STEP_MARKER)]
-            if lines:  # a GitHub Actions job's step markers show as step lines instead
-                self.out.write(pre + ("\n" + pre).join(lines) + "\n")
-        elif isinstance(event, StepStatus) and event.status in FINISHED:
-            text = step_line(event.step, event.name, event.status, event.duration, event.reason)
-            self.out.write(self.prefix(event.stage) + self._paint(2, text) + "\n")
+            lines = event.lines
+            text = ("\n" + pre).join(lines)
+            if "##" in text:  # one substring test per chunk, not one per line
+                # a GitHub Actions job's step markers and workflow commands, as they read
+                shown = (self._job_line(x) if x.startswith("##") else x for x in lines)
+                lines = tuple(line for line in shown if line is not None)
+                text = ("\n" + pre).join(lines)
+            if lines:
+                self.out.write(pre + text + "\n")
         elif isinstance(event, StageStatus):
             if event.status in FINISHED:
                 self._last[event.stage] = event
@@ -176,6 +185,21 @@ class PlainReporter:
             )
             self.out.flush()
 
+    def _job_line(self, line: str) -> str | None:
+        """A finished step's marker as its step line (None: a starting step's); a workflow
+        command (`##[group]`, `##[error]`...) as the log view draws it (None: a group's end)."""
+        if line.startswith(STEP_MARKER):
+            return self._step(line)
+        if line.startswith(ENDGROUP):
+            return None
+        text = marked(line)
+        return text if self.color or text is line else _ANSI.sub("", text)
+
+    def _step(self, marker: str) -> str | None:
+        """A step marker's step line (painted), or None for a starting step's."""
+        text = marker_step_line(marker)
+        return None if text is None else self._paint(2, text)
+
     def _summary(self, run_id: str) -> None:
         """Each failed stage with its last lines and the command for the rest."""
         failed = self.failures()
@@ -191,11 +215,14 @@ class PlainReporter:
         self.out.write("\n")
 
     def _status(self, event: StageStatus) -> None:
+        self._line(event)
+
+    def _line(self, event: StageStatus) -> None:
         if event.status == RUNNING:
             text = f"▶ running (attempt {event.attempt})"
             if event.host != "local":
                 text += f" on {event.host}"
-            if event.reason:
+            if event.reason and event.reason not in NOT_CACHEABLE:
                 text += f": {event.reason}"
         elif event.status == "ready":  # a service (SPEC §10)
             text = f"● {event.reason or 'ready'}"
@@ -359,9 +386,11 @@ class JsonReporter:
 
 
 class JUnitWriter:
-    """`--junit FILE`: one testcase per stage, with its log for failures; written at run end."""
+    """`--junit FILE`: one testcase per stage, with its log for failures; written at run end.
+    A failure allowed by `allow_failure` passes the run, so it is no `<failure>` (a CI report
+    would turn red): it is `<skipped>` saying why, with its log in `<system-out>`."""
 
-    def __init__(self, path: Path, pipeline: str, logs: LogStore) -> None:
+    def __init__(self, path: Path, pipeline: Pipeline, logs: LogStore) -> None:
         self.path = path
         self.pipeline = pipeline
         self.logs = logs
@@ -378,7 +407,9 @@ class JUnitWriter:
 
     def write(self, finished: RunFinished) -> None:
         """Write the report for the run that just finished."""
-        suite = ET.Element("testsuite", name=self.pipeline, time=f"{finished.duration:.3f}")
+        import xml.etree.ElementTree as ET  # only with --junit
+
+        suite = ET.Element("testsuite", name=self.pipeline.name, time=f"{finished.duration:.3f}")
         counts = {"tests": 0, "failures": 0, "skipped": 0, "errors": 0}
         for sid in self._order:
             last = self._last.get(sid)
@@ -388,11 +419,18 @@ class JUnitWriter:
             case = ET.SubElement(
                 suite,
                 "testcase",
-                classname=self.pipeline,
+                classname=self.pipeline.name,
                 name=sid,
                 time=f"{last.duration or 0:.3f}",
             )
-            if last.status in BAD:
+            if allowed_failure(self.pipeline, last):
+                counts["skipped"] += 1
+                why = f"allowed to fail: {last.reason or last.status}"
+                ET.SubElement(case, "skipped", message=why, type=last.status)
+                ET.SubElement(case, "system-out").text = self._log(
+                    finished.run_id, sid, last.attempt
+                )
+            elif last.status in BAD:
                 counts["failures"] += 1
                 node = ET.SubElement(
                     case, "failure", message=last.reason or last.status, type=last.status

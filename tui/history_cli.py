@@ -1,55 +1,55 @@
 """`pipedeck history`, `show`, `artifacts` and `metrics`: what the state directory remembers.
 
-`add_parsers(subparsers)` adds the four commands; each sets `handler` to a function that takes
-the parsed namespace (its `pipeline` is the pipeline file, whose `.pipedeck/` is read) and returns
-an exit code. Reading never creates `.pipedeck/`; `history` and `show` first mark runs left
-`running` by a dead pipedeck as `interrupted`.
+`COMMANDS` gives each command's help line and what adds its arguments; each sets `handler` to a
+function that takes the parsed namespace (its `pipeline` is the pipeline file, whose `.pipedeck/`
+is read) and returns an exit code. Reading never creates `.pipedeck/`; `history` and `show` first
+mark runs left `running` by a dead pipedeck as `interrupted`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported by the handlers: `pipedeck run` need not load them
+    from _typeshed import DataclassInstance
+
     from engine.history import History, RunRow
 
 DEFAULT_FILE = "pipedeck.yaml"
 EXIT_USAGE = 2
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `history`, `show`, `artifacts` and `metrics` to the `pipedeck` subcommands."""
-    history = sub.add_parser("history", help="list recent runs")
-    history.add_argument("--limit", "-n", type=_positive, default=20, help="at most N runs")
-    history.add_argument("--json", action="store_true", help="print JSON")
-    history.set_defaults(handler=cmd_history)
+def _history_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--limit", "-n", type=_positive, default=20, help="at most N runs")
+    _common_args(p, cmd_history)
 
-    show = sub.add_parser("show", help="show one run: its stages, durations and why each ran")
-    show.add_argument("run", nargs="?", help="a run id or its unique prefix (default: latest)")
-    show.add_argument("--json", action="store_true", help="print JSON")
-    show.set_defaults(handler=cmd_show)
 
-    artifacts = sub.add_parser("artifacts", help="list kept stage outputs")
-    artifacts.add_argument("--run", metavar="RUN_ID", help="only this run's")
-    artifacts.add_argument("--json", action="store_true", help="print JSON")
-    artifacts.set_defaults(handler=cmd_artifacts)
+def _show_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", nargs="?", help="a run id or its unique prefix (default: latest)")
+    _common_args(p, cmd_show)
 
-    metric = sub.add_parser("metrics", help="compare stage metrics across recent runs")
-    metric.add_argument("--stage", "-s", metavar="S", help="only this stage (or its instances)")
-    metric.add_argument("--runs", type=_positive, default=5, help="how many runs (default 5)")
-    metric.add_argument("--json", action="store_true", help="print JSON")
-    metric.set_defaults(handler=cmd_metrics)
 
-    for parser in (history, show, artifacts, metric):
-        parser.add_argument("--file", "-f", dest="pipeline", default=DEFAULT_FILE,
-                            help=f"the pipeline file (default: {DEFAULT_FILE})")  # fmt: skip
+def _artifacts_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", metavar="RUN_ID", help="only this run's")
+    _common_args(p, cmd_artifacts)
+
+
+def _metrics_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stage", "-s", metavar="S", help="only this stage (or its instances)")
+    p.add_argument("--runs", type=_positive, default=5, help="how many runs (default 5)")
+    _common_args(p, cmd_metrics)
+
+
+def _common_args(p: argparse.ArgumentParser, handler: Callable[[argparse.Namespace], int]) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--file", "-f", dest="pipeline", default=DEFAULT_FILE,
+                   help=f"the pipeline file (default: {DEFAULT_FILE})")  # fmt: skip
+    p.set_defaults(handler=handler)
 
 
 def _positive(text: str) -> int:
@@ -68,6 +68,30 @@ def state_dir(args: argparse.Namespace) -> Path:
     if is_workflow(str(path)):  # a workflow's runs are kept in its repository's root
         return workflow_root(path.resolve().parent) / ".pipedeck"
     return path.resolve().parent / ".pipedeck"
+
+
+def pipeline_key(args: argparse.Namespace) -> str:
+    """The pipeline file's key in the history (`engine.history.pipeline_file`): queries are of
+    that pipeline's runs, not of every pipeline sharing the `.pipedeck/`."""
+    from engine.gha.options import single_workflow
+    from engine.history import pipeline_file
+
+    path = Path(getattr(args, "pipeline", None) or DEFAULT_FILE)
+    path = path / DEFAULT_FILE if path.is_dir() else path
+    if str(path) == DEFAULT_FILE and not path.exists():  # what `pipedeck run` would take
+        path = single_workflow(Path(".")) or path
+    return pipeline_file(path, state_dir(args))
+
+
+def run_ids(args: argparse.Namespace) -> list[str]:
+    """The ids of the pipeline's recorded runs, newest first (`pipedeck logs`)."""
+    history = _open(args)
+    if history is None:
+        return []
+    try:
+        return [run.run_id for run in history.runs(None, pipeline_key(args))]
+    finally:
+        history.close()
 
 
 def _open(args: argparse.Namespace) -> History | None:
@@ -115,8 +139,21 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "
     )
 
 
+def _print_json(value: object) -> None:
+    import json  # here, with dataclasses below: `pipedeck --help` builds this module's parsers
+
+    print(json.dumps(value, indent=2))
+
+
+def _fields(row: DataclassInstance) -> dict[str, Any]:
+    """A row of the history (a dataclass) as a JSON object."""
+    from dataclasses import asdict
+
+    return asdict(row)
+
+
 def _run_json(run: RunRow) -> dict[str, Any]:
-    return {**asdict(run), "started_at": format_time(run.started)}
+    return {**_fields(run), "started_at": format_time(run.started)}
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -125,11 +162,11 @@ def cmd_history(args: argparse.Namespace) -> int:
     runs = []
     if history is not None:
         history.mark_interrupted()
-        runs = history.runs(args.limit)
+        runs = history.runs(args.limit, pipeline_key(args))
     if args.json:
-        print(json.dumps([_run_json(r) for r in runs], indent=2))
+        _print_json([_run_json(r) for r in runs])
     elif not runs:
-        print(f"no runs recorded in {state_dir(args)}")
+        print(f"no runs recorded for {pipeline_key(args)} in {state_dir(args)}")
     else:
         rows = [[r.run_id, r.status, format_time(r.started), format_duration(r.duration),
                  r.trigger or "-", r.pipeline or "-"] for r in runs]  # fmt: skip
@@ -137,16 +174,20 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _find_run(history: History, wanted: str | None) -> RunRow | str:
-    """The run `wanted` names (an id or a unique prefix; None: the latest), or an error."""
+def _find_run(history: History, wanted: str | None, file: str) -> RunRow | str:
+    """The run `wanted` names (an id, a unique prefix or the random suffix the TUI's history
+    shows, of any pipeline; None: the latest run of the pipeline `file`), or an error."""
     if wanted is None:
-        latest = history.latest_run_id()
-        run = history.run(latest) if latest else None
-        return run or "no runs recorded yet"
+        latest = history.runs(1, file)
+        return latest[0] if latest else f"no runs recorded yet for {file}"
     exact = history.run(wanted)
     if exact:
         return exact
-    matches = [r for r in history.runs(None) if r.run_id.startswith(wanted)]
+    matches = [
+        r
+        for r in history.runs(None)
+        if r.run_id.startswith(wanted) or r.run_id.endswith(f"-{wanted}")
+    ]
     if len(matches) == 1:
         return matches[0]
     if matches:
@@ -160,16 +201,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     if history is None:
         return _fail(f"no runs recorded in {state_dir(args)}")
     history.mark_interrupted()
-    run = _find_run(history, args.run)
+    run = _find_run(history, args.run, pipeline_key(args))
     if isinstance(run, str):
         return _fail(run)
     attempts = history.attempts(run.run_id)
     syncs = history.syncs(run.run_id)
     if args.json:
-        body = {**_run_json(run), "attempts": [{**asdict(a), "duration": a.duration}
+        body = {**_run_json(run), "attempts": [{**_fields(a), "duration": a.duration}
                                                for a in attempts]}  # fmt: skip
-        body["syncs"] = [asdict(s) for s in syncs]
-        print(json.dumps(body, indent=2))
+        body["syncs"] = [_fields(s) for s in syncs]
+        _print_json(body)
         return 0
     print(f"run {run.run_id}  {run.status}  started {format_time(run.started)}  "
           f"duration {format_duration(run.duration)}  trigger {run.trigger or '-'}")  # fmt: skip
@@ -221,7 +262,7 @@ def cmd_artifacts(args: argparse.Namespace) -> int:
 
     found = list_artifacts(state_dir(args), args.run)
     if args.json:
-        print(json.dumps([{**asdict(a), "stored": str(a.stored)} for a in found], indent=2))
+        _print_json([{**a._asdict(), "stored": str(a.stored)} for a in found])
     elif not found:
         where = f"run {args.run}" if args.run else str(state_dir(args))
         print(f"no artifacts kept for {where}")
@@ -243,19 +284,22 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     from engine import metrics
 
     history = _open(args)
-    stages = history.metric_stages() if history else []
+    file = pipeline_key(args)
+    stages = history.metric_stages(file) if history else []
     if args.stage:
         stages = [s for s in stages if s == args.stage or s.startswith(args.stage + "[")]
         if not stages:
             return _fail(f"no metrics recorded for stage {args.stage!r}")
-    tables = [metrics.compare(history, stage, args.runs) for stage in stages] if history else []
+    tables = (
+        [metrics.compare(history, stage, args.runs, file) for stage in stages] if history else []
+    )
     if args.json:
         body = [
             {"stage": t.stage, "runs": list(t.run_ids),
              "metrics": {r.name: {"values": list(r.values), "delta": r.delta} for r in t.rows}}
             for t in tables
         ]  # fmt: skip
-        print(json.dumps(body, indent=2))
+        _print_json(body)
         return 0
     if not tables:
         print(f"no metrics recorded in {state_dir(args)}")
@@ -265,3 +309,12 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         print(("\n" if i else "") + table.stage)
         print(_table(["METRIC", *table.run_ids, "DELTA"], rows, "  "))
     return 0
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "history": ("list recent runs", _history_args),
+    "show": ("show one run: its stages, durations and why each ran", _show_args),
+    "artifacts": ("list kept stage outputs", _artifacts_args),
+    "metrics": ("compare stage metrics across recent runs", _metrics_args),
+}
+"""The commands of this module (tui.cli lists them): each one's help line and arguments."""

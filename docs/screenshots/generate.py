@@ -18,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from tests.tui.replay import T0, scenario  # noqa: E402
+from tests.tui.replay import T0, job_scenario, scenario  # noqa: E402
 from tui.app import PipedeckApp  # noqa: E402
 from tui.widgets.stage_tree import StageTree  # noqa: E402
 
@@ -34,6 +34,7 @@ SHOTS = [  # (file stem, scenario, clock offset, stage to select, search, theme,
     ("dag-80x24-light", "failed", 13.0, "lint", "", "textual-light", (80, 24), "D"),
     ("merged-dark", "mid_run", 9.0, "lint", "", "textual-dark", (160, 48), "m"),
     ("merged-80x24-light", "mid_run", 9.0, "lint", "", "textual-light", (80, 24), "m"),
+    ("steps-80x24", "job", 9.0, "build", "", "textual-dark", (80, 24), ""),  # a workflow's job
 ]
 
 
@@ -48,7 +49,8 @@ async def shoot(
     key: str,
 ) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
-        app = PipedeckApp(scenario(Path(tmp), name), clock=lambda: T0 + at)  # type: ignore[arg-type]
+        run = job_scenario(Path(tmp)) if name == "job" else scenario(Path(tmp), name)
+        app = PipedeckApp(run, clock=lambda: T0 + at)  # type: ignore[arg-type]
         app.theme = theme
         async with app.run_test(size=size) as pilot:
             await pilot.pause(0.3)

@@ -6,16 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.conftest import pipedeck_bin
+from tests.otlp import attrs, collecting, spans, traceparent
 
 PIPELINE = """\
 version: 1
@@ -58,36 +55,10 @@ def test_a_directory_as_trace_file_is_refused_before_the_run(tmp_path: Path) -> 
     assert not (tmp_path / ".pipedeck" / "logs").exists()
 
 
-class Collector(BaseHTTPRequestHandler):
-    """An OTLP/HTTP trace endpoint: decodes each export and keeps it."""
-
-    received: ClassVar[list[ExportTraceServiceRequest]] = []
-    arrived = threading.Condition()
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        request = ExportTraceServiceRequest()
-        request.ParseFromString(body)
-        with Collector.arrived:
-            Collector.received.append(request)
-            Collector.arrived.notify_all()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def collector() -> Iterator[str]:
-    Collector.received = []
-    server = HTTPServer(("127.0.0.1", 0), Collector)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with collecting() as endpoint:
+        yield endpoint
 
 
 def test_otlp_export_follows_the_cicd_conventions_and_stages_get_traceparent(
@@ -99,19 +70,7 @@ def test_otlp_export_follows_the_cicd_conventions_and_stages_get_traceparent(
     done = subprocess.run([pipedeck_bin(), "run"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=60)  # fmt: skip
     assert done.returncode == 1, done.stderr
-    with Collector.arrived:  # the exporter flushed before pipedeck exited
-        spans = [
-            span
-            for request in Collector.received
-            for resource in request.resource_spans
-            for scope in resource.scope_spans
-            for span in scope.spans
-        ]
-
-    def attrs(span) -> dict[str, object]:  # type: ignore[no-untyped-def]
-        return {a.key: a.value.string_value or a.value.int_value for a in span.attributes}
-
-    by_name = {span.name: span for span in spans}
+    by_name = {span.name: span for span in spans()}  # the exporter flushed before pipedeck exited
     run = by_name["RUN traced"]
     assert attrs(run)["cicd.pipeline.name"] == "traced"
     assert attrs(run)["cicd.pipeline.result"] == "failure"
@@ -128,4 +87,54 @@ def test_otlp_export_follows_the_cicd_conventions_and_stages_get_traceparent(
     logs = subprocess.run([pipedeck_bin(), "logs", "build"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=30)  # fmt: skip
     build = by_name["build"]
-    assert f"parent=00-{build.trace_id.hex()}-{build.span_id.hex()}-01" in logs.stdout
+    assert f"parent={traceparent(build)}" in logs.stdout
+
+
+WORKFLOW = """\
+on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - name: greet
+        run: echo "parent=$TRACEPARENT"
+      - name: break
+        run: exit 3
+"""
+
+
+def run_workflow(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    (tmp_path / "ci.yml").write_text(WORKFLOW)
+    done = subprocess.run([pipedeck_bin(), "run", "ci.yml", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+
+
+def test_trace_file_nests_a_jobs_steps_in_its_span(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.json"
+    run_workflow(tmp_path, "--trace", str(trace))
+    events = json.loads(trace.read_text())["traceEvents"]
+    spans = {e["name"]: e for e in events if e["ph"] == "X"}
+    job, greet, broken = spans["build"], spans["greet"], spans["break"]
+    assert greet["cat"] == broken["cat"] == "step" and greet["tid"] == broken["tid"] == job["tid"]
+    assert broken["args"] == {"step": 2, "status": "failed"}
+    assert job["ts"] <= greet["ts"] and greet["ts"] + greet["dur"] <= broken["ts"] + 1
+    assert broken["ts"] + broken["dur"] <= job["ts"] + job["dur"]
+
+
+def test_otlp_export_has_a_span_per_step_under_its_job(tmp_path: Path, collector: str) -> None:
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": collector}
+    env.pop("TRACEPARENT", None)
+    run_workflow(tmp_path, env=env)
+    by_name = {span.name: span for span in spans()}
+    job, greet, broken = by_name["build"], by_name["greet"], by_name["break"]
+    for step, number in ((greet, 1), (broken, 2)):
+        assert step.trace_id == job.trace_id and step.parent_span_id == job.span_id
+        assert attrs(step)["pipedeck.step"] == number
+        assert job.start_time_unix_nano <= step.start_time_unix_nano
+        assert step.end_time_unix_nano <= job.end_time_unix_nano
+    assert attrs(broken)["pipedeck.step.status"] == "failed" and broken.status.code == 2  # ERROR
+    assert greet.end_time_unix_nano <= broken.start_time_unix_nano
+    logs = subprocess.run([pipedeck_bin(), "logs", "-f", "ci.yml", "build"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=30)  # fmt: skip
+    assert f"parent={traceparent(job)}" in logs.stdout  # the job's steps join the trace

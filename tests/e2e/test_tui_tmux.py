@@ -89,6 +89,14 @@ def line_with(screen: str, needle: str) -> str:
     return next((line for line in screen.splitlines() if needle in line), "")
 
 
+def foreground(screen: str, needle: str) -> str:
+    """The last foreground colour (an SGR `38;...` code) set before `needle` on its line."""
+    before = line_with(screen, needle).partition(needle)[0]
+    codes = re.findall(r"\x1b\[([0-9;]*)m", before)
+    colours = [m.group(0) for c in codes for m in [re.search(r"38;[25](;\d+)+", c)] if m]
+    return colours[-1] if colours else ""
+
+
 @pytest.fixture
 def tmux() -> Iterator[Tmux]:
     if shutil.which("tmux") is None:
@@ -100,9 +108,17 @@ def tmux() -> Iterator[Tmux]:
     subprocess.run(["tmux", "-L", session.socket, "kill-server"], capture_output=True)
 
 
-def start_ui(tmux: Tmux, tmp_path: Path, text: str, size: tuple[int, int] = (160, 48)) -> None:
-    """Write the pipeline `text` and open `pipedeck ui` on it in a tmux session of `size`."""
-    path = tmp_path / "pipedeck.yaml"
+def start_ui(
+    tmux: Tmux,
+    tmp_path: Path,
+    text: str,
+    size: tuple[int, int] = (160, 48),
+    name: str = "pipedeck.yaml",
+) -> None:
+    """Write the pipeline (or workflow) `text` to `name` and open `pipedeck ui` on it in a tmux
+    session of `size`."""
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     command = f"{pipedeck_bin()} ui {path}; echo PIPEDECK-EXIT=$?; sleep 60"
     width, height = size
@@ -188,6 +204,12 @@ VIEWS = (
 )
 
 
+def busy_mib(screen: str) -> int:
+    """The memory the `u` column shows for the running stage `busy` (0: none yet)."""
+    found = re.search(r"▶ busy .*\d+% (\d+)M", screen)
+    return int(found[1]) if found else 0
+
+
 def test_views_resources_and_failure_first(tmux: Tmux, tmp_path: Path) -> None:
     """T, D, m open and Esc closes them; u shows CPU and memory; the failed run opens its
     first failure at the first error line."""
@@ -195,8 +217,8 @@ def test_views_resources_and_failure_first(tmux: Tmux, tmp_path: Path) -> None:
     tmux.wait(lambda s: "▶ busy" in s and "✘ unit" in s, "busy to run and unit to fail")
 
     tmux.keys("u")
-    screen = tmux.wait(lambda s: re.search(r"▶ busy .*\d+% \d+M", s) is not None, "u columns")
-    assert int(re.search(r"▶ busy .*?(\d+)M", screen)[1]) >= 48  # type: ignore[index]
+    # sampled each second from 0.1 s in: the first sample may precede the 48 MiB allocation
+    screen = tmux.wait(lambda s: busy_mib(s) >= 48, "u columns with busy's 48 MiB")
 
     tmux.keys("T")
     screen = tmux.wait(lambda s: "critical path:" in s, "the timeline")
@@ -224,4 +246,76 @@ def test_views_resources_and_failure_first(tmux: Tmux, tmp_path: Path) -> None:
     tmux.wait(lambda s: "errors 2/2" in s, "e: the next error")
     tmux.keys("q")
     screen = tmux.wait(lambda s: "PIPEDECK-EXIT=1" in s, "pipedeck to exit with 1")
+    assert "Traceback" not in screen
+
+
+WORKFLOW = """\
+name: e2e-gha
+on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - name: Prepare
+        run: echo "prepare output"
+      - name: Compile
+        run: |
+          echo "::group::compile details"
+          echo "compile output one"
+          echo "::endgroup::"
+          echo "::error file=src/a.c,line=7::compile error"
+          echo "compile output two"
+      - name: Wait
+        run: |
+          echo "waiting for go"
+          while [ ! -f go ]; do sleep 0.1; done
+          echo "went on"
+"""
+
+
+def test_a_workflow_jobs_steps_in_the_tree_and_each_steps_own_log(
+    tmux: Tmux, tmp_path: Path
+) -> None:
+    """SPEC §11: a job's steps under it with status and duration; selecting a step shows only
+    its part of the log; no step marker or workflow command shows raw: a group is a header
+    that `z` folds, an error is red."""
+    start_ui(tmux, tmp_path, WORKFLOW, name=".github/workflows/ci.yml")
+    screens = [tmux.wait(lambda s: "▶ Wait" in s and "waiting for go" in s, "the third step")]
+    assert re.search(r"✔ Prepare \d+\.\ds", screens[-1]), screens[-1]
+    assert re.search(r"✔ Compile \d+\.\ds", screens[-1])
+    assert re.search(r"▶ Wait \d+\.\ds", screens[-1])
+    assert "✔ step 1 Prepare: succeeded in" in screens[-1]  # the job's log: a header per marker
+    assert "▶ step 3 Wait" in screens[-1]
+
+    tmux.keys("j")  # the first step: its own lines only
+    screens.append(tmux.wait(lambda s: "build · step 1 Prepare · succeeded" in s, "step 1"))
+    assert "prepare output" in screens[-1]
+    assert "compile output one" not in screens[-1] and "step 2 Compile" not in screens[-1]
+
+    tmux.keys("j")
+    screens.append(tmux.wait(lambda s: "build · step 2 Compile · succeeded" in s, "step 2"))
+    assert "compile output one" in screens[-1] and "compile output two" in screens[-1]
+    assert "prepare output" not in screens[-1] and "waiting for go" not in screens[-1]
+    assert "▾ compile details" in screens[-1]
+    coloured = tmux("capture-pane", "-p", "-e", "-t", tmux.session)  # with its colours
+    error = foreground(coloured, "✖ Error: src/a.c:7: compile error")
+    assert error and error != foreground(coloured, "compile output two"), coloured
+    tmux.keys("z")  # the first group on screen: the step's own, around its output
+    screens.append(tmux.wait(lambda s: "▸ Compile (" in s, "the step's group folded"))
+    assert "compile output one" not in screens[-1] and "compile error" not in screens[-1]
+    tmux.keys("z")
+    screens.append(tmux.wait(lambda s: "compile output one" in s, "the group unfolded"))
+
+    tmux.keys("j")  # the running step: its lines grow
+    screens.append(tmux.wait(lambda s: "build · step 3 Wait · running" in s, "step 3"))
+    assert "waiting for go" in screens[-1] and "compile output" not in screens[-1]
+    (tmp_path / "go").write_text("")
+    screens.append(tmux.wait(lambda s: "went on" in s, "the step's new line"))
+    screens.append(tmux.wait(lambda s: "step 3 Wait · succeeded" in s, "the step to end"))
+    assert re.search(r"✔ Wait \d+\.\ds", screens[-1])
+    screens.append(tmux.wait(lambda s: "✔ build" in s, "the job to end after its last step"))
+    assert not [screen for screen in screens if "##pipedeck[" in screen or "##[" in screen]
+
+    tmux.keys("q")
+    screen = tmux.wait(lambda s: "PIPEDECK-EXIT=0" in s, "pipedeck to exit")
     assert "Traceback" not in screen

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from textual.pilot import Pilot
 
 from engine.loader import load
 from engine.session import Session
+from tests import waiting
 from tui.app import PipedeckApp
 from tui.screens.run import RunScreen
 from tui.widgets.log_view import LogView
@@ -52,12 +52,8 @@ def make_app(write_pipeline: Callable[[str], Path]) -> Callable[..., PipedeckApp
 async def until(
     pilot: Pilot[int], check: Callable[[], object], what: str, timeout: float = 20.0
 ) -> None:
-    """Let the app run until `check()` is true (fails after `timeout` seconds)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await pilot.pause(0.05)
+    """Let the app run (and draw) until `check()` is true (fails after `timeout` seconds)."""
+    await waiting.until(check, what, timeout, pause=pilot.pause)
 
 
 def screen_of(app: PipedeckApp) -> RunScreen:

@@ -8,6 +8,7 @@ stays running. With a fixed clock the screen is the same on every machine.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import zip_longest
@@ -21,12 +22,15 @@ from engine.events import (
     SUCCEEDED,
     WAITING,
     Event,
+    HostState,
     HostStatus,
     LogLines,
     RunFinished,
     RunStarted,
     StageStatus,
+    StepStatus,
 )
+from engine.gha.commands import step_marker
 from engine.loader import load
 from engine.logs import LogStore
 from engine.run import StageState
@@ -125,7 +129,7 @@ class ReplayRun:
     run_id: str = RUN_ID
     running: bool = False
     states: dict[str, StageState] = field(default_factory=dict)  # all pending at first
-    host_states: dict[str, str] = field(default_factory=dict)
+    host_states: dict[str, HostState] = field(default_factory=dict)
     _subscribers: list[Callable[[Event], None]] = field(default_factory=list)
 
     def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
@@ -136,7 +140,7 @@ class ReplayRun:
         self.running = True
         for event in self.events:
             if isinstance(event, HostStatus):
-                self.host_states[event.host] = event.state
+                self.host_states[event.host] = HostState(event.state, event.reason)
             for fn in self._subscribers:
                 fn(event)
         last = self.events[-1]
@@ -246,9 +250,67 @@ def scenario(root: Path, name: str) -> ReplayRun:
             HostStatus(RUN_ID, "buildbox", "connected", ts=T0 + 5.8),
             HostStatus(RUN_ID, "buildbox", "syncing", ts=T0 + 5.9),
             HostStatus(RUN_ID, "buildbox", "connected", ts=T0 + 6.4),
-            HostStatus(RUN_ID, "gpu1", f"failed: {GPU1_DOWN}", ts=T0 + 8.5),
+            HostStatus(RUN_ID, "gpu1", "failed", ts=T0 + 8.5, reason=GPU1_DOWN),
             status("e2e", FAILED, 8.5, reason=GPU1_DOWN),
         ]
     else:
         raise ValueError(name)
     return ReplayRun(pipeline, store, events)
+
+
+JOB_PIPELINE = """\
+version: 1
+name: ci
+stages:
+  build:
+    run: echo build
+  test:
+    matrix: {py: [a, b]}
+    run: echo test
+"""
+# The job `build`'s log as the job runner writes it: 80 lines of checkout output, then the tests'.
+JOB_LOG = [
+    ("stdout", step_marker(step=0, name="Checkout", status=RUNNING)),
+    ("stdout", "##[group]Checkout"),
+    *[("stdout", f"checkout line {i}") for i in range(80)],
+    ("stdout", "##[endgroup]"),
+    ("stdout", step_marker(step=0, name="Checkout", status=SUCCEEDED, duration=1.5, exit_code=0)),
+    ("stdout", step_marker(step=1, name="Run tests", status=RUNNING)),
+    ("stdout", "##[group]Run tests"),
+    ("stdout", "collected 12 items"),
+    ("stdout", "tests/test_cart.py ............"),
+]
+
+
+def step(index: int, name: str, state: str, at: float, **extra: object) -> StepStatus:
+    """A recorded `step_status` of the job `build` at T0 + `at`."""
+    return StepStatus(RUN_ID, "build", 1, index, name, state, ts=T0 + at, **extra)  # type: ignore[arg-type]
+
+
+def job_scenario(root: Path, *more: Event, text: str = JOB_PIPELINE) -> ReplayRun:
+    """A GitHub Actions job `build` mid-run: its first step succeeded, its second is running
+    (the engine's order: a marker's `LogLines`, then its `step_status`); then `more`. `text`:
+    the pipeline (its job `build` is the one replayed)."""
+    path = root / "pipedeck.yaml"
+    path.write_text(text)
+    pipeline = load(path)
+    for sid, stage in pipeline.stages.items():  # jobs, as a workflow's loader makes them
+        pipeline.stages[sid] = dataclasses.replace(stage, steps=True)
+    store = LogStore(pipeline.state_dir / "logs")
+    lines = write_log(store, "build", 1, JOB_LOG, at=2.0)
+    return ReplayRun(
+        pipeline,
+        store,
+        [
+            RunStarted(RUN_ID, "ci", tuple(pipeline.stages), ts=T0),
+            status("build", RUNNING, 0.1),
+            *lines[:1],
+            step(0, "Checkout", RUNNING, 0.2),
+            *lines[1:84],
+            step(0, "Checkout", SUCCEEDED, 1.7, duration=1.5, exit_code=0),
+            *lines[84:85],
+            step(1, "Run tests", RUNNING, 2.0),
+            *lines[85:],
+            *more,
+        ],
+    )

@@ -10,6 +10,7 @@ from tests.conftest import marked_pids
 from tests.tui.conftest import label, log_of, screen_of, shown, status, tree_of, until
 from tui.app import PipedeckApp
 from tui.screens.tty_input import TypeInto, key_bytes
+from tui.widgets.header import RunHeader
 
 ASK = """\
 version: 1
@@ -41,6 +42,21 @@ stages:
     needs: [api]
     run: echo tested
 """
+
+
+TWO_SERVICES = (
+    SERVICE.replace("name: svc", "name: two")
+    + """\
+  queue:
+    service: true
+    kill_grace: 1s
+    run: |
+      until test -f go; do sleep 0.05; done
+      echo "queue ready"
+      exec sleep 60
+    ready: {log: "queue ready", timeout: 60s}
+"""
+)
 
 
 def test_keys_become_terminal_bytes() -> None:
@@ -81,7 +97,8 @@ async def test_services_show_their_own_icon_and_ready_state_and_keep_running(wri
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: status(app, "test") == "succeeded", "the test to pass")
         assert status(app, "api") == READY
-        assert label(app, "api").startswith("◉ api")
+        # the label is redrawn on the next frame
+        await until(pilot, lambda: label(app, "api").startswith("◉ api"), "api's ready icon")
         assert label(app, "api").endswith("ready")
         run = screen_of(app).run
         assert run.running  # the TUI keeps services running
@@ -93,3 +110,18 @@ async def test_services_show_their_own_icon_and_ready_state_and_keep_running(wri
         await pilot.press("C")
         await until(pilot, lambda: not run.running, "the run to stop")
         assert not marked_pids(run.run_id)
+
+
+async def test_the_header_says_services_are_up_once_nothing_else_runs(write_pipeline):
+    session = Session(load(write_pipeline(TWO_SERVICES)), manual="wait", keep_services=True)
+    app = PipedeckApp(session.new_run(), make_run=session.new_run, session=session)
+    async with app.run_test(size=(100, 30)) as pilot:
+        header = app.run_screen.query_one(RunHeader)
+        await until(pilot, lambda: status(app, "test") == "succeeded", "the test to pass")
+        await until(pilot, lambda: "two  1 service up, 1 starting " in str(header.render()),
+                    "one service up, the other starting")  # fmt: skip
+        assert screen_of(app).run.running and status(app, "queue") == RUNNING
+        (screen_of(app).pipeline.workspace / "go").write_text("")
+        await until(pilot, lambda: "two  2 services up " in str(header.render()), "both up")
+        await pilot.press("C")
+        await until(pilot, lambda: "two  cancelled " in str(header.render()), "cancelled")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from textual.app import App
@@ -11,6 +12,7 @@ from engine.cache import track_run
 from engine.loader import load
 from engine.run import Run
 from engine.spec import Pipeline
+from tests.conftest import pipedeck_bin
 from tests.tui.conftest import shown, until
 from tui.screens.history import HistoryScreen
 from tui.screens.timeline import TimelineScreen
@@ -84,7 +86,7 @@ async def test_runs_stage_tree_log_sparkline_and_metrics(tmp_path: Path) -> None
         screen = app.screen
         assert isinstance(screen, HistoryScreen)
         runs = screen.query_one("#runs", DataTable)
-        await until(pilot, lambda: runs.row_count == 3, "three runs listed")
+        await until(pilot, lambda: screen.run_id == third, "the newest run opened")
         assert [runs.get_row_at(i)[0] for i in range(3)] == [third, second, first]
         assert "succeeded" in runs.get_row_at(0)[1] and runs.get_row_at(0)[4] == "manual"
 
@@ -101,6 +103,7 @@ async def test_runs_stage_tree_log_sparkline_and_metrics(tmp_path: Path) -> None
         spark = screen.query_one("#spark", Sparkline)
         assert len(spark.data or []) == 2  # train ran twice (the second run was cached)
         metrics = screen.query_one("#metrics", DataTable)
+        await until(pilot, lambda: metrics.row_count == 2, "train's metrics")
         rows = {metrics.get_row_at(i)[0]: metrics.get_row_at(i)[1:] for i in range(2)}
         assert rows["loss"] == ["6", "3", "+3"]
         assert rows["eval.acc"] == ["0.5", "0.5", "+0"]
@@ -110,8 +113,9 @@ async def test_runs_stage_tree_log_sparkline_and_metrics(tmp_path: Path) -> None
         await until(pilot, lambda: screen.run_id == second, "the second run opened")
         assert any("train  cached" in line and "up to date" in line
                    for line in tree_labels(screen))  # fmt: skip
+        recorded = f"recorded by {first}"
+        await until(pilot, lambda: recorded in str(metrics.border_title), "the first's metrics")
         assert metrics.get_row_at(1) == ["loss", "3", "-", "-"]
-        assert f"recorded by {first}" in str(metrics.border_title)
         await until(pilot, lambda: "did not run" in log.placeholder, "no log for a cached stage")
 
         # into the tree: the instance test[py=b]'s first attempt shows its own log
@@ -133,10 +137,14 @@ async def test_j_k_move_T_shows_the_runs_timeline_and_one_run_has_no_chart(tmp_p
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         runs = screen.query_one("#runs", DataTable)
-        await until(pilot, lambda: runs.row_count == 2, "two runs listed")
-        assert screen.run_id == second
+        metrics = screen.query_one("#metrics", DataTable)
+        await until(pilot, lambda: screen.run_id == second, "the newest run opened")
+        await until(
+            pilot, lambda: not metrics.has_class("hidden"), "its metrics (read in a thread)"
+        )
+        assert runs.row_count == 2
         # at 80x24 every column of the runs and metrics tables fits: no sideways scrolling
-        for table in (runs, screen.query_one("#metrics", DataTable)):
+        for table in (runs, metrics):
             width = sum(col.get_render_width(table) for col in table.columns.values())
             assert width <= table.scrollable_content_region.width, table.id
         assert runs.get_row_at(0)[0] == second.rsplit("-", 1)[1]  # the short id
@@ -191,3 +199,41 @@ async def test_a_damaged_history_is_reported_on_the_screen(tmp_path: Path) -> No
         log = app.screen.query_one("#log", LogView)
         await until(pilot, lambda: "is damaged" in log.placeholder, "the problem")
     assert list((tmp_path / ".pipedeck").glob("history.db.damaged-*"))  # kept aside
+
+
+async def test_an_attempt_that_printed_nothing_says_so_not_that_it_did_not_run(
+    tmp_path: Path,
+) -> None:
+    """A silent attempt ran: its (empty) log says "no output", a cached stage's "did not run"."""
+    path = tmp_path / "pipedeck.yaml"
+    path.write_text("version: 1\nname: quiet\nstages:\n  quiet:\n    run: 'true'\n")
+    run = Run(load(path))
+    track_run(run)
+    try:
+        await run.execute()
+    finally:
+        await run.close()
+    app = HistoryApp(load(path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, HistoryScreen)
+        log = screen.query_one("#log", LogView)
+        await until(pilot, lambda: screen.run_id == run.run_id, "the run opened")
+        await until(pilot, lambda: log.placeholder == "no output", "the silent attempt's log")
+
+
+async def test_the_short_run_id_shown_at_80x24_is_one_pipedeck_show_accepts(tmp_path: Path) -> None:
+    pipeline, (run_id,) = await record_runs(tmp_path, ["abc"])
+    app = HistoryApp(pipeline)
+    async with app.run_test(size=(80, 24)) as pilot:
+        runs = app.screen.query_one("#runs", DataTable)
+        await until(pilot, lambda: runs.row_count == 1, "the run listed")
+        short = str(runs.get_row_at(0)[0])
+    assert len(short) < len(run_id)
+    show = await asyncio.create_subprocess_exec(
+        pipedeck_bin(), "show", short, "-f", str(tmp_path / "pipedeck.yaml"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await show.communicate()
+    assert show.returncode == 0, err.decode()
+    assert out.decode().startswith(f"run {run_id} ")

@@ -6,7 +6,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.events import FAILED, SUCCEEDED
+from engine.events import FAILED, SUCCEEDED, HostState
 from tests.ssh.conftest import USER, Sshd
 from tests.ssh.conftest import sshd as sshd  # the session's real OpenSSH server
 from tests.tui.conftest import status, until
@@ -46,14 +46,15 @@ async def test_bar_shows_a_connected_host(make_app, sshd):
         await until(pilot, lambda: status(app, "there") == SUCCEEDED, "the remote stage")
         await until(pilot, lambda: "lab ● connected" in bar_text(app), "the bar to say connected")
         assert bar_of(app).display
-        assert app.run_screen.host_states == {"lab": "connected"}
+        assert app.run_screen.host_states == {"lab": HostState("connected")}
 
 
 async def test_bar_shows_why_a_host_failed(make_app, sshd):
     app = make_app(pipeline(sshd, closed_port()))
     async with app.run_test(size=(160, 30)) as pilot:
         await until(pilot, lambda: status(app, "there") == FAILED, "the remote stage to fail")
-        await until(pilot, lambda: "✘ failed" in bar_text(app), "the bar to say failed")
+        # the whole reason once the bar has been laid out at the screen's width
+        await until(pilot, lambda: "refused" in bar_text(app), "the bar to say why it failed")
         text = bar_text(app)
         assert "lab ✘ failed: 127.0.0.2:" in text  # the `host lab: ` prefix is dropped
         assert "unreachable: connection refused" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from contextlib import suppress
 
 from textual import events
@@ -12,6 +13,7 @@ from engine.events import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, WAITIN
 from tests.conftest import marked_pids
 from tests.tui.conftest import label, log_of, screen_of, shown, status, tree_of, until
 from tui.screens.help import ConfirmScreen, HelpScreen
+from tui.widgets.keybar import KeyBar
 
 SLOW = """\
 version: 1
@@ -87,6 +89,12 @@ async def test_s_starts_a_run_opened_with_no_start(make_app):
         await pilot.pause(0.2)
         assert status(app, "build") == PENDING and not app.run_screen.run.running
         assert "not started" in str(app.run_screen.query_one("RunHeader").render())
+        for sid in ("build", "test[py=a]"):  # with or without needs: only s starts it
+            tree_of(app).select_stage(sid)
+            await pilot.pause()
+            assert [row.strip() for row in shown(log_of(app))] == [
+                f"{sid} is pending: press s to start the run"
+            ]
         await pilot.press("s")
         await until(pilot, lambda: status(app, "deploy") == WAITING, "the run")
         assert status(app, "build") == SUCCEEDED
@@ -147,6 +155,59 @@ async def test_manual_stage_waits_with_hint_and_a_approves_it(make_app):
         await until(pilot, lambda: status(app, "deploy") == SUCCEEDED, "deploy to run")
         await until(pilot, lambda: shown(log_of(app)) == ["deployed"], "deploy's log")
         assert "press a" not in label(app, "deploy")
+
+
+def header_elapsed(app) -> tuple[str, float]:
+    """The run status and elapsed seconds the header shows (under a minute)."""
+    header = str(app.run_screen.query_one("RunHeader").render())
+    found = re.search(r"  ([a-z ]+?) ([\d.]+)s", header)
+    return (found[1], float(found[2])) if found else (header, 0.0)
+
+
+GATED = """\
+version: 1
+name: gated
+stages:
+  work:
+    run: until test -f go; do sleep 0.05; done
+  deploy:
+    needs: [work]
+    when: manual
+    run: echo deployed
+"""
+
+
+async def test_header_elapsed_is_the_wall_time_from_the_first_start_across_approvals(
+    make_app, tmp_path
+):
+    (tmp_path / "go").write_text("")
+    app = make_app(GATED)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: status(app, "deploy") == WAITING, "deploy to wait")
+        # the clock goes on while a stage waits for approval
+        await until(
+            pilot,
+            lambda: (
+                header_elapsed(app)[0] == "waiting for approval" and header_elapsed(app)[1] >= 1.0
+            ),
+            "the waiting run's clock to pass 1s",
+        )
+        tree_of(app).select_stage("deploy")
+        await pilot.press("a")
+        await until(pilot, lambda: status(app, "deploy") == SUCCEEDED, "deploy to run")
+        await until(pilot, lambda: header_elapsed(app)[0] == "succeeded", "the run to end")
+        assert header_elapsed(app)[1] >= 1.0  # not restarted from zero by the approval
+        (tmp_path / "go").unlink()
+        tree_of(app).select_stage("work")
+        await pilot.press("r")  # a rerun: still the same run's wall time
+        await until(pilot, lambda: header_elapsed(app)[0] == "running", "the rerun")
+        assert header_elapsed(app)[1] >= 1.0
+        (tmp_path / "go").write_text("")
+        await until(pilot, lambda: status(app, "deploy") == WAITING, "deploy's new approval")
+        tree_of(app).select_stage("deploy")
+        await pilot.press("a")
+        await until(pilot, lambda: header_elapsed(app)[0] == "succeeded", "the rerun to end")
+        assert header_elapsed(app)[1] >= 1.0
 
 
 async def test_r_reruns_selected_stage_and_downstream_as_new_attempts(make_app):
@@ -457,6 +518,37 @@ async def test_question_mark_shows_every_key(make_app):
         assert {"r", "R", "c", "C", "a", "f", "/", "n", "N", "w", "W", "h", "?", "q"} <= keys
         await pilot.press("escape")
         assert app.screen is screen_of(app)
+
+
+async def test_help_wraps_each_description_under_its_column_at_80x24(make_app):
+    app = make_app(start=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help")
+        keys = app.screen.query_one("#help-keys")
+        column = max(len(k) for k, _ in app.screen.rows) + 2
+
+        def rows() -> list[str]:
+            return [keys.render_line(y).text.rstrip() for y in range(keys.size.height)]
+
+        await until(pilot, lambda: len(rows()) > len(app.screen.rows), "wrapped rows")
+        starts = {k.ljust(column) for k, _ in app.screen.rows} | {" " * column}
+        assert all(row[:column] in starts for row in rows()), rows()
+        assert all(len(row) <= keys.content_region.width for row in rows())
+
+
+async def test_the_key_bar_follows_the_bindings_and_a_click_presses_a_key(make_app):
+    app = make_app(start=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        bar = app.run_screen.query_one(KeyBar)
+        await until(pilot, lambda: " s Start " in str(bar.render()), "s offered before the run")
+        assert str(bar.render()).rstrip().endswith("^p palette")
+        await pilot.press("s")
+        await until(pilot, lambda: " s Start " not in str(bar.render()), "s gone once started")
+        assert " r Rerun " in str(bar.render())
+        help_at = str(bar.render()).index(" ? Help ")
+        await pilot.click(bar, offset=(help_at + 3, 0))  # on the word "Help"
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
 
 
 async def test_command_palette_lists_every_action(make_app):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def big_log(tmp_path: Path) -> LogSource:
 
 async def test_only_visible_lines_are_read(tmp_path: Path) -> None:
     CountingReader.served = 0
-    app = OneLog(big_log(tmp_path))
+    app = OneLog(await asyncio.to_thread(big_log, tmp_path))  # writing it: off the loop
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         view = app.query_one(LogView)
@@ -66,7 +67,7 @@ async def test_only_visible_lines_are_read(tmp_path: Path) -> None:
 
 
 async def test_search_scans_the_whole_log_in_a_thread(tmp_path: Path) -> None:
-    app = OneLog(big_log(tmp_path))
+    app = OneLog(await asyncio.to_thread(big_log, tmp_path))  # writing it: off the loop
     async with app.run_test(size=(80, 24)) as pilot:
         view = app.query_one(LogView)
         view.start_search(re.compile(r"^line 9999\d$"))
@@ -107,6 +108,14 @@ def test_the_unterminated_line_is_masked_and_holds_back_what_could_start_a_secre
     assert store.partial("run", "stage", 1) is None
 
 
+def selected(view: LogView, y: int) -> str:
+    """The text of row `y` drawn in the selection's colours."""
+    chosen = view.screen.get_component_rich_style("screen--selection")
+    return "".join(
+        seg.text for seg in view.render_line(y) if seg.style and seg.style.bgcolor == chosen.bgcolor
+    )
+
+
 async def test_the_mouse_selects_log_text_and_M_lets_the_terminal_have_it(make_app):
     app = make_app(
         "version: 1\nname: sel\nstages:\n  talk:\n    run: |\n"
@@ -122,8 +131,7 @@ async def test_the_mouse_selects_log_text_and_M_lets_the_terminal_have_it(make_a
         await pilot.mouse_up(view, offset=(9, 2))
         await pilot.pause(0.1)
         assert app.screen.get_selected_text() == "one\nbeta two"
-        chosen = view.render_line(1)
-        assert any(seg.style and seg.style.bgcolor for seg in chosen if "beta" in seg.text)
+        assert selected(view, 1) == "beta two"
         assert view.get_selection(Selection(Offset(0, 2), Offset(5, 2))) == ("gamma", "\n")
         assert app.run_screen.mouse_captured
         await pilot.press("M")
@@ -131,3 +139,46 @@ async def test_the_mouse_selects_log_text_and_M_lets_the_terminal_have_it(make_a
         assert any("mouse off" in n.message for n in app._notifications)
         await pilot.press("M")
         assert app.run_screen.mouse_captured
+
+
+WORDS = " ".join(f"w{i:02d}" for i in range(40))  # 159 characters: three rows in the pane
+
+
+async def test_the_mouse_selects_across_wrapped_rows(make_app):
+    app = make_app(
+        "version: 1\nname: sel\nstages:\n  talk:\n    run: |\n"
+        f"      echo alpha\n      echo '{WORDS}'\n      echo omega end\n"
+    )
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = log_of(app)
+        await until(pilot, lambda: view.line_count == 3, "three lines")
+        await pilot.press("w")
+        await until(pilot, lambda: len(shown(view)) > 3, "the long line wrapped")
+        rows = shown(view)
+        assert rows[0] == "alpha" and rows[-1] == "omega end"
+
+        def at(word: str, end: bool = False) -> tuple[int, int]:
+            """Where `word` (its last character with `end`) is drawn, as an offset in the view
+            (+1: the border)."""
+            y = next(y for y, row in enumerate(rows) if word in row)
+            return rows[y].index(word) + (len(word) - 1 if end else 0) + 1, y + 1
+
+        async def drag(start: tuple[int, int], stop: tuple[int, int]) -> str | None:
+            await pilot.mouse_down(view, offset=start)
+            await pilot.hover(view, offset=stop)
+            await pilot.mouse_up(view, offset=stop)
+            await pilot.pause(0.1)
+            return app.screen.get_selected_text()
+
+        assert at("w05")[1] < at("w30")[1] < at("omega")[1]  # on three different rows
+        assert (
+            await drag(at("w05"), at("w30", end=True))
+            == WORDS[WORDS.index("w05") : WORDS.index("w30") + 3]
+        )
+        middle = at("w20")[1] - 1
+        assert selected(view, middle).rstrip() == rows[middle]  # all of the middle row
+        assert selected(view, at("w30")[1] - 1) == "w30"
+        assert (
+            await drag(at("w20"), at("omega", end=True)) == WORDS[WORDS.index("w20") :] + "\nomega"
+        )
+        assert await drag(at("alpha"), (view.size.width - 3, at("w05")[1])) == "alpha\n" + rows[1]

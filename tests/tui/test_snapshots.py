@@ -13,7 +13,7 @@ import pytest
 from textual.pilot import Pilot
 
 from engine.events import StageStatus
-from tests.tui.replay import T0, scenario
+from tests.tui.replay import T0, job_scenario, scenario
 from tui.app import PipedeckApp
 from tui.widgets.log_view import LogView
 from tui.widgets.stage_tree import StageTree
@@ -83,6 +83,33 @@ def test_hosts_bar(snap_compare, tmp_path):
     assert snap_compare(app, terminal_size=(80, 24), run_before=select("build"))
 
 
+def select_step(step: int):
+    """A `run_before` that waits for the job replay and selects one of its steps."""
+    ready = select("build")
+
+    async def run_before(pilot: Pilot[int]) -> None:
+        await ready(pilot)
+        tree = pilot.app.run_screen.query_one(StageTree)  # type: ignore[attr-defined]
+        tree.move_cursor(tree.step_node("build", step))
+        await pilot.pause(0.2)
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_job_steps(snap_compare, tmp_path, size):
+    """A GitHub Actions job: its steps under it in the tree, its log with a header per step
+    marker."""
+    app = PipedeckApp(job_scenario(tmp_path), clock=lambda: T0 + 9.0)  # type: ignore[arg-type]
+    assert snap_compare(app, terminal_size=size, run_before=select("build"))
+
+
+def test_job_step_selected(snap_compare, tmp_path):
+    """A step selected: only its own lines, its state in the log's title."""
+    app = PipedeckApp(job_scenario(tmp_path), clock=lambda: T0 + 9.0)  # type: ignore[arg-type]
+    assert snap_compare(app, terminal_size=(80, 24), run_before=select_step(0))
+
+
 THEMES = [pytest.param("textual-dark", id="dark"), pytest.param("textual-light", id="light")]
 
 
@@ -115,3 +142,31 @@ def test_view(snap_compare, tmp_path, key, scenario, size, theme):
     app = replay_app(tmp_path, scenario)
     app.theme = theme  # before it runs: every widget draws in it from the start
     assert snap_compare(app, terminal_size=size, run_before=open_view(key))
+
+
+def press_after(*keys: str):
+    """A `run_before` that waits for the replay, then presses `keys` and waits for a frame."""
+    ready = select("lint")
+
+    async def run_before(pilot: Pilot[int]) -> None:
+        await ready(pilot)
+        await pilot.press(*keys)
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause(0.1)
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize(
+    "keys",
+    [
+        pytest.param(("m", "s", *"lin"), id="merged-filter"),
+        pytest.param(("m", "slash", *"err"), id="merged-search"),
+        pytest.param(("question_mark",), id="help"),
+    ],
+)
+def test_input_boxes_and_help(snap_compare, tmp_path, keys, size):
+    """The merged log's stage filter and search boxes above the key bar; the help's columns."""
+    app = replay_app(tmp_path, "mid_run")
+    assert snap_compare(app, terminal_size=size, run_before=press_after(*keys))

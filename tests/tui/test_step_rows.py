@@ -1,73 +1,37 @@
 """A GitHub Actions job's steps as rows under it in the tree (SPEC §11): status, name and
-duration, and selecting one shows the job's log where the step's output starts."""
+duration; the job's log shows each step marker as a header line (the store keeps the marker);
+selecting a step shows only its own lines."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
+from textual.pilot import Pilot
+from textual.screen import Screen
 from textual.widgets import Label, Markdown
 
-from engine.events import RUNNING, SUCCEEDED, Event, RunStarted, StepStatus
-from engine.gha.commands import step_marker
-from engine.loader import load
-from engine.logs import LogStore
+from engine.events import RUNNING, SUCCEEDED, StepStatus
+from engine.gha.commands import STEP_MARKER
 from tests.tui.conftest import label, log_of, shown, status, tree_of, until
-from tests.tui.replay import RUN_ID, T0, ReplayRun, write_log
+from tests.tui.replay import JOB_LOG, RUN_ID, T0, job_scenario
 from tests.tui.replay import status as recorded
 from tui.app import PipedeckApp
+from tui.screens.merged import MergedScreen
 from tui.screens.summary import SummaryScreen
-
-PIPELINE = """\
-version: 1
-name: ci
-stages:
-  build:
-    run: echo build
-  test:
-    matrix: {py: [a, b]}
-    run: echo test
-"""
+from tui.widgets.log_view import LogView
 
 
-def step(index: int, name: str, state: str, at: float, **extra: object) -> StepStatus:
-    """A recorded `step_status` of the job `build` at T0 + `at`."""
-    return StepStatus(RUN_ID, "build", 1, index, name, state, ts=T0 + at, **extra)  # type: ignore[arg-type]
+def replay(root: Path, *more: object) -> PipedeckApp:
+    return PipedeckApp(job_scenario(root, *more), clock=lambda: T0 + 9.0)  # type: ignore[arg-type]
 
 
-# The job's log: 80 lines of checkout output, then the tests' output.
-LOG = [
-    ("stdout", step_marker(step=0, name="Checkout", status=RUNNING)),
-    *[("stdout", f"checkout line {i}") for i in range(80)],
-    ("stdout", step_marker(step=0, name="Checkout", status=SUCCEEDED, duration=1.5)),
-    ("stdout", step_marker(step=1, name="Run tests", status=RUNNING)),
-    ("stdout", "collected 12 items"),
-]
-TESTS_START = 82  # the line of step 1's starting marker
-
-
-def replay(root: Path, *more: Event) -> PipedeckApp:
-    """A job `build` mid-run: its first step succeeded, its second is running; then `more`."""
-    path = root / "pipedeck.yaml"
-    path.write_text(PIPELINE)
-    pipeline = load(path)
-    for sid, stage in pipeline.stages.items():  # jobs, as a workflow's loader makes them
-        pipeline.stages[sid] = dataclasses.replace(stage, steps=True)
-    store = LogStore(pipeline.state_dir / "logs")
-    run = ReplayRun(
-        pipeline,
-        store,
-        [
-            RunStarted(RUN_ID, "ci", tuple(pipeline.stages), ts=T0),
-            recorded("build", RUNNING, 0.1),
-            step(0, "Checkout", RUNNING, 0.2),
-            step(0, "Checkout", SUCCEEDED, 1.7, duration=1.5, exit_code=0),
-            step(1, "Run tests", RUNNING, 2.0),
-            *write_log(store, "build", 1, LOG, at=2.0),
-            *more,
-        ],
-    )
-    return PipedeckApp(run, clock=lambda: T0 + 9.0)  # type: ignore[arg-type]
+async def open_screen(pilot: Pilot[int], key: str, kind: type[Screen[None]]) -> Screen[None]:
+    """Once the replay ran, press `key`; wait for the screen `kind` it opens."""
+    app = pilot.app
+    await until(pilot, lambda: status(app, "build") == RUNNING, "the replay")  # type: ignore[arg-type]
+    await pilot.press(key)
+    await until(pilot, lambda: isinstance(app.screen, kind), kind.__name__)
+    return app.screen
 
 
 def step_label(app: PipedeckApp, index: int) -> str:
@@ -98,27 +62,64 @@ async def test_a_new_attempt_of_the_job_starts_its_step_rows_over(tmp_path: Path
         assert step_label(app, 0) == "▶ Checkout 1.0s"
 
 
-async def test_selecting_a_step_shows_the_log_from_its_first_line(tmp_path: Path):
+async def test_the_jobs_log_shows_step_markers_as_headers_and_stores_them_exact(tmp_path):
+    app = replay(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = log_of(app)  # the cursor is on `build`: its whole log
+        await until(pilot, lambda: view.line_count == len(JOB_LOG), "the job's log")
+        await until(pilot, lambda: "▶ step 2 Run tests" in shown(view), "the running step's header")
+        rows = shown(view)
+        assert "✔ step 1 Checkout: succeeded in 1.5s" in rows
+        assert rows[-3:] == [
+            "▾ Run tests",
+            "collected 12 items",
+            "tests/test_cart.py ............",
+        ]
+        assert not any("##pipedeck[" in row for row in rows)
+        view.go_to(0)
+        await until(pilot, lambda: shown(view)[0] == "▶ step 1 Checkout", "the first step's header")
+        store = app.run_screen.run.logs.reader(RUN_ID, "build", 1)
+        assert store.lines(0, 1)[0][1] == JOB_LOG[0][1]  # the marker, as the runner printed it
+        assert store.read_bytes().count(STEP_MARKER.encode()) == 3
+
+
+async def test_selecting_a_step_shows_only_its_own_lines(tmp_path: Path):
     app = replay(tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: len(tree_of(app).node_for("build").children) == 2, "the rows")
         view = log_of(app)
-        await until(pilot, lambda: view.line_count == len(LOG), "the job's log")
-        await pilot.press("j", "j")  # from the job onto its second step
-        assert tree_of(app).selected_step == 1
-        await until(
-            pilot,
-            lambda: view.search is not None and view.search.hit == TESTS_START,
-            "the step's first line",
-        )
-        assert view.scroll_y > 0
-        assert any('"name": "Run tests"' in row for row in shown(view)), shown(view)
-        assert not any(row.strip() == "checkout line 0" for row in shown(view))
-        await pilot.press("k")  # back onto the first step: the log goes back to its start
-        await until(
-            pilot, lambda: view.search is not None and view.search.hit == 0, "step 1's line"
-        )
-        assert view.scroll_y == 0
+        await until(pilot, lambda: view.line_count == len(JOB_LOG), "the job's log")
+        await pilot.press("j")  # from the job onto its first step: it has ended
+        assert tree_of(app).selected_step == 0
+        await until(pilot, lambda: view.line_count == 82, "the first step's 82 lines")
+        assert view.border_title == "build · step 1 Checkout · succeeded"
+        view.go_to(0)
+        await until(pilot, lambda: shown(view)[0] == "▾ Checkout", "its first line")
+        assert shown(view)[1] == "checkout line 0"
+        view.action_follow_end()
+        await until(pilot, lambda: shown(view)[-1] == "╰", "its last line")
+        assert shown(view)[-2] == "checkout line 79"
+        await pilot.press("j")  # the second step: running, its lines up to the log's end
+        await until(pilot, lambda: view.line_count == 3, "the running step's lines")
+        assert shown(view) == [
+            "▾ Run tests",
+            "collected 12 items",
+            "tests/test_cart.py ............",
+        ]
+        assert view.border_title == "build · step 2 Run tests · running"
+        await pilot.press("k", "k")  # back on the job: its whole log again
+        await until(pilot, lambda: view.line_count == len(JOB_LOG), "the job's whole log")
+
+
+async def test_the_merged_log_shows_step_headers(tmp_path: Path):
+    app = replay(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = (await open_screen(pilot, "m", MergedScreen)).query_one(LogView)
+        await until(pilot, lambda: view.line_count == len(JOB_LOG), "the job's lines")
+        rows = [" ".join(row.split()) for row in shown(view)]  # the name column's padding out
+        assert "build │ ✔ step 1 Checkout: succeeded in 1.5s" in rows
+        assert "build │ ▶ step 2 Run tests" in rows
+        assert not any("##pipedeck[" in row for row in rows)
 
 
 async def test_a_matrix_instance_holds_its_own_steps(tmp_path: Path):
@@ -138,10 +139,7 @@ async def test_S_shows_the_jobs_step_summary_as_markdown(tmp_path: Path):
     folder.mkdir(parents=True)
     (folder / "build.md").write_text(text)
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: status(app, "build") == RUNNING, "the replay")
-        await pilot.press("S")  # the cursor is on `build`
-        await until(pilot, lambda: isinstance(app.screen, SummaryScreen), "the summary screen")
-        markdown = app.screen.query_one(Markdown)
+        markdown = (await open_screen(pilot, "S", SummaryScreen)).query_one(Markdown)  # `build`'s
         await until(pilot, lambda: markdown.source == text, "the summary's text")
         await until(pilot, lambda: bool(markdown.query("MarkdownTable")), "its table")
         assert str(app.screen.query_one("#summary-title", Label).content) == "step summary of build"
@@ -152,8 +150,5 @@ async def test_S_shows_the_jobs_step_summary_as_markdown(tmp_path: Path):
 async def test_S_says_when_a_job_wrote_no_summary(tmp_path: Path):
     app = replay(tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: status(app, "build") == RUNNING, "the replay")
-        await pilot.press("S")
-        await until(pilot, lambda: isinstance(app.screen, SummaryScreen), "the summary screen")
-        markdown = app.screen.query_one(Markdown)
+        markdown = (await open_screen(pilot, "S", SummaryScreen)).query_one(Markdown)
         await until(pilot, lambda: "no step summary" in markdown.source, "the note")

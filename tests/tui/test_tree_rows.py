@@ -3,8 +3,11 @@ history, failures allowed by `allow_failure`, and an attempt that is never cut o
 
 from __future__ import annotations
 
-from engine.events import FAILED, PENDING, RUNNING, SUCCEEDED
+from engine.events import FAILED, PENDING, RUNNING, SKIPPED, SUCCEEDED
 from tests.tui.conftest import label, screen_of, status, tree_of, until
+from tests.tui.replay import JOB_PIPELINE, T0, job_scenario
+from tests.tui.replay import status as recorded
+from tui.app import PipedeckApp
 from tui.widgets.header import RunHeader
 
 WAITS = """\
@@ -81,6 +84,12 @@ async def test_failures_allowed_by_allow_failure_look_different(make_app):
         flaky, broken = label(app, "flaky"), label(app, "broken")
         assert flaky.startswith("✗ flaky") and "allowed to fail" in flaky
         assert broken.startswith("✘ broken") and "allowed" not in broken
+        header = app.run_screen.query_one(RunHeader)  # counted apart there too
+        await until(pilot, lambda: "✘ 1  ✗ 1" in str(header.render()), "the counts")
+        await pilot.resize_terminal(120, 30)  # wide: counts are named
+        await until(
+            pilot, lambda: "✘ 1 failed  ✗ 1 allowed to fail" in str(header.render()), "names"
+        )
         tree = tree_of(app)
         style = tree.node_for("flaky").label.spans[0].style
         assert style.color == tree.get_component_rich_style("stage-tree--allowed").color
@@ -105,3 +114,43 @@ async def test_the_attempt_is_never_cut_off_in_a_narrow_tree(make_app):
         await until(pilot, lambda: row().startswith("✘"), "the failed row drawn")
         assert row().endswith(" 3/3") and "a-stage" in row(), row()
         assert len(row()) <= tree.scrollable_content_region.width
+
+
+async def test_a_thousand_labels_redraw_those_on_screen_first_then_a_chunk_per_frame(make_app):
+    app = make_app(
+        "version: 1\nname: big\nstages:\n"
+        + "".join(f"  s{i:04d}:\n    run: 'true'\n" for i in range(1000)),
+        start=False,
+    )
+    async with app.run_test(size=(100, 30)) as pilot:
+        tree = tree_of(app)
+        await until(pilot, lambda: label(app, "s0999").startswith("· s0999"), "every label")
+        tree.scroll_to(y=500, animate=False, immediate=True)
+        await pilot.pause()
+        for view in screen_of(app).views.values():
+            view.status = SKIPPED
+        tree.refresh_all(0.0)
+        assert label(app, "s0510").startswith("↷ s0510")  # on screen: at once
+        assert label(app, "s0999").startswith("· s0999")  # off screen: in a later frame
+        await until(pilot, lambda: label(app, "s0999").startswith("↷ s0999"), "the last label")
+
+
+async def test_durations_are_never_cut_by_the_scrollbar_rows_bring(tmp_path):
+    """Step rows arriving make the tree scroll: every label is fitted again beside the bar."""
+    text = JOB_PIPELINE.replace("{py: [a, b]}", "{os: [ubuntu-latest-with-a-long-name]}")
+    ends = [
+        recorded("test[os=ubuntu-latest-with-a-long-name]", SUCCEEDED, 3.0, duration=0.5),
+        recorded("build", SUCCEEDED, 8.5, duration=8.4),
+    ]
+    run = job_scenario(tmp_path, *ends, text=text)
+    app = PipedeckApp(run, clock=lambda: T0 + 9.0)  # type: ignore[arg-type]
+    async with app.run_test(size=(80, 8)) as pilot:
+        tree = tree_of(app)
+        await until(pilot, lambda: tree.show_vertical_scrollbar, "the scrollbar")
+
+        def rows() -> list[str]:
+            return [tree.render_line(y).text.rstrip() for y in range(tree.size.height)]
+
+        await until(pilot, lambda: rows()[0].endswith("8.4s"), "the job's duration")
+        width = tree.scrollable_content_region.width
+        assert all(len(row) <= width for row in rows()), (width, rows())

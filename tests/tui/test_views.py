@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from textual import events
 from textual.app import App, ComposeResult
+from textual.strip import Strip
+from textual.widgets import Input
 
 from engine.events import FAILED, RUNNING, SUCCEEDED
 from tests.tui.conftest import log_of, shown, status, tree_of, until
@@ -12,17 +15,19 @@ from tui.screens.merged import MergedScreen
 from tui.screens.run import RunScreen
 from tui.screens.timeline import TimelineScreen
 from tui.widgets.dag import Dag, layout
+from tui.widgets.keybar import KeyBar
 from tui.widgets.log_view import LogView
+from tui.widgets.status import StageView
 from tui.widgets.timeline import QUEUED_CELL, RUN_CELL, Span, Spans, Timeline, critical_path
 
 CHAIN = """\
 version: 1
 name: chain
 stages:
-  a:
-    run: sleep 0.3; echo a
+  a:  # ends after quick whatever the machine's load: the critical path is a, b, slow
+    run: until test -f quick.done; do sleep 0.05; done; sleep 0.5; echo a
   quick:
-    run: echo quick
+    run: echo quick; touch quick.done
   b:
     needs: [a, quick]
     run: sleep 0.3; echo b
@@ -249,3 +254,63 @@ async def test_D_draws_boxes_in_status_colours_and_enter_opens_the_log(make_app)
         assert app.focused is log_of(app)
         await pilot.press("D", "escape")
         assert isinstance(app.screen, RunScreen)
+
+
+class CountingDag(Dag):
+    """A `Dag` that counts the rows it draws."""
+
+    drawn = 0
+
+    def _strip(self, row: list[tuple[str, str]]) -> Strip:
+        CountingDag.drawn += 1
+        return super()._strip(row)
+
+
+class DagApp(App[None]):
+    def __init__(self, needs: dict[str, tuple[str, ...]]) -> None:
+        super().__init__()
+        self.needs = needs
+        self.animation_level = "none"  # `end` jumps: no frames in between
+
+    def compose(self) -> ComposeResult:
+        yield CountingDag(self.needs, {sid: StageView() for sid in self.needs})
+
+
+async def test_a_thousand_stage_dag_draws_only_the_rows_on_screen():
+    needs: dict[str, tuple[str, ...]] = {f"s{i:04d}": () for i in range(1000)}  # 4000 rows
+    app = DagApp(needs)
+    CountingDag.drawn = 0
+    async with app.run_test(size=(80, 24)) as pilot:
+        dag = app.query_one(CountingDag)
+        await pilot.pause()
+        assert dag.virtual_size.height == 4000
+        assert "s0000" in "".join(rows(dag)) and CountingDag.drawn <= 2 * 24
+        dag.focus()
+        await pilot.press("end")
+        await until(pilot, lambda: "s0999" in "".join(rows(dag)), "the last box")
+        assert CountingDag.drawn <= 5 * 24
+
+
+def _visible(app, widget) -> bool:
+    """True when `widget`'s first cell is drawn on top (not under a docked bar)."""
+    region = widget.region
+    return region.height > 0 and app.screen.get_widget_at(region.x, region.y)[0] is widget
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_every_input_box_shows_above_the_key_bar(make_app, size):
+    app = make_app(TALK)
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: status(app, "beta") == SUCCEEDED, "beta to finish")
+        await pilot.press("slash")  # the run screen's search
+        box = app.screen.query_one("#search", Input)
+        await until(pilot, lambda: _visible(app, box), "the run screen's search box")
+        await pilot.press("escape", "m", "s")  # the merged log's stage filter, then search
+        box = app.screen.query_one("#filter", Input)
+        await until(pilot, lambda: _visible(app, box), "the stage filter box")
+        await pilot.press(*"bet")
+        assert box.value == "bet" and _visible(app, box)
+        await pilot.press("enter", "slash")
+        box = app.screen.query_one("#search", Input)
+        await until(pilot, lambda: _visible(app, box), "the merged log's search box")
+        assert _visible(app, app.screen.query_one(KeyBar))

@@ -9,15 +9,17 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from tui.widgets.dag import Dag
+from tui.widgets.keybar import KeyBar
+from tui.widgets.pump import Yielding
 from tui.widgets.status import StageView
 
 REFRESH = 0.25  # seconds between status checks
 
 
-class DagScreen(Screen[str | None]):
+class DagScreen(Yielding, Screen[str | None]):
     """Dismissed with the stage id whose log to open, or None (Esc)."""
 
     DEFAULT_CSS = """
@@ -45,7 +47,7 @@ class DagScreen(Screen[str | None]):
     def compose(self) -> ComposeResult:
         yield Static(f"{self.heading} · arrows/hjkl move · enter opens the log", id="dag-title")
         yield Dag(self.needs, self.views, self.selected)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         dag = self.query_one(Dag)

@@ -2,17 +2,45 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import ClassVar
 
-from rich.table import Table
+from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
+from tui.widgets.pump import Yielding
 
-class HelpScreen(ModalScreen[None]):
+_TEXT_WIDTH = 72  # the help box's width (76) less its border and padding
+
+
+class KeyColumns(Static):
+    """Two columns, the keys and what they do, each description wrapped under its column to
+    the width the box gives (less a scrollbar, in a short terminal): laid out once per width,
+    where a rich `Table` is measured and laid out again on every render."""
+
+    def __init__(self, rows: list[tuple[str, str]], **kwargs: str) -> None:
+        self.rows = rows
+        super().__init__(self._columns(_TEXT_WIDTH), **kwargs)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.update(self._columns(event.size.width))  # the new width (content_region may lag)
+
+    def _columns(self, width: int) -> Text:
+        column = max((len(keys) for keys, _ in self.rows), default=0) + 2
+        text = Text(end="")
+        for n, (keys, what) in enumerate(self.rows):
+            lines = textwrap.wrap(what, max(8, width - column)) or [""]
+            text.append(("\n" if n else "") + keys.ljust(column), "bold")
+            text.append(("\n" + " " * column).join(lines))
+        return text
+
+
+class HelpScreen(Yielding, ModalScreen[None]):
     """Every key of the run screen; any of escape, q or ? closes it."""
 
     DEFAULT_CSS = """
@@ -34,18 +62,13 @@ class HelpScreen(ModalScreen[None]):
         self.rows = rows
 
     def compose(self) -> ComposeResult:
-        table = Table.grid(padding=(0, 2))
-        table.add_column(style="bold", no_wrap=True)
-        table.add_column()
-        for keys, what in self.rows:
-            table.add_row(keys, what)
         with VerticalScroll():
             yield Label("pipedeck keys (scroll with up/down)", id="help-title")
-            yield Static(table, id="help-keys")
+            yield KeyColumns(self.rows, id="help-keys")
             yield Label("ctrl+p: command palette · esc closes", classes="dim")
 
 
-class ConfirmScreen(ModalScreen[bool]):
+class ConfirmScreen(Yielding, ModalScreen[bool]):
     """A yes/no question; y/enter answers yes, n/escape answers no."""
 
     DEFAULT_CSS = """

@@ -4,31 +4,42 @@ Read-only. Left: the recorded runs (status, start, duration, trigger) above the 
 stage tree (matrix instances under their stage, earlier attempts under their stage). Right: the
 selected stage's duration over its recent runs as a sparkline, its metrics with their change
 since the previous run, and the selected attempt's stored log.
+
+Every read of the database and of the log folder runs in a worker thread (a read may also wait
+for the writes another connection has queued); the screen shows each answer when it arrives.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, TypeVar
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Sparkline, Static, Tree
+from textual.widgets import DataTable, Sparkline, Static, Tree
 from textual.widgets.tree import TreeNode
+from textual.worker import get_current_worker
 
-from engine.history import AttemptRow, History, HistoryError
+from engine.history import AttemptRow, History, HistoryError, RunRow, pipeline_file
 from engine.logs import LogStore
 from engine.spec import Pipeline
 from tui.history_cli import format_duration, format_time
-from tui.widgets.log_view import LogSource, LogView
+from tui.widgets.keybar import KeyBar
+from tui.widgets.log_view import LineReader, LogSource, LogView
+from tui.widgets.pump import Yielding
 from tui.widgets.status import ICONS, format_bytes
+from tui.widgets.steps import JobReader
 from tui.widgets.timeline import Span, Spans
 
 SPARK_RUNS = 30
 NARROW = 120  # below this many columns the runs table shows short run ids and status icons
 StageKey = tuple[str, int]  # (stage id, attempt)
+T = TypeVar("T")
 
 
 def _group(stage_id: str) -> str:
@@ -49,13 +60,23 @@ def _label(row: AttemptRow, name: str) -> Text:
     return Text("  ".join(parts) + (f"  — {note}" if note else ""))
 
 
+@dataclass(frozen=True)
+class StageRecord:
+    """What the right side shows of a stage attempt, read in a thread."""
+
+    has_log: bool
+    durations: list[float]
+    metrics: list[tuple[str, dict[str, float]]]  # (run id, values), oldest first
+    current: int | None  # which of `metrics` holds those current in the open run
+
+
 def _number(value: float | None, sign: bool = False) -> str:
     if value is None:
         return "-"
     return f"{value:+.6g}" if sign else f"{value:.6g}"
 
 
-class HistoryScreen(Screen[None]):
+class HistoryScreen(Yielding, Screen[None]):
     """Past runs of a pipeline, read from its `.pipedeck/` (see the module docstring)."""
 
     DEFAULT_CSS = """
@@ -84,14 +105,14 @@ class HistoryScreen(Screen[None]):
     def __init__(self, pipeline: Pipeline) -> None:
         super().__init__()
         self.pipeline = pipeline
-        notes: list[str] = []  # a damaged database moved aside: said instead of the empty list
-        try:
-            self.history = History.for_state_dir(pipeline.state_dir, warn=notes.append)
-            self.problem = notes[0] if notes else "no runs recorded yet"
-        except HistoryError as err:  # shown instead of the runs; an empty history stands in
-            self.problem, self.history = str(err), History(":memory:")
+        self.history: History | None = None  # opened by the first read, in its thread
+        self.problem = "no runs recorded yet"  # said instead of an empty list
+        self._opening = threading.Lock()
         self.logs = LogStore(pipeline.state_dir / "logs", pipeline.secrets.values())
-        self.run_id: str | None = None
+        self.file = pipeline_file(pipeline.path, pipeline.state_dir)  # this pipeline's runs only
+        self.run_id: str | None = None  # the run whose stages are shown
+        self._wanted: str | None = None  # the run asked for (its stages may still be read)
+        self._stage: tuple[str, StageKey] | None = None  # the (run id, attempt) asked for
         self.attempts: list[AttemptRow] = []
 
     def compose(self) -> ComposeResult:
@@ -104,7 +125,7 @@ class HistoryScreen(Screen[None]):
                 yield Sparkline([], id="spark")
                 yield DataTable(id="metrics", cursor_type="row", classes="hidden")
                 yield LogView(id="log")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         runs = self.query_one("#runs", DataTable)
@@ -123,19 +144,56 @@ class HistoryScreen(Screen[None]):
     def on_screen_resume(self) -> None:
         self.action_reload()
 
+    # -- reading, in threads -----------------------------------------------------------------
+
+    def _read(self, group: str, read: Callable[[History], T], show: Callable[[T], None]) -> None:
+        """`read(history)` in a worker thread, then `show(result)` here, unless a newer read of
+        the same `group` has been asked for meanwhile."""
+
+        def work() -> None:
+            result = read(self._open())
+            if not get_current_worker().is_cancelled:
+                self.app.call_from_thread(show, result)
+
+        self.run_worker(work, thread=True, group=group, exclusive=True, exit_on_error=False)
+
+    def _open(self) -> History:
+        """The history database, opened on first use (in a worker thread)."""
+        with self._opening:
+            if self.history is None:
+                notes: list[str] = []  # a damaged database moved aside: said instead of the list
+                try:
+                    self.history = History.for_state_dir(self.pipeline.state_dir, warn=notes.append)
+                    self.problem = notes[0] if notes else self.problem
+                except HistoryError as err:  # shown instead of the runs; an empty one stands in
+                    self.problem, self.history = str(err), History(":memory:")
+            return self.history
+
+    def on_unmount(self) -> None:
+        history = self.history
+        if history is not None:
+            threading.Thread(target=history.close, name="history-close", daemon=True).start()
+
     # -- runs ----------------------------------------------------------------------------------
 
     def action_reload(self) -> None:
         """Read the runs again (the one shown stays selected)."""
-        self.history.mark_interrupted()
+
+        def read(history: History) -> list[RunRow]:
+            history.mark_interrupted()
+            return history.runs(limit=200, file=self.file)
+
+        self._read("runs", read, self._show_runs)
+
+    def _show_runs(self, rows: list[RunRow]) -> None:
         table = self.query_one("#runs", DataTable)
-        keep = self.run_id
+        keep = self._wanted
         narrow = self.app.size.width < NARROW  # short ids, icons, minutes: every column fits
         self.set_class(narrow, "-narrow")
         table.clear(columns=True)
         table.add_columns(*(("RUN", "", "STARTED", "TOOK", "TRIGGER") if narrow else
                             ("RUN", "STATUS", "STARTED", "DURATION", "TRIGGER")))  # fmt: skip
-        for run in self.history.runs(limit=200):
+        for run in rows:
             icon = ICONS.get(run.status, "!")
             table.add_row(run.run_id.rsplit("-", 1)[-1] if narrow else run.run_id,
                           icon if narrow else f"{icon} {run.status}",
@@ -158,11 +216,17 @@ class HistoryScreen(Screen[None]):
             self.query_one("#stages", Tree).focus()
 
     def open_run(self, run_id: str) -> None:
-        """Show a run's stage tree and select its first stage."""
-        if run_id == self.run_id and self.attempts:
+        """Read a run's attempts; then show its stage tree and select its first stage."""
+        if run_id == self._wanted:
             return
-        self.run_id = run_id
-        self.attempts = self.history.attempts(run_id)
+        self._wanted = run_id
+        self._read("run", lambda history: history.attempts(run_id),
+                   lambda rows: self._show_run(run_id, rows))  # fmt: skip
+
+    def _show_run(self, run_id: str, attempts: list[AttemptRow]) -> None:
+        if run_id != self._wanted:
+            return
+        self.run_id, self.attempts = run_id, attempts
         by_stage: dict[str, list[AttemptRow]] = {}
         for row in self.attempts:
             by_stage.setdefault(row.stage, []).append(row)
@@ -198,41 +262,67 @@ class HistoryScreen(Screen[None]):
 
     def show_stage(self, key: StageKey | None) -> None:
         """Show a stage attempt's log, the stage's duration sparkline and its metrics."""
-        log = self.query_one("#log", LogView)
-        spark = self.query_one("#spark", Sparkline)
-        title = self.query_one("#spark-title", Static)
-        if key is None or self.run_id is None:
-            log.show(None, "this run recorded no stages")
-            spark.data = []
-            title.update("")
-            self._show_metrics(None)
+        run_id = self.run_id
+        if key is None or run_id is None:
+            self.query_one("#log", LogView).show(None, "this run recorded no stages")
+            self.query_one("#spark", Sparkline).data = []
+            self.query_one("#spark-title", Static).update("")
+            self.query_one("#metrics", DataTable).add_class("hidden")
+            self._stage = None
+            return
+        if self._stage == (run_id, key):
+            return
+        self._stage = (run_id, key)
+        self._read("stage", lambda history: self._stage_record(history, run_id, key[0], key[1]),
+                   lambda record: self._show_stage(run_id, key, record))  # fmt: skip
+
+    def _stage_record(self, history: History, run_id: str, stage: str, attempt: int) -> StageRecord:
+        """(In a thread.) Whether the attempt has a log, the stage's durations and metrics."""
+        metrics = history.metrics(stage, 200, self.file)
+        return StageRecord(
+            has_log=attempt in self.logs.attempts(run_id, stage),
+            durations=history.durations(stage, SPARK_RUNS, self.file),
+            metrics=metrics,
+            current=self._metrics_index(history, run_id, [run for run, _ in metrics]),
+        )
+
+    def _show_stage(self, run_id: str, key: StageKey, record: StageRecord) -> None:
+        if self._stage != (run_id, key):
             return
         stage, attempt = key
-        run_id = self.run_id
-        source = LogSource(stage, attempt, lambda: self.logs.reader(run_id, stage, attempt))
-        has_log = attempt in self.logs.attempts(run_id, stage)
-        log.border_title = f"{stage} · attempt {attempt}" if has_log else stage
-        log.show(source if has_log else None, "no log: this attempt did not run")
-        durations = self.history.durations(stage, SPARK_RUNS)
+        job = stage in self.pipeline.stages and self.pipeline.stages[stage].steps
+
+        def open_log() -> LineReader:  # a GitHub Actions job's step markers as headers
+            reader = self.logs.reader(run_id, stage, attempt)
+            return JobReader(reader) if job else reader
+
+        log = self.query_one("#log", LogView)
+        source = LogSource(stage, attempt, open_log)
+        log.border_title = f"{stage} · attempt {attempt}" if record.has_log else stage
+        log.show(
+            source if record.has_log else None,
+            "no output" if record.has_log else "no log: this attempt did not run",
+        )
+        durations = record.durations
+        spark = self.query_one("#spark", Sparkline)
         spark.data = durations
         spark.set_class(len(durations) < 2, "hidden")  # one bar would fill the box: a line says it
-        title.update(
+        self.query_one("#spark-title", Static).update(
             f"{stage}: duration over its last {len(durations)} runs, "
             f"{format_duration(min(durations))} – {format_duration(max(durations))}"
             if len(durations) > 1
             else f"{stage}: one recorded run, {format_duration(durations[0])}"
             if durations else f"{stage}: no recorded durations"
         )  # fmt: skip
-        self._show_metrics(stage)
+        self._show_metrics(run_id, stage, record)
 
-    def _show_metrics(self, stage: str | None) -> None:
+    def _show_metrics(self, run_id: str, stage: str, record: StageRecord) -> None:
         """The stage's metrics in the open run (a cached stage: those of the run that made its
         outputs) beside the ones recorded before them."""
         table = self.query_one("#metrics", DataTable)
         table.clear()
-        recorded = self.history.metrics(stage, 200) if stage and self.run_id else []
-        index = self._metrics_index([run_id for run_id, _ in recorded])
-        if stage is None or index is None:
+        index, recorded = record.current, record.metrics
+        if index is None:
             table.add_class("hidden")
             return
         (source, now), before = recorded[index], recorded[index - 1][1] if index else {}
@@ -241,20 +331,21 @@ class HistoryScreen(Screen[None]):
             change = value - previous if value is not None and previous is not None else None
             table.add_row(name, _number(value), _number(previous), _number(change, sign=True))
         title = f"Metrics of {stage}"
-        if source != self.run_id:
+        if source != run_id:
             title += f", recorded by {source}"
         table.border_title = title + (f" (vs {recorded[index - 1][0]})" if index else "")
         table.remove_class("hidden")
 
-    def _metrics_index(self, runs: list[str]) -> int | None:
-        """Which of `runs` (oldest first) holds the metrics current in the open run."""
-        if self.run_id in runs:
-            return runs.index(self.run_id)
-        opened = self.history.run(self.run_id) if self.run_id else None
+    @staticmethod
+    def _metrics_index(history: History, run_id: str, runs: list[str]) -> int | None:
+        """Which of `runs` (oldest first) holds the metrics current in run `run_id`."""
+        if run_id in runs:
+            return runs.index(run_id)
+        opened = history.run(run_id)
         if opened is None or opened.started is None:
             return None
         for index in range(len(runs) - 1, -1, -1):
-            row = self.history.run(runs[index])
+            row = history.run(runs[index])
             if row is not None and row.started is not None and row.started <= opened.started:
                 return index
         return None
@@ -294,5 +385,4 @@ class HistoryScreen(Screen[None]):
 
     def action_close(self) -> None:
         """Back to where `h` was pressed."""
-        self.history.close()
         self.dismiss()

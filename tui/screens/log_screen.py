@@ -1,4 +1,4 @@
-"""A screen with a searchable log pane: the `/` search box, n / N, escape, f and w.
+"""A screen with a searchable log pane: the `/` search box, n / N, escape, f, w, e and z.
 
 The run screen and the merged log screen both derive from `LogScreen`; each says which pane the
 keys act on (`active_log`) and where focus goes when the search box closes (`home`).
@@ -18,6 +18,7 @@ from textual.widget import Widget
 from textual.widgets import Input, Label
 
 from tui.widgets.log_view import ERRORS, LogView
+from tui.widgets.pump import Yielding
 
 
 class SearchBar(Horizontal):
@@ -39,7 +40,7 @@ class SearchBar(Horizontal):
         )
 
 
-class LogScreen(Screen[None]):
+class LogScreen(Yielding, Screen[None]):
     """Search, follow and wrap keys over `active_log` (see the module docstring)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -63,6 +64,13 @@ class LogScreen(Screen[None]):
             "Next error",
             show=False,
             tooltip="jump to the log's first error line, then the next",
+        ),
+        Binding(
+            "z",
+            "toggle_group",
+            "Fold",
+            show=False,
+            tooltip="fold or unfold a workflow log group (the first on screen, or the one around)",
         ),
     ]
 
@@ -162,6 +170,10 @@ class LogScreen(Screen[None]):
             log.start_search(ERRORS, label="errors", from_start=True)
         elif not log.next_match(1):
             self.notify("no error line in this log", severity="warning")
+
+    def action_toggle_group(self) -> None:
+        """Fold or unfold a group of the active log (a GitHub Actions job's)."""
+        self.active_log.action_toggle_group()
 
     def action_next_match(self, step: int) -> None:
         """Go to the next (1) or previous (-1) search match."""

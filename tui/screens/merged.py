@@ -12,9 +12,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.markup import escape
-from textual.widgets import Footer, Input, Label
+from textual.widgets import Input, Label
 
 from tui.screens.log_screen import LogScreen, SearchBar
+from tui.widgets.keybar import KeyBar
 from tui.widgets.log_view import LineReader, LogSource, LogView
 from tui.widgets.merged import Arrivals, AttemptKey, MergedReader
 
@@ -26,7 +27,9 @@ class MergedScreen(LogScreen):
 
     DEFAULT_CSS = """
     MergedScreen LogView { height: 1fr; }
-    MergedScreen #filterbar { dock: bottom; height: 1; display: none; background: $boost; }
+    /* under the log, in the flow: docked, they would lie under the key bar (docked too) */
+    MergedScreen SearchBar { dock: none; }
+    MergedScreen #filterbar { height: 1; display: none; background: $boost; }
     MergedScreen.-filtering #filterbar { display: block; }
     MergedScreen #filterbar Label { width: auto; padding: 0 1; color: $accent; text-style: bold; }
     MergedScreen #filter { width: 1fr; }
@@ -60,7 +63,7 @@ class MergedScreen(LogScreen):
                 compact=True,
             )
         yield SearchBar()
-        yield Footer()
+        yield KeyBar()
 
     @property
     def active_log(self) -> LogView:

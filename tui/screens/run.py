@@ -7,20 +7,19 @@ frame, never one message per line. Commands flow back as calls on the run.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import suppress
-from functools import partial
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from textual import on, work
-from textual.app import ComposeResult, SystemCommand
+from textual.app import ComposeResult, SuspendNotSupported, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.markup import escape
 from textual.widget import Widget
-from textual.widgets import Footer, Tree
+from textual.widgets import Tree
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
 from engine.events import (
@@ -31,10 +30,12 @@ from engine.events import (
     FINISHED,
     PENDING,
     QUEUED,
+    READY,
     RUNNING,
     SKIPPED,
     WAITING,
     Event,
+    HostState,
     HostStatus,
     LogLines,
     RunFinished,
@@ -42,25 +43,34 @@ from engine.events import (
     StageStatus,
     StepStatus,
 )
-from engine.gha.commands import STEP_MARKER, safe_name
+from engine.gha.commands import safe_name
+from engine.ptyproc import TERMINALS
 from engine.resources import ResourceMonitor, Usage
+from engine.shell import ShellError, open_shell
+from engine.watch import WatchSession
+from tui.screens.dag import DagScreen
 from tui.screens.help import ConfirmScreen, HelpScreen
+from tui.screens.history import HistoryScreen
 from tui.screens.log_screen import LogScreen, SearchBar
+from tui.screens.merged import MergedScreen
 from tui.screens.summary import SummaryScreen
+from tui.screens.timeline import TimelineScreen
+from tui.screens.tty_input import TypeInto
 from tui.widgets.estimates import run_estimate, stage_medians
 from tui.widgets.header import RunHeader
 from tui.widgets.hosts import HostsBar
+from tui.widgets.keybar import KeyBar
 from tui.widgets.log_view import ERRORS, LineReader, LogSource, LogView
 from tui.widgets.merged import Arrivals
 from tui.widgets.stage_tree import StageTree
-from tui.widgets.status import StageView, summary_status
+from tui.widgets.status import LIVE, StageView, summary_status
+from tui.widgets.steps import JobReader, StepMarks, StepReader
 from tui.widgets.timeline import Spans
 
 if TYPE_CHECKING:
     from engine.logs import LogStore
     from engine.run import StageState
     from engine.spec import Pipeline
-    from engine.watch import WatchSession
 
 FRAME_RATE = 15  # log panes and labels are refreshed at most this often
 
@@ -76,7 +86,7 @@ class RunLike(Protocol):
     @property
     def states(self) -> Mapping[str, StageState]: ...
     @property
-    def host_states(self) -> Mapping[str, str]: ...
+    def host_states(self) -> Mapping[str, HostState]: ...
 
     def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]: ...
     def execute(self) -> Awaitable[int]: ...
@@ -88,11 +98,13 @@ class RunLike(Protocol):
     def approve(self, stage_id: str) -> None: ...
 
 
-def _placeholder(sid: str, view: StageView) -> str:
-    """What the log pane says when a stage has no output to show."""
+def _placeholder(sid: str, view: StageView, started: bool) -> str:
+    """What the log pane says when a stage has no output to show (`started`: the run has)."""
     status = view.status
     if status == WAITING:
         return f"{sid} is waiting for approval: press a to run it"
+    if status == PENDING and not started:
+        return f"{sid} is pending: press s to start the run"
     if status == PENDING:
         return f"{sid} is pending: it starts when what it needs is done"
     if status == QUEUED:
@@ -232,7 +244,7 @@ class RunScreen(LogScreen):
             self.views[sid] = StageView(
                 status=state.status, attempt=state.attempt, host=state.host, reason=state.reason
             )
-        self.host_states: dict[str, str] = {}  # SSH host -> connection state, in pipeline order
+        self.host_states: dict[str, HostState] = {}  # SSH host -> its state, in pipeline order
         self._dirty_hosts = False
         remote = dict.fromkeys(s.host for s in run.pipeline.stages.values() if s.is_remote)
         self._host_rank = {host: rank for rank, host in enumerate(remote)}  # display order
@@ -241,7 +253,8 @@ class RunScreen(LogScreen):
         self._dirty_steps: list[StepStatus] = []
         self._dirty_logs: set[str] = set()
         self._run_status = "not started"
-        self._run_started: float | None = None
+        self._run_started: float | None = None  # when the run first started (SPEC: wall time)
+        self._started_run: str | None = None  # the run `_run_started` is of (watch: a new one)
         self._run_ended: float | None = None
         self._header_key: tuple[object, ...] = ()
         self._pinned: str | None = None
@@ -257,6 +270,8 @@ class RunScreen(LogScreen):
         self.spans = Spans()  # every attempt's queued / running times, for the timeline
         self.arrivals = Arrivals()  # the order log lines arrived in, for the merged log
         self.needs = {sid: stage.needs for sid, stage in run.pipeline.stages.items()}
+        self.jobs = {sid for sid, stage in run.pipeline.stages.items() if stage.steps}
+        self.marks = StepMarks()  # where each GitHub Actions step's lines are in its job's log
 
     def compose(self) -> ComposeResult:
         yield RunHeader()
@@ -267,7 +282,7 @@ class RunScreen(LogScreen):
                 yield LogView(id="log")
                 yield LogView(id="pinned")
                 yield SearchBar()
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         tree = self.query_one(StageTree)
@@ -288,7 +303,7 @@ class RunScreen(LogScreen):
     @work(thread=True, group="estimates", exit_on_error=False)
     def _load_estimates(self) -> None:
         """Each stage's median duration from the history (SQLite: in a thread)."""
-        medians = stage_medians(self.pipeline.state_dir, self.pipeline.stages)
+        medians = stage_medians(self.pipeline.path, self.pipeline.state_dir, self.pipeline.stages)
         self.app.call_from_thread(self._estimates_loaded, medians)
 
     def _estimates_loaded(self, medians: dict[str, float]) -> None:
@@ -320,6 +335,8 @@ class RunScreen(LogScreen):
         if isinstance(event, LogLines):
             self._dirty_logs.add(event.stage)
             self.arrivals.add(event)
+            if event.stage in self.jobs:
+                self.marks.add(event)
         elif isinstance(event, StageStatus):
             if event.stage in self.views:
                 self.spans.apply(event)
@@ -330,9 +347,12 @@ class RunScreen(LogScreen):
         elif isinstance(event, RunStarted):
             if self._run_started is None:
                 self.refresh_bindings()  # `s` goes away
+                self._dirty_status.update(self.query_one(StageTree).selected_ids)  # "press s"
                 if self.watch_at_start and self.session is None:
                     self.call_later(self.action_watch)  # adopts this run, then watches
-            self._run_status, self._run_started, self._run_ended = RUNNING, event.ts, None
+            if event.run_id != self._started_run:  # the wall time is from its first start
+                self._started_run, self._run_started = event.run_id, event.ts
+            self._run_status, self._run_ended = RUNNING, None
         elif isinstance(event, RunFinished):
             self._run_status, self._run_ended = event.status, event.ts
             self.exit_code = event.exit_code
@@ -340,11 +360,10 @@ class RunScreen(LogScreen):
         elif isinstance(event, StepStatus):
             self._dirty_steps.append(event)
         elif isinstance(event, HostStatus):
-            reason = f": {event.reason}" if event.reason else ""
-            self._record_hosts({event.host: event.state + reason})
+            self._record_hosts({event.host: HostState(event.state, event.reason)})
         # any other event (a newer engine's) is ignored
 
-    def _record_hosts(self, states: Mapping[str, str]) -> None:
+    def _record_hosts(self, states: Mapping[str, HostState]) -> None:
         """Note new host states; `sync` draws them."""
         if not states:
             return
@@ -367,7 +386,7 @@ class RunScreen(LogScreen):
             tree.update_step(step)
         logs, self._dirty_logs = self._dirty_logs, set()
         main, pinned = self.query_one("#log", LogView), self.query_one("#pinned", LogView)
-        if dirty.intersection(tree.selected_ids):
+        if dirty.union(step.stage for step in steps).intersection(tree.selected_ids):
             self._show_selected()
         elif main.stage_id in logs or self._is_running(main.stage_id):
             main.poll()  # a running stage's unterminated line changes without a log event
@@ -408,11 +427,14 @@ class RunScreen(LogScreen):
     def _update_header(self) -> None:
         now = self.clock()
         status = self._run_status
+        ended = self._run_ended
         if not self.run.running and any(v.status == WAITING for v in self.views.values()):
-            status = "waiting for approval"
+            status, ended = "waiting for approval", None  # the wall time goes on while it waits
+        elif status == RUNNING:
+            status = self._services_up() or status
         elapsed = None
         if self._run_started is not None:
-            elapsed = (self._run_ended or now) - self._run_started
+            elapsed = (ended or now) - self._run_started
         banner = self.session.banner if self.session is not None else ""
         header = self.query_one(RunHeader)
         key = (
@@ -426,8 +448,46 @@ class RunScreen(LogScreen):
         if key != self._header_key:
             self._header_key = key
             header.update_run(
-                self.pipeline.name, status, elapsed, self.views, banner, self.estimate
+                self.pipeline.name,
+                status,
+                elapsed,
+                self.views,
+                self.may_fail,
+                banner,
+                self.estimate,
             )
+
+    @cached_property
+    def may_fail(self) -> frozenset[str]:
+        """The stages with `allow_failure`: the header counts their failures apart."""
+        return frozenset(sid for sid, stage in self.pipeline.stages.items() if stage.allow_failure)
+
+    @cached_property
+    def services(self) -> list[str]:
+        """The service stages (SPEC §10)."""
+        return [sid for sid, stage in self.pipeline.stages.items() if stage.service]
+
+    def _services_up(self) -> str | None:
+        """The run's state once only its services are left running (the TUI keeps them up,
+        SPEC §10): `2 services up`, `1 service up, 1 starting`. None while another stage runs or
+        is still to run (a stage held by a manual one waiting for approval is not)."""
+        live = [sid for sid in self.services if self.views[sid].status in LIVE]
+        if not live:
+            return None
+        held: set[str] = set()
+        for sid, stage in self.pipeline.stages.items():  # in topological order
+            status = self.views[sid].status
+            if stage.service or status in FINISHED:
+                continue
+            if status == WAITING or (status == PENDING and held.intersection(stage.needs)):
+                held.add(sid)
+            else:
+                return None
+        up = sum(self.views[sid].status == READY for sid in live)
+        starting = f"{len(live) - up} starting"
+        if not up:
+            return f"{len(live)} service{'s' * (len(live) != 1)} starting"
+        return f"{up} service{'s' * (up != 1)} up" + (f", {starting}" if up < len(live) else "")
 
     # -- log panes --------------------------------------------------------------------------------
 
@@ -439,11 +499,14 @@ class RunScreen(LogScreen):
         return next(i for i in ids if self.views[i].status == urgent)
 
     def _show_selected(self) -> None:
-        sid = self._pick(self.query_one(StageTree).selected_ids)
-        self._show(self.query_one("#log", LogView), sid)
+        tree = self.query_one(StageTree)
+        self._show(
+            self.query_one("#log", LogView), self._pick(tree.selected_ids), tree.selected_step
+        )
 
-    def _show(self, log: LogView, sid: str | None) -> None:
-        """Point a log pane at the current attempt of stage `sid`."""
+    def _show(self, log: LogView, sid: str | None, step: int | None = None) -> None:
+        """Point a log pane at the current attempt of stage `sid` (at one of its steps when
+        `step` is given: a GitHub Actions job's)."""
         log.stage_id = sid
         if sid is None:
             log.border_title = ""
@@ -452,15 +515,7 @@ class RunScreen(LogScreen):
         view = self.views[sid]
         source = None
         if view.has_log:
-            run_id = self._log_run.get(sid, self.run.run_id)
-            logs = self.run.logs
-            source = LogSource(
-                sid,
-                view.attempt,
-                partial(logs.reader, run_id, sid, view.attempt),
-                run_id,
-                partial(logs.partial, run_id, sid, view.attempt),
-            )
+            source = self._source(sid, view.attempt, step)
         title = sid if view.attempt <= 1 else f"{sid} · attempt {view.attempt}"
         state = (
             view.status
@@ -468,8 +523,31 @@ class RunScreen(LogScreen):
             else (f"{view.status}: {view.reason}")
         )
         job = f" · {view.host} {view.job}" if view.job else ""  # `cluster #1234 @node1`
+        placeholder = _placeholder(sid, view, not self.check_action("start", ()))
+        event = self.query_one(StageTree).step_status(sid, step) if step is not None else None
+        if step is not None and event is not None:  # the step's own state instead of its job's
+            why = f": {event.reason}" if event.reason and event.status in FINISHED else ""
+            title, state = f"{title} · step {step + 1} {event.name}", event.status + why
+            placeholder = "no output yet" if event.status == RUNNING else f"no output{why}"
         log.border_title = escape(f"{title} · {state}{job}")
-        log.show(source, _placeholder(sid, view))
+        log.show(source, placeholder)
+
+    def _source(self, sid: str, attempt: int, step: int | None) -> LogSource:
+        """The log of an attempt of `sid`: a job's with step headers, or one step's lines."""
+        key = (self._log_run.get(sid, self.run.run_id), sid, attempt)
+        logs = self.run.logs
+        reader, tail = partial(logs.reader, *key), partial(logs.partial, *key)
+        if sid not in self.jobs:
+            return LogSource(sid, attempt, reader, key[0], tail)
+        if step is None:
+            return LogSource(sid, attempt, lambda: JobReader(reader()), key[0], tail)
+        span = partial(self.marks.span, key, step)
+
+        def step_tail() -> tuple[str, str] | None:  # the unterminated line is a running step's
+            known = span()
+            return tail() if known is not None and known[1] is None else None
+
+        return LogSource(sid, attempt, lambda: StepReader(reader(), span), key[0], step_tail, step)
 
     @property
     def home(self) -> Widget:
@@ -489,13 +567,7 @@ class RunScreen(LogScreen):
 
     @on(Tree.NodeHighlighted)
     def _selection_moved(self) -> None:
-        self._show_selected()
-        step = self.query_one(StageTree).selected_step
-        if step is not None:  # a step row: its job's log, at the marker where the step starts
-            start = re.compile("^" + re.escape(f'{STEP_MARKER}{{"step": {step},'))
-            self.query_one("#log", LogView).start_search(
-                start, label=f"step {step + 1}", from_start=True
-            )
+        self._show_selected()  # a step row: its own lines of its job's log
 
     # -- running --------------------------------------------------------------------------------
 
@@ -587,8 +659,6 @@ class RunScreen(LogScreen):
             if self.make_run is None:
                 self.notify("watch mode is not available here", severity="warning")
                 return
-            from engine.watch import WatchSession
-
             self.session = WatchSession(
                 self.pipeline,
                 self.make_run,
@@ -608,11 +678,6 @@ class RunScreen(LogScreen):
 
     def action_history(self) -> None:
         """Open the run history."""
-        try:
-            from tui.screens.history import HistoryScreen
-        except ImportError:
-            self.notify("run history is not available in this build", severity="warning")
-            return
         self.app.push_screen(HistoryScreen(self.pipeline))
 
     def action_summary(self) -> None:
@@ -656,8 +721,6 @@ class RunScreen(LogScreen):
 
     def action_dag(self) -> None:
         """Open the DAG of the stages; choosing a box shows its log."""
-        from tui.screens.dag import DagScreen
-
         tree = self.query_one(StageTree)
         selected = self._pick(tree.selected_ids)
         title = f"{self.pipeline.name} · {len(self.needs)} stages"
@@ -671,17 +734,15 @@ class RunScreen(LogScreen):
 
     def action_merged(self) -> None:
         """Open the merged log of every stage."""
-        from tui.screens.merged import MergedScreen
 
         def open_log(key: tuple[str, str, int]) -> LineReader:
-            return self.run.logs.reader(*key)
+            reader = self.run.logs.reader(*key)
+            return JobReader(reader) if key[1] in self.jobs else reader
 
         self.app.push_screen(MergedScreen(self.arrivals, open_log, self.pipeline.stages))
 
     def action_timeline(self) -> None:
         """Open the live timeline of the run."""
-        from tui.screens.timeline import TimelineScreen
-
         title = f"Timeline · {self.run.run_id}"
         self.app.push_screen(TimelineScreen(title, self.spans, self.needs, clock=self.clock))
 
@@ -702,8 +763,6 @@ class RunScreen(LogScreen):
 
     def _size_terminals(self) -> None:
         """`tty: true` stages get the log pane's size."""
-        from engine.ptyproc import TERMINALS
-
         size = self.query_one("#log", LogView).size
         TERMINALS.resize_all(size.width, size.height)
 
@@ -716,10 +775,6 @@ class RunScreen(LogScreen):
     async def action_shell(self) -> None:
         """A shell in the selected stage's directory and environment, on its host; the TUI
         suspends until it exits."""
-        from textual.app import SuspendNotSupported
-
-        from engine.shell import ShellError, open_shell
-
         sid = self._one_selected()
         if sid is None:
             return
@@ -735,9 +790,6 @@ class RunScreen(LogScreen):
 
     def action_type_into(self) -> None:
         """Send keystrokes to the selected `tty: true` stage until Esc."""
-        from engine.ptyproc import TERMINALS
-        from tui.screens.tty_input import TypeInto
-
         sid = self._one_selected()
         if sid is None:
             return

@@ -12,8 +12,10 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Markdown
 
+from tui.widgets.pump import Yielding
 
-class SummaryScreen(ModalScreen[None]):
+
+class SummaryScreen(Yielding, ModalScreen[None]):
     """The step summary a job wrote, read from `path` in a thread; escape, q or S closes it."""
 
     DEFAULT_CSS = """

@@ -10,14 +10,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.markup import escape
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
+from tui.widgets.keybar import KeyBar
+from tui.widgets.pump import Yielding
 from tui.widgets.timeline import CRITICAL, QUEUED_CELL, RUN_CELL, Spans, Timeline
 
 REFRESH = 0.25  # seconds between redraws of a live run's bars
 
 
-class TimelineScreen(Screen[None]):
+class TimelineScreen(Yielding, Screen[None]):
     """Shows `spans` on a shared time axis; live while `live` is true."""
 
     DEFAULT_CSS = """
@@ -56,7 +58,7 @@ class TimelineScreen(Screen[None]):
             "  j/k scroll",
             id="timeline-legend",
         )
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one(Timeline).focus()

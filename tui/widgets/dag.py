@@ -9,6 +9,7 @@ position of its needs (a few sweeps down and up) to keep lines short and crossin
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -16,6 +17,7 @@ from typing import ClassVar
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding, BindingType
+from textual.cache import LRUCache
 from textual.events import Click
 from textual.geometry import Region, Size
 from textual.message import Message
@@ -147,9 +149,16 @@ class Dag(ScrollView, can_focus=True):
         self.views = views
         self.plan = layout(needs)
         self.selected = selected if selected in self.plan.boxes else next(iter(needs), None)
-        self._edges = self._draw_edges()
-        self._rows: list[Strip] | None = None
-        self._key: tuple[object, ...] = ()
+        edges: dict[int, dict[int, int]] = {}  # row -> column -> line directions
+        for (x, y), bits in self._draw_edges().items():
+            edges.setdefault(y, {})[x] = bits
+        self._edges = {y: sorted(cells.items()) for y, cells in edges.items()}
+        self._boxes: dict[int, list[str]] = {}  # row -> the stage boxes it crosses
+        for sid, box in self.plan.boxes.items():
+            for y in range(box.y, box.bottom) if sid[0] != "~" else ():
+                self._boxes.setdefault(y, []).append(sid)
+        self._strips: LRUCache[tuple[int, int, int], Strip] = LRUCache(1024)
+        self._key = self._statuses()  # the statuses drawn
         self.virtual_size = self.plan.size
 
     def _draw_edges(self) -> dict[tuple[int, int], int]:
@@ -185,36 +194,49 @@ class Dag(ScrollView, can_focus=True):
     def _style(self, component: str) -> Style:
         return self.rich_style + self.get_component_rich_style(component)
 
-    def _canvas(self) -> list[Strip]:
-        """Every row of the drawing, rebuilt when a status or the selection changes."""
-        statuses = tuple(self.views[s].status for s in self.needs if s in self.views)
-        key = (statuses, self.selected, self.app.theme)
-        if self._rows is not None and key == self._key:
-            return self._rows
-        width, height = self.plan.size
-        grid: list[list[tuple[str, str]]] = [[(" ", "")] * width for _ in range(height)]
-        for (x, y), bits in self._edges.items():
-            if 0 <= y < height and 0 <= x < width:
-                grid[y][x] = (LINES[bits], "dag--edge")
-        for sid, box in self.plan.boxes.items():
-            if sid[0] == "~":
+    def _statuses(self) -> tuple[str, ...]:
+        return tuple(self.views[s].status for s in self.needs if s in self.views)
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips.clear()  # the theme changed
+
+    def _row(self, y: int, x0: int, x1: int) -> Strip:
+        """Columns x0..x1-1 of row `y` of the drawing: only what is on screen is drawn, so a
+        thousand stages cost what a screenful does."""
+        key = (y, x0, x1)
+        strip = self._strips.get(key)
+        if strip is not None:
+            return strip
+        cells: list[tuple[str, str]] = [(" ", "")] * (x1 - x0)
+        edges = self._edges.get(y, [])
+        for x, bits in edges[bisect_left(edges, (x0, 0)) :]:
+            if x >= x1:
+                break
+            cells[x - x0] = (LINES[bits], "dag--edge")
+        for sid in self._boxes.get(y, ()):
+            box = self.plan.boxes[sid]
+            if box.right <= x0 - 1 or box.x - 1 >= x1:
                 continue
             status = self.views[sid].status if sid in self.views else "pending"
             style = f"dag--{status}"
-            label = short_id(sid)
-            label = label if len(label) <= MAX_LABEL else label[: MAX_LABEL - 1] + "…"
             inner = box.width - 2
-            text = f" {ICONS[status]} {label}".ljust(inner)
-            rows = ["╭" + "─" * inner + "╮", "│" + text + "│", "╰" + "─" * inner + "╯"]
-            for dy, row in enumerate(rows):
-                for dx, char in enumerate(row):
-                    chosen = sid == self.selected and dy == 1 and 0 < dx < box.width - 1
-                    grid[box.y + dy][box.x + dx] = (char, f"{style} selected" if chosen else style)
-            if self.needs.get(sid):
-                grid[box.y + 1][box.x - 1] = ("▶", "dag--edge")
-        self._rows = [self._strip(row) for row in grid]
-        self._key = key
-        return self._rows
+            dy = y - box.y
+            if dy == 1:
+                label = short_id(sid)
+                label = label if len(label) <= MAX_LABEL else label[: MAX_LABEL - 1] + "…"
+                row = "│" + f" {ICONS[status]} {label}".ljust(inner) + "│"
+                if self.needs.get(sid) and x0 <= box.x - 1 < x1:
+                    cells[box.x - 1 - x0] = ("▶", "dag--edge")
+            else:
+                row = ("╭" + "─" * inner + "╮") if dy == 0 else ("╰" + "─" * inner + "╯")
+            chosen = sid == self.selected and dy == 1
+            for dx, char in enumerate(row):
+                if x0 <= box.x + dx < x1:
+                    inside = chosen and 0 < dx < box.width - 1
+                    cells[box.x + dx - x0] = (char, f"{style} selected" if inside else style)
+        strip = self._strips[key] = self._strip(cells)
+        return strip
 
     def _strip(self, row: list[tuple[str, str]]) -> Strip:
         segments: list[Segment] = []
@@ -225,7 +247,7 @@ class Dag(ScrollView, can_focus=True):
                 run = ""
             current = component
             run += char
-        return Strip(segments)
+        return Strip(segments, len(row))
 
     def _component(self, name: str) -> Style:
         if not name:
@@ -236,18 +258,18 @@ class Dag(ScrollView, can_focus=True):
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
-        rows = self._canvas()
         index = self.scroll_offset.y + y
-        if index >= len(rows):
+        if index >= self.plan.size.height:
             return Strip.blank(width, self.rich_style)
         x = self.scroll_offset.x
-        return rows[index].crop_extend(x, x + width, self.rich_style)
+        return self._row(index, x, x + width)
 
     def refresh_statuses(self) -> None:
         """Redraw when a status changed (cheap otherwise)."""
-        before = self._key
-        self._canvas()
-        if self._key != before:
+        statuses = self._statuses()
+        if statuses != self._key:
+            self._key = statuses
+            self._strips.clear()
             self.refresh()
 
     # -- selection -----------------------------------------------------------------------------
@@ -279,6 +301,7 @@ class Dag(ScrollView, can_focus=True):
     def select(self, sid: str) -> None:
         """Select a box and scroll it into view."""
         self.selected = sid
+        self._strips.clear()
         self.scroll_to_region(self.plan.boxes[sid], animate=False, immediate=True)
         self.refresh()
 

@@ -9,10 +9,11 @@ from pathlib import Path
 RECENT = 10  # past durations a median is taken over
 
 
-def stage_medians(state_dir: Path, stages: Iterable[str]) -> dict[str, float]:
-    """The median duration of each stage's recent attempts that really ran (SQLite: call this
-    from a thread). A stage with no recorded attempt, or no history at all, has no entry."""
-    from engine.history import History, HistoryError
+def stage_medians(path: Path, state_dir: Path, stages: Iterable[str]) -> dict[str, float]:
+    """The median duration of each stage's recent attempts that ran to their own end, in runs
+    of the pipeline file `path` (SQLite: call this from a thread). A stage with no such attempt,
+    or no history at all, has no entry."""
+    from engine.history import History, HistoryError, pipeline_file
 
     if not (state_dir / "history.db").exists():
         return {}
@@ -21,7 +22,8 @@ def stage_medians(state_dir: Path, stages: Iterable[str]) -> dict[str, float]:
     except HistoryError:
         return {}
     try:
-        found = {sid: history.durations(sid, RECENT) for sid in stages}
+        file = pipeline_file(path, state_dir)
+        found = {sid: history.durations(sid, RECENT, file) for sid in stages}
     finally:
         history.close()
     return {sid: statistics.median(d) for sid, d in found.items() if d}

@@ -7,7 +7,9 @@ from typing import ClassVar
 from rich.text import Text
 from textual.widget import Widget
 
-# The first word of a state (`failed: auth refused` -> `failed`) -> (icon, tone).
+from engine.events import HostState
+
+# A connection state -> (icon, tone).
 _LOOK: dict[str, tuple[str, str]] = {
     "connected": ("●", "ok"),
     "connecting": ("◌", "active"),
@@ -19,16 +21,16 @@ _IDLE = ("○", "dim")  # `idle` (closed) and any state this bar does not know
 _MIN_REASON = 12  # a reason is cut to fit the line, never below this many cells
 
 
-def short_state(host: str, state: str) -> str:
-    """The state without the reason's `host NAME: ` prefix (the bar names the host already)."""
-    word, sep, reason = state.partition(": ")
-    prefix = f"host {host}: "
-    return f"{word}: {reason.removeprefix(prefix)}" if sep else state
+def short_state(host: str, state: HostState) -> str:
+    """`state: reason`, without the reason's `host NAME: ` prefix (the bar names the host)."""
+    if not state.reason:
+        return state.state
+    return f"{state.state}: {state.reason.removeprefix(f'host {host}: ')}"
 
 
-def host_look(state: str) -> tuple[str, str]:
+def host_look(state: HostState) -> tuple[str, str]:
     """(icon, tone) for a connection state; tones are the bar's `hosts-bar--TONE` classes."""
-    return _LOOK.get(state.split(":", 1)[0].strip(), _IDLE)
+    return _LOOK.get(state.state, _IDLE)
 
 
 class HostsBar(Widget):
@@ -65,9 +67,9 @@ class HostsBar(Widget):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.states: dict[str, str] = {}
+        self.states: dict[str, HostState] = {}
 
-    def update_hosts(self, states: dict[str, str]) -> None:
+    def update_hosts(self, states: dict[str, HostState]) -> None:
         """Show `states` (host -> connection state, in display order)."""
         self.states = dict(states)
         self.tooltip = "\n".join(f"{host}: {state}" for host, state in self.states.items())
@@ -84,7 +86,7 @@ class HostsBar(Widget):
         budget = max(_MIN_REASON, (room - short) // max(1, cut))  # cells for each long state
         text = Text("hosts", style=style("hosts-bar--label"), no_wrap=True, overflow="ellipsis")
         for host, state in shorts.items():
-            icon, tone = host_look(state)
+            icon, tone = host_look(self.states[host])
             shown = state if len(state) <= budget else state[: budget - 1] + "…"
             text.append("  ")
             text.append(host, style("hosts-bar--name"))

@@ -3,6 +3,11 @@
 Only the lines on screen are read from the `LogReader` and rendered, through LRU caches; the log
 is never held whole in memory. New output is pulled by `poll()`, which the screen calls from a
 timer, never once per line. Search scans the log in a worker thread with its own reader.
+
+A reader with `folds` (a GitHub Actions job's, `tui.widgets.steps.JobReader`) shows its log with
+some groups folded: line numbers here are the folded log's; search hits are the whole log's
+(`_shown_line`/`_stored_line` translate); `z` folds and unfolds the group at the top of the
+screen (its end found in a worker thread, as search is).
 """
 
 from __future__ import annotations
@@ -10,8 +15,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
 
+from rich._wrap import divide_line  # where `Text.wrap` breaks a line: its rows' offsets
 from rich.cells import cell_len
 from rich.color import Color
 from rich.segment import Segment
@@ -28,6 +34,8 @@ from textual.selection import Selection
 from textual.strip import Strip
 from textual.worker import get_current_worker
 
+from tui.widgets.groups import GROUP, Folds, group_around, group_stop
+
 _ANSI = re.compile(r"\x1b\[[0-9;:?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 _SPECIAL = re.compile(r"[\x00-\x1f\x7f]")  # escapes, \r, tabs: lines that need parsing
 _SCAN_CHUNK = 20_000  # lines per read while searching
@@ -35,11 +43,31 @@ _BLOCK = 64  # lines per read while rendering
 SELECT_LIMIT = 100_000  # lines a mouse selection copies at most
 
 
+class Row(NamedTuple):
+    """A wrapped row on screen."""
+
+    line: int
+    start: int  # the offset of its first character in the line
+    strip: Strip
+    more: bool  # the line goes on in the next row
+
+
 class LineReader(Protocol):
     """What the view needs of `engine.logs.LogReader`."""
 
     def __len__(self) -> int: ...
     def lines(self, start: int, stop: int) -> list[tuple[str, str]]: ...
+
+
+@runtime_checkable
+class FoldingReader(LineReader, Protocol):
+    """A reader that folds groups (`tui.widgets.steps.JobReader`): `len` and `lines` are the
+    folded log's, `raw` and `stored_len` the whole log's."""
+
+    folds: Folds
+
+    def raw(self, start: int, stop: int) -> list[str]: ...
+    def stored_len(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -52,6 +80,8 @@ class LogSource:
     run_id: str = ""
     partial: Callable[[], tuple[str, str] | None] | None = field(default=None, compare=False)
     """The unterminated line being written (shown live after the stored ones), if any."""
+    step: int | None = None
+    """The step of a GitHub Actions job whose lines it shows (None: the whole log)."""
 
 
 def last_state(line: str) -> str:
@@ -64,6 +94,12 @@ def plain(line: str) -> str:
     """The line as displayed, without ANSI escapes: what search and copy see."""
     line = last_state(line)
     return _ANSI.sub("", line) if "\x1b" in line else line
+
+
+def _shown(line: str) -> str:
+    """The line's text as drawn (tabs expanded): what mouse selection offsets count in."""
+    text = plain(line)
+    return text.expandtabs(8) if "\t" in text else text
 
 
 ERRORS = re.compile(
@@ -98,7 +134,7 @@ class Search:
 
 class LogView(ScrollView, can_focus=True):
     """Shows one stage's log; follows new output; searches, wraps, copies; the mouse selects
-    text (without wrap)."""
+    text (wrapped or not)."""
 
     ALLOW_SELECT = True
 
@@ -126,6 +162,7 @@ class LogView(ScrollView, can_focus=True):
         Binding("j", "scroll_down", "Down", show=False),
         Binding("k", "scroll_up", "Up", show=False),
         Binding("end", "follow_end", "End", show=False),
+        Binding("z", "toggle_group", "Fold", show=False),  # where the screen has no `z` (history)
         Binding("enter", "screen.toggle_focus", "Tree", show=False),
     ]
 
@@ -148,10 +185,11 @@ class LogView(ScrollView, can_focus=True):
         self._texts: LRUCache[tuple[int, int], Text] = LRUCache(1024)
         self._strips: LRUCache[tuple[int, int], Strip] = LRUCache(1024)
         self._styles: dict[str, Style] = {}
-        self._wrapped: LRUCache[tuple[int, int, int], list[Strip]] = LRUCache(1024)
-        self._rows: tuple[tuple[object, ...], list[Strip]] | None = None
+        self._wrapped: LRUCache[tuple[int, int, int], list[tuple[int, Strip]]] = LRUCache(1024)
+        self._rows: tuple[tuple[object, ...], list[Row]] | None = None
         self._anchor_top = 0  # first line shown by the last bottom-anchored (wrapped) render
         self._auto_scroll = False
+        self._folds: dict[LogSource, Folds] = {}  # each log's folded groups, for the view's life
 
     # -- source -------------------------------------------------------------------------------
 
@@ -178,6 +216,8 @@ class LogView(ScrollView, can_focus=True):
         try:
             if self._reader is None:
                 self._reader = self.source.open()
+                if isinstance(self._reader, FoldingReader):
+                    self._reader.folds = self._folds.setdefault(self.source, Folds())
             stored = len(self._reader)
         except OSError as error:  # not created yet, or unreadable: say so, try again later
             self.placeholder = f"log not readable: {error.strerror or error}"
@@ -295,7 +335,8 @@ class LogView(ScrollView, can_focus=True):
         search = self.search
         if search is None:
             return
-        component = "log-view--hit" if search.hit == index else "log-view--match"
+        hit = search.hit is not None and search.hit == self._stored_line(index)
+        component = "log-view--hit" if hit else "log-view--match"
         style = self._style(component)
         for match in search.pattern.finditer(text.plain):
             if match.end() > match.start():
@@ -342,35 +383,45 @@ class LogView(ScrollView, can_focus=True):
                 self.call_later(self._set_virtual_size)
         return strip
 
-    def _wrapped_rows(self, index: int, width: int) -> list[Strip]:
+    def _wrapped_rows(self, index: int, width: int) -> list[tuple[int, Strip]]:
+        """Line `index` wrapped at `width` (as `Text.wrap` with fold does it): each row with
+        the offset of its first character in the line."""
         key = (index, width, self._gen)
         rows = self._wrapped.get(key)
         if rows is None:
-            console = self.app.console
-            lines = self._text(index).wrap(console, width, overflow="fold") or [Text()]
-            rows = [self._render(line) for line in lines]
+            text = self._text(index)
+            breaks = divide_line(text.plain, width, fold=True)
+            rows = []
+            for start, piece in zip([0, *breaks], text.divide(breaks), strict=True):
+                piece.rstrip_end(width)
+                rows.append((start, self._render(piece)))
             self._wrapped[key] = rows
         return rows
 
-    def _wrapped_screen(self, width: int, height: int) -> list[Strip]:
+    def _wrapped_screen(self, width: int, height: int) -> list[Row]:
         key = (self.scroll_offset.y, width, height, self._count, self._gen, self.follow)
         if self._rows is not None and self._rows[0] == key:
             return self._rows[1]
-        rows: list[Strip] = []
+        rows: list[Row] = []
         if self.follow:  # bottom-anchored: the last lines, wrapped, fill the screen
             index = self._count - 1
             while index >= 0 and len(rows) < height:
-                rows[:0] = self._wrapped_rows(index, width)
+                rows[:0] = self._line_rows(index, width)
                 index -= 1
             self._anchor_top = index + 1
             rows = rows[-height:]
         else:
             index = self.scroll_offset.y
             while index < self._count and len(rows) < height:
-                rows.extend(self._wrapped_rows(index, width))
+                rows.extend(self._line_rows(index, width))
                 index += 1
         self._rows = (key, rows)
         return rows
+
+    def _line_rows(self, index: int, width: int) -> list[Row]:
+        pieces = self._wrapped_rows(index, width)
+        last = len(pieces) - 1
+        return [Row(index, start, strip, n < last) for n, (start, strip) in enumerate(pieces)]
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
@@ -387,35 +438,53 @@ class LogView(ScrollView, can_focus=True):
             return Strip.blank(width, style)
         if self.wrap:
             rows = self._wrapped_screen(width, self.scrollable_content_region.height)
-            return (
-                rows[y].crop_extend(0, width, style) if y < len(rows) else Strip.blank(width, style)
-            )
+            if y >= len(rows):
+                return Strip.blank(width, style)
+            row = rows[y]
+            strip = self._selected(row.strip, row.line, row.start)
+            strip = strip.apply_offsets(row.start, row.line)
+            pad = width - strip.cell_length
+            if row.more and pad > 0 and strip.cell_length:
+                # past the end of a row that the next one continues: the row's last character
+                # (the selection ends after the character under the mouse), not the next row's
+                end = Style.from_meta({"offset": (row.start + strip.cell_length - 1, row.line)})
+                strip = Strip.join([strip, Strip([Segment(" ", style + end)] * pad, pad)])
+            return strip.crop_extend(0, width, style)
         index = self.scroll_offset.y + y
         if index >= self._count:
             return Strip.blank(width, style)
         x = self.scroll_offset.x
-        strip = self._strip(index)
+        strip = self._selected(self._strip(index), index, 0)
+        return strip.crop_extend(x, x + width, style).apply_offsets(x, index)
+
+    def _selected(self, strip: Strip, index: int, start: int) -> Strip:
+        """`strip` (line `index` from its character `start` on) with the part of it that the
+        mouse selected in the screen's selection style."""
         selection = self.text_selection
         span = selection.get_span(index) if selection is not None else None
-        if span is not None:  # the mouse selection, in the screen's selection style
-            start, end = span
-            end = strip.cell_length if end == -1 else end
-            chosen = self.screen.get_component_rich_style("screen--selection")
-            strip = Strip.join([strip.crop(0, start), strip.crop(start, end).apply_style(chosen),
-                                strip.crop(end, strip.cell_length)])  # fmt: skip
-        return strip.crop_extend(x, x + width, style).apply_offsets(x, index)
+        if span is None:
+            return strip
+        length = strip.cell_length
+        first = max(0, span[0] - start)
+        last = length if span[1] == -1 else min(length, span[1] - start)
+        if first >= last:
+            return strip
+        chosen = self.screen.get_component_rich_style("screen--selection")
+        part = strip.crop(first, last)  # over the line's own colours, as a Text span would be
+        part = Strip(Segment.apply_style(list(part), post_style=chosen), part.cell_length)
+        return Strip.join([strip.crop(0, first), part, strip.crop(last, length)])
 
     # -- mouse selection ------------------------------------------------------------------------
 
     def get_selection(self, selection: Selection) -> tuple[str, str] | None:
         """The text under the mouse selection (lines read from the store, at most
-        `SELECT_LIMIT`)."""
-        if self._reader is None or self.wrap:
+        `SELECT_LIMIT`): offsets are (character in the line as drawn, line), wrapped or not."""
+        if self._reader is None:
             return None
         first = selection.start.y if selection.start is not None else 0
         last = selection.end.y if selection.end is not None else self._count - 1
         last = min(last, first + SELECT_LIMIT - 1, self._count - 1)
-        lines = [plain(self._line(i)[1]) for i in range(first, last + 1)]
+        lines = [_shown(self._line(i)[1]) for i in range(first, last + 1)]
         shifted = Selection(
             None if selection.start is None else selection.start - Offset(0, first),
             None if selection.end is None else selection.end - Offset(0, first),
@@ -502,7 +571,7 @@ class LogView(ScrollView, can_focus=True):
         if search.current is None and search.from_start:
             search.current = 0 if step > 0 else len(search.matches) - 1
         elif search.current is None:
-            top = self.scroll_offset.y
+            top = self._stored_line(self.scroll_offset.y)
             after = [i for i, line in enumerate(search.matches) if line >= top]
             search.current = (
                 after[0]
@@ -511,15 +580,18 @@ class LogView(ScrollView, can_focus=True):
             )
         else:
             search.current = (search.current + step) % len(search.matches)
+        hit = search.matches[search.current]
+        self._reveal(hit)
         self._invalidate()
-        self.go_to(search.matches[search.current])
+        self.go_to(self._shown_line(hit))
         self._status_changed()
         return True
 
     def _scan(self) -> None:
         search, source = self.search, self.source
-        if search is not None and source is not None and search.scanned < self._stored:
-            self._scan_worker(search, source, self._stored)
+        stored = self._stored_count()
+        if search is not None and source is not None and search.scanned < stored:
+            self._scan_worker(search, source, stored)
 
     @work(thread=True, exclusive=True, group="log-search", exit_on_error=False)
     def _scan_worker(self, search: Search, source: LogSource, stop: int) -> None:
@@ -544,7 +616,7 @@ class LogView(ScrollView, can_focus=True):
         search.scanned = upto
         if first:
             self.next_match()
-        elif search.from_start and not search.matches and upto >= self._stored:
+        elif search.from_start and not search.matches and upto >= self._stored_count():
             self.action_follow_end()  # nothing matched: the end is where a failure shows
         else:
             self._invalidate()
@@ -565,7 +637,8 @@ class LogView(ScrollView, can_focus=True):
         """The line of the current search hit, as plain text."""
         if self.search is None or self.search.hit is None or self._reader is None:
             return None
-        return plain(self._reader.lines(self.search.hit, self.search.hit + 1)[0][1])
+        at = self._shown_line(self.search.hit)
+        return plain(self._reader.lines(at, at + 1)[0][1])
 
     def _status_changed(self) -> None:
         self.border_subtitle = escape(self.status_text()) if self.source else ""
@@ -578,6 +651,91 @@ class LogView(ScrollView, can_focus=True):
         if self.search is not None:
             s = self.search
             pos = f"{s.current + 1}/" if s.current is not None else ""
-            more = "+" if s.scanned < self._stored else ""
+            more = "+" if s.scanned < self._stored_count() else ""
             parts.append(f"{s.label or f'/{s.pattern.pattern}/'} {pos}{len(s.matches)}{more}")
         return " · ".join(parts)
+
+    # -- groups (a GitHub Actions job's log) ----------------------------------------------------
+
+    @property
+    def folds(self) -> Folds | None:
+        """The current log's folded groups; None when its reader has no groups."""
+        reader = self._reader
+        return reader.folds if isinstance(reader, FoldingReader) else None
+
+    def _shown_line(self, stored: int) -> int:
+        """Where line `stored` of the whole log shows (search hits are the whole log's)."""
+        folds = self.folds
+        return stored if folds is None else folds.shown(stored)
+
+    def _stored_line(self, shown: int) -> int:
+        folds = self.folds
+        return shown if folds is None else folds.stored(shown)
+
+    def _stored_count(self) -> int:
+        """Lines in the whole stored log, folded ones too."""
+        folds = self.folds
+        return self._stored + (0 if folds is None else folds.hidden)
+
+    def _refolded(self) -> None:
+        """The folds changed: line numbers did."""
+        self._lines.clear()
+        self._invalidate()
+        self.poll()
+        self.refresh()
+        self._status_changed()
+
+    def _reveal(self, line: int) -> None:
+        """Unfold the group that hides line `line` of the whole log, if one does."""
+        folds = self.folds
+        header = None if folds is None else folds.holding(line)
+        if folds is not None and header is not None:
+            folds.unfold(header)
+            self._refolded()
+
+    def action_toggle_group(self) -> None:
+        """Fold or unfold the group at the top of the screen: the first group header on it,
+        else the group its top line is in."""
+        reader = self._reader
+        if not isinstance(reader, FoldingReader):
+            self.notify("this log has no groups", severity="warning")
+            return
+        header = self._group_at_top(reader)
+        if header is None:
+            self.notify("no group on screen", severity="warning")
+        elif reader.folds.inside(header) is not None:
+            reader.folds.unfold(header)
+            self._refolded()
+        elif self.source is not None:
+            self._find_group_end(self.source, header, reader.stored_len())
+
+    @work(thread=True, exclusive=True, group="log-fold", exit_on_error=False)
+    def _find_group_end(self, source: LogSource, header: int, stored: int) -> None:
+        """Read the group's lines (its own reader, off the loop: a group may be a flood) to
+        find where it stops, then fold it."""
+        reader = source.open()
+        assert isinstance(reader, FoldingReader)
+        stop = group_stop(reader.raw, header, stored)
+        self.app.call_from_thread(self._fold, source, header, stop)
+
+    def _fold(self, source: LogSource, header: int, stop: tuple[int, int] | None) -> None:
+        folds = self.folds
+        if source != self.source or folds is None:
+            return  # another log by now
+        if stop is None:
+            self.notify("this group has not ended yet", severity="warning")
+            return
+        folds.fold(header, *stop)
+        self._refolded()
+        if not self.follow and self._shown_line(header) < self.scroll_offset.y:
+            self.go_to(self._shown_line(header))
+
+    def _group_at_top(self, reader: FoldingReader) -> int | None:
+        """The whole log's line number of the group header `z` acts on (see above)."""
+        top = self._anchor_top if self.wrap and self.follow else self.scroll_offset.y
+        stop = min(self._stored, top + self.scrollable_content_region.height)
+        for first, end in reader.folds.runs(top, stop):
+            for at, text in enumerate(reader.raw(first, end), first):
+                if text.startswith(GROUP):
+                    return at
+        return group_around(reader.raw, reader.folds.stored(top))

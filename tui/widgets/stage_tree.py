@@ -3,6 +3,7 @@ Actions job's steps under the job (SPEC §11)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -13,7 +14,6 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from engine.events import (
-    BAD,
     FAILED,
     FINISHED,
     PENDING,
@@ -25,7 +25,9 @@ from engine.events import (
 )
 from engine.resources import Usage
 from engine.spec import LOCAL, Pipeline
+from tui.widgets.pump import Yielding
 from tui.widgets.status import (
+    ALLOWED,
     ICONS,
     LIVE,
     SERVICE_STARTING,
@@ -34,16 +36,18 @@ from tui.widgets.status import (
     format_attempt,
     format_bytes,
     format_duration,
+    shown_status,
     summary_status,
 )
 
+RELABEL_CHUNK = 200  # labels `refresh_all` redraws per frame
 _STATUS_CSS = "\n".join(
     f"StageTree > .stage-tree--{status} {{ color: ${var}; }}"
     for status, var in STATUS_COLOURS.items()
 )
 
 
-class StageTree(Tree[str]):
+class StageTree(Yielding, Tree[str]):
     """A `Tree` whose nodes carry a stage instance id (or a matrix stage name).
 
     Labels are rebuilt one node at a time with `set_label`; the tree is never recomposed.
@@ -84,6 +88,7 @@ class StageTree(Tree[str]):
         self._clock_now = 0.0
         self.estimates: dict[str, float] = {}  # stage id -> its usual duration (history median)
         self.usage: Mapping[str, Usage] | None = None  # CPU and memory columns (`u`): on when set
+        self._stale: dict[str, None] = {}  # keys whose labels `refresh_all` has still to redraw
         self._add_nodes()
 
     def _add_nodes(self) -> None:
@@ -152,6 +157,11 @@ class StageTree(Tree[str]):
         """The row of step `step` (0-based) of job `stage_id`."""
         return self._steps[stage_id][step][0]
 
+    def step_status(self, stage_id: str, step: int) -> StepStatus | None:
+        """The latest `step_status` of step `step` of job `stage_id` (None before any)."""
+        entry = self._steps.get(stage_id, {}).get(step)
+        return entry[1] if entry else None
+
     def update_step(self, event: StepStatus) -> None:
         """Add or relabel the row of a step; a new attempt of the job starts its rows over."""
         job = self._stage_nodes.get(event.stage)
@@ -204,13 +214,25 @@ class StageTree(Tree[str]):
             self._relabel(parent)
 
     def refresh_all(self, now: float) -> None:
-        """Redraw every label (theme change, first draw)."""
+        """Redraw every label (theme change, resize, first draw): those on screen at once, the
+        others `RELABEL_CHUNK` per frame (a thousand stages take several frames, none long)."""
         self._clock_now = now
-        for key in self._stage_nodes:
-            self._relabel(key)
+        top = self.scroll_offset.y
+        shown = [line.node.data for line in self._tree_lines[top : top + self.size.height]]
+        self._stale = dict.fromkeys(
+            [key for key in shown if key in self._stage_nodes] + list(self._stage_nodes)
+        )
+        self._relabel_stale()
         for steps in self._steps.values():
             for node, event in steps.values():
                 self._relabel_step(node, event)
+
+    def _relabel_stale(self) -> None:
+        for key in list(itertools.islice(self._stale, RELABEL_CHUNK)):
+            del self._stale[key]
+            self._relabel(key)
+        if self._stale:
+            self.call_after_refresh(self._relabel_stale)
 
     def tick(self, now: float) -> None:
         """Advance the ticking durations of running stages."""
@@ -236,9 +258,7 @@ class StageTree(Tree[str]):
             status = summary_status([self.views[i].status for i in ids])
             return self._assemble(key, status, [(f"×{len(ids)}", "column")])
         view = self.views[key]
-        status = view.status
-        if status in BAD and stage.allow_failure:
-            status = "allowed"
+        status = shown_status(view.status, stage.allow_failure)
         elapsed = view.elapsed(self._clock_now)
         dur = format_duration(elapsed)
         estimate = self.estimates.get(key)
@@ -263,7 +283,7 @@ class StageTree(Tree[str]):
             parts.append((f"@{host}" if host != LOCAL else "", "dim"))
         if stage.service:  # SPEC §10: its own icon while it starts, and its ready state
             parts.append(({RUNNING: "starting", READY: "ready"}.get(view.status, "service"), "dim"))
-        if status == "allowed":
+        if status == ALLOWED:
             parts.append(("allowed to fail", "stage-tree--allowed"))
         return self._assemble(key, status, parts)
 
@@ -301,6 +321,10 @@ class StageTree(Tree[str]):
         return text
 
     def on_resize(self) -> None:
+        self.refresh_all(self._clock_now)
+
+    def watch_show_vertical_scrollbar(self) -> None:
+        """The scrollbar (rows were added or expanded) takes cells from the labels: fit them."""
         self.refresh_all(self._clock_now)
 
     def _style(self, component: str) -> Style:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.events import (
+    BAD,
     CACHED,
     CANCELLED,
     FAILED,
@@ -20,6 +21,8 @@ from engine.events import (
     StageStatus,
 )
 
+ALLOWED = "allowed"  # the status shown for a failure the stage was allowed to have
+
 ICONS: dict[str, str] = {
     PENDING: "·",
     WAITING: "‖",
@@ -32,10 +35,17 @@ ICONS: dict[str, str] = {
     SKIPPED: "↷",
     CACHED: "≡",
     LOST: "⚠",
-    "allowed": "✗",  # failed, timed out or lost with allow_failure: not a failure of the run
+    ALLOWED: "✗",  # failed, timed out or lost with allow_failure: not a failure of the run
     READY: "◉",  # a service whose probe passed (SPEC §10)
 }
 """One cell-wide icon per status (SPEC §2)."""
+
+
+def shown_status(status: str, allow_failure: bool) -> str:
+    """`allowed` for a failed, timed out or lost stage with `allow_failure`, else `status`."""
+    return ALLOWED if status in BAD and allow_failure else status
+
+
 SERVICE_STARTING = "◌"  # a service that runs but is not ready yet
 LIVE = (RUNNING, READY)  # statuses whose duration ticks
 
