@@ -97,15 +97,16 @@ def time_once(case: Case) -> tuple[float, float]:
 
 
 def alternate(
-    cases: Sequence[Case], rounds: int, budget: float | None = None
+    cases: Sequence[Case], rounds: int, budget: float | None = None, warm_up: bool = True
 ) -> dict[str, Samples]:
-    """Time every case once per round, in turn, after one untimed warm-up try of each.
+    """Time every case once per round, in turn, after one untimed warm-up try of each (unless
+    `warm_up` is False: cases long enough for a warm-up not to matter).
 
     With a `budget` (seconds), fewer rounds are run when the warm-up shows that `rounds` would
     take longer, but never fewer than MIN_ROUNDS: `make bench` must stay within minutes even
     when something is slow.
     """
-    per_round = sum(time_once(case)[0] for case in cases)  # the warm-up
+    per_round = sum(time_once(case)[0] for case in cases) if warm_up else 0.0
     if budget is not None and per_round > 0:
         rounds = max(MIN_ROUNDS, min(rounds, int(budget / per_round)))
     results = {case.name: Samples() for case in cases}

@@ -112,7 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stages", type=int, default=100)
     parser.add_argument("--lines", type=int, default=2_000_000)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)  # load from elsewhere: best of 5
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pipedeck-ssh-bench-") as name:
         tmp = Path(name)
