@@ -96,7 +96,8 @@ async def run_attempt(
     if result.exit_code == 0:
         return SUCCEEDED, result
     if result.reason is None and result.exit_code is not None:
-        result = ExecResult(result.exit_code, reason=f"exit code {result.exit_code}")
+        why = steps.failure if steps is not None and steps.failure else None  # a workflow job
+        result = ExecResult(result.exit_code, reason=why or f"exit code {result.exit_code}")
     return FAILED, result
 
 

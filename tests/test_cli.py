@@ -168,7 +168,9 @@ def _wait_for_output(proc: subprocess.Popen[str], text: str) -> str:
     raise AssertionError(f"{text!r} never printed")
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)]
+)
 def test_signals_cancel_in_order(write_pipeline: Write, signum: int, code: int) -> None:
     path = write_pipeline("""
         version: 1

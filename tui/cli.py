@@ -414,7 +414,8 @@ async def _watch(pipeline: Pipeline, args: argparse.Namespace, make_run: Callabl
 
 
 def _install_signals(cancel: Callable[[int], None], run_id: Callable[[], str]) -> None:
-    """Ctrl-C / SIGTERM cancel in order (`cancel(exit_code)`); a second Ctrl-C kills at once."""
+    """Ctrl-C, SIGTERM and SIGHUP (the terminal closed) cancel in order (`cancel(exit_code)`,
+    128 + the signal); a second Ctrl-C kills at once."""
     import asyncio
 
     loop = asyncio.get_running_loop()
@@ -429,12 +430,14 @@ def _install_signals(cancel: Callable[[int], None], run_id: Callable[[], str]) -
             _kill_now(run_id())
             return
         if signum == signal.SIGINT:
-            print("pipedeck: cancelling the run (Ctrl-C again to kill at once)", file=sys.stderr)
+            notice = "cancelling the run (Ctrl-C again to kill at once)"
         else:
-            print("pipedeck: SIGTERM: cancelling the run in order", file=sys.stderr)
-        cancel(130 if signum == signal.SIGINT else 143)
+            notice = f"{signal.Signals(signum).name}: cancelling the run in order"
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            print(f"pipedeck: {notice}", file=sys.stderr)
+        cancel(128 + signum)
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(signum, on_signal, signum)
 
 

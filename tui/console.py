@@ -28,7 +28,7 @@ from engine.events import (
     StageStatus,
     to_json_lines,
 )
-from engine.gha.commands import STEP_MARKER, marker_step_line, readable
+from engine.gha.commands import STEP_MARKER, marker_step_line
 from engine.logs import LogStore
 from engine.spec import Pipeline
 from engine.status import NOT_CACHEABLE
@@ -210,7 +210,8 @@ class PlainReporter:
             head = f"── {event.stage} {event.status}" + (f": {event.reason}" * bool(event.reason))
             self.out.write(self._paint(_STATUS_COLOR[event.status], head) + "\n")
             lines = _tail(self.logs, run_id, event.stage, event.attempt, SUMMARY_LINES)
-            self.out.writelines(f"   {_cut(line)}\n" for line in readable(lines))
+            shown = (self._job_line(x) if x.startswith("##") else x for x in lines)
+            self.out.writelines(f"   {_cut(line)}\n" for line in shown if line is not None)
             self.out.write(f"   whole log: {logs_command(self.pipeline, run_id, event.stage)}\n")
         self.out.write("\n")
 

@@ -72,6 +72,7 @@ class StepEvents:
     def __init__(self, run_id: str, stage: str, attempt: int) -> None:
         self.key = (run_id, stage, attempt)
         self.running: dict[int, tuple[str, float]] = {}  # step -> (name, started, monotonic)
+        self.failure: str | None = None  # why the job failed: its first failed step (not allowed)
 
     def events(self, lines: Iterable[str]) -> Iterator[StepStatus]:
         """The events of the step markers among the attempt's log lines."""
@@ -86,6 +87,12 @@ class StepEvents:
                 self.running[data["step"]] = (name, time.monotonic())
             else:
                 self.running.pop(data["step"], None)
+                if status in ("failed", "timed_out") and not data.get("allowed"):
+                    code = data.get("exit_code")
+                    self.failure = self.failure or (
+                        f"step {data['step'] + 1} {name} {status}"
+                        + (f": exit code {code}" if code is not None else "")
+                    )
             yield StepStatus(
                 *self.key,
                 data["step"],

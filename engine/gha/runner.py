@@ -290,6 +290,7 @@ class JobRunner:
             before="##[endgroup]",
             duration=time.monotonic() - started,
             exit_code=code,
+            **({"allowed": True} if outcome == "failure" and continue_on_error else {}),
         )
 
     def step_name(self, step: Mapping[str, Any], ctx: expr.Context) -> str:

@@ -122,7 +122,9 @@ async def test_failure_skips_later_steps_and_fails_the_job(tmp_path: Path) -> No
           a:
             runs-on: ubuntu-latest
             steps:
-              - run: exit 1
+              - run: exit 4
+                continue-on-error: true
+              - run: exit 3
               - run: echo skipped
               - if: always()
                 run: echo cleanup
@@ -137,7 +139,11 @@ async def test_failure_skips_later_steps_and_fails_the_job(tmp_path: Path) -> No
     recorder, code, _ = await run(path)
     assert code == 1
     assert recorder.final("a").status == "failed"
+    # the job's reason names its failed step, not the job runner's exit code (1) nor the
+    # earlier step whose failure continue-on-error allowed
+    assert recorder.final("a").reason == "step 2 Run exit 3 failed: exit code 3"
     assert [s[2] for s in steps(recorder, "a") if s[2] != "running"] == [
+        "failed",
         "failed",
         "skipped",
         "succeeded",
