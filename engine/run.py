@@ -153,6 +153,7 @@ class Run:
         self._approved: set[str] = set()
         self._cli_forced = self._expand(force)  # --force: the cache may not skip them
         self._forced: dict[str, str] = {}  # reruns of stages that had started: their why
+        self._max_parallel: dict[str, asyncio.Semaphore] = {}  # stage name -> its instances'
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._next: dict[str, Status] = {}  # what a stage does once its task ends
         self._superseded: set[str] = set()  # cancelled by watch mode for a newer run
@@ -440,8 +441,19 @@ class Run:
             why = why or decision.why
         self._forced.pop(sid, None)
         service = stage.service and stage.host == LOCAL  # holds no --jobs slot for ever
-        async with contextlib.nullcontext() if service else self.hosts.slots(stage.host):
+        async with (
+            self._instances(stage),
+            contextlib.nullcontext() if service else self.hosts.slots(stage.host),
+        ):
             await self._attempts(stage, why)
+
+    def _instances(self, stage: Stage) -> contextlib.AbstractAsyncContextManager[object]:
+        """What a stage holds while it runs to keep its `max_parallel` (a workflow matrix's
+        `max-parallel`): the instances over it stay queued."""
+        if not stage.max_parallel:
+            return contextlib.nullcontext()
+        limit = self._max_parallel.setdefault(stage.name, asyncio.Semaphore(stage.max_parallel))
+        return limit
 
     def _requested(self, stage: Stage, approved: bool) -> str | None:
         """Why a stage runs when a person asked for it (None: the cache says why)."""

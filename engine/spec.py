@@ -115,6 +115,7 @@ class Stage:
     ready: Probe | None = None  # a service without a probe is ready once started
     restart: str = "never"
     tty: bool = False
+    max_parallel: int = 0  # at most this many instances of `name` at once (0: no limit)
 
     @property
     def is_remote(self) -> bool:

@@ -835,6 +835,7 @@ class _WorkflowChecker(_Checker):
             host=host,
             matrix={k: expr.to_str(v) for k, v in combo.items()},
             steps=True,
+            max_parallel=job["max-parallel"] if 0 < job["max-parallel"] < total else 0,
         )
 
 

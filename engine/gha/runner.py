@@ -14,7 +14,6 @@ or by SIGTERM/SIGINT (pipedeck's cancel), after which the running step's process
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import json
 import os
@@ -282,6 +281,7 @@ class JobRunner:
         conclusion = "success" if continue_on_error else outcome
         if conclusion == "failure":
             self.failed = True
+        allowed: dict[str, Any] = {"allowed": True} if outcome != conclusion else {}
         self.steps_ctx[step_id] = {"outputs": outputs, "outcome": outcome, "conclusion": conclusion}
         self.mark(
             index,
@@ -290,7 +290,7 @@ class JobRunner:
             before="##[endgroup]",
             duration=time.monotonic() - started,
             exit_code=code,
-            **({"allowed": True} if outcome == "failure" and continue_on_error else {}),
+            **allowed,  # a failure continue-on-error allows: not why the job failed
         )
 
     def step_name(self, step: Mapping[str, Any], ctx: expr.Context) -> str:
@@ -719,27 +719,6 @@ def read_empty_outputs(state: Path, needs: list[str]) -> dict[str, str]:
     }
 
 
-@contextlib.contextmanager
-def _slot(state: Path, job: str, limit: int, index: int) -> Any:
-    """At most `limit` instances of a job at once (`max-parallel`), by file locks."""
-    folder = state / "slots"
-    folder.mkdir(parents=True, exist_ok=True)
-    handles = [open(folder / f"{safe_name(job)}.{i}", "w") for i in range(limit)]  # noqa: SIM115
-    try:
-        for handle in handles:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                yield
-                return
-            except BlockingIOError:
-                continue
-        fcntl.flock(handles[index % limit], fcntl.LOCK_EX)
-        yield
-    finally:
-        for handle in handles:
-            handle.close()
-
-
 # -- the job, from its description -----------------------------------------------------------
 
 
@@ -810,21 +789,20 @@ def run_job(job: Mapping[str, Any]) -> int:
     for number, (combo, name) in enumerate(combos):
         if len(combos) > 1:
             print(f"##[group]{name}", flush=True)
-        limit = max(int(strategy.get("max-parallel") or 1), 1)
-        with _slot(state, job["job"], limit, int(strategy.get("job-index", 0))):
-            if fail_fast and _sibling_failed(state, job["job"], name):
-                print(f"##[warning]{FAIL_FAST}", flush=True)
-                write_result(state, job["job"], name, "cancelled", {}, FAIL_FAST)
-                return JOB_CANCELLED
-            one = job
-            if job.get("matrix_expr") is not None:
-                one = {
-                    **job,
-                    "strategy": {**strategy, "job-index": number, "job-total": len(combos)},
-                }
-            runner = _job = JobRunner(one, combo, name, number * len(job["steps"]))
-            with _watch_siblings(runner, state) if fail_fast else contextlib.nullcontext():
-                result = runner.run()
+        # max-parallel: the engine starts no more instances at once (Stage.max_parallel)
+        if fail_fast and _sibling_failed(state, job["job"], name):
+            print(f"##[warning]{FAIL_FAST}", flush=True)
+            write_result(state, job["job"], name, "cancelled", {}, FAIL_FAST)
+            return JOB_CANCELLED
+        one = job
+        if job.get("matrix_expr") is not None:
+            one = {
+                **job,
+                "strategy": {**strategy, "job-index": number, "job-total": len(combos)},
+            }
+        runner = _job = JobRunner(one, combo, name, number * len(job["steps"]))
+        with _watch_siblings(runner, state) if fail_fast else contextlib.nullcontext():
+            result = runner.run()
         if result == "cancelled":
             return JOB_CANCELLED
         failed = failed or result == "failure"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.events import LogLines, StepStatus
+from engine.events import LogLines, StageStatus, StepStatus
 from engine.gha.loader import Options, load_workflow
 from engine.run import Run
 from tests.conftest import Recorder, marked_pids
@@ -391,6 +391,37 @@ async def test_fail_fast_cancels_queued_matrix_instances(tmp_path: Path, fail_fa
     await the_run.close()
     assert recorder.final("t[n=1]").status == "failed"
     assert recorder.final("t[n=2]").status == ("cancelled" if fail_fast else "succeeded")
+
+
+async def test_max_parallel_keeps_the_other_instances_queued(tmp_path: Path) -> None:
+    """With free slots (--jobs 3), max-parallel 1 still runs one instance at a time, and the
+    others are `queued` (not `running`) until it ends."""
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          t:
+            runs-on: ubuntu-latest
+            strategy:
+              max-parallel: 1
+              matrix: {n: [1, 2, 3]}
+            steps: [{run: 'sleep 0.2'}]
+        """,
+    )
+    the_run = Run(load_workflow(path).pipeline, jobs=3)
+    recorder = Recorder()
+    the_run.subscribe(recorder)
+    try:
+        assert await asyncio.wait_for(the_run.execute(), 60) == 0
+    finally:
+        await the_run.close()
+    running = 0
+    for event in recorder.events:
+        if isinstance(event, StageStatus) and event.stage.startswith("t["):
+            running += {"running": 1, "succeeded": -1}.get(event.status, 0)
+            assert running <= 1, recorder.events
+    assert all(recorder.statuses(f"t[n={n}]")[:2] == ["queued", "running"] for n in (1, 2, 3))
 
 
 async def test_fail_fast_cancels_running_matrix_instances(tmp_path: Path) -> None:
