@@ -402,6 +402,9 @@ class _WorkflowChecker(_Checker):
         committed = github["sha"] != "0" * 40  # a git checkout with a commit
         self.workspace = self.options.workspace or ("copy" if committed else "here")
         inputs = _inputs(self.plain(top["on"]) if "on" in top else None, self.options.inputs)
+        if github["event_name"] == "workflow_dispatch" and inputs:
+            # as GitHub's dispatch payload has them: strings ("true", "3"), unless --event-file
+            github["event"].setdefault("inputs", {k: expr.to_str(v) for k, v in inputs.items()})
         self.static = {"github": github, "inputs": inputs, "vars": {}, "env": {}}
         raw = self.read_jobs(root, top)
         if raw is None or self.problems:

@@ -574,6 +574,31 @@ async def test_event_file_inputs_and_matrix_expressions_in_job_keys(tmp_path: Pa
     assert "pr=42 debug=true level=1" in recorder.lines("t[experimental=true,minutes=2]")
 
 
+async def test_dispatch_inputs_are_in_the_event_payload_as_strings(tmp_path: Path) -> None:
+    path = workflow(
+        tmp_path,
+        """
+        on:
+          workflow_dispatch:
+            inputs:
+              debug: {type: boolean, default: false}
+              level: {type: number, default: 1}
+        jobs:
+          t:
+            runs-on: ubuntu-latest
+            steps:
+              - run: |
+                  echo "debug=${{ github.event.inputs.debug }} level=${{ github.event.inputs.level }}"
+                  python3 -c 'import json,os; print(json.load(open(os.environ["GITHUB_EVENT_PATH"]))["inputs"])'
+        """,
+    )
+    options = Options(event="workflow_dispatch", inputs={"debug": "true"})
+    recorder, code, _ = await run(path, options)
+    assert code == 0
+    assert "debug=true level=1" in recorder.lines("t")
+    assert "{'debug': 'true', 'level': '1'}" in recorder.lines("t")
+
+
 async def test_local_node_action_runs_with_node(tmp_path: Path) -> None:
     if shutil.which("node") is None:  # like the SSH tests: CI must have it, a dev machine may not
         if os.environ.get("CI") == "true":
