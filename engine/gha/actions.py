@@ -512,20 +512,29 @@ def _artifacts(runner: JobRunner) -> Path:
 def upload_artifact(runner: JobRunner, with_: Mapping[str, str]) -> Result:
     name = with_.get("name") or "artifact"
     found = [p for p in _paths(runner, with_.get("path", "")) if p.exists()]
-    if not found:
+    root = Path(os.path.commonpath([p if p.is_dir() else p.parent for p in found] or [Path("/")]))
+    files = [
+        file
+        for path in found
+        for file in ([f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path])
+    ]
+    hidden = {f for f in files if any(part.startswith(".") for part in f.relative_to(root).parts)}
+    why = ""
+    if hidden and with_.get("include-hidden-files", "false").lower() != "true":
+        files = [f for f in files if f not in hidden]  # as upload-artifact v4.4+ does
+        why = f" ({len(hidden)} hidden file(s) left out: `include-hidden-files: true` keeps them)"
+    if not files:
+        missing = f"actions/upload-artifact: no files for {with_.get('path')!r}{why}"
         if with_.get("if-no-files-found", "warn") == "error":
-            return _fail(f"actions/upload-artifact: no files for {with_.get('path')!r}")
-        return _ok(f"##[warning]actions/upload-artifact: no files for {with_.get('path')!r}")
+            return _fail(missing)
+        return _ok(f"##[warning]{missing}")
     target = _artifacts(runner) / name
-    root = Path(os.path.commonpath([p if p.is_dir() else p.parent for p in found]))
     kept: dict[str, dict[str, Any]] = {}
-    for path in found:
-        files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path]
-        for file in files:
-            dest = target / file.relative_to(root)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(file, dest)
-            kept[dest.relative_to(target).as_posix()] = _kept(dest, runner.instance)
+    for file in files:
+        dest = target / file.relative_to(root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(file, dest)
+        kept[dest.relative_to(target).as_posix()] = _kept(dest, runner.instance)
     _record_upload(runner.state / UPLOADS, name, kept)
     return _ok(
         f"actions/upload-artifact: {len(kept)} file(s) as {name!r}",

@@ -255,6 +255,43 @@ async def test_native_actions_cache_artifacts_and_composite(tmp_path: Path) -> N
     assert (tmp_path / "deps" / "d").read_text() == "data\n"
 
 
+async def test_upload_artifact_leaves_hidden_files_out_unless_asked(tmp_path: Path) -> None:
+    """As upload-artifact v4.4+: files and folders starting with `.` are not uploaded unless
+    `include-hidden-files: true`; a path with only hidden files is a warning that says so."""
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          make:
+            runs-on: ubuntu-latest
+            steps:
+              - run: mkdir -p out/.cache && echo a > out/a && echo s > out/.env && echo c > out/.cache/c && echo cov > .coverage
+              - uses: actions/upload-artifact@v4
+                with: {name: dist, path: out/}
+              - uses: actions/upload-artifact@v4
+                with: {name: cov, path: .coverage}
+              - uses: actions/upload-artifact@v4
+                with: {name: cov-kept, path: .coverage, include-hidden-files: true}
+          use:
+            needs: make
+            runs-on: ubuntu-latest
+            steps:
+              - uses: actions/download-artifact@v4
+                with: {path: got}
+              - run: find got -type f | sort
+        """,
+    )
+    recorder, code, _ = await run(path)
+    assert code == 0, recorder.lines("make")
+    assert [line for line in recorder.lines("use") if line.startswith("got/")] == [
+        "got/cov-kept/.coverage",
+        "got/dist/a",
+    ]
+    warning = [line for line in recorder.lines("make") if "no files for '.coverage'" in line]
+    assert warning and "1 hidden file(s) left out" in warning[0], recorder.lines("make")
+
+
 async def test_setup_python_finds_an_installed_interpreter_or_names_them(tmp_path: Path) -> None:
     path = workflow(
         tmp_path,
