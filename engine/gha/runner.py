@@ -20,6 +20,7 @@ import os
 import re
 import select
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -731,6 +732,21 @@ def ignore_state(folder: Path) -> None:
         ignore.write_text("# pipedeck's state: not part of the repository\n*\n")
 
 
+_RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]+")
+
+
+def prune_runs(folder: Path, current: str) -> None:
+    """Remove the state (results, artifacts) of all but the last `PIPEDECK_KEEP_RUNS` runs
+    (default 20, as pipedeck's own artifacts), this run `current` counted."""
+    from engine.artifacts import keep_runs
+
+    runs = sorted(
+        p.name for p in folder.glob("*") if _RUN_ID.fullmatch(p.name) and p.name != current
+    )
+    for old in runs[: max(0, len(runs) - keep_runs() + 1)]:
+        shutil.rmtree(folder / old, ignore_errors=True)
+
+
 def skipped_before_start(job: Mapping[str, Any], probe: JobRunner) -> str | None:
     """Why a job instance is skipped before its first step: it cannot run here, or its `if:`
     is false (seen with the needed jobs' results, as GitHub does); None when it runs. The job
@@ -755,6 +771,8 @@ def run_job(job: Mapping[str, Any]) -> int:
         os.chdir(copy_workspace(Path.cwd(), run_id))
     state = Path.cwd() / ".pipedeck" / "gha" / run_id
     ignore_state(state.parent.parent)
+    if not state.exists():  # the run's first job here: older runs' state over the limit goes
+        prune_runs(state.parent, run_id)
     instance = job["instance"]
     probe = JobRunner(job, job["matrix"], instance)
     try:

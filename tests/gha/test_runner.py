@@ -292,6 +292,24 @@ async def test_upload_artifact_leaves_hidden_files_out_unless_asked(tmp_path: Pa
     assert warning and "1 hidden file(s) left out" in warning[0], recorder.lines("make")
 
 
+async def test_old_runs_state_is_pruned_to_keep_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`.pipedeck/gha/RUN_ID` (job results, uploaded artifacts) is kept for the last
+    PIPEDECK_KEEP_RUNS runs, the new one counted; the actions/cache folder is not a run."""
+    path = workflow(
+        tmp_path, "on: push\njobs:\n  a: {runs-on: ubuntu-latest, steps: [{run: 'true'}]}\n"
+    )
+    state = tmp_path / ".pipedeck" / "gha"
+    old = ["20260101-000000-aaaaaa", "20260102-000000-bbbbbb", "20260103-000000-cccccc"]
+    for name in [*old, "cache"]:
+        (state / name / "artifacts").mkdir(parents=True)
+    monkeypatch.setenv("PIPEDECK_KEEP_RUNS", "2")
+    _, code, the_run = await run(path)
+    assert code == 0
+    assert sorted(p.name for p in state.iterdir()) == sorted([old[-1], the_run.run_id, "cache"])
+
+
 async def test_setup_python_finds_an_installed_interpreter_or_names_them(tmp_path: Path) -> None:
     path = workflow(
         tmp_path,
