@@ -4,7 +4,7 @@ history, failures allowed by `allow_failure`, and an attempt that is never cut o
 from __future__ import annotations
 
 from engine.events import FAILED, PENDING, RUNNING, SKIPPED, SUCCEEDED
-from tests.tui.conftest import label, screen_of, status, tree_of, until
+from tests.tui.conftest import label, log_of, screen_of, status, tree_of, until
 from tests.tui.replay import JOB_PIPELINE, T0, job_scenario
 from tests.tui.replay import status as recorded
 from tui.app import PipedeckApp
@@ -94,6 +94,11 @@ async def test_failures_allowed_by_allow_failure_look_different(make_app):
         style = tree.node_for("flaky").label.spans[0].style
         assert style.color == tree.get_component_rich_style("stage-tree--allowed").color
         assert style.color != tree.get_component_rich_style("stage-tree--failed").color
+        # and the log pane's title says so too
+        for sid, title in (("flaky", "flaky · failed (allowed): exit code 3"),
+                           ("broken", "broken · failed: exit code 4")):  # fmt: skip
+            tree.select_stage(sid)
+            await until(pilot, lambda t=title: str(log_of(app).border_title) == t, title)
 
 
 async def test_the_attempt_is_never_cut_off_in_a_narrow_tree(make_app):

@@ -517,10 +517,10 @@ class RunScreen(LogScreen):
         if view.has_log:
             source = self._source(sid, view.attempt, step)
         title = sid if view.attempt <= 1 else f"{sid} · attempt {view.attempt}"
+        allowed = view.status in BAD and self.pipeline.stages[sid].allow_failure
+        status = f"{view.status} (allowed)" if allowed else view.status
         state = (
-            view.status
-            if view.status not in FINISHED or not view.reason
-            else (f"{view.status}: {view.reason}")
+            status if view.status not in FINISHED or not view.reason else f"{status}: {view.reason}"
         )
         job = f" · {view.host} {view.job}" if view.job else ""  # `cluster #1234 @node1`
         placeholder = _placeholder(sid, view, not self.check_action("start", ()))
