@@ -1,15 +1,17 @@
 """Events the engine publishes to subscribers, and their JSON form (SPEC §7).
 
 Log output travels as `LogLines`, one event per chunk of lines read, never one per line; the
-JSON form expands it to one `log` object per line.
+JSON form expands it to one `log` object per line. A chunk's lines are a `Lines`: the chunk's
+text, split into line strings only when a subscriber looks at single lines.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import overload
 
 from engine.status import (  # noqa: F401  (re-exported: the statuses' historical home)
     BAD,
@@ -30,6 +32,74 @@ from engine.status import (  # noqa: F401  (re-exported: the statuses' historica
     WAITING,
     Status,
 )
+
+
+class Lines(Sequence[str]):
+    """Lines (without newlines) kept as their newline-joined text until one is asked for: a
+    reporter that prints a chunk whole (`joined`) or counts it never makes a string per line.
+    Equal to any sequence of the same strings (a tuple, a list)."""
+
+    __slots__ = ("_split", "_text")
+
+    def __init__(self, text: str) -> None:
+        """`text`: the lines joined by "\\n" (no newline after the last one)."""
+        self._text: str | None = text
+        self._split: list[str] | None = None
+
+    @classmethod
+    def of(cls, lines: Iterable[str]) -> Lines:
+        """Lines from their strings (each kept as given, even one holding a newline)."""
+        made = cls.__new__(cls)
+        made._text, made._split = None, list(lines)
+        return made
+
+    def _lines(self) -> list[str]:
+        if self._split is None:
+            assert self._text is not None
+            self._split = self._text.split("\n")
+        return self._split
+
+    def joined(self, sep: str) -> str:
+        """`sep.join(self)`, in one pass over the text."""
+        if self._split is None:
+            assert self._text is not None
+            return self._text.replace("\n", sep) if sep != "\n" else self._text
+        return sep.join(self._split)
+
+    def __bool__(self) -> bool:
+        return self._split is None or bool(self._split)  # a text holds at least one line
+
+    def __len__(self) -> int:
+        if self._split is None:
+            assert self._text is not None
+            return self._text.count("\n") + 1
+        return len(self._split)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        return self._lines()[index]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._lines())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._lines()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return self._lines() == list(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._lines()))
+
+    def __repr__(self) -> str:
+        return f"Lines({self._lines()!r})"
 
 
 def now() -> float:
@@ -74,7 +144,7 @@ class LogLines:
     stage: str
     attempt: int
     stream: str  # "stdout" or "stderr"
-    lines: tuple[str, ...]
+    lines: Sequence[str]  # a `Lines` from the engine; a tuple where tests make them
     ts: float = field(default_factory=now)
     type: str = "log"
 

@@ -35,12 +35,13 @@ import os
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from hashlib import sha256
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, unquote
 
+from engine.events import Lines
 from engine.fserrors import NoSpaceError, StateError, cause, make_dirs
 from engine.mask import Masker
 
@@ -173,12 +174,13 @@ class LogWriter:
         self._latest = STREAMS[0]  # the stream fed last
         self.on_finish: Callable[[], None] | None = None
 
-    def feed(self, stream: str, data: bytes) -> list[str]:
-        """Store the lines `data` completes; return them masked and decoded, without newlines."""
+    def feed(self, stream: str, data: bytes) -> Sequence[str]:
+        """Store the lines `data` completes; return them masked and decoded, without newlines
+        (a `Lines`: split into strings only if looked at one by one)."""
         self._latest = stream
         partial = self._partial[stream]
         cut = data.rfind(b"\n") + 1
-        lines: list[str] = []
+        lines: Sequence[str] = []
         if cut:
             if partial:
                 block = bytes(partial) + data[:cut]
@@ -189,7 +191,8 @@ class LogWriter:
             data = data[cut:]
         partial += data
         if len(partial) > PARTIAL_LIMIT:
-            lines += self._store_segment(stream, partial)
+            segment = self._store_segment(stream, partial)
+            lines = Lines.of([*lines, *segment]) if lines else segment
         return lines
 
     def finish(self) -> list[tuple[str, str]]:
@@ -241,13 +244,13 @@ class LogWriter:
         self._files = (log, index)
         return self._files
 
-    def _store_lines(self, stream: str, block: bytes) -> list[str]:
+    def _store_lines(self, stream: str, block: bytes) -> Sequence[str]:
         """Store `block`, a run of newline-terminated lines."""
         masked = self._masker.mask(block)
         self._append(stream, masked, masked.count(b"\n"))
-        lines = masked.decode("utf-8", "replace").split("\n")
-        lines.pop()
-        return lines
+        text = masked.decode("utf-8", "replace")
+        end = text.rfind("\n")  # the last: a secret ending in a newline may have taken it
+        return Lines(text[:end]) if end >= 0 else []
 
     def _store_segment(self, stream: str, partial: bytearray) -> list[str]:
         """Store an oversized partial line except its last `longest secret - 1` bytes."""
