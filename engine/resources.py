@@ -153,6 +153,7 @@ class ResourceMonitor:
         self._tallies: dict[AttemptKey, _Tally] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None  # sampling while local attempts run
+        self._waiting: asyncio.TimerHandle | None = None  # the timer that starts the thread
         self._tasks: dict[str, asyncio.Task[None]] = {}  # host -> its sampling task
         self._last = time.monotonic()
         ResourceMonitor._by_run[run_id] = self
@@ -201,18 +202,36 @@ class ResourceMonitor:
     # -- local -------------------------------------------------------------------------------
 
     def _start(self) -> None:
+        """Sample from FIRST_SAMPLE from now on: an attempt done sooner is measured by its
+        rusage alone (`attempt_exited`), without psutil imported, /proc read or a thread
+        started for it. On an event loop, a timer waits; elsewhere the thread does."""
+        first = min(self.interval, FIRST_SAMPLE)
         with self._lock:
-            if self._thread is None:
-                self._last = time.monotonic()
-                self._thread = threading.Thread(target=self._loop, name="pipedeck-resources")
-                self._thread.daemon = True
-                self._thread.start()
+            if self._thread is not None or self._waiting is not None:
+                return
+            self._last = time.monotonic()
+            try:
+                self._waiting = asyncio.get_running_loop().call_later(first, self._begin)
+                return
+            except RuntimeError:  # no loop here
+                pass
+        self._begin(first)
 
-    def _loop(self) -> None:
-        """Sample every interval while some attempt runs, then end (the next one restarts it).
-        The first sample waits FIRST_SAMPLE: an attempt done sooner is measured by its rusage
-        alone (`attempt_exited`), without psutil imported or /proc read for it."""
-        time.sleep(min(self.interval, FIRST_SAMPLE))
+    def _begin(self, first: float = 0.0) -> None:
+        """Start the sampling thread, which samples after `first` seconds, unless no attempt
+        runs any more."""
+        with self._lock:
+            self._waiting = None
+            if self._thread is not None or not self._active:
+                return
+            self._thread = threading.Thread(
+                target=self._loop, args=(first,), name="pipedeck-resources", daemon=True
+            )
+            self._thread.start()
+
+    def _loop(self, first: float) -> None:
+        """Sample every interval while some attempt runs, then end (the next one restarts it)."""
+        time.sleep(first)
         while True:
             with self._lock:
                 if not self._active:
