@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import overload
+from typing import Any, NamedTuple, TypeVar, overload
 
 from engine.status import (  # noqa: F401  (re-exported: the statuses' historical home)
     BAD,
@@ -107,19 +106,37 @@ def now() -> float:
     return time.time()
 
 
-@dataclass(frozen=True)
-class RunStarted:
+E = TypeVar("E", bound=tuple[Any, ...])
+
+
+def _stamped(cls: type[E]) -> type[E]:
+    """An event class whose `ts` is the time it is made at, unless one is given. Events are
+    named tuples: a tenth of a frozen dataclass's cost to define (start-up), as cheap to make."""
+    make = cls.__new__
+    at = cls._fields.index("ts")  # type: ignore[attr-defined]
+
+    def stamp(klass: type[E], *args: Any, **kwargs: Any) -> E:
+        if len(args) <= at and "ts" not in kwargs:
+            kwargs["ts"] = time.time()
+        return make(klass, *args, **kwargs)
+
+    cls.__new__ = stamp  # type: ignore[assignment,method-assign]
+    return cls
+
+
+@_stamped
+class RunStarted(NamedTuple):
     """A run began; `stages` are the instance ids it covers, in order."""
 
     run_id: str
     pipeline: str
     stages: tuple[str, ...]
-    ts: float = field(default_factory=now)
+    ts: float = 0.0  # when it was made (`_stamped`)
     type: str = "run_started"
 
 
-@dataclass(frozen=True)
-class StageStatus:
+@_stamped
+class StageStatus(NamedTuple):
     """A stage instance's attempt moved to `status` (SPEC §2)."""
 
     run_id: str
@@ -132,12 +149,12 @@ class StageStatus:
     reason: str | None = None
     job_id: str | None = None  # extension: the Slurm job of this attempt
     node: str | None = None  # extension: the node a Slurm job runs on
-    ts: float = field(default_factory=now)
+    ts: float = 0.0  # when it was made (`_stamped`)
     type: str = "stage_status"
 
 
-@dataclass(frozen=True)
-class LogLines:
+@_stamped
+class LogLines(NamedTuple):
     """Complete lines (masked, decoded with replacement, without newlines) from one stream."""
 
     run_id: str
@@ -145,24 +162,23 @@ class LogLines:
     attempt: int
     stream: str  # "stdout" or "stderr"
     lines: Sequence[str]  # a `Lines` from the engine; a tuple where tests make them
-    ts: float = field(default_factory=now)
+    ts: float = 0.0  # when it was made (`_stamped`)
     type: str = "log"
 
 
-@dataclass(frozen=True)
-class RunFinished:
+@_stamped
+class RunFinished(NamedTuple):
     """A run ended with `status` and the exit code pipedeck exits with."""
 
     run_id: str
     status: Status  # succeeded, failed, cancelled (superseded: a watch run a change replaced)
     exit_code: int
     duration: float
-    ts: float = field(default_factory=now)
+    ts: float = 0.0  # when it was made (`_stamped`)
     type: str = "run_finished"
 
 
-@dataclass(frozen=True)
-class HostState:
+class HostState(NamedTuple):
     """An SSH host's connection state and, when `lost` or `failed`, why (`Run.host_states`)."""
 
     state: str
@@ -173,8 +189,8 @@ class HostState:
         return f"{self.state}: {self.reason}" if self.reason else self.state
 
 
-@dataclass(frozen=True)
-class HostStatus:
+@_stamped
+class HostStatus(NamedTuple):
     """An SSH host's connection state changed (an extension of SPEC §7): `idle`, `connecting`,
     `connected`, `syncing`, `lost`, `failed`; `reason` says why for the last two. After a
     workspace sync that changed something, `synced` says what it did: stage, files, bytes,
@@ -185,12 +201,12 @@ class HostStatus:
     state: str
     reason: str | None = None
     synced: dict[str, object] | None = None
-    ts: float = field(default_factory=now)
+    ts: float = 0.0  # when it was made (`_stamped`)
     type: str = "host_status"
 
 
-@dataclass(frozen=True)
-class StepStatus:
+@_stamped
+class StepStatus(NamedTuple):
     """A step of a GitHub Actions job changed status (SPEC §7, §11); `step` is 0-based."""
 
     run_id: str
@@ -202,7 +218,7 @@ class StepStatus:
     duration: float | None = None
     exit_code: int | None = None
     reason: str | None = None
-    ts: float = field(default_factory=now)
+    ts: float = 0.0  # when it was made (`_stamped`)
     type: str = "step_status"
 
 
@@ -224,7 +240,7 @@ def to_json_lines(event: Event) -> Iterator[str]:
         for text in event.lines:
             yield json.dumps({**head, "text": text}, ensure_ascii=False)
         return
-    data = {k: v for k, v in asdict(event).items() if v is not None or k == "exit_code"}
+    data = {k: v for k, v in event._asdict().items() if v is not None or k == "exit_code"}
     if isinstance(event, StageStatus) and event.exit_code is None:
         data.pop("exit_code")
     if isinstance(event, RunStarted):
