@@ -29,7 +29,6 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 from engine.events import Event, StageStatus
@@ -78,16 +77,18 @@ class MeasuresAttempts(Protocol):
         ...
 
 
-@dataclass
 class _Tally:
     """What the samples of one attempt saw, and its exact end where the executor knows it."""
 
-    cpu: dict[str, float] = field(default_factory=dict)  # process key -> CPU at its last sample
-    parent: dict[int, int] = field(default_factory=dict)  # pid -> parent pid, as last seen
-    pids: dict[str, int] = field(default_factory=dict)  # process key -> pid
-    peak: int = 0
-    sampled: bool = False
-    leader: tuple[int, float] | None = None  # (pid, CPU with its waited children) at its exit
+    __slots__ = ("cpu", "leader", "parent", "peak", "pids", "sampled")
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = {}  # process key -> CPU at its last sample
+        self.parent: dict[int, int] = {}  # pid -> parent pid, as last seen
+        self.pids: dict[str, int] = {}  # process key -> pid
+        self.peak = 0
+        self.sampled = False
+        self.leader: tuple[int, float] | None = None  # (pid, its CPU with waited children) at exit
 
     def add(self, procs: Iterable[Proc], wall: float) -> Usage:
         """Account one sample taken `wall` seconds after the previous one."""
