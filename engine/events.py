@@ -117,7 +117,7 @@ def _stamped(cls: type[E]) -> type[E]:
 
     def stamp(klass: type[E], *args: Any, **kwargs: Any) -> E:
         if len(args) <= at and "ts" not in kwargs:
-            kwargs["ts"] = time.time()
+            kwargs["ts"] = now()
         return make(klass, *args, **kwargs)
 
     cls.__new__ = stamp  # type: ignore[assignment,method-assign]
