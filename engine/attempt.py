@@ -15,7 +15,7 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from engine.events import Event, LogLines
+from engine.events import Event, Lines, LogLines
 from engine.executors.base import ExecResult, Executor
 from engine.gha.commands import StepEvents
 from engine.logs import LogStore
@@ -68,7 +68,7 @@ async def run_attempt(
     def sink(stream: str, data: bytes) -> None:
         lines = writer.feed(stream, data)
         if lines:
-            publish(LogLines(run_id, stage.id, attempt, stream, tuple(lines)))
+            publish(LogLines(run_id, stage.id, attempt, stream, lines))
             if steps is not None:  # a GitHub Actions job: its step markers become events
                 for event in steps.events(lines):
                     publish(event)
@@ -86,7 +86,7 @@ async def run_attempt(
         for stream, text in writer.finish():
             by_stream.setdefault(stream, []).append(text)
         for stream, texts in by_stream.items():
-            publish(LogLines(run_id, stage.id, attempt, stream, tuple(texts)))
+            publish(LogLines(run_id, stage.id, attempt, stream, Lines.of(texts)))
     if result is None:
         return _timed_out(stage)
     if result.status is not None:  # an executor that knows better (Slurm)

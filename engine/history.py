@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from engine.events import Event, HostStatus, RunFinished, RunStarted, StageStatus
 from engine.fserrors import StateError, cause
@@ -180,8 +180,7 @@ class SyncRow:
     method: str
 
 
-@dataclass(frozen=True)
-class Success:
+class Success(NamedTuple):
     """The last successful fingerprint of a stage, with what it was made of and its outputs."""
 
     fingerprint: str

@@ -35,12 +35,14 @@ import os
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
 from hashlib import sha256
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, unquote
 
+from engine.events import Lines
 from engine.fserrors import NoSpaceError, StateError, cause, make_dirs
 from engine.mask import Masker
 
@@ -55,6 +57,7 @@ SILENT = ".silent"  # in a run's folder: the attempts that printed nothing
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 
 
+@lru_cache(maxsize=4096)  # a run asks for the same run and stage names once per attempt
 def safe_name(name: str) -> str:
     """A file name for `name`: percent-encoded, never `.`/`..`, at most ~200 bytes."""
     safe = quote(name, safe="[]=,+@")
@@ -85,25 +88,30 @@ class LogStore:
         self.root = Path(root)
         self.masker = Masker(secrets)
         self._live: dict[tuple[str, str, int], LogWriter] = {}  # writers not finished yet
+        self._silent_path: tuple[str, Path] | None = None  # the last run's `.silent` file
 
     def _dir(self, run_id: str, stage_id: str) -> Path:
         return self.root / safe_name(run_id) / safe_name(stage_id)
 
     def writer(self, run_id: str, stage_id: str, attempt: int) -> LogWriter:
         """A writer for a new attempt's log (an existing one is truncated at its first output)."""
-        folder = self._dir(run_id, stage_id)
-        writer = LogWriter(folder / f"{attempt}.log", folder / f"{attempt}.idx", self.masker)
+        writer = LogWriter(lambda: self._paths(run_id, stage_id, attempt), self.masker)
         key = (run_id, stage_id, attempt)
         self._live[key] = writer
         writer.on_finish = lambda: self._finished(key, writer)
         return writer
+
+    def _paths(self, run_id: str, stage_id: str, attempt: int) -> tuple[Path, Path]:
+        """An attempt's log and index files (asked for at its first output only)."""
+        folder = self._dir(run_id, stage_id)
+        return folder / f"{attempt}.log", folder / f"{attempt}.idx"
 
     def _finished(self, key: tuple[str, str, int], writer: LogWriter) -> None:
         """A writer is done: forget it; list its attempt as silent when it stored nothing."""
         self._live.pop(key, None)
         if writer.silent:
             run_id, stage_id, attempt = key
-            path = self.root / safe_name(run_id) / SILENT
+            path = self._silent_file(run_id)
             line = f"{safe_name(stage_id)}\t{attempt}\n".encode()
             try:
                 try:
@@ -117,6 +125,11 @@ class LogStore:
                     os.close(fd)
             except OSError as err:
                 raise _state_error(err, path) from None
+
+    def _silent_file(self, run_id: str) -> Path:
+        if self._silent_path is None or self._silent_path[0] != run_id:
+            self._silent_path = (run_id, self.root / safe_name(run_id) / SILENT)
+        return self._silent_path[1]
 
     def _silent(self, run_id: str) -> dict[str, set[int]]:
         """Stage folder name -> the attempts of a run that printed nothing."""
@@ -161,8 +174,10 @@ class LogStore:
 class LogWriter:
     """Appends one attempt's output; see the module docstring for the format."""
 
-    def __init__(self, log_path: Path, index_path: Path, masker: Masker) -> None:
-        self._paths = (log_path, index_path)
+    def __init__(self, paths: Callable[[], tuple[Path, Path]], masker: Masker) -> None:
+        """`paths`: the log and index files to make at the first output."""
+        self._where = paths
+        self._paths: tuple[Path, Path] | None = None
         self._files: tuple[BinaryIO, BinaryIO] | None = None  # made by the first block
         self._failed: StateError | None = None
         self._masker = masker
@@ -173,12 +188,13 @@ class LogWriter:
         self._latest = STREAMS[0]  # the stream fed last
         self.on_finish: Callable[[], None] | None = None
 
-    def feed(self, stream: str, data: bytes) -> list[str]:
-        """Store the lines `data` completes; return them masked and decoded, without newlines."""
+    def feed(self, stream: str, data: bytes) -> Sequence[str]:
+        """Store the lines `data` completes; return them masked and decoded, without newlines
+        (a `Lines`: split into strings only if looked at one by one)."""
         self._latest = stream
         partial = self._partial[stream]
         cut = data.rfind(b"\n") + 1
-        lines: list[str] = []
+        lines: Sequence[str] = []
         if cut:
             if partial:
                 block = bytes(partial) + data[:cut]
@@ -189,7 +205,8 @@ class LogWriter:
             data = data[cut:]
         partial += data
         if len(partial) > PARTIAL_LIMIT:
-            lines += self._store_segment(stream, partial)
+            segment = self._store_segment(stream, partial)
+            lines = Lines.of([*lines, *segment]) if lines else segment
         return lines
 
     def finish(self) -> list[tuple[str, str]]:
@@ -227,7 +244,7 @@ class LogWriter:
 
     def _open(self) -> tuple[BinaryIO, BinaryIO]:
         """The log and index files, made (with their folder) on the first block."""
-        log_path, index_path = self._paths
+        log_path, index_path = self._paths = self._where()
         make_dirs(log_path.parent, "stage logs")
         try:
             log = open(log_path, "wb")  # noqa: SIM115 - closed by finish()
@@ -241,13 +258,13 @@ class LogWriter:
         self._files = (log, index)
         return self._files
 
-    def _store_lines(self, stream: str, block: bytes) -> list[str]:
+    def _store_lines(self, stream: str, block: bytes) -> Sequence[str]:
         """Store `block`, a run of newline-terminated lines."""
         masked = self._masker.mask(block)
         self._append(stream, masked, masked.count(b"\n"))
-        lines = masked.decode("utf-8", "replace").split("\n")
-        lines.pop()
-        return lines
+        text = masked.decode("utf-8", "replace")
+        end = text.rfind("\n")  # the last: a secret ending in a newline may have taken it
+        return Lines(text[:end]) if end >= 0 else []
 
     def _store_segment(self, stream: str, partial: bytearray) -> list[str]:
         """Store an oversized partial line except its last `longest secret - 1` bytes."""
@@ -280,6 +297,7 @@ class LogWriter:
             array("Q", (self._size | _TAG[stream], self._lines)).tofile(index)
             index.flush()
         except OSError as err:
+            assert self._paths is not None  # the files are open
             self._failed = _state_error(err, self._paths[0])
             raise self._failed from None
 

@@ -29,7 +29,6 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 from engine.events import Event, StageStatus
@@ -78,16 +77,18 @@ class MeasuresAttempts(Protocol):
         ...
 
 
-@dataclass
 class _Tally:
     """What the samples of one attempt saw, and its exact end where the executor knows it."""
 
-    cpu: dict[str, float] = field(default_factory=dict)  # process key -> CPU at its last sample
-    parent: dict[int, int] = field(default_factory=dict)  # pid -> parent pid, as last seen
-    pids: dict[str, int] = field(default_factory=dict)  # process key -> pid
-    peak: int = 0
-    sampled: bool = False
-    leader: tuple[int, float] | None = None  # (pid, CPU with its waited children) at its exit
+    __slots__ = ("cpu", "leader", "parent", "peak", "pids", "sampled")
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = {}  # process key -> CPU at its last sample
+        self.parent: dict[int, int] = {}  # pid -> parent pid, as last seen
+        self.pids: dict[str, int] = {}  # process key -> pid
+        self.peak = 0
+        self.sampled = False
+        self.leader: tuple[int, float] | None = None  # (pid, its CPU with waited children) at exit
 
     def add(self, procs: Iterable[Proc], wall: float) -> Usage:
         """Account one sample taken `wall` seconds after the previous one."""
@@ -153,6 +154,7 @@ class ResourceMonitor:
         self._tallies: dict[AttemptKey, _Tally] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None  # sampling while local attempts run
+        self._waiting: asyncio.TimerHandle | None = None  # the timer that starts the thread
         self._tasks: dict[str, asyncio.Task[None]] = {}  # host -> its sampling task
         self._last = time.monotonic()
         ResourceMonitor._by_run[run_id] = self
@@ -201,18 +203,36 @@ class ResourceMonitor:
     # -- local -------------------------------------------------------------------------------
 
     def _start(self) -> None:
+        """Sample from FIRST_SAMPLE from now on: an attempt done sooner is measured by its
+        rusage alone (`attempt_exited`), without psutil imported, /proc read or a thread
+        started for it. On an event loop, a timer waits; elsewhere the thread does."""
+        first = min(self.interval, FIRST_SAMPLE)
         with self._lock:
-            if self._thread is None:
-                self._last = time.monotonic()
-                self._thread = threading.Thread(target=self._loop, name="pipedeck-resources")
-                self._thread.daemon = True
-                self._thread.start()
+            if self._thread is not None or self._waiting is not None:
+                return
+            self._last = time.monotonic()
+            try:
+                self._waiting = asyncio.get_running_loop().call_later(first, self._begin)
+                return
+            except RuntimeError:  # no loop here
+                pass
+        self._begin(first)
 
-    def _loop(self) -> None:
-        """Sample every interval while some attempt runs, then end (the next one restarts it).
-        The first sample waits FIRST_SAMPLE: an attempt done sooner is measured by its rusage
-        alone (`attempt_exited`), without psutil imported or /proc read for it."""
-        time.sleep(min(self.interval, FIRST_SAMPLE))
+    def _begin(self, first: float = 0.0) -> None:
+        """Start the sampling thread, which samples after `first` seconds, unless no attempt
+        runs any more."""
+        with self._lock:
+            self._waiting = None
+            if self._thread is not None or not self._active:
+                return
+            self._thread = threading.Thread(
+                target=self._loop, args=(first,), name="pipedeck-resources", daemon=True
+            )
+            self._thread.start()
+
+    def _loop(self, first: float) -> None:
+        """Sample every interval while some attempt runs, then end (the next one restarts it)."""
+        time.sleep(first)
         while True:
             with self._lock:
                 if not self._active:

@@ -22,6 +22,7 @@ from engine.events import (
     SKIPPED,
     Event,
     HostStatus,
+    Lines,
     LogLines,
     RunFinished,
     RunStarted,
@@ -159,12 +160,13 @@ class PlainReporter:
         if isinstance(event, LogLines):
             pre = self.prefix(event.stage)
             lines = event.lines
-            text = ("\n" + pre).join(lines)
+            sep = "\n" + pre
+            text = lines.joined(sep) if isinstance(lines, Lines) else sep.join(lines)
             if "##" in text:  # one substring test per chunk, not one per line
                 # a GitHub Actions job's step markers and workflow commands, as they read
                 shown = (self._job_line(x) if x.startswith("##") else x for x in lines)
                 lines = tuple(line for line in shown if line is not None)
-                text = ("\n" + pre).join(lines)
+                text = sep.join(lines)
             if lines:
                 self.out.write(pre + text + "\n")
         elif isinstance(event, StageStatus):

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
+import stat
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -47,20 +48,63 @@ def direct_exec(
     if "/" in words[0]:
         program = str(cwd / words[0]) if os.access(cwd / words[0], os.X_OK) else None
     else:
-        program = shutil.which(words[0], path=env["PATH"])
+        program = _which(words[0], env["PATH"])
         if program is not None and not os.path.isabs(program):  # a relative PATH entry
             program = str(cwd / program)
-    if program is None or os.path.isdir(program) or not _runnable(program):
+    if program is None or not _runnable(program):
         return None
     return [program, *words[1:]], _bash_env(env, cwd, program)
 
 
-def _runnable(path: str) -> bool:
+def _which(name: str, path: str) -> str | None:
+    """`shutil.which(name, path=path)` for a bare name, with fewer calls: `os.access` alone
+    answers `exists and access` (it fails for a missing file too), and the directory test is
+    `_runnable`'s."""
+    seen = set()
+    for folder in path.split(os.pathsep) if path else ():
+        if folder not in seen:  # os.path.normcase is the identity here
+            seen.add(folder)
+            candidate = os.path.join(folder, name)
+            if os.access(candidate, os.F_OK | os.X_OK) and not _is_dir(candidate):
+                return candidate
+    return None
+
+
+def _is_dir(path: str) -> bool:
     try:
-        with open(path, "rb") as file:
-            return file.read(4).startswith(_RUNNABLE)
+        return stat.S_ISDIR(os.stat(path).st_mode)
     except OSError:
         return False
+
+
+_HEADS: dict[tuple[str, int, int, int, int, int], bool] = {}  # file identity -> runnable
+_SETTLED = 2_000_000_000  # ns: a file changed longer ago than this has a trustworthy ctime
+
+
+def _runnable(path: str) -> bool:
+    """True for a file (not a directory) the kernel runs itself. Remembered per file identity
+    (device, inode, size, mtime, ctime), but only for a file last changed over `_SETTLED` ago:
+    a later change moves its ctime past any remembered one, coarse clock ticks or not."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    if stat.S_ISDIR(info.st_mode):
+        return False
+    key = (path, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    known = _HEADS.get(key)
+    if known is not None:
+        return known
+    try:
+        with open(path, "rb") as file:
+            runnable = file.read(4).startswith(_RUNNABLE)
+    except OSError:
+        return False
+    if time.time_ns() - info.st_ctime_ns > _SETTLED:
+        if len(_HEADS) > 256:
+            _HEADS.clear()
+        _HEADS[key] = runnable
+    return runnable
 
 
 def _bash_env(env: Mapping[str, str], cwd: Path, program: str) -> dict[str, str]:

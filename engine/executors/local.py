@@ -186,12 +186,15 @@ class LocalExecutor:
         self._shell = default_shell()
         self._bash = Path(self._shell[0]).name == "bash"  # one-command scripts skip it
         self._running: dict[int, dict[str, str]] = {}  # pgid -> marker
+        self._cwds: dict[str, Path] = {}  # a stage's cwd -> its path in the workspace
         become_subreaper()
 
     async def execute(self, stage: Stage, env: Mapping[str, str], sink: OutputSink) -> ExecResult:
         """Run `stage.run` with exactly `env`; see `engine.executors.base.Executor`."""
-        cwd = self.workspace / stage.cwd
-        if not cwd.is_dir():
+        cwd = self._cwds.get(stage.cwd)
+        if cwd is None:
+            cwd = self._cwds[stage.cwd] = self.workspace / stage.cwd
+        if not os.path.isdir(cwd):
             return ExecResult(127, reason=f"working directory not found: {cwd}")
         script = None
         direct = self._bash and not stage.shell and direct_exec(stage.run, env, cwd)

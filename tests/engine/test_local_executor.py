@@ -251,3 +251,34 @@ def test_which_scripts_skip_the_shell(tmp_path: Path) -> None:
         "no-such-program-here",  # bash says `command not found`
     ):
         assert direct_exec(script, env, tmp_path) is None, script
+
+
+def test_the_path_search_finds_what_shutil_which_finds(tmp_path: Path) -> None:
+    from engine.executors.direct import _which
+
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "a" / "tool").mkdir()  # a directory: skipped
+    (tmp_path / "b" / "tool").write_text("#!/bin/sh\n")  # not executable: skipped
+    (tmp_path / "c" / "tool").write_text("#!/bin/sh\n")
+    (tmp_path / "c" / "tool").chmod(0o755)
+    a, b, c = (str(tmp_path / name) for name in "abc")
+    for path in (f"{a}:{b}:{c}", f"{c}/", f"{a}::{a}:{c}", "", ":", f"{a}:{b}", os.defpath):
+        for name in ("tool", "true", "no-such-tool"):
+            assert _which(name, path) == shutil.which(name, path=path), (name, path)
+
+
+def test_a_program_rewritten_as_a_plain_script_goes_through_bash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.executors import direct
+
+    monkeypatch.setattr(direct, "_SETTLED", 0)  # remember even a file changed just now
+    env = {"PATH": str(tmp_path)}
+    tool = tmp_path / "tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    assert direct.direct_exec("tool", env, tmp_path) is not None
+    assert direct.direct_exec("tool", env, tmp_path) is not None  # remembered
+    tool.write_text("echo a\n")  # bash would read it as a script now
+    assert direct.direct_exec("tool", env, tmp_path) is None

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.events import Lines
 from engine.fserrors import StateError
 from engine.logs import PARTIAL_LIMIT, LogStore, safe_name
 
@@ -203,3 +204,27 @@ def test_a_silent_attempt_under_an_unusable_log_folder_is_a_state_error(tmp_path
     writer = LogStore(tmp_path / "logs").writer("run", "a", 1)
     with pytest.raises(StateError, match="is a file, not a directory"):
         writer.finish()
+
+
+def test_fed_lines_read_as_strings_without_being_split(tmp_path: Path) -> None:
+    writer = LogStore(tmp_path).writer("run", "s", 1)
+    lines = writer.feed("stdout", b"one\n\ntwo \xff\nthr")
+    assert isinstance(lines, Lines)
+    assert len(lines) == 3 and bool(lines)
+    assert lines.joined("\n[s] ") == "one\n[s] \n[s] two \ufffd"  # one pass, no line strings
+    assert lines == ("one", "", "two \ufffd") and lines == ["one", "", "two \ufffd"]
+    assert hash(lines) == hash(("one", "", "two \ufffd"))
+    assert "" in lines and lines[-1] == "two \ufffd" and list(lines) == ["one", "", "two \ufffd"]
+    assert lines != ("one",) and lines != "one\n\ntwo"
+
+
+def test_lines_made_of_strings_keep_them_whole() -> None:
+    lines = Lines.of(["a\nb", "c"])
+    assert len(lines) == 2 and lines.joined("|") == "a\nb|c" and lines[0] == "a\nb"
+    assert not Lines.of([])
+
+
+def test_a_secret_ending_in_a_newline_masks_it_away(tmp_path: Path) -> None:
+    writer = LogStore(tmp_path, secrets=["key\n"]).writer("run", "s", 1)
+    assert writer.feed("stdout", b"a\nkey\n") == ["a"]
+    assert writer.feed("stdout", b"key\n") == []

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
+import pytest
+
+from engine import resources
 from engine.spec import Stage
 from tests.measured import run_measured
 from tests.ssh.conftest import make_pipeline
@@ -36,3 +40,17 @@ async def test_cpu_time_counts_children_that_ran_between_two_samples(tmp_path: P
     (row,) = attempts
     assert row.cpu_seconds is not None
     assert abs(row.cpu_seconds - truth) < 0.05 + truth * 0.02, (row.cpu_seconds, truth)
+
+
+async def test_an_attempt_shorter_than_the_first_sample_starts_no_sampling_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(resources, "FIRST_SAMPLE", 30.0)  # far past the attempt's end
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    before = set(threading.enumerate())  # an earlier test's sampler may still be winding down
+    stage = Stage(id="t", name="t", run="true")
+    code, attempts = await run_measured(make_pipeline(workspace, {}, [stage]))
+    assert code == 0 and attempts[0].cpu_seconds is not None  # measured by its rusage
+    started = [t.name for t in threading.enumerate() if t not in before]
+    assert "pipedeck-resources" not in started
