@@ -249,6 +249,14 @@ def find_python(runner: JobRunner, spec: str) -> tuple[str | None, list[str]]:
 
 
 def setup_python(runner: JobRunner, with_: Mapping[str, str]) -> Result:
+    result = _setup_python(runner, with_)
+    poetry = result[0] == "success" and with_.get("cache") == "poetry"
+    if poetry and not _poetry_env_use(runner, with_):
+        return _fail("actions/setup-python: cache: poetry needs poetry, not found in PATH")
+    return result
+
+
+def _setup_python(runner: JobRunner, with_: Mapping[str, str]) -> Result:
     spec = with_.get("python-version", "")
     version_file = with_.get("python-version-file", "")
     if not spec and version_file:
@@ -297,6 +305,34 @@ def setup_python(runner: JobRunner, with_: Mapping[str, str]) -> Result:
         f"actions/setup-python: using Python {version} at {program}",
         **{"python-version": version, "python-path": program, "cache-hit": "false"},
     )
+
+
+def _poetry_env_use(runner: JobRunner, with_: Mapping[str, str]) -> bool:
+    """What setup-python does with `cache: poetry`: `poetry env use` the Python it set up in
+    each Poetry project (the folder of a `cache-dependency-path` file, `**/poetry.lock` by
+    default), so that `poetry install` makes its venv with it, not with the Python poetry runs
+    on; a failure is a warning. False when poetry is not installed (GitHub fails the step)."""
+    env = runner.step_env(runner.env_ctx)
+    poetry = shutil.which("poetry", path=env["PATH"])
+    if poetry is None:
+        return False
+    python = shutil.which("python", path=env["PATH"]) or "python"
+    locks = _paths(runner, with_.get("cache-dependency-path") or "**/poetry.lock")
+    for project in dict.fromkeys(lock.parent for lock in locks):
+        print(f"actions/setup-python: poetry env use {python} (in {project})", flush=True)
+        done = subprocess.run(
+            [poetry, "env", "use", python],
+            cwd=project,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        print((done.stdout + done.stderr).rstrip(), flush=True)
+        if done.returncode:
+            print(f"##[warning]actions/setup-python: `poetry env use` exited {done.returncode}")
+    return True
 
 
 def job_venv(runner: JobRunner, program: str, version: str) -> tuple[Path | None, str]:

@@ -1,5 +1,5 @@
-"""Patterns met running real projects' CI (requests, attrs, httpx, flask) with pipedeck,
-each reproduced by a small workflow run for real."""
+"""Patterns met running real projects' CI (requests, attrs, httpx, flask, pytest, pydantic,
+textual) with pipedeck, each reproduced by a small workflow run for real."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from engine.gha.actions import satisfies
+from engine.gha.context import runner_arch
 from engine.gha.loader import load_workflow
 from tests.conftest import pipedeck_bin
 from tests.gha.conftest import FakeTool
@@ -368,7 +369,7 @@ async def test_download_artifact_pattern_and_merge_multiple(tmp_path: Path) -> N
             steps:
               - run: mkdir -p out && echo ${{ matrix.part }} > out/.coverage.${{ matrix.part }}
               - uses: actions/upload-artifact@v4
-                with: {name: "coverage-${{ matrix.part }}", path: out}
+                with: {name: "coverage-${{ matrix.part }}", path: out, include-hidden-files: true}
           other:
             runs-on: ubuntu-latest
             steps:
@@ -486,3 +487,94 @@ async def test_a_matrix_from_needs_that_is_not_a_mapping_fails_with_a_line(tmp_p
     lines = recorder.lines("run")
     assert "##[error]strategy.matrix: expected a mapping, got [ 1, 2 ]" in lines
     assert not any("Traceback" in line for line in lines)
+
+
+async def test_pipx_installs_into_the_tool_cache_on_path(tmp_path: Path) -> None:
+    """textual's CI runs `pipx install poetry` then `poetry`: as on a runner image (PIPX_HOME,
+    PIPX_BIN_DIR on PATH), what pipx installs is found, and it is not the user's ~/.local."""
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          t:
+            runs-on: ubuntu-latest
+            steps:
+              - run: |
+                  mkdir -p "$PIPX_BIN_DIR"
+                  printf '#!/bin/sh\\necho poetry ran\\n' > "$PIPX_BIN_DIR/poetry"
+                  chmod +x "$PIPX_BIN_DIR/poetry"
+              - run: poetry && echo "home=$PIPX_HOME"
+        """,
+    )
+    recorder, code, _ = await run(path)
+    assert code == 0, recorder.lines("t")
+    assert "poetry ran" in recorder.lines("t")
+    home = next(x for x in recorder.lines("t") if x.startswith("home="))[len("home=") :]
+    assert Path(home).is_relative_to(tmp_path / ".pipedeck" / "gha" / "tool-cache")
+
+
+async def test_a_runner_of_another_architecture_is_skipped(tmp_path: Path) -> None:
+    """pydantic builds on `ubuntu-24.04-arm`: on an x86-64 machine that job would test x86-64
+    and say it succeeded; it is skipped saying why, as a macOS runner is."""
+    other = "x64" if runner_arch() != "X64" else "ubuntu-24.04-arm"
+    path = workflow(
+        tmp_path,
+        f"""
+        on: push
+        jobs:
+          arm:
+            runs-on: {other}
+            steps: [{{run: echo never}}]
+          here:
+            runs-on: [self-hosted, {runner_arch()}]
+            steps: [{{run: echo ran here}}]
+        """,
+    )
+    recorder, code, _ = await run(path)
+    assert code == 0
+    assert recorder.final("arm").status == "skipped"
+    wanted = "X64" if other == "x64" else "ARM64"
+    assert f"runs-on {other}: an {wanted} runner is not available here (this one is" in (
+        recorder.final("arm").reason or ""
+    )
+    assert "never" not in recorder.lines("arm")
+    assert "ran here" in recorder.lines("here")
+
+
+async def test_setup_python_cache_poetry_makes_poetry_use_that_python(
+    tmp_path: Path, fake_tool: FakeTool
+) -> None:
+    """textual's CI: `pipx install poetry`, then setup-python 3.x with `cache: poetry`, then
+    `poetry install`. setup-python runs `poetry env use` with its Python in each project (else
+    poetry makes its venv with the Python it runs on, and every matrix instance tests that
+    one); without poetry installed the step fails, as on GitHub."""
+    poetry = fake_tool("poetry", 'echo "poetry $* in $PWD"\n')
+    (tmp_path / "poetry.lock").write_text("")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "poetry.lock").write_text("")
+    path = workflow(
+        tmp_path,
+        f"""
+        on: push
+        jobs:
+          a:
+            runs-on: ubuntu-latest
+            steps:
+              - id: py
+                uses: actions/setup-python@v5
+                with: {{python-version: "3", cache: poetry}}
+              - run: echo "python=${{{{ steps.py.outputs.python-path }}}}" && rm {poetry}
+              - uses: actions/setup-python@v5
+                with: {{python-version: "3", cache: poetry}}
+        """,
+    )
+    recorder, code, _ = await run(path)
+    lines = recorder.lines("a")
+    python = next(x for x in lines if x.startswith("python="))[len("python=") :]
+    assert Path(python).parent.parent.name == "venv", lines  # setup-python's venv
+    for project in (tmp_path, tmp_path / "sub"):
+        assert f"poetry env use {python} in {project}" in lines
+    assert code == 1
+    assert [status for _, _, status in steps(recorder, "a")][-1] == "failed"
+    assert any("cache: poetry needs poetry, not found" in x for x in lines)
