@@ -325,11 +325,12 @@ def _poetry_env_use(runner: JobRunner, with_: Mapping[str, str]) -> bool:
             cwd=project,
             env=env,
             stdin=subprocess.DEVNULL,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
             check=False,
         )
-        print((done.stdout + done.stderr).rstrip(), flush=True)
+        print(done.stdout.rstrip(), flush=True)
         if done.returncode:
             print(f"##[warning]actions/setup-python: `poetry env use` exited {done.returncode}")
     return True
