@@ -288,6 +288,9 @@ def _setup_python(runner: JobRunner, with_: Mapping[str, str]) -> Result:
             return _fail(
                 f"actions/setup-python: pip-version {pip_version}: pip could not install it"
             )
+        # after the venv on PATH, the interpreter itself: tools that look for a Python that
+        # is not a venv's (uv making a project's `.venv`) find the one set up, as on GitHub
+        runner.path_add.append(str(_shim(runner, "python", program, ("python", "python3"))))
         runner.path_add.append(str(venv / "bin"))
         runner.env_ctx["pythonLocation"] = str(venv)
         return _ok(

@@ -578,3 +578,42 @@ async def test_setup_python_cache_poetry_makes_poetry_use_that_python(
     assert code == 1
     assert [status for _, _, status in steps(recorder, "a")][-1] == "failed"
     assert any("cache: poetry needs poetry, not found" in x for x in lines)
+
+
+async def test_the_python_set_up_is_also_the_first_one_on_path_that_is_not_a_venv(
+    tmp_path: Path,
+) -> None:
+    """flask's pre-commit job: setup-python, then `uv run`, which makes the project's `.venv`
+    from the first Python on PATH that is not a venv's: it took the user's default Python,
+    not the one set up (setup-python's own venv came first, then the user's PATH)."""
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          a:
+            runs-on: ubuntu-latest
+            steps:
+              - id: py
+                uses: actions/setup-python@v5
+                with: {python-version: "3"}
+              - shell: python
+                run: |
+                  import os, subprocess
+                  for folder in os.environ["PATH"].split(os.pathsep):
+                      python = os.path.join(folder, "python3")
+                      if os.path.exists(python) and not os.path.exists(
+                          os.path.join(os.path.dirname(folder), "pyvenv.cfg")
+                      ):
+                          break
+                  code = "import platform; print(platform.python_version())"
+                  found = subprocess.run([python, "-c", code], capture_output=True, text=True)
+                  print("first system python:", found.stdout.strip())
+                  print("set up:", "${{ steps.py.outputs.python-version }}")
+        """,
+    )
+    recorder, code, _ = await run(path)
+    lines = recorder.lines("a")
+    assert code == 0, lines
+    wanted = next(x for x in lines if x.startswith("set up: "))[len("set up: ") :]
+    assert f"first system python: {wanted}" in lines
