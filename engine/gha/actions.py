@@ -50,7 +50,12 @@ def run_action(
         "actions/upload-artifact": upload_artifact,
         "actions/download-artifact": download_artifact,
         "astral-sh/setup-uv": setup_uv,
+        "hynek/setup-cached-uv": setup_uv,  # setup-uv with a cache: the cache is not needed
     }.get(name)
+    if name == "hynek/build-and-inspect-python-package":
+        from engine.gha.python_package import build_and_inspect
+
+        native = build_and_inspect
     if native is not None:
         return native(runner, with_)
     if uses.startswith("./"):
@@ -339,7 +344,9 @@ def _poetry_env_use(runner: JobRunner, with_: Mapping[str, str]) -> bool:
     return True
 
 
-def job_venv(runner: JobRunner, program: str, version: str) -> tuple[Path | None, str]:
+def job_venv(
+    runner: JobRunner, program: str, version: str, who: str = "actions/setup-python"
+) -> tuple[Path | None, str]:
     """The job instance's venv of `program` in the workspace's tool cache, made on its first
     run and reused by the runs after (one per job instance, as each job on GitHub has its own
     machine: jobs running at once never pip install into the same one); (None, why) when the
@@ -356,7 +363,7 @@ def job_venv(runner: JobRunner, program: str, version: str) -> tuple[Path | None
         if made.is_file():  # another job made it meanwhile
             return venv, ""
         shutil.rmtree(venv, ignore_errors=True)  # what an interrupted attempt left
-        print(f"actions/setup-python: making the venv {venv} (once)", flush=True)
+        print(f"{who}: making the venv {venv} (once)", flush=True)
         done = subprocess.run(
             [program, "-m", "venv", str(venv)],
             stdin=subprocess.DEVNULL,
@@ -430,6 +437,12 @@ def setup_uv(runner: JobRunner, with_: Mapping[str, str]) -> Result:
     if wanted and wanted != "latest" and not satisfies(_version_of(found), wanted):
         print(f"##[warning]astral-sh/setup-uv: version {wanted} wanted, uv {version} used")
     runner.path_add.append(str(Path(found).parent))
+    # `uv tool install` goes to the tool cache (its bin on PATH, as setup-uv puts it there),
+    # never to the user's ~/.local/bin, where it would replace their own tox or ruff
+    tools = runner.tool_cache / "uv-tools" / safe_name(runner.instance)
+    runner.env_ctx["UV_TOOL_DIR"] = with_.get("tool-dir") or str(tools)
+    runner.env_ctx["UV_TOOL_BIN_DIR"] = with_.get("tool-bin-dir") or str(tools / "bin")
+    runner.path_add.append(runner.env_ctx["UV_TOOL_BIN_DIR"])
     spec = with_.get("python-version", "").strip()
     if spec:  # an installed interpreter, as setup-python finds them, rather than a download
         python, versions = find_python(runner, spec)
@@ -719,6 +732,7 @@ def _composite(
     """A composite action's steps, in order, with their own `steps` and `inputs` contexts."""
     own: dict[str, Any] = {}
     outcome: str = "success"
+    before = dict(runner.env_ctx)
     for step in steps:
         ctx = runner.contexts({"inputs": dict(inputs), "steps": own})
         if not expr.condition(
@@ -726,7 +740,8 @@ def _composite(
             expr.Context(ctx.values, expr.Status(failed=outcome != "success"), ctx.workspace),
         ):
             continue
-        step_env = {**env}
+        # what the action's earlier steps set (GITHUB_ENV, setup-uv's UV_TOOL_BIN_DIR...)
+        step_env = {**env, **{k: v for k, v in runner.env_ctx.items() if before.get(k) != v}}
         for key, value in (step.get("env") or {}).items():
             step_env[key] = expr.to_str(expr.interpolate(str(value), ctx))
         if "run" in step:

@@ -141,6 +141,8 @@ NATIVE_ACTIONS = (
     "actions/upload-artifact",
     "actions/download-artifact",
     "astral-sh/setup-uv",
+    "hynek/setup-cached-uv",
+    "hynek/build-and-inspect-python-package",
 )
 RUNNER_MODULES = (  # what `engine.gha.runner` imports, shipped to SSH hosts
     "__init__.py",
@@ -158,6 +160,7 @@ RUNNER_MODULES = (  # what `engine.gha.runner` imports, shipped to SSH hosts
     "gha/context.py",
     "gha/expr.py",
     "gha/matrix.py",
+    "gha/python_package.py",
     "gha/runner.py",
 )
 DEFAULT_TIMEOUT_MINUTES = 360

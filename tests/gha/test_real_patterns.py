@@ -394,8 +394,9 @@ async def test_download_artifact_pattern_and_merge_multiple(tmp_path: Path) -> N
 
 
 async def test_a_missing_artifact_names_the_steps_that_could_not_run(tmp_path: Path) -> None:
-    """pytest's and attrs' build jobs make the `Packages` artifact with a remote action that
-    does not run here: the download's failure says so."""
+    """A build job makes the `Packages` artifact with a remote action that does not run here
+    (pytest's and attrs' did, before hynek/build-and-inspect-python-package was done natively):
+    the download's failure says so."""
     path = workflow(
         tmp_path,
         """
@@ -405,7 +406,7 @@ async def test_a_missing_artifact_names_the_steps_that_could_not_run(tmp_path: P
             runs-on: ubuntu-latest
             steps:
               - name: Build and Check Package
-                uses: hynek/build-and-inspect-python-package@v2
+                uses: someone/build-python-package@v2
           build:
             needs: package
             runs-on: ubuntu-latest
@@ -617,3 +618,131 @@ async def test_the_python_set_up_is_also_the_first_one_on_path_that_is_not_a_ven
     assert code == 0, lines
     wanted = next(x for x in lines if x.startswith("set up: "))[len("set up: ") :]
     assert f"first system python: {wanted}" in lines
+
+
+async def test_uv_tool_install_goes_to_the_tool_cache_on_path(
+    tmp_path: Path, fake_tool: FakeTool
+) -> None:
+    """pytest's setup-tox action runs `uv tool install tox` after setup-uv, then `tox`: the
+    tool is found (setup-uv puts the tool bin dir on PATH), and it is not put in the user's
+    ~/.local/bin over their own tox. attrs' hynek/setup-cached-uv is setup-uv too."""
+    fake_tool(
+        "uv",
+        'case "$1" in\n'
+        '  --version) echo "uv 0.9.9";;\n'
+        '  tool) mkdir -p "$UV_TOOL_BIN_DIR"\n'
+        '        printf "#!/bin/sh\\necho %s ran\\n" "$3" > "$UV_TOOL_BIN_DIR/$3"\n'
+        '        chmod +x "$UV_TOOL_BIN_DIR/$3";;\n'
+        "esac\n",
+    )
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          a:
+            runs-on: ubuntu-latest
+            steps:
+              - uses: hynek/setup-cached-uv@v2
+              - run: uv tool install tox --with tox-uv
+              - run: tox && echo "bin=$UV_TOOL_BIN_DIR"
+        """,
+    )
+    assert not load_workflow(path).warnings  # done natively: not a remote action
+    recorder, code, _ = await run(path)
+    lines = recorder.lines("a")
+    assert code == 0, lines
+    assert "tox ran" in lines
+    tools = Path(next(x for x in lines if x.startswith("bin="))[len("bin=") :])
+    assert tools.is_relative_to(tmp_path / ".pipedeck" / "gha" / "tool-cache")
+
+
+async def test_build_and_inspect_python_package_builds_uploads_and_gives_the_matrix(
+    tmp_path: Path,
+) -> None:
+    """pytest's and attrs' CI build their package with hynek/build-and-inspect-python-package
+    and test what it uploads as `Packages`; attrs' test matrix is its classifiers' Python
+    versions. It was skipped as a remote action, so every test job failed to download it.
+    (Installs build, twine and check-wheel-contents from the package index.)"""
+    (tmp_path / "tinypkg").mkdir()
+    (tmp_path / "tinypkg" / "__init__.py").write_text('"""Tiny."""\n')
+    (tmp_path / "README.md").write_text("# tinypkg\n\nA tiny package.\n")
+    (tmp_path / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["flit_core>=3.2,<4"]\nbuild-backend = "flit_core.buildapi"\n'
+        '[project]\nname = "tinypkg"\nversion = "1.2.3"\ndescription = "Tiny."\n'
+        'readme = "README.md"\nclassifiers = [\n'
+        '  "Programming Language :: Python :: 3.11",\n'
+        '  "Programming Language :: Python :: 3.12",\n]\n'
+    )
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          build-package:
+            runs-on: ubuntu-latest
+            outputs:
+              versions: ${{ steps.baipp.outputs.supported_python_classifiers_json_array }}
+            steps:
+              - uses: hynek/build-and-inspect-python-package@v2
+                id: baipp
+              - run: echo "${{ steps.baipp.outputs.package_name }} ${{ steps.baipp.outputs.package_version }}"
+          tests:
+            needs: build-package
+            runs-on: ubuntu-latest
+            strategy:
+              matrix:
+                python-version: ${{ fromJson(needs.build-package.outputs.versions) }}
+            steps:
+              - uses: actions/download-artifact@v4
+                with: {name: Packages, path: dist}
+              - run: echo "py ${{ matrix.python-version }}" && ls dist
+        """,
+    )
+    assert not load_workflow(path).warnings  # done natively: not a remote action
+    recorder, code, _ = await run(path)
+    assert code == 0, recorder.lines("build-package")
+    assert "tinypkg 1.2.3" in recorder.lines("build-package")
+    lines = recorder.lines("tests")
+    assert "py 3.11" in lines and "py 3.12" in lines
+    assert lines.count("tinypkg-1.2.3.tar.gz") == 2
+    assert lines.count("tinypkg-1.2.3-py2.py3-none-any.whl") == 2  # flit_core tags py2.py3
+
+
+async def test_a_composite_actions_steps_see_what_its_earlier_steps_set(
+    tmp_path: Path, fake_tool: FakeTool
+) -> None:
+    """pytest's local setup-tox action runs setup-uv then `uv tool install tox`: the install
+    did not see setup-uv's UV_TOOL_BIN_DIR and went to the user's ~/.local/bin. On GitHub, a
+    composite action's steps see the GITHUB_ENV of its earlier steps."""
+    fake_tool(
+        "uv", 'case "$1" in --version) echo "uv 0.9.9";; *) echo "tools=$UV_TOOL_DIR";; esac\n'
+    )
+    action = tmp_path / "setup"
+    action.mkdir()
+    (action / "action.yml").write_text(
+        "runs:\n  using: composite\n  steps:\n"
+        "    - uses: astral-sh/setup-uv@v6\n"
+        "    - run: uv tool install tox\n      shell: bash\n"
+        '    - run: echo "FROM_ENV=set" >> "$GITHUB_ENV"\n      shell: bash\n'
+        '    - run: echo "later step sees [$FROM_ENV]"\n      shell: bash\n'
+    )
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          a:
+            runs-on: ubuntu-latest
+            steps:
+              - uses: ./setup
+              - run: echo "after the action [$FROM_ENV]"
+        """,
+    )
+    recorder, code, _ = await run(path)
+    lines = recorder.lines("a")
+    assert code == 0, lines
+    tools = Path(next(x for x in lines if x.startswith("tools="))[len("tools=") :])
+    assert tools.is_relative_to(tmp_path / ".pipedeck" / "gha" / "tool-cache")
+    assert "later step sees [set]" in lines
+    assert "after the action [set]" in lines
