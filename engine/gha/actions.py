@@ -56,6 +56,10 @@ def run_action(
         from engine.gha.python_package import build_and_inspect
 
         native = build_and_inspect
+    elif name == "re-actors/alls-green":
+        from engine.gha.alls_green import alls_green
+
+        native = alls_green
     if native is not None:
         return native(runner, with_)
     if uses.startswith("./"):

@@ -143,6 +143,7 @@ NATIVE_ACTIONS = (
     "astral-sh/setup-uv",
     "hynek/setup-cached-uv",
     "hynek/build-and-inspect-python-package",
+    "re-actors/alls-green",
 )
 RUNNER_MODULES = (  # what `engine.gha.runner` imports, shipped to SSH hosts
     "__init__.py",
@@ -156,6 +157,7 @@ RUNNER_MODULES = (  # what `engine.gha.runner` imports, shipped to SSH hosts
     "status.py",
     "gha/__init__.py",
     "gha/actions.py",
+    "gha/alls_green.py",
     "gha/commands.py",
     "gha/context.py",
     "gha/expr.py",

@@ -746,3 +746,54 @@ async def test_a_composite_actions_steps_see_what_its_earlier_steps_set(
     assert tools.is_relative_to(tmp_path / ".pipedeck" / "gha" / "tool-cache")
     assert "later step sees [set]" in lines
     assert "after the action [set]" in lines
+
+
+async def test_alls_green_fails_the_check_when_a_needed_job_did_not_succeed(
+    tmp_path: Path,
+) -> None:
+    """pytest's and fastapi's `check` job is re-actors/alls-green over `toJSON(needs)`: skipped
+    as a remote action, it succeeded whatever its needs ended as."""
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          good:
+            runs-on: ubuntu-latest
+            steps: [{run: "true"}]
+          bad:
+            runs-on: ubuntu-latest
+            steps: [{run: exit 1}]
+          mac:
+            runs-on: macos-latest
+            steps: [{run: "true"}]
+          check:
+            if: always()
+            needs: [good, bad, mac]
+            runs-on: ubuntu-latest
+            steps:
+              - uses: re-actors/alls-green@release/v1
+                with: {jobs: "${{ toJSON(needs) }}"}
+          lenient:
+            if: always()
+            needs: [good, bad, mac]
+            runs-on: ubuntu-latest
+            steps:
+              - id: green
+                uses: re-actors/alls-green@release/v1
+                with:
+                  jobs: ${{ toJSON(needs) }}
+                  allowed-failures: bad
+                  allowed-skips: '["mac"]'
+              - run: echo "success=${{ steps.green.outputs.success }}"
+        """,
+    )
+    assert not load_workflow(path).warnings[1:]  # the macOS job's, no remote action
+    recorder, code, _ = await run(path)
+    assert code == 1
+    assert recorder.final("check").status == "failed"
+    lines = recorder.lines("check")
+    assert "📝 bad → ❌ failure [required to succeed]" in lines
+    assert "📝 mac → ⬜ skipped [required to succeed]" in lines
+    assert recorder.final("lenient").status == "succeeded", recorder.lines("lenient")
+    assert "success=true" in recorder.lines("lenient")
