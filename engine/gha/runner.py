@@ -665,15 +665,19 @@ def write_result(
     reason: str | None = None,
     unavailable: list[str] | None = None,
     empty: Mapping[str, str] | None = None,
+    here: bool = True,
 ) -> None:
-    """Record a job instance's result and outputs (and why it was skipped, which of its steps
-    could not run here, why outputs are empty) for the jobs that need it."""
+    """Record a job instance's result and outputs (and why it was skipped, whether it could run
+    here at all, which of its steps could not, why outputs are empty) for the jobs that need
+    it."""
     folder = state / "jobs"
     folder.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = {"job": job, "instance": instance, "result": result}
     data["outputs"] = dict(outputs)
     if reason:
         data["reason"] = reason
+    if not here:  # a macOS runner, services: not that its `if:` was false
+        data["not_here"] = True
     if unavailable:
         data["unavailable"] = unavailable
     if empty:
@@ -787,7 +791,7 @@ def run_job(job: Mapping[str, Any]) -> int:
         return 1
     if reason is not None:
         print(f"##[warning]job skipped: {reason}", flush=True)
-        write_result(state, job["job"], instance, "skipped", {}, reason)
+        write_result(state, job["job"], instance, "skipped", {}, reason, here=not job.get("skip"))
         return JOB_SKIPPED
     combos = [(job["matrix"], instance)]
     if job.get("matrix_expr") is not None:

@@ -767,16 +767,22 @@ async def test_alls_green_fails_the_check_when_a_needed_job_did_not_succeed(
           mac:
             runs-on: macos-latest
             steps: [{run: "true"}]
+          both:
+            strategy:
+              matrix:
+                os: [ubuntu-latest, macos-latest]
+            runs-on: ${{ matrix.os }}
+            steps: [{run: "true"}]
           check:
             if: always()
-            needs: [good, bad, mac]
+            needs: [good, bad, mac, both]
             runs-on: ubuntu-latest
             steps:
               - uses: re-actors/alls-green@release/v1
                 with: {jobs: "${{ toJSON(needs) }}"}
           lenient:
             if: always()
-            needs: [good, bad, mac]
+            needs: [good, bad, mac, both]
             runs-on: ubuntu-latest
             steps:
               - id: green
@@ -784,16 +790,20 @@ async def test_alls_green_fails_the_check_when_a_needed_job_did_not_succeed(
                 with:
                   jobs: ${{ toJSON(needs) }}
                   allowed-failures: bad
-                  allowed-skips: '["mac"]'
+                  allowed-skips: '["mac", "both"]'
               - run: echo "success=${{ steps.green.outputs.success }}"
         """,
     )
-    assert not load_workflow(path).warnings[1:]  # the macOS job's, no remote action
+    assert not load_workflow(path).warnings[2:]  # the macOS jobs', no remote action
     recorder, code, _ = await run(path)
     assert code == 1
     assert recorder.final("check").status == "failed"
     lines = recorder.lines("check")
     assert "📝 bad → ❌ failure [required to succeed]" in lines
     assert "📝 mac → ⬜ skipped [required to succeed]" in lines
+    # needs.both.result is success, but half its matrix did not run: not all green
+    both = "📝 both → ⬜ skipped (1 of 2 instances could not run here) [required to succeed]"
+    assert both in lines
+    assert "📝 good → ✓ success [required to succeed]" in lines
     assert recorder.final("lenient").status == "succeeded", recorder.lines("lenient")
     assert "success=true" in recorder.lines("lenient")
