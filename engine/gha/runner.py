@@ -231,6 +231,9 @@ class JobRunner:
             summary = self.state / "summary" / f"{safe_name(self.instance)}.md"
             summary.parent.mkdir(parents=True, exist_ok=True)
             summary.write_text("\n".join(self.summary))
+        # as GitHub empties RUNNER_TEMP when a job ends: its step scripts hold the secrets
+        # interpolated into them, and the run's folder is kept for PIPEDECK_KEEP_RUNS runs
+        shutil.rmtree(self.temp, ignore_errors=True)
         return result
 
     def result(self) -> str:

@@ -807,3 +807,26 @@ async def test_alls_green_fails_the_check_when_a_needed_job_did_not_succeed(
     assert "📝 good → ✓ success [required to succeed]" in lines
     assert recorder.final("lenient").status == "succeeded", recorder.lines("lenient")
     assert "success=true" in recorder.lines("lenient")
+
+
+async def test_no_secret_is_left_on_disk_after_the_job(tmp_path: Path) -> None:
+    """A step script with `${{ secrets.X }}` in it was kept in the run's folder (RUNNER_TEMP)
+    for the last 20 runs, the secret in clear; GitHub empties RUNNER_TEMP when a job ends."""
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          a:
+            runs-on: ubuntu-latest
+            steps:
+              - run: echo "token ${{ secrets.TOKEN }}" > /dev/null
+              - shell: python
+                run: print("length", len("${{ secrets.TOKEN }}"))
+        """,
+    )
+    recorder, code, _ = await run(path)
+    assert code == 0, recorder.lines("a")
+    assert "length 7" in recorder.lines("a")  # hunter2
+    holding = [p for p in tmp_path.rglob("*") if p.is_file() and b"hunter2" in p.read_bytes()]
+    assert holding == []
