@@ -29,6 +29,9 @@ _CLASSIFIER_RE = re.compile(r"(?m)^Classifier: Programming Language :: Python ::
 def build_and_inspect(runner: JobRunner, with_: Mapping[str, str]) -> Result:
     skip_wheel = with_.get("skip-wheel", "false").lower() == "true"
     suffix = with_.get("upload-name-suffix", "")
+    project = runner.workspace / with_.get("path", ".")
+    if not project.is_dir():
+        return _fail(f"{NAME}: path {with_.get('path')!r} is not a folder of the workspace")
     python, versions = find_python(runner, "3")
     if python is None:
         return _fail(f"{NAME}: no installed Python 3; installed: {', '.join(versions) or 'none'}")
@@ -45,7 +48,6 @@ def build_and_inspect(runner: JobRunner, with_: Mapping[str, str]) -> Result:
         import shutil
 
         shutil.rmtree(dist)
-    project = runner.workspace / with_.get("path", ".")
     argv = [str(tools / "python"), "-m", "build", "--outdir", str(dist)]
     outcome, _, code = _step(runner, [*argv, *(["--sdist"] * skip_wheel)], project)
     if outcome != "success":
@@ -82,15 +84,13 @@ def build_and_inspect(runner: JobRunner, with_: Mapping[str, str]) -> Result:
 def _step(runner: JobRunner, argv: list[str], cwd: Path) -> Result:
     """Run one of the action's commands as a step's process (output shown, cancellable)."""
     print(f"[command]{' '.join(argv)}", flush=True)
-    env = {**runner.env_ctx, "SOURCE_DATE_EPOCH": _last_commit_time(cwd)}
-    return runner.process(argv, env, cwd, None)
-
-
-def _last_commit_time(cwd: Path) -> str:
+    env = dict(runner.env_ctx)
     done = subprocess.run(
         ["git", "log", "-1", "--pretty=%ct"], cwd=cwd, capture_output=True, text=True, check=False
     )
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "0"
+    if done.returncode == 0 and done.stdout.strip():  # not in a checkout: the build's own time
+        env["SOURCE_DATE_EPOCH"] = done.stdout.strip()
+    return runner.process(argv, env, cwd, None)
 
 
 def _pkg_info(sdist: Path | None) -> str:
