@@ -50,7 +50,16 @@ def run_action(
         "actions/upload-artifact": upload_artifact,
         "actions/download-artifact": download_artifact,
         "astral-sh/setup-uv": setup_uv,
+        "hynek/setup-cached-uv": setup_uv,  # setup-uv with a cache: the cache is not needed
     }.get(name)
+    if name == "hynek/build-and-inspect-python-package":
+        from engine.gha.python_package import build_and_inspect
+
+        native = build_and_inspect
+    elif name == "re-actors/alls-green":
+        from engine.gha.alls_green import alls_green
+
+        native = alls_green
     if native is not None:
         return native(runner, with_)
     if uses.startswith("./"):
@@ -249,6 +258,14 @@ def find_python(runner: JobRunner, spec: str) -> tuple[str | None, list[str]]:
 
 
 def setup_python(runner: JobRunner, with_: Mapping[str, str]) -> Result:
+    result = _setup_python(runner, with_)
+    poetry = result[0] == "success" and with_.get("cache") == "poetry"
+    if poetry and not _poetry_env_use(runner, with_):
+        return _fail("actions/setup-python: cache: poetry needs poetry, not found in PATH")
+    return result
+
+
+def _setup_python(runner: JobRunner, with_: Mapping[str, str]) -> Result:
     spec = with_.get("python-version", "")
     version_file = with_.get("python-version-file", "")
     if not spec and version_file:
@@ -280,6 +297,9 @@ def setup_python(runner: JobRunner, with_: Mapping[str, str]) -> Result:
             return _fail(
                 f"actions/setup-python: pip-version {pip_version}: pip could not install it"
             )
+        # after the venv on PATH, the interpreter itself: tools that look for a Python that
+        # is not a venv's (uv making a project's `.venv`) find the one set up, as on GitHub
+        runner.path_add.append(str(_shim(runner, "python", program, ("python", "python3"))))
         runner.path_add.append(str(venv / "bin"))
         runner.env_ctx["pythonLocation"] = str(venv)
         return _ok(
@@ -299,7 +319,38 @@ def setup_python(runner: JobRunner, with_: Mapping[str, str]) -> Result:
     )
 
 
-def job_venv(runner: JobRunner, program: str, version: str) -> tuple[Path | None, str]:
+def _poetry_env_use(runner: JobRunner, with_: Mapping[str, str]) -> bool:
+    """What setup-python does with `cache: poetry`: `poetry env use` the Python it set up in
+    each Poetry project (the folder of a `cache-dependency-path` file, `**/poetry.lock` by
+    default), so that `poetry install` makes its venv with it, not with the Python poetry runs
+    on; a failure is a warning. False when poetry is not installed (GitHub fails the step)."""
+    env = runner.step_env(runner.env_ctx)
+    poetry = shutil.which("poetry", path=env["PATH"])
+    if poetry is None:
+        return False
+    python = shutil.which("python", path=env["PATH"]) or "python"
+    locks = _paths(runner, with_.get("cache-dependency-path") or "**/poetry.lock")
+    for project in dict.fromkeys(lock.parent for lock in locks):
+        print(f"actions/setup-python: poetry env use {python} (in {project})", flush=True)
+        done = subprocess.run(
+            [poetry, "env", "use", python],
+            cwd=project,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
+        )
+        print(done.stdout.rstrip(), flush=True)
+        if done.returncode:
+            print(f"##[warning]actions/setup-python: `poetry env use` exited {done.returncode}")
+    return True
+
+
+def job_venv(
+    runner: JobRunner, program: str, version: str, who: str = "actions/setup-python"
+) -> tuple[Path | None, str]:
     """The job instance's venv of `program` in the workspace's tool cache, made on its first
     run and reused by the runs after (one per job instance, as each job on GitHub has its own
     machine: jobs running at once never pip install into the same one); (None, why) when the
@@ -316,7 +367,7 @@ def job_venv(runner: JobRunner, program: str, version: str) -> tuple[Path | None
         if made.is_file():  # another job made it meanwhile
             return venv, ""
         shutil.rmtree(venv, ignore_errors=True)  # what an interrupted attempt left
-        print(f"actions/setup-python: making the venv {venv} (once)", flush=True)
+        print(f"{who}: making the venv {venv} (once)", flush=True)
         done = subprocess.run(
             [program, "-m", "venv", str(venv)],
             stdin=subprocess.DEVNULL,
@@ -390,6 +441,12 @@ def setup_uv(runner: JobRunner, with_: Mapping[str, str]) -> Result:
     if wanted and wanted != "latest" and not satisfies(_version_of(found), wanted):
         print(f"##[warning]astral-sh/setup-uv: version {wanted} wanted, uv {version} used")
     runner.path_add.append(str(Path(found).parent))
+    # `uv tool install` goes to the tool cache (its bin on PATH, as setup-uv puts it there),
+    # never to the user's ~/.local/bin, where it would replace their own tox or ruff
+    tools = runner.tool_cache / "uv-tools" / safe_name(runner.instance)
+    runner.env_ctx["UV_TOOL_DIR"] = with_.get("tool-dir") or str(tools)
+    runner.env_ctx["UV_TOOL_BIN_DIR"] = with_.get("tool-bin-dir") or str(tools / "bin")
+    runner.path_add.append(runner.env_ctx["UV_TOOL_BIN_DIR"])
     spec = with_.get("python-version", "").strip()
     if spec:  # an installed interpreter, as setup-python finds them, rather than a download
         python, versions = find_python(runner, spec)
@@ -679,6 +736,7 @@ def _composite(
     """A composite action's steps, in order, with their own `steps` and `inputs` contexts."""
     own: dict[str, Any] = {}
     outcome: str = "success"
+    before = dict(runner.env_ctx)
     for step in steps:
         ctx = runner.contexts({"inputs": dict(inputs), "steps": own})
         if not expr.condition(
@@ -686,7 +744,8 @@ def _composite(
             expr.Context(ctx.values, expr.Status(failed=outcome != "success"), ctx.workspace),
         ):
             continue
-        step_env = {**env}
+        # what the action's earlier steps set (GITHUB_ENV, setup-uv's UV_TOOL_BIN_DIR...)
+        step_env = {**env, **{k: v for k, v in runner.env_ctx.items() if before.get(k) != v}}
         for key, value in (step.get("env") or {}).items():
             step_env[key] = expr.to_str(expr.interpolate(str(value), ctx))
         if "run" in step:

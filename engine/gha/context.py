@@ -1,18 +1,42 @@
-"""The `github` context, from the local git checkout and the command line's event."""
+"""The `github` context, from the local git checkout and the command line's event, and the
+runner's architecture (the job runner imports this module: subprocess is imported where used)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import subprocess
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # the job runner starts faster without typing
+if TYPE_CHECKING:
+    from typing import Any
 
 _REMOTE_RE = re.compile(r"[:/]([^/:]+/[^/]+?)(?:\.git)?/?$")
+# runs-on labels naming an architecture: GitHub's hosted ARM runners (ubuntu-24.04-arm,
+# windows-11-arm) and the architecture labels of self-hosted ones (ARM64, ARM, X64)
+_ARCH_LABEL_RE = re.compile(r"(?i)^(?:.+-arm|.+-arm64|arm64)$|^(?P<other>arm|x64)$")
+
+
+def runner_arch() -> str:
+    """This machine as `runner.arch` names it: X64, ARM64, ARM..."""
+    machine = os.uname().machine.lower()
+    return {"x86_64": "X64", "amd64": "X64", "aarch64": "ARM64", "arm64": "ARM64"}.get(
+        machine, "ARM" if machine.startswith("arm") else machine.upper()
+    )
+
+
+def label_arch(label: str) -> str | None:
+    """The architecture a runs-on label asks for (X64, ARM64, ARM), or None if it names none."""
+    match = _ARCH_LABEL_RE.match(label)
+    if match is None:
+        return None
+    return (match["other"] or "ARM64").upper()
 
 
 def _git(root: Path, *args: str) -> str:
+    import subprocess
+
     try:
         done = subprocess.run(
             ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=False

@@ -60,7 +60,8 @@ def skip_before_start(
         try:
             ignore_state(pipeline.state_dir)
             state = pipeline.state_dir / "gha" / run_id
-            write_result(state, job["job"], job["instance"], "skipped", {}, reason)
+            here = not job.get("skip")
+            write_result(state, job["job"], job["instance"], "skipped", {}, reason, here=here)
         except OSError:
             return None  # a full disk: the runner fails the job saying so
     return reason

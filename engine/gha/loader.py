@@ -29,7 +29,7 @@ import engine
 from engine import graph
 from engine.gha import expr
 from engine.gha.commands import safe_name
-from engine.gha.context import github_context
+from engine.gha.context import github_context, label_arch, runner_arch
 from engine.gha.matrix import expand_matrix, instance_id
 from engine.gha.options import workflow_root
 from engine.loader import (
@@ -141,18 +141,28 @@ NATIVE_ACTIONS = (
     "actions/upload-artifact",
     "actions/download-artifact",
     "astral-sh/setup-uv",
+    "hynek/setup-cached-uv",
+    "hynek/build-and-inspect-python-package",
+    "re-actors/alls-green",
 )
 RUNNER_MODULES = (  # what `engine.gha.runner` imports, shipped to SSH hosts
     "__init__.py",
+    "artifacts.py",  # PIPEDECK_KEEP_RUNS, with what it imports
     "errors.py",
     "events.py",
+    "fserrors.py",
     "globs.py",
+    "logs.py",
+    "mask.py",
     "status.py",
     "gha/__init__.py",
     "gha/actions.py",
+    "gha/alls_green.py",
     "gha/commands.py",
+    "gha/context.py",
     "gha/expr.py",
     "gha/matrix.py",
+    "gha/python_package.py",
     "gha/runner.py",
 )
 DEFAULT_TIMEOUT_MINUTES = 360
@@ -161,6 +171,17 @@ MAX_CALL_DEPTH = 4  # reusable workflows calling reusable workflows, as GitHub's
 _JOB_ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _LOST_ZERO_RE = re.compile(r"[0-9]+\.[0-9]*[1-9]0+")  # 3.10: read as 3.1
 _SKIP_LABELS = (("macos", "macOS"), ("windows", "Windows"))
+
+
+def _unavailable(label: str) -> str:
+    """Why a job with this runs-on label cannot run on this machine, or ""."""
+    for prefix, system in _SKIP_LABELS:
+        if label.lower().startswith(prefix):
+            return f"runs-on {label}: a {system} runner is not available here"
+    wanted, here = label_arch(label), runner_arch()
+    if wanted and wanted != here:
+        return f"runs-on {label}: an {wanted} runner is not available here (this one is {here})"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -784,15 +805,14 @@ class _WorkflowChecker(_Checker):
             host = mapped[0]
         else:
             for label in labels:
-                for prefix, system in _SKIP_LABELS:
-                    if label.lower().startswith(prefix):
-                        reason = f"runs-on {label}: a {system} runner is not available here"
-                        skip = skip or reason
-                        self.warn(
-                            job["runs_on_node"],
-                            f"{path}.runs-on: {reason} (map it with --runner {label}=HOST); "
-                            "the job is skipped",
-                        )
+                reason = _unavailable(label)
+                if reason:
+                    skip = skip or reason
+                    self.warn(
+                        job["runs_on_node"],
+                        f"{path}.runs-on: {reason} (map it with --runner {label}=HOST); "
+                        "the job is skipped",
+                    )
         timeout = _static(job.get("timeout-minutes", DEFAULT_TIMEOUT_MINUTES), ctx)
         continue_on_error = _static(job.get("continue-on-error", False), ctx)
         description = {

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine.errors import PipedeckError
+
 if TYPE_CHECKING:  # the loader (yaml...) only when a workflow is loaded: `--help` stays quick
     from engine.gha.loader import Options, Workflow
 
@@ -109,14 +111,20 @@ def workflow_root(start: Path) -> Path:
     return start
 
 
+class SeveralWorkflows(PipedeckError, ValueError):
+    """No pipedeck.yaml and several workflows: which one is meant (a usage error, exit 2)."""
+
+    exit_code = 2
+
+
 def single_workflow(directory: Path, command: str = "run") -> Path | None:
-    """The one workflow in `.github/workflows` (None if there is none); a ValueError listing
-    them and how to pass one if there are several."""
+    """The one workflow in `.github/workflows` (None if there is none); `SeveralWorkflows`
+    listing them and how to pass one if there are several."""
     folder = directory / ".github" / "workflows"
     found = sorted([*folder.glob("*.yml"), *folder.glob("*.yaml")]) if folder.is_dir() else []
     if len(found) > 1:
         names = ", ".join(path.name for path in found)
-        raise ValueError(
+        raise SeveralWorkflows(
             f"no pipedeck.yaml here, and {len(found)} workflows in {folder}: {names}; "
             f"pass one: pipedeck {command} {found[0]}"
         )

@@ -36,6 +36,7 @@ from engine.gha.commands import (
     split_lines,
     step_marker,
 )
+from engine.gha.context import runner_arch
 
 TYPE_CHECKING = False  # not imported at run time: the job runner starts faster without typing
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ class JobRunner:
             "job": {"status": self.result()},
             "runner": {
                 "os": "Linux",
-                "arch": _arch(),
+                "arch": runner_arch(),
                 "name": "pipedeck",
                 "temp": str(self.temp),
                 "tool_cache": str(self.tool_cache),
@@ -151,6 +152,7 @@ class JobRunner:
     def _make_base_env(self) -> dict[str, str]:
         github = self.workflow["github"]
         env = dict(os.environ)
+        pipx = self.tool_cache / "pipx" / safe_name(self.instance)  # one per job, as venvs
         env.update(
             {
                 "CI": "true",
@@ -176,11 +178,16 @@ class JobRunner:
                 "GITHUB_HEAD_REF": github["head_ref"],
                 "GITHUB_BASE_REF": github["base_ref"],
                 "RUNNER_OS": "Linux",
-                "RUNNER_ARCH": _arch(),
+                "RUNNER_ARCH": runner_arch(),
                 "RUNNER_NAME": "pipedeck",
                 "RUNNER_TEMP": str(self.temp),
                 "RUNNER_TOOL_CACHE": str(self.tool_cache),
                 "RUNNER_ENVIRONMENT": "self-hosted",
+                # as runner images set them: `pipx install` goes to the tool cache
+                # (on PATH), not to the user's ~/.local
+                "PIPX_HOME": str(pipx),
+                "PIPX_BIN_DIR": str(pipx / "bin"),
+                "PATH": os.pathsep.join([str(pipx / "bin"), env.get("PATH", os.defpath)]),
             }
         )
         return env
@@ -224,6 +231,9 @@ class JobRunner:
             summary = self.state / "summary" / f"{safe_name(self.instance)}.md"
             summary.parent.mkdir(parents=True, exist_ok=True)
             summary.write_text("\n".join(self.summary))
+        # as GitHub empties RUNNER_TEMP when a job ends: its step scripts hold the secrets
+        # interpolated into them, and the run's folder is kept for PIPEDECK_KEEP_RUNS runs
+        shutil.rmtree(self.temp, ignore_errors=True)
         return result
 
     def result(self) -> str:
@@ -393,10 +403,7 @@ class JobRunner:
     ) -> tuple[str, dict[str, str], int | None]:
         """Run a step's process with the GITHUB_* files; (outcome, outputs, exit code)."""
         files = self.files()
-        full = self.base_env()
-        full.update(env)
-        full.update(files)
-        full["PATH"] = os.pathsep.join([*reversed(self.path_add), full.get("PATH", os.defpath)])
+        full = self.step_env({**env, **files})
         if not cwd.is_dir():
             raise ValueError(f"working-directory {cwd} does not exist")
         try:  # the program is looked up in the step's PATH, as execvpe does
@@ -416,6 +423,13 @@ class JobRunner:
         elif code != 0:
             print(f"##[error]Process completed with exit code {code}.", flush=True)
         return ("success" if code == 0 else "failure"), outputs, code
+
+    def step_env(self, env: Mapping[str, str]) -> dict[str, str]:
+        """A step process's environment: the runner's, `env`, and the PATH steps added."""
+        full = self.base_env()
+        full.update(env)
+        full["PATH"] = os.pathsep.join([*reversed(self.path_add), full.get("PATH", os.defpath)])
+        return full
 
     def temp_file(self, name: str) -> str:
         """A new file name in the job's temp directory (this process alone writes there)."""
@@ -634,13 +648,6 @@ def _has_bash() -> bool:
     return any(os.access(os.path.join(d, "bash"), os.X_OK) for d in path if d)
 
 
-def _arch() -> str:
-    machine = os.uname().machine.lower()
-    return {"x86_64": "X64", "amd64": "X64", "aarch64": "ARM64", "arm64": "ARM64"}.get(
-        machine, machine.upper()
-    )
-
-
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else expr.to_str(value)
 
@@ -661,15 +668,19 @@ def write_result(
     reason: str | None = None,
     unavailable: list[str] | None = None,
     empty: Mapping[str, str] | None = None,
+    here: bool = True,
 ) -> None:
-    """Record a job instance's result and outputs (and why it was skipped, which of its steps
-    could not run here, why outputs are empty) for the jobs that need it."""
+    """Record a job instance's result and outputs (and why it was skipped, whether it could run
+    here at all, which of its steps could not, why outputs are empty) for the jobs that need
+    it."""
     folder = state / "jobs"
     folder.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = {"job": job, "instance": instance, "result": result}
     data["outputs"] = dict(outputs)
     if reason:
         data["reason"] = reason
+    if not here:  # a macOS runner, services: not that its `if:` was false
+        data["not_here"] = True
     if unavailable:
         data["unavailable"] = unavailable
     if empty:
@@ -783,7 +794,7 @@ def run_job(job: Mapping[str, Any]) -> int:
         return 1
     if reason is not None:
         print(f"##[warning]job skipped: {reason}", flush=True)
-        write_result(state, job["job"], instance, "skipped", {}, reason)
+        write_result(state, job["job"], instance, "skipped", {}, reason, here=not job.get("skip"))
         return JOB_SKIPPED
     combos = [(job["matrix"], instance)]
     if job.get("matrix_expr") is not None:

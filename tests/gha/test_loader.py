@@ -218,6 +218,26 @@ def test_no_pipedeck_yaml_and_several_workflows_are_listed(tmp_path: Path) -> No
     )
 
 
+@pytest.mark.parametrize("command", ["show", "history", "logs"])
+def test_history_commands_with_several_workflows_say_so_without_a_traceback(
+    tmp_path: Path, command: str
+) -> None:
+    """`pipedeck show` in textual's checkout (five workflows, no pipedeck.yaml) printed a
+    traceback."""
+    text = "on: push\njobs:\n  a: {runs-on: ubuntu-latest, steps: [{run: echo}]}\n"
+    write(tmp_path, text)
+    (tmp_path / ".github" / "workflows" / "docs.yaml").write_text(text)
+    ran = [pipedeck_bin(), "run", ".github/workflows/ci.yml"]
+    assert subprocess.run(ran, capture_output=True, cwd=tmp_path).returncode == 0
+    argv = [pipedeck_bin(), command, *(["a"] if command == "logs" else [])]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith(
+        "pipedeck: no pipedeck.yaml here, and 2 workflows in .github/workflows: ci.yml, docs.yaml;"
+    )
+
+
 def test_watch_paths_narrow_what_a_workflow_watches(tmp_path: Path) -> None:
     import argparse
 
