@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import sys
 import time
@@ -316,6 +317,10 @@ class Run:
         self._environ = dict(os.environ)  # not copied again for each of a thousand stages
         self.hosts.listener = self._host_state
         self._publish(RunStarted(self.run_id, self.pipeline.name, tuple(self.stage_ids)))
+        if "engine.gha.gate" not in sys.modules and any(
+            s.steps for s in self.pipeline.stages.values()
+        ):  # a workflow: its job gate (~10 ms of imports) loads in a thread, not on the loop
+            await asyncio.to_thread(importlib.import_module, "engine.gha.gate")
         try:
             while True:
                 self._wake.clear()

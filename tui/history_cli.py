@@ -79,7 +79,7 @@ def pipeline_key(args: argparse.Namespace) -> str:
     path = Path(getattr(args, "pipeline", None) or DEFAULT_FILE)
     path = path / DEFAULT_FILE if path.is_dir() else path
     if str(path) == DEFAULT_FILE and not path.exists():  # what `pipedeck run` would take
-        path = single_workflow(Path(".")) or path
+        path = single_workflow(Path("."), f"{args.command} -f") or path
     return pipeline_file(path, state_dir(args))
 
 

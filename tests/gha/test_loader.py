@@ -233,6 +233,7 @@ def test_history_commands_with_several_workflows_say_so_without_a_traceback(
     done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
+    assert f"pass one: pipedeck {command} -f .github/workflows/ci.yml" in done.stderr
     assert done.stderr.startswith(
         "pipedeck: no pipedeck.yaml here, and 2 workflows in .github/workflows: ci.yml, docs.yaml;"
     )
