@@ -20,7 +20,7 @@ from engine.events import LogLines, RunFinished, RunStarted, StageStatus
 from engine.loader import load
 from engine.logs import LogStore
 from tests.conftest import SAMPLES, marked_pids, pipedeck_bin
-from tui.console import GithubReporter, PlainReporter
+from tui.console import GithubReporter, JsonReporter, PlainReporter
 
 Write = Callable[..., Path]
 
@@ -702,6 +702,20 @@ def test_plain_output_prefixes_every_line_and_hides_step_markers() -> None:
         "[job] y",
         f"[b] not a marker: {STEP_MARKER}",
     ]
+
+
+def test_json_output_leaves_step_markers_to_step_status_events() -> None:
+    """The markers a job's runner prints are its `step_status` events: JSON log events never
+    carry them (a line merely containing one is output)."""
+    from engine.gha.commands import STEP_MARKER
+
+    out = io.StringIO()
+    reporter = JsonReporter(out)
+    reporter(LogLines("r", "job", 1, "stdout", ("x", f"{STEP_MARKER}{{}}", "y")))
+    reporter(LogLines("r", "job", 1, "stdout", (f"{STEP_MARKER}{{}}",)))
+    reporter(LogLines("r", "b", 1, "stdout", (f"not a marker: {STEP_MARKER}",)))
+    texts = [json.loads(line)["text"] for line in out.getvalue().splitlines()]
+    assert texts == ["x", "y", f"not a marker: {STEP_MARKER}"]
 
 
 def test_the_running_line_gives_a_reason_only_where_the_cache_had_one(

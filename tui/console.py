@@ -379,6 +379,10 @@ class JsonReporter:
         self.out = out
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, LogLines) and any(x.startswith(STEP_MARKER) for x in event.lines):
+            # a GitHub Actions job's step markers are its `step_status` events, not output
+            lines = tuple(x for x in event.lines if not x.startswith(STEP_MARKER))
+            event = event._replace(lines=lines)
         try:
             for line in to_json_lines(event):
                 self.out.write(line + "\n")
