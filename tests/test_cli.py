@@ -618,7 +618,14 @@ def test_a_reason_that_repeats_the_status_is_not_printed() -> None:
     reporter = PlainReporter(out)
     reporter(StageStatus("r1", "a", "cancelled", 1, "local", duration=0.5, reason="cancelled"))
     reporter(StageStatus("r1", "b", "cancelled", 1, "local", reason="run cancelled"))
-    assert out.getvalue() == "[a] cancelled in 0.5s\n[b] cancelled: run cancelled\n"
+    # nor the duration its reason repeats (the history keeps the whole reason)
+    reason = "run cancelled, after 57.8s"
+    reporter(StageStatus("r1", "c", "cancelled", 1, "local", duration=57.84, reason=reason))
+    assert out.getvalue().splitlines() == [
+        "[a] cancelled in 0.5s",
+        "[b] cancelled: run cancelled",
+        "[c] cancelled in 57.8s: run cancelled",
+    ]
 
 
 def test_github_output_is_written_off_the_callers_thread(

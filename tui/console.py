@@ -239,10 +239,14 @@ class PlainReporter:
     def finished_text(self, event: StageStatus) -> str:
         """`failed (allowed) in 1.2s: exit code 1`, `succeeded in 0.3s`..."""
         text = event.status + (" (allowed)" if self.allowed(event) else "")
+        reason = event.reason
         if event.duration is not None:
-            text += f" in {event.duration:.1f}s"
-        if event.reason and event.status != "succeeded" and event.reason != event.status:
-            text += f": {event.reason}"  # never `cancelled: cancelled`
+            took = f"{event.duration:.1f}s"
+            text += f" in {took}"
+            if reason:  # `cancelled in 5.0s: run cancelled`, not `..., after 5.0s` again
+                reason = reason.removesuffix(f", after {took}")
+        if reason and event.status != "succeeded" and reason != event.status:
+            text += f": {reason}"  # never `cancelled: cancelled`
         return text
 
     def _color_of(self, event: StageStatus) -> int:
