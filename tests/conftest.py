@@ -25,9 +25,10 @@ TESTS = str(REPO / "tests") + os.sep
 TEXTUAL = str(Path(textual.__file__).parent) + os.sep
 SLOW_CALLBACK = 0.02  # CPU seconds a callback may hold the event loop (issue 10)
 # A step of a Textual task lays out and renders a whole screen (plus whatever messages were
-# queued): at 160x48 that is 20-30 ms of Textual's own compositor on this machine, so it fails
-# only past this and is reported past SLOW_CALLBACK (docs/benchmarks.md, "event loop").
-SLOW_FRAME = 0.05
+# queued): at 160x48 that is 20-30 ms of Textual's own compositor on this machine (a screen's
+# first frame, with its widgets' mount, up to 52 ms), so it fails only past this and is
+# reported past SLOW_CALLBACK (docs/benchmarks.md, "event loop").
+SLOW_FRAME = 0.08
 
 
 class SlowFrameWarning(UserWarning):
