@@ -154,7 +154,12 @@ def _by_age(dirs: list[Path]) -> list[Path]:
 
 def prune(state_dir: Path, keep: int, current: str | None = None) -> list[str]:
     """Delete the artifacts of all but the `keep` newest runs (never `current`); returns them."""
-    dirs = _run_dirs(state_dir)
+    return prune_runs(_run_dirs(state_dir), keep, current)
+
+
+def prune_runs(dirs: list[Path], keep: int, current: str | None = None) -> list[str]:
+    """Delete all but the `keep` newest of run folders `dirs` (oldest first), never `current`'s
+    (pipedeck's artifacts, a workflow run's `.pipedeck/gha/RUN_ID`); returns their names."""
     doomed = [p for p in dirs[: max(0, len(dirs) - keep)] if p.name != safe_name(current or "")]
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)

@@ -9,7 +9,7 @@ import re
 import shlex
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -161,7 +161,7 @@ class PlainReporter:
             pre = self.prefix(event.stage)
             lines = event.lines
             sep = "\n" + pre
-            text = lines.joined(sep) if isinstance(lines, Lines) else sep.join(lines)
+            text = _joined(lines, sep)
             if "##" in text:  # one substring test per chunk, not one per line
                 # a GitHub Actions job's step markers and workflow commands, as they read
                 shown = (self._job_line(x) if x.startswith("##") else x for x in lines)
@@ -251,6 +251,11 @@ class PlainReporter:
 
     def _color_of(self, event: StageStatus) -> int:
         return _ALLOWED_COLOR if self.allowed(event) else _STATUS_COLOR.get(event.status, 0)
+
+
+def _joined(lines: Sequence[str], sep: str = "\n") -> str:
+    """A chunk's lines as one text (one substring test per chunk, not one per line)."""
+    return lines.joined(sep) if isinstance(lines, Lines) else sep.join(lines)
 
 
 def _escape_data(text: str) -> str:
@@ -383,7 +388,7 @@ class JsonReporter:
         self.out = out
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, LogLines) and any(x.startswith(STEP_MARKER) for x in event.lines):
+        if isinstance(event, LogLines) and STEP_MARKER in _joined(event.lines):
             # a GitHub Actions job's step markers are its `step_status` events, not output
             lines = tuple(x for x in event.lines if not x.startswith(STEP_MARKER))
             event = event._replace(lines=lines)

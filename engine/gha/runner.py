@@ -743,19 +743,16 @@ def ignore_state(folder: Path) -> None:
         ignore.write_text("# pipedeck's state: not part of the repository\n*\n")
 
 
-_RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]+")
+_RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]+")  # engine.run.new_run_id's (not cache/, tool-cache/)
 
 
 def prune_runs(folder: Path, current: str) -> None:
     """Remove the state (results, artifacts) of all but the last `PIPEDECK_KEEP_RUNS` runs
-    (default 20, as pipedeck's own artifacts), this run `current` counted."""
-    from engine.artifacts import keep_runs
+    (default 20, as pipedeck's own artifacts), this new run `current` counted."""
+    from engine import artifacts
 
-    runs = sorted(
-        p.name for p in folder.glob("*") if _RUN_ID.fullmatch(p.name) and p.name != current
-    )
-    for old in runs[: max(0, len(runs) - keep_runs() + 1)]:
-        shutil.rmtree(folder / old, ignore_errors=True)
+    runs = sorted(p for p in folder.glob("*") if _RUN_ID.fullmatch(p.name))  # oldest first
+    artifacts.prune_runs(runs, artifacts.keep_runs() - 1, current)
 
 
 def skipped_before_start(job: Mapping[str, Any], probe: JobRunner) -> str | None:
