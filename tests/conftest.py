@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -74,11 +75,16 @@ class _LoopWatch:
             self._local.gc = getattr(self._local, "gc", 0.0) + time.thread_time() - started
 
 
+def _code(task: object) -> types.CodeType | None:
+    """The code object of a task's coroutine (None: not a task, or not a coroutine's)."""
+    return getattr(task.get_coro(), "cr_code", None) if isinstance(task, asyncio.Task) else None
+
+
 def _test_code(task: object) -> bool:
     """A test function's own task (or a snapshot test's auto pilot): its set-up (writing files,
     loading a 1000-stage pipeline) is the test's, not a callback of pipedeck's; pipedeck's own
     tasks and callbacks all count."""
-    code = getattr(task.get_coro(), "cr_code", None) if isinstance(task, asyncio.Task) else None
+    code = _code(task)
     if code is None:
         return False
     # Textual's auto pilot runs a snapshot test's script and then exports the SVG screenshot
@@ -90,7 +96,7 @@ def _frame(task: object) -> bool:
     screen's "screen_update" timer composing the screen, the app's shut-down."""
     if not isinstance(task, asyncio.Task):
         return False
-    code = getattr(task.get_coro(), "cr_code", None)
+    code = _code(task)
     in_textual = code is not None and code.co_filename.startswith(TEXTUAL)
     return in_textual or task.get_name().startswith("message pump ")
 

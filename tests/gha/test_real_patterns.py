@@ -141,6 +141,9 @@ def test_the_failure_summary_shows_step_lines_not_markers(tmp_path: Path) -> Non
     assert done.returncode == 1
     summary = done.stdout.split("stage(s) failed:")[1]
     assert "##pipedeck[step]" not in summary
+    assert "##[" not in summary  # workflow commands read as the live lines do
+    assert "── a failed: step 2 Run tests failed: exit code 2" in summary
+    assert "   ▾ Run tests\n" in summary
     assert "   step 2 Run tests: failed in " in summary
     assert "   step 3 Run echo later: skipped: an earlier step failed" in summary
 
