@@ -615,3 +615,46 @@ async def test_engine_error_is_a_notification_not_a_traceback(make_app):
         assert app.is_running and app.screen is screen_of(app)
         run.cancel_all()
         await other
+
+
+TWO_GATES = """\
+version: 1
+name: gates
+stages:
+  work:
+    run: "true"
+  deploy:
+    needs: [work]
+    when: manual
+    run: echo deployed
+  publish:
+    needs: [work]
+    when: manual
+    run: echo published
+"""
+
+
+async def test_a_with_no_waiting_stage_selected_approves_the_only_one_or_selects_the_first(
+    make_app,
+):
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: status(app, "deploy") == WAITING, "deploy to wait")
+        tree_of(app).select_stage("build")
+        await pilot.press("a")  # deploy is the one stage waiting
+        await until(pilot, lambda: status(app, "deploy") == SUCCEEDED, "deploy to run")
+    app = make_app(TWO_GATES)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(
+            pilot,
+            lambda: status(app, "deploy") == WAITING and status(app, "publish") == WAITING,
+            "both gates",
+        )
+        tree_of(app).select_stage("work")
+        await pilot.press("a")  # two wait: the cursor goes to the first, nothing is approved
+        await pilot.pause()
+        assert tree_of(app).selected_ids == ["deploy"]
+        assert status(app, "deploy") == status(app, "publish") == WAITING
+        await pilot.press("a")
+        await until(pilot, lambda: status(app, "deploy") == SUCCEEDED, "deploy to run")
+        assert status(app, "publish") == WAITING

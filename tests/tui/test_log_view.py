@@ -182,3 +182,11 @@ async def test_the_mouse_selects_across_wrapped_rows(make_app):
             await drag(at("w20"), at("omega", end=True)) == WORDS[WORDS.index("w20") :] + "\nomega"
         )
         assert await drag(at("alpha"), (view.size.width - 3, at("w05")[1])) == "alpha\n" + rows[1]
+
+
+async def test_the_line_count_in_the_border_says_line_for_one(make_app):
+    app = make_app("version: 1\nname: one\nstages:\n  talk:\n    run: |\n      echo only\n")
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = log_of(app)
+        await until(pilot, lambda: view.line_count == 1, "the line")
+        await until(pilot, lambda: "1 line ·" in str(view.border_subtitle), "'1 line'")

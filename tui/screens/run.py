@@ -645,11 +645,22 @@ class RunScreen(LogScreen):
         self._command(self.run.cancel_all)
 
     def action_approve(self) -> None:
-        """Approve the selected manual stage (or the waiting instances of a matrix stage)."""
-        waiting = [sid for sid in self._selected() if self.views[sid].status == WAITING]
+        """Approve the selected manual stage (or the waiting instances of a matrix stage); with
+        none selected, the one stage that waits, or move the cursor to the first of several."""
+        tree = self.query_one(StageTree)
+        waiting = [sid for sid in tree.selected_ids if self.views[sid].status == WAITING]
         if not waiting:
-            self.notify("the selected stage is not waiting for approval", severity="warning")
-            return
+            waiting = [sid for sid, view in self.views.items() if view.status == WAITING]
+            if not waiting:
+                self.notify("no stage is waiting for approval", severity="warning")
+                return
+            if len({self.pipeline.stages[sid].name for sid in waiting}) > 1:
+                tree.select_stage(waiting[0])
+                self.notify(
+                    f"{len(waiting)} stages wait for approval: select one and press a",
+                    severity="warning",
+                )
+                return
         if all(self._command(self.run.approve, sid) for sid in waiting):
             self._ensure_running()
 
@@ -856,7 +867,8 @@ class RunScreen(LogScreen):
         """Copy the visible lines of the active log to the clipboard (OSC 52)."""
         text = self.active_log.visible_text()
         self.app.copy_to_clipboard(text)
-        self.notify(f"copied {text.count(chr(10)) + 1 if text else 0} lines")
+        count = text.count("\n") + 1 if text else 0
+        self.notify(f"copied {count} line{'s' * (count != 1)}")
 
     def action_copy_hit(self) -> None:
         """Copy the line of the current search match (OSC 52)."""

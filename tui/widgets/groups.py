@@ -33,7 +33,8 @@ def marked(line: str, folded: int | None = None) -> str:
     if line.startswith(GROUP):
         if folded is None:
             return f"\x1b[1m▾ {line[len(GROUP) :]}\x1b[0m"
-        return f"\x1b[1m▸ {line[len(GROUP) :]}\x1b[0;2m ({folded:,} lines)\x1b[0m"
+        count = f"{folded:,} line{'s' * (folded != 1)}"
+        return f"\x1b[1m▸ {line[len(GROUP) :]}\x1b[0;2m ({count})\x1b[0m"
     if line.startswith(ENDGROUP):
         return "\x1b[2m╰\x1b[0m"
     command, close, message = line[3:].partition("]")

@@ -645,7 +645,10 @@ class LogView(ScrollView, can_focus=True):
 
     def status_text(self) -> str:
         """Line count and follow / wrap / search state, shown in the bottom border."""
-        parts = [f"{self._count:,} lines", "follow" if self.follow else "paused"]
+        parts = [
+            f"{self._count:,} line{'s' * (self._count != 1)}",
+            "follow" if self.follow else "paused",
+        ]
         if self.wrap:
             parts.append("wrap")
         if self.search is not None:
