@@ -121,6 +121,8 @@ class _Relay:
             await writer.drain()
         except Exception as exc:  # re-raised by rsync_push once rsync has given up
             self.error = exc
+        except asyncio.CancelledError:  # rsync_push stops us: end quietly (Python 3.11's
+            pass  # stream server logs a connection task that ends cancelled as an error)
         finally:
             writer.close()
 

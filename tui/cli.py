@@ -336,7 +336,12 @@ def _run(pipeline: Pipeline, args: argparse.Namespace) -> int:
         _check_writable_file(args.trace, "--trace")
     sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]
     import asyncio  # here, not at the top: it costs `pipedeck --help` a third of its time
+    import importlib
 
+    # the modules a run loads, loaded before the loop starts: imported on it (by `_run_async`,
+    # `_reporter`, `_watch`), they would hold it 100+ ms when their .pyc must be compiled
+    for module in ["engine.session", "tui.console"] + ["engine.watch"] * args.watch:
+        importlib.import_module(module)
     return asyncio.run(_run_async(pipeline, args))
 
 

@@ -485,6 +485,8 @@ class SshExecutor:
         lines = [
             *([REMOTE_RESTORE] if stage.tty else []),
             f"mkdir -p -- {quote(posixpath.dirname(pidfile))} || exit 1",
+            # a workdir relative to the home: the pid file's path must hold after the `cd`
+            f"_pipedeck_pidfile={'' if pidfile.startswith('/') else '$PWD/'}{quote(pidfile)}",
             f"cd -- {quote(cwd)} || exit 1",
             *(f"export {k}={quote(v)}" for k, v in env.items() if _ENV_NAME.fullmatch(k)),
             f"export {TOKEN_VAR}={token}",
@@ -492,9 +494,12 @@ class SshExecutor:
             # again (the login shell already did): start the stage's shell one level down.
             '[ "${SHLVL:-0}" -ge 1 ] 2>/dev/null || export SHLVL=1',
             "set -- " + " ".join(map(quote, stage.shell)) if stage.shell else _PICK_SHELL,
-            f"if setsid -w true 2>/dev/null; then exec setsid -w sh -c {quote(_INNER)}"
-            f' {quote(pidfile)} "$@" {quote(stage.run)}; fi',
-            f'exec sh -c {quote(_INNER)} {quote(pidfile)} "$@" {quote(stage.run)}',
+            # setsid's own stderr is dropped (on a cancel it says `child ... did not exit
+            # normally`); the stage gets the real one back from fd 3
+            "if setsid -w true 2>/dev/null; then exec setsid -w sh -c"
+            f" {quote('exec 2>&3 3>&-; ' + _INNER)}"
+            f' "$_pipedeck_pidfile" "$@" {quote(stage.run)} 3>&2 2>/dev/null; fi',
+            f'exec sh -c {quote(_INNER)} "$_pipedeck_pidfile" "$@" {quote(stage.run)}',
         ]
         return "\n".join(lines) + "\n" + _SCRIPT_END
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
+import shutil
 import signal
 import uuid
 from pathlib import Path
@@ -20,7 +22,7 @@ from engine.executors.ssh import SshExecutor
 from engine.run import Run
 from engine.spec import Stage
 from tests.conftest import marked_pids
-from tests.ssh.conftest import Output, Sshd, make_pipeline, stage_env
+from tests.ssh.conftest import USER, Output, Sshd, make_pipeline, stage_env
 
 pytestmark = pytest.mark.ssh
 
@@ -80,8 +82,14 @@ async def test_timeout_leaves_nothing_of_a_stubborn_forking_stage(
         await executor.close()
 
 
-async def test_cancel_sends_sigterm_to_the_group_first(sshd: Sshd, workspace: Path) -> None:
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute-workdir", "home-workdir"])
+async def test_cancel_sends_sigterm_to_the_group_first(
+    sshd: Sshd, workspace: Path, relative: bool
+) -> None:
+    """Also with a workdir relative to the remote home, as the default one is."""
     run_id = f"term-{uuid.uuid4().hex}"
+    workdir = f".cache/pipedeck-tests/{run_id}"
+    overrides = {"workdir": workdir} if relative else {}
     stage = Stage(
         id="s",
         name="s",
@@ -90,7 +98,7 @@ async def test_cancel_sends_sigterm_to_the_group_first(sshd: Sshd, workspace: Pa
         run="trap 'echo got-term; exit 0' TERM; echo ready; sleep 300 & wait",
     )
     executor = SshExecutor(
-        make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2")}, [stage]), "a"
+        make_pipeline(workspace, {"a": sshd.host("a", "127.0.0.2", **overrides)}, [stage]), "a"
     )
     out = Watch()
     try:
@@ -101,7 +109,9 @@ async def test_cancel_sends_sigterm_to_the_group_first(sshd: Sshd, workspace: Pa
             await task
     finally:
         await executor.close()
+        shutil.rmtree(Path(pwd.getpwnam(USER).pw_dir) / workdir, ignore_errors=True)
     assert b"got-term" in out.stdout  # the stage ended on TERM, well before kill_grace
+    assert out.stderr == b""  # the pid file was written where the kill looks for it
     assert marked_pids(run_id) == []
 
 

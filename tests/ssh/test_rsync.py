@@ -352,12 +352,17 @@ async def finish_sync(executor: SshExecutor, workspace: Path, remote: Path) -> N
 async def test_cancel_mid_transfer_leaves_nothing_and_the_next_sync_completes(
     sshd: Sshd, workspace: Path, remote: Path
 ) -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []  # what asyncio would print as a traceback
+    loop.set_exception_handler(lambda _, context: reported.append(context))
     executor, task = await start_big_sync(sshd, workspace, remote)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     await until(lambda: not rsync_processes(remote), "rsync to be gone", 5)
     await finish_sync(executor, workspace, remote)
+    loop.set_exception_handler(None)
+    assert reported == []
 
 
 async def test_a_connection_dropped_mid_transfer_is_lost(
