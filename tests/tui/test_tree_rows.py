@@ -75,6 +75,29 @@ async def test_running_rows_and_header_show_the_history_estimate(make_app, tmp_p
         await until(pilot, lambda: " of ~" not in label(app, "work"), "the row without it")
 
 
+async def test_no_run_estimate_while_a_stage_that_will_run_has_no_history(make_app, tmp_path):
+    (tmp_path / "go").write_text("")
+    first = make_app(TIMED)
+    async with first.run_test(size=(100, 30)) as pilot:  # history for `work` only
+        await until(pilot, lambda: status(first, "work") == SUCCEEDED, "the first run")
+        await pilot.press("q")
+    (tmp_path / "go").unlink()
+    app = make_app(TIMED + "  new:\n    run: echo new\n  gate:\n    when: manual\n    run: echo\n")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: "s of ~" in label(app, "work"), "work's own estimate")
+        header = str(app.run_screen.query_one(RunHeader).render())
+        assert " of ~" not in header  # `new` never ran: the run's length is unknown
+        (tmp_path / "go").write_text("")
+        await until(pilot, lambda: status(app, "gate") == "waiting", "the run to wait at the gate")
+    app = make_app(TIMED + "  new:\n    run: echo new\n  gate:\n    when: manual\n    run: echo\n")
+    (tmp_path / "go").unlink()
+    async with app.run_test(size=(100, 30)) as pilot:  # `new` has a median now; `gate` may wait
+        await until(pilot, lambda: status(app, "work") == RUNNING, "work to run")
+        header = app.run_screen.query_one(RunHeader)
+        await until(pilot, lambda: " of ~" in str(header.render()), "the run's estimate")
+        (tmp_path / "go").write_text("")
+
+
 async def test_failures_allowed_by_allow_failure_look_different(make_app):
     app = make_app(ALLOWED)
     async with app.run_test(size=(100, 30)) as pilot:

@@ -310,7 +310,9 @@ class RunScreen(LogScreen):
         tree = self.query_one(StageTree)
         tree.estimates = medians
         tree.refresh_all(self.clock())
-        self.estimate = run_estimate(self.needs, medians)
+        stages = self.pipeline.stages
+        starts = [sid for sid in self.run.stage_ids if stages[sid].when != "manual"]
+        self.estimate = run_estimate(self.needs, medians, starts)
         self._header_key = ()  # redraw the header with the estimate
 
     @property

@@ -29,9 +29,12 @@ def stage_medians(path: Path, state_dir: Path, stages: Iterable[str]) -> dict[st
     return {sid: statistics.median(d) for sid, d in found.items() if d}
 
 
-def run_estimate(needs: Mapping[str, Iterable[str]], medians: Mapping[str, float]) -> float | None:
-    """The run's usual length: the longest chain of needs, summing medians (None: unknown)."""
-    if not medians:
+def run_estimate(
+    needs: Mapping[str, Iterable[str]], medians: Mapping[str, float], unknown: Iterable[str] = ()
+) -> float | None:
+    """The run's usual length: the longest chain of needs, summing medians (None: unknown, as
+    when a stage of `unknown`, one the run will start, has no median yet)."""
+    if not medians or any(sid not in medians for sid in unknown):
         return None
     finish: dict[str, float] = {}
     for sid, ups in needs.items():  # topological order
