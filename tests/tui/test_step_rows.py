@@ -11,7 +11,7 @@ from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widgets import Label, Markdown
 
-from engine.events import RUNNING, SUCCEEDED, StepStatus
+from engine.events import FAILED, RUNNING, SUCCEEDED, StepStatus
 from engine.gha.commands import STEP_MARKER
 from tests.tui.conftest import label, log_of, shown, status, tree_of, until
 from tests.tui.replay import JOB_LOG, RUN_ID, T0, job_scenario
@@ -204,3 +204,18 @@ async def test_S_says_when_a_job_wrote_no_summary(tmp_path: Path):
     async with app.run_test(size=(100, 30)) as pilot:
         markdown = (await open_screen(pilot, "S", SummaryScreen)).query_one(Markdown)
         await until(pilot, lambda: "no step summary" in markdown.source, "the note")
+
+
+async def test_a_failure_continue_on_error_allows_looks_allowed(tmp_path: Path):
+    app = replay(
+        tmp_path,
+        StepStatus(RUN_ID, "test[py=a]", 1, 0, "Lint", FAILED, 0.3, 1, allowed=True),
+        StepStatus(RUN_ID, "test[py=b]", 1, 0, "Lint", FAILED, 0.3, 1),
+    )
+    async with app.run_test(size=(100, 30)) as pilot:
+        tree = tree_of(app)
+        await until(pilot, lambda: len(tree.node_for("test[py=b]").children) == 1, "the rows")
+        allowed = tree.node_for("test[py=a]").children[0].label
+        failed = tree.node_for("test[py=b]").children[0].label
+        assert str(allowed).startswith("✗ Lint") and str(failed).startswith("✘ Lint")
+        assert allowed.spans[0].style != failed.spans[0].style  # the warning colour, not red

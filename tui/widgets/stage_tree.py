@@ -223,8 +223,10 @@ class StageTree(Yielding, Tree[str]):
 
     def _relabel_step(self, node: TreeNode[str], event: StepStatus) -> None:
         """Icon, name and duration of a step row (a running step's ticks from its start), the
-        duration in the column of the stages' (a step row is indented as its job's label)."""
+        duration in the column of the stages' (a step row is indented as its job's label); a
+        failure `continue-on-error` allows looks as a stage's `allow_failure` does."""
         status = event.status if event.status in STATUSES else FAILED
+        icon = shown_status(status, bool(event.allowed))
         took = event.duration
         if took is None and status == RUNNING and self._clock_now:
             took = max(0.0, self._clock_now - event.ts)
@@ -236,7 +238,7 @@ class StageTree(Yielding, Tree[str]):
         if (dur or room > 0) and len(name) > fits:
             name = name[: max(1, fits - 1)] + "…"
         label = Text.assemble(
-            (ICONS.get(status, ICONS[FAILED]) + " ", self._style(f"stage-tree--{status}")), name
+            (ICONS.get(icon, ICONS[FAILED]) + " ", self._style(f"stage-tree--{icon}")), name
         )
         if dur:
             label.append(" " * (width - len(name)))
