@@ -100,8 +100,8 @@ _ADDED_COLUMNS = (
     ("attempts", "node", "TEXT"),
     ("runs", "file", "TEXT"),  # the pipeline file (see `pipeline_file`): what a query is of
 )
-_SCHEMA_VERSION = 5  # raised whenever _ADDED_COLUMNS or _SCHEMA grows (3: syncs, 4: runs.file,
-# 5: steps)
+# Raised whenever _ADDED_COLUMNS or _SCHEMA grows (3: syncs, 4: runs.file, 5: steps).
+_SCHEMA_VERSION = 5
 _RUN_COLUMNS = (
     "run_id, pipeline, status, started, ended, duration, trigger, exit_code, pid, file, pid_start"
 )

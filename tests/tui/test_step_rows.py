@@ -14,7 +14,7 @@ from textual.widgets import Label, Markdown
 from engine.events import FAILED, RUNNING, SUCCEEDED, StepStatus
 from engine.gha.commands import STEP_MARKER
 from tests.tui.conftest import label, log_of, shown, status, tree_of, until
-from tests.tui.replay import JOB_LOG, RUN_ID, T0, job_scenario
+from tests.tui.replay import JOB_LOG, JOB_PIPELINE, RUN_ID, T0, job_scenario
 from tests.tui.replay import status as recorded
 from tui.app import PipedeckApp
 from tui.screens.merged import MergedScreen
@@ -219,3 +219,18 @@ async def test_a_failure_continue_on_error_allows_looks_allowed(tmp_path: Path):
         failed = tree.node_for("test[py=b]").children[0].label
         assert str(allowed).startswith("✗ Lint") and str(failed).startswith("✘ Lint")
         assert allowed.spans[0].style != failed.spans[0].style  # the warning colour, not red
+
+
+async def test_in_a_tree_too_narrow_for_the_column_step_durations_end_at_its_edge(tmp_path):
+    """A matrix instance's name wider than the tree: the job's and its steps' durations end at
+    the tree's edge, together, never cut off."""
+    text = JOB_PIPELINE.replace("{py: [a, b]}", "{os: [ubuntu-latest-with-a-long-name]}")
+    ends = [recorded("build", SUCCEEDED, 8.5, duration=8.4)]
+    app = PipedeckApp(job_scenario(tmp_path, *ends, text=text), clock=lambda: T0 + 9.0)  # type: ignore[arg-type]
+    async with app.run_test(size=(80, 12)) as pilot:
+        await until(pilot, lambda: rows(app)[0].endswith("8.4s"), "the job's duration")
+        await until(pilot, lambda: rows(app)[2].endswith("7.0s"), "the steps' durations")
+        job, first, second = rows(app)[:3]
+        assert first.endswith("1.5s") and "Checkout" in first
+        assert len(job) == len(first) == len(second), rows(app)
+        assert len(job) <= tree_of(app).scrollable_content_region.width

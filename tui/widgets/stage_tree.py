@@ -234,6 +234,8 @@ class StageTree(Yielding, Tree[str]):
         key = node.data or ""
         room = self.scrollable_content_region.width - self._label_indent(key)
         name, width = event.name, self._name_width(key)
+        if room > 0:  # a tree too narrow for the column: the duration ends at its edge
+            width = min(width, room - ICON_CELLS - DURATION_CELLS)
         fits = width if dur else room - ICON_CELLS
         if (dur or room > 0) and len(name) > fits:
             name = name[: max(1, fits - 1)] + "…"
