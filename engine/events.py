@@ -218,6 +218,7 @@ class StepStatus(NamedTuple):
     duration: float | None = None
     exit_code: int | None = None
     reason: str | None = None
+    allowed: bool | None = None  # a failure `continue-on-error` allows (an extension, §7)
     ts: float = 0.0  # when it was made (`_stamped`)
     type: str = "step_status"
 

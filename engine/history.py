@@ -2,7 +2,11 @@
 
 Every write is one short `BEGIN IMMEDIATE` transaction on a WAL database with a busy timeout, so
 several pipedeck processes can record into one project at once. The same file holds what the
-stage cache needs (last successful fingerprints, the file-hash stat cache) and recorded metrics.
+stage cache needs (last successful fingerprints, the file-hash stat cache) and recorded metrics,
+and the steps of GitHub Actions jobs (each step's last status, `steps`).
+
+An older database opens as it is and gains what it lacks: `_SCHEMA` only creates what is missing
+and `_ADDED_COLUMNS` adds columns, once per raise of `_SCHEMA_VERSION` (SQLite's user_version).
 
 The run recorder never touches SQLite on the caller's thread: its writes go to one writer thread
 per history, which applies what has queued up in one transaction. The writer waits up to
@@ -41,7 +45,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from engine.events import Event, HostStatus, RunFinished, RunStarted, StageStatus
+from engine.events import Event, HostStatus, RunFinished, RunStarted, StageStatus, StepStatus
 from engine.fserrors import StateError, cause
 from engine.status import CACHED, FINISHED, RUNNING
 
@@ -80,6 +84,10 @@ CREATE TABLE IF NOT EXISTS syncs (
     run_id TEXT NOT NULL, host TEXT NOT NULL, stage TEXT, files INTEGER, bytes INTEGER,
     deleted INTEGER, method TEXT);
 CREATE INDEX IF NOT EXISTS syncs_run ON syncs (run_id);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id TEXT NOT NULL, stage TEXT NOT NULL, attempt INTEGER NOT NULL, step INTEGER NOT NULL,
+    name TEXT NOT NULL, status TEXT NOT NULL, started REAL, duration REAL, exit_code INTEGER,
+    reason TEXT, allowed INTEGER, PRIMARY KEY (run_id, stage, attempt, step));
 CREATE TABLE IF NOT EXISTS input_sets (digest TEXT PRIMARY KEY, files TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS file_hashes (
     path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER, sha256 TEXT);
@@ -92,7 +100,8 @@ _ADDED_COLUMNS = (
     ("attempts", "node", "TEXT"),
     ("runs", "file", "TEXT"),  # the pipeline file (see `pipeline_file`): what a query is of
 )
-_SCHEMA_VERSION = 4  # raised whenever _ADDED_COLUMNS or _SCHEMA grows (3: syncs, 4: runs.file)
+# Raised whenever _ADDED_COLUMNS or _SCHEMA grows (3: syncs, 4: runs.file, 5: steps).
+_SCHEMA_VERSION = 5
 _RUN_COLUMNS = (
     "run_id, pipeline, status, started, ended, duration, trigger, exit_code, pid, file, pid_start"
 )
@@ -100,6 +109,7 @@ _ATTEMPT_COLUMNS = (
     "run_id, stage, attempt, status, started, ended, exit_code, host, fingerprint, why, reason, "
     "peak_rss, cpu_seconds, job_id, node"
 )
+_STEP_COLUMNS = "stage, attempt, step, name, status, started, duration, exit_code, reason, allowed"
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], None]
@@ -178,6 +188,29 @@ class SyncRow:
     bytes: int
     deleted: int
     method: str
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """One recorded step of a GitHub Actions job attempt (SPEC §11): its last status, when it
+    started (when it was skipped, for a step that never started) and how long it took. `allowed`:
+    a failure `continue-on-error` allows; `reason`: why it was skipped, cancelled or lost."""
+
+    stage: str
+    attempt: int
+    step: int  # 0-based, as in `step_status`
+    name: str
+    status: str
+    started: float | None
+    duration: float | None
+    exit_code: int | None
+    reason: str | None
+    allowed: bool = False
+
+    @property
+    def shown_status(self) -> str:
+        """The status as people read it: `failed (allowed)` for an allowed failure."""
+        return f"{self.status} (allowed)" if self.allowed else self.status
 
 
 class Success(NamedTuple):
@@ -526,6 +559,8 @@ class History:
                     self.submit(partial(_stage_status, event, fps.get(event.stage)))
             elif isinstance(event, RunFinished):
                 self.submit(partial(_run_finished, run_id, event), hurry=True)
+            elif isinstance(event, StepStatus):
+                self.submit(partial(_step_status, event))
             elif isinstance(event, HostStatus) and event.synced is not None:
                 self.submit(partial(_synced, event))
 
@@ -615,6 +650,21 @@ class History:
                 return [dataclasses.replace(a, status=INTERRUPTED) if a.status in UNFINISHED
                         else a for a in attempts]  # fmt: skip
         return attempts
+
+    def steps(self, run_id: str) -> list[StepRow]:
+        """The recorded steps of a run's GitHub Actions jobs, by job, attempt and step. A step
+        left running by an interrupted run reads `interrupted`, like its attempt."""
+        rows = self._query(
+            f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id=? ORDER BY stage, attempt, step",
+            (run_id,),
+        )
+        steps = [_step_row(row) for row in rows]
+        if any(s.status in UNFINISHED for s in steps):
+            run = self.run(run_id)
+            if run is not None and run.status == INTERRUPTED:
+                return [dataclasses.replace(s, status=INTERRUPTED) if s.status in UNFINISHED
+                        else s for s in steps]  # fmt: skip
+        return steps
 
     def syncs(self, run_id: str) -> list[SyncRow]:
         """The workspace syncs a run made to its hosts, in order."""
@@ -758,6 +808,12 @@ def _run_row(row: tuple[Any, ...]) -> RunRow:
     return run
 
 
+def _step_row(row: tuple[Any, ...]) -> StepRow:
+    stage, attempt, step, name, status, started, duration, exit_code, reason, allowed = row
+    return StepRow(stage, attempt, step, name, status, started, duration, exit_code, reason,
+                   bool(allowed))  # fmt: skip
+
+
 def _run_started(
     run_id: str, pipeline: str, file: str | None, trigger: str, ts: float, pid: int,
     pid_start: int | None, db: sqlite3.Connection,
@@ -818,6 +874,21 @@ def _stage_status(ev: StageStatus, fingerprint: str | None, db: sqlite3.Connecti
         )
 
 
+def _step_status(ev: StepStatus, db: sqlite3.Connection) -> None:
+    """A step's row: made by its first status (`running`, or `skipped` for a step that never
+    started), updated by the following ones; it keeps when the step started."""
+    started = ev.ts - ev.duration if ev.duration is not None and ev.status != RUNNING else ev.ts
+    db.execute(
+        f"INSERT INTO steps ({_STEP_COLUMNS}, run_id) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT (run_id, stage, attempt, step) DO UPDATE SET name=excluded.name, "
+        "status=excluded.status, started=coalesce(steps.started, excluded.started), "
+        "duration=excluded.duration, exit_code=excluded.exit_code, reason=excluded.reason, "
+        "allowed=excluded.allowed",
+        (ev.stage, ev.attempt, ev.step, ev.name, ev.status, started, ev.duration, ev.exit_code,
+         ev.reason, 1 if ev.allowed else 0, ev.run_id),
+    )  # fmt: skip
+
+
 def _interrupt(dead: list[str], db: sqlite3.Connection) -> None:
     """Mark the runs `dead` and their unfinished attempts interrupted."""
     marks = ",".join("?" * len(dead))
@@ -829,11 +900,12 @@ def _interrupt(dead: list[str], db: sqlite3.Connection) -> None:
         dead,
     )
     db.execute("UPDATE runs SET duration=ended-started WHERE run_id IN (" + marks + ")", dead)
-    db.execute(
-        f"UPDATE attempts SET status='{INTERRUPTED}' "
-        f"WHERE run_id IN ({marks}) AND status IN ({unfinished})",
-        dead,
-    )
+    for table in ("attempts", "steps"):
+        db.execute(
+            f"UPDATE {table} SET status='{INTERRUPTED}' "
+            f"WHERE run_id IN ({marks}) AND status IN ({unfinished})",
+            dead,
+        )
 
 
 _open_histories: weakref.WeakSet[History] = weakref.WeakSet()  # those with a writer thread

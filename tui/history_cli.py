@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # imported by the handlers: `pipedeck run` need not load them
     from _typeshed import DataclassInstance
 
-    from engine.history import History, RunRow
+    from engine.history import AttemptRow, History, RunRow, StepRow
 
 DEFAULT_FILE = "pipedeck.yaml"
 EXIT_USAGE = 2
@@ -195,8 +195,25 @@ def _find_run(history: History, wanted: str | None, file: str) -> RunRow | str:
     return f"no run {wanted!r} (see `pipedeck history`)"
 
 
+def step_rows(attempts: Sequence[AttemptRow], steps: Sequence[StepRow]) -> list[list[StepRow]]:
+    """The recorded steps of each attempt of `attempts` (a GitHub Actions job's; [] for others),
+    in step order."""
+    by_attempt: dict[tuple[str, int], list[StepRow]] = {}
+    for step in steps:
+        by_attempt.setdefault((step.stage, step.attempt), []).append(step)
+    return [by_attempt.get((a.stage, a.attempt), []) for a in attempts]
+
+
+def _step_why(step: StepRow) -> str:
+    """Why a step ended as it did: its reason, else its exit code when it failed."""
+    if step.reason:
+        return step.reason
+    return f"exit code {step.exit_code}" if step.exit_code not in (None, 0) else "-"
+
+
 def cmd_show(args: argparse.Namespace) -> int:
-    """`pipedeck show [RUN]`: a run's stages with status, duration and why each ran."""
+    """`pipedeck show [RUN]`: a run's stages with status, duration and why each ran; under a
+    GitHub Actions job, its steps with theirs."""
     history = _open(args)
     if history is None:
         return _fail(f"no runs recorded in {state_dir(args)}")
@@ -205,10 +222,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     if isinstance(run, str):
         return _fail(run)
     attempts = history.attempts(run.run_id)
+    steps = step_rows(attempts, history.steps(run.run_id))
     syncs = history.syncs(run.run_id)
     if args.json:
-        body = {**_run_json(run), "attempts": [{**_fields(a), "duration": a.duration}
-                                               for a in attempts]}  # fmt: skip
+        body = {**_run_json(run), "attempts": [
+            {**_fields(a), "duration": a.duration, "steps": [_fields(s) for s in own]}
+            for a, own in zip(attempts, steps, strict=True)]}  # fmt: skip
         body["syncs"] = [_fields(s) for s in syncs]
         _print_json(body)
         return 0
@@ -231,6 +250,18 @@ def cmd_show(args: argparse.Namespace) -> int:
         header[at:at] = ["JOB", "NODE"]
         for row, a in zip(rows, attempts, strict=True):
             row[at:at] = [a.job_id or "-", a.node or "-"]
+    width = len(header)
+    status_at, duration_at = header.index("STATUS"), header.index("DURATION")
+    for at in range(len(rows) - 1, -1, -1):  # each job's steps under it, in the same columns
+        under = []
+        for step in steps[at]:
+            row = [""] * width
+            row[0] = f"  {step.step + 1} {step.name}"
+            row[status_at] = step.shown_status
+            row[duration_at] = format_duration(step.duration)
+            row[-1] = _step_why(step)
+            under.append(row)
+        rows[at + 1 : at + 1] = under
     if rows:
         print(_table(header, rows, "  "))
     if syncs:  # what each workspace sync to an SSH host sent

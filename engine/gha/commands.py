@@ -101,6 +101,7 @@ class StepEvents:
                 data.get("duration"),
                 data.get("exit_code"),
                 data.get("reason"),
+                True if data.get("allowed") else None,
             )
 
     def unfinished(self, status: str) -> bytes:

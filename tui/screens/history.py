@@ -1,9 +1,10 @@
 """The run history screen (`h`): past runs, and for one run its stages, logs and metrics.
 
 Read-only. Left: the recorded runs (status, start, duration, trigger) above the selected run's
-stage tree (matrix instances under their stage, earlier attempts under their stage). Right: the
-selected stage's duration over its recent runs as a sparkline, its metrics with their change
-since the previous run, and the selected attempt's stored log.
+stage tree (matrix instances under their stage, earlier attempts under their stage, a GitHub
+Actions job's steps under its attempt). Right: the selected stage's duration over its recent runs
+as a sparkline, its metrics with their change since the previous run, and the selected attempt's
+stored log (a step's own lines when a step is selected).
 
 Every read of the database and of the log folder runs in a worker thread (a read may also wait
 for the writes another connection has queued); the screen shows each answer when it arrives.
@@ -25,7 +26,8 @@ from textual.widgets import DataTable, Sparkline, Static, Tree
 from textual.widgets.tree import TreeNode
 from textual.worker import get_current_worker
 
-from engine.history import AttemptRow, History, HistoryError, RunRow, pipeline_file
+from engine.events import LogLines
+from engine.history import AttemptRow, History, HistoryError, RunRow, StepRow, pipeline_file
 from engine.logs import LogStore
 from engine.spec import Pipeline
 from tui.history_cli import format_duration, format_time
@@ -33,12 +35,15 @@ from tui.widgets.keybar import KeyBar
 from tui.widgets.log_view import LineReader, LogSource, LogView
 from tui.widgets.pump import Yielding
 from tui.widgets.status import ICONS, format_bytes
-from tui.widgets.steps import JobReader
+from tui.widgets.steps import JobReader, StepMarks, StepReader
+from tui.widgets.steps import Span as StepSpan
 from tui.widgets.timeline import Span, Spans
 
 SPARK_RUNS = 30
 NARROW = 120  # below this many columns the runs table shows short run ids and status icons
 StageKey = tuple[str, int]  # (stage id, attempt)
+Shown = tuple[str, StageKey, int | None]  # (run id, attempt, step) on the right
+SCAN_CHUNK = 10_000  # log lines read at once when finding a step's lines
 T = TypeVar("T")
 
 
@@ -60,6 +65,16 @@ def _label(row: AttemptRow, name: str) -> Text:
     return Text("  ".join(parts) + (f"  — {note}" if note else ""))
 
 
+def _step_label(step: StepRow) -> Text:
+    """A step's tree label: `✔  2 Run tests  failed (allowed)  3.1s  — exit code 1`."""
+    parts = [ICONS.get(step.status, "!"), f"{step.step + 1} {step.name}", step.shown_status]
+    if step.duration is not None:
+        parts.append(format_duration(step.duration))
+    failed = step.exit_code not in (None, 0)
+    note = step.reason or (f"exit code {step.exit_code}" if failed else None)
+    return Text("  ".join(parts) + (f"  — {note}" if note else ""))
+
+
 @dataclass(frozen=True)
 class StageRecord:
     """What the right side shows of a stage attempt, read in a thread."""
@@ -68,6 +83,7 @@ class StageRecord:
     durations: list[float]
     metrics: list[tuple[str, dict[str, float]]]  # (run id, values), oldest first
     current: int | None  # which of `metrics` holds those current in the open run
+    span: StepSpan | None = None  # a step's lines in its job's log (None: the whole log)
 
 
 def _number(value: float | None, sign: bool = False) -> str:
@@ -112,8 +128,10 @@ class HistoryScreen(Yielding, Screen[None]):
         self.file = pipeline_file(pipeline.path, pipeline.state_dir)  # this pipeline's runs only
         self.run_id: str | None = None  # the run whose stages are shown
         self._wanted: str | None = None  # the run asked for (its stages may still be read)
-        self._stage: tuple[str, StageKey] | None = None  # the (run id, attempt) asked for
+        self._stage: Shown | None = None  # the (run id, attempt, step) asked for
         self.attempts: list[AttemptRow] = []
+        self.steps: dict[StageKey, list[StepRow]] = {}  # a job attempt's recorded steps
+        self._step_of: dict[int, StepRow] = {}  # tree node id of a step row -> its step
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -220,13 +238,17 @@ class HistoryScreen(Yielding, Screen[None]):
         if run_id == self._wanted:
             return
         self._wanted = run_id
-        self._read("run", lambda history: history.attempts(run_id),
-                   lambda rows: self._show_run(run_id, rows))  # fmt: skip
+        self._read("run", lambda history: (history.attempts(run_id), history.steps(run_id)),
+                   lambda rows: self._show_run(run_id, *rows))  # fmt: skip
 
-    def _show_run(self, run_id: str, attempts: list[AttemptRow]) -> None:
+    def _show_run(self, run_id: str, attempts: list[AttemptRow], steps: list[StepRow]) -> None:
         if run_id != self._wanted:
             return
         self.run_id, self.attempts = run_id, attempts
+        self.steps = {}
+        for step in steps:
+            self.steps.setdefault((step.stage, step.attempt), []).append(step)
+        self._step_of = {}
         by_stage: dict[str, list[AttemptRow]] = {}
         for row in self.attempts:
             by_stage.setdefault(row.stage, []).append(row)
@@ -243,10 +265,16 @@ class HistoryScreen(Yielding, Screen[None]):
                 parent = groups[_group(stage)]
             last = rows[-1]
             retried = len(rows) > 1
+            below = retried or bool(self.steps.get((stage, last.attempt)))
             node = parent.add(_label(last, stage), data=(stage, last.attempt),
-                              allow_expand=retried, expand=retried)  # fmt: skip
-            for row in rows if retried else ():
-                node.add_leaf(_label(row, f"attempt {row.attempt}"), data=(stage, row.attempt))
+                              allow_expand=below, expand=below)  # fmt: skip
+            if not retried:
+                self._add_steps(node, stage, last.attempt)
+            for row in rows if retried else ():  # each attempt with its steps, the last open
+                steps = bool(self.steps.get((stage, row.attempt)))
+                child = node.add(_label(row, f"attempt {row.attempt}"), data=(stage, row.attempt),
+                                 allow_expand=steps, expand=steps and row is last)  # fmt: skip
+                self._add_steps(child, stage, row.attempt)
             first = first or node
         if first is None:
             self.show_stage(None)
@@ -254,14 +282,22 @@ class HistoryScreen(Yielding, Screen[None]):
         tree.move_cursor(first)
         self.show_stage(first.data)
 
+    def _add_steps(self, node: TreeNode[StageKey], stage: str, attempt: int) -> None:
+        """A job attempt's recorded steps as rows under its node."""
+        for step in self.steps.get((stage, attempt), ()):
+            leaf = node.add_leaf(_step_label(step), data=(stage, attempt))
+            self._step_of[leaf.id] = step
+
     # -- the selected stage ---------------------------------------------------------------------
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[StageKey]) -> None:
         if event.node.data is not None:
-            self.show_stage(event.node.data)
+            step = self._step_of.get(event.node.id)
+            self.show_stage(event.node.data, None if step is None else step.step)
 
-    def show_stage(self, key: StageKey | None) -> None:
-        """Show a stage attempt's log, the stage's duration sparkline and its metrics."""
+    def show_stage(self, key: StageKey | None, step: int | None = None) -> None:
+        """Show a stage attempt's log (or one step's lines), the stage's duration sparkline and
+        its metrics."""
         run_id = self.run_id
         if key is None or run_id is None:
             self.query_one("#log", LogView).show(None, "this run recorded no stages")
@@ -270,39 +306,68 @@ class HistoryScreen(Yielding, Screen[None]):
             self.query_one("#metrics", DataTable).add_class("hidden")
             self._stage = None
             return
-        if self._stage == (run_id, key):
+        shown = (run_id, key, step)
+        if self._stage == shown:
             return
-        self._stage = (run_id, key)
-        self._read("stage", lambda history: self._stage_record(history, run_id, key[0], key[1]),
-                   lambda record: self._show_stage(run_id, key, record))  # fmt: skip
+        self._stage = shown
+        self._read("stage", lambda history: self._stage_record(history, run_id, key, step),
+                   lambda record: self._show_stage(shown, record))  # fmt: skip
 
-    def _stage_record(self, history: History, run_id: str, stage: str, attempt: int) -> StageRecord:
-        """(In a thread.) Whether the attempt has a log, the stage's durations and metrics."""
+    def _stage_record(
+        self, history: History, run_id: str, key: StageKey, step: int | None
+    ) -> StageRecord:
+        """(In a thread.) Whether the attempt has a log, the stage's durations and metrics, and
+        where a step's lines are in the log."""
+        stage, attempt = key
         metrics = history.metrics(stage, 200, self.file)
+        has_log = attempt in self.logs.attempts(run_id, stage)
         return StageRecord(
-            has_log=attempt in self.logs.attempts(run_id, stage),
+            has_log=has_log,
             durations=history.durations(stage, SPARK_RUNS, self.file),
             metrics=metrics,
             current=self._metrics_index(history, run_id, [run for run, _ in metrics]),
+            span=self._step_span(run_id, key, step) if has_log and step is not None else None,
         )
 
-    def _show_stage(self, run_id: str, key: StageKey, record: StageRecord) -> None:
-        if self._stage != (run_id, key):
-            return
+    def _step_span(self, run_id: str, key: StageKey, step: int) -> StepSpan | None:
+        """(In a thread.) Where step `step` has its lines in a job attempt's stored log: its
+        step markers, read as the live screen reads them (`StepMarks`)."""
         stage, attempt = key
-        job = stage in self.pipeline.stages and self.pipeline.stages[stage].steps
+        marks, reader = StepMarks(), self.logs.reader(run_id, stage, attempt)
+        try:
+            total = len(reader)
+            for start in range(0, total, SCAN_CHUNK):
+                texts = tuple(text for _, text in reader.lines(start, start + SCAN_CHUNK))
+                marks.add(LogLines(run_id, stage, attempt, "stdout", texts))
+        finally:
+            reader.close()
+        return marks.span((run_id, stage, attempt), step)
+
+    def _show_stage(self, shown: Shown, record: StageRecord) -> None:
+        if self._stage != shown:
+            return
+        run_id, (stage, attempt), step = shown
+        steps = self.steps.get((stage, attempt), [])
+        job = bool(steps) or (stage in self.pipeline.stages and self.pipeline.stages[stage].steps)
+        row = next((s for s in steps if s.step == step), None)
+        span = record.span
 
         def open_log() -> LineReader:  # a GitHub Actions job's step markers as headers
             reader = self.logs.reader(run_id, stage, attempt)
+            if row is not None:
+                return StepReader(reader, lambda: span)
             return JobReader(reader) if job else reader
 
         log = self.query_one("#log", LogView)
-        source = LogSource(stage, attempt, open_log)
-        log.border_title = f"{stage} · attempt {attempt}" if record.has_log else stage
-        log.show(
-            source if record.has_log else None,
-            "no output" if record.has_log else "no log: this attempt did not run",
-        )
+        source = LogSource(stage, attempt, open_log, run_id, step=step)
+        title = f"{stage} · attempt {attempt}" if record.has_log else stage
+        placeholder = "no output" if record.has_log else "no log: this attempt did not run"
+        if row is not None:
+            title += f" · step {row.step + 1} {row.name} · {row.shown_status}"
+            why = f": {row.reason}" if row.reason else ""
+            placeholder = f"no output{why}" if record.has_log else placeholder
+        log.border_title = title
+        log.show(source if record.has_log else None, placeholder)
         durations = record.durations
         spark = self.query_one("#spark", Sparkline)
         spark.data = durations

@@ -1,5 +1,10 @@
 """The stage tree: stages in topological order, matrix instances under their stage, a GitHub
-Actions job's steps under the job (SPEC §11)."""
+Actions job's steps under the job (SPEC §11).
+
+Every row's duration ends in one right-aligned column: names are padded to where the longest
+ends (a stage's, or a step's as far as the tree's width lets it move the column). A job has no
+expand arrow until its first step row, but keeps the arrow's cells so that its name stays put.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +46,9 @@ from tui.widgets.status import (
 )
 
 RELABEL_CHUNK = 200  # labels `refresh_all` redraws per frame
+ICON_CELLS = 2  # a status icon and its space
+DURATION_CELLS = 7  # a space and a right-aligned duration (`{:>6}`)
+STEP_RESERVE = 12  # cells a long step name leaves a job row after its duration
 _STATUS_CSS = "\n".join(
     f"StageTree > .stage-tree--{status} {{ color: ${var}; }}"
     for status, var in STATUS_COLOURS.items()
@@ -82,7 +90,8 @@ class StageTree(Yielding, Tree[str]):
         self.views = views
         self._stage_nodes: dict[str, TreeNode[str]] = {}
         self._parent_of: dict[str, str] = {}
-        self._name_width: dict[str, int] = {}  # node key -> name column width (aligns durations)
+        self._stage_column = 0  # where the longest stage name ends (cells from the left)
+        self._step_column = 0  # where the longest step name ends
         self._steps: dict[str, dict[int, tuple[TreeNode[str], StepStatus]]] = {}  # job -> steps
         self._step_of: dict[int, int] = {}  # node id of a step row -> its step index
         self._clock_now = 0.0
@@ -108,17 +117,42 @@ class StageTree(Yielding, Tree[str]):
                 self._stage_nodes[sid] = self._add_stage(parent, sid)
                 self._parent_of[sid] = stage.name
         # One duration column for every line: the name is padded to where the longest ends.
-        column = max(
+        self._stage_column = max(
             (self._label_indent(key) + len(self._display_name(key)) for key in self._stage_nodes),
             default=0,
         )
-        self._name_width = {key: column - self._label_indent(key) for key in self._stage_nodes}
+
+    def _column(self) -> int:
+        """Where names end and the duration column starts (cells from the tree's left): after
+        the longest stage name, or the longest step name as far as that leaves room for the
+        duration and (a quarter of the width, at most `STEP_RESERVE`) for what a job row says
+        after it (`@host`, `waits for lint`); a longer step name is shortened."""
+        width = self.scrollable_content_region.width
+        steps = self._step_column
+        if width > 0:
+            reserve = min(STEP_RESERVE, width // 4)
+            steps = min(steps, width - ICON_CELLS - DURATION_CELLS - reserve)
+        return max(self._stage_column, steps)
+
+    def _name_width(self, key: str) -> int:
+        """The cells a node's name is padded to (its duration column)."""
+        return self._column() - self._label_indent(key)
 
     def _add_stage(self, parent: TreeNode[str], sid: str) -> TreeNode[str]:
-        """A stage instance's node: a GitHub Actions job's can hold its steps (SPEC §11)."""
+        """A stage instance's node: a GitHub Actions job's holds its steps (SPEC §11); it can
+        be expanded once it has some (`update_step`)."""
         if self.pipeline.stages[sid].steps:
-            return parent.add("", data=sid, expand=True)
+            return parent.add("", data=sid, expand=True, allow_expand=False)
         return parent.add_leaf("", data=sid)
+
+    def render_label(self, node: TreeNode[str], base_style: Style, style: Style) -> Text:
+        """A job without steps yet: blank where its expand arrow will be (its name stays put)."""
+        label = super().render_label(node, base_style, style)
+        if node.allow_expand or node.data not in self.pipeline.stages or node.id in self._step_of:
+            return label
+        if not self.pipeline.stages[node.data].steps:
+            return label
+        return Text.assemble(("  ", base_style), label)
 
     def _label_indent(self, key: str) -> int:
         """Cells before a node's label: the guides of an instance, the toggle of a matrix or
@@ -175,26 +209,42 @@ class StageTree(Yielding, Tree[str]):
             job.remove_children()
         entry = steps.get(event.step)
         node = entry[0] if entry else job.add_leaf("", data=event.stage)
+        job.allow_expand = True  # it has a step row to show or hide now
         self._step_of[node.id] = event.step
         steps[event.step] = (node, event)
-        self._relabel_step(node, event)
+        column = self._column()
+        self._step_column = max(
+            self._step_column, self._label_indent(event.stage) + len(event.name)
+        )
+        if self._column() != column:  # a longer step name moves the duration column
+            self.refresh_all(self._clock_now)
+        else:
+            self._relabel_step(node, event)
 
     def _relabel_step(self, node: TreeNode[str], event: StepStatus) -> None:
-        """Icon, name and duration of a step row (a running step's ticks from its start)."""
+        """Icon, name and duration of a step row (a running step's ticks from its start), the
+        duration in the column of the stages' (a step row is indented as its job's label); a
+        failure `continue-on-error` allows looks as a stage's `allow_failure` does."""
         status = event.status if event.status in STATUSES else FAILED
+        icon = shown_status(status, bool(event.allowed))
         took = event.duration
         if took is None and status == RUNNING and self._clock_now:
             took = max(0.0, self._clock_now - event.ts)
         dur = format_duration(took)
-        room = self.scrollable_content_region.width - self._label_indent(node.data or "") - 2
-        name = event.name
-        if room > 0 and 3 + len(name) + len(dur) > room:
-            name = name[: max(1, room - 3 - len(dur) - 1)] + "…"
+        key = node.data or ""
+        room = self.scrollable_content_region.width - self._label_indent(key)
+        name, width = event.name, self._name_width(key)
+        if room > 0:  # a tree too narrow for the column: the duration ends at its edge
+            width = min(width, room - ICON_CELLS - DURATION_CELLS)
+        fits = width if dur else room - ICON_CELLS
+        if (dur or room > 0) and len(name) > fits:
+            name = name[: max(1, fits - 1)] + "…"
         label = Text.assemble(
-            (ICONS.get(status, ICONS[FAILED]) + " ", self._style(f"stage-tree--{status}")), name
+            (ICONS.get(icon, ICONS[FAILED]) + " ", self._style(f"stage-tree--{icon}")), name
         )
         if dur:
-            label.append(f" {dur}", self._style("stage-tree--dim"))
+            label.append(" " * (width - len(name)))
+            label.append(f" {dur:>6}", self._style("stage-tree--dim"))
         if node.label != label:
             node.set_label(label)
 
@@ -309,7 +359,7 @@ class StageTree(Yielding, Tree[str]):
         icon = SERVICE_STARTING if starting else ICONS.get(status, ICONS[FAILED])
         text = Text.assemble((icon + " ", colour), name)
         if parts and parts[0][1] == "column":
-            pad = self._name_width[key] - len(name)
+            pad = self._name_width(key) - len(name)
             if room > 0:
                 pad = min(pad, room - 2 - len(name) - essential)
             text.append(" " * max(0, pad))
