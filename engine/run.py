@@ -584,7 +584,18 @@ class Run:
         self._publish(HostStatus(self.run_id, host, state, reason, synced))
 
     async def close(self) -> None:
-        """Close the executors, if this run made its own (a session closes shared ones)."""
+        """Settle the stages left waiting for an approval, as a headless run would have (skipped,
+        and what needs them); close the executors, if this run made its own (a session closes
+        shared ones)."""
+        if not self.running:
+            for sid in self.stage_ids:  # topological order: a chain settles in one pass
+                needs = [n for n in self.pipeline.stages[sid].needs if n in self.states]
+                held = [n for n in needs if self.states[n].status == SKIPPED]
+                if self.states[sid].status == WAITING:
+                    self._move(sid, PENDING)
+                    self._move(sid, SKIPPED, "manual stage not approved")
+                elif self.states[sid].status == PENDING and held:
+                    self._move(sid, SKIPPED, f"upstream {held[0]} skipped")
         if self._own_hosts:
             await self.hosts.close()
 

@@ -7,8 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.events import HostState, HostStatus, LogLines, RunFinished, RunStarted, StageStatus
+from engine.history import History
 from engine.loader import load
 from engine.run import Run
+from engine.session import Session
 from tests.conftest import Recorder, marked_pids
 from tests.waiting import until
 
@@ -193,6 +195,40 @@ def test_wait_mode_approve_then_execute_again(write_pipeline: Write, recorder: R
         assert run.states["deploy"].status == "succeeded"
 
     asyncio.run(go())
+
+
+def test_stages_left_waiting_are_recorded_skipped_when_the_run_closes(
+    write_pipeline: Write,
+) -> None:
+    """The TUI quit before an approval: the history says so, as a headless run would."""
+    path = write_pipeline("""
+        version: 1
+        stages:
+          build: {run: echo b}
+          deploy: {needs: [build], when: manual, run: echo deployed}
+          notify: {needs: [deploy], run: echo told}
+    """)
+
+    async def go() -> str:
+        session = Session(load(path), manual="wait")
+        run = session.new_run()
+        try:
+            assert await run.execute() == 0
+            assert run.states["deploy"].status == "waiting"
+            await run.close()
+        finally:
+            await session.close()
+        return run.run_id
+
+    run_id = asyncio.run(go())
+    history = History.for_state_dir(path.parent / ".pipedeck")
+    try:
+        rows = {row.stage: row for row in history.attempts(run_id)}
+    finally:
+        history.close()
+    assert (rows["build"].status, rows["deploy"].status) == ("succeeded", "skipped")
+    assert rows["deploy"].reason == "manual stage not approved"
+    assert (rows["notify"].status, rows["notify"].reason) == ("skipped", "upstream deploy skipped")
 
 
 def test_cancel_one_stage_and_downstream_skips(write_pipeline: Write, recorder: Recorder) -> None:
