@@ -597,6 +597,19 @@ def test_color_true_reaches_the_stage_environment(write_pipeline: Write) -> None
     assert "[a] 1 1 1" in pipedeck("run", str(path)).stdout.splitlines()
 
 
+def test_color_never_strips_the_stages_own_escapes_and_auto_passes_them(
+    write_pipeline: Write,
+) -> None:
+    path = write_pipeline("""
+        version: 1
+        stages:
+          a: {run: 'printf "\\033[31mred\\033[0m \\033]0;title\\007plain\\033[K\\n"; exit 1'}
+    """)
+    never = pipedeck("run", str(path), "--color", "never").stdout
+    assert "[a] red plain\n" in never and "\x1b" not in never  # the failure summary's too
+    assert "\x1b[31mred" in pipedeck("run", str(path)).stdout  # piped, `auto`: passed through
+
+
 def test_a_10000_stage_monorepo_validates(tmp_path: Path) -> None:
     lines = ["version: 1", "stages:"]
     lines += [f"  pkg{i}: {{run: 'true', inputs: ['pkg{i}/**']}}" for i in range(10_000)]

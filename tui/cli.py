@@ -357,7 +357,8 @@ def _reporter(args: argparse.Namespace, run: Run) -> None:
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         run.subscribe(GithubReporter(sys.stdout, run.logs, run.pipeline, color, summary))
     else:
-        run.subscribe(PlainReporter(sys.stdout, color=color, logs=run.logs, pipeline=run.pipeline))
+        strip = args.color == "never"
+        run.subscribe(PlainReporter(sys.stdout, color, run.logs, run.pipeline, strip=strip))
     if args.junit:
         run.subscribe(JUnitWriter(args.junit, run.pipeline, run.logs))
     if args.trace:

@@ -52,7 +52,8 @@ JUNIT_LOG_LINES = 5000  # the last lines of a failed stage's log kept in the rep
 SUMMARY_LINES = 10  # the last lines of each failed stage shown when a run ends
 _LINE_CHARS = 500  # a summary line is cut at this many characters
 _CHUNK = 1000  # log lines read from the store at once
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# every CSI sequence (colours, cursor moves, erases) and OSC (titles, links)
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?")
 
 
 def allowed_failure(pipeline: Pipeline | None, event: StageStatus) -> bool:
@@ -122,9 +123,11 @@ class PlainReporter:
         color: bool = False,
         logs: LogStore | None = None,
         pipeline: Pipeline | None = None,
+        strip: bool = False,
     ) -> None:
         self.out = out
         self.color = color
+        self.strip = strip  # `--color never`: the stages' own escape sequences go too
         self.logs = logs
         self.pipeline = pipeline
         self._prefix: dict[str, str] = {}
@@ -167,6 +170,8 @@ class PlainReporter:
                 shown = (self._job_line(x) if x.startswith("##") else x for x in lines)
                 lines = tuple(line for line in shown if line is not None)
                 text = sep.join(lines)
+            if self.strip and "\x1b" in text:
+                text = _ESCAPES.sub("", text)
             if lines:
                 self.out.write(pre + text + "\n")
         elif isinstance(event, StageStatus):
@@ -195,7 +200,7 @@ class PlainReporter:
         if line.startswith(ENDGROUP):
             return None
         text = marked(line)
-        return text if self.color or text is line else _ANSI.sub("", text)
+        return text if self.color or text is line else _ESCAPES.sub("", text)
 
     def _step(self, marker: str) -> str | None:
         """A step marker's step line (painted), or None for a starting step's."""
@@ -213,6 +218,8 @@ class PlainReporter:
             self.out.write(self._paint(_STATUS_COLOR[event.status], head) + "\n")
             lines = _tail(self.logs, run_id, event.stage, event.attempt, SUMMARY_LINES)
             shown = (self._job_line(x) if x.startswith("##") else x for x in lines)
+            if self.strip:
+                shown = (None if x is None else _ESCAPES.sub("", x) for x in shown)
             self.out.writelines(f"   {_cut(line)}\n" for line in shown if line is not None)
             self.out.write(f"   whole log: {logs_command(self.pipeline, run_id, event.stage)}\n")
         self.out.write("\n")
