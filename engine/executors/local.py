@@ -64,7 +64,7 @@ class _Child:
     until EOF (no transport or protocol objects per pipe).
     """
 
-    def __init__(self, proc: subprocess.Popen[bytes], sink: OutputSink) -> None:
+    def __init__(self, proc: Popen[bytes] | _Spawned, sink: OutputSink) -> None:
         self.proc = proc
         self.sink = sink
         self.loop = asyncio.get_running_loop()
@@ -78,16 +78,17 @@ class _Child:
         self.loop.add_reader(self._pidfd, self._reap)
 
     @classmethod
-    def follow(cls, proc: subprocess.Popen[bytes], sink: OutputSink) -> _Child:
+    def follow(cls, proc: Popen[bytes] | _Spawned, sink: OutputSink) -> _Child:
         """Read a started process's output: from its two pipes, or, for a terminal, from what
         `tty.read_into` connects later. Before the loop runs again: no output is missed."""
         try:
             child = cls(proc, sink)
             for fd, pipe in ((1, proc.stdout), (2, proc.stderr)):
                 if pipe is not None:
-                    os.set_blocking(pipe.fileno(), False)
-                    child.loop.add_reader(pipe.fileno(), child._read, fd)
-                    child._pipes[fd] = pipe.fileno()
+                    no = pipe if isinstance(pipe, int) else pipe.fileno()
+                    os.set_blocking(no, False)
+                    child.loop.add_reader(no, child._read, fd)
+                    child._pipes[fd] = no
         except BaseException:  # it runs, but we cannot follow it: kill it, the caller sweeps
             proc.kill()
             raise
@@ -137,18 +138,161 @@ class _Child:
             self.loop.remove_reader(fd)
         self._pipes.clear()
         for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
+            if isinstance(pipe, int):
+                os.close(pipe)
+            elif pipe is not None:
                 pipe.close()
+        if isinstance(self.proc, _Spawned):
+            self.proc.stdout = self.proc.stderr = None
 
 
-def _popen(argv: list[str], cwd: Path, env: dict[str, str], tty: Pty | None) -> Popen[bytes]:
+class _Spawned:
+    """A process started by `_spawn`: what `_Child` uses of a `Popen` (its pipes as fds)."""
+
+    __slots__ = ("pid", "returncode", "stderr", "stdout")
+
+    def __init__(self, pid: int, stdout: int, stderr: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self.stdout: int | None = stdout
+        self.stderr: int | None = stderr
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+class _LibcSpawn:
+    """glibc's `posix_spawn` with the two file actions `os.posix_spawn` lacks (Python 3.11):
+    a working directory (`addchdir_np`, glibc 2.29) and closing every other descriptor
+    (`addclosefrom_np`, glibc 2.34), so that it starts a process exactly as `_popen` does
+    (`Popen(..., cwd=, env=, stdin=DEVNULL, stdout=PIPE, stderr=PIPE, start_new_session=True)`,
+    whose defaults close every other descriptor and reset SIGPIPE and SIGXFSZ), without
+    `subprocess`'s Python: about 0.1-0.2 ms less CPU per process on this VM, most of it held
+    under the GIL. Like Popen's, glibc's child is a vfork (CLONE_VM | CLONE_VFORK)."""
+
+    _SIZE = 512  # bytes for posix_spawn_file_actions_t (80 on x86-64) or posix_spawnattr_t (336)
+    SETSIGDEF, SETSID = 0x04, 0x80  # glibc's POSIX_SPAWN_* flags
+
+    def __init__(self) -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._ctypes = ctypes
+        self._spawn = libc.posix_spawn
+        void, num = ctypes.c_void_p, ctypes.c_int
+        self._spawn.argtypes = [ctypes.POINTER(num), ctypes.c_char_p, void, void, void, void]
+        self._init = libc.posix_spawn_file_actions_init
+        self._destroy = libc.posix_spawn_file_actions_destroy
+        self._open = libc.posix_spawn_file_actions_addopen
+        self._open.argtypes = [void, num, ctypes.c_char_p, num, num]
+        self._dup2 = libc.posix_spawn_file_actions_adddup2
+        self._chdir = libc.posix_spawn_file_actions_addchdir_np
+        self._chdir.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        self._closefrom = libc.posix_spawn_file_actions_addclosefrom_np
+        # The attributes, shared (posix_spawn only reads them): a new session, and SIGPIPE
+        # and SIGXFSZ (which Python ignores) back to their defaults, as Popen's
+        # restore_signals does; the signal mask is the calling thread's, as with Popen.
+        self._attr = ctypes.create_string_buffer(self._SIZE)
+        sigs = ctypes.create_string_buffer(128)  # a sigset_t
+        if (
+            libc.posix_spawnattr_init(self._attr)
+            or libc.sigemptyset(sigs)
+            or libc.sigaddset(sigs, signal.SIGPIPE)
+            or libc.sigaddset(sigs, signal.SIGXFSZ)
+            or libc.posix_spawnattr_setsigdefault(self._attr, sigs)
+            or libc.posix_spawnattr_setflags(
+                self._attr, ctypes.c_short(self.SETSIGDEF | self.SETSID)
+            )
+        ):
+            raise OSError("posix_spawnattr setup failed")
+
+    def __call__(self, argv: list[str], cwd: Path, env: dict[str, str]) -> _Spawned | None:
+        """Start `argv` (argv[0] an absolute path) in `cwd` with exactly `env`, stdin from
+        /dev/null, stdout and stderr to new pipes; None where only Popen can (a NUL byte
+        or a `=` in a name, which Popen refuses with its own error; a pipe on fd 0-2)."""
+        ct = self._ctypes
+        fsencode = os.fsencode
+        args = [fsencode(arg) for arg in argv]
+        envp = [fsencode(k) + b"=" + fsencode(v) for k, v in env.items()]
+        if any("=" in k for k in env) or b"\0" in b"".join(args + envp):
+            return None
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        if min(out_r, out_w, err_r, err_w) < 3:  # our own std fds are closed: Popen knows how
+            for fd in (out_r, out_w, err_r, err_w):
+                os.close(fd)
+            return None
+        actions = ct.create_string_buffer(self._SIZE)
+        pid = ct.c_int()
+        try:
+            where = os.fsencode(cwd)
+            if (
+                self._init(actions)
+                or self._open(actions, 0, os.devnull.encode(), os.O_RDWR, 0)  # Popen's DEVNULL
+                or self._dup2(actions, out_w, 1)
+                or self._dup2(actions, err_w, 2)
+                or self._chdir(actions, where)
+                or self._closefrom(actions, 3)
+            ):
+                raise OSError(ct.get_errno(), "posix_spawn_file_actions setup failed")
+            error = self._spawn(
+                ct.byref(pid),
+                args[0],
+                ct.addressof(actions),
+                ct.addressof(self._attr),
+                (ct.c_char_p * (len(args) + 1))(*args, None),
+                (ct.c_char_p * (len(envp) + 1))(*envp, None),
+            )
+        except BaseException:
+            os.close(out_r)
+            os.close(err_r)
+            raise
+        finally:
+            self._destroy(actions)
+            os.close(out_w)
+            os.close(err_w)
+        if error:
+            os.close(out_r)
+            os.close(err_r)
+            # as Popen says it: the directory when that is what failed, else the program
+            failed = cwd if not os.access(cwd, os.X_OK) else argv[0]
+            raise OSError(error, os.strerror(error), str(failed))
+        return _Spawned(pid.value, out_r, err_r)
+
+
+def _libc_spawn() -> _LibcSpawn | None:
+    """The libc spawner, or None (not glibc 2.34+, or no ctypes): Popen it is."""
+    try:
+        return _LibcSpawn()
+    except (ImportError, OSError, AttributeError):
+        return None
+
+
+_SPAWN: list[_LibcSpawn | None] = []  # made by the first LocalExecutor (on the loop)
+
+
+def _popen(
+    argv: list[str], cwd: Path, env: dict[str, str], tty: Pty | None
+) -> Popen[bytes] | _Spawned:
     """Start the attempt in its own session (its pid is its group), killed if we die."""
+    proc: Popen[bytes] | _Spawned | None = None
     if tty:  # the terminal's side: setsid --ctty makes it the session's controlling terminal
         proc = Popen(argv, cwd=cwd, env=env, stdin=tty.slave, stdout=tty.slave, stderr=tty.slave)
     else:
-        proc = Popen(
-            argv, cwd=cwd, env=env, stdin=DEVNULL, stdout=PIPE, stderr=PIPE, start_new_session=True
-        )
+        spawn = _SPAWN[0] if _SPAWN else None
+        if spawn is not None and os.path.isabs(argv[0]):  # a bare name: Popen's PATH search
+            proc = spawn(argv, cwd, env)
+        if proc is None:
+            proc = Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=DEVNULL,
+                stdout=PIPE,
+                stderr=PIPE,
+                start_new_session=True,
+            )
     watchdog.watch(proc.pid)
     return proc
 
@@ -188,6 +332,8 @@ class LocalExecutor:
         self._running: dict[int, dict[str, str]] = {}  # pgid -> marker
         self._cwds: dict[str, Path] = {}  # a stage's cwd -> its path in the workspace
         become_subreaper()
+        if not _SPAWN:
+            _SPAWN.append(_libc_spawn())
 
     async def execute(self, stage: Stage, env: Mapping[str, str], sink: OutputSink) -> ExecResult:
         """Run `stage.run` with exactly `env`; see `engine.executors.base.Executor`."""
