@@ -253,16 +253,23 @@ class _LibcSpawn:
         self._chdir = libc.posix_spawn_file_actions_addchdir_np
         self._chdir.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
         self._closefrom = libc.posix_spawn_file_actions_addclosefrom_np
-        # The attributes, shared (posix_spawn only reads them): a new session, and SIGPIPE
-        # and SIGXFSZ (which Python ignores) back to their defaults, as Popen's
-        # restore_signals does; the signal mask is the calling thread's, as with Popen.
+        # The attributes, shared (posix_spawn only reads them): a new session, and these
+        # signals back to their defaults: SIGPIPE and SIGXFSZ (which Python ignores), as
+        # Popen's restore_signals does, and glibc's two internal ones (32 and 33), which its
+        # posix_spawn would otherwise leave ignored in the program (Popen's child gets them at
+        # their defaults; glibc's `sigaddset` refuses them, so the set's bits are written
+        # directly: signal n is bit n - 1). The signal mask is the calling thread's, as with
+        # Popen.
         self._attr = ctypes.create_string_buffer(self._SIZE)
-        sigs = ctypes.create_string_buffer(128)  # a sigset_t
+        bits = 0
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, 32, 33):
+            bits |= 1 << (sig - 1)
+        word = 8 * ctypes.sizeof(ctypes.c_ulong)
+        sigs = (ctypes.c_ulong * (1024 // word))(
+            *(bits >> (i * word) & (1 << word) - 1 for i in range(2))
+        )
         if (
             libc.posix_spawnattr_init(self._attr)
-            or libc.sigemptyset(sigs)
-            or libc.sigaddset(sigs, signal.SIGPIPE)
-            or libc.sigaddset(sigs, signal.SIGXFSZ)
             or libc.posix_spawnattr_setsigdefault(self._attr, sigs)
             or libc.posix_spawnattr_setflags(
                 self._attr, ctypes.c_short(self.SETSIGDEF | self.SETSID)
