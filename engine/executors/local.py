@@ -22,6 +22,7 @@ import select
 import shutil
 import signal
 import subprocess
+import threading
 import weakref
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -44,6 +45,7 @@ from engine.spec import Stage
 
 MARKER_KEYS = ("PIPEDECK_RUN_ID", "PIPEDECK_STAGE", "PIPEDECK_ATTEMPT")
 DRAIN = 0.5
+FORGET_WITHIN = 0.05  # seconds an ended attempt's group may stay on the watchdog's list
 CHUNK = 256 * 1024  # bytes read from a pipe at once
 MAX_ARG = 100_000  # bytes of script passed as an argument; longer ones go through a file
 _STREAMS = {1: "stdout", 2: "stderr"}
@@ -410,6 +412,9 @@ class LocalExecutor:
         self._shell = default_shell()
         self._bash = Path(self._shell[0]).name == "bash"  # one-command scripts skip it
         self._running: dict[int, dict[str, str]] = {}  # pgid -> marker
+        self._gone: list[int] = []  # ended attempts' groups the watchdog still lists
+        self._gone_lock = threading.Lock()
+        self._gone_timer: asyncio.TimerHandle | None = None
         self._cwds: dict[str, Path] = {}  # a stage's cwd -> its path in the workspace
         become_subreaper()
         if not _SPAWN:
@@ -503,7 +508,7 @@ class LocalExecutor:
                 tty.close()
             child.close()
             own_child(pgid, owned=False)
-            watchdog.forget(pgid)
+            self._forget(pgid)
             if script is not None:
                 script.unlink(missing_ok=True)
         if code < 0:
@@ -515,7 +520,10 @@ class LocalExecutor:
     ) -> tuple[Popen[bytes] | _Spawned, list[str], Path | None] | ExecResult:
         """In a worker thread: the attempt's program, arguments and environment (bash, or the
         program itself where bash would exec it: `direct_exec`, a dozen `access` and `stat`
-        calls), then the process started (`_popen`); an ExecResult when it cannot start."""
+        calls), then the process started (`_popen`); an ExecResult when it cannot start.
+        First, the watchdog hears of the groups gone since the last start (`_forget`)."""
+        if self._gone:
+            self._tell_gone()
         if not os.path.isdir(cwd):
             return ExecResult(127, reason=f"working directory not found: {cwd}")
         script = None
@@ -550,6 +558,36 @@ class LocalExecutor:
             what = getattr(exc, "strerror", None) or str(exc)
             where = getattr(exc, "filename", None) or argv[0]
             return ExecResult(127, reason=f"cannot start the stage: {what}: {where}")
+
+    def _forget(self, pgid: int) -> None:
+        """An attempt's group is gone: off the watchdog's list, told in one go with the next
+        attempt's start (by its worker thread, `_launch`), or once no attempt runs, or within
+        FORGET_WITHIN, whichever comes first: not one more write to the watchdog's pipe (a
+        wake-up of its shell, on a loaded machine a switch to it) on the loop per attempt. A
+        group is listed at most FORGET_WITHIN after it ended, far too soon for its number to
+        be reused (the kernel hands out every other pid first), so the watchdog never kills
+        another process group for it."""
+        with self._gone_lock:
+            self._gone.append(pgid)
+        if not self._running:
+            if self._gone_timer is not None:
+                self._gone_timer.cancel()
+                self._gone_timer = None
+            self._tell_gone()
+        elif self._gone_timer is None:
+            loop = asyncio.get_running_loop()
+            self._gone_timer = loop.call_later(FORGET_WITHIN, self._gone_timer_fired)
+
+    def _gone_timer_fired(self) -> None:
+        self._gone_timer = None
+        self._tell_gone()
+
+    def _tell_gone(self) -> None:
+        """Tell the watchdog every group gone so far (any thread)."""
+        with self._gone_lock:
+            gone, self._gone = self._gone, []
+        for pgid in gone:
+            watchdog.forget(pgid)
 
     def _started(self, marker: dict[str, str], pid: int) -> None:
         """An attempt's process exists: ours to reap, and to kill on close()."""
