@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import weakref
+import threading
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict
@@ -82,6 +82,31 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
     return b"".join(chunks)
 
 
+_silent_lock = threading.Lock()
+_silent_open: tuple[Path, int] | None = None  # the `.silent` file last appended to, open
+
+
+def _append_silent(path: Path, line: bytes) -> None:
+    """Append `line` to a run's `.silent` index (one short O_APPEND write: never torn). The
+    last index written stays open, one descriptor in the whole process, for the run's next
+    silent attempts: one `fstat` and one `write` each, not an open, a write and a close. An
+    index deleted meanwhile (its run folder pruned) is made again, as before."""
+    global _silent_open
+    with _silent_lock:
+        kept = _silent_open
+        if kept is None or kept[0] != path or not os.fstat(kept[1]).st_nlink:
+            if kept is not None:
+                _silent_open = None
+                os.close(kept[1])
+            try:
+                fd = os.open(path, _APPEND)
+            except FileNotFoundError:  # the run's first silent attempt, no log yet
+                make_dirs(path.parent, "stage logs")
+                fd = os.open(path, _APPEND)
+            _silent_open = kept = (path, fd)
+        os.write(kept[1], line)
+
+
 class LogStore:
     """Stage logs of every run under `root` (`<state_dir>/logs`), masking `secrets`."""
 
@@ -90,8 +115,6 @@ class LogStore:
         self.masker = Masker(secrets)
         self._live: dict[tuple[str, str, int], LogWriter] = {}  # writers not finished yet
         self._silent_path: tuple[str, Path] | None = None  # the last run's `.silent` file
-        self._silent_open: tuple[str, int] | None = None  # and its fd, open for appending
-        self._silent_closer: weakref.finalize[[int], LogStore] | None = None
 
     def _dir(self, run_id: str, stage_id: str) -> Path:
         return self.root / safe_name(run_id) / safe_name(stage_id)
@@ -114,34 +137,11 @@ class LogStore:
         self._live.pop(key, None)
         if writer.silent:
             run_id, stage_id, attempt = key
-            line = f"{safe_name(stage_id)}\t{attempt}\n".encode()
+            path = self._silent_file(run_id)
             try:
-                os.write(self._silent_fd(run_id), line)  # one short O_APPEND write: never torn
+                _append_silent(path, f"{safe_name(stage_id)}\t{attempt}\n".encode())
             except OSError as err:
-                raise _state_error(err, self._silent_file(run_id)) from None
-
-    def _silent_fd(self, run_id: str) -> int:
-        """The run's `.silent` file, open for appending: kept open for the run's next silent
-        attempts (one `write` each, not an open, a write and a close), opened anew once it
-        was deleted (pruned with its run folder: it is made again, as before)."""
-        kept = self._silent_open
-        if kept is not None and kept[0] == run_id and os.fstat(kept[1]).st_nlink:
-            return kept[1]
-        self._close_silent()
-        path = self._silent_file(run_id)
-        try:
-            fd = os.open(path, _APPEND)
-        except FileNotFoundError:  # the run's first silent attempt, no log yet
-            make_dirs(path.parent, "stage logs")
-            fd = os.open(path, _APPEND)
-        self._silent_open = (run_id, fd)
-        self._silent_closer = weakref.finalize(self, os.close, fd)
-        return fd
-
-    def _close_silent(self) -> None:
-        if self._silent_closer is not None:
-            self._silent_closer()  # closes the fd once
-        self._silent_open = self._silent_closer = None
+                raise _state_error(err, path) from None
 
     def _silent_file(self, run_id: str) -> Path:
         if self._silent_path is None or self._silent_path[0] != run_id:
