@@ -99,9 +99,10 @@ def main() -> None:
             "",
             "What each does per job: make forks and execs `/usr/bin/true` directly (a recipe "
             "without shell syntax skips the shell); so does pipedeck (a one-command script that "
-            "bash would exec as is, `engine/executors/direct.py`), in a new session, from a "
-            "worker thread, its exit read from a pidfd; it asks the cache (which answers on "
-            "the loop: the stage declares no inputs), "
+            "bash would exec as is, `engine/executors/direct.py`), in a new session, with "
+            "glibc's `posix_spawn` from a worker thread (which also looks the command up), "
+            "its pipes and exit (a pidfd) watched through one epoll set; it asks the cache "
+            "(which answers on the loop: the stage declares no inputs), "
             "publishes three status events, records two in the history (batched "
             "transactions), lists the attempt in its run's `.silent` log index (no output: no "
             "log files) and tells the watchdog shell its process group. The reference row "

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict
@@ -81,6 +82,31 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
     return b"".join(chunks)
 
 
+_silent_lock = threading.Lock()
+_silent_open: tuple[Path, int] | None = None  # the `.silent` file last appended to, open
+
+
+def _append_silent(path: Path, line: bytes) -> None:
+    """Append `line` to a run's `.silent` index (one short O_APPEND write: never torn). The
+    last index written stays open, one descriptor in the whole process, for the run's next
+    silent attempts: one `fstat` and one `write` each, not an open, a write and a close. An
+    index deleted meanwhile (its run folder pruned) is made again, as before."""
+    global _silent_open
+    with _silent_lock:
+        kept = _silent_open
+        if kept is None or kept[0] != path or not os.fstat(kept[1]).st_nlink:
+            if kept is not None:
+                _silent_open = None
+                os.close(kept[1])
+            try:
+                fd = os.open(path, _APPEND)
+            except FileNotFoundError:  # the run's first silent attempt, no log yet
+                make_dirs(path.parent, "stage logs")
+                fd = os.open(path, _APPEND)
+            _silent_open = kept = (path, fd)
+        os.write(kept[1], line)
+
+
 class LogStore:
     """Stage logs of every run under `root` (`<state_dir>/logs`), masking `secrets`."""
 
@@ -112,17 +138,8 @@ class LogStore:
         if writer.silent:
             run_id, stage_id, attempt = key
             path = self._silent_file(run_id)
-            line = f"{safe_name(stage_id)}\t{attempt}\n".encode()
             try:
-                try:
-                    fd = os.open(path, _APPEND)
-                except FileNotFoundError:  # the run's first silent attempt, no log yet
-                    make_dirs(path.parent, "stage logs")
-                    fd = os.open(path, _APPEND)
-                try:
-                    os.write(fd, line)  # one short O_APPEND write: never torn
-                finally:
-                    os.close(fd)
+                _append_silent(path, f"{safe_name(stage_id)}\t{attempt}\n".encode())
             except OSError as err:
                 raise _state_error(err, path) from None
 

@@ -151,6 +151,54 @@ async def test_environment_is_exactly_the_given_one(tmp_path: Path) -> None:
     assert got == env
 
 
+_PROBE = """#!/bin/sh
+[ -e /proc/$$/fd/$1 ] && echo "fd $1 open" || echo "fd $1 closed"
+readlink /proc/$$/fd/0
+(echo x >&0) 2>/dev/null && echo "stdin writable" || echo "stdin not writable"
+while read -r key value; do  # builtins only: the shell's own mask, as it was started with
+  case $key in SigBlk:|SigIgn:) echo "$key $value" ;; esac
+done </proc/$$/status
+[ "$(cut -d' ' -f6 /proc/$$/stat)" = "$$" ] && echo "session leader"
+pwd
+"""
+
+
+@pytest.mark.parametrize("script", ["./probe.sh {fd}", "./probe.sh {fd} # through bash"])
+async def test_a_stage_starts_as_popen_would_start_it(tmp_path: Path, script: str) -> None:
+    """Started with posix_spawn, a stage gets what `subprocess.Popen` with the executor's old
+    arguments gives: no descriptor of ours but 0-2 (close_fds), stdin /dev/null opened for
+    reading and writing, SIGPIPE and SIGXFSZ at their defaults, a session of its own, its
+    working directory; directly exec'd or through bash."""
+    import subprocess
+
+    work = tmp_path / "work"
+    work.mkdir()
+    probe = work / "probe.sh"
+    probe.write_text(_PROBE)
+    probe.chmod(0o755)
+    read, write = os.pipe()
+    os.set_inheritable(write, True)  # a descriptor a careless library left inheritable
+    try:
+        env = stage_env()
+        proc = subprocess.Popen(
+            [str(probe), str(write)],
+            cwd=work,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        expected = proc.communicate()[0]
+        result, sink = await run(tmp_path, script.format(fd=write), cwd="work")
+    finally:
+        os.close(read)
+        os.close(write)
+    assert result.exit_code == 0
+    assert f"fd {write} closed\n/dev/null\nstdin writable\n".encode() in expected
+    assert b"session leader\n" in expected
+    assert sink.output("stdout").decode() == expected.decode()
+
+
 async def test_background_child_holding_stdout_does_not_hang_and_is_killed(tmp_path: Path) -> None:
     env = stage_env()
     sink = Recorder()

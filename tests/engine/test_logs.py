@@ -199,6 +199,25 @@ def test_the_lazily_made_log_keeps_every_first_byte(tmp_path: Path) -> None:
     assert store.attempts("run", "a") == [1]
 
 
+def test_silent_attempts_of_two_runs_and_after_their_folder_was_deleted_are_all_listed(
+    tmp_path: Path,
+) -> None:
+    """The `.silent` index is written through a descriptor kept open: a run folder deleted
+    meanwhile (pruned) is made again, and each run's attempts land in its own index."""
+    import shutil
+
+    store = LogStore(tmp_path)
+    store.writer("one", "a", 1).finish()
+    store.writer("two", "a", 1).finish()
+    store.writer("one", "b", 1).finish()
+    assert store.stage_ids("one") == ["a", "b"] and store.stage_ids("two") == ["a"]
+    shutil.rmtree(tmp_path / "one")
+    store.writer("one", "c", 1).finish()
+    assert store.stage_ids("one") == ["c"]
+    store.writer("one", "c", 2).finish()
+    assert store.attempts("one", "c") == [1, 2]
+
+
 def test_a_silent_attempt_under_an_unusable_log_folder_is_a_state_error(tmp_path: Path) -> None:
     (tmp_path / "logs").write_text("a file where the log folder belongs")
     writer = LogStore(tmp_path / "logs").writer("run", "a", 1)

@@ -261,3 +261,23 @@ async def test_the_watchdog_kills_the_groups_still_watched_when_the_engine_dies(
         for pid in (kept, killed):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def test_an_ended_attempts_group_leaves_the_watchdog_list_soon_while_others_run() -> None:
+    """An ended attempt's group is told to the watchdog with the next start, or within
+    FORGET_WITHIN while other attempts run, or at once when none does: never left listed."""
+    executor = LocalExecutor(Path.cwd())
+    quick = Stage(id="q", name="q", run="true")
+    slow = Stage(id="s", name="s", run="sleep 300", kill_grace=0.3)
+    sink = ReadySink()
+    running = asyncio.create_task(executor.execute(slow, make_env(), sink))
+    await until(lambda: executor._running, "the slow attempt to start", 10)
+    first = await executor.execute(quick, make_env(), sink)
+    assert first.exit_code == 0
+    assert len(executor._gone) == 1  # another attempt runs: told a little later
+    await until(lambda: not executor._gone, "the watchdog to hear of the ended group", 5)
+    await executor.execute(quick, make_env(), sink)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert executor._gone == []  # nothing runs any more: told at once
