@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import glob
 import json
 import os
@@ -24,7 +25,7 @@ from engine.gha.commands import safe_name
 
 TYPE_CHECKING = False  # typing, tarfile, tomllib, hashlib: imported where used (a faster job start)
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from typing import Any
 
     from engine.gha.runner import JobRunner
@@ -42,7 +43,7 @@ def run_action(
 ) -> Result:
     """Run one `uses:` step."""
     name = uses.split("@", 1)[0].lower()
-    native = {
+    natives: dict[str, Callable[[JobRunner, Mapping[str, str]], Result]] = {
         "actions/checkout": checkout,
         "actions/setup-python": setup_python,
         "actions/setup-node": setup_node,
@@ -50,8 +51,10 @@ def run_action(
         "actions/upload-artifact": upload_artifact,
         "actions/download-artifact": download_artifact,
         "astral-sh/setup-uv": setup_uv,
-        "hynek/setup-cached-uv": setup_uv,  # setup-uv with a cache: the cache is not needed
-    }.get(name)
+        # setup-uv with a cache (the cache is not needed): its errors name it
+        "hynek/setup-cached-uv": functools.partial(setup_uv, action="hynek/setup-cached-uv"),
+    }
+    native = natives.get(name)
     if name == "hynek/build-and-inspect-python-package":
         from engine.gha.python_package import build_and_inspect
 
@@ -421,7 +424,9 @@ def setup_node(runner: JobRunner, with_: Mapping[str, str]) -> Result:
     )
 
 
-def setup_uv(runner: JobRunner, with_: Mapping[str, str]) -> Result:
+def setup_uv(
+    runner: JobRunner, with_: Mapping[str, str], action: str = "astral-sh/setup-uv"
+) -> Result:
     """The installed uv, put on PATH; `python-version` as `UV_PYTHON` (the installed
     interpreter that satisfies it, when there is one); `activate-environment` makes (or keeps)
     `.venv` in the working directory and activates it, as on GitHub."""
@@ -433,13 +438,14 @@ def setup_uv(runner: JobRunner, with_: Mapping[str, str]) -> Result:
     )
     if found is None:
         return _fail(
-            "astral-sh/setup-uv: uv is not installed here (`pipx install uv` or "
-            "`pip install --user uv` installs it)"
+            f"{action}: uv is not installed here (searched PATH, ~/.local/bin, ~/.cargo/bin); "
+            "install it as https://docs.astral.sh/uv/getting-started/installation/ says "
+            "(`curl -LsSf https://astral.sh/uv/install.sh | sh`, or `pipx install uv`)"
         )
     version = ".".join(map(str, _version_of(found)))
     wanted = with_.get("version", "").strip()
     if wanted and wanted != "latest" and not satisfies(_version_of(found), wanted):
-        print(f"##[warning]astral-sh/setup-uv: version {wanted} wanted, uv {version} used")
+        print(f"##[warning]{action}: version {wanted} wanted, uv {version} used")
     runner.path_add.append(str(Path(found).parent))
     # `uv tool install` goes to the tool cache (its bin on PATH, as setup-uv puts it there),
     # never to the user's ~/.local/bin, where it would replace their own tox or ruff
@@ -452,7 +458,7 @@ def setup_uv(runner: JobRunner, with_: Mapping[str, str]) -> Result:
         python, versions = find_python(runner, spec)
         if python is None:
             installed = ", ".join(versions) or "none"
-            print(f"##[warning]astral-sh/setup-uv: no installed Python satisfies {spec!r} "
+            print(f"##[warning]{action}: no installed Python satisfies {spec!r} "
                   f"(installed: {installed}): uv will look for one itself")  # fmt: skip
         runner.env_ctx["UV_PYTHON"] = python or spec
     if with_.get("activate-environment", "").lower() == "true":
@@ -460,11 +466,11 @@ def setup_uv(runner: JobRunner, with_: Mapping[str, str]) -> Result:
         argv = [found, "venv", "--allow-existing", "--quiet", str(venv)]
         argv += ["--python", runner.env_ctx["UV_PYTHON"]] if spec else []
         if subprocess.run(argv, cwd=runner.workspace, stdin=subprocess.DEVNULL).returncode:
-            return _fail(f"astral-sh/setup-uv: `uv venv {venv}` failed")
+            return _fail(f"{action}: `uv venv {venv}` failed")
         runner.path_add.append(str(venv / "bin"))
         runner.env_ctx["VIRTUAL_ENV"] = str(venv)
     return _ok(
-        f"astral-sh/setup-uv: using uv {version} at {found}",
+        f"{action}: using uv {version} at {found}",
         **{
             "uv-version": version,
             "uv-path": found,

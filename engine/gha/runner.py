@@ -188,9 +188,26 @@ class JobRunner:
                 "PIPX_HOME": str(pipx),
                 "PIPX_BIN_DIR": str(pipx / "bin"),
                 "PATH": os.pathsep.join([str(pipx / "bin"), env.get("PATH", os.defpath)]),
+                # a hosted runner's home is the job's: `git config --global` (pip's CI sets
+                # user.name) writes to a file of the job, not to the user's own
+                "GIT_CONFIG_GLOBAL": self.git_config(env),
             }
         )
         return env
+
+    def git_config(self, env: Mapping[str, str]) -> str:
+        """The job's global git config: the user's own included (read, never written)."""
+        home = Path(env.get("HOME") or Path.home())
+        xdg = Path(env.get("XDG_CONFIG_HOME") or home / ".config") / "git" / "config"
+        own = [env["GIT_CONFIG_GLOBAL"]] if env.get("GIT_CONFIG_GLOBAL") else []
+        own = own or [str(xdg), str(home / ".gitconfig")]
+        lines = ["# the job's global git config (pipedeck): `git config --global` writes here"]
+        for one in own:
+            quoted = one.replace("\\", "\\\\").replace('"', '\\"')
+            lines += ["[include]", f'\tpath = "{quoted}"']
+        path = self.temp / "gitconfig"
+        path.write_text("\n".join(lines) + "\n")
+        return str(path)
 
     def event_path(self) -> str:
         path = self.temp / "event.json"
