@@ -10,6 +10,7 @@ import pytest
 
 from tests.gha.conftest import FakeTool
 from tests.gha.test_runner import run, workflow
+from tests.gha.test_workspace import commit
 
 
 async def test_git_config_global_stays_in_the_job(
@@ -77,3 +78,49 @@ async def test_setup_cached_uv_speaks_as_itself(tmp_path: Path, fake_tool: FakeT
     assert "##[warning]hynek/setup-cached-uv: version 0.10.0 wanted, uv 0.9.9 used" in lines
     assert any(x.startswith("hynek/setup-cached-uv: using uv 0.9.9 at ") for x in lines)
     assert not any("astral-sh" in x for x in lines)
+
+
+async def test_what_a_job_does_to_git_stays_in_the_copy(tmp_path: Path) -> None:
+    """pip's packaging job tags a release (`git tag -m ... 99.9`) and refuses to build with
+    files in `dist/`. The copy was a git worktree, which shares its repository's refs and
+    config: the tag (and any branch, stash or `git config user.name` of a job) landed in the
+    user's repository, and the next run failed on it, and on the last run's `dist/`. The copy
+    is a repository of its own now, and starts from the user's refs and a clean tree, as a
+    fresh checkout (ignored virtual environments kept warm)."""
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          release:
+            runs-on: ubuntu-latest
+            steps:
+              - run: |
+                  echo "on $(git symbolic-ref --short HEAD) dist=[$(ls dist 2>/dev/null)] tox=[$(ls .tox 2>/dev/null)]"
+                  test "$(git config user.name)" != "github-actions[bot]" && echo "not the bot"
+                  git tag -m "Release 99.9" 99.9
+                  git checkout -q -b made-by-ci
+                  git config user.name "github-actions[bot]"
+                  git -c user.email=ci@example.com commit -q --allow-empty -m "Bump for release"
+                  git stash list
+                  mkdir -p dist .tox && touch dist/pip-99.9.tar.gz .tox/py311
+        """,
+    )
+    (tmp_path / ".gitignore").write_text("dist/\n.tox/\n")
+    commit(tmp_path)
+    branch = subprocess.run(
+        ["git", "symbolic-ref", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True
+    ).stdout.strip()
+    for attempt in range(2):
+        recorder, code, _ = await run(path)
+        lines = recorder.lines("release")
+        assert code == 0, lines
+        tox = "py311" if attempt else ""
+        assert f"on {branch} dist=[] tox=[{tox}]" in lines  # a warm .tox, no old dist/
+        assert "not the bot" in lines  # the last run's `git config` went with it
+    git = ["git", "-C", str(tmp_path)]
+    assert subprocess.run([*git, "tag"], capture_output=True, text=True).stdout == ""
+    branches = subprocess.run([*git, "branch"], capture_output=True, text=True).stdout
+    assert "made-by-ci" not in branches
+    name = subprocess.run([*git, "config", "--local", "user.name"], capture_output=True)
+    assert name.returncode == 1  # not set in the user's repository
