@@ -82,6 +82,13 @@ def _ok(message: str, **outputs: str) -> Result:
     return "success", dict(outputs), 0
 
 
+def _missing(runner: JobRunner, message: str) -> Result:
+    """A failure because this machine lacks what a hosted runner would install (a Python or
+    Node.js version): the job fails, but does not fail-fast its matrix (runner.missing)."""
+    runner.missing.append(message)
+    return _fail(message)
+
+
 def _fail(message: str) -> Result:
     print(f"##[error]{message}", flush=True)
     return "failure", {}, 1
@@ -280,16 +287,22 @@ def _setup_python(runner: JobRunner, with_: Mapping[str, str]) -> Result:
         spec = "3"
     specs = [s.strip() for s in spec.splitlines() if s.strip()]
     if any(s.lower().startswith(("pypy", "graalpy")) for s in specs):
-        return _fail(f"actions/setup-python: {spec} is not an installed CPython here")
+        return _missing(runner, f"actions/setup-python: {spec} is not an installed CPython here")
     program: str | None = None
     versions: list[str] = []
     for one in specs:
         program, versions = find_python(runner, one)
         if program is None:
             kind = " (a free-threaded build: not searched here)" * one.endswith("t")
-            return _fail(
-                f"actions/setup-python: no installed Python satisfies {one!r}{kind}; "
-                f"installed: {', '.join(versions) or 'none'}"
+            source = (
+                f" (from {version_file})"
+                if version_file and not with_.get("python-version")
+                else ""
+            )
+            return _missing(
+                runner,
+                f"actions/setup-python: no installed Python satisfies {one!r}{source}{kind}; "
+                f"installed: {', '.join(versions) or 'none'}",
             )
     assert program is not None
     version = ".".join(map(str, _version_of(program)))
@@ -412,9 +425,10 @@ def setup_node(runner: JobRunner, with_: Mapping[str, str]) -> Result:
         runner.tool_cache / "interpreters.json",  # versions.json: with failed probes
     )
     if program is None:
-        return _fail(
+        return _missing(
+            runner,
             f"actions/setup-node: no installed Node.js satisfies {spec!r}; "
-            f"installed: {', '.join(versions) or 'none'}"
+            f"installed: {', '.join(versions) or 'none'}",
         )
     runner.path_add.append(str(Path(program).parent))
     version = ".".join(map(str, _version_of(program)))

@@ -101,6 +101,7 @@ class JobRunner:
         self.post: list[Any] = []  # callables run after the steps (actions/cache saves)
         self.summary: list[str] = []
         self.unavailable: list[str] = []  # steps skipped as they cannot run here
+        self.missing: list[str] = []  # failures for want of a Python... a runner would install
         self.needs = read_needs(self.state, job["needs"])
         self.inputs = self.workflow["inputs"]
         if job.get("call"):  # a job of a called reusable workflow: `with:` are its inputs
@@ -242,7 +243,7 @@ class JobRunner:
         result = self.result()
         write_result(
             self.state, self.job["job"], self.instance, result, outputs, self.cancelled,
-            self.unavailable, empty,
+            self.unavailable, empty, missing=self.missing if result == "failure" else None,
         )  # fmt: skip
         if self.summary:
             summary = self.state / "summary" / f"{safe_name(self.instance)}.md"
@@ -686,6 +687,7 @@ def write_result(
     unavailable: list[str] | None = None,
     empty: Mapping[str, str] | None = None,
     here: bool = True,
+    missing: list[str] | None = None,
 ) -> None:
     """Record a job instance's result and outputs (and why it was skipped, whether it could run
     here at all, which of its steps could not, why outputs are empty) for the jobs that need
@@ -702,6 +704,8 @@ def write_result(
         data["unavailable"] = unavailable
     if empty:
         data["empty"] = dict(empty)
+    if missing:  # it failed for want of what a hosted runner installs (a Python version)
+        data["missing"] = missing
     target = folder / f"{safe_name(instance)}.json"
     tmp = target.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
@@ -856,8 +860,11 @@ FAIL_FAST = "cancelled: another instance of this matrix failed (fail-fast)"
 
 
 def _sibling_failed(state: Path, job: str, instance: str) -> bool:
+    """Whether another instance failed, for a reason of its own: one that failed because this
+    machine lacks its Python (pip's tests-unix asks for 3.14, 3.15, 3.14t, 3.11.0...) says
+    nothing of the code, and would not have failed on GitHub; it does not cancel the others."""
     return any(
-        data["result"] == "failure" and data["instance"] != instance
+        data["result"] == "failure" and data["instance"] != instance and not data.get("missing")
         for data in read_results(state, job)
     )
 

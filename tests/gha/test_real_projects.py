@@ -124,3 +124,58 @@ async def test_what_a_job_does_to_git_stays_in_the_copy(tmp_path: Path) -> None:
     assert "made-by-ci" not in branches
     name = subprocess.run([*git, "config", "--local", "user.name"], capture_output=True)
     assert name.returncode == 1  # not set in the user's repository
+
+
+async def test_a_python_not_installed_here_does_not_fail_fast_the_matrix(tmp_path: Path) -> None:
+    """pip's tests-unix (fail-fast: true) asks for 3.14, 3.15, 3.14t and exact versions
+    (3.11.0...) that a hosted runner installs: their setup-python failed here at once and
+    cancelled every other instance, so no test ran at all. Such an instance still fails, saying
+    why, but the others run; a failure of the code still cancels them (test_runner)."""
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          t:
+            runs-on: ubuntu-latest
+            strategy:
+              max-parallel: 1
+              matrix:
+                python: ["3.99", "3.x"]
+            steps:
+              - uses: actions/setup-python@v5
+                with: {python-version: "${{ matrix.python }}"}
+              - run: echo "tested on ${{ matrix.python }}"
+        """,
+    )
+    recorder, code, _ = await run(path)
+    assert code == 1
+    assert recorder.final("t[python=3.99]").status == "failed"
+    lines = recorder.lines("t[python=3.x]")
+    assert recorder.final("t[python=3.x]").status == "succeeded", lines
+    assert "tested on 3.x" in lines
+
+
+async def test_a_python_version_file_names_itself_when_no_python_satisfies_it(
+    tmp_path: Path,
+) -> None:
+    """attrs' lint job reads `.python-version-default` (3.14): the error named '3.14' only."""
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          lint:
+            runs-on: ubuntu-latest
+            steps:
+              - uses: actions/setup-python@v5
+                with: {python-version-file: .python-version-default}
+        """,
+    )
+    (tmp_path / ".python-version-default").write_text("3.99\n")
+    recorder, code, _ = await run(path)
+    assert code == 1
+    assert any(
+        "no installed Python satisfies '3.99' (from .python-version-default); installed: " in x
+        for x in recorder.lines("lint")
+    )
