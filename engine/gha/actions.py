@@ -517,7 +517,7 @@ def _paths(runner: JobRunner, text: str) -> list[Path]:
 
 
 def _cache_dir(runner: JobRunner) -> Path:
-    folder = runner.workspace / ".pipedeck" / "gha" / "cache"
+    folder = runner.state_root / "cache"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -51,6 +51,7 @@ SHELLS = {
     "powershell": ("pwsh -command \". '{0}'\"", ".ps1"),
 }
 _current: int | None = None  # the running step's process (group) id
+_state_root: Path | None = None  # the repository's .pipedeck/gha, when jobs run in a copy
 _job: JobRunner | None = None  # the running job instance, cancelled by SIGTERM/SIGINT
 STEP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL to a cancelled or timed-out step
 DRAIN = 0.5  # seconds a step's output may still come after its process exited
@@ -79,11 +80,15 @@ class JobRunner:
         self.workspace = Path.cwd() if workspace is None else workspace
         self.environ = os.environ if environ is None else environ
         self.run_id = self.environ.get("PIPEDECK_RUN_ID", "local")
-        self.state = self.workspace / ".pipedeck" / "gha" / self.run_id
+        # pipedeck's state is the repository's `.pipedeck/gha`, for a job in a copy of it too:
+        # the copy has no `.pipedeck` (hatchling's sdist of attrs packed it, venvs and all)
+        own = _state_root if workspace is None else None
+        self.state_root = own or self.workspace / ".pipedeck" / "gha"
+        self.state = self.state_root / self.run_id
         self.instance = instance
         self.combo = dict(combo)
         self.temp = self.state / "tmp" / safe_name(instance)
-        self.tool_cache = self.workspace / ".pipedeck" / "gha" / "tool-cache"
+        self.tool_cache = self.state_root / "tool-cache"
         self.masks: list[str] = [v for k, v in self.environ.items() if k in _secret_names(job)]
         self.env_ctx: dict[str, str] = {}
         self.path_add: list[str] = []
@@ -791,14 +796,15 @@ def skipped_before_start(job: Mapping[str, Any], probe: JobRunner) -> str | None
 
 def run_job(job: Mapping[str, Any]) -> int:
     """Run a job description (all matrix instances when the matrix is known only now)."""
-    global _job
+    global _job, _state_root
     run_id = os.environ.get("PIPEDECK_RUN_ID", "local")
+    _state_root = Path.cwd() / ".pipedeck" / "gha"
     if job.get("workspace") == "copy":  # the job works in a copy of the repository
         from engine.gha.workspace import copy_workspace
 
         ignore_state(Path.cwd() / ".pipedeck")
         os.chdir(copy_workspace(Path.cwd(), run_id))
-    state = Path.cwd() / ".pipedeck" / "gha" / run_id
+    state = _state_root / run_id
     ignore_state(state.parent.parent)
     if not state.exists():  # the run's first job here: older runs' state over the limit goes
         prune_runs(state.parent, run_id)
@@ -901,8 +907,9 @@ def main() -> int:
         return run_job(job)
     except (expr.ExprError, ValueError, OSError) as err:  # a bad expression, a full disk...
         print(f"##[error]{job['instance']}: {err}", flush=True)
-        write_result(Path.cwd() / ".pipedeck" / "gha" / os.environ.get("PIPEDECK_RUN_ID", "local"),
-                     job["job"], job["instance"], "failure", {})  # fmt: skip
+        state_root = _state_root or Path.cwd() / ".pipedeck" / "gha"
+        run_id = os.environ.get("PIPEDECK_RUN_ID", "local")
+        write_result(state_root / run_id, job["job"], job["instance"], "failure", {})
         return 1
 
 

@@ -8,9 +8,9 @@ then given the working tree's uncommitted changes (modified and untracked files 
 ignored; deleted files deleted), as the job would see them in place. Its refs and config being
 its own, the tags, branches and config a job makes stay in it (a git worktree shares them with
 its repository). Of the ignored files the last run made, virtual environments and tools'
-caches (`KEEP`) are kept; the rest (build output) goes, as from a fresh checkout. Its
-`.pipedeck/gha` is a link to the repository's, so job results, caches, artifacts and
-summaries stay where pipedeck reads them.
+caches (`KEEP`) are kept; the rest (build output) goes, as from a fresh checkout. The copy has
+no `.pipedeck`: its jobs keep their state (results, caches, artifacts, summaries, venvs) in the
+repository's (engine.gha.runner's `_state_root`), where pipedeck reads it.
 
 Two runs never share a copy at once. Each copy has a lock file and a claim (the run id that has
 it) in `.pipedeck/gha/workspaces/`: a job holds the lock shared while it runs (the lock is its
@@ -25,7 +25,6 @@ on GitHub starts from a fresh checkout). A spare copy (`workspace-N`) no run too
 from __future__ import annotations
 
 import fcntl
-import os
 import shutil
 import subprocess
 import time
@@ -194,7 +193,7 @@ def _git(cwd: Path, *args: str, ok: tuple[int, ...] = (0,), stdin: str | None = 
 # ignored folders kept in a copy from run to run (virtual environments, tools' caches): the
 # rest of what the last run left, build output above all, goes, as from a fresh checkout
 KEEP = (
-    ".pipedeck", ".tox", ".nox", ".venv", "venv", "node_modules", "__pycache__", ".mypy_cache",
+    ".tox", ".nox", ".venv", "venv", "node_modules", "__pycache__", ".mypy_cache",
     ".pytest_cache", ".ruff_cache", ".hypothesis",
 )  # fmt: skip
 
@@ -217,9 +216,3 @@ def _sync(root: Path, copy: Path, here: Path) -> None:
             shutil.copy2(source, target, follow_symlinks=False)
         elif not source.exists():  # deleted in the working tree
             target.unlink(missing_ok=True)
-    state = here / ".pipedeck"
-    state.mkdir(parents=True, exist_ok=True)  # the job runner git-ignores it
-    link = state / "gha"
-    if not link.is_symlink():
-        shutil.rmtree(link, ignore_errors=True)
-        os.symlink(root / ".pipedeck" / "gha", link)

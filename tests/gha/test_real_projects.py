@@ -179,3 +179,43 @@ async def test_a_python_version_file_names_itself_when_no_python_satisfies_it(
         "no installed Python satisfies '3.99' (from .python-version-default); installed: " in x
         for x in recorder.lines("lint")
     )
+
+
+async def test_a_job_in_the_copy_finds_no_pipedeck_state_in_it(tmp_path: Path) -> None:
+    """attrs' build job (hynek/build-and-inspect-python-package) builds an sdist with hatchling,
+    which honours the root `.gitignore` only: the copy's `.pipedeck/gha` (a link to the
+    repository's state: venvs, caches, artifacts) went into the sdist, and the build failed
+    after 90 s on a venv's absolute symlink. Jobs in the copy keep their state in the
+    repository's `.pipedeck/gha`, and the copy has none; needs, outputs and caches still work."""
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          build:
+            runs-on: ubuntu-latest
+            outputs: {dist: "${{ steps.b.outputs.dist }}"}
+            steps:
+              - id: b
+                run: |
+                  ls -A
+                  test ! -e .pipedeck && echo "no state in the checkout"
+                  echo "dist=attrs.tar.gz" >> "$GITHUB_OUTPUT"
+                  mkdir -p cached && echo warm > cached/file
+              - uses: actions/cache@v4
+                with: {path: cached, key: k1}
+          test:
+            needs: build
+            runs-on: ubuntu-latest
+            steps:
+              - run: echo "got ${{ needs.build.outputs.dist }}"
+        """,
+    )
+    commit(tmp_path)
+    recorder, code, _ = await run(path)
+    lines = recorder.lines("build")
+    assert code == 0, lines
+    assert "no state in the checkout" in lines
+    assert "got attrs.tar.gz" in recorder.lines("test")
+    assert (tmp_path / ".pipedeck" / "gha" / "cache" / "index.json").is_file()
+    assert not (tmp_path / ".pipedeck" / "workspace" / ".pipedeck").exists()
