@@ -375,12 +375,12 @@ def job_venv(
     key = _digest(program, 12)
     venv = runner.tool_cache / "python" / safe_name(runner.instance) / f"{version}-{key}" / "venv"
     made = venv / ".pipedeck-made"
-    if made.is_file():
+    if made.is_file() and _in_place(venv):
         return venv, ""
     venv.parent.mkdir(parents=True, exist_ok=True)
     with open(venv.parent / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if made.is_file():  # another job made it meanwhile
+        if made.is_file() and _in_place(venv):  # another job made it meanwhile
             return venv, ""
         shutil.rmtree(venv, ignore_errors=True)  # what an interrupted attempt left
         print(f"{who}: making the venv {venv} (once)", flush=True)
@@ -399,6 +399,19 @@ def job_venv(
             print("##[warning]actions/setup-python: could not upgrade the venv's pip", flush=True)
         made.write_text(program + "\n")
     return venv, ""
+
+
+def _in_place(venv: Path) -> bool:
+    """Whether the venv's scripts run the venv's Python where it is now. A venv cannot move:
+    one made at another path (the repository moved or renamed, or made through the link an
+    older pipedeck put in its workspace copy) has scripts naming a Python that is not there,
+    and `pip` fails with exit code 127; it is made anew."""
+    try:
+        with open(venv / "bin" / "pip", "rb") as script:
+            head = script.read(1024)  # `#!PYTHON`, or `#!/bin/sh` and `exec PYTHON` (a long path)
+    except OSError:
+        return False
+    return os.fsencode(venv / "bin" / "python") in head
 
 
 def _pip_install(venv: Path, requirement: str) -> bool:

@@ -219,3 +219,34 @@ async def test_a_job_in_the_copy_finds_no_pipedeck_state_in_it(tmp_path: Path) -
     assert "got attrs.tar.gz" in recorder.lines("test")
     assert (tmp_path / ".pipedeck" / "gha" / "cache" / "index.json").is_file()
     assert not (tmp_path / ".pipedeck" / "workspace" / ".pipedeck").exists()
+
+
+async def test_a_venv_made_at_another_path_is_made_anew(tmp_path: Path) -> None:
+    """setup-python's venvs are kept in the tool cache from run to run, but a venv cannot
+    move: after the repository was moved (or, upgrading pipedeck, made through the link in the
+    workspace copy, as attrs' build venv was), `pip` ran a Python that is not there (exit
+    code 127). Such a venv is made anew."""
+    first = tmp_path / "first"
+    first.mkdir()
+    workflow(
+        first,
+        """
+        on: push
+        jobs:
+          a:
+            runs-on: ubuntu-latest
+            steps:
+              - uses: actions/setup-python@v5
+                with: {python-version: "3.x"}
+              - run: pip --version
+        """,
+    )
+    recorder, code, _ = await run(first / ".github" / "workflows" / "ci.yml")
+    assert code == 0, recorder.lines("a")
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    recorder, code, _ = await run(moved / ".github" / "workflows" / "ci.yml")
+    lines = recorder.lines("a")
+    assert code == 0, lines
+    assert any(x.startswith("actions/setup-python: making the venv ") for x in lines)
+    assert any(x.startswith("pip ") and str(moved) in x for x in lines)
