@@ -120,6 +120,8 @@ class JobRunner:
     def contexts(self, extra: Mapping[str, Any] | None = None) -> expr.Context:
         github = dict(self.workflow["github"])
         github.update({"job": self.job["job"], "workspace": str(self.workspace)})
+        if not github.get("event_path"):  # the file GITHUB_EVENT_PATH names (base_env writes it)
+            github["event_path"] = str(self.temp / "event.json")
         values = {
             "github": github,
             "env": {**self.env_ctx},

@@ -250,3 +250,25 @@ async def test_a_venv_made_at_another_path_is_made_anew(tmp_path: Path) -> None:
     assert code == 0, lines
     assert any(x.startswith("actions/setup-python: making the venv ") for x in lines)
     assert any(x.startswith("pip ") and str(moved) in x for x in lines)
+
+
+async def test_github_event_path_is_the_event_file(tmp_path: Path) -> None:
+    """fastapi's jobs start by dumping `toJson(github)`: its `event_path` was empty, though
+    GITHUB_EVENT_PATH names the event's file."""
+    path = workflow(
+        tmp_path,
+        """
+        on: push
+        jobs:
+          a:
+            runs-on: ubuntu-latest
+            steps:
+              - run: |
+                  test "${{ github.event_path }}" = "$GITHUB_EVENT_PATH" && echo same
+                  cat "${{ github.event_path }}"; echo
+        """,
+    )
+    recorder, code, _ = await run(path)
+    lines = recorder.lines("a")
+    assert code == 0, lines
+    assert "same" in lines and "{}" in lines
