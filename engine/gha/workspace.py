@@ -156,6 +156,11 @@ def _reset(root: Path, copy: Path) -> None:
         quoted = url.replace("\\", "\\\\").replace('"', '\\"')
         config.append(f'[remote "origin"]\n\turl = "{quoted}"\n\tfetch = {_FETCH}\n')
     (copy / ".git" / "config").write_text("".join(config))
+    shallow = copy / ".git" / "shallow"  # a shallow clone's: where its history stops
+    if (common / "shallow").is_file():
+        shutil.copyfile(common / "shallow", shallow)
+    else:
+        shallow.unlink(missing_ok=True)
     wanted = {}
     for line in _git(root, "for-each-ref", "--format=%(objectname) %(refname)").splitlines():
         sha, name = line.split(" ", 1)

@@ -272,3 +272,22 @@ async def test_github_event_path_is_the_event_file(tmp_path: Path) -> None:
     lines = recorder.lines("a")
     assert code == 0, lines
     assert "same" in lines and "{}" in lines
+
+
+async def test_the_copy_of_a_shallow_clone_reads_its_history(tmp_path: Path) -> None:
+    """A shallow clone (`git clone --depth 1`, as CI checkouts are) has commits whose parents
+    are not there: its copy must know where its history stops, or `git log` fails."""
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    workflow(origin, "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+             "      - run: git log --oneline > /dev/null && echo history ok\n")  # fmt: skip
+    commit(origin)
+    (origin / "second").write_text("2\n")
+    commit(origin)
+    shallow = tmp_path / "shallow"
+    subprocess.run(
+        ["git", "clone", "-q", "--depth", "1", f"file://{origin}", str(shallow)], check=True
+    )
+    recorder, code, _ = await run(shallow / ".github" / "workflows" / "ci.yml")
+    assert code == 0, recorder.lines("a")
+    assert "history ok" in recorder.lines("a")
