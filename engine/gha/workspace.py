@@ -1,8 +1,8 @@
 """`--workspace copy`: a run's jobs work in a copy of the repository, not in the user's tree.
 
 A copy is a git repository of its own sharing the user's objects (git's alternates), kept
-between runs: `.pipedeck/workspace`, and `.pipedeck/workspace-N` for runs at the same time as
-others. A run takes a copy at its first job: it is given the repository's branches (as
+between runs: `.pipedeck/workspace`, and `.pipedeck/workspace-N` for jobs at the same time as
+others. A job takes a copy of its own when it starts: it is given the repository's branches (as
 `origin/*`) and tags and no other refs, checked out at the repository's HEAD on its branch, and
 then given the working tree's uncommitted changes (modified and untracked files that are not
 ignored; deleted files deleted), as the job would see them in place. Its refs and config being
@@ -12,14 +12,14 @@ caches (`KEEP`) are kept; the rest (build output) goes, as from a fresh checkout
 no `.pipedeck`: its jobs keep their state (results, caches, artifacts, summaries, venvs) in the
 repository's (engine.gha.runner's `_state_root`), where pipedeck reads it.
 
-Two runs never share a copy at once. Each copy has a lock file and a claim (the run id that has
-it) in `.pipedeck/gha/workspaces/`: a job holds the lock shared while it runs (the lock is its
-process's; it ends with it), and a run takes a copy, claiming and syncing it, only with the lock
-exclusive, so never under another run's running job; one job at a time decides (`take.lock`),
-so the parallel first jobs of a run share one copy. The later jobs of a run use its copy
-unless another run took it between two of them (then they take one of their own, as each job
-on GitHub starts from a fresh checkout). A spare copy (`workspace-N`) no run took for
-`SPARE_DAYS` is removed when a run takes a copy.
+Two jobs never share a copy at once, as each job on GitHub has a machine and a checkout of its
+own (pip's packaging job commits and tags while its vendoring job checks `git diff`). Each copy
+has a lock file and a claim (the run id that last took it) in `.pipedeck/gha/workspaces/`: a
+job takes the first copy whose lock no other job holds (one job at a time chooses,
+`take.lock`), holds it exclusively while it runs (the lock is its process's; it ends with it),
+and syncs it. Jobs one after another take the first copy again, warm; jobs at the same time
+take `workspace-1`, `-2`... A spare copy (`workspace-N`) no job took for `SPARE_DAYS` is
+removed when a job takes a copy.
 """
 
 from __future__ import annotations
@@ -37,35 +37,24 @@ _held: list[IO[str]] = []  # the lock of the copy this job runs in, held until t
 
 
 def copy_workspace(root: Path, run_id: str) -> Path:
-    """The folder of the run's copy of the repository at `root` to run a job in, held for
+    """The folder of a copy of the repository at `root` for this job alone, synced, held for
     this process's life (see the module docstring). ValueError when it cannot be made."""
     # `root` may be a folder of the git checkout (a sample's): the same folder of the copy
     prefix = _git(root, "rev-parse", "--show-prefix").strip()
     locks = root / ".pipedeck" / "gha" / "workspaces"
     locks.mkdir(parents=True, exist_ok=True)
-    while True:
-        with open(locks / "take.lock", "w") as taking:  # one job at a time decides
-            fcntl.flock(taking, fcntl.LOCK_EX)
-            own = [n for n in _slots(locks) if _claim(locks, n) == run_id]
-            if not own:
-                n, lock = _free(locks)
-                _write_claim(locks, n, run_id)  # the run's other jobs wait for the sync
-                _remove_spares(root, locks, keep=n)
-        if own:  # the run has a copy: share it (once a job of the run has synced it)
-            n = own[0]
-            lock = open(locks / f"{n}.lock", "w")  # noqa: SIM115 - held until the process ends
-            fcntl.flock(lock, fcntl.LOCK_SH)
-        else:
-            try:
-                _sync(root, _copy(root, n), _copy(root, n) / prefix)
-            except BaseException:
-                _write_claim(locks, n, "")
-                raise
-            fcntl.flock(lock, fcntl.LOCK_SH)  # not atomic: another run may take it meanwhile
-        if _claim(locks, n) == run_id:
-            _held.append(lock)
-            return _copy(root, n) / prefix
+    with open(locks / "take.lock", "w") as taking:  # one job at a time chooses
+        fcntl.flock(taking, fcntl.LOCK_EX)
+        n, lock = _free(locks)  # held exclusively until this job's process ends
+        _write_claim(locks, n, run_id)
+        _remove_spares(root, locks, keep=n)
+    try:
+        _sync(root, _copy(root, n), _copy(root, n) / prefix)
+    except BaseException:
         lock.close()
+        raise
+    _held.append(lock)
+    return _copy(root, n) / prefix
 
 
 def _free(locks: Path) -> tuple[int, IO[str]]:
@@ -87,13 +76,6 @@ def _copy(root: Path, n: int) -> Path:
 
 def _slots(locks: Path) -> list[int]:
     return sorted(int(p.stem) for p in locks.glob("*.lock") if p.stem.isdigit())
-
-
-def _claim(locks: Path, n: int) -> str:
-    try:
-        return (locks / f"{n}.run").read_text()
-    except OSError:
-        return ""
 
 
 def _write_claim(locks: Path, n: int, run_id: str) -> None:

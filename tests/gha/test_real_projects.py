@@ -3,11 +3,15 @@ round, after tests/gha/test_real_patterns.py), each reproduced by a small workfl
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from engine.gha.loader import load_workflow
+from engine.run import Run
+from tests.conftest import Recorder
 from tests.gha.conftest import FakeTool
 from tests.gha.test_runner import run, workflow
 from tests.gha.test_workspace import commit
@@ -291,3 +295,43 @@ async def test_the_copy_of_a_shallow_clone_reads_its_history(tmp_path: Path) -> 
     recorder, code, _ = await run(shallow / ".github" / "workflows" / "ci.yml")
     assert code == 0, recorder.lines("a")
     assert "history ok" in recorder.lines("a")
+
+
+async def test_jobs_running_at_once_each_have_a_copy(tmp_path: Path) -> None:
+    """pip's packaging job commits and tags (`nox -s prepare-release`) while its vendoring job
+    ends with `git diff --exit-code`: on GitHub each has a checkout of its own; here the jobs of
+    a run shared one copy, each seeing what the other did. Now each job has its own."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    fifo = tmp_path / "a-wrote"
+    os.mkfifo(fifo)
+    path = workflow(
+        repo,
+        f"""
+        on: push
+        jobs:
+          packaging:
+            runs-on: ubuntu-latest
+            timeout-minutes: 1
+            steps:
+              - run: echo "99.9" > version.txt && echo written > {fifo}
+          vendoring:
+            runs-on: ubuntu-latest
+            timeout-minutes: 1
+            steps:
+              - run: |
+                  read done < {fifo}
+                  git status --porcelain
+                  git diff --exit-code && test ! -e version.txt && echo "vendoring: clean"
+        """,
+    )
+    commit(repo)
+    the_run = Run(load_workflow(path).pipeline, jobs=2)  # both at once: each waits on the other
+    recorder = Recorder()
+    the_run.subscribe(recorder)
+    try:
+        code = await the_run.execute()
+    finally:
+        await the_run.close()
+    assert code == 0, recorder.lines("vendoring")
+    assert "vendoring: clean" in recorder.lines("vendoring")
