@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import glob
 import json
 import os
@@ -24,7 +25,7 @@ from engine.gha.commands import safe_name
 
 TYPE_CHECKING = False  # typing, tarfile, tomllib, hashlib: imported where used (a faster job start)
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from typing import Any
 
     from engine.gha.runner import JobRunner
@@ -42,7 +43,7 @@ def run_action(
 ) -> Result:
     """Run one `uses:` step."""
     name = uses.split("@", 1)[0].lower()
-    native = {
+    natives: dict[str, Callable[[JobRunner, Mapping[str, str]], Result]] = {
         "actions/checkout": checkout,
         "actions/setup-python": setup_python,
         "actions/setup-node": setup_node,
@@ -50,8 +51,10 @@ def run_action(
         "actions/upload-artifact": upload_artifact,
         "actions/download-artifact": download_artifact,
         "astral-sh/setup-uv": setup_uv,
-        "hynek/setup-cached-uv": setup_uv,  # setup-uv with a cache: the cache is not needed
-    }.get(name)
+        # setup-uv with a cache (the cache is not needed): its errors name it
+        "hynek/setup-cached-uv": functools.partial(setup_uv, action="hynek/setup-cached-uv"),
+    }
+    native = natives.get(name)
     if name == "hynek/build-and-inspect-python-package":
         from engine.gha.python_package import build_and_inspect
 
@@ -77,6 +80,13 @@ def _digest(text: str, length: int) -> str:
 def _ok(message: str, **outputs: str) -> Result:
     print(message, flush=True)
     return "success", dict(outputs), 0
+
+
+def _missing(runner: JobRunner, message: str) -> Result:
+    """A failure because this machine lacks what a hosted runner would install (a Python or
+    Node.js version): the job fails, but does not fail-fast its matrix (runner.missing)."""
+    runner.missing.append(message)
+    return _fail(message)
 
 
 def _fail(message: str) -> Result:
@@ -277,16 +287,22 @@ def _setup_python(runner: JobRunner, with_: Mapping[str, str]) -> Result:
         spec = "3"
     specs = [s.strip() for s in spec.splitlines() if s.strip()]
     if any(s.lower().startswith(("pypy", "graalpy")) for s in specs):
-        return _fail(f"actions/setup-python: {spec} is not an installed CPython here")
+        return _missing(runner, f"actions/setup-python: {spec} is not an installed CPython here")
     program: str | None = None
     versions: list[str] = []
     for one in specs:
         program, versions = find_python(runner, one)
         if program is None:
             kind = " (a free-threaded build: not searched here)" * one.endswith("t")
-            return _fail(
-                f"actions/setup-python: no installed Python satisfies {one!r}{kind}; "
-                f"installed: {', '.join(versions) or 'none'}"
+            source = (
+                f" (from {version_file})"
+                if version_file and not with_.get("python-version")
+                else ""
+            )
+            return _missing(
+                runner,
+                f"actions/setup-python: no installed Python satisfies {one!r}{source}{kind}; "
+                f"installed: {', '.join(versions) or 'none'}",
             )
     assert program is not None
     version = ".".join(map(str, _version_of(program)))
@@ -359,12 +375,12 @@ def job_venv(
     key = _digest(program, 12)
     venv = runner.tool_cache / "python" / safe_name(runner.instance) / f"{version}-{key}" / "venv"
     made = venv / ".pipedeck-made"
-    if made.is_file():
+    if made.is_file() and _in_place(venv):
         return venv, ""
     venv.parent.mkdir(parents=True, exist_ok=True)
     with open(venv.parent / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if made.is_file():  # another job made it meanwhile
+        if made.is_file() and _in_place(venv):  # another job made it meanwhile
             return venv, ""
         shutil.rmtree(venv, ignore_errors=True)  # what an interrupted attempt left
         print(f"{who}: making the venv {venv} (once)", flush=True)
@@ -383,6 +399,19 @@ def job_venv(
             print("##[warning]actions/setup-python: could not upgrade the venv's pip", flush=True)
         made.write_text(program + "\n")
     return venv, ""
+
+
+def _in_place(venv: Path) -> bool:
+    """Whether the venv's scripts run the venv's Python where it is now. A venv cannot move:
+    one made at another path (the repository moved or renamed, or made through the link an
+    older pipedeck put in its workspace copy) has scripts naming a Python that is not there,
+    and `pip` fails with exit code 127; it is made anew."""
+    try:
+        with open(venv / "bin" / "pip", "rb") as script:
+            head = script.read(1024)  # `#!PYTHON`, or `#!/bin/sh` and `exec PYTHON` (a long path)
+    except OSError:
+        return False
+    return os.fsencode(venv / "bin" / "python") in head
 
 
 def _pip_install(venv: Path, requirement: str) -> bool:
@@ -409,9 +438,10 @@ def setup_node(runner: JobRunner, with_: Mapping[str, str]) -> Result:
         runner.tool_cache / "interpreters.json",  # versions.json: with failed probes
     )
     if program is None:
-        return _fail(
+        return _missing(
+            runner,
             f"actions/setup-node: no installed Node.js satisfies {spec!r}; "
-            f"installed: {', '.join(versions) or 'none'}"
+            f"installed: {', '.join(versions) or 'none'}",
         )
     runner.path_add.append(str(Path(program).parent))
     version = ".".join(map(str, _version_of(program)))
@@ -421,7 +451,9 @@ def setup_node(runner: JobRunner, with_: Mapping[str, str]) -> Result:
     )
 
 
-def setup_uv(runner: JobRunner, with_: Mapping[str, str]) -> Result:
+def setup_uv(
+    runner: JobRunner, with_: Mapping[str, str], action: str = "astral-sh/setup-uv"
+) -> Result:
     """The installed uv, put on PATH; `python-version` as `UV_PYTHON` (the installed
     interpreter that satisfies it, when there is one); `activate-environment` makes (or keeps)
     `.venv` in the working directory and activates it, as on GitHub."""
@@ -433,13 +465,14 @@ def setup_uv(runner: JobRunner, with_: Mapping[str, str]) -> Result:
     )
     if found is None:
         return _fail(
-            "astral-sh/setup-uv: uv is not installed here (`pipx install uv` or "
-            "`pip install --user uv` installs it)"
+            f"{action}: uv is not installed here (searched PATH, ~/.local/bin, ~/.cargo/bin); "
+            "install it as https://docs.astral.sh/uv/getting-started/installation/ says "
+            "(`curl -LsSf https://astral.sh/uv/install.sh | sh`, or `pipx install uv`)"
         )
     version = ".".join(map(str, _version_of(found)))
     wanted = with_.get("version", "").strip()
     if wanted and wanted != "latest" and not satisfies(_version_of(found), wanted):
-        print(f"##[warning]astral-sh/setup-uv: version {wanted} wanted, uv {version} used")
+        print(f"##[warning]{action}: version {wanted} wanted, uv {version} used")
     runner.path_add.append(str(Path(found).parent))
     # `uv tool install` goes to the tool cache (its bin on PATH, as setup-uv puts it there),
     # never to the user's ~/.local/bin, where it would replace their own tox or ruff
@@ -452,7 +485,7 @@ def setup_uv(runner: JobRunner, with_: Mapping[str, str]) -> Result:
         python, versions = find_python(runner, spec)
         if python is None:
             installed = ", ".join(versions) or "none"
-            print(f"##[warning]astral-sh/setup-uv: no installed Python satisfies {spec!r} "
+            print(f"##[warning]{action}: no installed Python satisfies {spec!r} "
                   f"(installed: {installed}): uv will look for one itself")  # fmt: skip
         runner.env_ctx["UV_PYTHON"] = python or spec
     if with_.get("activate-environment", "").lower() == "true":
@@ -460,11 +493,11 @@ def setup_uv(runner: JobRunner, with_: Mapping[str, str]) -> Result:
         argv = [found, "venv", "--allow-existing", "--quiet", str(venv)]
         argv += ["--python", runner.env_ctx["UV_PYTHON"]] if spec else []
         if subprocess.run(argv, cwd=runner.workspace, stdin=subprocess.DEVNULL).returncode:
-            return _fail(f"astral-sh/setup-uv: `uv venv {venv}` failed")
+            return _fail(f"{action}: `uv venv {venv}` failed")
         runner.path_add.append(str(venv / "bin"))
         runner.env_ctx["VIRTUAL_ENV"] = str(venv)
     return _ok(
-        f"astral-sh/setup-uv: using uv {version} at {found}",
+        f"{action}: using uv {version} at {found}",
         **{
             "uv-version": version,
             "uv-path": found,
@@ -497,7 +530,7 @@ def _paths(runner: JobRunner, text: str) -> list[Path]:
 
 
 def _cache_dir(runner: JobRunner) -> Path:
-    folder = runner.workspace / ".pipedeck" / "gha" / "cache"
+    folder = runner.state_root / "cache"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -51,6 +51,7 @@ SHELLS = {
     "powershell": ("pwsh -command \". '{0}'\"", ".ps1"),
 }
 _current: int | None = None  # the running step's process (group) id
+_state_root: Path | None = None  # the repository's .pipedeck/gha, when jobs run in a copy
 _job: JobRunner | None = None  # the running job instance, cancelled by SIGTERM/SIGINT
 STEP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL to a cancelled or timed-out step
 DRAIN = 0.5  # seconds a step's output may still come after its process exited
@@ -79,11 +80,15 @@ class JobRunner:
         self.workspace = Path.cwd() if workspace is None else workspace
         self.environ = os.environ if environ is None else environ
         self.run_id = self.environ.get("PIPEDECK_RUN_ID", "local")
-        self.state = self.workspace / ".pipedeck" / "gha" / self.run_id
+        # pipedeck's state is the repository's `.pipedeck/gha`, for a job in a copy of it too:
+        # the copy has no `.pipedeck` (hatchling's sdist of attrs packed it, venvs and all)
+        own = _state_root if workspace is None else None
+        self.state_root = own or self.workspace / ".pipedeck" / "gha"
+        self.state = self.state_root / self.run_id
         self.instance = instance
         self.combo = dict(combo)
         self.temp = self.state / "tmp" / safe_name(instance)
-        self.tool_cache = self.workspace / ".pipedeck" / "gha" / "tool-cache"
+        self.tool_cache = self.state_root / "tool-cache"
         self.masks: list[str] = [v for k, v in self.environ.items() if k in _secret_names(job)]
         self.env_ctx: dict[str, str] = {}
         self.path_add: list[str] = []
@@ -101,6 +106,7 @@ class JobRunner:
         self.post: list[Any] = []  # callables run after the steps (actions/cache saves)
         self.summary: list[str] = []
         self.unavailable: list[str] = []  # steps skipped as they cannot run here
+        self.missing: list[str] = []  # failures for want of a Python... a runner would install
         self.needs = read_needs(self.state, job["needs"])
         self.inputs = self.workflow["inputs"]
         if job.get("call"):  # a job of a called reusable workflow: `with:` are its inputs
@@ -114,6 +120,8 @@ class JobRunner:
     def contexts(self, extra: Mapping[str, Any] | None = None) -> expr.Context:
         github = dict(self.workflow["github"])
         github.update({"job": self.job["job"], "workspace": str(self.workspace)})
+        if not github.get("event_path"):  # the file GITHUB_EVENT_PATH names (base_env writes it)
+            github["event_path"] = str(self.temp / "event.json")
         values = {
             "github": github,
             "env": {**self.env_ctx},
@@ -188,9 +196,26 @@ class JobRunner:
                 "PIPX_HOME": str(pipx),
                 "PIPX_BIN_DIR": str(pipx / "bin"),
                 "PATH": os.pathsep.join([str(pipx / "bin"), env.get("PATH", os.defpath)]),
+                # a hosted runner's home is the job's: `git config --global` (pip's CI sets
+                # user.name) writes to a file of the job, not to the user's own
+                "GIT_CONFIG_GLOBAL": self.git_config(env),
             }
         )
         return env
+
+    def git_config(self, env: Mapping[str, str]) -> str:
+        """The job's global git config: the user's own included (read, never written)."""
+        home = Path(env.get("HOME") or Path.home())
+        xdg = Path(env.get("XDG_CONFIG_HOME") or home / ".config") / "git" / "config"
+        own = [env["GIT_CONFIG_GLOBAL"]] if env.get("GIT_CONFIG_GLOBAL") else []
+        own = own or [str(xdg), str(home / ".gitconfig")]
+        lines = ["# the job's global git config (pipedeck): `git config --global` writes here"]
+        for one in own:
+            quoted = one.replace("\\", "\\\\").replace('"', '\\"')
+            lines += ["[include]", f'\tpath = "{quoted}"']
+        path = self.temp / "gitconfig"
+        path.write_text("\n".join(lines) + "\n")
+        return str(path)
 
     def event_path(self) -> str:
         path = self.temp / "event.json"
@@ -225,7 +250,7 @@ class JobRunner:
         result = self.result()
         write_result(
             self.state, self.job["job"], self.instance, result, outputs, self.cancelled,
-            self.unavailable, empty,
+            self.unavailable, empty, missing=self.missing if result == "failure" else None,
         )  # fmt: skip
         if self.summary:
             summary = self.state / "summary" / f"{safe_name(self.instance)}.md"
@@ -669,6 +694,7 @@ def write_result(
     unavailable: list[str] | None = None,
     empty: Mapping[str, str] | None = None,
     here: bool = True,
+    missing: list[str] | None = None,
 ) -> None:
     """Record a job instance's result and outputs (and why it was skipped, whether it could run
     here at all, which of its steps could not, why outputs are empty) for the jobs that need
@@ -685,6 +711,8 @@ def write_result(
         data["unavailable"] = unavailable
     if empty:
         data["empty"] = dict(empty)
+    if missing:  # it failed for want of what a hosted runner installs (a Python version)
+        data["missing"] = missing
     target = folder / f"{safe_name(instance)}.json"
     tmp = target.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
@@ -770,14 +798,15 @@ def skipped_before_start(job: Mapping[str, Any], probe: JobRunner) -> str | None
 
 def run_job(job: Mapping[str, Any]) -> int:
     """Run a job description (all matrix instances when the matrix is known only now)."""
-    global _job
+    global _job, _state_root
     run_id = os.environ.get("PIPEDECK_RUN_ID", "local")
+    _state_root = Path.cwd() / ".pipedeck" / "gha"
     if job.get("workspace") == "copy":  # the job works in a copy of the repository
         from engine.gha.workspace import copy_workspace
 
         ignore_state(Path.cwd() / ".pipedeck")
         os.chdir(copy_workspace(Path.cwd(), run_id))
-    state = Path.cwd() / ".pipedeck" / "gha" / run_id
+    state = _state_root / run_id
     ignore_state(state.parent.parent)
     if not state.exists():  # the run's first job here: older runs' state over the limit goes
         prune_runs(state.parent, run_id)
@@ -839,8 +868,11 @@ FAIL_FAST = "cancelled: another instance of this matrix failed (fail-fast)"
 
 
 def _sibling_failed(state: Path, job: str, instance: str) -> bool:
+    """Whether another instance failed, for a reason of its own: one that failed because this
+    machine lacks its Python (pip's tests-unix asks for 3.14, 3.15, 3.14t, 3.11.0...) says
+    nothing of the code, and would not have failed on GitHub; it does not cancel the others."""
     return any(
-        data["result"] == "failure" and data["instance"] != instance
+        data["result"] == "failure" and data["instance"] != instance and not data.get("missing")
         for data in read_results(state, job)
     )
 
@@ -877,8 +909,9 @@ def main() -> int:
         return run_job(job)
     except (expr.ExprError, ValueError, OSError) as err:  # a bad expression, a full disk...
         print(f"##[error]{job['instance']}: {err}", flush=True)
-        write_result(Path.cwd() / ".pipedeck" / "gha" / os.environ.get("PIPEDECK_RUN_ID", "local"),
-                     job["job"], job["instance"], "failure", {})  # fmt: skip
+        state_root = _state_root or Path.cwd() / ".pipedeck" / "gha"
+        run_id = os.environ.get("PIPEDECK_RUN_ID", "local")
+        write_result(state_root / run_id, job["job"], job["instance"], "failure", {})
         return 1
 
 

@@ -1,7 +1,8 @@
 """Real workflows of well-known Python projects validate, and `graph` gives the instance count
 GitHub runs (checked by hand for httpx: 5, requests: 8x3-1 + 2, textual: 3x6, flask: 11 include
 entries + 1, fastapi: 5x2 + 3, requests' typecheck: 2, pydantic's integration: 6 + 6, pytest's
-deploy: 5 jobs without a matrix).
+deploy: 5 jobs without a matrix; black's release tests: 4x3, its diff-shades: 4 jobs, one a
+matrix `include` from needs (one stage), fastapi's redistribute: 2 + 1).
 
 The workflows are not copied into this repository (they are the projects' files): tests/gha/
 corpus.json names each one's repository, path and commit, and they are read from a local git
