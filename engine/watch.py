@@ -97,6 +97,7 @@ LIMIT_MESSAGE = (
 )
 
 T = TypeVar("T")
+_Sorted = tuple[set[str], set[str], list[float]]  # see WatchSession._sort_out
 
 
 class WatchError(PipedeckError, ValueError):
@@ -434,30 +435,47 @@ class WatchSession:
 
     async def _listen(self, stream: AsyncIterator[set[str]]) -> None:
         async for paths in stream:
-            self._on_change(paths)
+            # matching a burst of paths against every stage's globs, and their stats: a thread
+            found = await asyncio.to_thread(self._sort_out, paths, self._covered())
+            self._on_change(paths, found)
 
-    def _on_change(self, paths: set[str]) -> None:
+    def _covered(self) -> set[str]:
+        run = self.current
+        return set(run.states if run is not None else self.pipeline.stages)
+
+    def _sort_out(self, paths: set[str], covered: set[str]) -> _Sorted:
+        """The paths of a change set that can trigger a stage of `covered`, the stages they
+        hit, and those files' modification times (for the loop guard)."""
+        triggering = self._triggering(paths, covered)
+        hit = graph.affected(self.pipeline, triggering) & covered
+        mtimes = []
+        for path in triggering if hit else ():
+            with suppress(OSError):
+                mtimes.append((self.pipeline.workspace / path).stat().st_mtime)
+        return triggering, hit, mtimes
+
+    def _on_change(self, paths: set[str], found: _Sorted | None = None) -> None:
         if self.pipeline.path.name in paths:
             self.on_notice(
                 f"watch: {self.pipeline.path.name} changed; restart pipedeck to use the new "
                 "version (this session keeps the one it started with)"
             )
-        run = self.current
-        covered = run.states.keys() if run is not None else self.pipeline.stages.keys()
-        paths = self._triggering(paths, covered)
+        covered = self._covered()
+        paths, hit, mtimes = found or self._sort_out(paths, covered)
         if self.paused and self.pause_reason is None:  # paused by hand (W): held for resume
             self._held |= paths
             return
-        hit = graph.affected(self.pipeline, paths) & covered
+        hit &= covered  # the run may have changed while the change set was sorted out
         if not hit:
             return
         if self.paused:  # by the loop guard: a change no stage made resumes watching
-            if self._self_trigger(paths, hit) is not None:
+            if self._self_trigger(mtimes, hit) is not None:
                 return
             self.resume()
-        elif self._is_loop(paths, hit):
+        elif self._is_loop(paths, mtimes, hit):
             return
         self.last_change = describe(paths)
+        run = self.current
         if run is not None and run.running:  # rerun in place; the rest keeps running
             if self.on_change is not None:
                 self.on_change(paths)
@@ -478,9 +496,9 @@ class WatchSession:
         tests = [globs.matcher(stage.inputs) for stage in stages if stage.inputs]
         return {path for path in paths if any(test(path) for test in tests)}
 
-    def _is_loop(self, paths: set[str], hit: set[str]) -> bool:
+    def _is_loop(self, paths: set[str], mtimes: list[float], hit: set[str]) -> bool:
         """Count self-triggered change sets; pause and return True past the limit."""
-        culprit = self._self_trigger(paths, hit)
+        culprit = self._self_trigger(mtimes, hit)
         if culprit is None:
             self._streak, self._streak_count = None, 0
             return False
@@ -499,12 +517,9 @@ class WatchSession:
         )
         return True
 
-    def _self_trigger(self, paths: set[str], hit: set[str]) -> str | None:
-        """The hit stage whose last uncancelled attempt wrote every existing changed file."""
-        mtimes = []
-        for path in paths:
-            with suppress(OSError):
-                mtimes.append((self.pipeline.workspace / path).stat().st_mtime)
+    def _self_trigger(self, mtimes: list[float], hit: set[str]) -> str | None:
+        """The hit stage whose last uncancelled attempt wrote every existing changed file
+        (`mtimes`: theirs)."""
         if not mtimes:
             return None
         for sid, (started, ended) in self._spans.items():

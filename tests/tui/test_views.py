@@ -129,12 +129,11 @@ stages:
   alpha:
     run: |
       echo "alpha one"
-      touch a1
       until grep -qs "beta one" .pipedeck/logs/*/beta/1.log; do sleep 0.02; done
       echo "alpha two error here"
   beta:
     run: |
-      until test -f a1; do sleep 0.02; done
+      until grep -qs "alpha one" .pipedeck/logs/*/alpha/1.log; do sleep 0.02; done
       echo "beta one" >&2
 """
 
