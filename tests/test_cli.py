@@ -788,3 +788,9 @@ def test_plain_output_draws_a_jobs_workflow_commands() -> None:
         "[job] ✖ Error: a.py:3: bad",
         "[job] ## title",
     ]
+
+
+def test_options_are_never_abbreviated(write_pipeline: Write) -> None:
+    """`--job tests` (a workflow user picking a job) is no `--jobs tests`."""
+    done = pipedeck("run", str(write_pipeline(SIMPLE)), "--job", "2")
+    assert done.returncode == 2 and "unrecognized arguments: --job 2" in done.stderr

@@ -141,6 +141,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     every command by name (for `--help` and the error naming the choices) without arguments."""
     parser = argparse.ArgumentParser(
         prog="pipedeck",
+        allow_abbrev=False,  # `--job` is no `--jobs`
         description="Run YAML pipelines locally or over SSH, in a live terminal UI or headless.",
         epilog="`pipedeck [PIPELINE]` opens the TUI (or runs headless when stdout is no terminal).",
     )
@@ -148,9 +149,9 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (text, add_arguments) in COMMANDS.items():
         if command not in COMMANDS:
-            sub.add_parser(name, help=text)
+            sub.add_parser(name, help=text, allow_abbrev=False)
         elif name == command:
-            add_arguments(sub.add_parser(name, help=text))
+            add_arguments(sub.add_parser(name, help=text, allow_abbrev=False))
     return parser
 
 
