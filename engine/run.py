@@ -450,6 +450,9 @@ class Run:
             self._instances(stage),
             contextlib.nullcontext() if service else self.hosts.slots(stage.host),
         ):
+            if stage.steps and (cut := await asyncio.to_thread(_fail_fast, self, stage)):
+                self._move(sid, CANCELLED, cut)  # a workflow matrix's fail-fast, while queued
+                return
             await self._attempts(stage, why)
 
     def _instances(self, stage: Stage) -> contextlib.AbstractAsyncContextManager[object]:
@@ -605,6 +608,13 @@ def _skipped_job(run: Run, stage: Stage, needs: Mapping[str, Status]) -> str | N
     from engine.gha.gate import skip_before_start  # workflows only: not on a pipeline's path
 
     return skip_before_start(run.pipeline, stage, run.run_id, needs)
+
+
+def _fail_fast(run: Run, stage: Stage) -> str | None:
+    """Why a queued GitHub Actions matrix instance is cancelled before it starts (fail-fast)."""
+    from engine.gha.gate import fail_fast_before_start
+
+    return fail_fast_before_start(run.pipeline, stage, run.run_id)
 
 
 def _fault(exc: BaseException) -> str:

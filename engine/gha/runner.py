@@ -845,7 +845,7 @@ def run_job(job: Mapping[str, Any]) -> int:
         if len(combos) > 1:
             print(f"##[group]{name}", flush=True)
         # max-parallel: the engine starts no more instances at once (Stage.max_parallel)
-        if fail_fast and _sibling_failed(state, job["job"], name):
+        if fail_fast and sibling_failed(state, job["job"], name):
             print(f"##[warning]{FAIL_FAST}", flush=True)
             write_result(state, job["job"], name, "cancelled", {}, FAIL_FAST)
             return JOB_CANCELLED
@@ -867,7 +867,7 @@ def run_job(job: Mapping[str, Any]) -> int:
 FAIL_FAST = "cancelled: another instance of this matrix failed (fail-fast)"
 
 
-def _sibling_failed(state: Path, job: str, instance: str) -> bool:
+def sibling_failed(state: Path, job: str, instance: str) -> bool:
     """Whether another instance failed, for a reason of its own: one that failed because this
     machine lacks its Python (pip's tests-unix asks for 3.14, 3.15, 3.14t, 3.11.0...) says
     nothing of the code, and would not have failed on GitHub; it does not cancel the others."""
@@ -886,7 +886,7 @@ def _watch_siblings(runner: JobRunner, state: Path, every: float = 0.25) -> Any:
 
     def watch() -> None:
         while not done.wait(every):
-            if _sibling_failed(state, runner.job["job"], runner.instance):
+            if sibling_failed(state, runner.job["job"], runner.instance):
                 print(f"##[warning]{FAIL_FAST}", flush=True)
                 runner.cancel(FAIL_FAST)
                 return

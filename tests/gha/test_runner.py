@@ -446,6 +446,9 @@ async def test_fail_fast_cancels_queued_matrix_instances(tmp_path: Path, fail_fa
     await the_run.close()
     assert recorder.final("t[n=1]").status == "failed"
     assert recorder.final("t[n=2]").status == ("cancelled" if fail_fast else "succeeded")
+    if fail_fast:  # as on GitHub, a queued instance never starts
+        assert "running" not in recorder.statuses("t[n=2]")
+        assert "fail-fast" in (recorder.final("t[n=2]").reason or "")
 
 
 async def test_max_parallel_keeps_the_other_instances_queued(tmp_path: Path) -> None:
