@@ -801,7 +801,8 @@ def run_job(job: Mapping[str, Any]) -> int:
     global _job, _state_root
     run_id = os.environ.get("PIPEDECK_RUN_ID", "local")
     _state_root = Path.cwd() / ".pipedeck" / "gha"
-    if job.get("workspace") == "copy":  # the job works in a copy of the repository
+    in_copy = job.get("workspace") == "copy"
+    if in_copy:  # the job works in a copy of the repository
         from engine.gha.workspace import copy_workspace
 
         ignore_state(Path.cwd() / ".pipedeck")
@@ -849,6 +850,13 @@ def run_job(job: Mapping[str, Any]) -> int:
             print(f"##[warning]{FAIL_FAST}", flush=True)
             write_result(state, job["job"], name, "cancelled", {}, FAIL_FAST)
             return JOB_CANCELLED
+        if number and in_copy:  # as each instance on GitHub, from a fresh checkout
+            from engine.gha.workspace import resync_workspace
+
+            os.chdir(resync_workspace())
+            if _job is not None and _job.cancelled:  # a signal while it synced: no more
+                write_result(state, job["job"], name, "cancelled", {}, _job.cancelled)
+                return JOB_CANCELLED
         one = job
         if job.get("matrix_expr") is not None:
             one = {

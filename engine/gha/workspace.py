@@ -20,6 +20,11 @@ job takes the first copy whose lock no other job holds (one job at a time choose
 and syncs it. Jobs one after another take the first copy again, warm; jobs at the same time
 take `workspace-1`, `-2`... A spare copy (`workspace-N`) no job took for `SPARE_DAYS` is
 removed when a job takes a copy.
+
+A job whose matrix is known only when it runs (`fromJSON(needs.x.outputs.y)`) is one stage
+running its instances one after another in the copy it took: `resync_workspace` syncs that copy
+again before each instance after the first, as each instance on GitHub has a runner and a
+checkout of its own (attrs' `tests` runs `rm -rf src`; the next instance needs `src`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import IO
 COPY = ".pipedeck/workspace"
 SPARE_DAYS = 1.0  # a spare copy unused for this long is removed
 _held: list[IO[str]] = []  # the lock of the copy this job runs in, held until the process ends
+_taken: list[tuple[Path, Path, Path]] = []  # the copy this job took: (root, copy, its folder)
 
 
 def copy_workspace(root: Path, run_id: str) -> Path:
@@ -54,7 +60,20 @@ def copy_workspace(root: Path, run_id: str) -> Path:
         lock.close()
         raise
     _held.append(lock)
+    _taken.append((root, _copy(root, n), _copy(root, n) / prefix))
     return _copy(root, n) / prefix
+
+
+def resync_workspace() -> Path:
+    """Sync the copy this process took (`copy_workspace`) again, as a job taking it now would
+    find it: the user's refs, HEAD and uncommitted changes, what the last instance left gone but
+    venvs and tools' caches (`KEEP`). Its folder (the job's working directory: a copy broken
+    by the last instance is made anew). ValueError when it cannot be synced."""
+    if not _taken:
+        raise ValueError("--workspace copy: no copy taken to sync again")
+    root, copy, here = _taken[-1]
+    _sync(root, copy, here)
+    return here
 
 
 def _free(locks: Path) -> tuple[int, IO[str]]:
