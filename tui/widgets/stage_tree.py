@@ -306,7 +306,7 @@ class StageTree(Yielding, Tree[str]):
         if stage is None:  # a matrix stage: the most urgent status of its instances
             ids = self.pipeline.groups[key]
             status = summary_status([self.views[i].status for i in ids])
-            return self._assemble(key, status, [(f"×{len(ids)}", "column")])
+            return self._assemble(key, status, [(f"{'×' + str(len(ids)):>6}", "column")])
         view = self.views[key]
         status = shown_status(view.status, stage.allow_failure)
         elapsed = view.elapsed(self._clock_now)
