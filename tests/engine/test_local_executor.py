@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import shutil
 import sys
 import uuid
@@ -196,7 +197,18 @@ async def test_a_stage_starts_as_popen_would_start_it(tmp_path: Path, script: st
     assert result.exit_code == 0
     assert f"fd {write} closed\n/dev/null\nstdin writable\n".encode() in expected
     assert b"session leader\n" in expected
-    assert sink.output("stdout").decode() == expected.decode()
+    got = sink.output("stdout").decode()
+    # glibc's internal signals 32 and 33 are at their defaults in the stage always; Popen's
+    # child inherits them ignored when something in this process ignored them (it happens in
+    # the whole suite), so the expectation is compared without them
+    internal = (1 << 31) | (1 << 32)
+    ignored = re.search(r"SigIgn: ([0-9a-f]+)", got)
+    assert ignored and not int(ignored[1], 16) & internal
+    assert got == re.sub(
+        r"SigIgn: ([0-9a-f]+)",
+        lambda m: f"SigIgn: {int(m[1], 16) & ~internal:016x}",
+        expected.decode(),
+    )
 
 
 async def test_background_child_holding_stdout_does_not_hang_and_is_killed(tmp_path: Path) -> None:

@@ -150,7 +150,9 @@ def press_after(*keys: str):
 
     async def run_before(pilot: Pilot[int]) -> None:
         await ready(pilot)
-        await pilot.press(*keys)
+        for key in keys:  # one at a time: a box a key opens is there for the next (under load)
+            await pilot.press(key)
+            await pilot.pause()
         await pilot.wait_for_scheduled_animations()
         await pilot.pause(0.1)
 
