@@ -450,8 +450,13 @@ class Run:
             self._instances(stage),
             contextlib.nullcontext() if service else self.hosts.slots(stage.host),
         ):
-            if stage.steps and (cut := await asyncio.to_thread(_fail_fast, self, stage)):
-                self._move(sid, CANCELLED, cut)  # a workflow matrix's fail-fast, while queued
+            # a workflow matrix instance (its siblings are stages too): fail-fast while queued
+            if (
+                stage.steps
+                and stage.matrix
+                and (cut := await asyncio.to_thread(_fail_fast, self, stage))
+            ):
+                self._move(sid, CANCELLED, cut)
                 return
             await self._attempts(stage, why)
 
@@ -592,13 +597,17 @@ class Run:
         shared ones)."""
         if not self.running:
             for sid in self.stage_ids:  # topological order: a chain settles in one pass
-                needs = [n for n in self.pipeline.stages[sid].needs if n in self.states]
-                held = [n for n in needs if self.states[n].status == SKIPPED]
-                if self.states[sid].status == WAITING:
+                status = self.states[sid].status
+                if status == WAITING:
                     self._move(sid, PENDING)
                     self._move(sid, SKIPPED, "manual stage not approved")
-                elif self.states[sid].status == PENDING and held:
-                    self._move(sid, SKIPPED, f"upstream {held[0]} skipped")
+                elif status == PENDING:
+                    needs = self.pipeline.stages[sid].needs
+                    held = [
+                        n for n in needs if n in self.states and self.states[n].status == SKIPPED
+                    ]
+                    if held:
+                        self._move(sid, SKIPPED, f"upstream {held[0]} skipped")
         if self._own_hosts:
             await self.hosts.close()
 

@@ -33,7 +33,7 @@ from engine.gha.commands import STEP_MARKER, marker_step_line
 from engine.logs import LogStore
 from engine.spec import Pipeline
 from engine.status import NOT_CACHEABLE
-from tui.widgets.groups import ENDGROUP, marked
+from tui.widgets.groups import ENDGROUP, ESCAPES, marked
 
 _COLORS = (36, 35, 33, 34, 32, 96, 95, 93, 94, 92)
 _STATUS_COLOR = {
@@ -52,8 +52,6 @@ JUNIT_LOG_LINES = 5000  # the last lines of a failed stage's log kept in the rep
 SUMMARY_LINES = 10  # the last lines of each failed stage shown when a run ends
 _LINE_CHARS = 500  # a summary line is cut at this many characters
 _CHUNK = 1000  # log lines read from the store at once
-# every CSI sequence (colours, cursor moves, erases) and OSC (titles, links)
-_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?")
 
 
 def allowed_failure(pipeline: Pipeline | None, event: StageStatus) -> bool:
@@ -171,7 +169,7 @@ class PlainReporter:
                 lines = tuple(line for line in shown if line is not None)
                 text = sep.join(lines)
             if self.strip and "\x1b" in text:
-                text = _ESCAPES.sub("", text)
+                text = ESCAPES.sub("", text)
             if lines:
                 self.out.write(pre + text + "\n")
         elif isinstance(event, StageStatus):
@@ -200,7 +198,7 @@ class PlainReporter:
         if line.startswith(ENDGROUP):
             return None
         text = marked(line)
-        return text if self.color or text is line else _ESCAPES.sub("", text)
+        return text if self.color or text is line else ESCAPES.sub("", text)
 
     def _step(self, marker: str) -> str | None:
         """A step marker's step line (painted), or None for a starting step's."""
@@ -219,7 +217,7 @@ class PlainReporter:
             lines = _tail(self.logs, run_id, event.stage, event.attempt, SUMMARY_LINES)
             shown = (self._job_line(x) if x.startswith("##") else x for x in lines)
             if self.strip:
-                shown = (None if x is None else _ESCAPES.sub("", x) for x in shown)
+                shown = (None if x is None else ESCAPES.sub("", x) for x in shown)
             self.out.writelines(f"   {_cut(line)}\n" for line in shown if line is not None)
             self.out.write(f"   whole log: {logs_command(self.pipeline, run_id, event.stage)}\n")
         self.out.write("\n")

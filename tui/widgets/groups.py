@@ -9,10 +9,15 @@ groups: the lines they hide, so a reader shows line N of the folded log without 
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from collections.abc import Callable
 
 from engine.gha.commands import STEP_MARKER
+
+# Every CSI sequence (colours, cursor moves, erases) and OSC (titles, links) in a log line: what
+# the log view's search and copy, and `run --color never`, leave out.
+ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 
 GROUP = "##[group]"
 ENDGROUP = "##[endgroup]"

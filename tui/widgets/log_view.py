@@ -34,9 +34,8 @@ from textual.selection import Selection
 from textual.strip import Strip
 from textual.worker import get_current_worker
 
-from tui.widgets.groups import GROUP, Folds, group_around, group_stop
+from tui.widgets.groups import ESCAPES, GROUP, Folds, group_around, group_stop
 
-_ANSI = re.compile(r"\x1b\[[0-9;:?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 _SPECIAL = re.compile(r"[\x00-\x1f\x7f]")  # escapes, \r, tabs: lines that need parsing
 _SCAN_CHUNK = 20_000  # lines per read while searching
 _BLOCK = 64  # lines per read while rendering
@@ -93,7 +92,7 @@ def last_state(line: str) -> str:
 def plain(line: str) -> str:
     """The line as displayed, without ANSI escapes: what search and copy see."""
     line = last_state(line)
-    return _ANSI.sub("", line) if "\x1b" in line else line
+    return ESCAPES.sub("", line) if "\x1b" in line else line
 
 
 def _shown(line: str) -> str:
